@@ -1,0 +1,46 @@
+# corral: `make run` starts a node with a demo VM; `make test` runs every check.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+CORRAL := $(VENV)/bin/corral
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint unit integration bench deps venv down clean
+
+deps:
+	@bash scripts/install-deps.sh
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip
+	@$(PY) -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+venv: deps $(STAMP)
+
+run: venv
+	@bash scripts/run-demo.sh
+
+down:
+	@$(CORRAL) down || true
+
+lint: venv
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/mypy
+
+unit: venv
+	$(VENV)/bin/pytest -q tests/unit
+
+integration: venv
+	$(VENV)/bin/pytest -q tests/integration
+
+test: venv
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/mypy
+	$(VENV)/bin/pytest -q tests
+
+bench: venv
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

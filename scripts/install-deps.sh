@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs the Debian packages corral needs on a host, only those that are missing.
+# Guest-only packages (guest kernel, busybox) are NOT installed: `corral image build-tiny`
+# downloads them with `apt-get download` and unpacks them into its build dir.
+set -euo pipefail
+
+PKGS=(
+  qemu-system-x86 qemu-utils
+  libvirt-daemon-system libvirt-clients libvirt-dev pkg-config
+  dnsmasq-base nftables iproute2 iptables
+  e2fsprogs cpio xz-utils zstd
+  python3-venv python3-dev gcc
+  ovmf procps psmisc
+  busybox-static  # udhcpc: the DHCP client of the network integration tests
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "corral: installing system packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+else
+  echo "corral: system packages present"
+fi

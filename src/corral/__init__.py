@@ -1,0 +1,3 @@
+"""corral: virtualization management platform."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,265 @@
+"""The agent's HTTP API, called by the engine (the same path a remote host uses)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+from fastapi import Depends, FastAPI, Request, WebSocket, WebSocketDisconnect
+from fastapi.responses import PlainTextResponse
+from pydantic import BaseModel, ConfigDict
+
+import corral
+from corral.agent import network
+from corral.agent.hypervisor import Hypervisor, detect_virt_type
+from corral.agent.storage import Storage
+from corral.errors import NotFound, Unauthorized
+from corral.httpserve import bearer, install_error_handlers, same_secret
+from corral.validation import validate_name
+
+
+@dataclass
+class AgentSettings:
+    state_dir: Path
+    token: str
+    libvirt_uri: str = "qemu:///system"
+
+
+class DefineBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    xml: str
+
+
+class DiskBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    image: str
+    size: int | None = None
+
+
+class ImageImportBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    source: str
+    format: str = "auto"
+
+
+class NetworkBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    bridge: str
+    subnet: str
+    gateway: str
+    dhcp_start: str
+    dhcp_end: str
+    nat: bool = True
+    dns_domain: str | None = None
+
+
+class Agent:
+    """The host-local services behind the routes."""
+
+    def __init__(self, settings: AgentSettings) -> None:
+        self.settings = settings
+        self.hv = Hypervisor(settings.libvirt_uri)
+        self.storage = Storage(settings.state_dir / "storage")
+        self.console_dir = settings.state_dir / "console"
+        self.net_dir = settings.state_dir / "networks"
+        for d in (self.console_dir, self.net_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        self.virt = detect_virt_type()
+
+    def facts(self) -> dict[str, Any]:
+        return {
+            "hostname": socket.gethostname(),
+            "agent_version": corral.__version__,
+            "cpus": os.cpu_count() or 1,
+            "memory_mib": psutil.virtual_memory().total >> 20,
+            "virt_type": self.virt.type.value,
+            "virt_note": self.virt.note,
+            "libvirt_version": self.hv.version(),
+            "storage_dir": str(self.storage.root),
+            "console_dir": str(self.console_dir),
+            "storage_free": self.storage.free_bytes(),
+        }
+
+    # -- networks: specs are kept on disk so the agent rebuilds them at every start --------
+    def _spec_file(self, name: str) -> Path:
+        return self.net_dir / f"{validate_name(name, 'network')}.json"
+
+    def ensure_network(self, name: str, body: NetworkBody) -> dict[str, bool]:
+        spec = network.NetworkSpec(name=name, **body.model_dump())
+        network.ensure_network(spec, self.net_dir)
+        self._spec_file(name).write_text(body.model_dump_json())
+        return network.network_status(spec, self.net_dir)
+
+    def _spec(self, name: str) -> network.NetworkSpec:
+        path = self._spec_file(name)
+        if not path.exists():
+            raise NotFound(f"network {name} is not set up on this host")
+        return network.NetworkSpec(name=name, **json.loads(path.read_text()))
+
+    def delete_network(self, name: str) -> None:
+        network.delete_network(self._spec(name), self.net_dir)
+        self._spec_file(name).unlink(missing_ok=True)
+
+    def restore_networks(self) -> None:
+        for path in sorted(self.net_dir.glob("*.json")):
+            spec = network.NetworkSpec(name=path.stem, **json.loads(path.read_text()))
+            network.ensure_network(spec, self.net_dir)
+
+    def console_log(self, name: str) -> str:
+        path = self.console_dir / f"{validate_name(name, 'vm')}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+
+def create_app(settings: AgentSettings) -> FastAPI:
+    agent = Agent(settings)
+    agent.restore_networks()
+
+    def auth(request: Request) -> None:
+        if not same_secret(bearer(request), settings.token):
+            raise Unauthorized("bad agent token")
+
+    app = FastAPI(title="corral agent", version=corral.__version__)
+    install_error_handlers(app)
+    app.state.agent = agent
+    hv, storage = agent.hv, agent.storage
+    guarded = [Depends(auth)]
+
+    @app.get("/v1/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/v1/host", dependencies=guarded)
+    def host() -> dict[str, Any]:
+        return agent.facts()
+
+    @app.get("/v1/domains", dependencies=guarded)
+    def domains() -> list[dict[str, Any]]:
+        return [d.to_dict() for d in hv.list_domains()]
+
+    @app.get("/v1/domains/{name}", dependencies=guarded)
+    def domain(name: str) -> dict[str, Any]:
+        return hv.get(name).to_dict()
+
+    @app.put("/v1/domains/{name}", dependencies=guarded)
+    def define(name: str, body: DefineBody) -> dict[str, Any]:
+        return hv.define(body.xml).to_dict()
+
+    actions = {
+        "start": hv.start, "shutdown": hv.shutdown, "destroy": hv.destroy, "reboot": hv.reboot,
+        "reset": hv.reset, "suspend": hv.suspend, "resume": hv.resume,
+    }
+
+    @app.post("/v1/domains/{name}/{action}", dependencies=guarded)
+    def act(name: str, action: str) -> dict[str, Any]:
+        if action not in actions:
+            raise NotFound(f"unknown domain action {action!r}")
+        return actions[action](name).to_dict()
+
+    @app.delete("/v1/domains/{name}", dependencies=guarded)
+    def undefine(name: str) -> dict[str, bool]:
+        try:
+            hv.undefine(name)
+        except NotFound:
+            return {"deleted": False}
+        return {"deleted": True}
+
+    @app.get("/v1/domains/{name}/console-log", dependencies=guarded)
+    def console_log(name: str) -> PlainTextResponse:
+        return PlainTextResponse(agent.console_log(name))
+
+    @app.websocket("/v1/domains/{name}/console")
+    async def console(ws: WebSocket, name: str) -> None:
+        if not same_secret(ws.headers.get("authorization", "").removeprefix("Bearer "),
+                           settings.token):
+            await ws.close(code=4401)
+            return
+        await ws.accept()
+        await relay_console(ws, hv, name)
+
+    @app.put("/v1/disks/{vm}", dependencies=guarded)
+    def create_disk(vm: str, body: DiskBody) -> dict[str, Any]:
+        return storage.create_disk(vm, body.image, body.size)
+
+    @app.delete("/v1/disks/{vm}", dependencies=guarded)
+    def delete_disk(vm: str) -> dict[str, bool]:
+        storage.delete_disk(vm)
+        (agent.console_dir / f"{validate_name(vm, 'vm')}.log").unlink(missing_ok=True)
+        return {"deleted": True}
+
+    @app.post("/v1/images/{name}/import", dependencies=guarded)
+    def import_image(name: str, body: ImageImportBody) -> dict[str, Any]:
+        return storage.import_image(name, Path(body.source), body.format).to_dict()
+
+    @app.post("/v1/images/{name}/build-tiny", dependencies=guarded)
+    def build_tiny(name: str) -> dict[str, Any]:
+        return storage.build_tiny(name).to_dict()
+
+    @app.get("/v1/images/{name}", dependencies=guarded)
+    def image(name: str) -> dict[str, Any]:
+        return {**storage.describe(name).to_dict(), "users": storage.disk_in_use_by(name)}
+
+    @app.delete("/v1/images/{name}", dependencies=guarded)
+    def delete_image(name: str) -> dict[str, bool]:
+        storage.delete_image(name)
+        return {"deleted": True}
+
+    @app.put("/v1/networks/{name}", dependencies=guarded)
+    def ensure_network(name: str, body: NetworkBody) -> dict[str, bool]:
+        return agent.ensure_network(name, body)
+
+    @app.delete("/v1/networks/{name}", dependencies=guarded)
+    def delete_network(name: str) -> dict[str, bool]:
+        agent.delete_network(name)
+        return {"deleted": True}
+
+    @app.get("/v1/networks/{name}/leases", dependencies=guarded)
+    def leases(name: str) -> list[dict[str, Any]]:
+        return [vars(lease) for lease in network.leases(agent._spec(name), agent.net_dir)]
+
+    return app
+
+
+async def relay_console(ws: WebSocket, hv: Hypervisor, name: str) -> None:
+    """Bytes both ways between a WebSocket and the domain's serial console stream."""
+    stream = await asyncio.to_thread(hv.open_console, name)
+    loop = asyncio.get_running_loop()
+    closed = threading.Event()
+
+    def pump_out() -> None:
+        while not closed.is_set():
+            try:
+                data = stream.recv(4096)
+            except Exception:
+                break
+            if not data or isinstance(data, int):
+                if data == -2:  # would block: not in blocking mode, try again
+                    continue
+                break
+            asyncio.run_coroutine_threadsafe(ws.send_bytes(bytes(data)), loop).result(10)
+        closed.set()
+
+    reader = loop.run_in_executor(None, pump_out)
+    try:
+        while not closed.is_set():
+            msg = await ws.receive()
+            if msg.get("type") == "websocket.disconnect":
+                break
+            data = msg.get("bytes") or (msg.get("text") or "").encode()
+            if data:
+                await asyncio.to_thread(stream.send, data)
+    except WebSocketDisconnect:
+        pass
+    finally:
+        closed.set()
+        try:
+            stream.abort()
+        except Exception:
+            pass
+        await asyncio.wait([reader], timeout=5)

@@ -1,0 +1,180 @@
+"""A thin wrapper of a libvirt connection; libvirt errors are mapped to corral.errors here."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import Any, TypeVar
+
+import libvirt
+
+from corral.domainxml import vm_id_of
+from corral.errors import CorralError, HypervisorError, NotFound, Unavailable, WrongState
+
+T = TypeVar("T")
+
+_STATES = {
+    libvirt.VIR_DOMAIN_NOSTATE: "unknown",
+    libvirt.VIR_DOMAIN_RUNNING: "running",
+    libvirt.VIR_DOMAIN_BLOCKED: "running",
+    libvirt.VIR_DOMAIN_PAUSED: "paused",
+    libvirt.VIR_DOMAIN_SHUTDOWN: "shutting-down",
+    libvirt.VIR_DOMAIN_SHUTOFF: "stopped",
+    libvirt.VIR_DOMAIN_CRASHED: "crashed",
+    libvirt.VIR_DOMAIN_PMSUSPENDED: "paused",
+}
+
+# libvirt error codes that mean "the request does not fit the domain's state".
+_STATE_ERRORS = {libvirt.VIR_ERR_OPERATION_INVALID, libvirt.VIR_ERR_OPERATION_DENIED}
+
+
+@dataclass(frozen=True)
+class DomainInfo:
+    name: str
+    uuid: str
+    vm_id: str | None
+    state: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _silence(_ctx: object, _err: object) -> None:
+    """libvirt prints every error to stderr by default; we raise them instead."""
+
+
+libvirt.registerErrorHandler(_silence, None)
+
+
+@contextmanager
+def _mapped(what: str) -> Iterator[None]:
+    try:
+        yield
+    except libvirt.libvirtError as exc:
+        code = exc.get_error_code()
+        msg = f"{what}: {exc.get_error_message()}"
+        if code == libvirt.VIR_ERR_NO_DOMAIN:
+            raise NotFound(msg) from exc
+        if code in _STATE_ERRORS:
+            raise WrongState(msg) from exc
+        raise HypervisorError(msg) from exc
+
+
+class Hypervisor:
+    """One libvirt connection, reopened when libvirtd restarts."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self._conn: Any = None
+        self._lock = threading.Lock()
+
+    def _connection(self) -> Any:
+        with self._lock:
+            if self._conn is not None:
+                try:
+                    if self._conn.isAlive():
+                        return self._conn
+                except libvirt.libvirtError:
+                    pass
+            try:
+                self._conn = libvirt.open(self.uri)
+            except libvirt.libvirtError as exc:
+                raise Unavailable(
+                    f"cannot connect to libvirt at {self.uri}: {exc.get_error_message()} "
+                    "(is libvirtd running? `corral up` starts it)"
+                ) from exc
+            return self._conn
+
+    def _call(self, what: str, fn: Callable[[Any], T]) -> T:
+        with _mapped(what):
+            return fn(self._connection())
+
+    def _domain(self, name: str) -> Any:
+        return self._call(f"domain {name}", lambda c: c.lookupByName(name))
+
+    @staticmethod
+    def _info(dom: Any) -> DomainInfo:
+        state = _STATES.get(dom.state()[0], "unknown")
+        try:
+            vm_id = vm_id_of(dom.XMLDesc(0))
+        except CorralError:
+            vm_id = None
+        return DomainInfo(name=dom.name(), uuid=dom.UUIDString(), vm_id=vm_id, state=state)
+
+    def version(self) -> str:
+        v = self._call("version", lambda c: c.getLibVersion())
+        return f"{v // 1000000}.{v // 1000 % 1000}.{v % 1000}"
+
+    def list_domains(self) -> list[DomainInfo]:
+        """Every domain libvirt knows, running or not; transient ones vanish while listed."""
+        infos = []
+        for dom in self._call("list domains", lambda c: c.listAllDomains(0)):
+            try:
+                with _mapped("domain"):
+                    infos.append(self._info(dom))
+            except NotFound:
+                continue
+        return infos
+
+    def get(self, name: str) -> DomainInfo:
+        dom = self._domain(name)
+        with _mapped(f"domain {name}"):
+            return self._info(dom)
+
+    def define(self, xml: str) -> DomainInfo:
+        dom = self._call("define domain", lambda c: c.defineXML(xml))
+        with _mapped("define domain"):
+            return self._info(dom)
+
+    def _act(self, name: str, what: str, fn: Callable[[Any], object]) -> DomainInfo:
+        dom = self._domain(name)
+        with _mapped(f"{what} {name}"):
+            fn(dom)
+            return self._info(dom)
+
+    def start(self, name: str) -> DomainInfo:
+        return self._act(name, "start", lambda d: d.create())
+
+    def shutdown(self, name: str) -> DomainInfo:
+        """Ask the guest to power off (ACPI power button)."""
+        return self._act(
+            name, "shutdown", lambda d: d.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN)
+        )
+
+    def destroy(self, name: str) -> DomainInfo:
+        return self._act(name, "force off", lambda d: d.destroy())
+
+    def reboot(self, name: str) -> DomainInfo:
+        return self._act(name, "reboot", lambda d: d.reboot(libvirt.VIR_DOMAIN_REBOOT_ACPI_POWER_BTN))
+
+    def reset(self, name: str) -> DomainInfo:
+        return self._act(name, "reset", lambda d: d.reset(0))
+
+    def suspend(self, name: str) -> DomainInfo:
+        return self._act(name, "pause", lambda d: d.suspend())
+
+    def resume(self, name: str) -> DomainInfo:
+        return self._act(name, "resume", lambda d: d.resume())
+
+    def undefine(self, name: str) -> None:
+        dom = self._domain(name)
+        with _mapped(f"undefine {name}"):
+            if dom.isActive():
+                raise WrongState(f"domain {name} is running; stop it before deleting")
+            dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+
+    def xml(self, name: str) -> str:
+        dom = self._domain(name)
+        with _mapped(f"domain {name}"):
+            return str(dom.XMLDesc(0))
+
+    def open_console(self, name: str) -> Any:
+        """A blocking libvirt stream on the domain's serial console (for the console relay)."""
+        dom = self._domain(name)
+        conn = self._connection()
+        with _mapped(f"console of {name}"):
+            stream = conn.newStream(0)
+            dom.openConsole(None, stream, libvirt.VIR_DOMAIN_CONSOLE_FORCE)
+            return stream

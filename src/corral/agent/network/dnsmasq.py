@@ -1,0 +1,229 @@
+"""One dnsmasq per network: DHCP (and DNS for the guests' names) on the bridge only.
+
+Files, all under ``<state_dir>/<name>/``: ``dnsmasq.conf`` (generated), ``dnsmasq.pid``,
+``dnsmasq.leases``, ``dnsmasq.log``. dnsmasq daemonizes itself, so it outlives the agent; an
+agent that comes back finds it again through the pid file.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from corral.agent.network import _cmd
+from corral.agent.network.spec import Lease, NetworkSpec, network_dir, parse_subnet
+from corral.errors import HostError
+
+log = logging.getLogger(__name__)
+LEASE_TIME = "12h"
+STOP_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True)
+class Paths:
+    dir: Path
+    conf: Path
+    pid: Path
+    leases: Path
+    log: Path
+
+    @classmethod
+    def of(cls, spec: NetworkSpec, state_dir: Path) -> Paths:
+        d = network_dir(spec, state_dir)
+        return cls(d, d / "dnsmasq.conf", d / "dnsmasq.pid", d / "dnsmasq.leases",
+                   d / "dnsmasq.log")
+
+
+def render_config(spec: NetworkSpec, paths: Paths) -> str:
+    """The dnsmasq config for a validated ``spec``.
+
+    Values are re-derived from parsed addresses (canonical forms) and every line is checked to
+    be a single line, so nothing from the spec can add an option of its own.
+    """
+    net = parse_subnet(spec.subnet)
+    gateway = ipaddress.IPv4Address(spec.gateway)
+    start = ipaddress.IPv4Address(spec.dhcp_start)
+    end = ipaddress.IPv4Address(spec.dhcp_end)
+    lines = [
+        f"# corral network {spec.name}: generated, do not edit",
+        "bind-interfaces",
+        f"interface={spec.bridge}",
+        "except-interface=lo",
+        f"dhcp-range={start},{end},{net.netmask},{LEASE_TIME}",
+        f"dhcp-leasefile={paths.leases}",
+        f"pid-file={paths.pid}",
+        "no-resolv",
+        "no-hosts",
+        "no-poll",
+        "dhcp-authoritative",
+        # The range belongs to this dnsmasq alone; its ping check before each new lease
+        # would delay every new guest's first DHCP answer by about 3 s.
+        "no-ping",
+        f"dhcp-option=option:router,{gateway}",
+        f"dhcp-option=option:dns-server,{gateway}",
+        f"log-facility={paths.log}",
+    ]
+    if spec.dns_domain:
+        lines += [
+            f"domain={spec.dns_domain}",
+            f"local=/{spec.dns_domain}/",
+            "expand-hosts",
+        ]
+    for line in lines:
+        if "\n" in line or "\r" in line or "\0" in line:
+            raise ValueError(f"refusing a multi-line dnsmasq option: {line!r}")
+    return "\n".join(lines) + "\n"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _same_netns(pid: int) -> bool:
+    try:
+        theirs = os.stat(f"/proc/{pid}/ns/net")
+        ours = os.stat("/proc/self/ns/net")
+    except OSError:
+        return False
+    return (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino)
+
+
+def running_pid(paths: Paths) -> int | None:
+    """The pid of this network's live dnsmasq (pid file names a dnsmasq that uses our config
+    and runs in this network namespace), else None."""
+    try:
+        pid = int(paths.pid.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    if pid <= 1:
+        return None
+    try:
+        comm = Path(f"/proc/{pid}/comm").read_text().strip()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    if comm != "dnsmasq" or f"--conf-file={paths.conf}".encode() not in cmdline:
+        return None
+    if not _same_netns(pid):
+        return None
+    return pid
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def stop(paths: Paths, timeout: float = STOP_TIMEOUT) -> bool:
+    """Stop this network's dnsmasq (TERM, then KILL). True when one was running."""
+    pid = running_pid(paths)
+    if pid is None:
+        paths.pid.unlink(missing_ok=True)
+        return False
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and _alive(pid):
+            time.sleep(0.02)
+        if not _alive(pid):
+            break
+    if _alive(pid):
+        raise HostError(f"dnsmasq (pid {pid}) did not stop", pid=pid)
+    paths.pid.unlink(missing_ok=True)
+    log.info("stopped dnsmasq pid %d (%s)", pid, paths.conf)
+    return True
+
+
+def ensure(spec: NetworkSpec, state_dir: Path, *, restart: bool = False) -> int:
+    """Write the config and make sure one dnsmasq serves it; returns its pid.
+
+    A running dnsmasq is restarted when the config changed or ``restart`` is set (e.g. the
+    bridge was just re-created: dnsmasq's sockets are bound to the old interface).
+    """
+    paths = Paths.of(spec, state_dir)
+    paths.dir.mkdir(parents=True, exist_ok=True, mode=0o755)
+    text = render_config(spec, paths)
+    try:
+        changed = paths.conf.read_text() != text
+    except OSError:
+        changed = True
+    if changed:
+        _write_atomic(paths.conf, text)
+    pid = running_pid(paths)
+    if pid is not None and not changed and not restart:
+        return pid
+    if pid is not None:
+        stop(paths)
+    paths.pid.unlink(missing_ok=True)
+    # dnsmasq daemonizes; the parent exits once the child has bound its sockets, with a
+    # non-zero status and a message on stderr when it could not.
+    _cmd.run(["dnsmasq", f"--conf-file={paths.conf}"], timeout=15)
+    deadline = time.monotonic() + 5
+    while (pid := running_pid(paths)) is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if pid is None:
+        raise HostError(
+            f"dnsmasq for network {spec.name} started but no live process is named in "
+            f"{paths.pid}; see {paths.log}"
+        )
+    log.info("network %s: dnsmasq running, pid %d", spec.name, pid)
+    return pid
+
+
+def delete(spec: NetworkSpec, state_dir: Path) -> None:
+    """Stop dnsmasq and remove this network's files (the directory too, when empty)."""
+    paths = Paths.of(spec, state_dir)
+    stop(paths)
+    for path in (paths.conf, paths.pid, paths.leases, paths.log,
+                 paths.conf.with_name(f".{paths.conf.name}.tmp")):
+        path.unlink(missing_ok=True)
+    try:
+        paths.dir.rmdir()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("network %s: could not remove %s: %s", spec.name, paths.dir, exc)
+
+
+def status(spec: NetworkSpec, state_dir: Path) -> bool:
+    return running_pid(Paths.of(spec, state_dir)) is not None
+
+
+def parse_leases(text: str) -> list[Lease]:
+    """Parse dnsmasq's lease file: ``EXPIRY MAC IP HOSTNAME CLIENT-ID`` per line."""
+    out: list[Lease] = []
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) < 4 or fields[0] == "duid":
+            continue
+        try:
+            expires = int(fields[0])
+            ip = ipaddress.ip_address(fields[2])
+        except ValueError:
+            continue
+        if ip.version != 4:
+            continue
+        hostname = None if fields[3] == "*" else fields[3]
+        out.append(Lease(mac=fields[1].lower(), ip=str(ip), hostname=hostname, expires=expires))
+    return out
+
+
+def leases(spec: NetworkSpec, state_dir: Path) -> list[Lease]:
+    try:
+        text = Paths.of(spec, state_dir).leases.read_text()
+    except FileNotFoundError:
+        return []
+    return parse_leases(text)

@@ -1,0 +1,146 @@
+"""`corral vm ...`: VM lifecycle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from corral.api import PowerAction, Vm, VmCreate
+from corral.cli.console import attach_console
+from corral.cli.output import (
+    DataDirOpt,
+    OutputFormat,
+    OutputOpt,
+    WaitOpt,
+    client,
+    emit,
+    follow,
+    handled,
+    human_bytes,
+    out,
+)
+from corral.errors import InvalidInput
+
+app = typer.Typer(help="Create, run and delete virtual machines.", no_args_is_help=True)
+
+COLUMNS = [
+    ("NAME", lambda v: v.name), ("STATE", lambda v: v.state.value), ("CPUS", lambda v: v.cpus),
+    ("MEMORY", lambda v: f"{v.memory_mib} MiB"), ("DISK", lambda v: human_bytes(v.disk_bytes)),
+    ("IMAGE", lambda v: v.image), ("NETWORK", lambda v: v.network or "-"),
+    ("HOST", lambda v: v.host or "-"),
+]
+
+
+@app.command("create")
+def create(
+    name: str = typer.Argument(..., help="VM name: letters, digits, '-' and '_'"),
+    image: str = typer.Option(..., "--image", "-i", help="Image to clone the root disk from"),
+    cpus: int = typer.Option(1, "--cpus", help="Virtual CPUs"),
+    memory: str = typer.Option("512M", "--memory", "-m", help="Memory, e.g. 512M or 2G"),
+    disk: str = typer.Option(None, "--disk", help="Root disk size, e.g. 10G (default: image size)"),
+    network: str = typer.Option("default", "--network", help="Network for the first NIC"),
+    start: bool = typer.Option(False, "--start", help="Start the VM once created"),
+    wait: bool = WaitOpt, output: OutputFormat = OutputOpt, data_dir: Path = DataDirOpt,
+) -> None:
+    """Create a VM whose disk is a linked clone (qcow2 overlay) of IMAGE."""
+    with handled():
+        try:
+            req = VmCreate(name=name, image=image, cpus=cpus, memory=memory, disk=disk,
+                           network=network, start=start)
+        except ValueError as exc:
+            first = exc.errors()[0] if hasattr(exc, "errors") else {"loc": ["?"], "msg": str(exc)}
+            field = str(first["loc"][0]) if first.get("loc") else None
+            raise InvalidInput(str(first["msg"]).removeprefix("Value error, "), field=field) from None
+        with client(data_dir) as c:
+            follow(c, c.create_vm(req), f"create VM {name}", wait, output)
+
+
+@app.command("list")
+def list_vms(output: OutputFormat = OutputOpt, data_dir: Path = DataDirOpt) -> None:
+    """List VMs with their state."""
+    with handled(), client(data_dir) as c:
+        emit(c.list_vms(), output, COLUMNS)
+
+
+@app.command("show")
+def show(name: str, output: OutputFormat = OutputOpt, data_dir: Path = DataDirOpt) -> None:
+    """Show one VM."""
+    with handled(), client(data_dir) as c:
+        vm: Vm = c.get_vm(name)
+        if output == OutputFormat.JSON:
+            emit(vm, output, [])
+            return
+        for key, value in vm.model_dump(mode="json").items():
+            out.print(f"[bold]{key:14}[/] {value}", highlight=False)
+
+
+def _power(action: PowerAction, name: str, wait: bool, output: OutputFormat, data_dir: Path | None,
+           force: bool = False, timeout: int = 60) -> None:
+    with handled(), client(data_dir) as c:
+        op = c.vm_action(name, action, force=force, timeout=timeout)
+        follow(c, op, f"{action.value} VM {name}", wait, output, timeout=timeout + 120)
+
+
+@app.command("start")
+def start(name: str, wait: bool = WaitOpt, output: OutputFormat = OutputOpt,
+          data_dir: Path = DataDirOpt) -> None:
+    """Start a stopped VM."""
+    _power(PowerAction.START, name, wait, output, data_dir)
+
+
+@app.command("stop")
+def stop(
+    name: str,
+    force: bool = typer.Option(False, "--force", help="Power off at once (no ACPI shutdown)"),
+    timeout: int = typer.Option(60, "--timeout", help="Seconds to wait for the guest before forcing"),
+    wait: bool = WaitOpt, output: OutputFormat = OutputOpt, data_dir: Path = DataDirOpt,
+) -> None:
+    """Shut a VM down: ACPI power button, then forced off after --timeout seconds."""
+    _power(PowerAction.STOP, name, wait, output, data_dir, force=force, timeout=timeout)
+
+
+@app.command("reboot")
+def reboot(name: str, wait: bool = WaitOpt, output: OutputFormat = OutputOpt,
+           data_dir: Path = DataDirOpt) -> None:
+    """Reboot a running VM."""
+    _power(PowerAction.REBOOT, name, wait, output, data_dir)
+
+
+@app.command("pause")
+def pause(name: str, wait: bool = WaitOpt, output: OutputFormat = OutputOpt,
+          data_dir: Path = DataDirOpt) -> None:
+    """Freeze a running VM's CPUs (memory stays)."""
+    _power(PowerAction.PAUSE, name, wait, output, data_dir)
+
+
+@app.command("resume")
+def resume(name: str, wait: bool = WaitOpt, output: OutputFormat = OutputOpt,
+           data_dir: Path = DataDirOpt) -> None:
+    """Resume a paused VM."""
+    _power(PowerAction.RESUME, name, wait, output, data_dir)
+
+
+@app.command("delete")
+def delete(
+    name: str,
+    force: bool = typer.Option(False, "--force", help="Power off a running VM first"),
+    wait: bool = WaitOpt, output: OutputFormat = OutputOpt, data_dir: Path = DataDirOpt,
+) -> None:
+    """Delete a VM and its disk (a running VM needs --force)."""
+    with handled(), client(data_dir) as c:
+        follow(c, c.delete_vm(name, force=force), f"delete VM {name}", wait, output)
+
+
+@app.command("console")
+def console(
+    name: str,
+    log: bool = typer.Option(False, "--log", help="Print the console log instead of attaching"),
+    data_dir: Path = DataDirOpt,
+) -> None:
+    """Attach to the VM's serial console (leave with Ctrl-]); --log prints what it wrote."""
+    with handled(), client(data_dir) as c:
+        if log:
+            print(c.console_log(name), end="")
+            return
+        attach_console(c, name)

@@ -1,0 +1,157 @@
+"""The HTTP client behind corral.client."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from corral import errors
+from corral.api import (
+    Event,
+    Host,
+    Image,
+    ImageBuildTiny,
+    ImageImport,
+    Network,
+    Operation,
+    PowerAction,
+    Status,
+    Vm,
+    VmCreate,
+    VmStatePut,
+)
+from corral.node.paths import load_client_config
+
+
+class Client:
+    def __init__(self, url: str, token: str, ca: str | None = None, timeout: float = 30.0) -> None:
+        verify: bool | str = ca if ca else True
+        self.url = url
+        self.token = token
+        self.ca = ca
+        self._http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"},
+                                  verify=verify, timeout=timeout)
+
+    @classmethod
+    def from_config(cls, data_dir: Path | None = None) -> Client:
+        cfg = load_client_config(data_dir)
+        if not cfg.get("url") or not cfg.get("token"):
+            raise errors.Unavailable(
+                "no corral node found: run `corral up` (or set CORRAL_DATA_DIR, "
+                "or CORRAL_URL and CORRAL_TOKEN)"
+            )
+        return cls(cfg["url"], cfg["token"], cfg.get("ca"))
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            resp = self._http.request(method, path, **kwargs)
+        except httpx.ConnectError as exc:
+            raise errors.Unavailable(f"cannot reach corral at {self.url}: {exc} "
+                                     "(is it running? `corral up`)") from exc
+        except httpx.HTTPError as exc:
+            raise errors.Unavailable(f"request to {self.url} failed: {exc}") from exc
+        if resp.status_code >= 400:
+            try:
+                body = resp.json().get("error") or {}
+            except ValueError:
+                body = {"message": resp.text[:500] or resp.reason_phrase}
+            raise errors.from_dict(body)
+        return resp
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self.request(method, path, **kwargs).json()
+
+    # -- VMs ------------------------------------------------------------------------------
+    def list_vms(self) -> list[Vm]:
+        return [Vm.model_validate(v) for v in self._json("GET", "/api/v1/vms")]
+
+    def get_vm(self, name: str) -> Vm:
+        return Vm.model_validate(self._json("GET", f"/api/v1/vms/{name}"))
+
+    def create_vm(self, req: VmCreate) -> Operation:
+        return Operation.model_validate(
+            self._json("POST", "/api/v1/vms", json=req.model_dump(exclude_none=True)))
+
+    def vm_action(self, name: str, action: PowerAction, *, force: bool = False,
+                  timeout: int = 60) -> Operation:
+        body = VmStatePut(action=action, force=force, timeout=timeout).model_dump(mode="json")
+        return Operation.model_validate(self._json("PUT", f"/api/v1/vms/{name}/state", json=body))
+
+    def delete_vm(self, name: str, force: bool = False) -> Operation:
+        return Operation.model_validate(
+            self._json("DELETE", f"/api/v1/vms/{name}", params={"force": force}))
+
+    def console_log(self, name: str) -> str:
+        return self.request("GET", f"/api/v1/vms/{name}/console-log").text
+
+    # -- images ---------------------------------------------------------------------------
+    def list_images(self) -> list[Image]:
+        return [Image.model_validate(i) for i in self._json("GET", "/api/v1/images")]
+
+    def import_image(self, req: ImageImport) -> Operation:
+        return Operation.model_validate(
+            self._json("POST", "/api/v1/images", json=req.model_dump()))
+
+    def build_tiny(self, name: str = "tiny") -> Operation:
+        body = ImageBuildTiny(name=name).model_dump()
+        return Operation.model_validate(self._json("POST", "/api/v1/images/build-tiny", json=body))
+
+    def delete_image(self, name: str) -> Operation:
+        return Operation.model_validate(self._json("DELETE", f"/api/v1/images/{name}"))
+
+    # -- operations, events, node ---------------------------------------------------------
+    def get_operation(self, op_id: str) -> Operation:
+        return Operation.model_validate(self._json("GET", f"/api/v1/operations/{op_id}"))
+
+    def list_operations(self, limit: int = 50) -> list[Operation]:
+        data = self._json("GET", "/api/v1/operations", params={"limit": limit})
+        return [Operation.model_validate(o) for o in data]
+
+    def wait(self, op_id: str, timeout: float = 600) -> Operation:
+        """Block until the operation is done; raise its error if it failed."""
+        op = self.wait_quiet(op_id, timeout)
+        if op.status.value == "failure":
+            raise errors.from_dict(op.error or {"message": op.message or "operation failed"})
+        if not op.status.done:
+            raise errors.Unavailable(f"operation {op_id} still {op.status.value} after {timeout} s")
+        return op
+
+    def wait_quiet(self, op_id: str, timeout: float = 600) -> Operation:
+        data = self._json("GET", f"/api/v1/operations/{op_id}/wait",
+                          params={"timeout": timeout}, timeout=timeout + 30)
+        return Operation.model_validate(data)
+
+    def events(self, timeout: float | None = None) -> Iterator[Event]:
+        """Server-Sent Events, as they come (the stream ends when the engine stops)."""
+        with self._http.stream("GET", "/api/v1/events", timeout=httpx.Timeout(10, read=timeout)) as r:
+            if r.status_code >= 400:
+                r.read()
+                raise errors.from_dict(r.json().get("error") or {})
+            for line in r.iter_lines():
+                if line.startswith("data: "):
+                    yield Event.model_validate(json.loads(line[6:]))
+
+    def status(self) -> Status:
+        return Status.model_validate(self._json("GET", "/api/v1/status"))
+
+    def list_hosts(self) -> list[Host]:
+        return [Host.model_validate(h) for h in self._json("GET", "/api/v1/hosts")]
+
+    def list_networks(self) -> list[Network]:
+        return [Network.model_validate(n) for n in self._json("GET", "/api/v1/networks")]
+
+    def leases(self, network: str) -> list[dict[str, Any]]:
+        return list(self._json("GET", f"/api/v1/networks/{network}/leases"))

@@ -1,0 +1,358 @@
+"""From a VM spec to a libvirt domain: all the policy in one place.
+
+The model (:mod:`corral.domainxml.model`) only maps properties to XML; what a corral VM
+looks like is decided here (Nova's ``designer.py`` lesson):
+
+- ``q35`` machine, unless a disk sits on the IDE bus (q35 has none): then ``pc``;
+- disk targets by bus in spec order: ``vda, vdb, ...`` (virtio), ``sda, ...`` (scsi and
+  sata share the ``sd`` names), ``hda, ...`` (ide); a CD-ROM asked on virtio goes on sata;
+  SCSI disks get one ``virtio-scsi`` controller;
+- boot from the disks, then the CD-ROMs (none of that with direct kernel boot);
+- NICs on a Linux bridge, ``model type='virtio'`` by default (Debian's cloud kernel has no
+  e1000 driver);
+- ``kvm``: ``host-passthrough`` CPU; ``qemu`` (TCG): no ``<cpu>``, QEMU's default model;
+- a pty serial port (with ``<log file=... append='on'/>`` when a console log is asked) and
+  its console, the qemu-guest-agent channel, virtio RNG from ``/dev/urandom``, a virtio
+  balloon, VNC on 127.0.0.1 with a VGA card when ``vnc`` is on;
+- poweroff → destroy, reboot → restart, crash → destroy;
+- no ``<emulator>``: the agent's libvirt picks its host's default.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid as uuidlib
+from dataclasses import dataclass
+
+from corral.domainxml.devices import (
+    RNG,
+    Channel,
+    Console,
+    Controller,
+    Disk,
+    Graphics,
+    Interface,
+    Serial,
+    Video,
+)
+from corral.domainxml.model import Domain, Timer
+from corral.errors import InvalidInput
+from corral.validation import validate_name
+
+GUEST_AGENT_CHANNEL = "org.qemu.guest_agent.0"
+
+VIRT_TYPES = ("kvm", "qemu")
+DISK_FORMATS = ("qcow2", "raw")
+DISK_DEVICES = ("disk", "cdrom")
+DISK_BUSES = ("virtio", "scsi", "sata", "ide")
+NIC_MODELS = ("virtio", "e1000", "e1000e", "rtl8139")
+
+MIN_MEMORY_MIB = 16
+MAX_MEMORY_MIB = 16 * 1024 * 1024  # 16 TiB
+MAX_VCPUS = 255  # x86 without interrupt remapping
+MAX_IDE_DISKS = 4  # two channels, master and slave
+
+_TARGET_PREFIX = {"virtio": "vd", "scsi": "sd", "sata": "sd", "ide": "hd"}
+_MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+_BRIDGE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+_VM_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+@dataclass(frozen=True)
+class DiskSpec:
+    path: str
+    format: str = "qcow2"  # qcow2|raw
+    device: str = "disk"  # disk|cdrom
+    bus: str = "virtio"  # virtio|scsi|sata|ide
+    readonly: bool = False
+
+
+@dataclass(frozen=True)
+class NicSpec:
+    mac: str
+    bridge: str  # Linux bridge name on the host
+    model: str = "virtio"
+
+
+@dataclass(frozen=True)
+class DomainSpec:
+    name: str
+    uuid: str
+    vm_id: str  # corral's id, stored in metadata
+    vcpus: int
+    memory_mib: int
+    virt_type: str  # "kvm" or "qemu" (TCG)
+    disks: list[DiskSpec]
+    nics: list[NicSpec]
+    console_log: str | None = None  # file for <serial><log file=...>
+    kernel: str | None = None  # direct kernel boot (tiny guest)
+    initrd: str | None = None
+    cmdline: str | None = None
+    vnc: bool = True
+
+
+def design_domain(spec: DomainSpec) -> Domain:
+    """Validate ``spec`` (:class:`~corral.errors.InvalidInput` with ``field``) and design it."""
+    validate_spec(spec)
+    dom = Domain()
+    dom.type = spec.virt_type
+    dom.name = spec.name
+    dom.uuid = str(uuidlib.UUID(spec.uuid))
+    dom.vm_id = spec.vm_id
+    dom.memory_kib = spec.memory_mib * 1024
+    dom.current_memory_kib = spec.memory_mib * 1024
+    dom.vcpu = spec.vcpus
+
+    buses = [_disk_bus(d) for d in spec.disks]
+    os = dom.os
+    os.type = "hvm"
+    os.arch = "x86_64"
+    os.machine = "pc" if "ide" in buses else "q35"
+    if spec.kernel is not None:
+        os.kernel = spec.kernel
+        os.initrd = spec.initrd
+        os.cmdline = spec.cmdline
+    else:
+        boot = ["hd"] if any(d.device == "disk" for d in spec.disks) else []
+        if any(d.device == "cdrom" for d in spec.disks):
+            boot.append("cdrom")
+        os.boot_devices = boot or ["hd"]
+
+    dom.features.acpi = True
+    dom.features.apic = True
+    if spec.virt_type == "kvm":
+        dom.cpu.mode = "host-passthrough"
+        dom.cpu.check = "none"
+        dom.cpu.migratable = True
+
+    dom.clock.offset = "utc"
+    for name, tickpolicy, present in (
+        ("rtc", "catchup", None),
+        ("pit", "delay", None),
+        ("hpet", None, False),
+    ):
+        timer = Timer()
+        timer.name, timer.tickpolicy, timer.present = name, tickpolicy, present
+        dom.clock.add(timer)
+
+    dom.on_poweroff = "destroy"
+    dom.on_reboot = "restart"
+    dom.on_crash = "destroy"
+
+    _add_disks(dom, spec.disks, buses)
+    _add_nics(dom, spec.nics)
+    _add_console(dom, spec.console_log)
+    _add_extras(dom, spec.vnc)
+    return dom
+
+
+def vm_id_of(xml: str) -> str | None:
+    """corral's VM id from a domain's XML metadata; ``None`` for a domain corral did not make."""
+    return Domain.from_xml(xml).vm_id
+
+
+# -- devices -------------------------------------------------------------------------
+
+
+def _disk_bus(disk: DiskSpec) -> str:
+    # virtio-blk cannot hold removable media.
+    return "sata" if disk.device == "cdrom" and disk.bus == "virtio" else disk.bus
+
+
+def target_name(prefix: str, index: int) -> str:
+    """libvirt's disk names: ``vda``..``vdz``, ``vdaa``..``vdzz``, ``vdaaa``..."""
+    letters = ""
+    index += 1
+    while index > 0:
+        index, rem = divmod(index - 1, 26)
+        letters = chr(ord("a") + rem) + letters
+    return prefix + letters
+
+
+def _add_disks(dom: Domain, disks: list[DiskSpec], buses: list[str]) -> None:
+    counters: dict[str, int] = {}
+    for spec, bus in zip(disks, buses, strict=True):
+        prefix = _TARGET_PREFIX[bus]
+        index = counters.get(prefix, 0)
+        counters[prefix] = index + 1
+        disk = Disk()
+        disk.type = "block" if spec.path.startswith("/dev/") else "file"
+        disk.device = spec.device
+        disk.driver_name = "qemu"
+        disk.driver_type = spec.format
+        if spec.device == "disk" and bus in ("virtio", "scsi"):
+            disk.driver_discard = "unmap"
+        if disk.type == "block":
+            disk.source_dev = spec.path
+        else:
+            disk.source_file = spec.path
+        disk.target_dev = target_name(prefix, index)
+        disk.target_bus = bus
+        disk.readonly = spec.readonly or spec.device == "cdrom"
+        dom.devices.add(disk)
+    if "scsi" in buses:
+        controller = Controller()
+        controller.type = "scsi"
+        controller.index = 0
+        controller.model = "virtio-scsi"
+        dom.devices.add(controller)
+
+
+def _add_nics(dom: Domain, nics: list[NicSpec]) -> None:
+    for spec in nics:
+        nic = Interface()
+        nic.type = "bridge"
+        nic.mac = spec.mac.lower()
+        nic.source_bridge = spec.bridge
+        nic.model = spec.model
+        dom.devices.add(nic)
+
+
+def _add_console(dom: Domain, console_log: str | None) -> None:
+    serial = Serial()
+    serial.type = "pty"
+    if console_log is not None:
+        serial.log_file = console_log
+        serial.log_append = True
+    serial.target_type = "isa-serial"
+    serial.target_port = 0
+    dom.devices.add(serial)
+
+    console = Console()
+    console.type = "pty"
+    console.target_type = "serial"
+    console.target_port = 0
+    dom.devices.add(console)
+
+
+def _add_extras(dom: Domain, vnc: bool) -> None:
+    agent = Channel()
+    agent.type = "unix"
+    agent.source_mode = "bind"
+    agent.target_type = "virtio"
+    agent.target_name = GUEST_AGENT_CHANNEL
+    dom.devices.add(agent)
+
+    if vnc:
+        graphics = Graphics()
+        graphics.type = "vnc"
+        graphics.port = -1
+        graphics.autoport = True
+        graphics.listen_type = "address"
+        graphics.listen_address = "127.0.0.1"
+        dom.devices.add(graphics)
+        video = Video()
+        video.model_type = "vga"
+        dom.devices.add(video)
+
+    dom.devices.memballoon.model = "virtio"
+    dom.devices.memballoon.stats_period = 10
+
+    rng = RNG()
+    rng.model = "virtio"
+    rng.backend_model = "random"
+    rng.backend_path = "/dev/urandom"
+    dom.devices.add(rng)
+
+
+# -- validation ----------------------------------------------------------------------
+
+
+def validate_spec(spec: DomainSpec) -> None:
+    """Raise :class:`InvalidInput` (with ``field``) for the first bad value in ``spec``."""
+    validate_name(spec.name, "name")
+    try:
+        uuidlib.UUID(str(spec.uuid))
+    except ValueError:
+        raise InvalidInput(f"uuid {spec.uuid!r} is not a UUID", field="uuid") from None
+    if not isinstance(spec.vm_id, str) or not _VM_ID_RE.match(spec.vm_id):
+        raise InvalidInput(
+            "vm_id must be 1-128 ASCII letters, digits, '_', '.', ':' or '-'", field="vm_id"
+        )
+    if spec.virt_type not in VIRT_TYPES:
+        raise InvalidInput(
+            f"virt_type {spec.virt_type!r} is not one of {', '.join(VIRT_TYPES)}",
+            field="virt_type",
+        )
+    _check_int_range(spec.vcpus, 1, MAX_VCPUS, "vcpus")
+    _check_int_range(spec.memory_mib, MIN_MEMORY_MIB, MAX_MEMORY_MIB, "memory_mib")
+
+    for i, disk in enumerate(spec.disks):
+        _validate_disk(disk, f"disks[{i}]")
+    ide = sum(1 for d in spec.disks if _disk_bus(d) == "ide")
+    if ide > MAX_IDE_DISKS:
+        raise InvalidInput(f"at most {MAX_IDE_DISKS} disks fit on the IDE bus", field="disks")
+    seen: set[str] = set()
+    for i, nic in enumerate(spec.nics):
+        _validate_nic(nic, f"nics[{i}]")
+        if nic.mac.lower() in seen:
+            raise InvalidInput(f"MAC address {nic.mac} is used twice", field=f"nics[{i}].mac")
+        seen.add(nic.mac.lower())
+
+    for field in ("console_log", "kernel", "initrd"):
+        value = getattr(spec, field)
+        if value is not None:
+            _check_path(value, field)
+    if spec.kernel is None:
+        for field in ("initrd", "cmdline"):
+            if getattr(spec, field) is not None:
+                raise InvalidInput(f"{field} needs kernel (direct kernel boot)", field=field)
+    if spec.cmdline is not None:
+        if not isinstance(spec.cmdline, str) or _CONTROL_RE.search(spec.cmdline):
+            raise InvalidInput("cmdline must be text without control characters", field="cmdline")
+        if len(spec.cmdline) > 4096:
+            raise InvalidInput("cmdline is longer than 4096 characters", field="cmdline")
+    if spec.kernel is None and not spec.disks:
+        raise InvalidInput("a VM needs a disk or a kernel to boot from", field="disks")
+
+
+def _validate_disk(disk: DiskSpec, where: str) -> None:
+    _check_path(disk.path, f"{where}.path")
+    _check_choice(disk.format, DISK_FORMATS, f"{where}.format")
+    _check_choice(disk.device, DISK_DEVICES, f"{where}.device")
+    _check_choice(disk.bus, DISK_BUSES, f"{where}.bus")
+
+
+def _validate_nic(nic: NicSpec, where: str) -> None:
+    if not isinstance(nic.mac, str) or not _MAC_RE.match(nic.mac.lower()):
+        raise InvalidInput(
+            f"MAC address {nic.mac!r} is not six hex pairs like 52:54:00:12:34:56",
+            field=f"{where}.mac",
+        )
+    if int(nic.mac[:2], 16) & 1:
+        raise InvalidInput(
+            f"MAC address {nic.mac} is multicast; a NIC needs a unicast address",
+            field=f"{where}.mac",
+        )
+    if (
+        not isinstance(nic.bridge, str)
+        or not _BRIDGE_RE.match(nic.bridge)
+        or nic.bridge in (".", "..")
+    ):
+        raise InvalidInput(
+            f"bridge {nic.bridge!r} must be 1-15 characters of letters, digits, '_', '.' or '-'",
+            field=f"{where}.bridge",
+        )
+    _check_choice(nic.model, NIC_MODELS, f"{where}.model")
+
+
+def _check_int_range(value: object, low: int, high: int, field: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(f"{field} must be an integer", field=field)
+    if not low <= value <= high:
+        raise InvalidInput(f"{field} must be between {low} and {high}, not {value}", field=field)
+
+
+def _check_choice(value: object, choices: tuple[str, ...], field: str) -> None:
+    if value not in choices:
+        raise InvalidInput(f"{field} {value!r} is not one of {', '.join(choices)}", field=field)
+
+
+def _check_path(value: object, field: str) -> None:
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise InvalidInput(f"{field} must be an absolute path", field=field)
+    if _CONTROL_RE.search(value):
+        raise InvalidInput(f"{field} must not contain control characters", field=field)
+    if len(value) > 4096:
+        raise InvalidInput(f"{field} is longer than 4096 characters", field=field)

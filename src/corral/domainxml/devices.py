@@ -1,0 +1,207 @@
+"""Typed model of ``<devices>`` and the devices corral writes.
+
+Devices libvirt adds by itself (controllers, inputs, ...) are modelled lightly so they can
+be read back; everything else under ``<devices>`` is kept untouched.
+"""
+
+from __future__ import annotations
+
+from corral.domainxml.xmlnode import (
+    BoolProperty,
+    Child,
+    Children,
+    FlagProperty,
+    IntProperty,
+    StrProperty,
+    XMLNode,
+)
+
+
+class Device(XMLNode):
+    """Common to all devices: libvirt's alias and guest address (filled in by libvirt)."""
+
+    alias = StrProperty("alias/@name")
+    address_type = StrProperty("address/@type")
+
+
+class Disk(Device):
+    """``<disk type='file'|'block' device='disk'|'cdrom'>``."""
+
+    TAG = "disk"
+    CHILD_ORDER = (
+        "driver", "source", "backingStore", "backenddomain", "mirror", "target", "iotune",
+        "boot", "readonly", "shareable", "transient", "serial", "wwn", "vendor", "product",
+        "encryption", "alias", "address",
+    )  # fmt: skip
+
+    type = StrProperty("@type")  # file | block | network | volume
+    device = StrProperty("@device")  # disk | cdrom | floppy | lun
+    driver_name = StrProperty("driver/@name")  # qemu
+    driver_type = StrProperty("driver/@type")  # qcow2 | raw
+    driver_cache = StrProperty("driver/@cache")  # none | writeback | writethrough | ...
+    driver_discard = StrProperty("driver/@discard")  # unmap | ignore
+    driver_io = StrProperty("driver/@io")  # native | threads | io_uring
+    source_file = StrProperty("source/@file")
+    source_dev = StrProperty("source/@dev")
+    target_dev = StrProperty("target/@dev")  # vda, sda, ...
+    target_bus = StrProperty("target/@bus")  # virtio | scsi | sata | ide | usb
+    boot_order = IntProperty("boot/@order")
+    readonly = FlagProperty("readonly")
+    shareable = FlagProperty("shareable")
+    serial = StrProperty("serial")
+
+    @property
+    def source_path(self) -> str | None:
+        """The file or block device behind the disk, whichever the type uses."""
+        return self.source_dev if self.type == "block" else self.source_file
+
+
+class Controller(Device):
+    """``<controller type=... index=... model=...>``."""
+
+    TAG = "controller"
+    type = StrProperty("@type")  # pci | usb | scsi | sata | virtio-serial | ide
+    index = IntProperty("@index")
+    model = StrProperty("@model")  # pcie-root | qemu-xhci | virtio-scsi | ...
+
+
+class Interface(Device):
+    """``<interface type='bridge'|'network'>``."""
+
+    TAG = "interface"
+    CHILD_ORDER = (
+        "mac", "source", "vlan", "virtualport", "ip", "route", "script", "target", "guest",
+        "model", "driver", "backend", "filterref", "tune", "mtu", "link", "boot", "rom",
+        "alias", "address",
+    )  # fmt: skip
+
+    type = StrProperty("@type")  # bridge | network | ethernet | user
+    mac = StrProperty("mac/@address")
+    source_bridge = StrProperty("source/@bridge")
+    source_network = StrProperty("source/@network")
+    virtualport_type = StrProperty("virtualport/@type")  # openvswitch
+    target_dev = StrProperty("target/@dev")  # vnet0 (host tap name)
+    model = StrProperty("model/@type")  # virtio | e1000 | ...
+    mtu = IntProperty("mtu/@size")
+    link_state = StrProperty("link/@state")  # up | down
+    boot_order = IntProperty("boot/@order")
+
+
+class CharDevice(Device):
+    """Common to ``<serial>``, ``<console>`` and ``<channel>``."""
+
+    CHILD_ORDER = ("source", "log", "protocol", "target", "alias", "address")
+
+    type = StrProperty("@type")  # pty | unix | file | ...
+    source_path = StrProperty("source/@path")  # pty: filled in by libvirt when running
+    source_mode = StrProperty("source/@mode")  # unix: bind | connect
+    target_type = StrProperty("target/@type")
+    target_port = IntProperty("target/@port")
+    log_file = StrProperty("log/@file")
+    log_append = BoolProperty("log/@append", true="on", false="off")
+
+
+class Serial(CharDevice):
+    """``<serial>``: the guest's serial port (``target type='isa-serial'``)."""
+
+    TAG = "serial"
+    target_model = StrProperty("target/model/@name")
+
+
+class Console(CharDevice):
+    """``<console>``: ``target type='serial'`` aliases the first serial port."""
+
+    TAG = "console"
+
+
+class Channel(CharDevice):
+    """``<channel>``: e.g. the qemu-guest-agent socket (``target name=...0``)."""
+
+    TAG = "channel"
+    target_name = StrProperty("target/@name")  # org.qemu.guest_agent.0
+    target_state = StrProperty("target/@state")  # connected | disconnected (live XML)
+
+
+class Input(Device):
+    """``<input type='mouse'|'keyboard'|'tablet' bus=...>``."""
+
+    TAG = "input"
+    type = StrProperty("@type")
+    bus = StrProperty("@bus")
+
+
+class Graphics(Device):
+    """``<graphics type='vnc'>`` with one ``<listen type='address'>``."""
+
+    TAG = "graphics"
+    CHILD_ORDER = ("listen", "image", "audio")
+
+    type = StrProperty("@type")  # vnc | spice
+    port = IntProperty("@port")  # -1 with autoport
+    autoport = BoolProperty("@autoport")
+    websocket = IntProperty("@websocket")
+    listen = StrProperty("@listen")  # libvirt mirrors listen/@address here
+    listen_type = StrProperty("listen/@type")  # address | network | socket | none
+    listen_address = StrProperty("listen/@address")
+    passwd = StrProperty("@passwd")
+
+
+class Video(Device):
+    """``<video><model type=...>``."""
+
+    TAG = "video"
+    CHILD_ORDER = ("driver", "model", "alias", "address")
+
+    model_type = StrProperty("model/@type")  # vga | virtio | qxl | cirrus | none
+    model_vram = IntProperty("model/@vram")
+    model_heads = IntProperty("model/@heads")
+    model_primary = BoolProperty("model/@primary")
+
+
+class RNG(Device):
+    """``<rng model='virtio'><backend model='random'>/dev/urandom</backend></rng>``."""
+
+    TAG = "rng"
+    CHILD_ORDER = ("rate", "backend", "alias", "address")
+
+    model = StrProperty("@model")
+    backend_model = StrProperty("backend/@model")  # random | egd | builtin
+    backend_path = StrProperty("backend")
+    rate_bytes = IntProperty("rate/@bytes")
+    rate_period = IntProperty("rate/@period")
+
+
+class MemBalloon(Device):
+    """``<memballoon model='virtio'|'none'>``."""
+
+    TAG = "memballoon"
+    CHILD_ORDER = ("alias", "stats", "address")
+
+    model = StrProperty("@model")
+    autodeflate = BoolProperty("@autodeflate", true="on", false="off")
+    stats_period = IntProperty("stats/@period")
+
+
+class Devices(XMLNode):
+    """``<devices>``: add with ``devices.add(Disk())``, remove with ``devices.remove(d)``."""
+
+    TAG = "devices"
+    CHILD_ORDER = (
+        "emulator", "disk", "controller", "lease", "filesystem", "interface", "smartcard",
+        "serial", "parallel", "console", "channel", "input", "tpm", "graphics", "sound",
+        "audio", "video", "hostdev", "redirdev", "redirfilter", "hub", "watchdog",
+        "memballoon", "rng", "shmem", "memory", "iommu", "vsock", "crypto", "panic",
+    )  # fmt: skip
+
+    emulator = StrProperty("emulator")  # left out: libvirt picks the host's default
+    disks = Children(Disk)
+    controllers = Children(Controller)
+    interfaces = Children(Interface)
+    serials = Children(Serial)
+    consoles = Children(Console)
+    channels = Children(Channel)
+    inputs = Children(Input)
+    graphics = Children(Graphics)
+    videos = Children(Video)
+    rngs = Children(RNG)
+    memballoon = Child(MemBalloon)

@@ -1,0 +1,1 @@
+"""The engine: control plane of corral (desired state, operations, API)."""

@@ -1,0 +1,55 @@
+"""The engine's FastAPI application: wiring of context, services, routes and background loops."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+import corral
+from corral.engine.context import EngineContext, EngineSettings
+from corral.engine.db.session import migrate
+from corral.engine.reconciler import Reconciler
+from corral.engine.routes import events, hosts, images, operations, vms
+from corral.engine.services import images as image_service
+from corral.engine.services import vms as vm_service
+from corral.httpserve import install_error_handlers
+
+
+def build_context(settings: EngineSettings) -> EngineContext:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    migrate(settings.db_url)
+    ctx = EngineContext.build(settings)
+    vm_service.register(ctx)
+    image_service.register(ctx)
+    return ctx
+
+
+def create_app(ctx: EngineContext) -> FastAPI:
+    reconciler = Reconciler(ctx)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        ctx.ops.resume_interrupted()
+        reconciler.start()
+        yield
+        reconciler.stop()
+        ctx.ops.shutdown()
+
+    app = FastAPI(
+        title="corral",
+        version=corral.__version__,
+        description="Virtual machines on your own hosts: REST API of the corral engine.",
+        lifespan=lifespan,
+    )
+    app.state.ctx = ctx
+    install_error_handlers(app)
+
+    @app.get("/api/v1/health", tags=["status"])
+    def health() -> dict[str, str]:
+        return {"status": "ok", "version": corral.__version__}
+
+    for module in (vms, images, operations, events, hosts):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,59 @@
+"""What every engine service needs, built once at start: DB, events, operations, agents."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from corral.engine.agent_client import AgentClient
+from corral.engine.db.models import Host
+from corral.engine.db.session import Database
+from corral.engine.events import EventBus
+from corral.engine.operations import OperationRunner
+from corral.errors import NotFound
+
+
+@dataclass
+class EngineSettings:
+    data_dir: Path
+    db_url: str = ""
+    reconcile_interval: float = 2.0
+
+    def __post_init__(self) -> None:
+        if not self.db_url:
+            self.db_url = f"sqlite:///{self.data_dir / 'corral.db'}"
+
+
+@dataclass
+class EngineContext:
+    settings: EngineSettings
+    db: Database
+    bus: EventBus
+    ops: OperationRunner
+    _agents: dict[str, AgentClient] = field(default_factory=dict)
+    _agents_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def build(cls, settings: EngineSettings) -> EngineContext:
+        db = Database(settings.db_url)
+        bus = EventBus()
+        return cls(settings=settings, db=db, bus=bus, ops=OperationRunner(db, bus))
+
+    def agent(self, host_id: str) -> AgentClient:
+        with self._agents_lock:
+            client = self._agents.get(host_id)
+            if client is None:
+                with self.db.session() as s:
+                    host = s.get(Host, host_id)
+                    if host is None:
+                        raise NotFound(f"host {host_id} not found")
+                    client = AgentClient(host.url, host.token)
+                self._agents[host_id] = client
+            return client
+
+    def forget_agent(self, host_id: str) -> None:
+        with self._agents_lock:
+            client = self._agents.pop(host_id, None)
+        if client is not None:
+            client.close()

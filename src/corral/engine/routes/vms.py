@@ -1,0 +1,53 @@
+"""/api/v1/vms: VM lifecycle."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, WebSocket
+from fastapi.responses import PlainTextResponse
+
+from corral.api import Operation, Vm, VmCreate, VmStatePut
+from corral.engine.console_proxy import proxy_console
+from corral.engine.context import EngineContext
+from corral.engine.routes.deps import authenticated, context
+from corral.engine.services import vms
+
+router = APIRouter(tags=["vms"])
+guarded = APIRouter(prefix="/api/v1/vms", dependencies=[Depends(authenticated)])
+
+
+@guarded.get("", response_model=list[Vm])
+def list_vms(ctx: EngineContext = Depends(context)) -> list[Vm]:
+    return vms.list_vms(ctx)
+
+
+@guarded.post("", status_code=202, response_model=Operation)
+def create_vm(req: VmCreate, ctx: EngineContext = Depends(context)) -> Operation:
+    return vms.create(ctx, req)
+
+
+@guarded.get("/{name}", response_model=Vm)
+def get_vm(name: str, ctx: EngineContext = Depends(context)) -> Vm:
+    return vms.get(ctx, name)
+
+
+@guarded.put("/{name}/state", status_code=202, response_model=Operation)
+def change_state(name: str, req: VmStatePut, ctx: EngineContext = Depends(context)) -> Operation:
+    return vms.change_state(ctx, name, req)
+
+
+@guarded.delete("/{name}", status_code=202, response_model=Operation)
+def delete_vm(name: str, force: bool = False, ctx: EngineContext = Depends(context)) -> Operation:
+    return vms.delete(ctx, name, force)
+
+
+@guarded.get("/{name}/console-log", response_class=PlainTextResponse)
+def console_log(name: str, ctx: EngineContext = Depends(context)) -> str:
+    return vms.console_log(ctx, name)
+
+
+@router.websocket("/api/v1/vms/{name}/console")
+async def console(ws: WebSocket, name: str) -> None:
+    await proxy_console(ws, name)
+
+
+router.include_router(guarded)

@@ -1,0 +1,1 @@
+"""Services: the engine's use cases. Routes call them; they use repositories and agents."""

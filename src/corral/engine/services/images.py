@@ -1,0 +1,143 @@
+"""Images: import a file or build the tiny guest on the host; refuse deletion while in use."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from corral.api import Image as ImageOut
+from corral.api import ImageBuildTiny, ImageImport, Operation
+from corral.engine.context import EngineContext
+from corral.engine.db.models import Image, Vm
+from corral.engine.operations import OpContext
+from corral.engine.services.hosts import pick_host
+from corral.errors import Conflict, CorralError, InvalidInput, NotFound
+
+
+def to_api(i: Image) -> ImageOut:
+    return ImageOut(
+        id=i.id, name=i.name, format=i.format, virtual_size=i.virtual_size,
+        file_size=i.file_size, kernel=i.kernel is not None, status=i.status,
+        created_at=i.created_at,
+    )
+
+
+def _new_image(ctx: EngineContext, name: str) -> str:
+    with ctx.db.session() as s:
+        if s.query(Image).filter_by(name=name).count():
+            raise Conflict(f"image {name} already exists", field="name")
+        img = Image(name=name, status="importing")
+        s.add(img)
+        s.flush()
+        return img.id
+
+
+def import_image(ctx: EngineContext, req: ImageImport) -> Operation:
+    source = Path(req.source)
+    if not source.is_absolute():
+        raise InvalidInput("source must be an absolute path", field="source")
+    if not source.is_file():
+        raise InvalidInput(f"source {source} is not a readable file", field="source")
+    host = pick_host(ctx, 0)
+    image_id = _new_image(ctx, req.name)
+    params = {"image_id": image_id, "host_id": host.id, "source": str(source), "format": req.format}
+    return ctx.ops.submit("image.import", {"images": [req.name]}, params, lock=f"image:{req.name}")
+
+
+def build_tiny(ctx: EngineContext, req: ImageBuildTiny) -> Operation:
+    host = pick_host(ctx, 0)
+    image_id = _new_image(ctx, req.name)
+    params = {"image_id": image_id, "host_id": host.id}
+    return ctx.ops.submit("image.build_tiny", {"images": [req.name]}, params,
+                          lock=f"image:{req.name}")
+
+
+def _finish(ctx: EngineContext, op: OpContext, call: tuple[str, str, Any]) -> None:
+    """Run the agent call that produces the image; on failure remove every trace of it."""
+    image_id = op.params["image_id"]
+    with ctx.db.session() as s:
+        img = s.get(Image, image_id)
+        if img is None:
+            return
+        name = img.name
+    agent = ctx.agent(op.params["host_id"])
+    op.progress(5, f"writing image {name}")
+    try:
+        agent.call("DELETE", f"/v1/images/{name}")  # a crashed earlier attempt's leftovers
+        method, path, body = call
+        info = agent.call(method, path, json=body, timeout=3600)
+    except CorralError:
+        agent.call("DELETE", f"/v1/images/{name}")
+        with ctx.db.session() as s:
+            row = s.get(Image, image_id)
+            if row is not None:
+                s.delete(row)
+        raise
+    with ctx.db.session() as s:
+        row = s.get(Image, image_id)
+        if row is not None:
+            row.status, row.format = "ready", info["format"]
+            row.virtual_size, row.file_size = info["virtual_size"], info["file_size"]
+            row.kernel, row.initrd, row.cmdline = info["kernel"], info["initrd"], info["cmdline"]
+    ctx.bus.publish("image", {"name": name, "status": "ready"})
+
+
+def execute_import(ctx: EngineContext, op: OpContext) -> None:
+    with ctx.db.session() as s:
+        img = s.get(Image, op.params["image_id"])
+        name = img.name if img else ""
+    body = {"source": op.params["source"], "format": op.params["format"]}
+    _finish(ctx, op, ("POST", f"/v1/images/{name}/import", body))
+
+
+def execute_build_tiny(ctx: EngineContext, op: OpContext) -> None:
+    with ctx.db.session() as s:
+        img = s.get(Image, op.params["image_id"])
+        name = img.name if img else ""
+    op.progress(5, "downloading kernel and busybox, building the tiny guest")
+    _finish(ctx, op, ("POST", f"/v1/images/{name}/build-tiny", None))
+
+
+def list_images(ctx: EngineContext) -> list[ImageOut]:
+    with ctx.db.session() as s:
+        return [to_api(i) for i in s.query(Image).order_by(Image.name)]
+
+
+def get(ctx: EngineContext, name: str) -> ImageOut:
+    with ctx.db.session() as s:
+        img = s.query(Image).filter_by(name=name).one_or_none()
+        if img is None:
+            raise NotFound(f"image {name} not found")
+        return to_api(img)
+
+
+def delete(ctx: EngineContext, name: str) -> Operation:
+    with ctx.db.session() as s:
+        img = s.query(Image).filter_by(name=name).one_or_none()
+        if img is None:
+            raise NotFound(f"image {name} not found")
+        users = [v.name for v in s.query(Vm).filter_by(image_id=img.id)]
+        if users:
+            raise Conflict(f"image {name} is used by VMs: {', '.join(sorted(users))}", vms=users)
+        if img.status != "ready":
+            raise Conflict(f"image {name} is still being imported")
+        img.status = "deleting"
+    host = pick_host(ctx, 0)
+    return ctx.ops.submit("image.delete", {"images": [name]}, {"name": name, "host_id": host.id},
+                          lock=f"image:{name}")
+
+
+def execute_delete(ctx: EngineContext, op: OpContext) -> None:
+    name = op.params["name"]
+    ctx.agent(op.params["host_id"]).call("DELETE", f"/v1/images/{name}")
+    with ctx.db.session() as s:
+        img = s.query(Image).filter_by(name=name).one_or_none()
+        if img is not None:
+            s.delete(img)
+    ctx.bus.publish("image", {"name": name, "status": "deleted"})
+
+
+def register(ctx: EngineContext) -> None:
+    ctx.ops.register("image.import", lambda op: execute_import(ctx, op))
+    ctx.ops.register("image.build_tiny", lambda op: execute_build_tiny(ctx, op))
+    ctx.ops.register("image.delete", lambda op: execute_delete(ctx, op))

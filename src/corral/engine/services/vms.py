@@ -1,0 +1,298 @@
+"""VMs: checks at the edge, then operations whose executors drive the host's agent."""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+
+from corral.api import Operation, PowerAction, VmCreate, VmState, VmStatePut
+from corral.api import Vm as VmOut
+from corral.domainxml import DiskSpec, DomainSpec, NicSpec, design_domain
+from corral.engine.context import EngineContext
+from corral.engine.db.models import Host, Image, Network, Vm
+from corral.engine.operations import OpContext
+from corral.engine.services.hosts import pick_host
+from corral.engine.services.vm_states import DESIRED, check_action, check_delete
+from corral.errors import Conflict, CorralError, InsufficientResources, NotFound, WrongState
+
+
+def to_api(vm: Vm, image: str, network: str | None, host: str | None) -> VmOut:
+    return VmOut(
+        id=vm.id, name=vm.name, image=image, cpus=vm.cpus, memory_mib=vm.memory_mib,
+        disk_bytes=vm.disk_bytes, network=network, mac=vm.mac, host=host,
+        state=VmState(vm.state), desired_power=vm.desired_power, created_at=vm.created_at,
+    )
+
+
+def _out(s: Any, vm: Vm) -> VmOut:
+    image = s.get(Image, vm.image_id)
+    net = s.get(Network, vm.network_id) if vm.network_id else None
+    host = s.get(Host, vm.host_id) if vm.host_id else None
+    return to_api(vm, image.name if image else "?", net.name if net else None,
+                  host.name if host else None)
+
+
+def _find(s: Any, name: str) -> Vm:
+    vm = s.query(Vm).filter_by(name=name).one_or_none()
+    if vm is None:
+        raise NotFound(f"VM {name} not found")
+    return vm  # type: ignore[no-any-return]
+
+
+def _new_mac(s: Any) -> str:
+    used = {m for (m,) in s.query(Vm.mac)}
+    for _ in range(1000):
+        mac = "52:54:00:%02x:%02x:%02x" % tuple(random.randrange(256) for _ in range(3))
+        if mac not in used:
+            return mac
+    raise Conflict("no free MAC address found")
+
+
+def list_vms(ctx: EngineContext) -> list[VmOut]:
+    with ctx.db.session() as s:
+        return [_out(s, vm) for vm in s.query(Vm).order_by(Vm.name)]
+
+
+def get(ctx: EngineContext, name: str) -> VmOut:
+    with ctx.db.session() as s:
+        return _out(s, _find(s, name))
+
+
+def create(ctx: EngineContext, req: VmCreate) -> Operation:
+    """Check everything first: a refused request leaves nothing behind."""
+    host = pick_host(ctx, req.memory_mib)
+    host_mem = int(host.facts.get("memory_mib") or 0)
+    if host_mem and req.memory_mib > host_mem:
+        raise InsufficientResources(
+            f"memory {req.memory_mib} MiB is more than host {host.name} has ({host_mem} MiB)",
+            field="memory",
+        )
+    host_cpus = int(host.facts.get("cpus") or 0)
+    if host_cpus and req.cpus > host_cpus * 8:
+        raise InsufficientResources(f"{req.cpus} vCPUs is too many for host {host.name}",
+                                    field="cpus")
+    with ctx.db.session() as s:
+        if s.query(Vm).filter_by(name=req.name).count():
+            raise Conflict(f"VM {req.name} already exists", field="name")
+        image = s.query(Image).filter_by(name=req.image).one_or_none()
+        if image is None:
+            raise NotFound(f"image {req.image} not found (`corral image list`)", field="image")
+        if image.status != "ready":
+            raise Conflict(f"image {req.image} is {image.status}, not ready", field="image")
+        net = s.query(Network).filter_by(name=req.network).one_or_none()
+        if net is None:
+            raise NotFound(f"network {req.network} not found", field="network")
+        disk = req.disk_bytes or image.virtual_size
+        if disk < image.virtual_size:
+            raise Conflict(
+                f"disk {disk >> 20} MiB is smaller than image {image.name} "
+                f"({image.virtual_size >> 20} MiB)",
+                field="disk",
+            )
+        vm = Vm(
+            name=req.name, image_id=image.id, host_id=host.id, network_id=net.id,
+            cpus=req.cpus, memory_mib=req.memory_mib, disk_bytes=disk, mac=_new_mac(s),
+            desired_power="running" if req.start else "stopped", state=VmState.CREATING.value,
+        )
+        s.add(vm)
+        s.flush()
+        vm_id = vm.id
+    return ctx.ops.submit("vm.create", {"vms": [req.name]}, {"vm_id": vm_id, "start": req.start},
+                          lock=f"vm:{req.name}")
+
+
+def domain_xml(ctx: EngineContext, vm_id: str) -> tuple[str, str, str]:
+    """(vm name, host id, domain XML): the engine designs the whole domain."""
+    with ctx.db.session() as s:
+        vm = s.get(Vm, vm_id)
+        if vm is None or vm.host_id is None:
+            raise NotFound(f"VM {vm_id} not found")
+        host = s.get(Host, vm.host_id)
+        image = s.get(Image, vm.image_id)
+        net = s.get(Network, vm.network_id) if vm.network_id else None
+        assert host is not None and image is not None
+        facts = host.facts
+        disk = f"{facts['storage_dir']}/vms/{vm.name}.qcow2"
+        spec = DomainSpec(
+            name=vm.name, uuid=vm.id, vm_id=vm.id, vcpus=vm.cpus, memory_mib=vm.memory_mib,
+            virt_type=str(facts.get("virt_type", "qemu")),
+            disks=[DiskSpec(path=disk, format="qcow2")],
+            nics=[NicSpec(mac=vm.mac or "", bridge=net.bridge)] if net else [],
+            console_log=f"{facts['console_dir']}/{vm.name}.log",
+            kernel=image.kernel, initrd=image.initrd, cmdline=image.cmdline,
+        )
+        return vm.name, vm.host_id, design_domain(spec).to_xml()
+
+
+def _set(ctx: EngineContext, vm_id: str, **fields: Any) -> None:
+    with ctx.db.session() as s:
+        vm = s.get(Vm, vm_id)
+        if vm is None:
+            return
+        changed = fields.get("state") not in (None, vm.state)
+        for k, v in fields.items():
+            setattr(vm, k, v)
+        name, state = vm.name, vm.state
+    if changed:
+        ctx.bus.publish("vm", {"name": name, "state": state})
+
+
+def execute_create(ctx: EngineContext, op: OpContext) -> None:
+    vm_id = op.params["vm_id"]
+    name, host_id, xml = domain_xml(ctx, vm_id)
+    with ctx.db.session() as s:
+        vm = s.get(Vm, vm_id)
+        assert vm is not None
+        image = s.get(Image, vm.image_id)
+        assert image is not None
+        image_name, size = image.name, vm.disk_bytes
+    agent = ctx.agent(host_id)
+    try:
+        op.progress(10, "creating disk")
+        agent.create_disk(name, image_name, size)
+        op.progress(40, "defining domain")
+        agent.define(name, xml)
+        state = VmState.STOPPED
+        if op.params.get("start"):
+            op.progress(60, "starting")
+            current = agent.domain(name)["state"]  # a resumed create may find it running
+            state = VmState(current if current == "running" else agent.act(name, "start")["state"])
+    except CorralError:
+        _rollback_create(ctx, agent, vm_id, name)
+        raise
+    _set(ctx, vm_id, state=state.value)
+
+
+def _rollback_create(ctx: EngineContext, agent: Any, vm_id: str, name: str) -> None:
+    """Undo a failed create: no domain, no disk, no row (nothing half-made)."""
+    for step in (lambda: agent.act(name, "destroy"), lambda: agent.undefine(name),
+                 lambda: agent.delete_disk(name)):
+        try:
+            step()
+        except CorralError:
+            pass
+    with ctx.db.session() as s:
+        vm = s.get(Vm, vm_id)
+        if vm is not None:
+            s.delete(vm)
+    ctx.bus.publish("vm", {"name": name, "state": "deleted"})
+
+
+def change_state(ctx: EngineContext, name: str, req: VmStatePut) -> Operation:
+    with ctx.db.session() as s:
+        vm = _find(s, name)
+        state = VmState(vm.state)
+        if not (req.action == PowerAction.STOP and req.force and state == VmState.SHUTTING_DOWN):
+            check_action(name, state, req.action)
+        vm.desired_power = DESIRED[req.action]
+        vm_id = vm.id
+    params = {"vm_id": vm_id, "action": req.action.value, "force": req.force,
+              "timeout": req.timeout}
+    return ctx.ops.submit(f"vm.{req.action.value}", {"vms": [name]}, params, lock=f"vm:{name}")
+
+
+def _wait_state(agent: Any, name: str, want: set[str], timeout: float,
+                op: OpContext | None = None) -> str:
+    deadline = time.monotonic() + timeout
+    start = time.monotonic()
+    while True:
+        state = str(agent.domain(name)["state"])
+        if state in want or time.monotonic() >= deadline:
+            return state
+        if op is not None and timeout > 0:
+            op.progress(int(90 * (time.monotonic() - start) / timeout), f"waiting: {state}")
+        time.sleep(0.2)
+
+
+def execute_power(ctx: EngineContext, op: OpContext) -> None:
+    vm_id, action = op.params["vm_id"], PowerAction(op.params["action"])
+    with ctx.db.session() as s:
+        vm = s.get(Vm, vm_id)
+        if vm is None or vm.host_id is None:
+            raise NotFound(f"VM {vm_id} no longer exists")
+        name, host_id = vm.name, vm.host_id
+    agent = ctx.agent(host_id)
+    current = str(agent.domain(name)["state"])
+    if action == PowerAction.START:
+        if current != "running":  # idempotent: a resumed operation may find it running
+            name_xml = domain_xml(ctx, vm_id)[2]
+            agent.define(name, name_xml)  # the engine's design wins over a drifted domain
+            current = agent.act(name, "start")["state"]
+    elif action == PowerAction.STOP:
+        current = _stop(agent, name, op)
+    elif action == PowerAction.REBOOT:
+        current = agent.act(name, "reboot")["state"]
+    elif action == PowerAction.PAUSE and current != "paused":
+        current = agent.act(name, "suspend")["state"]
+    elif action == PowerAction.RESUME and current == "paused":
+        current = agent.act(name, "resume")["state"]
+    _set(ctx, vm_id, state=VmState(current).value)
+
+
+def _stop(agent: Any, name: str, op: OpContext) -> str:
+    if str(agent.domain(name)["state"]) == "stopped":
+        return "stopped"
+    if not op.params.get("force"):
+        timeout = float(op.params.get("timeout", 60))
+        op.progress(5, f"ACPI shutdown, forcing off after {timeout:g} s")
+        try:
+            agent.act(name, "shutdown")
+        except WrongState:
+            pass  # e.g. paused: fall through to forced off
+        if _wait_state(agent, name, {"stopped"}, timeout, op) == "stopped":
+            return "stopped"
+        op.progress(90, f"guest did not stop within {timeout:g} s: forcing off")
+    try:
+        return str(agent.act(name, "destroy")["state"])
+    except WrongState:
+        return "stopped"
+
+
+def delete(ctx: EngineContext, name: str, force: bool) -> Operation:
+    with ctx.db.session() as s:
+        vm = _find(s, name)
+        check_delete(name, VmState(vm.state), force)
+        vm.desired_power = "stopped"
+        vm.state = VmState.DELETING.value
+        vm_id = vm.id
+    ctx.bus.publish("vm", {"name": name, "state": VmState.DELETING.value})
+    return ctx.ops.submit("vm.delete", {"vms": [name]}, {"vm_id": vm_id}, lock=f"vm:{name}")
+
+
+def execute_delete(ctx: EngineContext, op: OpContext) -> None:
+    with ctx.db.session() as s:
+        vm = s.get(Vm, op.params["vm_id"])
+        if vm is None:
+            return
+        name, host_id = vm.name, vm.host_id
+    if host_id is not None:
+        agent = ctx.agent(host_id)
+        try:
+            agent.act(name, "destroy")
+        except (WrongState, NotFound):
+            pass
+        op.progress(50, "removing domain and disk")
+        agent.undefine(name)
+        agent.delete_disk(name)
+    with ctx.db.session() as s:
+        vm = s.get(Vm, op.params["vm_id"])
+        if vm is not None:
+            s.delete(vm)
+    ctx.bus.publish("vm", {"name": name, "state": "deleted"})
+
+
+def console_log(ctx: EngineContext, name: str) -> str:
+    with ctx.db.session() as s:
+        vm = _find(s, name)
+        host_id = vm.host_id
+    if host_id is None:
+        return ""
+    return ctx.agent(host_id).console_log(name)
+
+
+def register(ctx: EngineContext) -> None:
+    ctx.ops.register("vm.create", lambda op: execute_create(ctx, op))
+    ctx.ops.register("vm.delete", lambda op: execute_delete(ctx, op))
+    for action in PowerAction:
+        ctx.ops.register(f"vm.{action.value}", lambda op: execute_power(ctx, op))

@@ -1,0 +1,58 @@
+"""Shared HTTP plumbing of the engine and the agent: error mapping and bearer-token checks."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from corral.errors import CorralError, Unauthorized
+
+
+def hash_token(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def bearer(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, secret = header.partition(" ")
+    if scheme.lower() != "bearer" or not secret:
+        raise Unauthorized("missing bearer token (Authorization: Bearer TOKEN)")
+    return secret.strip()
+
+
+def same_secret(a: str, b: str) -> bool:
+    return hmac.compare_digest(a.encode(), b.encode())
+
+
+def _field_of(loc: tuple[object, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path")]
+    return ".".join(parts) or "body"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(CorralError)
+    async def _corral(_req: Request, exc: CorralError) -> JSONResponse:
+        return JSONResponse({"error": exc.to_dict()}, status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_req: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
+        field = _field_of(tuple(first.get("loc", ())))
+        msg = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+        if first.get("type") == "json_invalid":
+            field, msg = "body", "request body is not valid JSON"
+        body = {
+            "code": "invalid_input",
+            "message": f"{field}: {msg}",
+            "field": field,
+            "details": {"errors": [
+                {"field": _field_of(tuple(e.get("loc", ()))), "message": str(e.get("msg"))}
+                for e in errors
+            ]},
+        }
+        return JSONResponse({"error": body}, status_code=422)

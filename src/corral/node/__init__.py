@@ -1,0 +1,1 @@
+"""Running a corral node on this host: `corral up` / `corral down`."""

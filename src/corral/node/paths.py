@@ -1,0 +1,87 @@
+"""Where a node keeps its files, and how clients find a node (URL, CA, token)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DEFAULT_DATA_DIR = Path("/var/lib/corral")
+USER_CONFIG = Path.home() / ".config" / "corral" / "client.json"
+
+
+def default_data_dir() -> Path:
+    env = os.environ.get("CORRAL_DATA_DIR")
+    if env:
+        return Path(env)
+    if os.geteuid() == 0:
+        return DEFAULT_DATA_DIR
+    return Path.home() / ".local" / "share" / "corral"
+
+
+@dataclass(frozen=True)
+class NodePaths:
+    data_dir: Path
+
+    @property
+    def client_config(self) -> Path:
+        return self.data_dir / "client.json"
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.data_dir / "tls"
+
+    @property
+    def agent_dir(self) -> Path:
+        return self.data_dir / "agent"
+
+    @property
+    def agent_token(self) -> Path:
+        return self.agent_dir / "token"
+
+    @property
+    def engine_pid(self) -> Path:
+        return self.data_dir / "engine.pid"
+
+    @property
+    def agent_pid(self) -> Path:
+        return self.data_dir / "agent.pid"
+
+    @property
+    def log(self) -> Path:
+        return self.data_dir / "corral.log"
+
+    @property
+    def agent_log(self) -> Path:
+        return self.data_dir / "agent.log"
+
+
+def write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+def load_client_config(data_dir: Path | None = None) -> dict[str, Any]:
+    """{url, ca, token}: from the node's data dir, else ~/.config/corral; env vars override."""
+    cfg: dict[str, Any] = {}
+    candidates = [data_dir] if data_dir else []
+    if not data_dir and not os.environ.get("CORRAL_DATA_DIR") and USER_CONFIG.exists():
+        candidates.append(USER_CONFIG.parent)
+    if not candidates or data_dir is None:
+        candidates.append(default_data_dir())
+    for d in candidates:
+        f = d / "client.json" if d is not None else None
+        if f is not None and f.exists():
+            cfg = json.loads(f.read_text())
+            break
+    if os.environ.get("CORRAL_URL"):
+        cfg["url"] = os.environ["CORRAL_URL"]
+    if os.environ.get("CORRAL_TOKEN"):
+        cfg["token"] = os.environ["CORRAL_TOKEN"]
+    if os.environ.get("CORRAL_CA"):
+        cfg["ca"] = os.environ["CORRAL_CA"]
+    return cfg

@@ -1,0 +1,196 @@
+"""`corral up`: the local agent (a child process) and the engine (this process)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import uvicorn
+
+from corral.engine.app import build_context, create_app
+from corral.engine.context import EngineContext, EngineSettings
+from corral.engine.services import auth, hosts, networks
+from corral.engine.tls import ensure_tls
+from corral.errors import CorralError, Unavailable
+from corral.node.daemons import ensure_libvirtd
+from corral.node.paths import USER_CONFIG, NodePaths, default_data_dir, write_private
+
+log = logging.getLogger("corral.up")
+
+
+@dataclass
+class UpOptions:
+    data_dir: Path
+    listen: str = "0.0.0.0"
+    port: int = 8443
+    subnet: str = "10.210.0.0/24"
+    libvirt_uri: str = "qemu:///system"
+
+
+def _pid_alive(pid_file: Path) -> int | None:
+    try:
+        pid = int(pid_file.read_text().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return pid
+
+
+def _wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes] | None = None,
+               verify: bool | str = True) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise Unavailable(f"process exited with code {proc.returncode} before {url} answered")
+        try:
+            if httpx.get(url, timeout=2, verify=verify).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise Unavailable(f"{url} did not answer within {timeout:g} s")
+
+
+class AgentSupervisor:
+    """Runs the local agent and starts it again if it dies (its VMs keep running)."""
+
+    def __init__(self, paths: NodePaths, port: int, libvirt_uri: str) -> None:
+        self.paths, self.port, self.uri = paths, port, libvirt_uri
+        self.url = f"http://127.0.0.1:{port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._stopping = threading.Event()
+
+    def token(self) -> str:
+        f = self.paths.agent_token
+        if not f.exists():
+            write_private(f, secrets.token_urlsafe(32))
+        return f.read_text().strip()
+
+    def start(self) -> None:
+        old = _pid_alive(self.paths.agent_pid)
+        if old is not None:  # an agent left by a killed engine: replace it
+            os.kill(old, signal.SIGTERM)
+            time.sleep(0.5)
+        self.token()
+        argv = [sys.executable, "-m", "corral.agent", "--state-dir", str(self.paths.agent_dir),
+                "--listen", "127.0.0.1", "--port", str(self.port),
+                "--token-file", str(self.paths.agent_token), "--libvirt-uri", self.uri]
+        logf = open(self.paths.agent_log, "ab")  # noqa: SIM115 - the child keeps it
+        self.proc = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL)
+        self.paths.agent_pid.write_text(str(self.proc.pid))
+        _wait_http(f"{self.url}/v1/health", 60, self.proc)
+
+    def watch(self) -> None:
+        def loop() -> None:
+            while not self._stopping.wait(1.0):
+                if self.proc is not None and self.proc.poll() is not None:
+                    log.warning("agent exited (%s); restarting it", self.proc.returncode)
+                    try:
+                        self.start()
+                    except CorralError as exc:
+                        log.error("agent restart failed: %s", exc)
+
+        threading.Thread(target=loop, name="agent-supervisor", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.paths.agent_pid.unlink(missing_ok=True)
+
+
+def _client_config(ctx: EngineContext, paths: NodePaths, opts: UpOptions, ca: Path) -> None:
+    """Write {url, ca, token} for the CLI; a new admin token only on first start."""
+    host = "127.0.0.1" if opts.listen in ("0.0.0.0", "::") else opts.listen
+    url = f"https://{host}:{opts.port}"
+    cfg = json.loads(paths.client_config.read_text()) if paths.client_config.exists() else {}
+    if not cfg.get("token"):
+        cfg["token"] = auth.create_token(ctx, "admin")
+    cfg.update(url=url, ca=str(ca), data_dir=str(paths.data_dir))
+    write_private(paths.client_config, json.dumps(cfg, indent=2) + "\n")
+    if paths.data_dir == default_data_dir() and os.geteuid() == 0:
+        write_private(USER_CONFIG, json.dumps(cfg, indent=2) + "\n")
+
+
+def run_up(opts: UpOptions) -> None:
+    """Foreground: returns when the engine stops (SIGTERM/SIGINT)."""
+    paths = NodePaths(opts.data_dir)
+    paths.data_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(paths.data_dir, 0o700)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    log.info(ensure_libvirtd(opts.libvirt_uri))
+    agent = AgentSupervisor(paths, opts.port + 1, opts.libvirt_uri)
+    agent.start()
+    try:
+        ctx = build_context(EngineSettings(data_dir=paths.data_dir))
+        hosts.register(ctx, socket.gethostname(), agent.url, agent.token())
+        networks.ensure_default(ctx, opts.subnet)
+        ca, cert, key = ensure_tls(paths.tls_dir, [opts.listen])
+        _client_config(ctx, paths, opts, ca)
+        paths.engine_pid.write_text(str(os.getpid()))
+        agent.watch()
+        config = uvicorn.Config(
+            create_app(ctx), host=opts.listen, port=opts.port, ssl_certfile=str(cert),
+            ssl_keyfile=str(key), log_level="warning", access_log=False, lifespan="on",
+        )
+        uvicorn.Server(config).run()
+    finally:
+        agent.stop()
+        paths.engine_pid.unlink(missing_ok=True)
+
+
+def start_detached(opts: UpOptions, timeout: float = 120) -> None:
+    """Run `corral up` in the background and return once its API answers."""
+    paths = NodePaths(opts.data_dir)
+    paths.data_dir.mkdir(parents=True, exist_ok=True)
+    if _pid_alive(paths.engine_pid):
+        raise Unavailable(f"corral is already running from {paths.data_dir} (`corral down`)")
+    argv = [sys.executable, "-m", "corral.cli.main", "up", "--data-dir", str(opts.data_dir),
+            "--listen", opts.listen, "--port", str(opts.port), "--subnet", opts.subnet,
+            "--libvirt-uri", opts.libvirt_uri]
+    logf = open(paths.log, "ab")  # noqa: SIM115 - the child keeps it
+    proc = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            start_new_session=True)
+    host = "127.0.0.1" if opts.listen in ("0.0.0.0", "::") else opts.listen
+    try:
+        _wait_http(f"https://{host}:{opts.port}/api/v1/health", timeout, proc,
+                   verify=False)  # the CA may not exist yet when we start waiting
+    except Unavailable as exc:
+        tail = paths.log.read_text(errors="replace")[-1500:] if paths.log.exists() else ""
+        raise Unavailable(f"corral did not start: {exc}\n--- {paths.log} ---\n{tail}") from exc
+
+
+def stop(data_dir: Path, timeout: float = 30) -> bool:
+    """Stop what `corral up --detach` started; False when nothing was running."""
+    paths = NodePaths(data_dir)
+    pid = _pid_alive(paths.engine_pid)
+    stopped = False
+    if pid is not None:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and _pid_alive(paths.engine_pid) == pid:
+            time.sleep(0.1)
+        stopped = True
+    agent = _pid_alive(paths.agent_pid)
+    if agent is not None:
+        os.kill(agent, signal.SIGTERM)
+        stopped = True
+    paths.engine_pid.unlink(missing_ok=True)
+    paths.agent_pid.unlink(missing_ok=True)
+    return stopped

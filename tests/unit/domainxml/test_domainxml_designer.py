@@ -1,0 +1,267 @@
+"""The designer: expected-output files, policy, and spec validation."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from domainxml_specs import DESIGNED, IDE_PC, KVM_FULL, QEMU_TINY, assert_matches_file
+
+from corral.domainxml import (
+    GUEST_AGENT_CHANNEL,
+    DiskSpec,
+    Domain,
+    DomainSpec,
+    NicSpec,
+    design_domain,
+    vm_id_of,
+)
+from corral.domainxml.designer import target_name
+from corral.errors import InvalidInput
+
+
+@pytest.mark.parametrize("filename", sorted(DESIGNED))
+def test_designed_xml_matches_expected_file(filename: str) -> None:
+    assert_matches_file(design_domain(DESIGNED[filename]).to_xml(), filename)
+
+
+@pytest.mark.parametrize("filename", sorted(DESIGNED))
+def test_designed_xml_parses_back_to_the_same_text(filename: str) -> None:
+    xml = design_domain(DESIGNED[filename]).to_xml()
+    assert Domain.from_xml(xml).to_xml() == xml
+
+
+def test_kvm_gets_host_passthrough_and_q35() -> None:
+    dom = design_domain(KVM_FULL)
+    assert dom.type == "kvm"
+    assert dom.cpu.mode == "host-passthrough"
+    assert dom.os.machine == "q35"
+    assert dom.os.arch == "x86_64"
+
+
+def test_qemu_tcg_has_no_cpu_element() -> None:
+    dom = design_domain(QEMU_TINY)
+    assert dom.type == "qemu"
+    assert not dom.cpu.exists
+    assert "<cpu" not in dom.to_xml()
+
+
+def test_identity_and_sizes() -> None:
+    dom = design_domain(KVM_FULL)
+    assert dom.name == "web-1"
+    assert dom.uuid == "6508e6f2-efa6-4820-9e4b-acb4c1c7d849"  # normalized
+    assert dom.vm_id == "vm-01hzx3k7q2"
+    assert dom.memory_kib == dom.current_memory_kib == 2048 * 1024
+    assert dom.vcpu == 2
+    assert (dom.on_poweroff, dom.on_reboot, dom.on_crash) == ("destroy", "restart", "destroy")
+
+
+def test_disk_targets_by_bus_and_cdrom_on_sata() -> None:
+    disks = design_domain(KVM_FULL).devices.disks
+    assert [(d.target_dev, d.target_bus, d.device) for d in disks] == [
+        ("vda", "virtio", "disk"),
+        ("sda", "sata", "cdrom"),
+        ("vdb", "virtio", "disk"),
+        ("sdb", "scsi", "disk"),
+    ]
+    cdrom = disks[1]
+    assert cdrom.readonly
+    assert [d.type for d in disks] == ["file", "file", "file", "block"]
+    assert disks[3].source_dev == "/dev/vg0/web-1-logs"
+    assert disks[3].source_path == "/dev/vg0/web-1-logs"
+    assert disks[0].source_path == "/var/lib/corral/pools/default/web-1-root.qcow2"
+    assert [d.driver_type for d in disks] == ["qcow2", "raw", "raw", "raw"]
+
+
+def test_scsi_disk_gets_a_virtio_scsi_controller() -> None:
+    controllers = design_domain(KVM_FULL).devices.controllers
+    assert [(c.type, c.index, c.model) for c in controllers] == [("scsi", 0, "virtio-scsi")]
+    no_scsi = dataclasses.replace(KVM_FULL, disks=KVM_FULL.disks[:3])
+    assert design_domain(no_scsi).devices.controllers == []
+
+
+def test_boot_order_disk_then_cdrom() -> None:
+    cdrom_first = dataclasses.replace(
+        KVM_FULL,
+        disks=[DiskSpec("/srv/i.iso", format="raw", device="cdrom"), DiskSpec("/srv/r.qcow2")],
+    )
+    assert design_domain(cdrom_first).os.boot_devices == ["hd", "cdrom"]
+    only_cdrom = dataclasses.replace(
+        KVM_FULL, disks=[DiskSpec("/srv/i.iso", format="raw", device="cdrom")]
+    )
+    assert design_domain(only_cdrom).os.boot_devices == ["cdrom"]
+
+
+def test_direct_kernel_boot() -> None:
+    os = design_domain(QEMU_TINY).os
+    assert os.kernel == "/var/lib/corral/images/tiny/vmlinuz"
+    assert os.initrd == "/var/lib/corral/images/tiny/initrd.img"
+    assert os.cmdline == "console=ttyS0 root=/dev/vda rw quiet"
+    assert os.boot_devices == []
+
+
+def test_ide_disk_chooses_pc_machine() -> None:
+    dom = design_domain(IDE_PC)
+    assert dom.os.machine == "pc"
+    assert [d.target_dev for d in dom.devices.disks] == ["hda", "hdb", "sda"]
+
+
+def test_nics_are_virtio_on_bridges_with_lowercase_mac() -> None:
+    nics = design_domain(KVM_FULL).devices.interfaces
+    assert [(n.type, n.mac, n.source_bridge, n.model) for n in nics] == [
+        ("bridge", "52:54:00:ab:cd:01", "corralbr0", "virtio"),
+        ("bridge", "52:54:00:ab:cd:02", "br-storage.10", "virtio"),
+    ]
+    assert nics[0].target_dev is None
+
+
+def test_serial_console_with_log() -> None:
+    devices = design_domain(KVM_FULL).devices
+    (serial,) = devices.serials
+    assert serial.type == "pty"
+    assert serial.log_file == "/var/log/corral/console/web-1.log"
+    assert serial.log_append is True
+    (console,) = devices.consoles
+    assert (console.type, console.target_type, console.target_port) == ("pty", "serial", 0)
+    no_log = design_domain(dataclasses.replace(KVM_FULL, console_log=None)).devices.serials[0]
+    assert no_log.log_file is None
+    assert "<log" not in no_log.to_xml()
+
+
+def test_agent_channel_rng_balloon() -> None:
+    devices = design_domain(QEMU_TINY).devices
+    (channel,) = devices.channels
+    assert (channel.type, channel.target_type, channel.target_name) == (
+        "unix",
+        "virtio",
+        GUEST_AGENT_CHANNEL,
+    )
+    (rng,) = devices.rngs
+    assert (rng.model, rng.backend_model, rng.backend_path) == ("virtio", "random", "/dev/urandom")
+    assert devices.memballoon.model == "virtio"
+
+
+def test_vnc_only_when_asked() -> None:
+    (graphics,) = design_domain(KVM_FULL).devices.graphics
+    assert (graphics.type, graphics.autoport, graphics.listen_address) == ("vnc", True, "127.0.0.1")
+    assert design_domain(QEMU_TINY).devices.graphics == []
+    assert design_domain(QEMU_TINY).devices.videos == []
+
+
+def test_no_emulator_and_no_backing_store() -> None:
+    xml = design_domain(KVM_FULL).to_xml()
+    assert "<emulator" not in xml
+    assert "backingStore" not in xml
+
+
+def test_vm_id_of() -> None:
+    assert vm_id_of(design_domain(KVM_FULL).to_xml()) == "vm-01hzx3k7q2"
+    foreign = (
+        "<domain type='kvm'><name>x</name><metadata><a:b xmlns:a='urn:x'/></metadata></domain>"
+    )
+    assert vm_id_of(foreign) is None
+    assert vm_id_of("<domain type='kvm'><name>x</name></domain>") is None
+    with pytest.raises(InvalidInput):
+        vm_id_of("<domain")
+
+
+@pytest.mark.parametrize(
+    ("index", "name"),
+    [
+        (0, "vda"),
+        (1, "vdb"),
+        (25, "vdz"),
+        (26, "vdaa"),
+        (27, "vdab"),
+        (701, "vdzz"),
+        (702, "vdaaa"),
+    ],
+)
+def test_target_names(index: int, name: str) -> None:
+    assert target_name("vd", index) == name
+
+
+def test_many_virtio_disks() -> None:
+    spec = dataclasses.replace(QEMU_TINY, disks=[DiskSpec(f"/d/{i}.qcow2") for i in range(28)])
+    names = [d.target_dev for d in design_domain(spec).devices.disks]
+    assert names[25:] == ["vdz", "vdaa", "vdab"]
+    assert len(set(names)) == 28
+
+
+# -- validation ----------------------------------------------------------------------
+
+_NIC = NicSpec("52:54:00:00:00:01", "br0")
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"name": ""}, "name"),
+        ({"name": "has space"}, "name"),
+        ({"name": "x" * 64}, "name"),
+        ({"uuid": "not-a-uuid"}, "uuid"),
+        ({"vm_id": ""}, "vm_id"),
+        ({"vm_id": 'a"b'}, "vm_id"),
+        ({"vcpus": 0}, "vcpus"),
+        ({"vcpus": 256}, "vcpus"),
+        ({"vcpus": True}, "vcpus"),
+        ({"memory_mib": 15}, "memory_mib"),
+        ({"memory_mib": "512"}, "memory_mib"),
+        ({"virt_type": "xen"}, "virt_type"),
+        ({"disks": [], "kernel": None, "initrd": None, "cmdline": None}, "disks"),
+        ({"disks": [DiskSpec("relative.qcow2")]}, "disks[0].path"),
+        ({"disks": [DiskSpec("/a\nb.qcow2")]}, "disks[0].path"),
+        ({"disks": [DiskSpec("/a.vmdk", format="vmdk")]}, "disks[0].format"),
+        ({"disks": [DiskSpec("/a", device="floppy")]}, "disks[0].device"),
+        ({"disks": [DiskSpec("/a", bus="usb")]}, "disks[0].bus"),
+        ({"disks": [DiskSpec(f"/{i}", bus="ide") for i in range(5)]}, "disks"),
+        ({"nics": [NicSpec("52:54:00:00:00", "br0")]}, "nics[0].mac"),
+        ({"nics": [NicSpec("52-54-00-00-00-01", "br0")]}, "nics[0].mac"),
+        ({"nics": [NicSpec("52:54:00:00:00:0g", "br0")]}, "nics[0].mac"),
+        ({"nics": [NicSpec("01:00:5e:00:00:01", "br0")]}, "nics[0].mac"),
+        ({"nics": [NicSpec("52:54:00:00:00:01", "")]}, "nics[0].bridge"),
+        ({"nics": [NicSpec("52:54:00:00:00:01", "a" * 16)]}, "nics[0].bridge"),
+        ({"nics": [NicSpec("52:54:00:00:00:01", "br 0")]}, "nics[0].bridge"),
+        ({"nics": [NicSpec("52:54:00:00:00:01", "br/0")]}, "nics[0].bridge"),
+        ({"nics": [NicSpec("52:54:00:00:00:01", "..")]}, "nics[0].bridge"),
+        ({"nics": [NicSpec("52:54:00:00:00:01", "br0", model="ne2k")]}, "nics[0].model"),
+        ({"nics": [_NIC, NicSpec("52:54:00:00:00:01", "br1")]}, "nics[1].mac"),
+        ({"console_log": "console.log"}, "console_log"),
+        ({"kernel": None}, "initrd"),
+        ({"kernel": "vmlinuz"}, "kernel"),
+        ({"initrd": "/boot/\x00initrd"}, "initrd"),
+        ({"cmdline": "console=ttyS0\n"}, "cmdline"),
+    ],
+)
+def test_invalid_spec(changes: dict[str, object], field: str) -> None:
+    spec = dataclasses.replace(QEMU_TINY, **changes)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput) as info:
+        design_domain(spec)
+    assert info.value.field == field
+    assert info.value.status == 422
+    assert info.value.message
+
+
+def test_valid_edges() -> None:
+    spec = dataclasses.replace(
+        QEMU_TINY,
+        vcpus=255,
+        memory_mib=16,
+        nics=[NicSpec("02:00:00:00:00:00", "a" * 15), NicSpec("52:54:00:00:00:02", "b_r.0-1")],
+    )
+    dom = design_domain(spec)
+    assert dom.vcpu == 255
+    assert dom.memory_kib == 16 * 1024
+
+
+def test_spec_cmdline_without_kernel_is_rejected() -> None:
+    spec = dataclasses.replace(QEMU_TINY, kernel=None, initrd=None)
+    with pytest.raises(InvalidInput) as info:
+        design_domain(spec)
+    assert info.value.field == "cmdline"
+
+
+def test_spec_dataclasses_are_frozen() -> None:
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        KVM_FULL.vcpus = 3  # type: ignore[misc]
+    assert isinstance(KVM_FULL, DomainSpec)
