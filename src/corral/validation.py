@@ -36,7 +36,7 @@ def parse_size(value: object, field: str, default_unit: str = "M") -> int:
     if isinstance(value, int):
         number, unit = value, default_unit
     elif isinstance(value, str):
-        m = _SIZE_RE.match(value)
+        m = _SIZE_RE.fullmatch(value)
         if not m:
             raise InvalidInput(
                 f"{field} {value!r} is not a size; use a number with K, M, G or T (e.g. 512M)",

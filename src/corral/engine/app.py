@@ -20,6 +20,9 @@ from corral.httpserve import install_error_handlers
 def build_context(settings: EngineSettings) -> EngineContext:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     migrate(settings.db_url)
+    db_file = settings.data_dir / "corral.db"
+    if db_file.exists():
+        db_file.chmod(0o600)  # holds agent tokens
     ctx = EngineContext.build(settings)
     vm_service.register(ctx)
     image_service.register(ctx)

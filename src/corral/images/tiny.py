@@ -211,31 +211,42 @@ def parse_kernel_dependency(apt_cache_depends_output: str) -> str | None:
     return match.group(1) if match else None
 
 
-def _resolve_kernel_package(progress: Progress) -> str:
-    apt_cache = _tool("apt-cache")
-    args = [apt_cache, "depends", KERNEL_METAPACKAGE]
-    for attempt in range(2):
-        proc = subprocess.run(
-            args, capture_output=True, text=True, env={**os.environ, "LC_ALL": "C"}
+def _apt_update(progress: Progress, percent: int, why: str) -> None:
+    if os.geteuid() != 0:
+        raise Unavailable(
+            f"{why}; run 'apt-get update' as root (or build once as root) to build the "
+            "tiny test image"
         )
-        package = parse_kernel_dependency(proc.stdout) if proc.returncode == 0 else None
-        if package:
-            return package
-        if attempt == 0:
-            if os.geteuid() != 0:
-                raise Unavailable(
-                    f"apt knows no package {KERNEL_METAPACKAGE!r}; run 'apt-get update' as "
-                    "root (or build once as root) to build the tiny test image"
-                )
-            progress(7, "apt-get update (apt knows no cloud kernel yet)")
-            _run(
-                [_tool("apt-get"), *_apt_options(), "update"],
-                "apt-get update (to find the cloud kernel package)",
-                unavailable=True,
-            )
+    progress(percent, f"apt-get update ({why})")
+    _run(
+        [_tool("apt-get"), *_apt_options(), "update"],
+        "apt-get update (for the tiny image's packages; no network or apt mirror reachable?)",
+        unavailable=True,
+    )
+
+
+def _apt_cache_depends() -> tuple[str | None, str]:
+    """(versioned kernel package or None, apt-cache's message)."""
+    try:
+        proc = _run([_tool("apt-cache"), "depends", KERNEL_METAPACKAGE], "apt-cache depends")
+    except HostError as exc:  # apt-cache exits 100 for a package it does not know
+        return None, exc.message
+    package = parse_kernel_dependency(proc.stdout)
+    return package, proc.stdout
+
+
+def _resolve_kernel_package(progress: Progress) -> tuple[str, bool]:
+    """(the real kernel package behind the metapackage, whether apt-get update ran)."""
+    package, _ = _apt_cache_depends()
+    if package:
+        return package, False
+    _apt_update(progress, 7, f"apt knows no package {KERNEL_METAPACKAGE!r} yet")
+    package, message = _apt_cache_depends()
+    if package:
+        return package, True
     raise Unavailable(
         f"apt cannot resolve {KERNEL_METAPACKAGE!r} to a kernel package "
-        f"(is a Debian 'main' source configured?): {_tail(proc.stderr) or _tail(proc.stdout)}"
+        f"(is a Debian 'main' source configured?): {_tail(message)}"
     )
 
 
@@ -254,15 +265,8 @@ def cached_packages(cache_dir: Path) -> tuple[Path, Path] | None:
     return kernel, busybox
 
 
-def fetch_packages(cache_dir: Path, progress: Progress) -> tuple[Path, Path]:
-    """The kernel and busybox .debs: from the cache, else ``apt-get download``."""
-    cached = cached_packages(cache_dir)
-    if cached is not None:
-        progress(30, f"using cached packages {cached[0].name}, {cached[1].name}")
-        return cached
-    progress(5, f"resolving {KERNEL_METAPACKAGE}")
-    kernel_package = _resolve_kernel_package(progress)
-    progress(10, f"downloading {kernel_package} and {BUSYBOX_PACKAGE}")
+def _download(cache_dir: Path, kernel_package: str) -> tuple[Path, Path]:
+    """``apt-get download`` into a private directory, then move the .debs into the cache."""
     debs = cache_dir / "debs"
     debs.mkdir(parents=True, exist_ok=True)
     download = Path(tempfile.mkdtemp(prefix=".download-", dir=cache_dir))
@@ -291,6 +295,30 @@ def fetch_packages(cache_dir: Path, progress: Progress) -> tuple[Path, Path]:
     finally:
         shutil.rmtree(download, ignore_errors=True)
     return debs / kernels[0].name, debs / busyboxes[0].name
+
+
+def fetch_packages(cache_dir: Path, progress: Progress) -> tuple[Path, Path]:
+    """The kernel and busybox .debs: from the cache, else ``apt-get download``."""
+    cached = cached_packages(cache_dir)
+    if cached is not None:
+        progress(30, f"using cached packages {cached[0].name}, {cached[1].name}")
+        return cached
+    progress(5, f"resolving {KERNEL_METAPACKAGE}")
+    kernel_package, updated = _resolve_kernel_package(progress)
+    progress(10, f"downloading {kernel_package} and {BUSYBOX_PACKAGE}")
+    try:
+        return _download(cache_dir, kernel_package)
+    except Unavailable as first:
+        if updated or os.geteuid() != 0:
+            raise
+        # Stale package lists name versions the mirror no longer has (404): update once.
+        try:
+            _apt_update(progress, 15, "download failed; the package lists may be stale")
+            kernel_package, _ = _resolve_kernel_package(progress)
+        except Unavailable:
+            raise first from None
+        progress(20, f"downloading {kernel_package} and {BUSYBOX_PACKAGE}")
+        return _download(cache_dir, kernel_package)
 
 
 # --------------------------------------------------------------------------- kernel modules
@@ -351,12 +379,12 @@ def decompress_module(path: Path) -> bytes:
     if name.endswith(".ko.gz"):
         return gzip.decompress(path.read_bytes())
     if name.endswith(".ko.zst"):
-        proc = subprocess.run(
-            [_tool("zstd"), "-q", "-d", "-c", str(path)], capture_output=True, check=False
-        )
-        if proc.returncode != 0:
-            raise HostError(f"zstd could not decompress {path}: {_tail(proc.stderr)}")
-        return proc.stdout
+        try:
+            return subprocess.run(
+                [_tool("zstd"), "-q", "-d", "-c", str(path)], capture_output=True, check=True
+            ).stdout
+        except subprocess.CalledProcessError as exc:
+            raise HostError(f"zstd could not decompress {path}: {_tail(exc.stderr)}") from exc
     return path.read_bytes()
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import uvicorn
 
+from corral.agent.hypervisor.virt_type import VirtType, detect_virt_type
 from corral.engine.app import build_context, create_app
 from corral.engine.context import EngineContext, EngineSettings
 from corral.engine.services import auth, hosts, networks
@@ -39,12 +40,13 @@ class UpOptions:
 
 
 def _pid_alive(pid_file: Path) -> int | None:
+    """The pid in the file if that process lives (a zombie does not: PID 1 may not reap)."""
     try:
         pid = int(pid_file.read_text().strip())
-        os.kill(pid, 0)
+        stat = Path(f"/proc/{pid}/stat").read_text()
     except (OSError, ValueError):
         return None
-    return pid
+    return None if stat.rpartition(")")[2].split()[0] == "Z" else pid
 
 
 def _wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes] | None = None,
@@ -132,9 +134,12 @@ def run_up(opts: UpOptions) -> None:
     """Foreground: returns when the engine stops (SIGTERM/SIGINT)."""
     paths = NodePaths(opts.data_dir)
     paths.data_dir.mkdir(parents=True, exist_ok=True)
-    os.chmod(paths.data_dir, 0o700)
+    # 0711: QEMU (user libvirt-qemu) must reach the disks below; listing stays private.
+    os.chmod(paths.data_dir, 0o711)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    log.info(ensure_libvirtd(opts.libvirt_uri))
+    virt = detect_virt_type()
+    log.info("virtualization: %s (%s)", virt.type.value, virt.note)
+    log.info(ensure_libvirtd(opts.libvirt_uri, hide_kvm=virt.type == VirtType.QEMU))
     agent = AgentSupervisor(paths, opts.port + 1, opts.libvirt_uri)
     agent.start()
     try:

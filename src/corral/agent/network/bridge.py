@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 import logging
@@ -48,17 +49,30 @@ def check_is_ours(spec: NetworkSpec, info: dict[str, Any] | None) -> None:
         )
 
 
+def bridge_mac(spec: NetworkSpec) -> str:
+    """A fixed, locally administered MAC derived from the network name.
+
+    A bridge without an address of its own takes the lowest MAC of its ports, so the
+    gateway's MAC would change as guests come and go (stale ARP caches in the guests).
+    """
+    digest = hashlib.sha256(f"corral-network:{spec.name}".encode()).digest()
+    return ":".join(f"{b:02x}" for b in (0x02, 0xC0, *digest[:4]))
+
+
 def ensure(spec: NetworkSpec) -> bool:
     """Create (if missing), address and bring up the bridge. True when it was created now."""
     info = link(spec.bridge)
     check_is_ours(spec, info)
     created = info is None
+    mac = bridge_mac(spec)
     if created:
         _cmd.run(
-            ["ip", "link", "add", "name", spec.bridge, "type", "bridge",
+            ["ip", "link", "add", "name", spec.bridge, "address", mac, "type", "bridge",
              "stp_state", "0", "forward_delay", "0"]
         )
         log.info("network %s: created bridge %s", spec.name, spec.bridge)
+    elif info is not None and str(info.get("address", "")).lower() != mac:
+        _cmd.run(["ip", "link", "set", "dev", spec.bridge, "address", mac])
     _ensure_address(spec)
     _cmd.run(["ip", "link", "set", "dev", spec.bridge, "up"])
     return created

@@ -95,25 +95,35 @@ def _same_netns(pid: int) -> bool:
     return (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino)
 
 
-def running_pid(paths: Paths) -> int | None:
-    """The pid of this network's live dnsmasq (pid file names a dnsmasq that uses our config
-    and runs in this network namespace), else None."""
-    try:
-        pid = int(paths.pid.read_text().strip())
-    except (OSError, ValueError):
-        return None
-    if pid <= 1:
-        return None
+def _is_ours(pid: int, paths: Paths) -> bool:
+    """``pid`` is a dnsmasq started with our config file, in this network namespace."""
     try:
         comm = Path(f"/proc/{pid}/comm").read_text().strip()
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
-        return None
+        return False
     if comm != "dnsmasq" or f"--conf-file={paths.conf}".encode() not in cmdline:
-        return None
-    if not _same_netns(pid):
-        return None
-    return pid
+        return False
+    return _same_netns(pid) and _alive(pid)
+
+
+def running_pid(paths: Paths) -> int | None:
+    """The pid of this network's live dnsmasq, else None.
+
+    The pid file is asked first; when it is missing or stale (deleted by hand, a crash while
+    writing it), /proc is searched for a dnsmasq with our config in this network namespace,
+    so that a lost pid file never leaves a second dnsmasq or an unkillable one behind.
+    """
+    try:
+        pid = int(paths.pid.read_text().strip())
+    except (OSError, ValueError):
+        pid = 0
+    if pid > 1 and _is_ours(pid, paths):
+        return pid
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and _is_ours(int(entry.name), paths):
+            return int(entry.name)
+    return None
 
 
 def _alive(pid: int) -> bool:
@@ -164,6 +174,12 @@ def ensure(spec: NetworkSpec, state_dir: Path, *, restart: bool = False) -> int:
         _write_atomic(paths.conf, text)
     pid = running_pid(paths)
     if pid is not None and not changed and not restart:
+        try:
+            named = paths.pid.read_text().strip()
+        except OSError:
+            named = ""
+        if named != str(pid):  # found through /proc: put the pid file back
+            _write_atomic(paths.pid, f"{pid}\n")
         return pid
     if pid is not None:
         stop(paths)

@@ -1,0 +1,94 @@
+"""The private /etc/libvirt of a lab host: a copy of the machine's, with lab settings.
+
+The copy keeps the machine's configuration files (so every file libvirt expects exists) but
+none of the machine's libvirt *state*: no domain, pool, secret or node-device definitions,
+and no autostart links (libvirt-daemon-system defines a ``default`` network on virbr0 /
+192.168.122.0/24 whose dnsmasq a lab host must not start). ``libvirtd.conf`` and
+``qemu.conf`` are then written whole by :func:`write_lab_configs`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+# Top-level directories of /etc/libvirt that hold definitions (state), not configuration.
+_STATE_DIRS = frozenset({"storage", "secrets", "nodedev", "lxc", "bhyve", "ch"})
+
+
+def _ignore(src_root: Path) -> Callable[[str, list[str]], set[str]]:
+    def ignore(directory: str, names: list[str]) -> set[str]:
+        rel = Path(directory).relative_to(src_root)
+        if rel == Path("."):
+            return {n for n in names if n in _STATE_DIRS}
+        if rel == Path("qemu"):
+            # Domain definitions, their autostart links, snapshots, checkpoints: keep only
+            # the network definitions (the package's ``default`` network, inactive).
+            return {n for n in names if n != "networks"}
+        if rel == Path("qemu/networks"):
+            return {n for n in names if n != "default.xml"}
+        return set()
+
+    return ignore
+
+
+def copy_etc(src: Path, dst: Path) -> None:
+    """Copy the machine's /etc/libvirt to ``dst`` (once: a later start keeps the copy).
+
+    Keeping the copy across stop/start keeps what was defined persistently in the lab host.
+    """
+    if dst.exists():
+        return
+    if src.is_dir():
+        shutil.copytree(src, dst, symlinks=True, ignore=_ignore(src))
+    else:
+        dst.mkdir(parents=True)
+    # Never autostart a network in a lab host (see the module docstring).
+    autostart = dst / "qemu" / "networks" / "autostart"
+    shutil.rmtree(autostart, ignore_errors=True)
+    autostart.mkdir(parents=True, exist_ok=True)
+
+
+def _write(path: Path, text: str, mode: int) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.chmod(tmp, mode)
+    tmp.replace(path)
+
+
+def write_lab_configs(etc: Path, *, name: str, address: str, host_uuid: str) -> None:
+    """Write libvirtd.conf and qemu.conf of the lab host (the machine's copies are replaced)."""
+    libvirtd_conf = f"""\
+# libvirtd.conf of corral lab host {name!r}, written by corral.lab (replaces the machine's).
+#
+# TCP without authentication on the lab host's own address: for live migration between lab
+# hosts (qemu+tcp://{address}/system). The address lives in the lab host's network namespace
+# and is reachable only over the lab's veth from this machine. Needs `libvirtd --listen`.
+listen_tls = 0
+listen_tcp = 1
+listen_addr = "{address}"
+auth_tcp = "none"
+
+# Every lab host must look like a different host to libvirt, or a migration between two of
+# them is refused as a migration "to the same host" (the machine's UUID is shared).
+host_uuid = "{host_uuid}"
+
+# Warnings and errors of this daemon, into the lab host's private /var/log/libvirt.
+log_outputs = "3:file:/var/log/libvirt/libvirtd.log"
+"""
+    qemu_conf = f"""\
+# qemu.conf of corral lab host {name!r}, written by corral.lab (replaces the machine's).
+#
+# No cgroups. `ip netns exec` mounts a fresh sysfs on /sys, so /sys/fs/cgroup is empty inside
+# a lab host anyway; and several lab libvirtds sharing this machine's cgroup hierarchies
+# would give their guests clashing cgroup names (machine/qemu-1-NAME). Guests run fine
+# without; cgroup-only tuning and statistics (blkiotune, cpu cgroup stats) are unavailable.
+cgroup_controllers = [ ]
+
+# The address a migration source is told to connect to when this host is the destination.
+migration_host = "{address}"
+"""
+    _write(etc / "libvirtd.conf", libvirtd_conf, 0o644)
+    _write(etc / "qemu.conf", qemu_conf, 0o600)

@@ -1,0 +1,426 @@
+"""A lab host: one more "hypervisor host" on this machine, for tests and ``corral lab``.
+
+A lab host is a network namespace ``corral-<name>`` joined to the machine by a veth pair
+(``crl-<name>`` here, ``lab0`` inside; 10.209.<index>.1/30 and .2/30), plus a private mount
+and UTS namespace kept alive by a *holder* process::
+
+    ip netns exec corral-<name> unshare --mount --uts --propagation private sleep infinity
+
+``ip netns exec`` mounts a sysfs of the namespace on /sys (so /sys/class/net shows the lab's
+interfaces, and /sys/fs/cgroup is empty). In the holder's mount namespace, directories of
+``root_dir`` are bound over /etc/libvirt, /run/libvirt, /var/lib/libvirt, /var/log/libvirt and
+/var/cache/libvirt, and the lab host runs its own virtlogd and libvirtd (pid files in
+``root_dir/run``). Commands enter both namespaces with ``nsenter --target <holder>``.
+
+/dev/kvm: this machine has no udev, so /dev/kvm is root-only (0600). libvirt then finds KVM
+unusable for its QEMU user while its capability probe (run with CAP_DAC_OVERRIDE) sees KVM
+working, and it re-probes QEMU (about 4 s a binary) on every capability lookup: ``virsh
+create`` took about 45 s. A lab host therefore gets its own /dev/kvm node, 0660 root:kvm as
+udev makes it, bound over /dev/kvm in its mount namespace. Guests still have to use
+``domain type='qemu'`` (TCG) here: nested KVM hangs in guest boot on this machine.
+
+Layout of ``root_dir``: etc/ (copy of /etc/libvirt, kept across restarts), run/ (removed by
+stop), lib/libvirt, log/libvirt (+ holder.log), cache/libvirt, dev/kvm.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import grp
+import ipaddress
+import logging
+import os
+import re
+import shutil
+import stat
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from corral.errors import HostError, InvalidInput, WrongState
+from corral.lab import _config, _net, _procs
+
+log = logging.getLogger(__name__)
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,7}$")
+INDEX_MIN, INDEX_MAX = 1, 250
+LAB_NETWORK = ipaddress.IPv4Network("10.209.0.0/16")
+READY_TIMEOUT_S = 30.0
+INNER_IFNAME = "lab0"
+_SOCKET_PATH_MAX = 107  # sun_path holds 108 bytes, the last one NUL
+
+# (directory under root_dir, path it is bound over inside the lab host)
+_BINDS: tuple[tuple[str, str], ...] = (
+    ("etc", "/etc/libvirt"),
+    ("run/libvirt", os.path.realpath("/var/run/libvirt")),
+    ("lib/libvirt", "/var/lib/libvirt"),
+    ("log/libvirt", "/var/log/libvirt"),
+    ("cache/libvirt", "/var/cache/libvirt"),
+)
+_HOST_CAPS_CACHE = Path("/var/cache/libvirt/qemu/capabilities")
+# QEMU capability cache files of the lab hosts that came up in this process: file name ->
+# contents, the seed of the next lab host's cache.
+_CAPS_SEED: dict[str, bytes] = {}
+
+
+class LabHost:
+    """A network + mount namespace with its own libvirtd; see the module docstring."""
+
+    def __init__(self, name: str, index: int, root_dir: Path) -> None:
+        if not isinstance(name, str) or not NAME_RE.match(name):
+            raise InvalidInput(
+                f"lab host name {name!r} must be 1-8 characters of a-z, 0-9 and '-', "
+                "starting with a letter or digit",
+                field="name",
+            )
+        if (
+            isinstance(index, bool)
+            or not isinstance(index, int)
+            or not (INDEX_MIN <= index <= INDEX_MAX)
+        ):
+            raise InvalidInput(
+                f"lab host index must be an integer from {INDEX_MIN} to {INDEX_MAX}",
+                field="index",
+            )
+        self.name = name
+        self.index = index
+        self.root_dir = Path(root_dir).absolute()
+        self.netns = f"corral-{name}"
+        self.veth = f"crl-{name}"
+        self.subnet = ipaddress.IPv4Network(f"10.209.{index}.0/30")
+        self.gateway = str(self.subnet.network_address + 1)
+        self.address = str(self.subnet.network_address + 2)
+        self.host_uuid = str(uuid.uuid5(uuid.NAMESPACE_DNS, f"{self.netns}.lab.corral"))
+        self._holder: subprocess.Popen[bytes] | None = None
+        self._holder_pid: int | None = None
+        if len(str(self._socket_path())) > _SOCKET_PATH_MAX:
+            raise InvalidInput(
+                f"root_dir {str(self.root_dir)!r} is too long for a unix socket path",
+                field="root_dir",
+            )
+
+    # -- paths -------------------------------------------------------------------------
+
+    def _socket_path(self) -> Path:
+        return self.root_dir / "run" / "libvirt" / "libvirt-sock"
+
+    @property
+    def _run(self) -> Path:
+        return self.root_dir / "run"
+
+    def libvirt_uri(self) -> str:
+        """A URI that reaches this lab host's libvirtd from the machine's own namespaces."""
+        return f"qemu:///system?socket={self._socket_path()}"
+
+    # -- running commands inside -------------------------------------------------------
+
+    def _prefix(self, cwd: str | os.PathLike[str] | None = None) -> list[str]:
+        pid = self._holder_pid
+        if pid is None or not _procs.is_alive(pid):
+            raise WrongState(f"lab host {self.name!r} is not running")
+        # Entering a mount namespace resets the working directory to its root: keep ours.
+        wd = os.fspath(cwd) if cwd is not None else os.getcwd()
+        return ["nsenter", f"--target={pid}", "--mount", "--net", "--uts", f"--wd={wd}", "--"]
+
+    def run(
+        self,
+        argv: list[str],
+        *,
+        env: dict[str, str] | None = None,
+        timeout: float = 60,
+        check: bool = True,
+        input: str | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``argv`` inside the lab host; ``env`` adds to (not replaces) our environment.
+
+        With ``check``, a non-zero exit or a timeout raises HostError (stderr in the message).
+        """
+        full_env = {**os.environ, **env} if env is not None else None
+        try:
+            return subprocess.run(
+                self._prefix() + argv,
+                env=full_env,
+                timeout=timeout,
+                check=check,
+                input=input,
+                capture_output=True,
+                text=True,
+            )
+        except subprocess.CalledProcessError as exc:
+            raise HostError(
+                f"{' '.join(argv)} failed in lab host {self.name!r} "
+                f"(exit {exc.returncode}): {(exc.stderr or '').strip()}",
+                argv=argv,
+                returncode=exc.returncode,
+            ) from exc
+        except subprocess.TimeoutExpired as exc:
+            raise HostError(
+                f"{' '.join(argv)} did not finish in {timeout} s in lab host {self.name!r}",
+                argv=argv,
+            ) from exc
+
+    def popen(self, argv: list[str], **kwargs: Any) -> subprocess.Popen[str]:
+        """Start ``argv`` inside the lab host (text mode); ``cwd`` is honoured inside.
+
+        stop() kills it with everything else in the lab host; the caller still reaps it.
+        """
+        prefix = self._prefix(kwargs.pop("cwd", None))
+        kwargs.setdefault("text", True)
+        proc: subprocess.Popen[str] = subprocess.Popen(prefix + argv, **kwargs)
+        return proc
+
+    # -- start -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Build the lab host and wait until its libvirtd answers; cleans up if it fails."""
+        if self._holder_pid is not None and _procs.is_alive(self._holder_pid):
+            raise WrongState(f"lab host {self.name!r} is already started")
+        t0 = time.monotonic()
+        _net.check_free(self.netns, self.veth, self.subnet)
+        try:
+            self._prepare_dirs()
+            self._create_network()
+            self._start_holder()
+            self._bind_mounts()
+            self._start_daemons()
+            self._wait_ready()
+            self._remember_caps_cache()
+        except BaseException:
+            log.warning("lab host %s: start failed, cleaning up", self.name)
+            self.stop()
+            raise
+        log.info("lab host %s started in %.2f s", self.name, time.monotonic() - t0)
+
+    def _prepare_dirs(self) -> None:
+        shutil.rmtree(self._run, ignore_errors=True)
+        for sub, _ in _BINDS:
+            (self.root_dir / sub).mkdir(parents=True, exist_ok=True)
+        _config.copy_etc(Path("/etc/libvirt"), self.root_dir / "etc")
+        _config.write_lab_configs(
+            self.root_dir / "etc", name=self.name, address=self.address, host_uuid=self.host_uuid
+        )
+        self._seed_caps_cache()
+        self._make_kvm_node()
+
+    def _caps_cache(self) -> Path:
+        return self.root_dir / "cache" / "libvirt" / "qemu" / "capabilities"
+
+    def _seed_caps_cache(self) -> None:
+        """Start from a QEMU capability cache probed before, by a lab host or the machine.
+
+        A probe costs about 4 s a QEMU binary here; libvirt re-probes whatever is outdated.
+        """
+        dst = self._caps_cache()
+        if dst.is_dir() and any(dst.glob("*.xml")):
+            return
+        seed = dict(_CAPS_SEED)
+        if not seed and _HOST_CAPS_CACHE.is_dir():
+            for file in _HOST_CAPS_CACHE.glob("*.xml"):
+                with contextlib.suppress(OSError):
+                    seed[file.name] = file.read_bytes()
+        if seed:
+            dst.mkdir(parents=True, exist_ok=True)
+            for name, data in seed.items():
+                (dst / name).write_bytes(data)
+                os.chmod(dst / name, 0o600)
+
+    def _remember_caps_cache(self) -> None:
+        for file in self._caps_cache().glob("*.xml"):
+            with contextlib.suppress(OSError):
+                _CAPS_SEED[file.name] = file.read_bytes()
+
+    def _kvm_node(self) -> Path:
+        return self.root_dir / "dev" / "kvm"
+
+    def _make_kvm_node(self) -> None:
+        node = self._kvm_node()
+        node.unlink(missing_ok=True)
+        try:
+            rdev = os.stat("/dev/kvm").st_rdev
+        except FileNotFoundError:
+            return
+        node.parent.mkdir(exist_ok=True)
+        if os.statvfs(node.parent).f_flag & os.ST_NODEV:
+            log.warning("lab host %s: %s is on a nodev mount; keeping /dev/kvm", self.name, node)
+            return
+        try:
+            gid = grp.getgrnam("kvm").gr_gid
+            mode = 0o660
+        except KeyError:
+            gid, mode = 0, 0o666
+        os.mknod(node, stat.S_IFCHR | mode, rdev)
+        os.chown(node, 0, gid)
+        os.chmod(node, mode)
+
+    def _create_network(self) -> None:
+        _net.create(self.netns, self.veth, INNER_IFNAME, self.subnet, self.gateway, self.address)
+
+    def _start_holder(self) -> None:
+        self._run.mkdir(parents=True, exist_ok=True)
+        logdir = self.root_dir / "log"
+        with open(logdir / "holder.log", "ab") as logf:
+            self._holder = subprocess.Popen(
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    self.netns,
+                    "unshare",
+                    "--mount",
+                    "--uts",
+                    "--propagation",
+                    "private",
+                    "sleep",
+                    "infinity",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        pid = self._holder_pid = self._holder.pid
+        (self._run / "holder.pid").write_text(f"{pid}\n")
+        # ip and unshare exec each other in the same process: it is ready once it is sleep.
+        own_mnt = _procs.ns_id("self", "mnt")
+        deadline = time.monotonic() + 10
+        while not (_procs.comm(pid) == "sleep" and _procs.ns_id(pid, "mnt") != own_mnt):
+            if self._holder.poll() is not None:
+                raise HostError(
+                    f"lab host {self.name!r}: namespace holder exited "
+                    f"({self._holder.returncode}); see {logdir / 'holder.log'}"
+                )
+            if time.monotonic() > deadline:
+                raise HostError(f"lab host {self.name!r}: namespace holder did not start")
+            time.sleep(0.01)
+        self.run(["hostname", self.netns])
+
+    def _bind_mounts(self) -> None:
+        binds = [(self.root_dir / sub, Path(target)) for sub, target in _BINDS]
+        if self._kvm_node().exists():
+            binds.append((self._kvm_node(), Path("/dev/kvm")))
+        for src, target in binds:
+            # /run/libvirt does not exist while the machine's own libvirtd never ran: the
+            # empty directory is left on the machine (a root libvirtd would create it too).
+            if not target.exists():
+                target.mkdir(parents=True)
+            self.run(["mount", "--bind", str(src), str(target)])
+
+    def _start_daemons(self) -> None:
+        self.run(["virtlogd", "-d", "-p", str(self._run / "virtlogd.pid")])
+        self.run(["libvirtd", "-d", "--listen", "-p", str(self._run / "libvirtd.pid")])
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        last = ""
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise HostError(
+                    f"libvirtd of lab host {self.name!r} did not answer in "
+                    f"{READY_TIMEOUT_S:.0f} s: {last}; see {self.root_dir / 'log'}"
+                )
+            try:
+                result = self.run(
+                    ["virsh", "-c", "qemu:///system", "version"],
+                    check=False,
+                    timeout=max(remaining, 1),
+                )
+            except HostError as exc:  # timed out
+                last = exc.message
+                continue
+            if result.returncode == 0:
+                return
+            last = result.stderr.strip()
+            time.sleep(0.1)
+
+    # -- stop --------------------------------------------------------------------------
+
+    def _find_holder(self) -> int | None:
+        """The holder: ours, or the one recorded in run/holder.pid if it is in our netns."""
+        candidates = [self._holder_pid] if self._holder_pid is not None else []
+        with contextlib.suppress(OSError, ValueError):
+            candidates.append(int((self._run / "holder.pid").read_text()))
+        netns_file = Path("/run/netns") / self.netns
+        for pid in candidates:
+            if not _procs.is_alive(pid) or _procs.comm(pid) != "sleep":
+                continue
+            try:
+                st = netns_file.stat()
+            except OSError:
+                return pid if pid == self._holder_pid else None
+            if _procs.ns_id(pid, "net") == f"net:[{st.st_ino}]":
+                return pid
+        return None
+
+    def stop(self) -> None:
+        """Kill everything in the lab host, unmount, remove the veth and the netns.
+
+        Idempotent, works on a half-built lab host and on one left behind by another process
+        (found by name), and never raises: what it cannot clean is logged as a warning.
+        """
+        t0 = time.monotonic()
+        holder = None
+        try:
+            holder = self._find_holder()
+            victims = set(_net.netns_pids(self.netns))
+            if holder is not None:
+                mnt = _procs.ns_id(holder, "mnt")
+                if mnt is not None and mnt != _procs.ns_id("self", "mnt"):
+                    victims.update(_procs.pids_in_ns("mnt", mnt))
+                victims.discard(holder)
+            left = _procs.kill_and_wait(victims)
+            if left:
+                log.warning("lab host %s: processes survived SIGKILL: %s", self.name, left)
+        except Exception:
+            log.warning("lab host %s: killing its processes failed", self.name, exc_info=True)
+        if holder is not None:
+            self._unmount(holder)
+            left = _procs.kill_and_wait([holder])
+            if left:
+                log.warning("lab host %s: holder %s survived SIGKILL", self.name, holder)
+        if self._holder is not None:
+            try:
+                self._holder.wait(timeout=5)
+            except Exception:
+                log.warning("lab host %s: holder not reaped", self.name, exc_info=True)
+        self._holder = None
+        self._holder_pid = None
+        _net.delete(self.netns, self.veth)
+        shutil.rmtree(self._run, ignore_errors=True)
+        log.info("lab host %s stopped in %.2f s", self.name, time.monotonic() - t0)
+
+    def _unmount(self, holder: int) -> None:
+        """Unmount the binds (they would go with the namespace; this makes it explicit)."""
+        if _procs.ns_id(holder, "mnt") in (None, _procs.ns_id("self", "mnt")):
+            return  # never unmount anything in the machine's own mount namespace
+        targets = [target for _, target in _BINDS] + ["/dev/kvm"]
+        for target in reversed(targets):
+            try:
+                subprocess.run(
+                    ["nsenter", f"--target={holder}", "--mount", "--", "umount", "--lazy", target],
+                    capture_output=True,
+                    timeout=10,
+                    check=False,
+                )
+            except Exception:
+                log.warning("lab host %s: umount %s failed", self.name, target, exc_info=True)
+
+    # -- context manager ---------------------------------------------------------------
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"LabHost(name={self.name!r}, index={self.index}, address={self.address!r})"
