@@ -20,7 +20,7 @@ def validate_name(value: object, field: str = "name") -> str:
         raise InvalidInput(f"{field} must not be empty", field=field)
     if len(value) > NAME_MAX:
         raise InvalidInput(f"{field} is longer than {NAME_MAX} characters", field=field)
-    if not _NAME_RE.match(value):
+    if not _NAME_RE.fullmatch(value):
         raise InvalidInput(
             f"{field} {value!r} may hold only ASCII letters, digits, '-' and '_', "
             "and must start with a letter or digit",

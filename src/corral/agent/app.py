@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -258,8 +259,6 @@ async def relay_console(ws: WebSocket, hv: Hypervisor, name: str) -> None:
         pass
     finally:
         closed.set()
-        try:
+        with contextlib.suppress(Exception):
             stream.abort()
-        except Exception:
-            pass
         await asyncio.wait([reader], timeout=5)

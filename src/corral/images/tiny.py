@@ -29,7 +29,7 @@ import stat
 import struct
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -172,11 +172,9 @@ def _run(
     *,
     cwd: Path | None = None,
     unavailable: bool = False,
-    env: Mapping[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run a host tool quietly; a failure becomes HostError (or Unavailable) with stderr."""
-    run_env = dict(os.environ if env is None else env)
-    run_env.setdefault("LC_ALL", "C")
+    run_env = {**os.environ, "LC_ALL": "C"}  # apt's "Depends:" is translated otherwise
     try:
         return subprocess.run(
             list(args), check=True, capture_output=True, text=True, cwd=cwd, env=run_env

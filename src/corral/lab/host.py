@@ -20,7 +20,9 @@ udev makes it, bound over /dev/kvm in its mount namespace. Guests still have to 
 ``domain type='qemu'`` (TCG) here: nested KVM hangs in guest boot on this machine.
 
 Layout of ``root_dir``: etc/ (copy of /etc/libvirt, kept across restarts), run/ (removed by
-stop), lib/libvirt, log/libvirt (+ holder.log), cache/libvirt, dev/kvm.
+stop), lib/libvirt, log/libvirt (+ holder.log), cache/libvirt, dev/kvm, hosts (bound over
+/etc/hosts: the machine's plus ``<address> corral-<name>``). The lab host's hostname (own
+UTS namespace) is ``corral-<name>``.
 """
 
 from __future__ import annotations
@@ -204,6 +206,7 @@ class LabHost:
         )
         self._seed_caps_cache()
         self._make_kvm_node()
+        self._write_hosts_file()
 
     def _caps_cache(self) -> Path:
         return self.root_dir / "cache" / "libvirt" / "qemu" / "capabilities"
@@ -231,6 +234,22 @@ class LabHost:
         for file in self._caps_cache().glob("*.xml"):
             with contextlib.suppress(OSError):
                 _CAPS_SEED[file.name] = file.read_bytes()
+
+    def _write_hosts_file(self) -> None:
+        """The machine's /etc/hosts plus the lab host's own name on its address.
+
+        libvirtd resolves its hostname; without this line the lookup would go to DNS (which
+        the lab host cannot reach: it has no route beyond its /30).
+        """
+        try:
+            machine = Path("/etc/hosts").read_text()
+        except OSError:
+            machine = "127.0.0.1\tlocalhost\n"
+        if machine and not machine.endswith("\n"):
+            machine += "\n"
+        hosts = self.root_dir / "hosts"
+        hosts.write_text(f"{machine}# corral lab host\n{self.address}\t{self.netns}\n")
+        os.chmod(hosts, 0o644)
 
     def _kvm_node(self) -> Path:
         return self.root_dir / "dev" / "kvm"
@@ -299,6 +318,7 @@ class LabHost:
 
     def _bind_mounts(self) -> None:
         binds = [(self.root_dir / sub, Path(target)) for sub, target in _BINDS]
+        binds.append((self.root_dir / "hosts", Path("/etc/hosts")))
         if self._kvm_node().exists():
             binds.append((self._kvm_node(), Path("/dev/kvm")))
         for src, target in binds:
@@ -396,7 +416,7 @@ class LabHost:
         """Unmount the binds (they would go with the namespace; this makes it explicit)."""
         if _procs.ns_id(holder, "mnt") in (None, _procs.ns_id("self", "mnt")):
             return  # never unmount anything in the machine's own mount namespace
-        targets = [target for _, target in _BINDS] + ["/dev/kvm"]
+        targets = [target for _, target in _BINDS] + ["/etc/hosts", "/dev/kvm"]
         for target in reversed(targets):
             try:
                 subprocess.run(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 from corral.api import Operation, PowerAction, VmCreate, VmState, VmStatePut
 from corral.api import Vm as VmOut
 from corral.domainxml import DiskSpec, DomainSpec, NicSpec, design_domain
+from corral.engine.agent_client import AgentClient
 from corral.engine.context import EngineContext
 from corral.engine.db.models import Host, Image, Network, Vm
 from corral.engine.operations import OpContext
@@ -43,7 +45,7 @@ def _find(s: Any, name: str) -> Vm:
 def _new_mac(s: Any) -> str:
     used = {m for (m,) in s.query(Vm.mac)}
     for _ in range(1000):
-        mac = "52:54:00:%02x:%02x:%02x" % tuple(random.randrange(256) for _ in range(3))
+        mac = "52:54:00:{:02x}:{:02x}:{:02x}".format(*tuple(random.randrange(256) for _ in range(3)))
         if mac not in used:
             return mac
     raise Conflict("no free MAC address found")
@@ -164,14 +166,14 @@ def execute_create(ctx: EngineContext, op: OpContext) -> None:
     _set(ctx, vm_id, state=state.value)
 
 
-def _rollback_create(ctx: EngineContext, agent: Any, vm_id: str, name: str) -> None:
+def _rollback_create(ctx: EngineContext, agent: AgentClient, vm_id: str, name: str) -> None:
     """Undo a failed create: no domain, no disk, no row (nothing half-made)."""
-    for step in (lambda: agent.act(name, "destroy"), lambda: agent.undefine(name),
-                 lambda: agent.delete_disk(name)):
-        try:
-            step()
-        except CorralError:
-            pass
+    with contextlib.suppress(CorralError):
+        agent.act(name, "destroy")
+    with contextlib.suppress(CorralError):
+        agent.undefine(name)
+    with contextlib.suppress(CorralError):
+        agent.delete_disk(name)
     with ctx.db.session() as s:
         vm = s.get(Vm, vm_id)
         if vm is not None:
@@ -192,7 +194,7 @@ def change_state(ctx: EngineContext, name: str, req: VmStatePut) -> Operation:
     return ctx.ops.submit(f"vm.{req.action.value}", {"vms": [name]}, params, lock=f"vm:{name}")
 
 
-def _wait_state(agent: Any, name: str, want: set[str], timeout: float,
+def _wait_state(agent: AgentClient, name: str, want: set[str], timeout: float,
                 op: OpContext | None = None) -> str:
     deadline = time.monotonic() + timeout
     start = time.monotonic()
@@ -230,16 +232,14 @@ def execute_power(ctx: EngineContext, op: OpContext) -> None:
     _set(ctx, vm_id, state=VmState(current).value)
 
 
-def _stop(agent: Any, name: str, op: OpContext) -> str:
+def _stop(agent: AgentClient, name: str, op: OpContext) -> str:
     if str(agent.domain(name)["state"]) == "stopped":
         return "stopped"
     if not op.params.get("force"):
         timeout = float(op.params.get("timeout", 60))
         op.progress(5, f"ACPI shutdown, forcing off after {timeout:g} s")
-        try:
+        with contextlib.suppress(WrongState):  # e.g. paused: fall through to forced off
             agent.act(name, "shutdown")
-        except WrongState:
-            pass  # e.g. paused: fall through to forced off
         if _wait_state(agent, name, {"stopped"}, timeout, op) == "stopped":
             return "stopped"
         op.progress(90, f"guest did not stop within {timeout:g} s: forcing off")
@@ -268,10 +268,8 @@ def execute_delete(ctx: EngineContext, op: OpContext) -> None:
         name, host_id = vm.name, vm.host_id
     if host_id is not None:
         agent = ctx.agent(host_id)
-        try:
+        with contextlib.suppress(WrongState, NotFound):
             agent.act(name, "destroy")
-        except (WrongState, NotFound):
-            pass
         op.progress(50, "removing domain and disk")
         agent.undefine(name)
         agent.delete_disk(name)
