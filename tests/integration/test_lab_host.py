@@ -26,6 +26,7 @@ import pytest
 
 from corral.errors import Conflict, InvalidInput
 from corral.lab import LabHost
+from corral.lab._net import ROUTER_NETNS
 
 pytestmark = pytest.mark.integration
 
@@ -116,6 +117,8 @@ def assert_gone(host: LabHost, pids: Sequence[int] = ()) -> None:
     assert [p for p in _pids_mentioning(host.root_dir) if _alive(p)] == []
     assert _mounts_mentioning(host.root_dir) == []
     assert not (host.root_dir / "run").exists()
+    router_links = _ip("-n", ROUTER_NETNS, "link", "show", "dev", f"crr-{host.name}")
+    assert router_links.returncode != 0
 
 
 @pytest.fixture
@@ -237,6 +240,15 @@ def test_two_lab_hosts_side_by_side(make_host: Callable[[], LabHost]) -> None:
         for h in (one, two):
             with socket.create_connection((h.address, 16509), timeout=5):
                 pass
+        # Lab hosts reach each other (through the lab router), as migration needs ...
+        for here, there in ((one, two), (two, one)):
+            uri = f"qemu+tcp://{there.address}/system"
+            out = here.run(["virsh", "-c", uri, "hostname"], timeout=30).stdout
+            assert out.strip() == there.netns
+        # ... but nothing beyond the lab network.
+        for h in (one, two):
+            routes = json.loads(_ip("-j", "-n", h.netns, "route", "show").stdout)
+            assert {r["dst"] for r in routes} == {str(h.subnet), f"10.209.{h.index}.4/30", "10.209.0.0/16"}
     finally:
         for conn in conns:
             conn.close()
@@ -262,9 +274,7 @@ def test_start_of_a_running_name_is_a_conflict(make_host: Callable[[], LabHost])
         shutil.rmtree(twin.root_dir, ignore_errors=True)
 
 
-def test_failed_start_cleans_up(
-    make_host: Callable[[], LabHost], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_failed_start_cleans_up(make_host: Callable[[], LabHost], monkeypatch: pytest.MonkeyPatch) -> None:
     host = make_host()
 
     def boom(self: LabHost) -> None:

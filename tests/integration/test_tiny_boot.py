@@ -160,9 +160,7 @@ def tiny_image(tmp_path_factory: pytest.TempPathFactory) -> TinyImage:
     steps: list[tuple[int, str]] = []
     started = time.monotonic()
     try:
-        image = build_tiny_image(
-            out, cache_dir=cache, progress=lambda pct, msg: steps.append((pct, msg))
-        )
+        image = build_tiny_image(out, cache_dir=cache, progress=lambda pct, msg: steps.append((pct, msg)))
     except Unavailable as exc:
         pytest.skip(f"cannot build the tiny image here: {exc.message}")
     print(f"\ntiny image built in {time.monotonic() - started:.1f} s into {out}")

@@ -103,9 +103,7 @@ def make_moddir(root: Path, deps: dict[str, list[str]], *, builtin: Sequence[str
             fake_module({"license": "GPL", "depends": ",".join(needs), "name": name})
         )
     moddir.mkdir(parents=True, exist_ok=True)
-    (moddir / "modules.builtin").write_text(
-        "".join(f"kernel/fs/{name}/{name}.ko\n" for name in builtin)
-    )
+    (moddir / "modules.builtin").write_text("".join(f"kernel/fs/{name}/{name}.ko\n" for name in builtin))
     return moddir
 
 
@@ -214,11 +212,7 @@ def test_missing_data_file_is_unavailable() -> None:
 
 
 def test_parse_kernel_dependency() -> None:
-    out = (
-        "linux-image-cloud-amd64\n"
-        "  Depends: linux-image-6.1.0-56-cloud-amd64\n"
-        "  Recommends: <something>\n"
-    )
+    out = "linux-image-cloud-amd64\n  Depends: linux-image-6.1.0-56-cloud-amd64\n  Recommends: <something>\n"
     assert parse_kernel_dependency(out) == "linux-image-6.1.0-56-cloud-amd64"
     assert parse_kernel_dependency("linux-image-cloud-amd64\n") is None
     assert parse_kernel_dependency("  Depends: linux-base\n") is None
@@ -237,8 +231,7 @@ def test_download_failure_is_unavailable(tmp_path: Path, monkeypatch: pytest.Mon
     fake_tools(
         bindir,
         {
-            "apt-cache": "echo linux-image-cloud-amd64\n"
-            "echo '  Depends: linux-image-6.1.0-9-cloud-amd64'\n",
+            "apt-cache": "echo linux-image-cloud-amd64\necho '  Depends: linux-image-6.1.0-9-cloud-amd64'\n",
             "apt-get": "echo 'E: Failed to fetch http://deb.debian.org/x  Temporary failure "
             "resolving deb.debian.org' >&2\nexit 100\n",
             "dpkg-deb": "exit 1\n",
@@ -313,9 +306,7 @@ exit 1
 """
 
 
-def test_stale_package_lists_are_updated_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_stale_package_lists_are_updated_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fake_tools(tmp_path / "bin", {"apt-cache": FAKE_APT_CACHE, "apt-get": FAKE_APT_GET})
     monkeypatch.setenv("PATH", str(tmp_path / "bin"))
     monkeypatch.setenv("MARK", str(tmp_path / "updated"))
@@ -337,9 +328,7 @@ def test_stale_package_lists_are_updated_once(
     assert tiny.fetch_packages(cache, lambda _p, _m: None) == (kernel, busybox)
 
 
-def test_unknown_metapackage_needs_root_for_update(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_unknown_metapackage_needs_root_for_update(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fake_tools(tmp_path / "bin", {"apt-cache": "echo 'E: No packages found' >&2; exit 100\n"})
     monkeypatch.setenv("PATH", str(tmp_path / "bin"))
     monkeypatch.setattr(os, "geteuid", lambda: 1000)

@@ -176,9 +176,7 @@ def _run(
     """Run a host tool quietly; a failure becomes HostError (or Unavailable) with stderr."""
     run_env = {**os.environ, "LC_ALL": "C"}  # apt's "Depends:" is translated otherwise
     try:
-        return subprocess.run(
-            list(args), check=True, capture_output=True, text=True, cwd=cwd, env=run_env
-        )
+        return subprocess.run(list(args), check=True, capture_output=True, text=True, cwd=cwd, env=run_env)
     except FileNotFoundError as exc:
         raise Unavailable(f"{what}: {args[0]} is not installed") from exc
     except subprocess.CalledProcessError as exc:
@@ -212,8 +210,7 @@ def parse_kernel_dependency(apt_cache_depends_output: str) -> str | None:
 def _apt_update(progress: Progress, percent: int, why: str) -> None:
     if os.geteuid() != 0:
         raise Unavailable(
-            f"{why}; run 'apt-get update' as root (or build once as root) to build the "
-            "tiny test image"
+            f"{why}; run 'apt-get update' as root (or build once as root) to build the tiny test image"
         )
     progress(percent, f"apt-get update ({why})")
     _run(
@@ -271,8 +268,7 @@ def _download(cache_dir: Path, kernel_package: str) -> tuple[Path, Path]:
     try:
         _run(
             [_tool("apt-get"), *_apt_options(), "download", kernel_package, BUSYBOX_PACKAGE],
-            f"apt-get download {kernel_package} {BUSYBOX_PACKAGE} (no network or apt "
-            "mirror reachable?)",
+            f"apt-get download {kernel_package} {BUSYBOX_PACKAGE} (no network or apt mirror reachable?)",
             cwd=download,
             unavailable=True,
         )
@@ -405,9 +401,7 @@ def elf_section(data: bytes, wanted: str) -> bytes | None:
     if shoff == 0 or shnum == 0 or shstrndx >= shnum:
         return None
     try:
-        sections = [
-            struct.unpack_from(header, data, shoff + index * shentsize) for index in range(shnum)
-        ]
+        sections = [struct.unpack_from(header, data, shoff + index * shentsize) for index in range(shnum)]
     except struct.error as exc:
         raise ValueError(f"truncated ELF section table: {exc}") from exc
     _, _, _, _, str_offset, str_size = sections[shstrndx]
@@ -491,9 +485,7 @@ class CpioArchive:
         self._ino = 0
         self._names: set[str] = set()
 
-    def _entry(
-        self, name: str, mode: int, data: bytes = b"", *, rdev: tuple[int, int] = (0, 0)
-    ) -> None:
+    def _entry(self, name: str, mode: int, data: bytes = b"", *, rdev: tuple[int, int] = (0, 0)) -> None:
         name = name.strip("/")
         if not name or name in self._names:
             raise ValueError(f"bad or duplicate cpio entry {name!r}")

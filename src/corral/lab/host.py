@@ -1,8 +1,9 @@
 """A lab host: one more "hypervisor host" on this machine, for tests and ``corral lab``.
 
 A lab host is a network namespace ``corral-<name>`` joined to the machine by a veth pair
-(``crl-<name>`` here, ``lab0`` inside; 10.209.<index>.1/30 and .2/30), plus a private mount
-and UTS namespace kept alive by a *holder* process::
+(``crl-<name>`` here, ``lab0`` inside; 10.209.<index>.1/30 and .2/30) and to the other lab
+hosts through a shared router namespace (see ``_net``), plus a private mount and UTS
+namespace kept alive by a *holder* process::
 
     ip netns exec corral-<name> unshare --mount --uts --propagation private sleep infinity
 
@@ -49,7 +50,6 @@ log = logging.getLogger(__name__)
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,7}$")
 INDEX_MIN, INDEX_MAX = 1, 250
-LAB_NETWORK = ipaddress.IPv4Network("10.209.0.0/16")
 READY_TIMEOUT_S = 30.0
 INNER_IFNAME = "lab0"
 _SOCKET_PATH_MAX = 107  # sun_path holds 108 bytes, the last one NUL
@@ -78,11 +78,7 @@ class LabHost:
                 "starting with a letter or digit",
                 field="name",
             )
-        if (
-            isinstance(index, bool)
-            or not isinstance(index, int)
-            or not (INDEX_MIN <= index <= INDEX_MAX)
-        ):
+        if isinstance(index, bool) or not isinstance(index, int) or not (INDEX_MIN <= index <= INDEX_MAX):
             raise InvalidInput(
                 f"lab host index must be an integer from {INDEX_MIN} to {INDEX_MAX}",
                 field="index",
@@ -276,6 +272,7 @@ class LabHost:
 
     def _create_network(self) -> None:
         _net.create(self.netns, self.veth, INNER_IFNAME, self.subnet, self.gateway, self.address)
+        _net.connect_router(self.netns, self.name, self.subnet)
 
     def _start_holder(self) -> None:
         self._run.mkdir(parents=True, exist_ok=True)
@@ -408,6 +405,7 @@ class LabHost:
                 log.warning("lab host %s: holder not reaped", self.name, exc_info=True)
         self._holder = None
         self._holder_pid = None
+        _net.disconnect_router(self.name)
         _net.delete(self.netns, self.veth)
         shutil.rmtree(self._run, ignore_errors=True)
         log.info("lab host %s stopped in %.2f s", self.name, time.monotonic() - t0)
