@@ -10,7 +10,7 @@ PKGS=(
   dnsmasq-base nftables iproute2 iptables
   e2fsprogs cpio xz-utils zstd
   python3-venv python3-dev gcc
-  ovmf procps psmisc tini
+  ovmf procps psmisc tini libxml2-utils
   busybox-static  # udhcpc: the DHCP client of the network integration tests
 )
 

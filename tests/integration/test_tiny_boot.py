@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pytest
 
-from corral.errors import Unavailable
 from corral.images.tiny import (
     BOOT_MARKER,
     DISK_SIZE_MIB,
@@ -145,24 +144,14 @@ def boot(
 
 
 @pytest.fixture(scope="session")
-def tiny_image(tmp_path_factory: pytest.TempPathFactory) -> TinyImage:
+def tiny_image(tmp_path_factory: pytest.TempPathFactory, tiny_cache: Path) -> TinyImage:
     for tool in (QEMU, "qemu-img"):
-        if shutil.which(tool) is None:
-            pytest.skip(f"{tool} is not installed")
-    basetemp = tmp_path_factory.getbasetemp()
-    default_cache = (
-        basetemp.parent / "corral-tiny-cache"
-        if basetemp.parent.name.startswith("pytest-of-")
-        else basetemp / "corral-tiny-cache"
-    )
-    cache = Path(os.environ.get("CORRAL_TINY_CACHE") or default_cache)
+        assert shutil.which(tool), f"{tool} is not installed: run scripts/install-deps.sh"
+    cache = tiny_cache
     out = tmp_path_factory.mktemp("tiny-image")
     steps: list[tuple[int, str]] = []
     started = time.monotonic()
-    try:
-        image = build_tiny_image(out, cache_dir=cache, progress=lambda pct, msg: steps.append((pct, msg)))
-    except Unavailable as exc:
-        pytest.skip(f"cannot build the tiny image here: {exc.message}")
+    image = build_tiny_image(out, cache_dir=cache, progress=lambda pct, msg: steps.append((pct, msg)))
     print(f"\ntiny image built in {time.monotonic() - started:.1f} s into {out}")
     assert steps[0][0] == 0 and steps[-1][0] == 100
     assert [pct for pct, _ in steps] == sorted(pct for pct, _ in steps)

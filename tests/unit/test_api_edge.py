@@ -107,7 +107,7 @@ def test_refused_vm_create(engine: tuple[TestClient, EngineContext], body: Any, 
 
 
 def test_malformed_json(engine: tuple[TestClient, EngineContext]) -> None:
-    client, ctx = engine
+    client, _ctx = engine
     resp = client.post("/api/v1/vms", content=b"{name: oops", headers={"content-type": "application/json"})
     assert resp.status_code == 422
     assert "not valid JSON" in resp.json()["error"]["message"]

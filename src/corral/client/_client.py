@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from corral.node.paths import load_client_config
 
 class Client:
     def __init__(self, url: str, token: str, ca: str | None = None, timeout: float = 30.0) -> None:
-        verify: bool | str = ca if ca else True
+        verify: bool | ssl.SSLContext = ssl.create_default_context(cafile=ca) if ca else True
         self.url = url
         self.token = token
         self.ca = ca

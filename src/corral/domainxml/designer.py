@@ -267,9 +267,7 @@ def validate_spec(spec: DomainSpec) -> None:
     except ValueError:
         raise InvalidInput(f"uuid {spec.uuid!r} is not a UUID", field="uuid") from None
     if not isinstance(spec.vm_id, str) or not _VM_ID_RE.match(spec.vm_id):
-        raise InvalidInput(
-            "vm_id must be 1-128 ASCII letters, digits, '_', '.', ':' or '-'", field="vm_id"
-        )
+        raise InvalidInput("vm_id must be 1-128 ASCII letters, digits, '_', '.', ':' or '-'", field="vm_id")
     if spec.virt_type not in VIRT_TYPES:
         raise InvalidInput(
             f"virt_type {spec.virt_type!r} is not one of {', '.join(VIRT_TYPES)}",
@@ -325,11 +323,7 @@ def _validate_nic(nic: NicSpec, where: str) -> None:
             f"MAC address {nic.mac} is multicast; a NIC needs a unicast address",
             field=f"{where}.mac",
         )
-    if (
-        not isinstance(nic.bridge, str)
-        or not _BRIDGE_RE.match(nic.bridge)
-        or nic.bridge in (".", "..")
-    ):
+    if not isinstance(nic.bridge, str) or not _BRIDGE_RE.match(nic.bridge) or nic.bridge in (".", ".."):
         raise InvalidInput(
             f"bridge {nic.bridge!r} must be 1-15 characters of letters, digits, '_', '.' or '-'",
             field=f"{where}.bridge",

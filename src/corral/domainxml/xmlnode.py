@@ -98,9 +98,7 @@ def _indent(el: Element, level: int = 0, space: str = "  ") -> None:
 
 def parse_xml(text: str | bytes, what: str = "XML") -> Element:
     """Parse untrusted XML text: no entities, no network, whitespace-only text dropped."""
-    parser = etree.XMLParser(
-        remove_blank_text=True, resolve_entities=False, no_network=True, huge_tree=False
-    )
+    parser = etree.XMLParser(remove_blank_text=True, resolve_entities=False, no_network=True, huge_tree=False)
     data = text.encode("utf-8") if isinstance(text, str) else text
     try:
         root = etree.fromstring(data, parser)

@@ -89,6 +89,10 @@ class Reconciler:
                 actual = agent.act(name, "start")["state"]
         else:
             actual = domain["state"]
+            if actual != state:
+                # The listing was taken before we held the lock: an operation may have
+                # changed the VM since. Ask again now that nothing else can.
+                actual = agent.domain(name)["state"]
         fields: dict[str, str] = {"state": VmState(actual).value}
         if desired == "running" and actual == "stopped" and state == "running":
             fields["desired_power"] = "stopped"  # shut down from inside the guest

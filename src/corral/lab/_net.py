@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 ROUTER_NETNS = "corral-lab-router"  # no lab host name (1-8 characters) can make this
 LAB_NETWORK = ipaddress.IPv4Network("10.209.0.0/16")
+ROUTER_LOCK = "/run/lock/corral-lab-router.lock"  # an empty file, left in place
 
 
 def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -120,8 +121,9 @@ def delete(netns: str, veth: str) -> None:
 @contextlib.contextmanager
 def _router_lock() -> Iterator[None]:
     """Serialises creating, joining, leaving and deleting the router, across processes."""
-    os.makedirs("/run/netns", exist_ok=True)
-    fd = os.open("/run/netns", os.O_RDONLY | os.O_DIRECTORY)
+    # Not a flock on /run/netns itself: `ip netns add` takes that one.
+    os.makedirs(os.path.dirname(ROUTER_LOCK), exist_ok=True)
+    fd = os.open(ROUTER_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

@@ -130,12 +130,23 @@ def _client_config(ctx: EngineContext, paths: NodePaths, opts: UpOptions, ca: Pa
         write_private(USER_CONFIG, json.dumps(cfg, indent=2) + "\n")
 
 
+def check_traversable(path: Path) -> None:
+    """QEMU runs as an unprivileged user (libvirt-qemu): it must reach the disks below path."""
+    for d in [path, *path.parents]:
+        if d.exists() and not d.stat().st_mode & 0o001:
+            raise Unavailable(
+                f"{d} is not searchable by other users, so QEMU (user libvirt-qemu) cannot reach "
+                f"VM disks under {path}: run `chmod o+x {d}` or choose another --data-dir"
+            )
+
+
 def run_up(opts: UpOptions) -> None:
     """Foreground: returns when the engine stops (SIGTERM/SIGINT)."""
     paths = NodePaths(opts.data_dir)
     paths.data_dir.mkdir(parents=True, exist_ok=True)
     # 0711: QEMU (user libvirt-qemu) must reach the disks below; listing stays private.
     os.chmod(paths.data_dir, 0o711)
+    check_traversable(paths.data_dir)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     virt = detect_virt_type()
     log.info("virtualization: %s (%s)", virt.type.value, virt.note)

@@ -86,9 +86,7 @@ def test_boot_order_disk_then_cdrom() -> None:
         disks=[DiskSpec("/srv/i.iso", format="raw", device="cdrom"), DiskSpec("/srv/r.qcow2")],
     )
     assert design_domain(cdrom_first).os.boot_devices == ["hd", "cdrom"]
-    only_cdrom = dataclasses.replace(
-        KVM_FULL, disks=[DiskSpec("/srv/i.iso", format="raw", device="cdrom")]
-    )
+    only_cdrom = dataclasses.replace(KVM_FULL, disks=[DiskSpec("/srv/i.iso", format="raw", device="cdrom")])
     assert design_domain(only_cdrom).os.boot_devices == ["cdrom"]
 
 
@@ -156,9 +154,7 @@ def test_no_emulator_and_no_backing_store() -> None:
 
 def test_vm_id_of() -> None:
     assert vm_id_of(design_domain(KVM_FULL).to_xml()) == "vm-01hzx3k7q2"
-    foreign = (
-        "<domain type='kvm'><name>x</name><metadata><a:b xmlns:a='urn:x'/></metadata></domain>"
-    )
+    foreign = "<domain type='kvm'><name>x</name><metadata><a:b xmlns:a='urn:x'/></metadata></domain>"
     assert vm_id_of(foreign) is None
     assert vm_id_of("<domain type='kvm'><name>x</name></domain>") is None
     with pytest.raises(InvalidInput):

@@ -61,9 +61,9 @@ def test_define_start_and_read_back(conn: Any, filename: str) -> None:
     assert live.os.kernel == spec.kernel
     assert live.os.cmdline == spec.cmdline
     # libvirt keeps disks sorted by bus and target name
-    assert sorted(
-        (d.target_dev, d.target_bus, d.source_path) for d in live.devices.disks
-    ) == sorted((d.target_dev, d.target_bus, d.source_path) for d in designed.devices.disks)
+    assert sorted((d.target_dev, d.target_bus, d.source_path) for d in live.devices.disks) == sorted(
+        (d.target_dev, d.target_bus, d.source_path) for d in designed.devices.disks
+    )
     assert [(n.mac, n.source_bridge, n.model) for n in live.devices.interfaces] == [
         (n.mac, n.source_bridge, n.model) for n in designed.devices.interfaces
     ]

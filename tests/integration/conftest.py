@@ -1,0 +1,40 @@
+"""A real corral node for integration tests: `corral up` inside a lab host.
+
+The lab host is a network + mount namespace with its own libvirtd (corral.lab.host), so
+the tests never touch this machine's libvirt or networks. The CLI and the SDK talk to the
+node from the root namespace over the lab host's veth address.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from nodeutil import PORT, Node
+
+from corral.lab.host import LabHost
+
+
+@pytest.fixture(scope="session")
+def node(tmp_path_factory: pytest.TempPathFactory, tiny_cache: Path) -> Iterator[Node]:
+    if os.geteuid() != 0:
+        pytest.fail("integration tests need root (namespaces, libvirtd); run them as root")
+    root = tmp_path_factory.mktemp("lab")
+    # QEMU runs as libvirt-qemu: it must traverse down to the VM disks (pytest makes 0700 dirs).
+    for d in (root, root.parent, root.parent.parent):
+        d.chmod(d.stat().st_mode | 0o011)
+    host = LabHost("itnode", 21, root / "host")
+    host.start()
+    n = Node(host=host, data_dir=root / "corral", url=f"https://{host.address}:{PORT}")
+    # The lab host has no route to the package mirror: seed the agent's build cache.
+    shutil.copytree(tiny_cache / "debs", n.data_dir / "agent" / "storage" / "build" / "cache" / "debs")
+    try:
+        n.up()
+        n.cli("image", "build-tiny", "tiny", timeout=600)
+        yield n
+    finally:
+        n.down()
+        host.stop()
