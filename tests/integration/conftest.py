@@ -26,7 +26,8 @@ def node(tmp_path_factory: pytest.TempPathFactory, tiny_cache: Path) -> Iterator
     # QEMU runs as libvirt-qemu: it must traverse down to the VM disks (pytest makes 0700 dirs).
     for d in (root, root.parent, root.parent.parent):
         d.chmod(d.stat().st_mode | 0o011)
-    host = LabHost("itnode", 21, root / "host")
+    # Named by our pid, so that test runs side by side (several developers) never collide.
+    host = LabHost(f"n{os.getpid():x}"[:8], 100 + os.getpid() % 100, root / "host")
     host.start()
     n = Node(host=host, data_dir=root / "corral", url=f"https://{host.address}:{PORT}")
     # The lab host has no route to the package mirror: seed the agent's build cache.
