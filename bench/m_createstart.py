@@ -182,7 +182,7 @@ def run(node: BenchNode, conn: Any, pairs: int, work: Path) -> CreateStartResult
             raise BenchError(f"virsh dumpxml bw-corral failed: {dumped.stderr.strip()}")
         template = dumped.stdout
         corral_delete(client, "bw-corral")
-        res.template_from = "virsh dumpxml --inactive bw-corral (a VM corral created)"
+        res.template_from = "`virsh dumpxml --inactive` of bw-corral, a warm-up VM corral created"
         twin = VirshTwin(node, template, work)
         xml, _ = twin.prepare("bw-virsh")
         twin.create(conn, "bw-virsh", xml)

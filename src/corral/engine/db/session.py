@@ -35,7 +35,7 @@ def migrate(url: str) -> None:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.set_main_option("sqlalchemy.url", url)
-    command.upgrade(cfg, "head")
+    command.upgrade(cfg, "heads")  # feature branches of the schema merge at "heads"
 
 
 class Database:
