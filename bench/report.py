@@ -9,7 +9,7 @@ from typing import Any
 from m_ack import AckResult
 from m_createstart import CreateStartResult
 from m_rss import RssResult
-from timing import median, percentile
+from timing import median, percentile, ratio_interval
 
 RATIO_TARGET = 1.15
 ACK_P50_TARGET_S = 0.030
@@ -56,11 +56,12 @@ def verdicts(run: Run) -> list[Verdict]:
     c = run.create
     if c is not None and c.corral_s and c.virsh_s:
         ratio = median(c.corral_s) / median(c.virsh_s)
+        lo, hi = ratio_interval(c.corral_s, c.virsh_s)
         out.append(Verdict(
             f"1. create+start until running: corral API vs `virsh create` ({len(c.corral_s)} + "
             f"{len(c.virsh_s)} VMs)",
-            f"ratio of medians {ratio:.2f} (corral {_ms(median(c.corral_s))}, "
-            f"virsh {_ms(median(c.virsh_s))})",
+            f"ratio of medians {ratio:.2f} (90% bootstrap interval {lo:.2f}-{hi:.2f}; corral "
+            f"{_ms(median(c.corral_s))}, virsh {_ms(median(c.virsh_s))})",
             f"ratio <= {RATIO_TARGET:.2f}", ratio <= RATIO_TARGET))
     else:
         out.append(Verdict("1. create+start until running: corral API vs `virsh create`",
@@ -140,8 +141,11 @@ def markdown(run: Run) -> str:
             lines.append(_row(label, len(xs), _ms(median(xs)), _ms(percentile(xs, 90)),
                               _ms(min(xs)), _ms(max(xs))))
         if c.virsh_s:
+            lo, hi = ratio_interval(c.corral_s, c.virsh_s)
             lines += ["", f"Ratio of medians corral / virsh: "
-                          f"{median(c.corral_s) / median(c.virsh_s):.2f}; ratio of p90: "
+                          f"{median(c.corral_s) / median(c.virsh_s):.2f} (90% bootstrap interval "
+                          f"{lo:.2f}-{hi:.2f}: resampling both sets 2000 times shows how much of "
+                          "the ratio is chance on this machine); ratio of p90: "
                           f"{percentile(c.corral_s, 90) / percentile(c.virsh_s, 90):.2f}.", ""]
         lines += [f"Samples corral (ms, in order): {_samples(c.corral_s)}", "",
                   f"Samples virsh (ms, in order): {_samples(c.virsh_s)}"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -43,6 +44,18 @@ def percentile(values: Sequence[float], pct: float) -> float:
 
 def median(values: Sequence[float]) -> float:
     return percentile(values, 50)
+
+
+def ratio_interval(a: Sequence[float], b: Sequence[float], pct: float = 90.0,
+                   rounds: int = 2000, seed: int = 41) -> tuple[float, float]:
+    """A bootstrap interval of median(a) / median(b): how far the ratio moves by chance."""
+    if not a or not b:
+        return math.nan, math.nan
+    rng = random.Random(seed)
+    ratios = [median(rng.choices(a, k=len(a))) / median(rng.choices(b, k=len(b)))
+              for _ in range(rounds)]
+    tail = (100.0 - pct) / 2
+    return percentile(ratios, tail), percentile(ratios, 100.0 - tail)
 
 
 def ms(seconds: float) -> str:

@@ -58,6 +58,7 @@ class OperationRunner:
         self._executors: dict[str, Executor] = {}
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="op")
         self._done = threading.Condition()
+        self._generation = 0  # bumped each time an operation ends
         # One lock per resource (e.g. "vm:demo"): operations on one VM run one at a time.
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
@@ -108,6 +109,7 @@ class OperationRunner:
             if lock is not None:
                 lock.release()
             with self._done:
+                self._generation += 1
                 self._done.notify_all()
 
     def update(self, op_id: str, **fields: Any) -> None:
@@ -131,12 +133,17 @@ class OperationRunner:
     def wait(self, op_id: str, timeout: float) -> OperationOut:
         deadline = time.monotonic() + timeout
         while True:
+            # Note the generation before reading: an operation that ends between the read
+            # and the wait bumps it, so we do not sleep through its notification.
+            with self._done:
+                generation = self._generation
             op = self.get(op_id)
             left = deadline - time.monotonic()
             if op.status.done or left <= 0:
                 return op
             with self._done:
-                self._done.wait(min(left, 0.5))
+                if self._generation == generation:
+                    self._done.wait(min(left, 0.5))
 
     def resume_interrupted(self) -> list[str]:
         """Run again what a crash interrupted; give up after MAX_ATTEMPTS with a reason."""
