@@ -18,7 +18,6 @@ from pathlib import Path
 import httpx
 import uvicorn
 
-from corral.agent.hypervisor.virt_type import VirtType, detect_virt_type
 from corral.engine.app import build_context, create_app
 from corral.engine.context import EngineContext, EngineSettings
 from corral.engine.services import auth, hosts, networks
@@ -26,6 +25,7 @@ from corral.engine.tls import ensure_tls
 from corral.errors import CorralError, Unavailable
 from corral.node.daemons import ensure_libvirtd
 from corral.node.paths import USER_CONFIG, NodePaths, default_data_dir, write_private
+from corral.virt_type import VirtType, detect_virt_type
 
 log = logging.getLogger("corral.up")
 
