@@ -19,11 +19,12 @@ from pydantic import BaseModel, ConfigDict
 
 import corral
 from corral.agent import network
-from corral.agent.hypervisor import Hypervisor, detect_virt_type
+from corral.agent.hypervisor import Hypervisor
 from corral.agent.storage import Storage
 from corral.errors import NotFound, Unauthorized
 from corral.httpserve import bearer, install_error_handlers, same_secret
 from corral.validation import validate_name
+from corral.virt_type import detect_virt_type
 
 
 @dataclass
