@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from corral.client import Client
+from corral.images.tiny_ssh import SSH_DEB_GLOBS
 from corral.lab import LabHost
 from timing import BenchError, say
 
@@ -114,12 +115,15 @@ def start_lab_host(root: Path, notes: list[str], retry_for: float, retry_wait: f
         return host
 
 
-def _pick_debs(directory: Path) -> tuple[Path, Path] | None:
-    kernels = sorted(directory.glob(KERNEL_DEB_GLOB))
-    busyboxes = sorted(directory.glob(BUSYBOX_DEB_GLOB))
-    if not kernels or not busyboxes:
-        return None
-    return kernels[-1], busyboxes[-1]
+def _pick_debs(directory: Path) -> tuple[Path, ...] | None:
+    """Kernel, busybox and the SSH server's .debs (corral.images.tiny_ssh), all in one dir."""
+    picked = []
+    for pattern in (KERNEL_DEB_GLOB, BUSYBOX_DEB_GLOB, *SSH_DEB_GLOBS):
+        found = sorted(directory.glob(pattern))
+        if not found:
+            return None
+        picked.append(found[-1])
+    return tuple(picked)
 
 
 def seed_debs(own_cache: Path, target: Path) -> str:
@@ -142,8 +146,9 @@ def seed_debs(own_cache: Path, target: Path) -> str:
                     shutil.copyfile(deb, dst_dir / deb.name)
         return str(directory)
     raise BenchError(
-        "no cached linux-image-*-cloud-amd64 and busybox-static .deb found (looked in "
+        "no cached linux-image-*-cloud-amd64, busybox-static and dropbear-bin (with its "
+        "libraries) .debs found together (looked in "
         f"{own_cache} and {', '.join(DEB_DIRS_GLOBS)}); run `corral image build-tiny` once on "
-        f"this machine, or put both .deb files into {own_cache}: the benchmark's lab host "
+        f"this machine, or put those .deb files into {own_cache}: the benchmark's lab host "
         "cannot reach an apt mirror"
     )

@@ -12,6 +12,14 @@ PKGS=(
   python3-venv python3-dev gcc
   ovmf procps psmisc tini libxml2-utils
   busybox-static  # udhcpc: the DHCP client of the network integration tests
+  openssh-client  # `corral vm ssh` runs the system ssh
+  # `corral image/vm customize`: virt-customize. --no-install-recommends keeps the host kernel
+  # package out; the appliance boots the tiny guest's kernel (corral.agent.customize).
+  libguestfs-tools
+  curl  # bench/image_import.py: the raw tool import is compared with
+  # Ceph RBD pools: the rbd/ceph CLIs (agent), QEMU's rbd block driver, and the one-machine
+  # Ceph cluster (mon, mgr, OSDs) the storage tests start (tests/integration/ceph_cluster.py)
+  ceph-common qemu-block-extra ceph-mon ceph-mgr ceph-osd
 )
 
 missing=()

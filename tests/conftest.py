@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from corral.images.tiny import fetch_packages
+from corral.images.tiny_ssh import fetch_ssh_packages
 
 
 @pytest.fixture(scope="session")
@@ -20,4 +21,5 @@ def tiny_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.getbasetemp().parent
     cache = Path(os.environ.get("CORRAL_TINY_CACHE") or base / "corral-tiny-cache")
     fetch_packages(cache, lambda _pct, _msg: None)
+    fetch_ssh_packages(cache, lambda _pct, _msg: None)  # dropbear, the guest's SSH server
     return cache

@@ -29,7 +29,9 @@ def same_secret(a: str, b: str) -> bool:
 
 
 def _field_of(loc: tuple[object, ...]) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path")]
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in ("body", "query", "path", "header", "cookie"):
+        parts = parts[1:]  # where it came from; the rest names the field (which may be "path")
     return ".".join(parts) or "body"
 
 

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from ceph_cluster import CephCluster
 from nodeutil import PORT, Node
 
 from corral.lab.host import LabHost
@@ -39,3 +40,16 @@ def node(tmp_path_factory: pytest.TempPathFactory, tiny_cache: Path) -> Iterator
     finally:
         n.down()
         host.stop()
+
+
+@pytest.fixture(scope="session")
+def ceph(node: Node, tmp_path_factory: pytest.TempPathFactory) -> Iterator[CephCluster]:
+    """A real Ceph cluster (mon, mgr, three OSDs on bluestore files, replication size 3)
+    inside the node's lab host, with a replicated pool ``rbd``; killed and removed at the end."""
+    cluster = CephCluster(tmp_path_factory.mktemp("ceph"), node.host)
+    cluster.start()
+    try:
+        cluster.create_pool("rbd")
+        yield cluster
+    finally:
+        cluster.stop()

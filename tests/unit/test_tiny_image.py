@@ -33,7 +33,7 @@ from corral.images.tiny import (
     resolve_modules,
 )
 
-SCRIPTS = ("init", "initramfs-init", "udhcpc.script", "acpi-power")
+SCRIPTS = ("init", "initramfs-init", "udhcpc.script", "acpi-power", "cloud-init")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -120,6 +120,12 @@ VIRTIO_DEPS = {
     "virtio_rng": ["virtio", "virtio_ring"],
     "button": [],
     "evdev": [],
+    "scsi_common": [],
+    "scsi_mod": ["scsi_common"],
+    "virtio_scsi": ["scsi_mod", "virtio", "virtio_ring"],
+    "cdrom": [],
+    "sr_mod": ["cdrom", "scsi_mod", "scsi_common"],
+    "isofs": [],
 }
 
 

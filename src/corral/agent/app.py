@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import socket
 import threading
@@ -18,13 +19,18 @@ from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict
 
 import corral
-from corral.agent import network
+from corral.agent import image_api, network
 from corral.agent.hypervisor import Hypervisor
+from corral.agent.jobs import JobRunner
+from corral.agent.jobs import router as jobs_router
+from corral.agent.pools.routes import router as pools_router
 from corral.agent.storage import Storage
-from corral.errors import NotFound, Unauthorized
+from corral.errors import Conflict, CorralError, NotFound, Unauthorized
 from corral.httpserve import bearer, install_error_handlers, same_secret
 from corral.validation import validate_name
 from corral.virt_type import detect_virt_type
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -45,21 +51,29 @@ class DiskBody(BaseModel):
     size: int | None = None
 
 
-class ImageImportBody(BaseModel):
+class SeedBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    source: str
-    format: str = "auto"
+    files: dict[str, str]  # meta-data, user-data[, network-config] rendered by the engine
 
 
 class NetworkBody(BaseModel):
+    """A network as the agent builds it (``corral.agent.network.NetworkSpec`` less its name)."""
+
     model_config = ConfigDict(extra="forbid")
     bridge: str
-    subnet: str
-    gateway: str
-    dhcp_start: str
-    dhcp_end: str
+    subnet: str | None = None
+    gateway: str | None = None
+    dhcp_start: str | None = None
+    dhcp_end: str | None = None
     nat: bool = True
     dns_domain: str | None = None
+    mode: str | None = None
+    backend: str = "linuxbridge"
+    vlan: int | None = None
+    vni: int | None = None
+    local: str | None = None
+    peers: list[str] = []
+    serve: bool = True
 
 
 class Agent:
@@ -94,9 +108,22 @@ class Agent:
         return self.net_dir / f"{validate_name(name, 'network')}.json"
 
     def ensure_network(self, name: str, body: NetworkBody) -> dict[str, bool]:
+        """Build or repair a network. Its spec file is written first (an agent killed half-way
+        finishes the job at its next start, or a delete finds what to remove) and taken back
+        if the build fails (the network module has undone its part by then)."""
         spec = network.NetworkSpec(name=name, **body.model_dump())
-        network.ensure_network(spec, self.net_dir)
-        self._spec_file(name).write_text(body.model_dump_json())
+        network.validate_spec(spec)
+        path = self._spec_file(name)
+        previous = path.read_text() if path.exists() else None
+        path.write_text(body.model_dump_json())
+        try:
+            network.ensure_network(spec, self.net_dir)
+        except BaseException:
+            if previous is None:
+                path.unlink(missing_ok=True)
+            else:
+                path.write_text(previous)
+            raise
         return network.network_status(spec, self.net_dir)
 
     def _spec(self, name: str) -> network.NetworkSpec:
@@ -105,14 +132,31 @@ class Agent:
             raise NotFound(f"network {name} is not set up on this host")
         return network.NetworkSpec(name=name, **json.loads(path.read_text()))
 
-    def delete_network(self, name: str) -> None:
-        network.delete_network(self._spec(name), self.net_dir)
+    def _specs(self) -> list[network.NetworkSpec]:
+        return [network.NetworkSpec(name=p.stem, **json.loads(p.read_text()))
+                for p in sorted(self.net_dir.glob("*.json"))]
+
+    def delete_network(self, name: str) -> bool:
+        """Remove a network; False when this host has none of that name (idempotent)."""
+        if not self._spec_file(name).exists():
+            return False
+        spec = self._spec(name)
+        shared = any(o.bridge == spec.bridge for o in self._specs() if o.name != name)
+        network.delete_network(spec, self.net_dir, keep_bridge=shared)
         self._spec_file(name).unlink(missing_ok=True)
+        return True
+
+    def network_status(self, name: str) -> dict[str, bool]:
+        return network.network_status(self._spec(name), self.net_dir)
 
     def restore_networks(self) -> None:
-        for path in sorted(self.net_dir.glob("*.json")):
-            spec = network.NetworkSpec(name=path.stem, **json.loads(path.read_text()))
-            network.ensure_network(spec, self.net_dir)
+        """Rebuild every network at start (host boot, agent restart); one that cannot be
+        built is logged and left for the next ensure, never blocks the others."""
+        for spec in self._specs():
+            try:
+                network.ensure_network(spec, self.net_dir)
+            except CorralError as exc:
+                log.error("network %s could not be restored: %s", spec.name, exc.message)
 
     def console_log(self, name: str) -> str:
         path = self.console_dir / f"{validate_name(name, 'vm')}.log"
@@ -132,6 +176,12 @@ def create_app(settings: AgentSettings) -> FastAPI:
     app.state.agent = agent
     hv, storage = agent.hv, agent.storage
     guarded = [Depends(auth)]
+    # Long work (image import, customization) runs as jobs: see corral.agent.jobs.
+    jobs = JobRunner()
+    app.include_router(jobs_router(jobs), dependencies=guarded)
+    app.include_router(image_api.router(agent, jobs), dependencies=guarded)
+    # Storage pools, volumes and hot-plug of disks: see corral.agent.pools.
+    app.include_router(pools_router(settings.state_dir, storage.root, hv), dependencies=guarded)
 
     @app.get("/v1/health")
     def health() -> dict[str, str]:
@@ -195,9 +245,18 @@ def create_app(settings: AgentSettings) -> FastAPI:
         (agent.console_dir / f"{validate_name(vm, 'vm')}.log").unlink(missing_ok=True)
         return {"deleted": True}
 
-    @app.post("/v1/images/{name}/import", dependencies=guarded)
-    def import_image(name: str, body: ImageImportBody) -> dict[str, Any]:
-        return storage.import_image(name, Path(body.source), body.format).to_dict()
+    @app.put("/v1/seeds/{vm}", dependencies=guarded)
+    def write_seed(vm: str, body: SeedBody) -> dict[str, Any]:
+        return storage.write_seed(vm, body.files)
+
+    @app.delete("/v1/seeds/{vm}", dependencies=guarded)
+    def delete_seed(vm: str) -> dict[str, bool]:
+        storage.delete_seed(vm)
+        return {"deleted": True}
+
+    @app.get("/v1/domains/{name}/addresses", dependencies=guarded)
+    def addresses(name: str) -> list[dict[str, Any]]:
+        return hv.interface_addresses(name)
 
     @app.post("/v1/images/{name}/build-tiny", dependencies=guarded)
     def build_tiny(name: str) -> dict[str, Any]:
@@ -209,6 +268,9 @@ def create_app(settings: AgentSettings) -> FastAPI:
 
     @app.delete("/v1/images/{name}", dependencies=guarded)
     def delete_image(name: str) -> dict[str, bool]:
+        job = jobs.running(f"image:{validate_name(name, 'image')}")
+        if job is not None:
+            raise Conflict(f"image {name} is busy: {job.kind} job {job.id} runs on it")
         storage.delete_image(name)
         return {"deleted": True}
 
@@ -218,8 +280,16 @@ def create_app(settings: AgentSettings) -> FastAPI:
 
     @app.delete("/v1/networks/{name}", dependencies=guarded)
     def delete_network(name: str) -> dict[str, bool]:
-        agent.delete_network(name)
-        return {"deleted": True}
+        return {"deleted": agent.delete_network(name)}
+
+    @app.get("/v1/networks/{name}", dependencies=guarded)
+    def network_status(name: str) -> dict[str, bool]:
+        return agent.network_status(name)
+
+    @app.post("/v1/networks/{name}/check", dependencies=guarded)
+    def check_network(name: str, body: NetworkBody) -> dict[str, bool]:
+        network.check_network(network.NetworkSpec(name=name, **body.model_dump()))
+        return {"ok": True}
 
     @app.get("/v1/networks/{name}/leases", dependencies=guarded)
     def leases(name: str) -> list[dict[str, Any]]:

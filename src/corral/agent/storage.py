@@ -4,7 +4,10 @@ Layout under the storage dir::
 
     images/NAME.qcow2            imported or built images (read-only bases)
     images/NAME.vmlinuz|.initrd  direct-kernel-boot files of the tiny guest
+    images/NAME.iso              imported ISO 9660 images, kept as they are (format "iso": CD-ROMs)
+    images/NAME.download|.part   an import under way (corral.agent.image_import)
     vms/NAME.qcow2               VM disks: qcow2 overlays backed by an image (O(1) to create)
+    vms/NAME-cidata.iso          cloud-init NoCloud seed of a VM (read-only CD-ROM)
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from corral.errors import Conflict, HostError, InsufficientResources, InvalidInput, NotFound
+from corral.errors import Conflict, HostError, InvalidInput, NotFound
 from corral.validation import validate_name
 
 Progress = Callable[[int, str], None]
@@ -65,6 +68,16 @@ class Storage:
     def image_path(self, name: str) -> Path:
         return self.images / f"{validate_name(name, 'image')}.qcow2"
 
+    def iso_path(self, name: str) -> Path:
+        return self.images / f"{validate_name(name, 'image')}.iso"
+
+    def image_file(self, name: str) -> Path:
+        """The file of an image: NAME.qcow2, or NAME.iso for an ISO (NotFound if neither)."""
+        for path in (self.image_path(name), self.iso_path(name)):
+            if path.exists():
+                return path
+        raise NotFound(f"image {name} not found on this host")
+
     def disk_path(self, vm: str) -> Path:
         return self.vms / f"{validate_name(vm, 'vm')}.qcow2"
 
@@ -73,6 +86,10 @@ class Storage:
 
     def describe(self, name: str) -> ImageInfo:
         path = self.image_path(name)
+        iso = self.iso_path(name)
+        if not path.exists() and iso.exists():
+            size = iso.stat().st_size
+            return ImageInfo(format="iso", virtual_size=size, file_size=size)
         if not path.exists():
             raise NotFound(f"image file {path.name} not found on this host")
         info = qemu_img_info(path)
@@ -89,35 +106,6 @@ class Storage:
         )
 
     # -- images ---------------------------------------------------------------------------
-    def import_image(self, name: str, source: Path, fmt: str = "auto") -> ImageInfo:
-        """Convert a qcow2/raw file into the pool; a failure leaves no partial file."""
-        target = self.image_path(name)
-        if target.exists():
-            raise Conflict(f"image {name} already exists on this host")
-        if not source.is_file():
-            raise InvalidInput(f"source {source} is not a readable file", field="source")
-        info = qemu_img_info(source)
-        detected = str(info.get("format"))
-        if detected not in ("qcow2", "raw"):
-            raise InvalidInput(f"{source} is {detected}, not a qcow2 or raw image", field="source")
-        if fmt != "auto" and fmt != detected:
-            raise InvalidInput(f"{source} is {detected}, not {fmt}", field="format")
-        if info.get("backing-filename"):
-            raise InvalidInput(f"{source} has a backing file; import a standalone image", field="source")
-        need = int(info.get("actual-size") or source.stat().st_size)
-        if need > self.free_bytes():
-            raise InsufficientResources(
-                f"image needs {need >> 20} MiB, only {self.free_bytes() >> 20} MiB free"
-            )
-        tmp = target.with_suffix(".part")
-        try:
-            _run(["qemu-img", "convert", "-f", detected, "-O", "qcow2", str(source), str(tmp)],
-                 f"convert {source.name}")
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return self.describe(name)
-
     def build_tiny(self, name: str, progress: Progress | None = None) -> ImageInfo:
         from corral.images.tiny import build_tiny_image
 
@@ -141,24 +129,22 @@ class Storage:
 
     def delete_image(self, name: str) -> None:
         path = self.image_path(name)
-        for suffix in (".qcow2", ".vmlinuz", ".initrd", ".cmdline", ".part"):
+        for suffix in (".qcow2", ".vmlinuz", ".initrd", ".cmdline", ".part", ".iso", ".download"):
             path.with_suffix(suffix).unlink(missing_ok=True)
 
     # -- VM disks -------------------------------------------------------------------------
     def create_disk(self, vm: str, image: str, size: int | None) -> dict[str, Any]:
         """A qcow2 overlay on the image: O(1), whatever the image size. Idempotent."""
         base = self.image_path(image)
+        if not base.exists() and self.iso_path(image).exists():
+            raise InvalidInput(f"image {image} is an ISO: attach it as a CD-ROM (vm create --iso) "
+                               "instead of using it as a disk", field="image")
         if not base.exists():
             raise NotFound(f"image {image} not found on this host")
         path = self.disk_path(vm)
         if path.exists():
             return {"path": str(path), "created": False}
-        base_size = int(qemu_img_info(base)["virtual-size"])
-        if size is not None and size < base_size:
-            raise InvalidInput(
-                f"disk {size >> 20} MiB is smaller than image {image} ({base_size >> 20} MiB)",
-                field="disk",
-            )
+        # The engine checked the size against the image's; no qemu-img info here (~20 ms).
         tmp = path.with_suffix(".part")
         argv = ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(base), str(tmp)]
         if size is not None:
@@ -172,6 +158,28 @@ class Storage:
 
     def delete_disk(self, vm: str) -> None:
         self.disk_path(vm).unlink(missing_ok=True)
+
+    # -- cloud-init seeds: vms/NAME-cidata.iso, read-only CD-ROM of the VM ---------------
+    def seed_path(self, vm: str) -> Path:
+        return self.vms / f"{validate_name(vm, 'vm')}-cidata.iso"
+
+    def write_seed(self, vm: str, files: dict[str, str]) -> dict[str, Any]:
+        """Build the NoCloud ISO from the engine's files; replaces any earlier seed atomically."""
+        from corral.cloudinit import build_iso
+
+        path = self.seed_path(vm)
+        data = build_iso(files)
+        tmp = path.with_name(path.name + ".part")
+        try:
+            tmp.write_bytes(data)
+            tmp.chmod(0o644)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return {"path": str(path), "size": len(data)}
+
+    def delete_seed(self, vm: str) -> None:
+        self.seed_path(vm).unlink(missing_ok=True)
 
     def disk_in_use_by(self, image: str) -> list[str]:
         """VM disks whose backing file is this image (never delete a base with clones)."""

@@ -6,9 +6,11 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from corral.cloudinit import validate as cloudcheck
 from corral.errors import InvalidInput
+from corral.images import guestspec
 from corral.validation import parse_size, validate_name
 
 
@@ -68,6 +70,86 @@ class OperationStatus(StrEnum):
         return self in (OperationStatus.SUCCESS, OperationStatus.FAILURE)
 
 
+def _ci(check: Any, value: Any, field: str) -> Any:
+    try:
+        return check(value, field)
+    except InvalidInput as exc:
+        raise ValueError(exc.message) from None
+
+
+class CloudInit(_Request):
+    """cloud-init NoCloud settings of a VM: corral builds a seed CD-ROM from them.
+
+    hostname defaults to the VM name, the instance id to the VM id (see corral.cloudinit).
+    """
+
+    hostname: str | None = None
+    user: str | None = Field(None, description="Create this user (sudo, keys); default: the image's")
+    ssh_authorized_keys: list[str] = Field(default_factory=list, description="OpenSSH public keys")
+    password_hash: str | None = Field(None, description="crypt(3) hash, e.g. from `openssl passwd -6`")
+    user_data: str | None = Field(None, description="#cloud-config (merged) or any user-data (as is)")
+    network_config: str | None = Field(None, description="network config v1/v2; default: DHCP")
+    ssh_key_file: str | None = Field(
+        None, description="Client-side hint: the public key file the keys came from (for `vm ssh`)")
+
+    @field_validator("hostname")
+    @classmethod
+    def _hostname(cls, v: str | None) -> str | None:
+        return None if v is None else _ci(cloudcheck.hostname, v, "hostname")
+
+    @field_validator("user")
+    @classmethod
+    def _user(cls, v: str | None) -> str | None:
+        return None if v is None else _ci(cloudcheck.user, v, "user")
+
+    @field_validator("ssh_authorized_keys")
+    @classmethod
+    def _keys(cls, v: list[str]) -> list[str]:
+        return list(_ci(cloudcheck.ssh_keys, v, "ssh_authorized_keys"))
+
+    @field_validator("password_hash")
+    @classmethod
+    def _password(cls, v: str | None) -> str | None:
+        return None if v is None else _ci(cloudcheck.password_hash, v, "password_hash")
+
+    @field_validator("user_data")
+    @classmethod
+    def _user_data(cls, v: str | None) -> str | None:
+        return None if v is None else _ci(cloudcheck.user_data, v, "user_data")
+
+    @field_validator("network_config")
+    @classmethod
+    def _network_config(cls, v: str | None) -> str | None:
+        return None if v is None else _ci(cloudcheck.network_config, v, "network_config")
+
+    @field_validator("ssh_key_file")
+    @classmethod
+    def _key_file(cls, v: str | None) -> str | None:
+        return None if v is None else _ci(cloudcheck.key_file_hint, v, "ssh_key_file")
+
+    @model_validator(mode="after")
+    def _combination(self) -> CloudInit:
+        raw = self.user_data is not None and not cloudcheck.is_cloud_config(self.user_data)
+        if raw and (self.user is not None or self.password_hash is not None):
+            raise ValueError("user and password_hash can only be merged into #cloud-config "
+                             "user-data; this user-data is used as is: set them in it instead")
+        return self
+
+
+class VmPatch(_Request):
+    """Changes to a stopped VM; a field left out is left as it is."""
+
+    cloud_init: CloudInit | None = Field(None, description="Replaces the settings (null: no seed)")
+
+
+class VmAddress(BaseModel):
+    ip: str
+    prefix: int | None = None
+    mac: str | None = None
+    interface: str | None = None
+    source: str  # "dhcp" (the network's lease), "agent" (guest agent), "arp" (host ARP table)
+
+
 class VmCreate(_Request):
     name: str
     image: str
@@ -76,6 +158,7 @@ class VmCreate(_Request):
     disk: str | int | None = Field(None, description="Root disk size (grows the image); default: image size")
     network: str = "default"
     start: bool = False
+    cloud_init: CloudInit | None = Field(None, description="Attach a cloud-init NoCloud seed")
 
     _name = _name_field("name")
     _image = _name_field("image")
@@ -123,14 +206,108 @@ class Vm(BaseModel):
     state: VmState
     desired_power: str
     created_at: datetime
+    cloud_init: CloudInit | None = None
 
 
 class ImageImport(_Request):
     name: str
-    source: str = Field(description="Path of a qcow2 or raw image file on the engine's host")
-    format: str = Field("auto", pattern="^(auto|qcow2|raw)$")
+    source: str = Field(description="http(s) URL (downloaded by the host's agent) or absolute "
+                                    "path of an image file on the host")
+    format: str = Field("auto", pattern="^(auto|qcow2|raw|vmdk|vdi|iso)$",
+                        description="auto: probe it; non-qcow2 images are converted to qcow2, "
+                                    "ISOs kept as they are (CD-ROMs)")
+    checksum: str | None = Field(None, pattern="^sha256:[0-9a-fA-F]{64}$",
+                                 description="sha256:HEX, verified before the image is kept")
 
     _name = _name_field("name")
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, v: str) -> str:
+        from urllib.parse import urlsplit
+
+        url = urlsplit(v)
+        if url.scheme in ("http", "https"):
+            if not url.hostname:
+                raise ValueError("source URL has no host")
+        elif url.scheme or not v.startswith("/"):
+            raise ValueError("source must be an http(s) URL or an absolute path")
+        if any(ord(c) < 32 for c in v) or len(v) > 4096:
+            raise ValueError("source has control characters or is too long")
+        return v
+
+
+def _guest(check: Any, value: Any, field: str) -> Any:
+    try:
+        return check(value, field)
+    except InvalidInput as exc:
+        raise ValueError(exc.message) from None
+
+
+class GuestPassword(_Request):
+    user: str
+    password: str = Field(description="Plain text; kept only while the operation runs")
+
+    @field_validator("user")
+    @classmethod
+    def _user(cls, v: str) -> str:
+        return str(_guest(guestspec.user, v, "user"))
+
+    @field_validator("password")
+    @classmethod
+    def _password(cls, v: str) -> str:
+        return str(_guest(guestspec.password, v, "password"))
+
+
+class GuestFile(_Request):
+    path: str = Field(description="Absolute path in the guest (parent directories are made)")
+    content: str = Field(description="File content, base64")
+    mode: str = Field("0644", description="Octal permissions")
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        return str(_guest(guestspec.guest_path, v, "path"))
+
+    @field_validator("content")
+    @classmethod
+    def _content(cls, v: str) -> str:
+        _guest(guestspec.content, v, "content")
+        return v
+
+    @field_validator("mode")
+    @classmethod
+    def _mode(cls, v: str) -> str:
+        return str(_guest(guestspec.mode, v, "mode"))
+
+
+class GuestCustomize(_Request):
+    """Offline changes to a guest disk (libguestfs), applied in this order: hostname, files,
+    passwords, commands (run inside the guest's own root, with no network)."""
+
+    hostname: str | None = None
+    files: list[GuestFile] = Field(default_factory=list, max_length=guestspec.ITEMS_MAX)
+    passwords: list[GuestPassword] = Field(default_factory=list, max_length=guestspec.ITEMS_MAX)
+    commands: list[str] = Field(default_factory=list, max_length=guestspec.ITEMS_MAX)
+
+    @field_validator("hostname")
+    @classmethod
+    def _hostname(cls, v: str | None) -> str | None:
+        return None if v is None else str(_guest(guestspec.hostname, v, "hostname"))
+
+    @field_validator("commands")
+    @classmethod
+    def _commands(cls, v: list[str]) -> list[str]:
+        return [str(_guest(guestspec.command, c, "commands")) for c in v]
+
+    @model_validator(mode="after")
+    def _something(self) -> GuestCustomize:
+        if not (self.hostname or self.files or self.passwords or self.commands):
+            raise ValueError("nothing to do: give a hostname, files, passwords or commands")
+        size = sum(len(f.content) * 3 // 4 for f in self.files)
+        if size > guestspec.FILES_MAX_BYTES:
+            raise ValueError(f"files hold {size} bytes, more than {guestspec.FILES_MAX_BYTES}")
+        return self
 
 
 class ImageBuildTiny(_Request):
@@ -150,14 +327,61 @@ class Image(BaseModel):
     created_at: datetime
 
 
+class NetworkMode(StrEnum):
+    """nat: masquerade out, replies in; routed: forwarded both ways without NAT; isolated:
+    nothing forwarded off the network; bridge: join an existing host bridge (corral builds
+    no address, DHCP or rules)."""
+
+    NAT = "nat"
+    ROUTED = "routed"
+    ISOLATED = "isolated"
+    BRIDGE = "bridge"
+
+
+class NetworkBackend(StrEnum):
+    LINUXBRIDGE = "linuxbridge"
+    OVS = "ovs"
+
+
+class NetworkOverlay(StrEnum):
+    VXLAN = "vxlan"
+
+
+class NetworkCreate(_Request):
+    name: str
+    mode: NetworkMode = NetworkMode.NAT
+    backend: NetworkBackend = NetworkBackend.LINUXBRIDGE
+    subnet: str | None = Field(None, description="IPv4 CIDR; default: a free /24 of 10.210.0.0/16")
+    gateway: str | None = Field(None, description="Default: the first address of the subnet")
+    dhcp_start: str | None = Field(None, description="Default: the upper half of the subnet")
+    dhcp_end: str | None = None
+    dns_domain: str | None = Field(None, description="VM names resolve as NAME.DOMAIN")
+    vlan: int | None = Field(None, ge=1, le=4094, description="802.1Q tag")
+    bridge: str | None = Field(None, description="Bridge to build or, in bridge mode, to join; "
+                               "VLAN networks may share one")
+    overlay: NetworkOverlay | None = None
+    vni: int | None = Field(None, ge=1, le=16777215, description="VXLAN network identifier")
+
+    _name = _name_field("name")
+
+
 class Network(BaseModel):
     name: str
     bridge: str
-    subnet: str
-    gateway: str
-    dhcp_start: str
-    dhcp_end: str
+    subnet: str | None
+    gateway: str | None
+    dhcp_start: str | None
+    dhcp_end: str | None
     nat: bool
+    mode: NetworkMode = NetworkMode.NAT
+    backend: NetworkBackend = NetworkBackend.LINUXBRIDGE
+    vlan: int | None = None
+    overlay: NetworkOverlay | None = None
+    vni: int | None = None
+    dns_domain: str | None = None
+    mtu: int | None = None
+    status: str = "ready"
+    vms: list[str] = []
 
 
 class Host(BaseModel):

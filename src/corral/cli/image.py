@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from pydantic import ValidationError
 
 from corral.api import ImageImport
+from corral.cli.customize import image_customize, invalid
 from corral.cli.output import (
     DataDirOpt,
     OutputFormat,
@@ -18,7 +20,6 @@ from corral.cli.output import (
     handled,
     human_bytes,
 )
-from corral.errors import InvalidInput
 
 app = typer.Typer(help="Import, build and delete guest images.", no_args_is_help=True)
 
@@ -47,18 +48,32 @@ def build_tiny(
 @app.command("import")
 def import_image(
     name: str = typer.Argument(..., help="Image name"),
-    file: Path = typer.Argument(..., help="qcow2 or raw image file on this host"),
-    format: str = typer.Option("auto", "--format", help="auto, qcow2 or raw"),
+    source: str = typer.Argument(..., metavar="URL|FILE",
+                                 help="http(s) URL (the host downloads it) or image file on the host"),
+    format: str = typer.Option("auto", "--format",
+                               help="auto, qcow2, raw, vmdk, vdi or iso (auto probes the file)"),
+    checksum: str | None = typer.Option(None, "--checksum", metavar="sha256:HEX",
+                                        help="Refuse the image unless its SHA-256 matches"),
     wait: bool = WaitOpt, output: OutputFormat = OutputOpt, data_dir: Path = DataDirOpt,
 ) -> None:
-    """Import an image file (converted to qcow2 in the image store)."""
+    """Import an image from a URL or a file, with progress.
+
+    Downloads resume after a dropped connection. raw, vmdk and vdi images are converted to
+    qcow2 (qemu-img convert); an ISO is kept as it is, as a CD-ROM for installs.
+    A failed import leaves nothing behind.
+    """
     with handled():
+        if "://" not in source:
+            source = str(Path(source).resolve())
         try:
-            req = ImageImport(name=name, source=str(file.resolve()), format=format)
-        except ValueError as exc:
-            raise InvalidInput(str(exc).splitlines()[-1].strip()) from None
+            req = ImageImport(name=name, source=source, format=format, checksum=checksum)
+        except ValidationError as exc:
+            raise invalid(exc) from None
         with client(data_dir) as c:
             follow(c, c.import_image(req), f"import image {name}", wait, output)
+
+
+app.command("customize")(image_customize)
 
 
 @app.command("list")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from corral.cli import image, node, vm
+from corral.cli import image, net, node, vm
+from corral.cli import storage as storage_cli
 
 app = typer.Typer(
     help="corral: virtual machines on your own hosts.\n\n"
@@ -19,7 +20,11 @@ app.command("status")(node.status)
 app.command("events")(node.events)
 app.add_typer(vm.app, name="vm")
 app.add_typer(image.app, name="image")
+app.add_typer(net.app, name="net")
 app.add_typer(node.operation_app, name="operation")
+app.add_typer(storage_cli.app, name="storage")
+app.add_typer(storage_cli.volume_app, name="volume")
+vm.app.add_typer(storage_cli.disk_app, name="disk")
 
 if __name__ == "__main__":
     app()

@@ -46,7 +46,7 @@ def handled() -> Iterator[None]:
     try:
         yield
     except CorralError as exc:
-        field = f" [{exc.field}]" if exc.field else ""
+        field = f" \\[{exc.field}]" if exc.field else ""  # "\\[" is a literal "[" for Rich
         err.print(f"[bold red]Error[/] ({exc.code}){field}: {exc.message}", highlight=False)
         raise typer.Exit(2 if exc.status < 500 else 1) from None
 

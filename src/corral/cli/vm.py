@@ -7,7 +7,9 @@ from pathlib import Path
 import typer
 
 from corral.api import PowerAction, Vm, VmCreate
+from corral.cli import vm_guest
 from corral.cli.console import attach_console
+from corral.cli.customize import vm_customize
 from corral.cli.output import (
     DataDirOpt,
     OutputFormat,
@@ -41,13 +43,25 @@ def create(
     disk: str = typer.Option(None, "--disk", help="Root disk size, e.g. 10G (default: image size)"),
     network: str = typer.Option("default", "--network", help="Network for the first NIC"),
     start: bool = typer.Option(False, "--start", help="Start the VM once created"),
+    hostname: str = vm_guest.HostnameOpt, user: str = vm_guest.UserOpt,
+    ssh_key: list[str] = vm_guest.SshKeyOpt, password_hash: str = vm_guest.PasswordHashOpt,
+    user_data: str = vm_guest.UserDataOpt, network_config: str = vm_guest.NetworkConfigOpt,
+    cloud_init: bool = vm_guest.CloudInitOpt,
     wait: bool = WaitOpt, output: OutputFormat = OutputOpt, data_dir: Path = DataDirOpt,
 ) -> None:
-    """Create a VM whose disk is a linked clone (qcow2 overlay) of IMAGE."""
+    """Create a VM whose disk is a linked clone (qcow2 overlay) of IMAGE.
+
+    Any cloud-init option attaches a NoCloud seed CD-ROM (hostname, users, SSH keys,
+    user-data, network-config) that cloud images and the tiny guest apply at boot.
+    """
     with handled():
+        ci = vm_guest.cloud_init_from_flags(
+            hostname=hostname, user=user, ssh_key=ssh_key, password_hash=password_hash,
+            user_data=user_data, network_config=network_config, force=cloud_init,
+        )
         try:
             req = VmCreate(name=name, image=image, cpus=cpus, memory=memory, disk=disk,
-                           network=network, start=start)
+                           network=network, start=start, cloud_init=ci)
         except ValueError as exc:
             first = exc.errors()[0] if hasattr(exc, "errors") else {"loc": ["?"], "msg": str(exc)}
             field = str(first["loc"][0]) if first.get("loc") else None
@@ -144,3 +158,9 @@ def console(
             print(c.console_log(name), end="")
             return
         attach_console(c, name)
+
+
+vm_guest.register(app)
+
+
+app.command("customize")(vm_customize)  # offline changes to a stopped VM's disk (libguestfs)

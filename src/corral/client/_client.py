@@ -13,18 +13,23 @@ import httpx
 from corral import errors
 from corral.api import (
     Event,
+    GuestCustomize,
     Host,
     Image,
     ImageBuildTiny,
     ImageImport,
     Network,
+    NetworkCreate,
     Operation,
     PowerAction,
     Status,
     Vm,
+    VmAddress,
     VmCreate,
+    VmPatch,
     VmStatePut,
 )
+from corral.api import storage as storage_api
 from corral.node.paths import load_client_config
 
 
@@ -98,6 +103,17 @@ class Client:
     def console_log(self, name: str) -> str:
         return self.request("GET", f"/api/v1/vms/{name}/console-log").text
 
+    def update_vm(self, name: str, req: VmPatch) -> Operation:
+        """Change a stopped VM (``VmPatch(cloud_init=...)``; ``cloud_init=None`` removes the seed)."""
+        body = req.model_dump(mode="json", include=req.model_fields_set, exclude_none=False)
+        if body.get("cloud_init"):
+            body["cloud_init"] = req.cloud_init.model_dump(mode="json", exclude_none=True) \
+                if req.cloud_init else None
+        return Operation.model_validate(self._json("PATCH", f"/api/v1/vms/{name}", json=body))
+
+    def vm_addresses(self, name: str) -> list[VmAddress]:
+        return [VmAddress.model_validate(a) for a in self._json("GET", f"/api/v1/vms/{name}/addresses")]
+
     # -- images ---------------------------------------------------------------------------
     def list_images(self) -> list[Image]:
         return [Image.model_validate(i) for i in self._json("GET", "/api/v1/images")]
@@ -109,6 +125,16 @@ class Client:
     def build_tiny(self, name: str = "tiny") -> Operation:
         body = ImageBuildTiny(name=name).model_dump()
         return Operation.model_validate(self._json("POST", "/api/v1/images/build-tiny", json=body))
+
+    def customize_image(self, name: str, req: GuestCustomize) -> Operation:
+        """Offline changes to an image no VM uses (libguestfs on the host)."""
+        return Operation.model_validate(self._json(
+            "POST", f"/api/v1/images/{name}/customize", json=req.model_dump(mode="json")))
+
+    def customize_vm(self, name: str, req: GuestCustomize) -> Operation:
+        """Offline changes to the disk of a stopped VM (libguestfs on its host)."""
+        return Operation.model_validate(self._json(
+            "POST", f"/api/v1/vms/{name}/customize", json=req.model_dump(mode="json")))
 
     def delete_image(self, name: str) -> Operation:
         return Operation.model_validate(self._json("DELETE", f"/api/v1/images/{name}"))
@@ -151,8 +177,73 @@ class Client:
     def list_hosts(self) -> list[Host]:
         return [Host.model_validate(h) for h in self._json("GET", "/api/v1/hosts")]
 
+    # -- networks -------------------------------------------------------------------------
     def list_networks(self) -> list[Network]:
         return [Network.model_validate(n) for n in self._json("GET", "/api/v1/networks")]
 
+    def get_network(self, name: str) -> Network:
+        return Network.model_validate(self._json("GET", f"/api/v1/networks/{name}"))
+
+    def create_network(self, req: NetworkCreate) -> Operation:
+        body = req.model_dump(mode="json", exclude_none=True)
+        return Operation.model_validate(self._json("POST", "/api/v1/networks", json=body))
+
+    def delete_network(self, name: str) -> Operation:
+        return Operation.model_validate(self._json("DELETE", f"/api/v1/networks/{name}"))
+
     def leases(self, network: str) -> list[dict[str, Any]]:
         return list(self._json("GET", f"/api/v1/networks/{network}/leases"))
+
+    # -- storage: pools, volumes, disks of VMs --------------------------------------------
+    def list_pools(self) -> list[storage_api.Pool]:
+        return [storage_api.Pool.model_validate(p)
+                for p in self._json("GET", "/api/v1/storage/pools")]
+
+    def get_pool(self, name: str) -> storage_api.Pool:
+        return storage_api.Pool.model_validate(self._json("GET", f"/api/v1/storage/pools/{name}"))
+
+    def create_pool(self, req: storage_api.PoolCreate) -> Operation:
+        body = req.model_dump(mode="json", exclude_none=True)
+        return Operation.model_validate(self._json("POST", "/api/v1/storage/pools", json=body))
+
+    def delete_pool(self, name: str) -> Operation:
+        return Operation.model_validate(self._json("DELETE", f"/api/v1/storage/pools/{name}"))
+
+    def list_volumes(self, pool: str | None = None) -> list[storage_api.Volume]:
+        path = f"/api/v1/storage/pools/{pool}/volumes" if pool else "/api/v1/storage/volumes"
+        return [storage_api.Volume.model_validate(v) for v in self._json("GET", path)]
+
+    def get_volume(self, pool: str, name: str) -> storage_api.Volume:
+        data = self._json("GET", f"/api/v1/storage/pools/{pool}/volumes/{name}")
+        return storage_api.Volume.model_validate(data)
+
+    def create_volume(self, pool: str, req: storage_api.VolumeCreate) -> Operation:
+        body = req.model_dump(mode="json", exclude_none=True)
+        return Operation.model_validate(
+            self._json("POST", f"/api/v1/storage/pools/{pool}/volumes", json=body))
+
+    def resize_volume(self, pool: str, name: str, size: str | int) -> Operation:
+        return Operation.model_validate(self._json(  # the engine validates the size (422)
+            "POST", f"/api/v1/storage/pools/{pool}/volumes/{name}/resize", json={"size": size}))
+
+    def delete_volume(self, pool: str, name: str) -> Operation:
+        return Operation.model_validate(
+            self._json("DELETE", f"/api/v1/storage/pools/{pool}/volumes/{name}"))
+
+    def list_vm_disks(self, vm: str) -> list[storage_api.VmDisk]:
+        return [storage_api.VmDisk.model_validate(d)
+                for d in self._json("GET", f"/api/v1/vms/{vm}/disks")]
+
+    def attach_disk(self, vm: str, volume: str, bus: str = "virtio") -> Operation:
+        """Attach volume ``POOL/NAME`` to a VM (hot-plugged when it runs)."""
+        body = {"volume": volume, "bus": bus}
+        return Operation.model_validate(self._json("POST", f"/api/v1/vms/{vm}/disks", json=body))
+
+    def detach_disk(self, vm: str, volume: str) -> Operation:
+        """Detach volume ``POOL/NAME`` from a VM."""
+        try:
+            pool, name = storage_api.split_volume(volume)
+        except ValueError as exc:
+            raise errors.InvalidInput(str(exc), field="volume") from None
+        return Operation.model_validate(
+            self._json("DELETE", f"/api/v1/vms/{vm}/disks/{pool}/{name}"))

@@ -5,8 +5,11 @@ looks like is decided here (Nova's ``designer.py`` lesson):
 
 - ``q35`` machine, unless a disk sits on the IDE bus (q35 has none): then ``pc``;
 - disk targets by bus in spec order: ``vda, vdb, ...`` (virtio), ``sda, ...`` (scsi and
-  sata share the ``sd`` names), ``hda, ...`` (ide); a CD-ROM asked on virtio goes on sata;
-  SCSI disks get one ``virtio-scsi`` controller;
+  sata share the ``sd`` names), ``hda, ...`` (ide), skipping the targets that disks name
+  themselves (``DiskSpec.target``: volumes attached to a VM keep theirs); a CD-ROM asked on
+  virtio goes on sata; SCSI disks get one ``virtio-scsi`` controller;
+- an RBD disk (``DiskSpec.protocol='rbd'``, path ``POOL/IMAGE``) is a ``type='network'``
+  disk whose source names the Ceph monitors (QEMU opens it through librbd);
 - boot from the disks, then the CD-ROMs (none of that with direct kernel boot);
 - NICs on a Linux bridge, ``model type='virtio'`` by default (Debian's cloud kernel has no
   e1000 driver);
@@ -45,6 +48,7 @@ VIRT_TYPES = ("kvm", "qemu")
 DISK_FORMATS = ("qcow2", "raw")
 DISK_DEVICES = ("disk", "cdrom")
 DISK_BUSES = ("virtio", "scsi", "sata", "ide")
+DISK_PROTOCOLS = ("rbd",)
 NIC_MODELS = ("virtio", "e1000", "e1000e", "rtl8139")
 
 MIN_MEMORY_MIB = 16
@@ -57,6 +61,9 @@ _MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 _BRIDGE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 _VM_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+_RBD_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}/[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_HOST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.:-]{0,252}$")  # a DNS name, IPv4 or IPv6
+_TARGET_RE = re.compile(r"^(vd|sd|hd)[a-z]{1,3}$")
 
 
 @dataclass(frozen=True)
@@ -66,13 +73,19 @@ class DiskSpec:
     device: str = "disk"  # disk|cdrom
     bus: str = "virtio"  # virtio|scsi|sata|ide
     readonly: bool = False
+    target: str | None = None  # e.g. "vdb"; None: the next free name of the bus
+    protocol: str | None = None  # "rbd": a network disk, path is "POOL/IMAGE"
+    hosts: tuple[tuple[str, int], ...] = ()  # (address, port) of the Ceph monitors
 
 
 @dataclass(frozen=True)
 class NicSpec:
     mac: str
-    bridge: str  # Linux bridge name on the host
+    bridge: str  # Linux or Open vSwitch bridge name on the host
     model: str = "virtio"
+    virtualport: str | None = None  # "openvswitch" for an OVS bridge
+    vlan: int | None = None  # 802.1Q tag of the port (OVS only: libvirt tags OVS ports)
+    mtu: int | None = None  # below 1500 on overlay networks
 
 
 @dataclass(frozen=True)
@@ -172,25 +185,17 @@ def target_name(prefix: str, index: int) -> str:
 
 def _add_disks(dom: Domain, disks: list[DiskSpec], buses: list[str]) -> None:
     counters: dict[str, int] = {}
+    taken = {d.target for d in disks if d.target is not None}
     for spec, bus in zip(disks, buses, strict=True):
-        prefix = _TARGET_PREFIX[bus]
-        index = counters.get(prefix, 0)
-        counters[prefix] = index + 1
-        disk = Disk()
-        disk.type = "block" if spec.path.startswith("/dev/") else "file"
-        disk.device = spec.device
-        disk.driver_name = "qemu"
-        disk.driver_type = spec.format
-        if spec.device == "disk" and bus in ("virtio", "scsi"):
-            disk.driver_discard = "unmap"
-        if disk.type == "block":
-            disk.source_dev = spec.path
-        else:
-            disk.source_file = spec.path
-        disk.target_dev = target_name(prefix, index)
-        disk.target_bus = bus
-        disk.readonly = spec.readonly or spec.device == "cdrom"
-        dom.devices.add(disk)
+        target = spec.target
+        if target is None:
+            prefix = _TARGET_PREFIX[bus]
+            index = counters.get(prefix, 0)
+            while target_name(prefix, index) in taken:
+                index += 1
+            counters[prefix] = index + 1
+            target = target_name(prefix, index)
+        dom.devices.add(_disk(spec, bus, target))
     if "scsi" in buses:
         controller = Controller()
         controller.type = "scsi"
@@ -199,13 +204,53 @@ def _add_disks(dom: Domain, disks: list[DiskSpec], buses: list[str]) -> None:
         dom.devices.add(controller)
 
 
+def _disk(spec: DiskSpec, bus: str, target: str) -> Disk:
+    disk = Disk()
+    if spec.protocol is not None:
+        disk.type = "network"
+    else:
+        disk.type = "block" if spec.path.startswith("/dev/") else "file"
+    disk.device = spec.device
+    disk.driver_name = "qemu"
+    disk.driver_type = spec.format
+    if spec.device == "disk" and bus in ("virtio", "scsi"):
+        disk.driver_discard = "unmap"
+    if disk.type == "network":
+        disk.source_protocol = spec.protocol
+        disk.source_name = spec.path
+        disk.source_hosts = [(host, port) for host, port in spec.hosts]
+    elif disk.type == "block":
+        disk.source_dev = spec.path
+    else:
+        disk.source_file = spec.path
+    disk.target_dev = target
+    disk.target_bus = bus
+    disk.readonly = spec.readonly or spec.device == "cdrom"
+    return disk
+
+
+def design_disk(spec: DiskSpec) -> Disk:
+    """One ``<disk>`` device to hot-plug into a defined domain: ``spec.target`` is required
+    (the caller knows which names the domain uses); validated like a domain's disks."""
+    _validate_disk(spec, "disk")
+    if spec.target is None:
+        raise InvalidInput("a hot-plugged disk needs a target name", field="disk.target")
+    return _disk(spec, _disk_bus(spec), spec.target)
+
+
 def _add_nics(dom: Domain, nics: list[NicSpec]) -> None:
     for spec in nics:
         nic = Interface()
         nic.type = "bridge"
         nic.mac = spec.mac.lower()
         nic.source_bridge = spec.bridge
+        if spec.vlan is not None:
+            nic.vlan_tag = spec.vlan
+        if spec.virtualport is not None:
+            nic.virtualport_type = spec.virtualport
         nic.model = spec.model
+        if spec.mtu is not None:
+            nic.mtu = spec.mtu
         dom.devices.add(nic)
 
 
@@ -278,6 +323,9 @@ def validate_spec(spec: DomainSpec) -> None:
 
     for i, disk in enumerate(spec.disks):
         _validate_disk(disk, f"disks[{i}]")
+    targets = [d.target for d in spec.disks if d.target is not None]
+    if len(targets) != len(set(targets)):
+        raise InvalidInput("two disks name the same target", field="disks")
     ide = sum(1 for d in spec.disks if _disk_bus(d) == "ide")
     if ide > MAX_IDE_DISKS:
         raise InvalidInput(f"at most {MAX_IDE_DISKS} disks fit on the IDE bus", field="disks")
@@ -306,10 +354,37 @@ def validate_spec(spec: DomainSpec) -> None:
 
 
 def _validate_disk(disk: DiskSpec, where: str) -> None:
-    _check_path(disk.path, f"{where}.path")
+    if disk.protocol is None:
+        _check_path(disk.path, f"{where}.path")
+        if disk.hosts:
+            raise InvalidInput("hosts are for network disks (protocol)", field=f"{where}.hosts")
+    else:
+        _validate_network_disk(disk, where)
     _check_choice(disk.format, DISK_FORMATS, f"{where}.format")
     _check_choice(disk.device, DISK_DEVICES, f"{where}.device")
     _check_choice(disk.bus, DISK_BUSES, f"{where}.bus")
+    if disk.target is not None:
+        if not isinstance(disk.target, str) or not _TARGET_RE.match(disk.target):
+            raise InvalidInput(f"target {disk.target!r} is not a disk name like vdb or sdc",
+                               field=f"{where}.target")
+        if not disk.target.startswith(_TARGET_PREFIX[_disk_bus(disk)]):
+            raise InvalidInput(f"target {disk.target} does not fit the {_disk_bus(disk)} bus",
+                               field=f"{where}.target")
+
+
+def _validate_network_disk(disk: DiskSpec, where: str) -> None:
+    _check_choice(disk.protocol, DISK_PROTOCOLS, f"{where}.protocol")
+    if not isinstance(disk.path, str) or not _RBD_NAME_RE.match(disk.path):
+        raise InvalidInput(f"RBD source {disk.path!r} must be POOL/IMAGE (letters, digits, "
+                           "'_', '.', '-')", field=f"{where}.path")
+    if not disk.hosts:
+        raise InvalidInput("an RBD disk needs the addresses of its Ceph monitors",
+                           field=f"{where}.hosts")
+    for host, port in disk.hosts:
+        if not isinstance(host, str) or not _HOST_RE.match(host):
+            raise InvalidInput(f"monitor address {host!r} is not a host name or IP address",
+                               field=f"{where}.hosts")
+        _check_int_range(port, 1, 65535, f"{where}.hosts")
 
 
 def _validate_nic(nic: NicSpec, where: str) -> None:
@@ -329,6 +404,15 @@ def _validate_nic(nic: NicSpec, where: str) -> None:
             field=f"{where}.bridge",
         )
     _check_choice(nic.model, NIC_MODELS, f"{where}.model")
+    if nic.virtualport is not None:
+        _check_choice(nic.virtualport, ("openvswitch",), f"{where}.virtualport")
+    if nic.vlan is not None:
+        _check_int_range(nic.vlan, 1, 4094, f"{where}.vlan")
+        if nic.virtualport != "openvswitch":
+            raise InvalidInput("libvirt tags a port with a VLAN only on an Open vSwitch bridge",
+                               field=f"{where}.vlan")
+    if nic.mtu is not None:
+        _check_int_range(nic.mtu, 576, 65535, f"{where}.mtu")
 
 
 def _check_int_range(value: object, low: int, high: int, field: str) -> None:

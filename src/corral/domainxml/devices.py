@@ -6,14 +6,19 @@ be read back; everything else under ``<devices>`` is kept untouched.
 
 from __future__ import annotations
 
+from lxml import etree
+
 from corral.domainxml.xmlnode import (
     BoolProperty,
     Child,
     Children,
     FlagProperty,
     IntProperty,
+    PropPath,
     StrProperty,
     XMLNode,
+    insert_ordered,
+    parse_int,
 )
 
 
@@ -25,7 +30,7 @@ class Device(XMLNode):
 
 
 class Disk(Device):
-    """``<disk type='file'|'block' device='disk'|'cdrom'>``."""
+    """``<disk type='file'|'block'|'network' device='disk'|'cdrom'>``."""
 
     TAG = "disk"
     CHILD_ORDER = (
@@ -43,6 +48,8 @@ class Disk(Device):
     driver_io = StrProperty("driver/@io")  # native | threads | io_uring
     source_file = StrProperty("source/@file")
     source_dev = StrProperty("source/@dev")
+    source_protocol = StrProperty("source/@protocol")  # type='network': rbd | nbd | iscsi ...
+    source_name = StrProperty("source/@name")  # type='network': e.g. rbd POOL/IMAGE
     target_dev = StrProperty("target/@dev")  # vda, sda, ...
     target_bus = StrProperty("target/@bus")  # virtio | scsi | sata | ide | usb
     boot_order = IntProperty("boot/@order")
@@ -52,8 +59,39 @@ class Disk(Device):
 
     @property
     def source_path(self) -> str | None:
-        """The file or block device behind the disk, whichever the type uses."""
+        """The file or block device behind the disk, whichever the type uses (for a network
+        disk: its source name, e.g. ``POOL/IMAGE`` of an RBD image)."""
+        if self.type == "network":
+            return self.source_name
         return self.source_dev if self.type == "block" else self.source_file
+
+    @property
+    def source_hosts(self) -> list[tuple[str, int | None]]:
+        """``<source><host name=... port=.../>...`` of a network disk: (name, port) pairs."""
+        source = self._find(PropPath("source"))
+        if source is None:
+            return []
+        hosts = []
+        for host in source.findall("host"):
+            port = host.get("port")
+            hosts.append((host.get("name", ""), parse_int(port) if port else None))
+        return hosts
+
+    @source_hosts.setter
+    def source_hosts(self, hosts: list[tuple[str, int | None]]) -> None:
+        source = self._find(PropPath("source"))
+        if source is None:
+            if not hosts:
+                return
+            source = etree.Element("source")
+            insert_ordered(self.element, source, self._order)
+        for old in source.findall("host"):
+            source.remove(old)
+        for index, (name, port) in enumerate(hosts):
+            host = etree.Element("host", name=name)
+            if port is not None:
+                host.set("port", str(port))
+            source.insert(index, host)  # libvirt writes the hosts first in <source>
 
 
 class Controller(Device):
@@ -80,6 +118,7 @@ class Interface(Device):
     source_bridge = StrProperty("source/@bridge")
     source_network = StrProperty("source/@network")
     virtualport_type = StrProperty("virtualport/@type")  # openvswitch
+    vlan_tag = IntProperty("vlan/tag/@id")  # one untagged VLAN (OVS, SR-IOV)
     target_dev = StrProperty("target/@dev")  # vnet0 (host tap name)
     model = StrProperty("model/@type")  # virtio | e1000 | ...
     mtu = IntProperty("mtu/@size")

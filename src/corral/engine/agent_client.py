@@ -63,5 +63,14 @@ class AgentClient:
     def delete_disk(self, vm: str) -> None:
         self.call("DELETE", f"/v1/disks/{vm}")
 
+    def write_seed(self, vm: str, files: dict[str, str]) -> dict[str, Any]:
+        return dict(self.call("PUT", f"/v1/seeds/{vm}", json={"files": files}))
+
+    def delete_seed(self, vm: str) -> None:
+        self.call("DELETE", f"/v1/seeds/{vm}")
+
+    def addresses(self, vm: str) -> list[dict[str, Any]]:
+        return list(self.call("GET", f"/v1/domains/{vm}/addresses", timeout=10))
+
     def close(self) -> None:
         self._http.close()

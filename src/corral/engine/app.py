@@ -11,9 +11,18 @@ import corral
 from corral.engine.context import EngineContext, EngineSettings
 from corral.engine.db.session import migrate
 from corral.engine.reconciler import Reconciler
-from corral.engine.routes import events, hosts, images, operations, vms
+from corral.engine.routes import customize as customize_routes
+from corral.engine.routes import events, hosts, images, networks, operations, vms
+from corral.engine.routes import pools as pool_routes
+from corral.engine.routes import vm_disks as vm_disk_routes
+from corral.engine.routes import volumes as volume_routes
+from corral.engine.services import customize as customize_service
 from corral.engine.services import images as image_service
+from corral.engine.services import networks as network_service
+from corral.engine.services import pools as pool_service
+from corral.engine.services import vm_disks as vm_disk_service
 from corral.engine.services import vms as vm_service
+from corral.engine.services import volumes as volume_service
 from corral.httpserve import install_error_handlers
 
 
@@ -26,6 +35,10 @@ def build_context(settings: EngineSettings) -> EngineContext:
     ctx = EngineContext.build(settings)
     vm_service.register(ctx)
     image_service.register(ctx)
+    customize_service.register(ctx)
+    network_service.register(ctx)
+    for storage in (pool_service, volume_service, vm_disk_service):
+        storage.register(ctx)
     return ctx
 
 
@@ -53,6 +66,9 @@ def create_app(ctx: EngineContext) -> FastAPI:
     def health() -> dict[str, str]:
         return {"status": "ok", "version": corral.__version__}
 
-    for module in (vms, images, operations, events, hosts):
+    for module in (vms, images, operations, events, hosts, networks):
         app.include_router(module.router)
+    app.include_router(customize_routes.router)
+    for storage_routes in (pool_routes, volume_routes, vm_disk_routes):
+        app.include_router(storage_routes.router)
     return app

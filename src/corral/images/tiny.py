@@ -7,10 +7,12 @@ mounting anything:
 - ``initrd.img``: a gzip'd newc cpio with busybox and the (decompressed) modules needed to see
   a virtio disk and NIC and the ACPI power button; its ``/init`` mounts ``/dev/vda`` and
   ``switch_root``'s into it, or prints ``CORRAL-TINY-ERROR: ...`` and keeps a shell;
-- ``disk.qcow2``: a 64 MiB ext4 root disk (no partition table) whose ``/sbin/init`` brings up
-  ``lo`` and ``eth0`` (DHCP in the background), starts ``acpid`` so the ACPI power button
-  powers the guest off cleanly, prints :data:`BOOT_MARKER` on the console (ttyS0) and keeps a
-  root shell there.
+- ``disk.qcow2``: a 64 MiB ext4 root disk (no partition table) whose ``/sbin/init`` applies a
+  cloud-init NoCloud seed CD-ROM when there is one (``tiny_files/cloud-init``: host name,
+  root's SSH keys, network config, runcmd; prints :data:`CLOUDINIT_MARKER`), brings up
+  ``lo`` and ``eth0`` (DHCP in the background), starts an SSH server (Debian's dropbear, see
+  :mod:`corral.images.tiny_ssh`) and ``acpid`` so the ACPI power button powers the guest
+  off cleanly, prints :data:`BOOT_MARKER` on the console (ttyS0) and keeps a root shell there.
 
 The guest packages are fetched with ``apt-get download`` (the host's apt sources) and kept
 in ``cache_dir`` so a second build needs no network. The guest's scripts live as plain files
@@ -35,9 +37,11 @@ from importlib import resources
 from pathlib import Path
 
 from corral.errors import HostError, Unavailable
+from corral.images.tiny_ssh import fetch_ssh_packages, install_dropbear
 
 __all__ = [
     "BOOT_MARKER",
+    "CLOUDINIT_MARKER",
     "DEFAULT_CMDLINE",
     "ERROR_MARKER",
     "IP_MARKER",
@@ -51,6 +55,8 @@ ERROR_MARKER = "CORRAL-TINY-ERROR"
 """Starts the console line of the initramfs when it cannot boot the root disk."""
 IP_MARKER = "CORRAL-TINY-IP"
 """``CORRAL-TINY-IP eth0 10.0.2.15/24`` is printed on the console when DHCP binds."""
+CLOUDINIT_MARKER = "CORRAL-TINY-CLOUDINIT done"
+"""Printed when a cloud-init seed was applied and its runcmd has run."""
 
 DEFAULT_CMDLINE = "console=ttyS0 root=/dev/vda rw quiet"
 KERNEL_METAPACKAGE = "linux-image-cloud-amd64"
@@ -63,6 +69,9 @@ INITRAMFS_MODULES: tuple[str, ...] = (
     "ext4",  # the root filesystem (built in, in Debian's kernels)
     "button",  # the ACPI power button (system_powerdown, virsh shutdown)
     "evdev",  # /dev/input/event*, which busybox acpid reads the button from
+    "virtio_scsi",  # the cloud-init seed CD-ROM (the cloud kernel has no AHCI for sata)
+    "sr_mod",  # /dev/sr0
+    "isofs",  # the seed's ISO 9660 filesystem
 )
 DISK_SIZE_MIB = 64
 
@@ -94,6 +103,9 @@ _ROOTFS_FILES: tuple[tuple[str, str, int], ...] = (
     ("group", "etc/group", 0o644),
     ("hostname", "etc/hostname", 0o644),
     ("hosts", "etc/hosts", 0o644),
+    ("shells", "etc/shells", 0o644),
+    ("cloud-init", "usr/lib/corral/cloud-init", 0o755),
+    ("yamlflat.awk", "usr/lib/corral/yamlflat.awk", 0o644),
 )
 _ROOTFS_DIRS: tuple[tuple[str, int], ...] = (
     ("bin", 0o755),
@@ -107,6 +119,7 @@ _ROOTFS_DIRS: tuple[tuple[str, int], ...] = (
     ("run", 0o755),
     ("tmp", 0o1777),
     ("var/log", 0o755),
+    ("var/lib/cloud", 0o755),
     ("mnt", 0o755),
     ("root", 0o700),
 )
@@ -661,6 +674,7 @@ def build_tiny_image(
     cache.mkdir(parents=True, exist_ok=True)
 
     kernel_deb, busybox_deb = fetch_packages(cache, report)
+    ssh_debs = fetch_ssh_packages(cache, report)
 
     with tempfile.TemporaryDirectory(prefix=".build-", dir=out_dir) as tmp:
         work = Path(tmp)
@@ -685,6 +699,8 @@ def build_tiny_image(
         rootfs = work / "rootfs"
         rootfs.mkdir()
         populate_rootfs(rootfs, busybox, busybox_applets(busybox))
+        report(80, "adding the SSH server (dropbear) and its libraries")
+        install_dropbear(rootfs, ssh_debs, work / "ssh")
         disk_tmp = work / DISK_NAME
         make_ext4_qcow2(rootfs, work / "disk.raw", disk_tmp)
 

@@ -10,8 +10,9 @@ namespace kept alive by a *holder* process::
 ``ip netns exec`` mounts a sysfs of the namespace on /sys (so /sys/class/net shows the lab's
 interfaces, and /sys/fs/cgroup is empty). In the holder's mount namespace, directories of
 ``root_dir`` are bound over /etc/libvirt, /run/libvirt, /var/lib/libvirt, /var/log/libvirt and
-/var/cache/libvirt, and the lab host runs its own virtlogd and libvirtd (pid files in
-``root_dir/run``). Commands enter both namespaces with ``nsenter --target <holder>``.
+/var/cache/libvirt (and /etc/openvswitch, /run/openvswitch, /var/log/openvswitch, for an Open
+vSwitch its agent may start), and the lab host runs its own virtlogd and libvirtd (pid files
+in ``root_dir/run``). Commands enter both namespaces with ``nsenter --target <holder>``.
 
 /dev/kvm: this machine has no udev, so /dev/kvm is root-only (0600). libvirt then finds KVM
 unusable for its QEMU user while its capability probe (run with CAP_DAC_OVERRIDE) sees KVM
@@ -61,6 +62,11 @@ _BINDS: tuple[tuple[str, str], ...] = (
     ("lib/libvirt", "/var/lib/libvirt"),
     ("log/libvirt", "/var/log/libvirt"),
     ("cache/libvirt", "/var/cache/libvirt"),
+    # Open vSwitch of the lab host (started by its agent): private database, sockets, logs at
+    # the default paths, where libvirt's ovs-vsctl looks when it plugs a guest port.
+    ("lib/openvswitch", "/etc/openvswitch"),
+    ("run/openvswitch", os.path.realpath("/var/run/openvswitch")),
+    ("log/openvswitch", "/var/log/openvswitch"),
 )
 _HOST_CAPS_CACHE = Path("/var/cache/libvirt/qemu/capabilities")
 # QEMU capability cache files of the lab hosts that came up in this process: file name ->

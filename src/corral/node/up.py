@@ -20,7 +20,7 @@ import uvicorn
 
 from corral.engine.app import build_context, create_app
 from corral.engine.context import EngineContext, EngineSettings
-from corral.engine.services import auth, hosts, networks
+from corral.engine.services import auth, hosts, networks, pools
 from corral.engine.tls import ensure_tls
 from corral.errors import CorralError, Unavailable
 from corral.node.daemons import ensure_libvirtd
@@ -157,6 +157,7 @@ def run_up(opts: UpOptions) -> None:
         ctx = build_context(EngineSettings(data_dir=paths.data_dir))
         hosts.register(ctx, socket.gethostname(), agent.url, agent.token())
         networks.ensure_default(ctx, opts.subnet)
+        pools.ensure_default(ctx)  # the `default` dir pool: the agent's storage dir
         ca, cert, key = ensure_tls(paths.tls_dir, [opts.listen])
         _client_config(ctx, paths, opts, ca)
         paths.engine_pid.write_text(str(os.getpid()))

@@ -75,8 +75,29 @@ IDE_PC = DomainSpec(
     nics=[],
 )
 
+# A VM with storage volumes attached: targets kept by the volumes, one of them an RBD image.
+ATTACHED_VOLUMES = DomainSpec(
+    name="vols",
+    uuid="3c1e0d52-8f9a-4a77-9a56-0f4c8a1d2e33",
+    vm_id="vm-vols",
+    vcpus=1,
+    memory_mib=256,
+    virt_type="qemu",
+    disks=[
+        DiskSpec("/var/lib/corral/agent/storage/vms/vols.qcow2"),
+        DiskSpec("/srv/pools/fast/data.qcow2", target="vdc"),
+        DiskSpec("rbd/vols-db", format="raw", target="vdb", protocol="rbd",
+                 hosts=(("10.209.7.2", 6789), ("10.209.8.2", 6789))),
+        DiskSpec("/srv/pools/fast/scratch.raw", format="raw", bus="scsi", target="sdb"),
+        DiskSpec("/var/lib/corral/agent/storage/vms/vols-cidata.iso", format="raw",
+                 device="cdrom", bus="scsi", readonly=True),
+    ],
+    nics=[],
+)
+
 DESIGNED: dict[str, DomainSpec] = {
     "designed_kvm_full.xml": KVM_FULL,
     "designed_qemu_tiny.xml": QEMU_TINY,
     "designed_ide_pc.xml": IDE_PC,
+    "designed_attached_volumes.xml": ATTACHED_VOLUMES,
 }

@@ -170,6 +170,27 @@ class Hypervisor:
         with _mapped(f"domain {name}"):
             return str(dom.XMLDesc(0))
 
+    def interface_addresses(self, name: str) -> list[dict[str, Any]]:
+        """Guest addresses from the guest agent, then the host's ARP table; best effort.
+
+        A guest without a running qemu-guest-agent (or a stopped domain) gives none.
+        """
+        dom = self._domain(name)
+        found: list[dict[str, Any]] = []
+        for source, flag in (("agent", libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT),
+                             ("arp", libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_ARP)):
+            try:
+                ifaces = dom.interfaceAddresses(flag, 0) or {}
+            except libvirt.libvirtError:
+                continue
+            for ifname, info in ifaces.items():
+                for addr in info.get("addrs") or []:
+                    found.append({"ip": addr.get("addr"), "prefix": addr.get("prefix"),
+                                  "mac": info.get("hwaddr"), "interface": ifname,
+                                  "source": source,
+                                  "family": "ipv6" if addr.get("type") == 1 else "ipv4"})
+        return found
+
     def open_console(self, name: str) -> Any:
         """A blocking libvirt stream on the domain's serial console (for the console relay)."""
         dom = self._domain(name)

@@ -11,7 +11,11 @@ from typing import Any
 from corral.errors import HostError, Unavailable
 
 # Which Debian package provides each tool, for the "install it" message.
-PACKAGES = {"ip": "iproute2", "nft": "nftables", "dnsmasq": "dnsmasq-base"}
+PACKAGES = {
+    "ip": "iproute2", "bridge": "iproute2", "nft": "nftables", "dnsmasq": "dnsmasq-base",
+    "ovs-vsctl": "openvswitch-switch", "ovsdb-tool": "openvswitch-switch",
+    "ovsdb-server": "openvswitch-switch", "ovs-vswitchd": "openvswitch-switch",
+}
 DEFAULT_TIMEOUT = 30.0
 _SBIN = ("/usr/sbin", "/sbin", "/usr/bin", "/bin")
 
@@ -42,8 +46,12 @@ def run(
     input: str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
     check: bool = True,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``args`` (``args[0]`` is looked up with ``which``); ``HostError`` on failure."""
+    """Run ``args`` (``args[0]`` is looked up with ``which``); ``HostError`` on failure.
+
+    ``env`` adds to (does not replace) this process's environment.
+    """
     argv = [which(args[0]), *args[1:]]
     shown = " ".join(args)
     try:
@@ -55,6 +63,7 @@ def run(
             text=True,
             timeout=timeout,
             stdin=None if input is not None else subprocess.DEVNULL,
+            env={**os.environ, **env} if env else None,
         )
     except subprocess.CalledProcessError as exc:
         stderr = _tail(exc.stderr or exc.stdout or "")

@@ -1,4 +1,4 @@
-"""One dnsmasq per network: DHCP (and DNS for the guests' names) on the bridge only.
+"""One dnsmasq per network: DHCP (and DNS for the guests' names) on its gateway device only.
 
 Files, all under ``<state_dir>/<name>/``: ``dnsmasq.conf`` (generated), ``dnsmasq.pid``,
 ``dnsmasq.leases``, ``dnsmasq.log``. dnsmasq daemonizes itself, so it outlives the agent; an
@@ -52,7 +52,7 @@ def render_config(spec: NetworkSpec, paths: Paths) -> str:
     lines = [
         f"# corral network {spec.name}: generated, do not edit",
         "bind-interfaces",
-        f"interface={spec.bridge}",
+        f"interface={spec.l3_device}",
         "except-interface=lo",
         f"dhcp-range={start},{end},{net.netmask},{LEASE_TIME}",
         f"dhcp-leasefile={paths.leases}",
@@ -68,6 +68,8 @@ def render_config(spec: NetworkSpec, paths: Paths) -> str:
         f"dhcp-option=option:dns-server,{gateway}",
         f"log-facility={paths.log}",
     ]
+    if spec.mtu:
+        lines.append(f"dhcp-option=option:mtu,{int(spec.mtu)}")
     if spec.dns_domain:
         lines += [
             f"domain={spec.dns_domain}",

@@ -1,8 +1,10 @@
-"""Bring a NAT network to its desired state on this host (this network namespace), or remove it.
+"""Bring a network to its desired state on this host (this network namespace), or remove it.
 
 ``ensure_network`` runs in phases, Ganeti-style: check the spec (pure), check preconditions
-(the bridge name is free or already a bridge, the subnet overlaps no route), then execute;
-what this call created is undone if a later step fails.
+(device names free or already of the right kind, the subnet overlaps no route, a bridge-mode
+network's bridge exists), then execute; what this call created is undone if a later step
+fails, so a refused or failed network leaves no bridge, port, dnsmasq or rules behind.
+The devices of each layout are listed in ``spec``'s docstring.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from corral.agent.network import bridge, dnsmasq, nat
+from corral.agent.network import _cmd, bridge, dnsmasq, nat, overlay, ovs
 from corral.agent.network.routes import check_route_overlap
 from corral.agent.network.spec import (
     Lease,
@@ -21,12 +23,16 @@ from corral.agent.network.spec import (
     validate_network_name,
     validate_spec,
 )
-from corral.errors import CorralError
+from corral.errors import Conflict, CorralError, NotFound, Unavailable
 
 log = logging.getLogger(__name__)
 
 _locks: dict[str, threading.Lock] = {}
 _locks_guard = threading.Lock()
+# Networks may share a trunk bridge (VLANs): changes to shared devices, one at a time.
+_shared = threading.RLock()
+
+Undo = list[Callable[[], object]]
 
 
 def _lock(name: str) -> threading.Lock:
@@ -40,30 +46,140 @@ def _check_ids(spec: NetworkSpec) -> None:
     validate_bridge_name(spec.bridge)
 
 
+def _preconditions(spec: NetworkSpec, dry_run: bool = False) -> ovs.OvsPaths | None:
+    """No side effects on the network itself (OVS daemons are started unless ``dry_run``)."""
+    paths = None
+    if spec.backend == "ovs":
+        if dry_run:
+            for tool in ("ovs-vsctl", "ovsdb-tool", *ovs.DAEMONS):
+                _cmd.which(tool)
+            probe = ovs.OvsPaths.from_env()
+            exists = ovs.running(probe) and ovs.bridge_exists(probe, spec.bridge)
+        else:
+            paths = ovs.ensure_daemons()
+            exists = ovs.bridge_exists(paths, spec.bridge)
+        if not spec.managed and not exists:
+            raise NotFound(f"Open vSwitch bridge {spec.bridge} does not exist on this host; "
+                           "bridge mode joins an existing bridge", field="bridge")
+        if not exists and bridge.link(spec.bridge) is not None:
+            found = bridge.kind(bridge.link(spec.bridge)) or "physical or unknown"
+            raise Conflict(f"interface {spec.bridge!r} exists and is not an Open vSwitch "
+                           f"bridge (it is {found}); choose another bridge name", field="bridge")
+    else:
+        info = bridge.check_kind(spec.bridge, "bridge")
+        if not spec.managed and info is None:
+            raise NotFound(f"bridge {spec.bridge} does not exist on this host; bridge mode "
+                           "joins an existing bridge", field="bridge")
+        if spec.vlan is not None:
+            if dry_run and bridge.vlan_filtering_supported() is False:
+                raise Unavailable(bridge.VLAN_UNSUPPORTED, field="vlan")
+            if spec.access_bridge == spec.bridge:
+                raise Conflict("bridge name is taken by corral's own devices", field="bridge")
+            bridge.check_kind(spec.access_bridge, "bridge", "network")
+            for end in spec.veth_pair:
+                bridge.check_kind(end, "veth", "network")
+    if spec.vxlan_device:
+        bridge.check_kind(spec.vxlan_device, "vxlan", "vni")
+    if spec.serves:
+        assert spec.subnet is not None and spec.l3_device is not None
+        check_route_overlap(spec.subnet, spec.l3_device)
+    return paths
+
+
+def check_network(spec: NetworkSpec) -> None:
+    """The dry run of ``ensure_network``: every check it makes before it changes anything
+    (the spec, interface names, host routes, a bridge-mode bridge), and no change."""
+    validate_spec(spec)
+    _preconditions(spec, dry_run=True)
+
+
+def _build_linux(spec: NetworkSpec, undo: Undo) -> bool:
+    """Bridges (and the VLAN veth pair); True when the gateway device is new."""
+    # The gateway's MAC is fixed (guests' ARP caches); a host that only carries an overlay
+    # segment must not use it too (frames from the real gateway would look like its own).
+    mac = bridge.bridge_mac(spec) if spec.serves else None
+    if spec.vlan is None:
+        if not spec.managed:
+            return False
+        created = bridge.ensure_bridge(spec.bridge, mac)
+        if created:
+            undo.append(lambda: bridge.delete_link(spec.bridge, "bridge"))
+        return created
+    with _shared:
+        if bridge.ensure_bridge(spec.bridge, None, vlan_filtering=True):
+            undo.append(lambda: _delete_trunk_if_unused(spec))
+    created = bridge.ensure_bridge(spec.access_bridge, mac)
+    if created:
+        undo.append(lambda: bridge.delete_link(spec.access_bridge, "bridge"))
+    if bridge.ensure_veth_to_trunk(spec):
+        undo.append(lambda: bridge.delete_link(spec.veth_pair[0], "veth"))
+    return created
+
+
+def _build_ovs(spec: NetworkSpec, paths: ovs.OvsPaths, undo: Undo) -> bool:
+    """The OVS bridge (and the VLAN gateway port); True when the gateway device is new."""
+    if not spec.managed:
+        return False
+    mac = bridge.bridge_mac(spec) if spec.serves else None
+    with _shared:
+        made = ovs.ensure_bridge(paths, spec.bridge, mac if spec.vlan is None else None)
+    if made:
+        undo.append(lambda: ovs.delete_bridge(paths, spec.bridge))
+    if spec.vlan is None:
+        if spec.mtu:
+            ovs.vsctl(paths, "set", "interface", spec.bridge, f"mtu_request={spec.mtu}")
+        return made
+    if not spec.serves:
+        return made
+    created = ovs.ensure_port(paths, spec.bridge, spec.gateway_port, tag=spec.vlan,
+                              internal=True, mac=mac, mtu=spec.mtu)
+    if created:
+        undo.append(lambda: ovs.delete_port(paths, spec.gateway_port))
+    return created or made
+
+
+def _build_overlay(spec: NetworkSpec, paths: ovs.OvsPaths | None, undo: Undo) -> None:
+    device = spec.vxlan_device
+    if device is None:
+        return
+    if overlay.ensure_device(spec):
+        undo.append(lambda: overlay.delete(spec))
+    overlay.sync_peers(spec)
+    if paths is not None:
+        if ovs.ensure_port(paths, spec.bridge, device, tag=spec.vlan):
+            undo.append(lambda: ovs.delete_port(paths, device))
+    else:
+        _cmd.run(["ip", "link", "set", "dev", device, "master", spec.port_bridge])
+
+
 def ensure_network(spec: NetworkSpec, state_dir: Path) -> None:
     """Create or repair the network; idempotent, safe to call at every agent start.
 
-    A running dnsmasq is kept unless its config changed or the bridge had to be re-created.
+    A running dnsmasq is kept unless its config changed or its device had to be re-created.
     """
     validate_spec(spec)
     dnsmasq.Paths.of(spec, state_dir)  # checks state_dir before anything changes
     with _lock(spec.name):
-        bridge.check_is_ours(spec, bridge.link(spec.bridge))
-        check_route_overlap(spec.subnet, spec.bridge)
-        undo: list[Callable[[], object]] = []
+        paths = _preconditions(spec)
+        undo: Undo = []
         try:
-            if bridge.ensure(spec):
-                created = True
-                undo.append(lambda: bridge.delete(spec))
-            else:
-                created = False
-            if spec.nat:
-                nat.enable_ip_forward()
+            created = _build_ovs(spec, paths, undo) if paths else _build_linux(spec, undo)
+            _build_overlay(spec, paths, undo)
+            if spec.serves:
+                assert spec.l3_device is not None
+                bridge.ensure_address(spec.l3_device, spec)
+                if spec.kind in ("nat", "routed"):
+                    nat.enable_ip_forward()
                 if nat.ensure(spec):
                     undo.append(lambda: nat.delete(spec))
-            else:
+                dnsmasq.ensure(spec, state_dir, restart=created)
+            elif spec.managed:  # another host serves it (now): nothing of a gateway here
+                dnsmasq.stop(dnsmasq.Paths.of(spec, state_dir))
                 nat.delete(spec)
-            dnsmasq.ensure(spec, state_dir, restart=created)
+                if paths is not None and spec.vlan is not None:
+                    ovs.delete_port(paths, spec.gateway_port)
+                elif spec.l3_device and bridge.link(spec.l3_device) is not None:
+                    _cmd.run(["ip", "-4", "addr", "flush", "dev", spec.l3_device])
         except BaseException:
             for step in reversed(undo):
                 try:
@@ -73,21 +189,65 @@ def ensure_network(spec: NetworkSpec, state_dir: Path) -> None:
             raise
 
 
-def delete_network(spec: NetworkSpec, state_dir: Path) -> None:
-    """Remove dnsmasq, the nftables chains, the bridge and the files; idempotent.
+def _delete_trunk_if_unused(spec: NetworkSpec) -> None:
+    """A VLAN trunk corral made goes with its last port (another network's, a NIC)."""
+    with _shared:
+        if spec.managed and bridge.link(spec.bridge) is not None and \
+                not bridge.ports(spec.bridge):
+            bridge.delete_link(spec.bridge, "bridge")
 
-    Every step is tried even when an earlier one fails; the first error is raised at the end.
+
+def _delete_ovs_bridge_if_unused(spec: NetworkSpec, paths: ovs.OvsPaths) -> None:
+    with _shared:
+        if spec.managed and ovs.bridge_exists(paths, spec.bridge) and \
+                not ovs.list_ports(paths, spec.bridge):
+            ovs.delete_bridge(paths, spec.bridge)
+
+
+def delete_network(spec: NetworkSpec, state_dir: Path, *, keep_bridge: bool = False) -> None:
+    """Remove dnsmasq, the rules, the devices corral made and the files; idempotent.
+
+    ``keep_bridge``: another network still uses the (trunk) bridge. A bridge-mode network's
+    bridge is never removed. Every step is tried even when an earlier one fails; the first
+    error is raised at the end.
     """
     _check_ids(spec)
-    paths = dnsmasq.Paths.of(spec, state_dir)
+    paths_dns = dnsmasq.Paths.of(spec, state_dir)
     errors: list[CorralError | OSError] = []
-    with _lock(spec.name):
-        steps: list[Callable[[], object]] = [
-            lambda: dnsmasq.stop(paths),  # first: it is bound to the bridge
-            lambda: nat.delete(spec),
-            lambda: bridge.delete(spec),
-            lambda: dnsmasq.delete(spec, state_dir),
-        ]
+    steps: list[Callable[[], object]] = [
+        lambda: dnsmasq.stop(paths_dns),  # first: it is bound to the gateway device
+        lambda: nat.delete(spec),
+    ]
+    if spec.backend == "ovs":
+        have_ovs = True
+        try:
+            ovs_paths = ovs.ensure_daemons()
+        except CorralError as exc:  # OVS gone or never installed: nothing of ours in it
+            log.warning("network %s: no Open vSwitch to clean up: %s", spec.name, exc)
+            have_ovs = False
+        if have_ovs:
+            if spec.vxlan_device:
+                steps.append(lambda: ovs.delete_port(ovs_paths, str(spec.vxlan_device)))
+            if spec.vlan is not None and spec.managed:
+                steps.append(lambda: ovs.delete_port(ovs_paths, spec.gateway_port))
+            if spec.managed and not keep_bridge:
+                if spec.vlan is None:
+                    steps.append(lambda: ovs.delete_bridge(ovs_paths, spec.bridge))
+                else:
+                    steps.append(lambda: _delete_ovs_bridge_if_unused(spec, ovs_paths))
+    steps.append(lambda: overlay.delete(spec))
+    if spec.backend == "linuxbridge":
+        if spec.vlan is not None:
+            steps += [
+                lambda: bridge.delete_link(spec.veth_pair[0], "veth"),
+                lambda: bridge.delete_link(spec.access_bridge, "bridge"),
+            ]
+            if not keep_bridge:
+                steps.append(lambda: _delete_trunk_if_unused(spec))
+        elif spec.managed and not keep_bridge:
+            steps.append(lambda: bridge.delete_link(spec.bridge, "bridge"))
+    steps.append(lambda: dnsmasq.delete(spec, state_dir))
+    with _lock(spec.name), _shared:
         for step in steps:
             try:
                 step()
@@ -99,13 +259,34 @@ def delete_network(spec: NetworkSpec, state_dir: Path) -> None:
 
 
 def network_status(spec: NetworkSpec, state_dir: Path) -> dict[str, bool]:
-    """``{"bridge": up?, "dnsmasq": running?, "nat": rules present?}``."""
+    """What of the network is in place: ``bridge`` (the gateway's bridge, or the joined bridge),
+    ``dnsmasq`` and ``nat`` (masquerade), plus ``isolation`` (isolated), ``vlan`` (the
+    VLAN link or gateway port), ``overlay`` (VXLAN with exactly the peers) where they apply."""
     _check_ids(spec)
-    return {
-        "bridge": bridge.status(spec),
-        "dnsmasq": dnsmasq.status(spec, state_dir),
-        "nat": nat.status(spec),
-    }
+    out: dict[str, bool] = {}
+    paths = ovs.OvsPaths.from_env() if spec.backend == "ovs" else None
+    if paths is not None:
+        try:
+            out["bridge"] = ovs.running(paths) and ovs.bridge_exists(paths, spec.bridge)
+        except CorralError:
+            out["bridge"] = False
+    else:
+        out["bridge"] = bridge.bridge_up(spec.port_bridge)
+    if spec.serves:
+        out["dnsmasq"] = dnsmasq.status(spec, state_dir)
+        out["nat"] = spec.kind == "nat" and nat.status(spec)
+        if spec.kind == "isolated":
+            out["isolation"] = nat.status(spec)
+    if spec.vlan is not None:
+        if paths is not None:
+            out["vlan"] = (not spec.serves) or (
+                out["bridge"] and ovs.port_bridge(paths, spec.gateway_port) == spec.bridge
+                and ovs.port_tag(paths, spec.gateway_port) == spec.vlan)
+        else:
+            out["vlan"] = bridge.veth_status(spec)
+    if spec.vni is not None:
+        out["overlay"] = overlay.status(spec)
+    return out
 
 
 def leases(spec: NetworkSpec, state_dir: Path) -> list[Lease]:

@@ -6,6 +6,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
+import sqlalchemy as sa
 from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -52,12 +53,23 @@ class Network(Base):
     __tablename__ = "networks"
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(63), unique=True)
-    bridge: Mapped[str] = mapped_column(String(15), unique=True)
-    subnet: Mapped[str] = mapped_column(String(64))
-    gateway: Mapped[str] = mapped_column(String(64))
-    dhcp_start: Mapped[str] = mapped_column(String(64))
-    dhcp_end: Mapped[str] = mapped_column(String(64))
-    nat: Mapped[bool] = mapped_column(default=True)
+    # Not unique: VLAN networks share a trunk bridge (services/networks.py checks who may).
+    bridge: Mapped[str] = mapped_column(String(15))
+    # NULL for a bridge-mode network (it joins a host bridge; corral assigns no addresses).
+    subnet: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    gateway: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    dhcp_start: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    dhcp_end: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    nat: Mapped[bool] = mapped_column(default=True)  # mode == "nat", kept for older readers
+    mode: Mapped[str] = mapped_column(String(20), default="nat", server_default="nat")
+    backend: Mapped[str] = mapped_column(String(20), default="linuxbridge",
+                                         server_default="linuxbridge")
+    vlan: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    overlay: Mapped[str | None] = mapped_column(String(20), nullable=True)  # "vxlan"
+    vni: Mapped[int | None] = mapped_column(Integer, nullable=True, unique=True)
+    dns_domain: Mapped[str | None] = mapped_column(String(253), nullable=True)
+    # creating | ready | deleting (an operation owns the network while not ready)
+    status: Mapped[str] = mapped_column(String(20), default="ready", server_default="ready")
 
 
 class Vm(Base):
@@ -76,6 +88,8 @@ class Vm(Base):
     # Last state seen (VmState): set by operations and by the reconciler from agent reports.
     state: Mapped[str] = mapped_column(String(20), default="creating")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # cloud-init settings (api.CloudInit as JSON, plus "revision"); NULL: no seed CD-ROM.
+    cloud_init: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
 
 
 class Operation(Base):
@@ -100,4 +114,43 @@ class Token(Base):
     # sha256 of the secret: a stolen database does not give API access.
     secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
     role: Mapped[str] = mapped_column(String(20), default="admin")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class StoragePool(Base):
+    """A storage pool (dir, shared or rbd); its volumes are in ``volumes``."""
+
+    __tablename__ = "storage_pools"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    type: Mapped[str] = mapped_column(String(10))  # dir | shared | rbd
+    path: Mapped[str | None] = mapped_column(String(1024), nullable=True)  # dir, shared
+    ceph_conf: Mapped[str | None] = mapped_column(String(1024), nullable=True)  # rbd
+    ceph_pool: Mapped[str | None] = mapped_column(String(63), nullable=True)  # rbd
+    # rbd: the Ceph monitors QEMU connects to, [[address, port], ...] (from `ceph mon dump`).
+    monitors: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+    # dir: the one host holding the directory; NULL for pools every host reaches.
+    host_id: Mapped[str | None] = mapped_column(ForeignKey("hosts.id"), nullable=True)
+    # creating | ready | deleting (an operation owns the pool while not ready)
+    status: Mapped[str] = mapped_column(String(20), default="creating")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Volume(Base):
+    """A volume of a pool; attached to at most one VM (``vm_id``, ``bus``, ``target``)."""
+
+    __tablename__ = "volumes"
+    __table_args__ = (sa.UniqueConstraint("pool_id", "name", name="uq_volumes_pool_name"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    pool_id: Mapped[str] = mapped_column(ForeignKey("storage_pools.id"))
+    name: Mapped[str] = mapped_column(String(63))
+    format: Mapped[str] = mapped_column(String(10))  # qcow2 | raw
+    size: Mapped[int] = mapped_column(BigInteger)  # virtual size, bytes
+    # creating | ready | resizing | attaching | detaching | deleting
+    status: Mapped[str] = mapped_column(String(20), default="creating")
+    # Deleting a VM keeps its volumes: the database detaches them (ON DELETE SET NULL).
+    vm_id: Mapped[str | None] = mapped_column(ForeignKey("vms.id", ondelete="SET NULL"),
+                                              nullable=True, index=True)
+    bus: Mapped[str | None] = mapped_column(String(10), nullable=True)
+    target: Mapped[str | None] = mapped_column(String(8), nullable=True)  # vdb, sdc, ...
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,16 +1,14 @@
-"""/api/v1/hosts, /api/v1/networks, /api/v1/status: the node as a whole."""
+"""/api/v1/hosts, /api/v1/status: the node as a whole (networks: routes/networks.py)."""
 
 from __future__ import annotations
-
-from typing import Any
 
 from fastapi import APIRouter, Depends
 
 import corral
-from corral.api import Host, Network, Status, VmState
+from corral.api import Host, Status, VmState
 from corral.engine.context import EngineContext
 from corral.engine.routes.deps import authenticated, context
-from corral.engine.services import hosts, images, networks, vms
+from corral.engine.services import hosts, images, vms
 
 router = APIRouter(prefix="/api/v1", tags=["hosts"], dependencies=[Depends(authenticated)])
 
@@ -18,21 +16,6 @@ router = APIRouter(prefix="/api/v1", tags=["hosts"], dependencies=[Depends(authe
 @router.get("/hosts", response_model=list[Host])
 def list_hosts(ctx: EngineContext = Depends(context)) -> list[Host]:
     return hosts.list_hosts(ctx)
-
-
-@router.get("/networks", response_model=list[Network])
-def list_networks(ctx: EngineContext = Depends(context)) -> list[Network]:
-    return networks.list_networks(ctx)
-
-
-@router.get("/networks/{name}", response_model=Network)
-def get_network(name: str, ctx: EngineContext = Depends(context)) -> Network:
-    return networks.get(ctx, name)
-
-
-@router.get("/networks/{name}/leases")
-def network_leases(name: str, ctx: EngineContext = Depends(context)) -> list[dict[str, Any]]:
-    return networks.leases(ctx, name)
 
 
 @router.get("/status", response_model=Status)

@@ -5,11 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, WebSocket
 from fastapi.responses import PlainTextResponse
 
-from corral.api import Operation, Vm, VmCreate, VmStatePut
+from corral.api import Operation, Vm, VmAddress, VmCreate, VmPatch, VmStatePut
 from corral.engine.console_proxy import proxy_console
 from corral.engine.context import EngineContext
 from corral.engine.routes.deps import authenticated, context
-from corral.engine.services import vms
+from corral.engine.services import vm_addresses, vm_cloudinit, vms
 
 router = APIRouter(tags=["vms"])
 guarded = APIRouter(prefix="/api/v1/vms", dependencies=[Depends(authenticated)])
@@ -28,6 +28,18 @@ def create_vm(req: VmCreate, ctx: EngineContext = Depends(context)) -> Operation
 @guarded.get("/{name}", response_model=Vm)
 def get_vm(name: str, ctx: EngineContext = Depends(context)) -> Vm:
     return vms.get(ctx, name)
+
+
+@guarded.patch("/{name}", status_code=202, response_model=Operation)
+def update_vm(name: str, req: VmPatch, ctx: EngineContext = Depends(context)) -> Operation:
+    """Change a stopped VM (cloud-init settings: the seed is rebuilt); 409 unless stopped."""
+    return vm_cloudinit.patch(ctx, name, req)
+
+
+@guarded.get("/{name}/addresses", response_model=list[VmAddress])
+def addresses(name: str, ctx: EngineContext = Depends(context)) -> list[VmAddress]:
+    """The guest's addresses: DHCP lease of its network, guest agent, host ARP table."""
+    return vm_addresses.addresses(ctx, name)
 
 
 @guarded.put("/{name}/state", status_code=202, response_model=Operation)

@@ -1,12 +1,21 @@
-"""Images: import a file or build the tiny guest on the host; refuse deletion while in use."""
+"""Images: import a file or URL, or build the tiny guest, on the host; refuse deletion while in use.
+
+An import is an agent job (corral.agent.image_import: download, checksum, format checks,
+conversion): the executor follows it with corral.engine.agent_jobs.run_job, so the
+operation shows its progress. Images of format "iso" are ISO 9660 files kept as they are,
+for CD-ROMs (``images/NAME.iso`` on the host).
+"""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from corral.api import Image as ImageOut
 from corral.api import ImageBuildTiny, ImageImport, Operation
+from corral.engine.agent_jobs import run_job
 from corral.engine.context import EngineContext
 from corral.engine.db.models import Image, Vm
 from corral.engine.operations import OpContext
@@ -33,14 +42,16 @@ def _new_image(ctx: EngineContext, name: str) -> str:
 
 
 def import_image(ctx: EngineContext, req: ImageImport) -> Operation:
-    source = Path(req.source)
-    if not source.is_absolute():
-        raise InvalidInput("source must be an absolute path", field="source")
-    if not source.is_file():
-        raise InvalidInput(f"source {source} is not a readable file", field="source")
+    if not urlsplit(req.source).scheme:  # a file: on this single node, the agent's host
+        source = Path(req.source)
+        if not source.is_absolute():
+            raise InvalidInput("source must be an http(s) URL or an absolute path", field="source")
+        if not source.is_file():
+            raise InvalidInput(f"source {source} is not a readable file", field="source")
     host = pick_host(ctx, 0)
     image_id = _new_image(ctx, req.name)
-    params = {"image_id": image_id, "host_id": host.id, "source": str(source), "format": req.format}
+    params = {"image_id": image_id, "host_id": host.id, "source": req.source,
+              "format": req.format, "checksum": req.checksum}
     return ctx.ops.submit("image.import", {"images": [req.name]}, params, lock=f"image:{req.name}")
 
 
@@ -83,11 +94,39 @@ def _finish(ctx: EngineContext, op: OpContext, call: tuple[str, str, Any]) -> No
 
 
 def execute_import(ctx: EngineContext, op: OpContext) -> None:
+    """Follow the agent's import job; a failed one has cleaned up the host, we drop the row."""
+    image_id = op.params["image_id"]
     with ctx.db.session() as s:
-        img = s.get(Image, op.params["image_id"])
-        name = img.name if img else ""
-    body = {"source": op.params["source"], "format": op.params["format"]}
-    _finish(ctx, op, ("POST", f"/v1/images/{name}/import", body))
+        img = s.get(Image, image_id)
+        if img is None:
+            return
+        name = img.name
+    agent = ctx.agent(op.params["host_id"])
+    body = {"source": op.params["source"], "format": op.params["format"],
+            "checksum": op.params.get("checksum")}
+    op.progress(1, f"importing {op.params['source']}")
+    try:
+        info = run_job(agent, op, "POST", f"/v1/images/{name}/import", body, span=(1, 99))
+    except CorralError:
+        with contextlib.suppress(CorralError):
+            agent.call("DELETE", f"/v1/images/{name}")
+        with ctx.db.session() as s:
+            row = s.get(Image, image_id)
+            if row is not None:
+                s.delete(row)
+        raise
+    with ctx.db.session() as s:
+        row = s.get(Image, image_id)
+        if row is not None:
+            row.status, row.format = "ready", info["format"]
+            row.virtual_size, row.file_size = info["virtual_size"], info["file_size"]
+            row.kernel, row.initrd, row.cmdline = info["kernel"], info["initrd"], info["cmdline"]
+    sha = f", sha256:{info['sha256']}" if info.get("sha256") else ""
+    again = f", download went on after {info['resumes']} dropped connection(s)" \
+        if info.get("resumes") else ""
+    op.progress(100, f"imported {name} ({info.get('source_format')} as {info['format']}, "
+                     f"{info['virtual_size'] >> 20} MiB{sha}{again})")
+    ctx.bus.publish("image", {"name": name, "status": "ready"})
 
 
 def execute_build_tiny(ctx: EngineContext, op: OpContext) -> None:
@@ -120,7 +159,7 @@ def delete(ctx: EngineContext, name: str) -> Operation:
         if users:
             raise Conflict(f"image {name} is used by VMs: {', '.join(sorted(users))}", vms=users)
         if img.status != "ready":
-            raise Conflict(f"image {name} is still being imported")
+            raise Conflict(f"image {name} is {img.status}, not ready: wait for its operation")
         img.status = "deleting"
     host = pick_host(ctx, 0)
     return ctx.ops.submit("image.delete", {"images": [name]}, {"name": name, "host_id": host.id},

@@ -1,28 +1,303 @@
-"""Networks: desired state in the DB, built on each host by its agent."""
+"""Networks: desired state in the DB, built on every host by its agent.
+
+``create`` and ``delete`` check everything first (the request, the name, who may share a
+bridge, subnets overlapping other corral networks, VNIs, and on each host the agent's own
+dry run: host routes, interface names), so a refused request leaves no row, operation or
+device behind; then an operation's executor calls each host's agent
+(``PUT``/``DELETE /v1/networks/NAME``) and undoes what it did if a host fails. A network is
+``creating``, ``ready`` or ``deleting``; VMs may join it only when it is ready.
+
+The agent's spec (``corral.agent.network.NetworkSpec``, pure) is the one model of a network
+on a host: the engine builds it from a row to validate a request and to know where a NIC
+plugs in (``nic_spec``), the agent to build the devices.
+
+Seams for later work: ``users`` (the NICs on a network: today each VM has one), ``_underlay``
+and ``_peers`` (the hosts' VXLAN endpoints, from the cluster's host records).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import ipaddress
+from typing import Any
+from urllib.parse import urlparse
 
+from corral.agent.network.spec import NetworkSpec, parse_subnet, validate_spec
 from corral.api import Network as NetworkOut
+from corral.api import NetworkCreate, NetworkMode, Operation
+from corral.domainxml import NicSpec
 from corral.engine.context import EngineContext
-from corral.engine.db.models import Host, Network
-from corral.errors import InvalidInput, NotFound
+from corral.engine.db.models import Host, Network, Vm
+from corral.engine.operations import OpContext
+from corral.errors import Conflict, CorralError, InvalidInput, NotFound
+
+POOL = ipaddress.IPv4Network("10.210.0.0/16")  # where a subnet is picked when none is given
+DEFAULT_DNS_DOMAIN = "corral"
+READY, CREATING, DELETING = "ready", "creating", "deleting"
 
 
-def to_api(n: Network) -> NetworkOut:
-    return NetworkOut(
+# -- the row as the agent's spec ---------------------------------------------------------
+
+def spec_of(n: Network, local: str | None = None, peers: list[str] | None = None,
+            serve: bool = True) -> NetworkSpec:
+    return NetworkSpec(
         name=n.name, bridge=n.bridge, subnet=n.subnet, gateway=n.gateway,
-        dhcp_start=n.dhcp_start, dhcp_end=n.dhcp_end, nat=n.nat,
+        dhcp_start=n.dhcp_start, dhcp_end=n.dhcp_end, nat=n.mode == "nat",
+        dns_domain=n.dns_domain, mode=n.mode, backend=n.backend, vlan=n.vlan, vni=n.vni,
+        local=local, peers=tuple(peers or ()), serve=serve,
     )
 
 
-def agent_body(n: Network) -> dict[str, object]:
-    return {
-        "bridge": n.bridge, "subnet": n.subnet, "gateway": n.gateway,
-        "dhcp_start": n.dhcp_start, "dhcp_end": n.dhcp_end, "nat": n.nat, "dns_domain": "corral",
-    }
+def body_of(spec: NetworkSpec) -> dict[str, Any]:
+    """The agent's request body (``PUT /v1/networks/NAME``) of a spec."""
+    body = {k: v for k, v in vars(spec).items() if k != "name"}
+    body["peers"] = list(spec.peers)
+    return body
 
+
+def nic_spec(net: Network, mac: str) -> NicSpec:
+    """Where a VM's NIC on ``net`` plugs in: bridge, OVS virtualport, VLAN tag, MTU."""
+    spec = spec_of(net)
+    return NicSpec(mac=mac, bridge=spec.port_bridge,
+                   virtualport="openvswitch" if net.backend == "ovs" else None,
+                   vlan=spec.port_vlan, mtu=spec.mtu)
+
+
+def check_usable(net: Network) -> None:
+    """A VM may join a network only while it is ready (not being created or deleted)."""
+    if net.status != READY:
+        raise Conflict(f"network {net.name} is {net.status}, not ready", field="network")
+
+
+def users(s: Any, net: Network) -> list[str]:
+    """The VMs with a NIC on ``net``."""
+    return sorted(v.name for v in s.query(Vm).filter_by(network_id=net.id))
+
+
+def to_api(n: Network, vms: list[str] | None = None) -> NetworkOut:
+    return NetworkOut(
+        name=n.name, bridge=n.bridge, subnet=n.subnet, gateway=n.gateway,
+        dhcp_start=n.dhcp_start, dhcp_end=n.dhcp_end, nat=n.mode == "nat",
+        mode=NetworkMode(n.mode), backend=n.backend, vlan=n.vlan,
+        overlay=n.overlay, vni=n.vni, dns_domain=n.dns_domain, mtu=spec_of(n).mtu,
+        status=n.status, vms=vms or [],
+    )
+
+
+# -- hosts: who builds a network, and VXLAN endpoints -------------------------------------
+
+def _underlay(host: Host) -> str | None:
+    """A host's VXLAN endpoint: its ``address`` fact, else the address of its agent URL
+    (None for a loopback agent: a single node has no peers)."""
+    for value in (host.facts.get("address"), urlparse(host.url).hostname):
+        try:
+            addr = ipaddress.IPv4Address(str(value))
+        except ValueError:
+            continue
+        if not addr.is_loopback and not addr.is_unspecified:
+            return str(addr)
+    return None
+
+
+def _host_bodies(s: Any, n: Network) -> list[tuple[str, dict[str, Any]]]:
+    """(host id, agent body) for every host that is up.
+
+    An overlay network is one L2 segment: the first host by name (of all, so that it does not
+    change when a host stops answering) serves its gateway, DHCP and DNS; the others carry
+    the segment. Any other network is local to each host, and each host serves it.
+    """
+    every = list(s.query(Host).order_by(Host.name))
+    out = []
+    for h in every:
+        if h.status != "up":
+            continue
+        local, peers, serve = None, None, True
+        if n.vni is not None:
+            local = _underlay(h)
+            peers = [a for o in every if o.id != h.id and (a := _underlay(o)) is not None]
+            serve = h.id == every[0].id
+        out.append((h.id, body_of(spec_of(n, local, peers, serve))))
+    return out
+
+
+# -- create ------------------------------------------------------------------------------
+
+def _default_bridge(req: NetworkCreate) -> str:
+    if req.vlan is not None:  # VLAN networks share one trunk per backend
+        return "cr-ovs" if req.backend == "ovs" else "cr-trunk"
+    short = f"cr-{req.name}"
+    if len(short) <= 15:
+        return short
+    return f"cr-{req.name[:7]}-{hashlib.sha256(req.name.encode()).hexdigest()[:4]}"
+
+
+def _pick_subnet(taken: list[ipaddress.IPv4Network]) -> str:
+    for candidate in POOL.subnets(new_prefix=24):
+        if not any(candidate.overlaps(t) for t in taken):
+            return str(candidate)
+    raise Conflict(f"no free /24 left in {POOL}; give --subnet", field="subnet")
+
+
+def _fill(req: NetworkCreate, taken: list[ipaddress.IPv4Network]) -> NetworkSpec:
+    """The request with its defaults, as an agent spec (not validated yet)."""
+    managed = req.mode != NetworkMode.BRIDGE
+    if not managed and not req.bridge:
+        raise InvalidInput("bridge mode joins an existing host bridge: give its name",
+                           field="bridge")
+    if req.overlay is not None and req.vni is None:
+        raise InvalidInput("a VXLAN overlay needs a vni (1-16777215)", field="vni")
+    if (req.dhcp_start is None) != (req.dhcp_end is None):
+        raise InvalidInput("give both ends of the DHCP range", field="dhcp_end")
+    subnet, gateway, start, end = req.subnet, req.gateway, req.dhcp_start, req.dhcp_end
+    dns = req.dns_domain
+    if managed:
+        if subnet is None:
+            subnet = _pick_subnet(taken)
+        hosts = list(parse_subnet(subnet).hosts())
+        if gateway is None:
+            gateway = str(hosts[0])
+        if start is None:
+            start, end = str(hosts[len(hosts) // 2]), str(hosts[-1])
+        dns = dns or DEFAULT_DNS_DOMAIN
+    return NetworkSpec(
+        name=req.name, bridge=req.bridge or _default_bridge(req), subnet=subnet,
+        gateway=gateway, dhcp_start=start, dhcp_end=end, nat=req.mode == NetworkMode.NAT,
+        dns_domain=dns, mode=req.mode.value, backend=req.backend.value, vlan=req.vlan,
+        vni=req.vni,
+    )
+
+
+def _check_conflicts(s: Any, spec: NetworkSpec) -> None:
+    """Name, bridge sharing, subnet overlap and VNI against every other corral network."""
+    if s.query(Network).filter_by(name=spec.name).count():
+        raise Conflict(f"network {spec.name} already exists", field="name")
+    net = parse_subnet(spec.subnet) if spec.subnet else None
+    for other in s.query(Network).order_by(Network.name):
+        if other.bridge == spec.bridge:
+            shareable = (spec.vlan is not None and other.vlan is not None
+                         and spec.backend == other.backend)
+            if not shareable:
+                raise Conflict(
+                    f"bridge {spec.bridge} belongs to network {other.name}; only VLAN networks "
+                    "of one backend share a bridge", field="bridge")
+            if other.vlan == spec.vlan:
+                raise Conflict(f"VLAN {spec.vlan} on bridge {spec.bridge} is network "
+                               f"{other.name}'s", field="vlan")
+        if net is not None and other.subnet and net.overlaps(parse_subnet(other.subnet)):
+            raise Conflict(f"subnet {spec.subnet} overlaps network {other.name} "
+                           f"({other.subnet})", field="subnet")
+        if spec.vni is not None and other.vni == spec.vni:
+            raise Conflict(f"VNI {spec.vni} is network {other.name}'s", field="vni")
+
+
+def create(ctx: EngineContext, req: NetworkCreate) -> Operation:
+    with ctx.db.session() as s:
+        taken = [parse_subnet(n.subnet) for n in s.query(Network) if n.subnet]
+        spec = _fill(req, taken)
+        validate_spec(spec)
+        _check_conflicts(s, spec)
+        host_ids = [h.id for h in s.query(Host).filter_by(status="up")]
+    body = body_of(spec)
+    for host_id in host_ids:  # the agents' dry run: host routes, interface names
+        ctx.agent(host_id).call("POST", f"/v1/networks/{spec.name}/check", json=body, timeout=30)
+    with ctx.db.session() as s:
+        _check_conflicts(s, spec)  # again: a concurrent create may have won meanwhile
+        row = Network(
+            name=spec.name, bridge=spec.bridge, subnet=spec.subnet, gateway=spec.gateway,
+            dhcp_start=spec.dhcp_start, dhcp_end=spec.dhcp_end, nat=spec.kind == "nat",
+            mode=spec.kind, backend=spec.backend, vlan=spec.vlan, vni=spec.vni,
+            overlay=req.overlay.value if req.overlay else ("vxlan" if spec.vni else None),
+            dns_domain=spec.dns_domain, status=CREATING,
+        )
+        s.add(row)
+        s.flush()
+        net_id = row.id
+    ctx.bus.publish("network", {"name": spec.name, "status": CREATING})
+    return ctx.ops.submit("network.create", {"networks": [spec.name]}, {"network_id": net_id},
+                          lock=f"network:{spec.name}")
+
+
+def execute_create(ctx: EngineContext, op: OpContext) -> None:
+    with ctx.db.session() as s:
+        row = s.get(Network, op.params["network_id"])
+        if row is None:
+            return
+        name = row.name
+        bodies = _host_bodies(s, row)
+    touched: list[str] = []
+    try:
+        for i, (host_id, body) in enumerate(bodies):
+            op.progress(10 + 80 * i // max(1, len(bodies)), f"building on host {i + 1}")
+            touched.append(host_id)
+            ctx.agent(host_id).call("PUT", f"/v1/networks/{name}", json=body, timeout=120)
+    except CorralError:
+        for host_id in touched:  # nothing half-made: every host that was asked undoes it
+            with contextlib.suppress(CorralError):
+                ctx.agent(host_id).call("DELETE", f"/v1/networks/{name}", timeout=120)
+        with ctx.db.session() as s:
+            row = s.get(Network, op.params["network_id"])
+            if row is not None:
+                s.delete(row)
+        ctx.bus.publish("network", {"name": name, "status": "deleted"})
+        raise
+    with ctx.db.session() as s:
+        row = s.get(Network, op.params["network_id"])
+        if row is not None:
+            row.status = READY
+    ctx.bus.publish("network", {"name": name, "status": READY})
+
+
+# -- delete ------------------------------------------------------------------------------
+
+def delete(ctx: EngineContext, name: str) -> Operation:
+    with ctx.db.session() as s:
+        row = s.query(Network).filter_by(name=name).one_or_none()
+        if row is None:
+            raise NotFound(f"network {name} not found")
+        if row.status != READY:
+            raise Conflict(f"network {name} is {row.status}", field="name")
+        in_use = users(s, row)
+        if in_use:
+            raise Conflict(f"network {name} is used by VMs: {', '.join(in_use)}; delete them "
+                           "or move their NICs first", field="name", vms=in_use)
+        row.status = DELETING
+        net_id = row.id
+    ctx.bus.publish("network", {"name": name, "status": DELETING})
+    return ctx.ops.submit("network.delete", {"networks": [name]}, {"network_id": net_id},
+                          lock=f"network:{name}")
+
+
+def execute_delete(ctx: EngineContext, op: OpContext) -> None:
+    with ctx.db.session() as s:
+        row = s.get(Network, op.params["network_id"])
+        if row is None:
+            return
+        name = row.name
+        in_use = users(s, row)
+        if in_use:  # cannot happen while VMs check the status; never cut a NIC off anyway
+            row.status = READY
+            raise Conflict(f"network {name} is used by VMs: {', '.join(in_use)}", vms=in_use)
+        host_ids = [h.id for h in s.query(Host).filter_by(status="up")]
+    try:
+        for i, host_id in enumerate(host_ids):
+            op.progress(10 + 80 * i // max(1, len(host_ids)), f"removing from host {i + 1}")
+            ctx.agent(host_id).call("DELETE", f"/v1/networks/{name}", timeout=120)
+    except CorralError:
+        with ctx.db.session() as s:  # ready again: the delete may simply be retried
+            row = s.get(Network, op.params["network_id"])
+            if row is not None:
+                row.status = READY
+        ctx.bus.publish("network", {"name": name, "status": READY})
+        raise
+    with ctx.db.session() as s:
+        row = s.get(Network, op.params["network_id"])
+        if row is not None:
+            s.delete(row)
+    ctx.bus.publish("network", {"name": name, "status": "deleted"})
+
+
+# -- the default network, reads ----------------------------------------------------------
 
 def ensure_default(ctx: EngineContext, subnet: str, bridge: str = "corral0") -> NetworkOut:
     """The `default` NAT network of `corral up`: gateway .1, DHCP over the upper half."""
@@ -39,20 +314,24 @@ def ensure_default(ctx: EngineContext, subnet: str, bridge: str = "corral0") -> 
             row = Network(
                 name="default", bridge=bridge, subnet=str(net), gateway=str(hosts[0]),
                 dhcp_start=str(hosts[len(hosts) // 2]), dhcp_end=str(hosts[-1]), nat=True,
+                mode="nat", backend="linuxbridge", dns_domain=DEFAULT_DNS_DOMAIN, status=READY,
             )
             s.add(row)
             s.flush()
-        body = agent_body(row)
-        hosts_ids = [h.id for h in s.query(Host).filter_by(status="up")]
-        out = to_api(row)
-    for host_id in hosts_ids:
+        bodies = _host_bodies(s, row)
+        out = to_api(row, users(s, row))
+    for host_id, body in bodies:
         ctx.agent(host_id).call("PUT", f"/v1/networks/{out.name}", json=body)
     return out
 
 
 def list_networks(ctx: EngineContext) -> list[NetworkOut]:
     with ctx.db.session() as s:
-        return [to_api(n) for n in s.query(Network).order_by(Network.name)]
+        by_net: dict[str, list[str]] = {}
+        for vm in s.query(Vm).order_by(Vm.name):
+            if vm.network_id:
+                by_net.setdefault(vm.network_id, []).append(vm.name)
+        return [to_api(n, by_net.get(n.id)) for n in s.query(Network).order_by(Network.name)]
 
 
 def get(ctx: EngineContext, name: str) -> NetworkOut:
@@ -60,7 +339,7 @@ def get(ctx: EngineContext, name: str) -> NetworkOut:
         row = s.query(Network).filter_by(name=name).one_or_none()
         if row is None:
             raise NotFound(f"network {name} not found")
-        return to_api(row)
+        return to_api(row, users(s, row))
 
 
 def leases(ctx: EngineContext, name: str) -> list[dict[str, object]]:
@@ -69,5 +348,11 @@ def leases(ctx: EngineContext, name: str) -> list[dict[str, object]]:
         hosts_ids = [h.id for h in s.query(Host).filter_by(status="up")]
     out: list[dict[str, object]] = []
     for host_id in hosts_ids:
-        out.extend(ctx.agent(host_id).call("GET", f"/v1/networks/{name}/leases", timeout=10))
+        with contextlib.suppress(NotFound):  # not (yet) built on that host
+            out.extend(ctx.agent(host_id).call("GET", f"/v1/networks/{name}/leases", timeout=10))
     return out
+
+
+def register(ctx: EngineContext) -> None:
+    ctx.ops.register("network.create", lambda op: execute_create(ctx, op))
+    ctx.ops.register("network.delete", lambda op: execute_delete(ctx, op))

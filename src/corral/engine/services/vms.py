@@ -9,11 +9,12 @@ from typing import Any
 
 from corral.api import Operation, PowerAction, VmCreate, VmState, VmStatePut
 from corral.api import Vm as VmOut
-from corral.domainxml import DiskSpec, DomainSpec, NicSpec, design_domain
+from corral.domainxml import DiskSpec, DomainSpec, design_domain
 from corral.engine.agent_client import AgentClient
 from corral.engine.context import EngineContext
 from corral.engine.db.models import Host, Image, Network, Vm
 from corral.engine.operations import OpContext
+from corral.engine.services import networks, vm_cloudinit
 from corral.engine.services.hosts import pick_host
 from corral.engine.services.vm_states import DESIRED, check_action, check_delete
 from corral.errors import Conflict, CorralError, InsufficientResources, NotFound, WrongState
@@ -24,6 +25,7 @@ def to_api(vm: Vm, image: str, network: str | None, host: str | None) -> VmOut:
         id=vm.id, name=vm.name, image=image, cpus=vm.cpus, memory_mib=vm.memory_mib,
         disk_bytes=vm.disk_bytes, network=network, mac=vm.mac, host=host,
         state=VmState(vm.state), desired_power=vm.desired_power, created_at=vm.created_at,
+        cloud_init=vm_cloudinit.from_row(vm.cloud_init),
     )
 
 
@@ -85,6 +87,7 @@ def create(ctx: EngineContext, req: VmCreate) -> Operation:
         net = s.query(Network).filter_by(name=req.network).one_or_none()
         if net is None:
             raise NotFound(f"network {req.network} not found", field="network")
+        networks.check_usable(net)
         disk = req.disk_bytes or image.virtual_size
         if disk < image.virtual_size:
             raise Conflict(
@@ -96,6 +99,7 @@ def create(ctx: EngineContext, req: VmCreate) -> Operation:
             name=req.name, image_id=image.id, host_id=host.id, network_id=net.id,
             cpus=req.cpus, memory_mib=req.memory_mib, disk_bytes=disk, mac=_new_mac(s),
             desired_power="running" if req.start else "stopped", state=VmState.CREATING.value,
+            cloud_init=vm_cloudinit.stored(req.cloud_init),
         )
         s.add(vm)
         s.flush()
@@ -116,11 +120,16 @@ def domain_xml(ctx: EngineContext, vm_id: str) -> tuple[str, str, str]:
         assert host is not None and image is not None
         facts = host.facts
         disk = f"{facts['storage_dir']}/vms/{vm.name}.qcow2"
+        disks = [DiskSpec(path=disk, format="qcow2")]
+        if vm.cloud_init is not None:  # the NoCloud seed: a CD-ROM on virtio-scsi (the Debian
+            # cloud kernel, of cloud images and the tiny guest, has no AHCI driver for sata)
+            disks.append(DiskSpec(path=vm_cloudinit.seed_path(facts, vm.name), format="raw",
+                                  device="cdrom", bus="scsi", readonly=True))
         spec = DomainSpec(
             name=vm.name, uuid=vm.id, vm_id=vm.id, vcpus=vm.cpus, memory_mib=vm.memory_mib,
             virt_type=str(facts.get("virt_type", "qemu")),
-            disks=[DiskSpec(path=disk, format="qcow2")],
-            nics=[NicSpec(mac=vm.mac or "", bridge=net.bridge)] if net else [],
+            disks=disks,
+            nics=[networks.nic_spec(net, vm.mac or "")] if net else [],
             console_log=f"{facts['console_dir']}/{vm.name}.log",
             kernel=image.kernel, initrd=image.initrd, cmdline=image.cmdline,
         )
@@ -149,10 +158,14 @@ def execute_create(ctx: EngineContext, op: OpContext) -> None:
         image = s.get(Image, vm.image_id)
         assert image is not None
         image_name, size = image.name, vm.disk_bytes
+        has_seed = vm.cloud_init is not None
     agent = ctx.agent(host_id)
     try:
         op.progress(10, "creating disk")
         agent.create_disk(name, image_name, size)
+        if has_seed:
+            op.progress(20, "building cloud-init seed")
+            vm_cloudinit.push_seed(ctx, agent, vm_id)
         op.progress(40, "defining domain")
         agent.define(name, xml)
         state = VmState.STOPPED
@@ -174,6 +187,8 @@ def _rollback_create(ctx: EngineContext, agent: AgentClient, vm_id: str, name: s
         agent.undefine(name)
     with contextlib.suppress(CorralError):
         agent.delete_disk(name)
+    with contextlib.suppress(CorralError):
+        agent.delete_seed(name)
     with ctx.db.session() as s:
         vm = s.get(Vm, vm_id)
         if vm is not None:
@@ -273,6 +288,7 @@ def execute_delete(ctx: EngineContext, op: OpContext) -> None:
         op.progress(50, "removing domain and disk")
         agent.undefine(name)
         agent.delete_disk(name)
+        agent.delete_seed(name)
     with ctx.db.session() as s:
         vm = s.get(Vm, op.params["vm_id"])
         if vm is not None:
@@ -292,5 +308,6 @@ def console_log(ctx: EngineContext, name: str) -> str:
 def register(ctx: EngineContext) -> None:
     ctx.ops.register("vm.create", lambda op: execute_create(ctx, op))
     ctx.ops.register("vm.delete", lambda op: execute_delete(ctx, op))
+    vm_cloudinit.register(ctx)
     for action in PowerAction:
         ctx.ops.register(f"vm.{action.value}", lambda op: execute_power(ctx, op))

@@ -1,0 +1,236 @@
+"""HTTP(S) downloads of images: streamed to a file, resumed, checksummed, sparse, with progress.
+
+``download(url, dest, ...)`` streams the body into ``dest`` with httpx. A connection that
+drops mid-file is resumed where it stopped (``Range`` + ``If-Range``, a bounded number of
+times, with back-off); a server that ignores Range makes the download start over. The
+SHA-256 of the bytes is computed while they stream. Runs of zero bytes are not written but
+skipped (the file stays sparse, as ``cp --sparse`` would leave it): raw disk images are
+mostly zeros, and ``qemu-img convert`` then skips the holes instead of reading them.
+
+Errors (corral.errors): 404/410 -> NotFound; other HTTP errors, unreachable hosts, a body
+that stays shorter than announced -> HostError; a body larger than the free space ->
+InsufficientResources; a wrong checksum -> InvalidInput (field ``checksum``). On any error
+``dest`` is removed.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import httpx
+
+from corral.errors import CorralError, HostError, InsufficientResources, InvalidInput, NotFound
+
+Progress = Callable[[int, int | None, str], None]  # (bytes so far, total or None, message)
+
+# httpcore reads the socket 64 KiB at a time; 1 MiB reads make a Python download as fast as
+# curl (measured: 1 GiB on loopback in 2.1 s instead of 3.1 s; curl 2.6 s). The attribute is
+# private to httpcore: when it is gone, downloads only get slower.
+_READ_SIZE = 1 << 20
+try:  # pragma: no cover - depends on the httpcore version
+    from httpcore._sync import http11 as _http11
+
+    if getattr(_http11.HTTP11Connection, "READ_NUM_BYTES", 0) < _READ_SIZE:
+        _http11.HTTP11Connection.READ_NUM_BYTES = _READ_SIZE
+except (ImportError, AttributeError):
+    pass
+
+_CONTENT_RANGE_RE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
+_ZEROS = bytes(_READ_SIZE * 4)
+FREE_MARGIN = 64 << 20  # keep this much free on the image store
+FREE_CHECK_EVERY = 256 << 20  # bytes between free-space checks when the size is unknown
+CONNECT_RETRIES = 2  # a host that refuses connections from the start: fail soon
+PROGRESS_EVERY_S = 0.25
+
+
+@dataclass(frozen=True)
+class Downloaded:
+    size: int
+    sha256: str
+    resumes: int  # how many times a dropped connection was resumed
+    restarts: int  # how many times the download started over (server ignored Range)
+
+
+class _Retry(Exception):
+    """The transfer stopped early; try again (resuming) if attempts are left."""
+
+
+def _human(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MiB" if n < 1 << 30 else f"{n / (1 << 30):.2f} GiB"
+
+
+def _status_error(resp: httpx.Response, url: str) -> CorralError:
+    what = f"{resp.status_code} {resp.reason_phrase}".strip()
+    if resp.status_code in (404, 410):
+        return NotFound(f"the server answered {what} for {url}", field="source")
+    return HostError(f"the server answered {what} for {url}", field="source")
+
+
+class _Writer:
+    """Writes the body at its offset, leaving holes for zeros; hashes every byte."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self.f = f
+        self.have = 0
+        self.hash = hashlib.sha256()
+
+    def restart(self) -> None:
+        self.f.seek(0)
+        self.f.truncate(0)
+        self.have = 0
+        self.hash = hashlib.sha256()
+
+    def write(self, chunk: bytes) -> None:
+        n = len(chunk)
+        self.hash.update(chunk)
+        if n <= len(_ZEROS) and chunk == _ZEROS[:n]:
+            self.f.seek(n, 1)
+        else:
+            self.f.write(chunk)
+        self.have += n
+
+    def finish(self) -> None:
+        self.f.truncate(self.have)  # a trailing hole still counts in the size
+
+
+def download(
+    url: str,
+    dest: Path,
+    *,
+    progress: Progress | None = None,
+    free_bytes: Callable[[], int] | None = None,
+    expected_sha256: str | None = None,
+    retries: int = 5,
+    timeout: float = 60.0,
+    backoff: float = 0.5,
+) -> Downloaded:
+    """Download ``url`` into ``dest`` (replaced); see the module docstring."""
+    report: Progress = progress or (lambda _n, _t, _m: None)
+    try:
+        with dest.open("wb") as f:
+            got = _transfer(url, _Writer(f), report, free_bytes, retries, timeout, backoff)
+    except OSError as exc:
+        dest.unlink(missing_ok=True)
+        if exc.errno == errno.ENOSPC:
+            raise InsufficientResources(f"the image store ran out of space downloading {url}") from exc
+        raise HostError(f"cannot write {dest.name}: {exc.strerror or exc}") from exc
+    except BaseException:
+        dest.unlink(missing_ok=True)
+        raise
+    if expected_sha256 is not None and got.sha256 != expected_sha256.lower():
+        dest.unlink(missing_ok=True)
+        raise InvalidInput(
+            f"checksum mismatch for {url}: expected sha256:{expected_sha256.lower()}, "
+            f"got sha256:{got.sha256} ({got.size} bytes)", field="checksum")
+    return got
+
+
+def _transfer(url: str, out: _Writer, report: Progress, free_bytes: Callable[[], int] | None,
+              retries: int, timeout: float, backoff: float) -> Downloaded:
+    total: int | None = None
+    validator: str | None = None  # ETag or Last-Modified of the first answer, for If-Range
+    failures = resumes = restarts = 0
+    connected = False
+    last_error = ""
+    timeouts = httpx.Timeout(timeout, connect=min(timeout, 15.0))
+    with httpx.Client(follow_redirects=True, timeout=timeouts,
+                      headers={"Accept-Encoding": "identity"}) as client:
+        while True:
+            headers = {}
+            if out.have:
+                headers["Range"] = f"bytes={out.have}-"
+                if validator:
+                    headers["If-Range"] = validator
+            try:
+                with client.stream("GET", url, headers=headers) as resp:
+                    connected = True
+                    if resp.status_code in (502, 503, 504):
+                        raise _Retry(f"the server answered {resp.status_code} "
+                                     f"{resp.reason_phrase}".strip())
+                    if resp.status_code >= 400:
+                        raise _status_error(resp, url)
+                    if resp.status_code == 206 and out.have:
+                        m = _CONTENT_RANGE_RE.match(resp.headers.get("content-range", ""))
+                        if m is None or int(m.group(1)) != out.have:
+                            raise HostError(f"the server sent a wrong range for {url}: "
+                                            f"{resp.headers.get('content-range')!r}")
+                        if total is None and m.group(3).isdigit():
+                            total = int(m.group(3))
+                        resumes += 1
+                    elif resp.status_code == 200:
+                        if out.have:  # Range ignored, or the file changed: start over
+                            restarts += 1
+                            out.restart()
+                        length = resp.headers.get("content-length")
+                        total = int(length) if length and length.isdigit() else None
+                        validator = resp.headers.get("etag") or resp.headers.get("last-modified")
+                        if validator and validator.startswith("W/"):
+                            validator = None  # a weak ETag cannot validate a range
+                    else:
+                        raise HostError(f"unexpected answer {resp.status_code} for {url}")
+                    _check_space(total, out.have, free_bytes, url)
+                    _stream(resp, out, total, report, free_bytes, url)
+                if total is not None and out.have < total:
+                    raise _Retry(f"the connection closed at {out.have} of {total} bytes")
+                break
+            except (httpx.TransportError, _Retry) as exc:
+                failures += 1
+                last_error = _describe(exc)
+                limit = retries if connected else CONNECT_RETRIES
+                if failures > limit:
+                    if not connected:
+                        raise HostError(f"cannot reach {url}: {last_error}", field="source") from None
+                    got = f"{out.have} of {total} bytes" if total else f"{out.have} bytes"
+                    raise HostError(f"download of {url} incomplete after {failures} attempts "
+                                    f"({got}): {last_error}", field="source") from None
+                report(out.have, total, f"connection lost ({last_error}); retrying "
+                                        f"({failures}/{limit})")
+                time.sleep(min(backoff * 2 ** (failures - 1), 5.0))
+        out.finish()
+    return Downloaded(out.have, out.hash.hexdigest(), resumes, restarts)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, httpx.ConnectError) and "refused" in text.lower():
+        return "connection refused"
+    return text
+
+
+def _check_space(total: int | None, have: int, free_bytes: Callable[[], int] | None, url: str) -> None:
+    if total is None or free_bytes is None:
+        return
+    free = free_bytes()
+    if total - have > free - FREE_MARGIN:
+        raise InsufficientResources(
+            f"{url} is {_human(total)}, more than the free space of the image store "
+            f"({_human(max(0, free - FREE_MARGIN))} usable)")
+
+
+def _stream(resp: httpx.Response, out: _Writer, total: int | None, report: Progress,
+            free_bytes: Callable[[], int] | None, url: str) -> None:
+    started, start_have = time.monotonic(), out.have
+    last = 0.0
+    next_check = out.have + FREE_CHECK_EVERY
+    for chunk in resp.iter_raw():
+        out.write(chunk)
+        if total is not None and out.have > total:
+            raise HostError(f"{url} sent more than the {total} bytes it announced")
+        if total is None and free_bytes is not None and out.have >= next_check:
+            next_check = out.have + FREE_CHECK_EVERY
+            if free_bytes() < FREE_MARGIN:
+                raise InsufficientResources(
+                    f"the image store is full after {_human(out.have)} of {url}")
+        now = time.monotonic()
+        if now - last >= PROGRESS_EVERY_S:
+            last = now
+            rate = (out.have - start_have) / max(now - started, 1e-6)
+            of = f" of {_human(total)}" if total else ""
+            report(out.have, total, f"downloading {_human(out.have)}{of} ({rate / (1 << 20):.0f} MiB/s)")

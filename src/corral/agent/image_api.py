@@ -1,0 +1,91 @@
+"""The agent's routes for long image work, run as jobs (corral.agent.jobs): import, customize.
+
+    POST /v1/images/{name}/import      {source, format, checksum}  -> job (corral.agent.image_import)
+    POST /v1/images/{name}/customize   GuestCustomize              -> job (corral.agent.customize)
+    POST /v1/disks/{vm}/customize      GuestCustomize              -> job, the VM must be stopped
+
+Each answers at once with the job; bad input is refused before the job starts (4xx).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict
+
+from corral.agent import customize
+from corral.agent.image_import import Importer
+from corral.agent.jobs import JobReporter, JobRunner
+from corral.api import GuestCustomize
+from corral.errors import Conflict, InvalidInput, NotFound, WrongState
+from corral.validation import validate_name
+
+if TYPE_CHECKING:
+    from corral.agent.app import Agent
+
+
+class ImageImportBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    source: str
+    format: str = "auto"
+    checksum: str | None = None
+
+
+def router(agent: Agent, runner: JobRunner) -> APIRouter:
+    r = APIRouter()
+    storage = agent.storage
+    build_dir = storage.root / "build"
+
+    def tcg() -> bool:
+        return agent.virt.type.value != "kvm"
+
+    @r.post("/v1/images/{name}/import")
+    def import_image(name: str, body: ImageImportBody) -> dict[str, Any]:
+        importer = Importer(storage, name, body.source, body.format, body.checksum)
+        job = runner.submit("image.import", f"image:{name}", importer.run,
+                            message=f"importing {body.source}")
+        return job.to_dict()
+
+    @r.post("/v1/images/{name}/customize")
+    def customize_image(name: str, body: GuestCustomize) -> dict[str, Any]:
+        spec = customize.Spec.from_request(body.model_dump())
+        disk = storage.image_path(name)
+        if not disk.exists() and storage.iso_path(name).exists():
+            raise InvalidInput(f"image {name} is an ISO: there is no guest disk to customize",
+                               field="image")
+        if not disk.exists():
+            raise NotFound(f"image {name} not found on this host")
+
+        def work(report: JobReporter) -> dict[str, Any]:
+            users = storage.disk_in_use_by(name)
+            if users:
+                raise Conflict(f"image {name} is the base of VM disks ({', '.join(users)}): "
+                               "changing it would corrupt them; customize the VMs instead")
+            return customize.customize_disk(disk, spec, build_dir, tcg=tcg(), report=report,
+                                            free_bytes=storage.free_bytes)
+
+        return runner.submit("image.customize", f"image:{name}", work,
+                             message="customizing").to_dict()
+
+    @r.post("/v1/disks/{vm}/customize")
+    def customize_vm_disk(vm: str, body: GuestCustomize) -> dict[str, Any]:
+        spec = customize.Spec.from_request(body.model_dump())
+        disk = storage.disk_path(validate_name(vm, "vm"))
+        if not disk.exists():
+            raise NotFound(f"the disk of VM {vm} is not on this host")
+
+        def work(report: JobReporter) -> dict[str, Any]:
+            try:
+                state = agent.hv.get(vm).state
+            except NotFound:
+                state = "stopped"
+            if state not in ("stopped", "crashed"):
+                raise WrongState(f"cannot customize VM {vm}: it is {state}; stop it first")
+            return customize.customize_disk(disk, spec, build_dir, tcg=tcg(), report=report,
+                                            free_bytes=storage.free_bytes)
+
+        return runner.submit("disk.customize", f"disk:{vm}", work,
+                             message="customizing").to_dict()
+
+    return r

@@ -1,0 +1,40 @@
+"""/api/v1/networks: create, list, show, delete networks; their DHCP leases."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends
+
+from corral.api import Network, NetworkCreate, Operation
+from corral.engine.context import EngineContext
+from corral.engine.routes.deps import authenticated, context
+from corral.engine.services import networks
+
+router = APIRouter(prefix="/api/v1/networks", tags=["networks"],
+                   dependencies=[Depends(authenticated)])
+
+
+@router.get("", response_model=list[Network])
+def list_networks(ctx: EngineContext = Depends(context)) -> list[Network]:
+    return networks.list_networks(ctx)
+
+
+@router.post("", status_code=202, response_model=Operation)
+def create_network(req: NetworkCreate, ctx: EngineContext = Depends(context)) -> Operation:
+    return networks.create(ctx, req)
+
+
+@router.get("/{name}", response_model=Network)
+def get_network(name: str, ctx: EngineContext = Depends(context)) -> Network:
+    return networks.get(ctx, name)
+
+
+@router.delete("/{name}", status_code=202, response_model=Operation)
+def delete_network(name: str, ctx: EngineContext = Depends(context)) -> Operation:
+    return networks.delete(ctx, name)
+
+
+@router.get("/{name}/leases")
+def network_leases(name: str, ctx: EngineContext = Depends(context)) -> list[dict[str, Any]]:
+    return networks.leases(ctx, name)

@@ -1,0 +1,129 @@
+"""cloud-init of VMs: the engine renders the seed's files (policy), the agent writes the ISO.
+
+The VM row keeps the settings as given (``api.CloudInit``) plus a ``revision`` that counts
+changes: the instance id is the VM id, then ``ID.N`` after N changes, so that cloud-init in
+the guest applies changed settings again (it runs users, keys and runcmd once per instance
+id). ``PATCH /api/v1/vms/{name}`` changes them while the VM is stopped; its operation
+rebuilds the seed and redefines the domain (a seed added or removed adds or removes the
+CD-ROM), and puts everything back as it was when a step fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from corral import cloudinit
+from corral.api import CloudInit, Operation, VmPatch, VmState
+from corral.engine.agent_client import AgentClient
+from corral.engine.context import EngineContext
+from corral.engine.db.models import Vm
+from corral.engine.operations import OpContext
+from corral.errors import CorralError, InvalidInput, NotFound, WrongState
+
+
+def stored(ci: CloudInit | None, revision: int = 0) -> dict[str, Any] | None:
+    """The JSON kept on the VM row (None: no seed)."""
+    if ci is None:
+        return None
+    return {**ci.model_dump(mode="json", exclude_none=True), "revision": revision}
+
+
+def from_row(data: dict[str, Any] | None) -> CloudInit | None:
+    if data is None:
+        return None
+    return CloudInit.model_validate({k: v for k, v in data.items() if k != "revision"})
+
+
+def seed_files(vm_id: str, name: str, mac: str | None, data: dict[str, Any]) -> dict[str, str]:
+    ci = from_row(data)
+    assert ci is not None
+    files = cloudinit.render(
+        instance=cloudinit.instance_id(vm_id, int(data.get("revision", 0))),
+        hostname=ci.hostname or cloudinit.default_hostname(name),
+        user=ci.user, ssh_authorized_keys=ci.ssh_authorized_keys, password_hash=ci.password_hash,
+        user_data=ci.user_data, network_config=ci.network_config, mac=mac,
+    )
+    return files.as_dict()
+
+
+def seed_path(facts: dict[str, Any], name: str) -> str:
+    """Where the host's agent keeps the seed (corral.agent.storage.Storage.seed_path)."""
+    return f"{facts['storage_dir']}/vms/{name}-cidata.iso"
+
+
+def push_seed(ctx: EngineContext, agent: AgentClient, vm_id: str) -> bool:
+    """Write the VM's seed on its host from the row; False (and nothing written) without one."""
+    with ctx.db.session() as s:
+        vm = s.get(Vm, vm_id)
+        if vm is None:
+            raise NotFound(f"VM {vm_id} not found")
+        if vm.cloud_init is None:
+            return False
+        name = vm.name
+        files = seed_files(vm.id, vm.name, vm.mac if vm.network_id else None, vm.cloud_init)
+    agent.write_seed(name, files)
+    return True
+
+
+def patch(ctx: EngineContext, name: str, req: VmPatch) -> Operation:
+    if "cloud_init" not in req.model_fields_set:
+        raise InvalidInput("nothing to change: give cloud_init (null removes the seed)",
+                           field="cloud_init")
+    with ctx.db.session() as s:
+        vm = s.query(Vm).filter_by(name=name).one_or_none()
+        if vm is None:
+            raise NotFound(f"VM {name} not found")
+        if vm.state != VmState.STOPPED.value:
+            raise WrongState(f"cannot change cloud-init of VM {name}: it is {vm.state} "
+                             "(stop it first)", state=vm.state)
+        revision = int((vm.cloud_init or {}).get("revision", -1)) + 1
+        new = stored(req.cloud_init, revision)
+        if new is not None:  # a combination the renderer refuses is a 4xx now, not a failed op
+            seed_files(vm.id, vm.name, vm.mac if vm.network_id else None, new)
+        vm_id = vm.id
+    return ctx.ops.submit("vm.update", {"vms": [name]}, {"vm_id": vm_id, "cloud_init": new},
+                          lock=f"vm:{name}")
+
+
+def execute_patch(ctx: EngineContext, op: OpContext) -> None:
+    from corral.engine.services.vms import domain_xml  # vms imports this module
+
+    vm_id, new = op.params["vm_id"], op.params["cloud_init"]
+    with ctx.db.session() as s:
+        vm = s.get(Vm, vm_id)
+        if vm is None or vm.host_id is None:
+            raise NotFound(f"VM {vm_id} no longer exists")
+        name, host_id, old = vm.name, vm.host_id, vm.cloud_init
+    agent = ctx.agent(host_id)
+    state = str(agent.domain(name)["state"])
+    if state != "stopped":
+        raise WrongState(f"cannot change cloud-init of VM {name}: it is {state} (stop it first)")
+    try:
+        _set_row(ctx, vm_id, new)
+        if new is not None:
+            op.progress(30, "building the cloud-init seed")
+            push_seed(ctx, agent, vm_id)
+        op.progress(70, "updating the domain")
+        agent.define(name, domain_xml(ctx, vm_id)[2])
+        if new is None:
+            agent.delete_seed(name)
+    except CorralError:
+        _set_row(ctx, vm_id, old)
+        with contextlib.suppress(CorralError):
+            if old is not None:
+                push_seed(ctx, agent, vm_id)
+            agent.define(name, domain_xml(ctx, vm_id)[2])
+        raise
+    ctx.bus.publish("vm", {"name": name, "state": VmState.STOPPED.value, "message": "cloud-init updated"})
+
+
+def _set_row(ctx: EngineContext, vm_id: str, data: dict[str, Any] | None) -> None:
+    with ctx.db.session() as s:
+        vm = s.get(Vm, vm_id)
+        if vm is not None:
+            vm.cloud_init = data
+
+
+def register(ctx: EngineContext) -> None:
+    ctx.ops.register("vm.update", lambda op: execute_patch(ctx, op))

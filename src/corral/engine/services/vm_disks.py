@@ -1,0 +1,243 @@
+"""Volumes attached to VMs: ``corral vm disk attach|detach``, hot-plugged into running VMs.
+
+A volume is attached to at most one VM; its row names the VM, the bus and the target it
+keeps for as long as it stays attached (``vdb``, ``sdc``, ...: the first name the VM's
+designed domain and its other volumes leave free). Attach and detach take the VM's lock
+(they serialize with its power operations) and mark the volume ``attaching``/``detaching``
+so no other operation touches it meanwhile. A running VM gets the disk at once (libvirt
+hot-plug, LIVE) and in its definition (CONFIG); a stopped VM in its definition only. virtio
+and scsi disks hot-plug; sata (AHCI) cannot, so it is refused on a running VM.
+
+The designer must include attached volumes whenever it designs the VM's domain (a start
+redefines it): :func:`disk_specs` is the hook services/vms.py ``domain_xml`` calls.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from corral.api import DiskAttach, DiskBus, Operation, VmDisk, VmState
+from corral.domainxml import Controller, DiskSpec, Domain, design_disk
+from corral.domainxml.designer import target_name
+from corral.engine.context import EngineContext
+from corral.engine.db.models import StoragePool, Vm, Volume
+from corral.engine.operations import OpContext
+from corral.engine.services import pools, vms, volumes
+from corral.errors import Conflict, CorralError, InvalidInput, NotFound, WrongState
+
+ATTACHING, DETACHING, READY = "attaching", "detaching", "ready"
+_PREFIX = {"virtio": "vd", "scsi": "sd", "sata": "sd"}
+_CHANGEABLE = (VmState.STOPPED, VmState.RUNNING)
+
+
+# -- the hook of the designer ----------------------------------------------------------------
+
+def disk_spec(pool: StoragePool, vol: Volume) -> DiskSpec:
+    """The attached volume as the designer's disk (an RBD image is a network disk)."""
+    bus = vol.bus or "virtio"
+    if pool.type == "rbd":
+        hosts = tuple((str(h), int(p)) for h, p in (pool.monitors or []))
+        return DiskSpec(path=volumes.source(pool, vol), format="raw", bus=bus,
+                        target=vol.target, protocol="rbd", hosts=hosts)
+    return DiskSpec(path=volumes.source(pool, vol), format=vol.format, bus=bus,
+                    target=vol.target)
+
+
+def _target_key(target: str | None) -> tuple[str, int, str]:
+    t = target or ""
+    return t[:2], len(t), t
+
+
+def disk_specs(s: Session, vm: Vm) -> list[DiskSpec]:
+    """The volumes attached to ``vm``, in target order: services/vms.py ``domain_xml`` adds
+    them to the VM's disks (after the root disk and the cloud-init seed)."""
+    rows = (s.query(Volume, StoragePool).join(StoragePool, Volume.pool_id == StoragePool.id)
+            .filter(Volume.vm_id == vm.id, Volume.target.isnot(None)).all())
+    rows.sort(key=lambda r: _target_key(r[0].target))
+    return [disk_spec(pool, vol) for vol, pool in rows]
+
+
+# -- reading -------------------------------------------------------------------------------
+
+def list_disks(ctx: EngineContext, vm_name: str) -> list[VmDisk]:
+    """Root disk, cloud-init seed and attached volumes of a VM, in target order."""
+    with ctx.db.session() as s:
+        vm = _find_vm(s, vm_name)
+        vm_id, disk_bytes = vm.id, vm.disk_bytes
+        attached = [(pool, vol) for vol, pool in
+                    s.query(Volume, StoragePool).join(StoragePool, Volume.pool_id == StoragePool.id)
+                    .filter(Volume.vm_id == vm.id)]
+        s.expunge_all()
+    out = [VmDisk(target=vol.target or "?", bus=vol.bus or "virtio", kind="volume",
+                  volume=f"{pool.name}/{vol.name}", format=vol.format, size=vol.size,
+                  source=volumes.source(pool, vol)) for pool, vol in attached]
+    sources = {d.source for d in out}
+    for disk in Domain.from_xml(vms.domain_xml(ctx, vm_id)[2]).devices.disks:
+        if disk.source_path in sources:
+            continue
+        cdrom = disk.device == "cdrom"
+        out.append(VmDisk(target=disk.target_dev or "?", bus=disk.target_bus or "?",
+                          kind="seed" if cdrom else "root", format=disk.driver_type or "?",
+                          size=None if cdrom else disk_bytes, source=disk.source_path or "?"))
+    return sorted(out, key=lambda d: _target_key(d.target))
+
+
+# -- attach --------------------------------------------------------------------------------
+
+def _find_vm(s: Session, name: str) -> Vm:
+    vm = s.query(Vm).filter_by(name=name).one_or_none()
+    if vm is None:
+        raise NotFound(f"VM {name} not found")
+    return vm
+
+
+def _check_vm(vm: Vm, what: str) -> VmState:
+    state = VmState(vm.state)
+    if state not in _CHANGEABLE:
+        raise WrongState(f"cannot {what} VM {vm.name}: it is {state.value} (disks change on "
+                         "stopped or running VMs)")
+    if vm.host_id is None:
+        raise WrongState(f"VM {vm.name} is on no host")
+    return state
+
+
+def _free_target(ctx: EngineContext, s: Session, vm: Vm, bus: str) -> str:
+    """The first name of the bus that neither the designed domain nor a volume uses."""
+    used = {d.target_dev for d in Domain.from_xml(vms.domain_xml(ctx, vm.id)[2]).devices.disks}
+    used |= {t for (t,) in s.query(Volume.target).filter(Volume.vm_id == vm.id)}
+    prefix = _PREFIX[bus]
+    for index in range(26 * 27):
+        name = target_name(prefix, index)
+        if name not in used:
+            return name
+    raise Conflict(f"VM {vm.name} has no free {bus} disk name left", field="bus")
+
+
+def attach(ctx: EngineContext, vm_name: str, req: DiskAttach) -> Operation:
+    with ctx.db.session() as s:
+        vm = _find_vm(s, vm_name)
+        state = _check_vm(vm, "attach a disk to")
+        if state == VmState.RUNNING and req.bus == DiskBus.SATA:
+            raise InvalidInput(f"VM {vm_name} is running and sata (AHCI) disks cannot be "
+                               "hot-plugged: use --bus virtio or scsi, or stop the VM",
+                               field="bus")
+        pool = pools.find(s, req.pool)
+        pools.check_ready(pool)
+        vol = volumes.find(s, pool, req.name)
+        if vol.vm_id is not None:
+            other = s.get(Vm, vol.vm_id)
+            who = other.name if other else vol.vm_id
+            raise Conflict(f"volume {req.volume} is already attached to VM {who}",
+                           field="volume", vm=who)
+        if vol.status != READY:
+            raise Conflict(f"volume {req.volume} is {vol.status}, not ready", field="volume")
+        if not pools.usable_on(pool, vm.host_id):
+            raise Conflict(f"volume {req.volume} is in dir pool {pool.name} of another host "
+                           f"than VM {vm_name}'s; use a shared or rbd pool", field="volume")
+        if pool.type == "rbd" and not pool.monitors:
+            raise Conflict(f"rbd pool {pool.name} knows no Ceph monitor", field="volume")
+        vol.target = _free_target(ctx, s, vm, req.bus.value)
+        vol.vm_id, vol.bus, vol.status = vm.id, req.bus.value, ATTACHING
+        params = {"vm_id": vm.id, "volume_id": vol.id}
+    ctx.bus.publish("volume", {"name": req.volume, "status": ATTACHING, "vm": vm_name})
+    return ctx.ops.submit("vm.disk_attach", {"vms": [vm_name], "volumes": [req.volume]},
+                          params, lock=f"vm:{vm_name}")
+
+
+def _load(ctx: EngineContext, op: OpContext) -> tuple[Vm, StoragePool, Volume] | None:
+    with ctx.db.session() as s:
+        vm = s.get(Vm, op.params["vm_id"])
+        vol = s.get(Volume, op.params["volume_id"])
+        if vm is None or vol is None or vol.vm_id != vm.id or vm.host_id is None:
+            return None
+        pool = s.get(StoragePool, vol.pool_id)
+        assert pool is not None
+        s.expunge_all()
+        return vm, pool, vol
+
+
+def _finish(ctx: EngineContext, vol_id: str, ref: str, attached: bool) -> None:
+    with ctx.db.session() as s:
+        vol = s.get(Volume, vol_id)
+        if vol is None:
+            return
+        if not attached:
+            vol.vm_id = vol.bus = vol.target = None
+        vol.status = READY
+    ctx.bus.publish("volume", {"name": ref, "status": READY})
+
+
+def execute_attach(ctx: EngineContext, op: OpContext) -> None:
+    loaded = _load(ctx, op)
+    if loaded is None:
+        return
+    vm, pool, vol = loaded
+    assert vm.host_id is not None
+    ref = f"{pool.name}/{vol.name}"
+    spec = disk_spec(pool, vol)
+    body: dict[str, Any] = {"xml": design_disk(spec).to_xml()}
+    if spec.bus == "scsi":
+        controller = Controller()
+        controller.type, controller.index, controller.model = "scsi", 0, "virtio-scsi"
+        body["controller_xml"] = controller.to_xml()
+    agent = ctx.agent(vm.host_id)
+    op.progress(30, f"plugging {ref} into VM {vm.name} as {vol.target}")
+    try:
+        agent.call("POST", f"/v1/domains/{vm.name}/disks/attach", json=body, timeout=120)
+    except CorralError:
+        with contextlib.suppress(CorralError):  # nothing half-plugged stays behind
+            agent.call("POST", f"/v1/domains/{vm.name}/disks/detach",
+                       json={"source": spec.path}, timeout=120)
+        _finish(ctx, vol.id, ref, attached=False)
+        raise
+    _finish(ctx, vol.id, ref, attached=True)
+
+
+# -- detach --------------------------------------------------------------------------------
+
+def detach(ctx: EngineContext, vm_name: str, volume_ref: str) -> Operation:
+    try:
+        ref = DiskAttach(volume=volume_ref)
+    except ValueError as exc:
+        raise InvalidInput(f"volume {volume_ref!r} must be POOL/NAME", field="volume") from exc
+    with ctx.db.session() as s:
+        vm = _find_vm(s, vm_name)
+        _check_vm(vm, "detach a disk from")
+        vol = volumes.find(s, pools.find(s, ref.pool), ref.name)
+        if vol.vm_id != vm.id:
+            raise Conflict(f"volume {volume_ref} is not attached to VM {vm_name}",
+                           field="volume")
+        if vol.status != READY:
+            raise Conflict(f"volume {volume_ref} is {vol.status}, not ready", field="volume")
+        vol.status = DETACHING
+        params = {"vm_id": vm.id, "volume_id": vol.id}
+    ctx.bus.publish("volume", {"name": volume_ref, "status": DETACHING, "vm": vm_name})
+    return ctx.ops.submit("vm.disk_detach", {"vms": [vm_name], "volumes": [volume_ref]},
+                          params, lock=f"vm:{vm_name}")
+
+
+def execute_detach(ctx: EngineContext, op: OpContext) -> None:
+    loaded = _load(ctx, op)
+    if loaded is None:
+        return
+    vm, pool, vol = loaded
+    assert vm.host_id is not None
+    ref = f"{pool.name}/{vol.name}"
+    op.progress(30, f"unplugging {ref} from VM {vm.name}")
+    try:
+        ctx.agent(vm.host_id).call("POST", f"/v1/domains/{vm.name}/disks/detach",
+                                   json={"source": volumes.source(pool, vol)}, timeout=180)
+    except NotFound:
+        pass  # no domain: the volume is attached to nothing
+    except CorralError:
+        _finish(ctx, vol.id, ref, attached=True)  # still attached: the error says why
+        raise
+    _finish(ctx, vol.id, ref, attached=False)
+
+
+def register(ctx: EngineContext) -> None:
+    ctx.ops.register("vm.disk_attach", lambda op: execute_attach(ctx, op))
+    ctx.ops.register("vm.disk_detach", lambda op: execute_detach(ctx, op))

@@ -1,0 +1,160 @@
+"""The tiny guest's SSH server: Debian's dropbear, with the shared libraries it needs.
+
+``apt-get download`` fetches :data:`SSH_PACKAGES` (dropbear-bin and the libraries Debian
+does not install everywhere) into the same cache as the kernel and busybox; the rest of
+what dropbear links to (libc, libcrypt, libz) comes from this host, which is the same
+Debian release. Libraries are found by reading each ELF file's ``DT_NEEDED`` entries (not
+``ldd``, which would run the host's loader on a binary whose libraries it may not have),
+searched first in the unpacked packages, then on the host.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from corral.errors import HostError, Unavailable
+
+Progress = Callable[[int, str], None]
+
+SSH_PACKAGES: tuple[str, ...] = ("dropbear-bin", "libtomcrypt1", "libtommath1", "libgmp10")
+SSH_DEB_GLOBS: tuple[str, ...] = tuple(f"{p}_*.deb" for p in SSH_PACKAGES)
+SSH_BINARIES: tuple[tuple[str, str], ...] = (
+    ("usr/sbin/dropbear", "usr/sbin/dropbear"),
+    ("usr/bin/dropbearkey", "usr/bin/dropbearkey"),
+)
+LIB_DIRS: tuple[str, ...] = ("lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu", "lib64", "lib", "usr/lib")
+GUEST_LIB_DIR = "lib/x86_64-linux-gnu"
+
+_DT_NEEDED = 1
+
+
+def cached_ssh_packages(cache_dir: Path) -> list[Path] | None:
+    debs = cache_dir / "debs"
+    found = []
+    for pattern in SSH_DEB_GLOBS:
+        matches = sorted(debs.glob(pattern), key=lambda p: (p.stat().st_mtime, p.name))
+        if not matches:
+            return None
+        found.append(matches[-1])
+    return found
+
+
+def fetch_ssh_packages(cache_dir: Path, progress: Progress) -> list[Path]:
+    """The .debs of :data:`SSH_PACKAGES`: from the cache, else ``apt-get download``."""
+    from corral.images.tiny import _apt_options, _apt_update, _run, _tool
+
+    cached = cached_ssh_packages(cache_dir)
+    if cached is not None:
+        return cached
+    debs = cache_dir / "debs"
+    debs.mkdir(parents=True, exist_ok=True)
+    what = f"apt-get download {' '.join(SSH_PACKAGES)} (no network or apt mirror reachable?)"
+    for attempt in (1, 2):
+        download = Path(tempfile.mkdtemp(prefix=".download-", dir=cache_dir))
+        try:
+            progress(25, f"downloading {', '.join(SSH_PACKAGES)}")
+            _run([_tool("apt-get"), *_apt_options(), "download", *SSH_PACKAGES], what, cwd=download,
+                 unavailable=True)
+            for deb in download.glob("*.deb"):
+                os.replace(deb, debs / deb.name)
+        except Unavailable:
+            if attempt == 2 or os.geteuid() != 0:
+                raise
+            _apt_update(progress, 25, "download failed; the package lists may be stale")
+            continue
+        finally:
+            shutil.rmtree(download, ignore_errors=True)
+        break
+    found = cached_ssh_packages(cache_dir)
+    if found is None:
+        raise HostError(f"apt-get download did not produce all of {', '.join(SSH_PACKAGES)}")
+    return found
+
+
+def elf_needed(data: bytes) -> list[str]:
+    """The ``DT_NEEDED`` sonames of a 64-bit little-endian ELF file (what it links to)."""
+    from corral.images.tiny import elf_section
+
+    dynamic = elf_section(data, ".dynamic")
+    strtab = elf_section(data, ".dynstr")
+    if dynamic is None or strtab is None:
+        return []
+    needed = []
+    for offset in range(0, len(dynamic) - 15, 16):
+        tag, value = struct.unpack_from("<qQ", dynamic, offset)
+        if tag == 0:
+            break
+        if tag == _DT_NEEDED:
+            end = strtab.find(b"\0", value)
+            needed.append(strtab[value:end].decode())
+    return needed
+
+
+def elf_interpreter(data: bytes) -> str | None:
+    from corral.images.tiny import elf_section
+
+    interp = elf_section(data, ".interp")
+    return interp.rstrip(b"\0").decode() if interp else None
+
+
+def _find_lib(soname: str, trees: Sequence[Path]) -> Path:
+    for tree in trees:
+        for sub in LIB_DIRS:
+            path = tree / sub / soname
+            if path.exists():
+                return path.resolve()
+    where = ", ".join(str(t) for t in trees)
+    raise HostError(f"shared library {soname} (needed by the guest's dropbear) not found in {where}")
+
+
+def install_dropbear(root: Path, debs: Sequence[Path], work: Path) -> list[str]:
+    """Put dropbear, dropbearkey, their libraries and the loader into ``root``; the files added."""
+    from corral.images.tiny import _unpack
+
+    trees = []
+    for deb in debs:
+        tree = work / deb.name.split("_", 1)[0]
+        _unpack(deb, tree)
+        trees.append(tree)
+    search = [*trees, Path("/")]
+    added: list[str] = []
+    pending: list[Path] = []
+    interpreter = None
+    for source, target in SSH_BINARIES:
+        path = next((t / source for t in trees if (t / source).is_file()), None)
+        if path is None:
+            raise HostError(f"the dropbear package has no {source}")
+        dest = root / target
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, dest)
+        dest.chmod(0o755)
+        added.append(target)
+        pending.append(dest)
+        interpreter = interpreter or elf_interpreter(path.read_bytes())
+    seen: set[str] = set()
+    while pending:
+        for soname in elf_needed(pending.pop().read_bytes()):
+            if soname in seen:
+                continue
+            seen.add(soname)
+            dest = root / GUEST_LIB_DIR / soname
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(_find_lib(soname, search), dest)
+            dest.chmod(0o755)
+            added.append(f"{GUEST_LIB_DIR}/{soname}")
+            pending.append(dest)
+    if interpreter:
+        host_loader = Path(interpreter)
+        if not host_loader.exists():
+            raise HostError(f"the dynamic loader {interpreter} of dropbear is not on this host")
+        dest = root / interpreter.lstrip("/")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(host_loader.resolve(), dest)
+        dest.chmod(0o755)
+        added.append(interpreter.lstrip("/"))
+    return added
