@@ -69,6 +69,7 @@ class Hypervisor:
         self.uri = uri
         self._conn: Any = None
         self._lock = threading.Lock()
+        self._vm_ids: dict[str, str | None] = {}  # domain UUID -> corral VM id (metadata)
 
     def _connection(self) -> Any:
         with self._lock:
@@ -94,14 +95,17 @@ class Hypervisor:
     def _domain(self, name: str) -> Any:
         return self._call(f"domain {name}", lambda c: c.lookupByName(name))
 
-    @staticmethod
-    def _info(dom: Any) -> DomainInfo:
+    def _info(self, dom: Any) -> DomainInfo:
         state = _STATES.get(dom.state()[0], "unknown")
-        try:
-            vm_id = vm_id_of(dom.XMLDesc(0))
-        except CorralError:
-            vm_id = None
-        return DomainInfo(name=dom.name(), uuid=dom.UUIDString(), vm_id=vm_id, state=state)
+        uuid = dom.UUIDString()
+        # A domain's corral id never changes for its UUID: read the XML once, not per report
+        # (the reconciler lists every domain every few seconds).
+        if uuid not in self._vm_ids:
+            try:
+                self._vm_ids[uuid] = vm_id_of(dom.XMLDesc(0))
+            except CorralError:
+                self._vm_ids[uuid] = None
+        return DomainInfo(name=dom.name(), uuid=uuid, vm_id=self._vm_ids[uuid], state=state)
 
     def version(self) -> str:
         v = self._call("version", lambda c: c.getLibVersion())
@@ -126,6 +130,7 @@ class Hypervisor:
     def define(self, xml: str) -> DomainInfo:
         dom = self._call("define domain", lambda c: c.defineXML(xml))
         with _mapped("define domain"):
+            self._vm_ids.pop(dom.UUIDString(), None)  # the new XML may carry new metadata
             return self._info(dom)
 
     def _act(self, name: str, what: str, fn: Callable[[Any], object]) -> DomainInfo:

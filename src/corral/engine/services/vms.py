@@ -171,8 +171,12 @@ def execute_create(ctx: EngineContext, op: OpContext) -> None:
         state = VmState.STOPPED
         if op.params.get("start"):
             op.progress(60, "starting")
-            current = agent.domain(name)["state"]  # a resumed create may find it running
-            state = VmState(current if current == "running" else agent.act(name, "start")["state"])
+            try:
+                state = VmState(agent.act(name, "start")["state"])
+            except WrongState:  # a resumed create may find it running already
+                state = VmState(agent.domain(name)["state"])
+                if state != VmState.RUNNING:
+                    raise
     except CorralError:
         _rollback_create(ctx, agent, vm_id, name)
         raise
