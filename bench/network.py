@@ -252,14 +252,31 @@ def run_throughput(root: Path, repeats: int, seconds: int) -> Throughput:
 
 # -- report ---------------------------------------------------------------------------------
 
+def _first_line(argv: list[str]) -> str:
+    try:
+        out = sh(argv, check=False, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+    text = (out.stdout or out.stderr).strip()
+    return text.splitlines()[0] if text else "?"
+
+
+def facts() -> list[str]:
+    load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    return [f"kernel {os.uname().release}, {os.cpu_count()} CPUs",
+            _first_line(["ovs-vswitchd", "--version"]), _first_line(["iperf3", "--version"]),
+            _first_line(["dnsmasq", "--version"]), f"load average (1/5/15 min): {load}"]
+
+
 def section(started: str, duration: float, create: CreateResult | None, tp: Throughput | None,
-            error: str | None) -> str:
+            error: str | None, at_start: list[str]) -> str:
     def ms(values: list[float]) -> str:
         return f"{median(values) * 1000:.1f} ms" if values else "n/a"
 
     lines = [BEGIN, "## Networks (`bench/network.py`)", "",
              f"Written by `bench/network.py` on {started}; the run took {duration / 60:.1f} min. "
-             "Raw tools measured in the same run, interleaved (DESIGN.md, rule 9).", ""]
+             "Raw tools measured in the same run, interleaved (DESIGN.md, rule 9). At the "
+             f"start: {'; '.join(at_start)}. At the end: {facts()[-1]}.", ""]
     if error:
         lines += [f"**The run failed:** {error}", ""]
     if create and create.corral_total:
@@ -321,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--root", type=Path, default=Path("/tmp/corral-bench-network"))
     p.add_argument("--rounds", type=int, default=5, help="create+DHCP rounds per path")
-    p.add_argument("--repeats", type=int, default=3, help="iperf3 runs per path")
+    p.add_argument("--repeats", type=int, default=5, help="iperf3 runs per path")
     p.add_argument("--seconds", type=int, default=5, help="length of one iperf3 run")
     p.add_argument("--report", type=Path, default=REPORT)
     args = p.parse_args(argv)
@@ -333,6 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     root.mkdir(parents=True, exist_ok=True)
     started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     t_start = time.monotonic()
+    at_start = facts()
     create: CreateResult | None = None
     tp: Throughput | None = None
     error = None
@@ -359,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.suppress(Exception):
             host.run([*CORRAL, "down", "--data-dir", str(data_dir)], timeout=60, check=False)
         host.stop()
-    text = section(started, time.monotonic() - t_start, create, tp, error)
+    text = section(started, time.monotonic() - t_start, create, tp, error, at_start)
     write_section(text, args.report)
     print(text)
     return 1 if error else 0

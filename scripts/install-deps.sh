@@ -12,6 +12,8 @@ PKGS=(
   python3-venv python3-dev gcc
   ovmf procps psmisc tini libxml2-utils
   busybox-static  # udhcpc: the DHCP client of the network integration tests
+  openvswitch-switch  # networks with --backend ovs (the agent starts its daemons itself)
+  iperf3  # bench/network.py: TCP throughput over bridges
   openssh-client  # `corral vm ssh` runs the system ssh
   # `corral image/vm customize`: virt-customize. --no-install-recommends keeps the host kernel
   # package out; the appliance boots the tiny guest's kernel (corral.agent.customize).

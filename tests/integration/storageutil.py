@@ -39,6 +39,7 @@ def console_log(node: Node, vm: str) -> str:
 @contextmanager
 def running_vm(node: Node, name: str) -> Iterator[str]:
     """A tiny VM (128 MiB), booted to its shell; deleted (with its disk) at the end."""
+    traversable(node)
     node.cli("vm", "create", name, "--image", "tiny", "--memory", "128M", "--start")
     try:
         wait_for(f"{name} to boot", lambda: BOOT_MARKER in console_log(node, name), timeout=120)

@@ -111,7 +111,7 @@ def test_dropped_download_is_resumed(node: Node, served: tuple[Path, str]) -> No
     root, base = served
     try:
         op: Any = node.cli_json("image", "import", "im-drop", f"{base}/disk.raw?drop={10 * MIB}",
-                                "--format", "raw")
+                                "--format", "raw", "--checksum", f"sha256:{_sha(root / 'disk.raw')}")
         assert op["status"] == "success"
         assert "after 1 dropped connection" in op["message"]
         assert f"sha256:{_sha(root / 'disk.raw')}" in op["message"]

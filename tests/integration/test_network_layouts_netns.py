@@ -370,7 +370,7 @@ def test_vxlan_overlay_joins_two_bridges(make_ns: Any) -> None:
 
 def test_bad_layouts_leave_nothing(make_ns: Any) -> None:
     host = make_ns()
-    host.ip("link", "add", "crx7000", "type", "veth", "peer", "name", "crx7000p")
+    host.ip("link", "add", "crx7000", "type", "veth", "peer", "name", "hostveth0")
     cases: list[tuple[NetworkSpec, str, str]] = [
         (spec("b1", 151, mode="bridge", subnet=None, gateway=None, dhcp_start=None,
               dhcp_end=None, dns_domain=None, bridge="nosuchbr"), "NotFound", "bridge"),
@@ -382,7 +382,8 @@ def test_bad_layouts_leave_nothing(make_ns: Any) -> None:
         (spec("b7", 157, mode="bridged"), "InvalidInput", "mode"),
         (spec("b8", 158, peers=["10.210.140.2"]), "InvalidInput", "peers"),
         (spec("b9", 159, serve=False), "InvalidInput", "serve"),
-        (spec("b10", 160, backend="ovs", bridge="crx7000"), "Conflict", "bridge"),
+        (spec("b10", 160, backend="ovs", bridge="hostveth0"), "Conflict", "bridge"),
+        (spec("b12", 162, bridge="crx7000"), "InvalidInput", "bridge"),  # corral's own name
     ]
     for s, error, field in cases:
         for op in ("check", "ensure"):

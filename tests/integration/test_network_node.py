@@ -161,22 +161,25 @@ def test_vlan_networks_on_open_vswitch(node: Node, tmp_path: Path) -> None:
                                   "8080", "--directory", str(tmp_path)],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            fetch = ("sleep 1; wget -q -O /tmp/blob http://10.210.173.1:8080/blob && "
+            fetch = ("sleep 1; wget -q -T 30 -O /tmp/blob http://10.210.173.1:8080/blob && "
                      f"[ $(wc -c </tmp/blob) -eq {2 << 20} ] && rm /tmp/blob")
             assert run_in_guest(node, "ovs10", fetch, timeout=90) == 0
         finally:
             server.kill()
             server.wait(timeout=10)
 
-        # an agent restart rebuilds nothing it does not need to
-        dns_before = lab_state(node)[1]
+        # an agent restart rebuilds nothing it does not need to: the same dnsmasq processes
+        def dns_pids() -> list[str]:
+            return [(node.data_dir / "agent" / "networks" / n / "dnsmasq.pid").read_text()
+                    for n in ("ov10", "ov20")]
+        dns_before = dns_pids()
         old = node.pid("agent")
         node.host.run(["kill", "-9", str(old)])
         wait_for("agent restarted", lambda: (node.data_dir / "agent.pid").exists()
                  and node.pid("agent") != old, timeout=30)
         wait_for("agent answers", lambda: node.cli("vm", "console", "ovs10", "--log",
                                                    check=False).returncode == 0, timeout=60)
-        assert lab_state(node)[1] == dns_before
+        assert dns_pids() == dns_before
         assert pings(node, "ovs10", "10.210.173.1")
     assert lab_state(node) == before
     assert in_lab(node, "ovs-vsctl", "--timeout=10", "list-br").strip() == ""
@@ -216,3 +219,50 @@ def test_bad_network_input_is_refused_and_builds_nothing(node: Node) -> None:
     assert lab_state(node) == before
     refused = node.cli("net", "delete", "nosuch", check=False)
     assert refused.returncode == 2 and "not found" in refused.stderr
+
+
+def test_networks_are_rebuilt_after_a_host_reboot(node: Node) -> None:
+    """A reboot, as far as networks go: the agent, Open vSwitch and every dnsmasq die and the
+    kernel's bridges are gone. The agent that comes back rebuilds them from its own records,
+    and DHCP answers on them again (tested from inside the lab host)."""
+    before = lab_state(node)
+    with cleanup(node, [], ["boot-lb", "boot-ovs"]):
+        node.cli("net", "create", "boot-lb", "--subnet", "10.210.176.0/24")
+        node.cli("net", "create", "boot-ovs", "--backend", "ovs", "--subnet", "10.210.177.0/24")
+        nets = node.data_dir / "agent" / "networks"
+        ovs_run = node.host.root_dir / "run" / "openvswitch"
+        victims = [int((nets / n / "dnsmasq.pid").read_text()) for n in ("boot-lb", "boot-ovs")]
+        victims += [int((ovs_run / f"{d}.pid").read_text()) for d in ("ovs-vswitchd",
+                                                                     "ovsdb-server")]
+        old_agent = node.pid("agent")
+        node.host.run(["kill", "-9", str(old_agent), *map(str, victims)])
+        node.host.run(["ip", "link", "del", "cr-boot-lb"])
+        for tap in ("cr-boot-ovs", "ovs-netdev"):  # the userspace datapath's taps die with it
+            node.host.run(["ip", "link", "del", tap], check=False)
+        wait_for("agent restarted", lambda: (node.data_dir / "agent.pid").exists()
+                 and node.pid("agent") != old_agent, timeout=30)
+
+        def rebuilt() -> bool:
+            bridges, dns, _ = lab_state(node)
+            return "cr-boot-lb" in bridges and len(dns) == len(before[1]) + 2
+        wait_for("the networks rebuilt by the new agent", rebuilt, timeout=60)
+        assert in_lab(node, "ovs-vsctl", "--timeout=10", "list-br").split() == ["cr-boot-ovs"]
+        # DHCP answers on both, from a veth on each bridge inside the lab host
+        for net, octet in (("boot-lb", 176), ("boot-ovs", 177)):
+            node.host.run(["ip", "link", "add", "bc0", "type", "veth", "peer", "name", "bc1"])
+            try:
+                if net == "boot-ovs":
+                    in_lab(node, "ovs-vsctl", "--timeout=10", "add-port", "cr-boot-ovs", "bc1")
+                else:
+                    node.host.run(["ip", "link", "set", "bc1", "master", "cr-boot-lb"])
+                node.host.run(["ip", "link", "set", "bc1", "up"])
+                node.host.run(["ip", "link", "set", "bc0", "up"])
+                out = node.host.run(["busybox", "udhcpc", "-i", "bc0", "-n", "-q", "-t", "10",
+                                     "-T", "1", "-s", "/bin/true"], timeout=60)
+                assert f"lease of 10.210.{octet}." in out.stdout + out.stderr
+            finally:
+                if net == "boot-ovs":
+                    node.host.run(["ovs-vsctl", "--timeout=10", "--if-exists", "del-port",
+                                   "bc1"], check=False)
+                node.host.run(["ip", "link", "del", "bc0"], check=False)
+    assert lab_state(node) == before

@@ -10,8 +10,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from nodeutil import Node
-from storageutil import disk_bytes, domblklist, running_vm, traversable, wait_guest_size
+from nodeutil import Node, wait_for
+from storageutil import (
+    console_log,
+    disk_bytes,
+    domblklist,
+    running_vm,
+    traversable,
+    wait_guest_size,
+)
+
+from corral.images.tiny import BOOT_MARKER
 
 pytestmark = pytest.mark.integration
 
@@ -208,10 +217,13 @@ def test_attached_volume_survives_stop_and_start(node: Node) -> None:
             node.cli("vm", "stop", vm, "--force")
             node.cli("vm", "disk", "attach", vm, "--volume", "default/st-cold")
             assert "vdb" in domblklist(node, vm, inactive=True)
+            traversable(node)
             node.cli("vm", "start", vm)
-            wait_guest_size(node, vm, "vdb", 24 * MIB, timeout=120)
+            wait_for("the second boot", lambda: console_log(node, vm).count(BOOT_MARKER) == 2)
+            wait_guest_size(node, vm, "vdb", 24 * MIB)
             node.cli("vm", "stop", vm, "--force")
             node.cli("vm", "disk", "detach", vm, "--volume", "default/st-cold")
+            traversable(node)
             node.cli("vm", "start", vm)
             assert "vdb" not in domblklist(node, vm)
         assert _volume(node, "default/st-cold")["vm"] is None  # the VM is gone, the volume not

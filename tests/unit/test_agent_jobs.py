@@ -88,7 +88,8 @@ def test_errors_and_cancel() -> None:
 class _Op:
     """What run_job needs of an operation: progress."""
 
-    def __init__(self) -> None:
+    def __init__(self, op_id: str = "op-1") -> None:
+        self.id = op_id
         self.seen: list[tuple[int, str | None]] = []
 
     def progress(self, percent: int, message: str | None = None) -> None:
@@ -117,14 +118,25 @@ def test_run_job_forwards_progress_and_returns_the_result(
             time.sleep(0.05)
         return {"size": 7}
 
+    runs: list[str | None] = []
+
     @app.post("/v1/work")
-    def start() -> dict[str, Any]:
-        return runner.submit("work", "w:1", work).to_dict()
+    def start(op: str | None = None) -> dict[str, Any]:
+        def counted(report: JobReporter) -> dict[str, Any]:
+            runs.append(op)
+            return work(report)
+
+        return runner.submit("work", "w:1", counted, token=op).to_dict()
 
     op = _Op()
     assert run_job(client, op, "POST", "/v1/work", span=(0, 50)) == {"size": 7}  # type: ignore[arg-type]
     assert (5, "at 10") in op.seen and (25, "at 50") in op.seen and (45, "at 90") in op.seen
     assert [p for p, _ in op.seen] == sorted(p for p, _ in op.seen)
+    # The same operation run again (an engine restart) gets the job it started: no new work.
+    assert run_job(client, _Op(), "POST", "/v1/work") == {"size": 7}  # type: ignore[arg-type]
+    assert runs == ["op-1"]
+    assert run_job(client, _Op("op-2"), "POST", "/v1/work") == {"size": 7}  # type: ignore[arg-type]
+    assert runs == ["op-1", "op-2"]
 
 
 def test_run_job_raises_the_job_error_and_a_forgotten_job(

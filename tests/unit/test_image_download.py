@@ -42,7 +42,8 @@ def test_download_streams_the_whole_file_with_its_sha256(server: FileServer, fil
                                                          tmp_path: Path) -> None:
     dest = tmp_path / "out"
     seen: list[tuple[int, int | None]] = []
-    got = download(server.url("disk.raw"), dest, progress=lambda n, t, _m: seen.append((n, t)))
+    got = download(server.url("disk.raw"), dest, progress=lambda n, t, _m: seen.append((n, t)),
+                   sha256=True)
     assert dest.read_bytes() == (files / "disk.raw").read_bytes()
     assert got.size == SIZE and got.sha256 == _sha(files / "disk.raw")
     assert got.resumes == 0 and got.restarts == 0
@@ -52,6 +53,7 @@ def test_download_streams_the_whole_file_with_its_sha256(server: FileServer, fil
 def test_zero_runs_are_left_as_holes(server: FileServer, files: Path, tmp_path: Path) -> None:
     dest = tmp_path / "zeros"
     got = download(server.url("zeros.raw"), dest)
+    assert got.sha256 is None  # not asked for: not computed
     assert got.size == dest.stat().st_size == 8 << 20
     assert dest.stat().st_blocks * 512 < 1 << 20  # sparse: almost nothing allocated
     assert dest.read_bytes() == bytes(8 << 20)
@@ -60,7 +62,7 @@ def test_zero_runs_are_left_as_holes(server: FileServer, files: Path, tmp_path: 
 def test_dropped_connection_resumes_with_range(server: FileServer, files: Path,
                                                tmp_path: Path) -> None:
     dest = tmp_path / "out"
-    got = download(server.url("disk.raw", "drop=1500000"), dest, backoff=0.01)
+    got = download(server.url("disk.raw", "drop=1500000"), dest, backoff=0.01, sha256=True)
     assert dest.read_bytes() == (files / "disk.raw").read_bytes()
     assert got.sha256 == _sha(files / "disk.raw")
     assert got.resumes == 1 and got.restarts == 0
@@ -72,7 +74,8 @@ def test_dropped_connection_resumes_with_range(server: FileServer, files: Path,
 def test_server_without_range_makes_it_start_over(server: FileServer, files: Path,
                                                   tmp_path: Path) -> None:
     dest = tmp_path / "out"
-    got = download(server.url("disk.raw", "drop=1500000&norange=1"), dest, backoff=0.01)
+    got = download(server.url("disk.raw", "drop=1500000&norange=1"), dest, backoff=0.01,
+                   expected_sha256=_sha(files / "disk.raw"))
     assert got.restarts == 1 and got.sha256 == _sha(files / "disk.raw")
     assert dest.read_bytes() == (files / "disk.raw").read_bytes()
 

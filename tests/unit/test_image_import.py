@@ -90,7 +90,8 @@ def same_content(a: Path, b: Path) -> bool:
 @pytest.mark.parametrize("fmt", ["raw", "vmdk", "vdi"])
 def test_url_import_converts_to_qcow2(server: FileServer, src: Path, storage: Storage,
                                       fmt: str) -> None:
-    result, seen = run(storage, "img", server.url(f"disk.{fmt}"))
+    result, seen = run(storage, "img", server.url(f"disk.{fmt}"),
+                       checksum=f"sha256:{sha(src / f'disk.{fmt}')}")
     assert result["format"] == "qcow2" and result["source_format"] == fmt
     assert result["virtual_size"] == 16 * MIB
     assert result["sha256"] == sha(src / f"disk.{fmt}")

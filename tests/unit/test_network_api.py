@@ -189,3 +189,21 @@ def test_where_a_nic_plugs_in() -> None:
     assert xml.find("vlan") is None  # the trunk side of the veth carries the tag
     ov = _nic_xml(Network(name="ov", bridge="cr-ov", backend="linuxbridge", vni=9, mode="nat"))
     assert ov.find("mtu").get("size") == "1450"
+
+
+def test_delete_of_a_network_left_creating(engine: tuple[TestClient, EngineContext]) -> None:
+    """A network whose operation is still running is refused; one left `creating` by an
+    operation an engine restart gave up on may be deleted (nothing owns it any more)."""
+    client, ctx = engine
+    with ctx.db.session() as s:
+        s.add(Network(name="stuck", bridge="cr-stuck", subnet="10.210.12.0/24",
+                      gateway="10.210.12.1", dhcp_start="10.210.12.128",
+                      dhcp_end="10.210.12.254", status="creating"))
+        s.add(Operation(type="network.create", status="running",
+                        resources={"networks": ["stuck"]}, params={}))
+    r = client.delete("/api/v1/networks/stuck")
+    assert r.status_code == 409 and "is creating" in r.json()["error"]["message"]
+    with ctx.db.session() as s:
+        s.query(Operation).filter_by(type="network.create").one().status = "failure"
+    r = client.delete("/api/v1/networks/stuck")
+    assert r.status_code == 202 and r.json()["type"] == "network.delete"

@@ -226,3 +226,94 @@ def test_missing_tool_is_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
         _cmd.which("dnsmasq")
     assert "apt-get install dnsmasq-base" in info.value.message
     assert info.value.status == 503
+
+
+# -- modes, backends, VLAN, overlay --------------------------------------------------------
+
+BRIDGED = spec(mode="bridge", subnet=None, gateway=None, dhcp_start=None, dhcp_end=None,
+               dns_domain=None, bridge="br0")
+
+
+def test_layouts_name_their_devices() -> None:
+    tag = spec().tag
+    assert len(tag) == 8 and tag == spec(bridge="other").tag  # from the name alone
+    assert (GOOD.l3_device, GOOD.port_bridge, GOOD.port_vlan) == ("corral0", "corral0", None)
+    lb = spec(vlan=30, bridge="cr-trunk")
+    assert lb.l3_device == lb.port_bridge == f"crb{tag}"
+    assert lb.veth_pair == (f"crv{tag}", f"crt{tag}") and lb.port_vlan is None
+    ovs = spec(vlan=30, bridge="cr-ovs", backend="ovs")
+    assert (ovs.l3_device, ovs.port_bridge, ovs.port_vlan) == (f"crg{tag}", "cr-ovs", 30)
+    assert (BRIDGED.l3_device, BRIDGED.port_bridge, BRIDGED.managed) == (None, "br0", False)
+    over = spec(vni=5001, peers=["10.9.0.2"], serve=False)
+    assert (over.vxlan_device, over.mtu, over.serves, GOOD.mtu) == ("crx5001", 1450, False, None)
+    assert (spec(nat=False).kind, spec(nat=False, mode="isolated").kind) == ("routed", "isolated")
+    for good in (BRIDGED, lb, ovs, over, spec(vni=1, local="10.9.0.1", peers=("10.9.0.2",)),
+                 spec(mode="isolated"), spec(mode="routed"), spec(vlan=4094), spec(vni=16777215)):
+        validate_spec(good)
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"mode": "bridged"}, "mode"),
+        ({"backend": "vpp"}, "backend"),
+        ({"vlan": 0}, "vlan"),
+        ({"vlan": 4095}, "vlan"),
+        ({"vlan": True}, "vlan"),
+        ({"vlan": "10"}, "vlan"),
+        ({"vni": 0}, "vni"),
+        ({"vni": 1 << 24}, "vni"),
+        ({"vni": 5, "local": "10.9.0.300"}, "local"),
+        ({"vni": 5, "peers": ["10.9.0.2", "10.9.0.2"]}, "peers"),
+        ({"vni": 5, "local": "10.9.0.2", "peers": ["10.9.0.2"]}, "peers"),
+        ({"vni": 5, "peers": ["127.0.0.1"]}, "peers"),
+        ({"vni": 5, "peers": ["10.9.0.2\\nx"]}, "peers"),
+        ({"vni": 5, "peers": "10.9.0.2"}, "peers"),
+        ({"peers": ["10.9.0.2"]}, "peers"),  # peers without an overlay
+        ({"serve": False}, "serve"),  # only overlay networks are served elsewhere
+        ({"bridge": "crb0123abcd"}, "bridge"),  # corral's own device names
+        ({"bridge": "crx5001"}, "bridge"),
+    ],
+)
+def test_bad_layout_names_the_field(changes: dict[str, Any], field: str) -> None:
+    with pytest.raises(InvalidInput) as info:
+        validate_spec(spec(**changes))
+    assert info.value.field == field
+
+
+@pytest.mark.parametrize("field", ["subnet", "gateway", "dhcp_start", "dhcp_end", "dns_domain"])
+def test_bridge_mode_takes_no_addresses(field: str) -> None:
+    with pytest.raises(InvalidInput) as info:
+        validate_spec(dataclasses.replace(BRIDGED, **{field: getattr(GOOD, field)}))
+    assert info.value.field == field
+    with pytest.raises(InvalidInput) as info:
+        validate_spec(dataclasses.replace(BRIDGED, vni=5))
+    assert info.value.field == "vni"
+
+
+def test_isolated_and_routed_rules() -> None:
+    iso = spec(mode="isolated")
+    doc = nat.render_ruleset(iso)["nftables"]
+    chains = [c["add"]["chain"]["name"] for c in doc if "chain" in c.get("add", {})]
+    assert chains == ["fwd-default"]  # no NAT chain
+    rules = [c["add"]["rule"]["expr"] for c in doc if "rule" in c.get("add", {})]
+    assert len(rules) == 2 and all(r[-1] == {"drop": None} for r in rules)
+    # in X and out not X (or the reverse): bridged traffic within the network never matches
+    assert [(r[0]["match"]["op"], r[1]["match"]["op"]) for r in rules] == [("==", "!="),
+                                                                           ("==", "!=")]
+    assert nat.wanted_chains(spec(mode="routed")) == () == nat.wanted_chains(BRIDGED)
+    vlan = spec(mode="isolated", vlan=7, backend="ovs", bridge="cr-ovs")
+    assert {"match": {"op": "==", "left": {"meta": {"key": "iifname"}},
+                      "right": vlan.l3_device}} in [
+        e for c in nat.render_ruleset(vlan)["nftables"] if "rule" in c.get("add", {})
+        for e in c["add"]["rule"]["expr"]]
+    natted = [c["add"]["rule"]["expr"] for c in nat.render_ruleset(GOOD)["nftables"]
+              if "rule" in c.get("add", {}) and c["add"]["rule"]["chain"] == "fwd-default"]
+    assert natted[-1][-1] == {"drop": None}  # new connections in are refused
+
+
+def test_dnsmasq_serves_the_gateway_device(tmp_path: Path) -> None:
+    ovs = spec(vlan=30, bridge="cr-ovs", backend="ovs", vni=9)
+    lines = dnsmasq.render_config(ovs, dnsmasq.Paths.of(ovs, tmp_path)).splitlines()
+    assert f"interface={ovs.l3_device}" in lines
+    assert "dhcp-option=option:mtu,1450" in lines

@@ -3,9 +3,11 @@
 ``download(url, dest, ...)`` streams the body into ``dest`` with httpx. A connection that
 drops mid-file is resumed where it stopped (``Range`` + ``If-Range``, a bounded number of
 times, with back-off); a server that ignores Range makes the download start over. The
-SHA-256 of the bytes is computed while they stream. Runs of zero bytes are not written but
-skipped (the file stays sparse, as ``cp --sparse`` would leave it): raw disk images are
-mostly zeros, and ``qemu-img convert`` then skips the holes instead of reading them.
+SHA-256 of the bytes, when asked for (a checksum to verify), is computed while they stream,
+in a thread of its own (hashlib releases the GIL: it overlaps the transfer). Runs of zero
+bytes are not written but skipped (the file stays sparse, as ``cp --sparse`` would leave
+it): raw disk images are mostly zeros, and ``qemu-img convert`` then skips the holes
+instead of reading them.
 
 Errors (corral.errors): 404/410 -> NotFound; other HTTP errors, unreachable hosts, a body
 that stays shorter than announced -> HostError; a body larger than the free space ->
@@ -17,7 +19,9 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import queue
 import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,7 +47,7 @@ except (ImportError, AttributeError):
     pass
 
 _CONTENT_RANGE_RE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
-_ZEROS = bytes(_READ_SIZE * 4)
+_ZERO_RUNS: dict[int, bytes] = {}  # zero bytes of each chunk size seen (compared, never copied)
 FREE_MARGIN = 64 << 20  # keep this much free on the image store
 FREE_CHECK_EVERY = 256 << 20  # bytes between free-space checks when the size is unknown
 CONNECT_RETRIES = 2  # a host that refuses connections from the start: fail soon
@@ -53,7 +57,7 @@ PROGRESS_EVERY_S = 0.25
 @dataclass(frozen=True)
 class Downloaded:
     size: int
-    sha256: str
+    sha256: str | None  # None unless asked for
     resumes: int  # how many times a dropped connection was resumed
     restarts: int  # how many times the download started over (server ignored Range)
 
@@ -73,24 +77,68 @@ def _status_error(resp: httpx.Response, url: str) -> CorralError:
     return HostError(f"the server answered {what} for {url}", field="source")
 
 
-class _Writer:
-    """Writes the body at its offset, leaving holes for zeros; hashes every byte."""
+def _zeros(n: int) -> bytes | None:
+    run = _ZERO_RUNS.get(n)
+    if run is None and len(_ZERO_RUNS) < 256 and n <= 4 * _READ_SIZE:
+        run = _ZERO_RUNS[n] = bytes(n)
+    return run
 
-    def __init__(self, f: BinaryIO) -> None:
+
+class _Hasher:
+    """SHA-256 in a thread of its own, fed through a bounded queue (at most 32 chunks)."""
+
+    _RESET = b""
+
+    def __init__(self) -> None:
+        self._q: queue.Queue[bytes | None] = queue.Queue(maxsize=32)
+        self._hash = hashlib.sha256()
+        self._thread = threading.Thread(target=self._run, name="sha256", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (item := self._q.get()) is not None:
+            if item is self._RESET:
+                self._hash = hashlib.sha256()
+            else:
+                self._hash.update(item)
+
+    def update(self, chunk: bytes) -> None:
+        if chunk:
+            self._q.put(chunk)
+
+    def reset(self) -> None:
+        self._q.put(self._RESET)
+
+    def hexdigest(self) -> str:
+        self.close()
+        return self._hash.hexdigest()
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._q.put(None)
+            self._thread.join()
+
+
+class _Writer:
+    """Writes the body at its offset, leaving holes for zeros; hashes every byte if asked."""
+
+    def __init__(self, f: BinaryIO, hasher: _Hasher | None) -> None:
         self.f = f
         self.have = 0
-        self.hash = hashlib.sha256()
+        self.hash = hasher
 
     def restart(self) -> None:
         self.f.seek(0)
         self.f.truncate(0)
         self.have = 0
-        self.hash = hashlib.sha256()
+        if self.hash is not None:
+            self.hash.reset()
 
     def write(self, chunk: bytes) -> None:
         n = len(chunk)
-        self.hash.update(chunk)
-        if n <= len(_ZEROS) and chunk == _ZEROS[:n]:
+        if self.hash is not None:
+            self.hash.update(chunk)
+        if chunk[:1] == b"\0" and chunk[-1:] == b"\0" and chunk == _zeros(n):
             self.f.seek(n, 1)
         else:
             self.f.write(chunk)
@@ -107,15 +155,21 @@ def download(
     progress: Progress | None = None,
     free_bytes: Callable[[], int] | None = None,
     expected_sha256: str | None = None,
+    sha256: bool = False,
     retries: int = 5,
     timeout: float = 60.0,
     backoff: float = 0.5,
 ) -> Downloaded:
-    """Download ``url`` into ``dest`` (replaced); see the module docstring."""
+    """Download ``url`` into ``dest`` (replaced); see the module docstring.
+
+    The SHA-256 is computed when ``expected_sha256`` (hex) or ``sha256`` is given.
+    """
     report: Progress = progress or (lambda _n, _t, _m: None)
+    hasher = _Hasher() if expected_sha256 is not None or sha256 else None
     try:
         with dest.open("wb") as f:
-            got = _transfer(url, _Writer(f), report, free_bytes, retries, timeout, backoff)
+            got = _transfer(url, _Writer(f, hasher), report, free_bytes, retries, timeout,
+                            backoff)
     except OSError as exc:
         dest.unlink(missing_ok=True)
         if exc.errno == errno.ENOSPC:
@@ -124,6 +178,9 @@ def download(
     except BaseException:
         dest.unlink(missing_ok=True)
         raise
+    finally:
+        if hasher is not None:
+            hasher.close()
     if expected_sha256 is not None and got.sha256 != expected_sha256.lower():
         dest.unlink(missing_ok=True)
         raise InvalidInput(
@@ -194,7 +251,8 @@ def _transfer(url: str, out: _Writer, report: Progress, free_bytes: Callable[[],
                                         f"({failures}/{limit})")
                 time.sleep(min(backoff * 2 ** (failures - 1), 5.0))
         out.finish()
-    return Downloaded(out.have, out.hash.hexdigest(), resumes, restarts)
+    digest = out.hash.hexdigest() if out.hash is not None else None
+    return Downloaded(out.have, digest, resumes, restarts)
 
 
 def _describe(exc: BaseException) -> str:

@@ -5,6 +5,8 @@
     POST /v1/disks/{vm}/customize      GuestCustomize              -> job, the VM must be stopped
 
 Each answers at once with the job; bad input is refused before the job starts (4xx).
+``?op=OPERATION_ID`` makes a repeated request (an engine that restarted) return the job of the
+first one instead of doing the work twice (corral.agent.jobs).
 """
 
 from __future__ import annotations
@@ -41,14 +43,14 @@ def router(agent: Agent, runner: JobRunner) -> APIRouter:
         return agent.virt.type.value != "kvm"
 
     @r.post("/v1/images/{name}/import")
-    def import_image(name: str, body: ImageImportBody) -> dict[str, Any]:
+    def import_image(name: str, body: ImageImportBody, op: str | None = None) -> dict[str, Any]:
         importer = Importer(storage, name, body.source, body.format, body.checksum)
         job = runner.submit("image.import", f"image:{name}", importer.run,
-                            message=f"importing {body.source}")
+                            message=f"importing {body.source}", token=op)
         return job.to_dict()
 
     @r.post("/v1/images/{name}/customize")
-    def customize_image(name: str, body: GuestCustomize) -> dict[str, Any]:
+    def customize_image(name: str, body: GuestCustomize, op: str | None = None) -> dict[str, Any]:
         spec = customize.Spec.from_request(body.model_dump())
         disk = storage.image_path(name)
         if not disk.exists() and storage.iso_path(name).exists():
@@ -66,10 +68,10 @@ def router(agent: Agent, runner: JobRunner) -> APIRouter:
                                             free_bytes=storage.free_bytes)
 
         return runner.submit("image.customize", f"image:{name}", work,
-                             message="customizing").to_dict()
+                             message="customizing", token=op).to_dict()
 
     @r.post("/v1/disks/{vm}/customize")
-    def customize_vm_disk(vm: str, body: GuestCustomize) -> dict[str, Any]:
+    def customize_vm_disk(vm: str, body: GuestCustomize, op: str | None = None) -> dict[str, Any]:
         spec = customize.Spec.from_request(body.model_dump())
         disk = storage.disk_path(validate_name(vm, "vm"))
         if not disk.exists():
@@ -86,6 +88,6 @@ def router(agent: Agent, runner: JobRunner) -> APIRouter:
                                             free_bytes=storage.free_bytes)
 
         return runner.submit("disk.customize", f"disk:{vm}", work,
-                             message="customizing").to_dict()
+                             message="customizing", token=op).to_dict()
 
     return r

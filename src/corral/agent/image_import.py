@@ -4,8 +4,8 @@ The steps of ``import_image`` (an agent job, see corral.agent.jobs), each report
 
 1. remove what an interrupted earlier attempt left (``NAME.download``, ``NAME.part``);
 2. an http(s) URL is downloaded into ``images/NAME.download`` (corral.agent.download:
-   resumed, sparse, SHA-256 while streaming); a local file is read in place (its SHA-256 is
-   computed only when a checksum is given);
+   resumed, sparse); a local file is read in place. The SHA-256 is computed (while the
+   download streams) only when a checksum is given;
 3. the checksum, when given, is compared;
 4. the format is found (``qemu-img info``; an ISO 9660 image is a raw file with ``CD001`` at
    byte 32769) and checked against the one asked for; what would make qemu read other host
@@ -278,14 +278,14 @@ class Importer:
         return {**described, "source_format": fmt, "sha256": digest, "resumes": self.resumes,
                 "virtual_size_source": int(info.get("virtual-size") or 0)}
 
-    def _download(self, report: Report) -> tuple[Path, str]:
+    def _download(self, report: Report) -> tuple[Path, str | None]:
         span = 60  # the download is 0-60 %, what follows 60-99 %
 
         def progress(done: int, total: int | None, message: str) -> None:
             report(span * done // total if total else 0, message)
 
         got = download(self.source, self.download, progress=progress,
-                       free_bytes=self.storage.free_bytes)
+                       free_bytes=self.storage.free_bytes, sha256=self.sha256 is not None)
         self.resumes = got.resumes + got.restarts
         note = f" (resumed {got.resumes}x)" if got.resumes else ""
         report(span, f"downloaded {got.size >> 20} MiB{note}")

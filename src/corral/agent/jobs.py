@@ -9,6 +9,9 @@ sees it at its next progress report (``JobReporter`` raises) and cleans up after
 Every job has a key naming what it works on (``image:NAME``, ``disk:VM``). Submitting work
 under a key whose job still runs returns that job instead of starting a second one, so an
 engine that crashed and runs its executor again attaches to the work already under way.
+A job may also carry a token (the engine passes its operation id as ``?op=``): submitting
+again with the same token returns that job even once it is done, so work that finished
+while the engine was down is not done twice (a customization that appends to a file).
 Jobs live in memory: after an agent restart ``GET`` answers 404 and the next attempt of the
 engine's operation starts the work again (the work removes what an interrupted run left).
 """
@@ -43,6 +46,7 @@ class Job:
     id: str
     kind: str
     key: str
+    token: str | None = None
     status: str = "running"  # running | success | failure
     progress: int = 0
     message: str = ""
@@ -94,17 +98,21 @@ class JobRunner:
         self._jobs: dict[str, Job] = {}
         self._changed = threading.Condition()
 
-    def submit(self, kind: str, key: str, work: Work, message: str = "starting") -> Job:
+    def submit(self, kind: str, key: str, work: Work, message: str = "starting",
+               token: str | None = None) -> Job:
         """Start ``work`` in a thread, or return the job of this kind already running under
         ``key`` (Conflict if a job of another kind runs under it)."""
         with self._changed:
+            for job in self._jobs.values():
+                if token is not None and job.token == token and job.key == key:
+                    return job
             for job in self._jobs.values():
                 if job.key == key and not job.done:
                     if job.kind != kind:
                         raise Conflict(f"{key} is busy: a {job.kind} job runs on it ({job.message})")
                     return job
             self._prune()
-            job = Job(id=str(uuid.uuid4()), kind=kind, key=key, message=message)
+            job = Job(id=str(uuid.uuid4()), kind=kind, key=key, message=message, token=token)
             self._jobs[job.id] = job
         threading.Thread(target=self._run, args=(job, work), name=f"job-{kind}",
                          daemon=True).start()

@@ -27,7 +27,7 @@ COLUMNS = [
     ("NAME", lambda i: i.name), ("STATUS", lambda i: i.status), ("FORMAT", lambda i: i.format),
     ("VIRTUAL SIZE", lambda i: human_bytes(i.virtual_size)),
     ("FILE SIZE", lambda i: human_bytes(i.file_size)),
-    ("BOOT", lambda i: "kernel" if i.kernel else "disk"),
+    ("BOOT", lambda i: "kernel" if i.kernel else ("cdrom" if i.format == "iso" else "disk")),
 ]
 
 

@@ -17,6 +17,9 @@ looks like is decided here (Nova's ``designer.py`` lesson):
 - a pty serial port (with ``<log file=... append='on'/>`` when a console log is asked) and
   its console, the qemu-guest-agent channel, virtio RNG from ``/dev/urandom``, a virtio
   balloon, VNC on 127.0.0.1 with a VGA card when ``vnc`` is on;
+- ``q35``: a ``pcie-root`` and enough ``pcie-root-port`` controllers for the PCIe devices
+  designed plus ``hotplug_ports`` free ones (libvirt alone leaves one free: a second disk or
+  NIC hot-plugged into a running VM would find no slot); ``pc`` hot-plugs on its PCI bus;
 - poweroff → destroy, reboot → restart, crash → destroy;
 - no ``<emulator>``: the agent's libvirt picks its host's default.
 """
@@ -55,6 +58,7 @@ MIN_MEMORY_MIB = 16
 MAX_MEMORY_MIB = 16 * 1024 * 1024  # 16 TiB
 MAX_VCPUS = 255  # x86 without interrupt remapping
 MAX_IDE_DISKS = 4  # two channels, master and slave
+MAX_HOTPLUG_PORTS = 64
 
 _TARGET_PREFIX = {"virtio": "vd", "scsi": "sd", "sata": "sd", "ide": "hd"}
 _MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
@@ -103,6 +107,7 @@ class DomainSpec:
     initrd: str | None = None
     cmdline: str | None = None
     vnc: bool = True
+    hotplug_ports: int = 8  # q35: free PCIe ports for disks and NICs plugged in while running
 
 
 def design_domain(spec: DomainSpec) -> Domain:
@@ -157,6 +162,8 @@ def design_domain(spec: DomainSpec) -> Domain:
     _add_nics(dom, spec.nics)
     _add_console(dom, spec.console_log)
     _add_extras(dom, spec.vnc)
+    if os.machine == "q35" and spec.hotplug_ports > 0:
+        _add_pcie_ports(dom, spec, buses)
     return dom
 
 
@@ -271,6 +278,25 @@ def _add_console(dom: Domain, console_log: str | None) -> None:
     dom.devices.add(console)
 
 
+# PCIe devices the designer adds besides virtio disks and NICs, each behind a root port:
+# virtio-serial (guest agent channel), balloon, RNG, and the USB controller libvirt adds.
+_PCIE_EXTRAS = 4
+
+
+def _add_pcie_ports(dom: Domain, spec: DomainSpec, buses: list[str]) -> None:
+    """Root ports for the devices, plus ``spec.hotplug_ports`` free ones (if the count of
+    devices is off, libvirt adds the ports a device lacks: nothing ever fails for it)."""
+    used = sum(1 for b in buses if b == "virtio") + len(spec.nics) + _PCIE_EXTRAS
+    used += 1 if "scsi" in buses else 0
+    root = Controller()
+    root.type, root.index, root.model = "pci", 0, "pcie-root"
+    dom.devices.add(root)
+    for index in range(1, used + spec.hotplug_ports + 1):
+        port = Controller()
+        port.type, port.index, port.model = "pci", index, "pcie-root-port"
+        dom.devices.add(port)
+
+
 def _add_extras(dom: Domain, vnc: bool) -> None:
     agent = Channel()
     agent.type = "unix"
@@ -320,6 +346,7 @@ def validate_spec(spec: DomainSpec) -> None:
         )
     _check_int_range(spec.vcpus, 1, MAX_VCPUS, "vcpus")
     _check_int_range(spec.memory_mib, MIN_MEMORY_MIB, MAX_MEMORY_MIB, "memory_mib")
+    _check_int_range(spec.hotplug_ports, 0, MAX_HOTPLUG_PORTS, "hotplug_ports")
 
     for i, disk in enumerate(spec.disks):
         _validate_disk(disk, f"disks[{i}]")

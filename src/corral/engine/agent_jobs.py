@@ -2,11 +2,12 @@
 
     result = run_job(agent, op, "POST", f"/v1/images/{name}/import", body, span=(5, 99))
 
-starts the job (or, after an engine restart, attaches to the one still running under the same
-key on the agent), long-polls ``GET /v1/jobs/{id}`` and copies each new progress into the
-operation, scaled into ``span``. A failed job raises its error (rebuilt from its code); an
-agent that cannot be reached is retried for ``unreachable_s``; a job the agent forgot (it
-restarted) is a HostError; past ``timeout`` the job is cancelled and HostError raised.
+starts the job (or, after an engine restart, gets the one this operation started: still
+running, or done while the engine was down; the operation id goes along as ``?op=``),
+long-polls ``GET /v1/jobs/{id}`` and copies each new progress into the operation, scaled
+into ``span``. A failed job raises its error (rebuilt from its code); an agent that cannot
+be reached is retried for ``unreachable_s``; a job the agent forgot (it restarted) is a
+HostError; past ``timeout`` the job is cancelled and HostError raised.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ POLL_WAIT_S = 20.0
 def run_job(agent: AgentClient, op: OpContext, method: str, path: str, body: Any = None, *,
             span: tuple[int, int] = (0, 100), timeout: float = 6 * 3600,
             unreachable_s: float = 120.0) -> dict[str, Any]:
-    job = agent.call(method, path, json=body, timeout=60)
+    tagged = f"{path}{'&' if '?' in path else '?'}op={op.id}"  # the same job if run again
+    job = agent.call(method, tagged, json=body, timeout=60)
     job_id = str(job["id"])
     deadline = time.monotonic() + timeout
     last_progress: tuple[int, str] | None = None

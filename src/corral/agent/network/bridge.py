@@ -174,10 +174,16 @@ def ensure_veth_to_trunk(spec: NetworkSpec) -> bool:
     return created
 
 
-def ensure_address(dev: str, spec: NetworkSpec) -> None:
-    """``dev`` carries exactly the gateway address (IPv4) of the spec and is up."""
+def ensure_address(dev: str, spec: NetworkSpec, *, fresh: bool = False) -> None:
+    """``dev`` carries exactly the gateway address (IPv4) of the spec and is up.
+
+    ``fresh``: the device was just made (and brought up) by this call: it has no address.
+    """
     prefix = parse_subnet(spec.subnet).prefixlen
     wanted = ipaddress.IPv4Interface(f"{spec.gateway}/{prefix}")
+    if fresh:
+        _cmd.run(["ip", "addr", "add", str(wanted), "brd", "+", "dev", dev])
+        return
     present = False
     for entry in _cmd.run_json(["ip", "-j", "-4", "addr", "show", "dev", dev]):
         for addr in entry.get("addr_info", []):

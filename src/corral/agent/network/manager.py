@@ -167,7 +167,8 @@ def ensure_network(spec: NetworkSpec, state_dir: Path) -> None:
             _build_overlay(spec, paths, undo)
             if spec.serves:
                 assert spec.l3_device is not None
-                bridge.ensure_address(spec.l3_device, spec)
+                # a Linux bridge made now is up and bare; an OVS port still needs "up"
+                bridge.ensure_address(spec.l3_device, spec, fresh=created and paths is None)
                 if spec.kind in ("nat", "routed"):
                     nat.enable_ip_forward()
                 if nat.ensure(spec):

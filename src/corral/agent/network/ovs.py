@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,24 +142,6 @@ def ensure_daemons(paths: OvsPaths | None = None) -> OvsPaths:
                       f"--unixctl={paths.rundir / 'ovs-vswitchd.ctl'}"], env=env, timeout=60)
             log.info("started ovs-vswitchd (%s)", paths.sock)
     return paths
-
-
-def stop_daemons(paths: OvsPaths, timeout: float = 10.0) -> None:
-    """Stop both daemons (TERM, then KILL); for tests and a host that gives up OVS."""
-    for daemon in reversed(DAEMONS):
-        pid = daemon_pid(paths, daemon)
-        if pid is None:
-            continue
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                break
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline and _alive(pid):
-                time.sleep(0.02)
-            if not _alive(pid):
-                break
 
 
 def vsctl(paths: OvsPaths, *args: str, check: bool = True) -> str:

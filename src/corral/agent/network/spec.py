@@ -40,6 +40,8 @@ BRIDGE_MAX = 15  # IFNAMSIZ - 1
 _BRIDGE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 _LABEL_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+# The names of corral's own devices (see the layout above): never a network's bridge.
+_INTERNAL_RE = re.compile(r"cr[bvtg][0-9a-f]{8}|crx[0-9]+")
 # Characters allowed in the state directory: it is written into dnsmasq's config file.
 _SAFE_PATH_RE = re.compile(r"/[A-Za-z0-9_./+@:,=-]*")
 
@@ -295,6 +297,10 @@ def validate_spec(spec: NetworkSpec) -> None:
     """Raise ``InvalidInput`` (with ``field``) unless every value of ``spec`` is sound."""
     validate_network_name(spec.name, "name")
     validate_bridge_name(spec.bridge)
+    if _INTERNAL_RE.fullmatch(spec.bridge):
+        raise InvalidInput(f"bridge {spec.bridge!r} has the name of one of corral's own "
+                           "devices (crb/crv/crt/crg + 8 hex digits, crx + digits)",
+                           field="bridge")
     _validate_layout(spec)
     if not spec.managed:
         for field in ("subnet", "gateway", "dhcp_start", "dhcp_end", "dns_domain"):

@@ -45,6 +45,7 @@ def _summary(req: GuestCustomize) -> str:
 
 
 def customize_image(ctx: EngineContext, name: str, req: GuestCustomize) -> Operation:
+    host = pick_host(ctx, 0)
     with ctx.db.session() as s:
         img = s.query(Image).filter_by(name=name).one_or_none()
         if img is None:
@@ -61,7 +62,6 @@ def customize_image(ctx: EngineContext, name: str, req: GuestCustomize) -> Opera
             raise Conflict(f"image {name} is {img.status}, not ready")
         img.status = "customizing"
         image_id = img.id
-    host = pick_host(ctx, 0)
     params = {"image_id": image_id, "name": name, "host_id": host.id,
               "spec": req.model_dump(mode="json"), "summary": _summary(req)}
     return ctx.ops.submit("image.customize", {"images": [name]}, params, lock=f"image:{name}")

@@ -29,6 +29,7 @@ from corral.api import NetworkCreate, NetworkMode, Operation
 from corral.domainxml import NicSpec
 from corral.engine.context import EngineContext
 from corral.engine.db.models import Host, Network, Vm
+from corral.engine.db.models import Operation as OperationRow
 from corral.engine.operations import OpContext
 from corral.errors import Conflict, CorralError, InvalidInput, NotFound
 
@@ -250,12 +251,19 @@ def execute_create(ctx: EngineContext, op: OpContext) -> None:
 
 # -- delete ------------------------------------------------------------------------------
 
+def _operation_owns(s: Any, name: str) -> bool:
+    """An operation on the network is pending or running. (One that an engine restart gave
+    up on leaves the network creating or deleting with no owner: it may then be deleted.)"""
+    ops = s.query(OperationRow).filter(OperationRow.status.in_(["pending", "running"]))
+    return any(name in (op.resources or {}).get("networks", []) for op in ops)
+
+
 def delete(ctx: EngineContext, name: str) -> Operation:
     with ctx.db.session() as s:
         row = s.query(Network).filter_by(name=name).one_or_none()
         if row is None:
             raise NotFound(f"network {name} not found")
-        if row.status != READY:
+        if row.status != READY and _operation_owns(s, name):
             raise Conflict(f"network {name} is {row.status}", field="name")
         in_use = users(s, row)
         if in_use:

@@ -175,9 +175,13 @@ def execute_create(ctx: EngineContext, op: OpContext) -> None:
     path = f"/v1/pools/{pool.name}/volumes/{vol.name}"
     try:
         info = agent.call("PUT", path, json={"size": vol.size, "format": vol.format}, timeout=300)
-    except CorralError:
-        with contextlib.suppress(CorralError):
-            agent.call("DELETE", path, timeout=120)  # nothing half-written stays behind
+    except CorralError as exc:
+        # The agent writes under a temporary name and renames: no half-written volume. A
+        # volume it may have finished (a timeout) is ours to remove, but never one that
+        # appeared meanwhile under our name (Conflict: it is someone else's).
+        if not isinstance(exc, Conflict):
+            with contextlib.suppress(CorralError):
+                agent.call("DELETE", path, timeout=120)
         with ctx.db.session() as s:
             row = s.get(Volume, vol.id)
             if row is not None:
