@@ -29,10 +29,12 @@ def engine(tmp_path: Path) -> Iterator[tuple[TestClient, EngineContext]]:
                            "storage_dir": str(tmp_path), "console_dir": str(tmp_path)})
         s.add(host)
         s.add(Image(name="tiny", status="ready", virtual_size=64 << 20, file_size=1 << 20))
+        s.add(Image(name="inst", status="ready", format="iso", virtual_size=8 << 20,
+                    file_size=8 << 20))
         s.add(Network(name="default", bridge="corral0", subnet="10.210.0.0/24",
                       gateway="10.210.0.1", dhcp_start="10.210.0.128", dhcp_end="10.210.0.254"))
         s.flush()
-        image_id, host_id = s.query(Image).one().id, host.id
+        image_id, host_id = s.query(Image).filter_by(name="tiny").one().id, host.id
         s.add(Vm(name="busy", image_id=image_id, host_id=host_id, cpus=1, memory_mib=64,
                  disk_bytes=64 << 20, mac="52:54:00:00:00:01", state="running",
                  desired_power="running"))
@@ -69,6 +71,12 @@ def _post_vm(client: TestClient, body: Any) -> Any:
         ({"name": "ok", "image": "tiny", "start": "maybe"}, "start"),
         ({"name": "ok", "image": "tiny", "colour": "red"}, "colour"),
         ({"image": "tiny"}, "name"),
+        ({"name": "ok"}, "image"),
+        ({"name": "ok", "image": "tiny", "iso": "inst", "disk": "1G"}, "image"),
+        ({"name": "ok", "iso": "inst"}, "disk"),
+        ({"name": "ok", "image": "inst"}, "image"),
+        ({"name": "ok", "iso": "tiny", "disk": "1G"}, "iso"),
+        ({"name": "ok", "iso": "../x", "disk": "1G"}, "iso"),
         ({"name": 5, "image": "tiny"}, "name"),
     ],
 )
@@ -151,7 +159,7 @@ def test_image_import_bad_source(engine: tuple[TestClient, EngineContext], tmp_p
     resp = client.post("/api/v1/images", json={"name": "x", "source": "relative.img"})
     assert resp.status_code == 422
     with ctx.db.session() as s:
-        assert s.query(Image).count() == 1
+        assert s.query(Image).count() == 2
 
 
 def test_tokens_required(engine: tuple[TestClient, EngineContext]) -> None:

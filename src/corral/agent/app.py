@@ -47,7 +47,7 @@ class DefineBody(BaseModel):
 
 class DiskBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    image: str
+    image: str | None = None  # None: a blank disk (installs from an ISO); size is then required
     size: int | None = None
 
 

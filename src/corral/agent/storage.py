@@ -133,8 +133,13 @@ class Storage:
             path.with_suffix(suffix).unlink(missing_ok=True)
 
     # -- VM disks -------------------------------------------------------------------------
-    def create_disk(self, vm: str, image: str, size: int | None) -> dict[str, Any]:
-        """A qcow2 overlay on the image: O(1), whatever the image size. Idempotent."""
+    def create_disk(self, vm: str, image: str | None, size: int | None) -> dict[str, Any]:
+        """A qcow2 overlay on the image: O(1), whatever the image size. Idempotent.
+
+        Without an image, a blank thin qcow2 of ``size`` bytes (a VM installed from an ISO).
+        """
+        if image is None:
+            return self._create_blank(vm, size)
         base = self.image_path(image)
         if not base.exists() and self.iso_path(image).exists():
             raise InvalidInput(f"image {image} is an ISO: attach it as a CD-ROM (vm create --iso) "
@@ -151,6 +156,21 @@ class Storage:
             argv.append(str(size))
         try:
             _run(argv, f"create disk of {vm}")
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return {"path": str(path), "created": True}
+
+    def _create_blank(self, vm: str, size: int | None) -> dict[str, Any]:
+        if size is None or size <= 0:
+            raise InvalidInput("a blank disk needs a size", field="disk")
+        path = self.disk_path(vm)
+        if path.exists():
+            return {"path": str(path), "created": False}
+        tmp = path.with_suffix(".part")
+        try:
+            _run(["qemu-img", "create", "-q", "-f", "qcow2", str(tmp), str(size)],
+                 f"create disk of {vm}")
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)

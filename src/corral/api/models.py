@@ -17,7 +17,9 @@ from corral.validation import parse_size, validate_name
 def _name_field(field: str) -> Any:
     """A pydantic validator for a resource name (InvalidInput becomes a field error)."""
 
-    def check(value: object) -> str:
+    def check(value: object) -> str | None:
+        if value is None:  # optional fields; required ones are typed `str` and never get here
+            return None
         try:
             return validate_name(value, field)
         except InvalidInput as exc:
@@ -152,7 +154,9 @@ class VmAddress(BaseModel):
 
 class VmCreate(_Request):
     name: str
-    image: str
+    image: str | None = Field(None, description="Image the root disk is a linked clone of")
+    iso: str | None = Field(None, description="ISO image to install from: attached as a CD-ROM, "
+                            "the root disk is blank (needs disk)")
     cpus: int = Field(1, ge=1, le=64)
     memory: str | int = "512M"
     disk: str | int | None = Field(None, description="Root disk size (grows the image); default: image size")
@@ -162,6 +166,7 @@ class VmCreate(_Request):
 
     _name = _name_field("name")
     _image = _name_field("image")
+    _iso = _name_field("iso")
     _network = _name_field("network")
 
     @field_validator("memory")

@@ -37,7 +37,8 @@ COLUMNS = [
 @app.command("create")
 def create(
     name: str = typer.Argument(..., help="VM name: letters, digits, '-' and '_'"),
-    image: str = typer.Option(..., "--image", "-i", help="Image to clone the root disk from"),
+    image: str = typer.Option(None, "--image", "-i", help="Image to clone the root disk from"),
+    iso: str = typer.Option(None, "--iso", help="ISO image to install from (CD-ROM; needs --disk)"),
     cpus: int = typer.Option(1, "--cpus", help="Virtual CPUs"),
     memory: str = typer.Option("512M", "--memory", "-m", help="Memory, e.g. 512M or 2G"),
     disk: str = typer.Option(None, "--disk", help="Root disk size, e.g. 10G (default: image size)"),
@@ -49,7 +50,8 @@ def create(
     cloud_init: bool = vm_guest.CloudInitOpt,
     wait: bool = WaitOpt, output: OutputFormat = OutputOpt, data_dir: Path = DataDirOpt,
 ) -> None:
-    """Create a VM whose disk is a linked clone (qcow2 overlay) of IMAGE.
+    """Create a VM whose disk is a linked clone (qcow2 overlay) of --image, or a blank
+    --disk that installs from an --iso image attached as a CD-ROM.
 
     Any cloud-init option attaches a NoCloud seed CD-ROM (hostname, users, SSH keys,
     user-data, network-config) that cloud images and the tiny guest apply at boot.
@@ -60,7 +62,7 @@ def create(
             user_data=user_data, network_config=network_config, force=cloud_init,
         )
         try:
-            req = VmCreate(name=name, image=image, cpus=cpus, memory=memory, disk=disk,
+            req = VmCreate(name=name, image=image, iso=iso, cpus=cpus, memory=memory, disk=disk,
                            network=network, start=start, cloud_init=ci)
         except ValueError as exc:
             first = exc.errors()[0] if hasattr(exc, "errors") else {"loc": ["?"], "msg": str(exc)}

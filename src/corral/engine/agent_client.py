@@ -57,7 +57,7 @@ class AgentClient:
     def console_log(self, name: str) -> str:
         return str(self.call("GET", f"/v1/domains/{name}/console-log", text=True))
 
-    def create_disk(self, vm: str, image: str, size: int | None) -> dict[str, Any]:
+    def create_disk(self, vm: str, image: str | None, size: int | None) -> dict[str, Any]:
         return dict(self.call("PUT", f"/v1/disks/{vm}", json={"image": image, "size": size}))
 
     def delete_disk(self, vm: str) -> None:

@@ -17,7 +17,14 @@ from corral.engine.operations import OpContext
 from corral.engine.services import networks, vm_cloudinit
 from corral.engine.services.hosts import pick_host
 from corral.engine.services.vm_states import DESIRED, check_action, check_delete
-from corral.errors import Conflict, CorralError, InsufficientResources, NotFound, WrongState
+from corral.errors import (
+    Conflict,
+    CorralError,
+    InsufficientResources,
+    InvalidInput,
+    NotFound,
+    WrongState,
+)
 
 
 def to_api(vm: Vm, image: str, network: str | None, host: str | None) -> VmOut:
@@ -76,20 +83,33 @@ def create(ctx: EngineContext, req: VmCreate) -> Operation:
     if host_cpus and req.cpus > host_cpus * 8:
         raise InsufficientResources(f"{req.cpus} vCPUs is too many for host {host.name}",
                                     field="cpus")
+    if (req.image is None) == (req.iso is None):
+        raise InvalidInput("give either an image (linked clone) or an iso (install from CD-ROM)",
+                           field="image")
+    if req.iso is not None and req.disk_bytes is None:
+        raise InvalidInput("a VM installed from an ISO needs a disk size (e.g. disk 8G)",
+                           field="disk")
+    field, image_name = ("iso", req.iso) if req.iso else ("image", req.image)
     with ctx.db.session() as s:
         if s.query(Vm).filter_by(name=req.name).count():
             raise Conflict(f"VM {req.name} already exists", field="name")
-        image = s.query(Image).filter_by(name=req.image).one_or_none()
+        image = s.query(Image).filter_by(name=image_name).one_or_none()
         if image is None:
-            raise NotFound(f"image {req.image} not found (`corral image list`)", field="image")
+            raise NotFound(f"{field} {image_name} not found (`corral image list`)", field=field)
         if image.status != "ready":
-            raise Conflict(f"image {req.image} is {image.status}, not ready", field="image")
+            raise Conflict(f"image {image_name} is {image.status}, not ready", field=field)
+        if (image.format == "iso") != (field == "iso"):
+            raise InvalidInput(
+                f"image {image_name} is an ISO: install from it with iso (`vm create --iso`)"
+                if image.format == "iso" else f"iso {image_name} is a disk image, not an ISO",
+                field=field,
+            )
         net = s.query(Network).filter_by(name=req.network).one_or_none()
         if net is None:
             raise NotFound(f"network {req.network} not found", field="network")
         networks.check_usable(net)
         disk = req.disk_bytes or image.virtual_size
-        if disk < image.virtual_size:
+        if image.format != "iso" and disk < image.virtual_size:
             raise Conflict(
                 f"disk {disk >> 20} MiB is smaller than image {image.name} "
                 f"({image.virtual_size >> 20} MiB)",
@@ -125,6 +145,9 @@ def domain_xml(ctx: EngineContext, vm_id: str) -> tuple[str, str, str]:
             # cloud kernel, of cloud images and the tiny guest, has no AHCI driver for sata)
             disks.append(DiskSpec(path=vm_cloudinit.seed_path(facts, vm.name), format="raw",
                                   device="cdrom", bus="scsi", readonly=True))
+        if image.format == "iso":  # an install: the blank disk does not boot, the CD-ROM does
+            disks.append(DiskSpec(path=f"{facts['storage_dir']}/images/{image.name}.iso",
+                                  format="raw", device="cdrom", bus="sata", readonly=True))
         spec = DomainSpec(
             name=vm.name, uuid=vm.id, vm_id=vm.id, vcpus=vm.cpus, memory_mib=vm.memory_mib,
             virt_type=str(facts.get("virt_type", "qemu")),
@@ -157,7 +180,9 @@ def execute_create(ctx: EngineContext, op: OpContext) -> None:
         assert vm is not None
         image = s.get(Image, vm.image_id)
         assert image is not None
-        image_name, size = image.name, vm.disk_bytes
+        # An ISO install gets a blank disk; otherwise a linked clone of the image.
+        image_name = None if image.format == "iso" else image.name
+        size = vm.disk_bytes
         has_seed = vm.cloud_init is not None
     agent = ctx.agent(host_id)
     try:
