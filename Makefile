@@ -39,8 +39,11 @@ test: venv
 	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest -q tests
 
+# Each benchmark starts its own lab host and writes its own section of docs/benchmarks.md.
+BENCHES := run provision image_import network
+
 bench: venv
-	$(PY) bench/run.py
+	@for b in $(BENCHES); do echo "== bench/$$b.py"; $(PY) bench/$$b.py || exit 1; done
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -1,6 +1,6 @@
 """`python bench/image_import.py`: image import from a URL, corral against `curl -o` + `qemu-img convert`.
 
-Writes its own section (``<!-- image-import -->`` ... ``<!-- /image-import -->``) of
+Writes its own section (``<!-- image-import -->``, see sections.py) of
 docs/benchmarks.md, leaving the others as they are.
 
 A 1 GiB sparse raw disk image (``truncate`` + ``mke2fs -t ext4`` + 64 MiB of random data at
@@ -38,6 +38,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
+import sections
 from benchnode import BenchNode
 from corral.api import ImageImport
 from corral.lab import LabHost
@@ -45,7 +46,6 @@ from timing import median, say
 
 REPO = Path(__file__).resolve().parents[1]
 REPORT = REPO / "docs" / "benchmarks.md"
-BEGIN, END = "<!-- image-import -->", "<!-- /image-import -->"
 LAB_NAME, LAB_INDEX = "imbench", 61
 SIZE = 1 << 30
 DATA_AT, DATA_SIZE = 256 << 20, 64 << 20
@@ -182,7 +182,7 @@ def _stats(xs: list[float]) -> str:
 
 
 def section(res: Result) -> str:
-    lines = [BEGIN, "## Image import: 1 GiB sparse raw image from a URL (bench/image_import.py)", ""]
+    lines = ["## Image import: 1 GiB sparse raw image from a URL (bench/image_import.py)", ""]
     lines.append(f"Written by `bench/image_import.py` on {res.started}; the run took "
                  f"{res.duration_s / 60:.1f} min.")
     lines.append("")
@@ -251,20 +251,7 @@ def section(res: Result) -> str:
         lines.append(f"- {check}")
     for k, v in res.facts.items():
         lines.append(f"- {k}: {v}")
-    lines.append(END)
     return "\n".join(lines) + "\n"
-
-
-def write_section(path: Path, text: str) -> None:
-    """Replace our section of the report, or append it; the other sections stay as they are."""
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
-    if BEGIN in old and END in old:
-        head, _, rest = old.partition(BEGIN)
-        _, _, tail = rest.partition(END)
-        new = head + text.rstrip("\n") + tail
-    else:
-        new = old.rstrip("\n") + "\n\n" + text
-    path.write_text(new)
 
 
 def facts() -> dict[str, str]:
@@ -349,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{x:.2f}" for x in os.getloadavg())
         res.duration_s = time.monotonic() - t_start
     text = section(res)
-    write_section(args.report, text)
+    sections.write_section(args.report, "image-import", text)
     print(text)
     return 1 if res.error else 0
 

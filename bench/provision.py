@@ -37,6 +37,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import sections
 from benchnode import PORT, BenchNode, seed_debs
 from corral.api import CloudInit, VmCreate
 from corral.client import Client
@@ -48,7 +49,6 @@ from timing import BenchError, median, say
 REPO = Path(__file__).resolve().parents[1]
 REPORT = REPO / "docs" / "benchmarks.md"
 NAME, INDEX = "cibench", 59
-BEGIN, END = "<!-- provision -->", "<!-- /provision -->"
 RUNCMD = "#cloud-config\nruncmd:\n  - echo provisioned > /root/provisioned\n"
 
 # Runs inside the lab host: waits for MAC's lease, then the SSH banner, then a login.
@@ -270,7 +270,6 @@ def report(res: Result, facts: dict[str, str]) -> str:
     total_banner, total_login = _col(c, "t0", "banner"), _col(c, "t0", "login")
     raw_banner, raw_login = _col(r, "t0", "banner"), _col(r, "t0", "login")
     lines = [
-        BEGIN,
         "## Provisioning: `vm create` with cloud-init until SSH answers (bench/provision.py)",
         "",
         f"Written on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {len(c)} runs each, medians; the raw "
@@ -298,20 +297,8 @@ def report(res: Result, facts: dict[str, str]) -> str:
         "",
         *[f"- {k}: {v}" for k, v in facts.items()],
         *[f"- note: {n}" for n in res.notes],
-        END,
     ]
     return "\n".join(lines) + "\n"
-
-
-def write_section(path: Path, section: str) -> None:
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if BEGIN in text and END in text:
-        head, _, rest = text.partition(BEGIN)
-        _, _, tail = rest.partition(END)
-        text = head + section.rstrip("\n") + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -362,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no report written: {error}", file=sys.stderr)
         return 1
     section = report(res, facts)
-    write_section(args.report, section)
+    sections.write_section(args.report, "provision", section)
     print(section)
     return 0
 

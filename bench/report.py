@@ -98,7 +98,7 @@ def _samples(values: list[float]) -> str:
 
 def markdown(run: Run) -> str:
     lines = [
-        "# Benchmarks",
+        "## Node: create+start, operation latency, memory (`bench/run.py`)",
         "",
         f"Written by `make bench` (`bench/run.py`) on {run.started}; the whole run took "
         f"{run.duration_s / 60:.1f} min. Timings are compared with the raw tool (virsh) measured "
@@ -107,18 +107,18 @@ def markdown(run: Run) -> str:
     ]
     if run.error:
         lines += [f"**The run did not finish:** {run.error}", ""]
-    lines += ["## Results", "", _row("Measure", "Result", "Target", "Verdict"),
+    lines += ["### Results", "", _row("Measure", "Result", "Target", "Verdict"),
               _row("---", "---", "---", "---")]
     lines += [_row(v.what, v.figure, v.target, f"**{v.word}**") for v in verdicts(run)]
-    lines += ["", "## Machine and software", ""]
+    lines += ["", "### Machine and software", ""]
     lines += [f"- {k}: {v}" for k, v in run.facts.items()]
-    lines += ["", "## Set-up (untimed by the measures)", ""]
+    lines += ["", "### Set-up (untimed by the measures)", ""]
     lines += [f"- {k}: {v}" for k, v in run.setup.items()]
 
     c = run.create
     if c is not None and c.corral_s:
         lines += [
-            "", "## 1. Create + start until libvirt reports the domain running", "",
+            "", "### 1. Create + start until libvirt reports the domain running", "",
             "corral: `Client.create_vm(VmCreate(..., memory='128M', cpus=1, start=True))` "
             "(POST /api/v1/vms) until `virDomain.state()` on the lab host's libvirt says "
             "running, asked every 5 ms. virsh: `virsh -c URI create FILE` of the XML corral "
@@ -153,7 +153,7 @@ def markdown(run: Run) -> str:
     a = run.ack
     if a is not None and a.ack_s:
         lines += [
-            "", "## 2. Operation acknowledgement latency", "",
+            "", "### 2. Operation acknowledgement latency", "",
             "`PUT /api/v1/vms/ba-ack/state` alternating pause and resume on one running, booted "
             "128M VM, over one kept-alive HTTPS connection (httpx); only the PUT round trip is "
             "timed; each operation is waited for (`/operations/{id}/wait`) before the next "
@@ -175,7 +175,7 @@ def markdown(run: Run) -> str:
                           f"{median(a.done_s) / median(a.virsh_s):.2f} (informational, no target)."]
 
     r = run.rss
-    lines += ["", "## 3. Resident memory (VmRSS)", ""]
+    lines += ["", "### 3. Resident memory (VmRSS)", ""]
     if r is not None and r.samples_mib:
         lines += [
             f"{r.running_vms} running 128M VMs (all booted; {r.boot_all_s:.0f} s to create and "
@@ -196,7 +196,7 @@ def markdown(run: Run) -> str:
             vals = ", ".join(f"{k} {_mb(v):.1f} MB" for k, v in values.items())
             lines.append(f"- {stage}: {vals}")
     if run.notes:
-        lines += ["", "## Notes", ""] + [f"- {n}" for n in run.notes]
+        lines += ["", "### Notes", ""] + [f"- {n}" for n in run.notes]
     return "\n".join(lines) + "\n"
 
 

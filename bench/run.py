@@ -34,6 +34,7 @@ import corral
 import m_ack
 import m_createstart
 import m_rss
+import sections
 from benchnode import BenchNode, seed_debs, start_lab_host
 from report import Run, markdown, summary
 from timing import say
@@ -190,8 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     target: Path = args.report
     if run.error:
         target = root / "benchmarks-partial.md"  # keep the last complete report
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(markdown(run))
+    sections.write_section(target, "node", markdown(run))
     print(summary(run))
     print(f"report: {target}")
     return 1 if run.error else 0
