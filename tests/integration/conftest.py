@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,13 +21,13 @@ from corral.lab.host import LabHost
 
 
 @pytest.fixture(scope="session")
-def node(tmp_path_factory: pytest.TempPathFactory, tiny_cache: Path) -> Iterator[Node]:
+def node(tiny_cache: Path) -> Iterator[Node]:
     if os.geteuid() != 0:
         pytest.fail("integration tests need root (namespaces, libvirtd); run them as root")
-    root = tmp_path_factory.mktemp("lab")
-    # QEMU runs as libvirt-qemu: it must traverse down to the VM disks (pytest makes 0700 dirs).
-    for d in (root, root.parent, root.parent.parent):
-        d.chmod(d.stat().st_mode | 0o011)
+    # Not under pytest's temp dir: QEMU runs as libvirt-qemu and must traverse down to the VM
+    # disks, and every new pytest session resets /tmp/pytest-of-root to 0700.
+    root = Path(tempfile.mkdtemp(prefix="corral-it-", dir="/var/tmp"))
+    root.chmod(0o711)
     # Named by our pid, so that test runs side by side (several developers) never collide.
     host = LabHost(f"n{os.getpid():x}"[:8], 100 + os.getpid() % 100, root / "host")
     host.start()
@@ -40,6 +41,7 @@ def node(tmp_path_factory: pytest.TempPathFactory, tiny_cache: Path) -> Iterator
     finally:
         n.down()
         host.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict
 
 import corral
-from corral.agent import image_api, network
+from corral.agent import clones, image_api, network
 from corral.agent.hypervisor import Hypervisor
 from corral.agent.jobs import JobRunner
 from corral.agent.jobs import router as jobs_router
@@ -182,6 +182,8 @@ def create_app(settings: AgentSettings) -> FastAPI:
     app.include_router(image_api.router(agent, jobs), dependencies=guarded)
     # Storage pools, volumes and hot-plug of disks: see corral.agent.pools.
     app.include_router(pools_router(settings.state_dir, storage.root, hv), dependencies=guarded)
+    # Snapshots, linked/full clones and templates: see corral.agent.clones.
+    app.include_router(clones.router(storage, hv, jobs), dependencies=guarded)
 
     @app.get("/v1/health")
     def health() -> dict[str, str]:
@@ -242,6 +244,7 @@ def create_app(settings: AgentSettings) -> FastAPI:
     @app.delete("/v1/disks/{vm}", dependencies=guarded)
     def delete_disk(vm: str) -> dict[str, bool]:
         storage.delete_disk(vm)
+        clones.collect_bases(storage)  # frozen bases of linked clones no disk uses any more
         (agent.console_dir / f"{validate_name(vm, 'vm')}.log").unlink(missing_ok=True)
         return {"deleted": True}
 

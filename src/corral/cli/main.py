@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from corral.cli import image, net, node, vm
+from corral.cli import image, net, node, snapshot, vm
 from corral.cli import storage as storage_cli
 
 app = typer.Typer(
@@ -25,6 +25,9 @@ app.add_typer(node.operation_app, name="operation")
 app.add_typer(storage_cli.app, name="storage")
 app.add_typer(storage_cli.volume_app, name="volume")
 vm.app.add_typer(storage_cli.disk_app, name="disk")
+vm.app.add_typer(snapshot.app, name="snapshot")
+vm.app.command("clone")(snapshot.clone)
+app.add_typer(snapshot.template_app, name="template")
 
 if __name__ == "__main__":
     app()

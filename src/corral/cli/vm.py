@@ -39,6 +39,8 @@ def create(
     name: str = typer.Argument(..., help="VM name: letters, digits, '-' and '_'"),
     image: str = typer.Option(None, "--image", "-i", help="Image to clone the root disk from"),
     iso: str = typer.Option(None, "--iso", help="ISO image to install from (CD-ROM; needs --disk)"),
+    template: str = typer.Option(None, "--template", "-t",
+                                 help="Template to clone the root disk from (= --image)"),
     cpus: int = typer.Option(1, "--cpus", help="Virtual CPUs"),
     memory: str = typer.Option("512M", "--memory", "-m", help="Memory, e.g. 512M or 2G"),
     disk: str = typer.Option(None, "--disk", help="Root disk size, e.g. 10G (default: image size)"),
@@ -57,6 +59,10 @@ def create(
     user-data, network-config) that cloud images and the tiny guest apply at boot.
     """
     with handled():
+        if template is not None:  # a template is an image made from a VM (corral template)
+            if image is not None:
+                raise InvalidInput("give --image or --template, not both", field="template")
+            image = template
         ci = vm_guest.cloud_init_from_flags(
             hostname=hostname, user=user, ssh_key=ssh_key, password_hash=password_hash,
             user_data=user_data, network_config=network_config, force=cloud_init,

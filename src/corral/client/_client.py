@@ -30,6 +30,7 @@ from corral.api import (
     VmStatePut,
 )
 from corral.api import storage as storage_api
+from corral.api.snapshots import Snapshot, SnapshotCreate, TemplateCreate, VmClone
 from corral.node.paths import load_client_config
 
 
@@ -247,3 +248,28 @@ class Client:
             raise errors.InvalidInput(str(exc), field="volume") from None
         return Operation.model_validate(
             self._json("DELETE", f"/api/v1/vms/{vm}/disks/{pool}/{name}"))
+
+    # -- snapshots, clones, templates -----------------------------------------------------
+    def list_snapshots(self, vm: str) -> list[Snapshot]:
+        return [Snapshot.model_validate(x) for x in self._json("GET", f"/api/v1/vms/{vm}/snapshots")]
+
+    def create_snapshot(self, vm: str, req: SnapshotCreate) -> Operation:
+        return Operation.model_validate(self._json(
+            "POST", f"/api/v1/vms/{vm}/snapshots", json=req.model_dump(exclude_none=True)))
+
+    def revert_snapshot(self, vm: str, name: str) -> Operation:
+        return Operation.model_validate(
+            self._json("POST", f"/api/v1/vms/{vm}/snapshots/{name}/revert"))
+
+    def delete_snapshot(self, vm: str, name: str) -> Operation:
+        return Operation.model_validate(
+            self._json("DELETE", f"/api/v1/vms/{vm}/snapshots/{name}"))
+
+    def clone_vm(self, source: str, req: VmClone) -> Operation:
+        return Operation.model_validate(self._json(
+            "POST", f"/api/v1/vms/{source}/clone", json=req.model_dump(mode="json",
+                                                                       exclude_none=True)))
+
+    def create_template(self, req: TemplateCreate) -> Operation:
+        return Operation.model_validate(
+            self._json("POST", "/api/v1/templates", json=req.model_dump()))

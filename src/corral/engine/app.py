@@ -15,12 +15,15 @@ from corral.engine.routes import customize as customize_routes
 from corral.engine.routes import events, hosts, images, networks, operations, vms
 from corral.engine.routes import pools as pool_routes
 from corral.engine.routes import vm_disks as vm_disk_routes
+from corral.engine.routes import vm_snapshots as vm_snapshot_routes
 from corral.engine.routes import volumes as volume_routes
 from corral.engine.services import customize as customize_service
 from corral.engine.services import images as image_service
 from corral.engine.services import networks as network_service
 from corral.engine.services import pools as pool_service
+from corral.engine.services import vm_clones as vm_clone_service
 from corral.engine.services import vm_disks as vm_disk_service
+from corral.engine.services import vm_snapshots as vm_snapshot_service
 from corral.engine.services import vms as vm_service
 from corral.engine.services import volumes as volume_service
 from corral.httpserve import install_error_handlers
@@ -39,6 +42,8 @@ def build_context(settings: EngineSettings) -> EngineContext:
     network_service.register(ctx)
     for storage in (pool_service, volume_service, vm_disk_service):
         storage.register(ctx)
+    vm_snapshot_service.register(ctx)
+    vm_clone_service.register(ctx)
     return ctx
 
 
@@ -71,4 +76,5 @@ def create_app(ctx: EngineContext) -> FastAPI:
     app.include_router(customize_routes.router)
     for storage_routes in (pool_routes, volume_routes, vm_disk_routes):
         app.include_router(storage_routes.router)
+    app.include_router(vm_snapshot_routes.router)
     return app

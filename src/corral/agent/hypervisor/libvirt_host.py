@@ -168,7 +168,9 @@ class Hypervisor:
         with _mapped(f"undefine {name}"):
             if dom.isActive():
                 raise WrongState(f"domain {name} is running; stop it before deleting")
-            dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+            # internal snapshots live in the disk, deleted with it: drop their metadata too
+            dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
+                              | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
 
     def xml(self, name: str) -> str:
         dom = self._domain(name)

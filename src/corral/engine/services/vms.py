@@ -14,7 +14,7 @@ from corral.engine.agent_client import AgentClient
 from corral.engine.context import EngineContext
 from corral.engine.db.models import Host, Image, Network, Vm
 from corral.engine.operations import OpContext
-from corral.engine.services import networks, vm_cloudinit
+from corral.engine.services import networks, vm_cloudinit, vm_disks
 from corral.engine.services.hosts import pick_host
 from corral.engine.services.vm_states import DESIRED, check_action, check_delete
 from corral.errors import (
@@ -145,6 +145,7 @@ def domain_xml(ctx: EngineContext, vm_id: str) -> tuple[str, str, str]:
             # cloud kernel, of cloud images and the tiny guest, has no AHCI driver for sata)
             disks.append(DiskSpec(path=vm_cloudinit.seed_path(facts, vm.name), format="raw",
                                   device="cdrom", bus="scsi", readonly=True))
+        disks.extend(vm_disks.disk_specs(s, vm))  # volumes attached to the VM
         if image.format == "iso":  # an install: the blank disk does not boot, the CD-ROM does
             disks.append(DiskSpec(path=f"{facts['storage_dir']}/images/{image.name}.iso",
                                   format="raw", device="cdrom", bus="sata", readonly=True))

@@ -1,0 +1,252 @@
+"""Clones of VM disks, templates, and the agent's snapshot routes.
+
+Linked clones (O(1)): a qcow2 backing file must never change, and the source VM keeps
+writing to its disk, so the source's disk is first *frozen*: renamed (atomic, O(1)) to
+``vms/bases/SRC@NEW.qcow2``; then the source gets a fresh overlay on it at its old path and
+the clone an overlay of its own. Both see the same data; neither changes the base. A base is
+removed by :func:`collect_bases` once no disk uses it any more (so deleting the source VM
+is always allowed: its clones keep the base alive). A source with internal snapshots is
+refused (they would stay behind in the frozen base); use a full clone.
+
+Full clones (``qemu-img convert``, run as a job with progress) are independent, flattened
+qcow2 files; from a snapshot they copy the disk as it was then (``-l snapshot.name=S``).
+A template is such a flattened copy written as an image (``images/NAME.qcow2``).
+Everything is written to ``.part`` and renamed at the end: a failed copy leaves nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict
+
+from corral.agent.hypervisor import Hypervisor
+from corral.agent.hypervisor.snapshots import SnapshotOps
+from corral.agent.jobs import JobReporter, JobRunner
+from corral.agent.storage import Progress, Storage, _run, qemu_img_info
+from corral.errors import Conflict, HostError, NotFound
+from corral.validation import validate_name
+
+_chains = threading.Lock()  # freezing a disk and collecting bases never interleave
+_PROGRESS = re.compile(rb"\((\d+(?:\.\d+)?)/100%\)")
+
+
+def bases_dir(storage: Storage) -> Path:
+    d = storage.vms / "bases"
+    d.mkdir(exist_ok=True)
+    return d
+
+
+def _overlay(path: Path, base: Path) -> None:
+    tmp = path.with_suffix(".part")
+    try:
+        _run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(base),
+              str(tmp)], f"create overlay {path.name}")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def linked_clone(storage: Storage, source: str, new: str) -> dict[str, Any]:
+    """Freeze SOURCE's disk into a base and put overlays for SOURCE and NEW on it. Idempotent:
+    a re-run after a crash finishes whichever step is missing."""
+    target = storage.disk_path(new)
+    src = storage.disk_path(source)
+    base = bases_dir(storage) / f"{validate_name(source, 'vm')}@{validate_name(new, 'vm')}.qcow2"
+    with _chains:
+        if target.exists():
+            return {"path": str(target), "created": False, "base": str(base)}
+        if not base.exists():
+            if not src.exists():
+                raise NotFound(f"the disk of VM {source} is not on this host")
+            snaps = qemu_img_info(src).get("snapshots") or []
+            if snaps:
+                raise Conflict(
+                    f"VM {source} has snapshots ({', '.join(s['name'] for s in snaps)}): a linked "
+                    "clone would leave them behind in a frozen base; make a full clone (--full, "
+                    "optionally --from-snapshot) or delete the snapshots", field="mode")
+            os.rename(src, base)
+        if not src.exists():
+            _overlay(src, base)
+        _overlay(target, base)
+    return {"path": str(target), "created": True, "base": str(base)}
+
+
+def collect_bases(storage: Storage) -> list[str]:
+    """Remove frozen bases that no disk (VM disk or other base) uses any more."""
+    removed: list[str] = []
+    with _chains:
+        while True:
+            bases = {str(p): p for p in bases_dir(storage).glob("*.qcow2")}
+            used: set[str] = set()
+            for disk in [*storage.vms.glob("*.qcow2"), *bases.values()]:
+                try:
+                    backing = qemu_img_info(disk).get("backing-filename")
+                except HostError:
+                    continue
+                if backing:
+                    used.add(str(backing))
+            unused = [p for key, p in bases.items() if key not in used]
+            if not unused:
+                return removed
+            for p in unused:
+                p.unlink(missing_ok=True)
+                removed.append(p.name)
+
+
+def convert(source: Path, target: Path, report: Progress | None, snapshot: str | None = None,
+            what: str = "copy") -> None:
+    """``qemu-img convert`` to a flattened qcow2 at ``target`` (through ``target.part``)."""
+    tmp = target.with_suffix(".part")
+    argv = ["qemu-img", "convert", "-p", "-O", "qcow2"]
+    if snapshot is not None:  # snapshot clusters never change: safe beside a running QEMU
+        argv += ["-U", "-l", f"snapshot.name={snapshot}"]
+    argv += [str(source), str(tmp)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        buf = b""
+        while chunk := proc.stdout.read1(256):  # type: ignore[attr-defined]
+            buf = (buf + chunk)[-256:]
+            found = _PROGRESS.findall(buf)
+            if found and report is not None:
+                report(int(float(found[-1])), f"{what}: {float(found[-1]):.0f}%")
+        err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+        if proc.wait() != 0:
+            raise HostError(f"{what} of {source.name}: {err.strip()[-500:]}")
+        os.replace(tmp, target)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        tmp.unlink(missing_ok=True)
+
+
+def full_clone(storage: Storage, source: str, new: str, snapshot: str | None,
+               report: Progress | None) -> dict[str, Any]:
+    target = storage.disk_path(new)
+    if target.exists():
+        return {"path": str(target), "created": False}
+    src = storage.disk_path(source)
+    if not src.exists():
+        raise NotFound(f"the disk of VM {source} is not on this host")
+    if snapshot is not None:
+        names = [s["name"] for s in qemu_img_info_shared(src).get("snapshots") or []]
+        if snapshot not in names:
+            raise NotFound(f"VM {source} has no snapshot {snapshot}", field="snapshot")
+    convert(src, target, report, snapshot, what=f"copying the disk of {source}")
+    return {"path": str(target), "created": True}
+
+
+def qemu_img_info_shared(path: Path) -> dict[str, Any]:
+    """``qemu-img info -U``: readable while a running QEMU holds the image."""
+    import json
+
+    out = _run(["qemu-img", "info", "-U", "--output=json", str(path)], f"read {path.name}")
+    info: dict[str, Any] = json.loads(out)
+    return info
+
+
+def template(storage: Storage, vm: str, name: str, boot_from: str | None,
+             report: Progress | None) -> dict[str, Any]:
+    """Flatten a stopped VM's disk into image NAME (with the direct-boot files of the VM's
+    image, for the tiny guest)."""
+    target = storage.image_path(name)
+    if not target.exists():
+        src = storage.disk_path(vm)
+        if not src.exists():
+            raise NotFound(f"the disk of VM {vm} is not on this host")
+        try:
+            if boot_from is not None:
+                origin = storage.image_path(boot_from)
+                for suffix in (".vmlinuz", ".initrd", ".cmdline"):
+                    if origin.with_suffix(suffix).exists():
+                        shutil.copyfile(origin.with_suffix(suffix), target.with_suffix(suffix))
+            convert(src, target, report, what=f"writing template {name}")
+        except BaseException:
+            storage.delete_image(name)
+            raise
+    return storage.describe(name).to_dict()
+
+
+class SnapshotBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    memory: bool = False
+    quiesce: bool = False
+    description: str | None = None
+
+
+class CloneBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    source: str
+    snapshot: str | None = None
+
+
+class TemplateBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    vm: str
+    boot_from: str | None = None
+
+
+def router(storage: Storage, hv: Hypervisor, jobs: JobRunner) -> APIRouter:
+    r = APIRouter()
+    snaps = SnapshotOps(hv)
+
+    @r.get("/v1/domains/{vm}/snapshots")
+    def list_snapshots(vm: str) -> list[dict[str, Any]]:
+        return snaps.list(vm)
+
+    @r.post("/v1/domains/{vm}/snapshots")
+    def create_snapshot(vm: str, body: SnapshotBody) -> dict[str, Any]:
+        validate_name(body.name, "snapshot")
+        return snaps.create(vm, body.name, body.memory, body.quiesce, body.description)
+
+    @r.post("/v1/domains/{vm}/snapshots/{name}/revert")
+    def revert_snapshot(vm: str, name: str) -> dict[str, Any]:
+        return snaps.revert(vm, name)
+
+    @r.delete("/v1/domains/{vm}/snapshots/{name}")
+    def delete_snapshot(vm: str, name: str) -> dict[str, bool]:
+        return {"deleted": snaps.delete(vm, name)}
+
+    @r.put("/v1/disks/{vm}/linked-clone")
+    def linked(vm: str, body: CloneBody) -> dict[str, Any]:
+        return linked_clone(storage, body.source, vm)
+
+    @r.post("/v1/disks/{vm}/full-clone")
+    def full(vm: str, body: CloneBody, op: str | None = None) -> dict[str, Any]:
+        validate_name(vm, "vm")
+        validate_name(body.source, "source")
+        if body.snapshot is not None:
+            validate_name(body.snapshot, "snapshot")
+
+        def work(report: JobReporter) -> dict[str, Any]:
+            return full_clone(storage, body.source, vm, body.snapshot, report)
+
+        return jobs.submit("disk.clone", f"disk:{vm}", work, message="copying",
+                           token=op).to_dict()
+
+    @r.post("/v1/images/{name}/from-disk")
+    def from_disk(name: str, body: TemplateBody, op: str | None = None) -> dict[str, Any]:
+        validate_name(name, "image")
+        validate_name(body.vm, "vm")
+
+        def work(report: JobReporter) -> dict[str, Any]:
+            return template(storage, body.vm, name, body.boot_from, report)
+
+        return jobs.submit("image.template", f"image:{name}", work, message="flattening",
+                           token=op).to_dict()
+
+    @r.post("/v1/disks/collect-bases")
+    def collect() -> dict[str, Any]:
+        return {"removed": collect_bases(storage)}
+
+    return r

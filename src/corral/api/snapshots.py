@@ -1,0 +1,64 @@
+"""API types of VM snapshots, clones and templates."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel
+
+from corral.api.models import _name_field, _Request
+
+
+class SnapshotCreate(_Request):
+    """A snapshot of a VM's disk (``memory=False``) or of its disk and memory (a running VM).
+
+    ``quiesce`` freezes the guest's file systems around it (needs the QEMU guest agent)."""
+
+    name: str
+    memory: bool = False
+    quiesce: bool = False
+    description: str | None = None
+
+    _name = _name_field("name")
+
+
+class Snapshot(BaseModel):
+    """One node of a VM's snapshot tree (``parent`` is None for a root)."""
+
+    name: str
+    parent: str | None
+    created_at: datetime
+    state: str  # the VM's state when taken: running, paused, stopped
+    memory: bool  # reverting resumes the VM where it was
+    current: bool  # the snapshot the VM's disk now descends from
+    description: str | None = None
+
+
+class CloneMode(StrEnum):
+    """linked: a qcow2 overlay on a frozen copy of the source's disk (O(1));
+    full: an independent copy (qemu-img convert), with progress."""
+
+    LINKED = "linked"
+    FULL = "full"
+
+
+class VmClone(_Request):
+    name: str
+    mode: CloneMode | None = None  # default: linked, full with a snapshot
+    snapshot: str | None = None  # clone the disk as it was in this snapshot (a full copy)
+    start: bool = False
+
+    _name = _name_field("name")
+    _snapshot = _name_field("snapshot")
+
+
+class TemplateCreate(_Request):
+    """A template is an image made from a stopped VM's disk (flattened): create VMs from it
+    with ``vm create --template NAME`` (the same as ``--image NAME``)."""
+
+    name: str
+    vm: str
+
+    _name = _name_field("name")
+    _vm = _name_field("vm")

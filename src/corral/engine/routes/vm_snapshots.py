@@ -1,0 +1,51 @@
+"""/api/v1/vms/{name}/snapshots, /api/v1/vms/{name}/clone and /api/v1/templates."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+
+from corral.api import Operation
+from corral.api.snapshots import Snapshot, SnapshotCreate, TemplateCreate, VmClone
+from corral.engine.context import EngineContext
+from corral.engine.routes.deps import authenticated, context
+from corral.engine.services import vm_clones, vm_snapshots
+
+router = APIRouter(tags=["vms"], dependencies=[Depends(authenticated)])
+SNAPS = "/api/v1/vms/{name}/snapshots"
+
+
+@router.get(SNAPS, response_model=list[Snapshot])
+def list_snapshots(name: str, ctx: EngineContext = Depends(context)) -> list[Snapshot]:
+    """The VM's snapshots, oldest first; ``parent`` links make the tree."""
+    return vm_snapshots.list_snapshots(ctx, name)
+
+
+@router.post(SNAPS, status_code=202, response_model=Operation)
+def create_snapshot(name: str, req: SnapshotCreate,
+                    ctx: EngineContext = Depends(context)) -> Operation:
+    """Snapshot the disk, or disk and memory (``memory``: a running VM), live."""
+    return vm_snapshots.create(ctx, name, req)
+
+
+@router.post(SNAPS + "/{snapshot}/revert", status_code=202, response_model=Operation)
+def revert_snapshot(name: str, snapshot: str, ctx: EngineContext = Depends(context)) -> Operation:
+    """Restore the disk (and memory: the VM resumes where it was)."""
+    return vm_snapshots.revert(ctx, name, snapshot)
+
+
+@router.delete(SNAPS + "/{snapshot}", status_code=202, response_model=Operation)
+def delete_snapshot(name: str, snapshot: str, ctx: EngineContext = Depends(context)) -> Operation:
+    """Delete one snapshot; its children stay (re-parented), nothing else changes."""
+    return vm_snapshots.delete(ctx, name, snapshot)
+
+
+@router.post("/api/v1/vms/{name}/clone", status_code=202, response_model=Operation)
+def clone_vm(name: str, req: VmClone, ctx: EngineContext = Depends(context)) -> Operation:
+    """A new VM with a linked (O(1) overlay) or full copy of this VM's disk."""
+    return vm_clones.clone(ctx, name, req)
+
+
+@router.post("/api/v1/templates", status_code=202, response_model=Operation, tags=["images"])
+def create_template(req: TemplateCreate, ctx: EngineContext = Depends(context)) -> Operation:
+    """An image made from a stopped VM's disk: `vm create --template NAME` uses it."""
+    return vm_clones.create_template(ctx, req)

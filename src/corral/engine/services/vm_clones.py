@@ -1,0 +1,137 @@
+"""Clones of VMs (linked: O(1) qcow2 overlays; full: a copy with progress) and templates.
+
+A linked clone freezes the source's disk into a shared base (corral.agent.clones): the source
+and the clone each get an overlay on it, and the base is removed with its last user, so the
+source VM can be deleted while clones exist. Clones need a stopped source (its disk must not
+change under the freeze or the copy), except a full clone ``--from-snapshot`` (snapshot data
+never changes). A template is an image made from a stopped VM's disk (flattened); ``vm
+create --template T`` is ``vm create --image T``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from corral.api import Operation, VmState
+from corral.api.snapshots import CloneMode, TemplateCreate, VmClone
+from corral.engine.agent_jobs import run_job
+from corral.engine.context import EngineContext
+from corral.engine.db.models import Image, Vm
+from corral.engine.operations import OpContext
+from corral.engine.services import images, vm_cloudinit, vm_snapshots, vms
+from corral.errors import Conflict, CorralError, InvalidInput, WrongState
+
+_STOPPED = {VmState.STOPPED, VmState.CRASHED}
+
+
+def clone(ctx: EngineContext, source: str, req: VmClone) -> Operation:
+    mode = req.mode or (CloneMode.FULL if req.snapshot else CloneMode.LINKED)
+    if req.snapshot and mode == CloneMode.LINKED:
+        raise InvalidInput("a clone from a snapshot is a full copy (an internal snapshot cannot "
+                           "be a backing file): use --full", field="mode")
+    _src_id, host_id, state = vm_snapshots._vm(ctx, source)
+    if req.snapshot is None and state not in _STOPPED:
+        raise WrongState(f"VM {source} is {state.value}: stop it before cloning (its disk must "
+                         "not change under the clone), or clone --from-snapshot",
+                         state=state.value)
+    if req.snapshot is not None:
+        vm_snapshots._existing(ctx, host_id, source, req.snapshot)
+    with ctx.db.session() as s:
+        if s.query(Vm).filter_by(name=req.name).count():
+            raise Conflict(f"VM {req.name} already exists", field="name")
+        src = s.query(Vm).filter_by(name=source).one()
+        vm = Vm(name=req.name, image_id=src.image_id, host_id=src.host_id,
+                network_id=src.network_id, cpus=src.cpus, memory_mib=src.memory_mib,
+                disk_bytes=src.disk_bytes, mac=vms._new_mac(s),
+                desired_power="running" if req.start else "stopped",
+                state=VmState.CREATING.value, cloud_init=src.cloud_init)
+        s.add(vm)
+        s.flush()
+        vm_id = vm.id
+    params = {"vm_id": vm_id, "source": source, "mode": mode.value, "snapshot": req.snapshot,
+              "start": req.start}
+    return ctx.ops.submit("vm.clone", {"vms": [source, req.name]}, params, lock=f"vm:{source}")
+
+
+def _execute_clone(ctx: EngineContext, op: OpContext) -> None:
+    p = op.params
+    vm_id = p["vm_id"]
+    name, host_id, xml = vms.domain_xml(ctx, vm_id)
+    with ctx.db.session() as s:
+        row = s.get(Vm, vm_id)
+        has_seed = row is not None and row.cloud_init is not None
+    agent = ctx.agent(host_id)
+    try:
+        if p["mode"] == CloneMode.LINKED.value:
+            op.progress(10, f"linked clone of {p['source']}'s disk")
+            agent.call("PUT", f"/v1/disks/{name}/linked-clone", json={"source": p["source"]})
+        else:
+            op.progress(5, f"copying the disk of {p['source']}")
+            run_job(agent, op, "POST", f"/v1/disks/{name}/full-clone",
+                    {"source": p["source"], "snapshot": p.get("snapshot")}, span=(5, 90))
+        if has_seed:
+            vm_cloudinit.push_seed(ctx, agent, vm_id)
+        op.progress(92, "defining domain")
+        agent.define(name, xml)
+        state = VmState.STOPPED
+        if p.get("start"):
+            try:
+                state = VmState(agent.act(name, "start")["state"])
+            except WrongState:
+                state = VmState(agent.domain(name)["state"])
+                if state != VmState.RUNNING:
+                    raise
+    except CorralError:
+        vms._rollback_create(ctx, agent, vm_id, name)
+        raise
+    vms._set(ctx, vm_id, state=state.value)
+    op.progress(100, f"{name}: {p['mode']} clone of {p['source']}")
+
+
+def create_template(ctx: EngineContext, req: TemplateCreate) -> Operation:
+    _vm_id, host_id, state = vm_snapshots._vm(ctx, req.vm)
+    if state not in _STOPPED:
+        raise WrongState(f"VM {req.vm} is {state.value}: stop it before making a template of "
+                         "its disk", state=state.value)
+    with ctx.db.session() as s:
+        vm = s.query(Vm).filter_by(name=req.vm).one()
+        origin = s.get(Image, vm.image_id)
+        boot_from = origin.name if origin is not None and origin.kernel else None
+    image_id = images._new_image(ctx, req.name)
+    params = {"image_id": image_id, "host_id": host_id, "vm": req.vm, "boot_from": boot_from}
+    return ctx.ops.submit("template.create", {"images": [req.name], "vms": [req.vm]}, params,
+                          lock=f"vm:{req.vm}")
+
+
+def _execute_template(ctx: EngineContext, op: OpContext) -> None:
+    p = op.params
+    with ctx.db.session() as s:
+        img = s.get(Image, p["image_id"])
+        if img is None:
+            return
+        name = img.name
+    agent = ctx.agent(p["host_id"])
+    try:
+        info = run_job(agent, op, "POST", f"/v1/images/{name}/from-disk",
+                       {"vm": p["vm"], "boot_from": p.get("boot_from")}, span=(1, 99))
+    except CorralError:
+        with contextlib.suppress(CorralError):
+            agent.call("DELETE", f"/v1/images/{name}")
+        with ctx.db.session() as s:
+            row = s.get(Image, p["image_id"])
+            if row is not None:
+                s.delete(row)
+        raise
+    with ctx.db.session() as s:
+        row = s.get(Image, p["image_id"])
+        if row is not None:
+            row.status, row.format = "ready", info["format"]
+            row.virtual_size, row.file_size = info["virtual_size"], info["file_size"]
+            row.kernel, row.initrd, row.cmdline = info["kernel"], info["initrd"], info["cmdline"]
+    op.progress(100, f"template {name} made from VM {p['vm']}")
+    ctx.bus.publish("image", {"name": name, "status": "ready"})
+
+
+def register(ctx: EngineContext) -> None:
+    ctx.ops.register("vm.clone", lambda op: _execute_clone(ctx, op))
+    ctx.ops.register("template.create", lambda op: _execute_template(ctx, op))

@@ -1,0 +1,120 @@
+"""Snapshots of VMs: libvirt internal snapshots in the VM's qcow2 disk (a tree per VM).
+
+The snapshots themselves live on the host (libvirt + qcow2 hold the truth, no DB rows):
+the engine checks the request, then an operation asks the VM's agent
+(corral.agent.hypervisor.snapshots) to create, revert to or delete one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from corral.api import Operation, VmState
+from corral.api.snapshots import Snapshot, SnapshotCreate
+from corral.engine.context import EngineContext
+from corral.engine.db.models import Vm
+from corral.engine.operations import OpContext
+from corral.errors import Conflict, NotFound, WrongState
+from corral.validation import validate_name
+
+_BUSY = {VmState.CREATING, VmState.DELETING}
+
+
+def _vm(ctx: EngineContext, name: str) -> tuple[str, str, VmState]:
+    """(vm id, host id, state) of a VM that is not being created or deleted."""
+    with ctx.db.session() as s:
+        vm = s.query(Vm).filter_by(name=name).one_or_none()
+        if vm is None:
+            raise NotFound(f"VM {name} not found")
+        state = VmState(vm.state)
+        if state in _BUSY or vm.host_id is None:
+            raise WrongState(f"VM {name} is {state.value}: wait for its operation",
+                             state=state.value)
+        return vm.id, vm.host_id, state
+
+
+def _path(vm: str, snap: str | None = None) -> str:
+    base = f"/v1/domains/{validate_name(vm, 'vm')}/snapshots"
+    return base if snap is None else f"{base}/{validate_name(snap, 'snapshot')}"
+
+
+def list_snapshots(ctx: EngineContext, vm: str) -> list[Snapshot]:
+    _vm_id, host_id, _state = _vm(ctx, vm)
+    rows = ctx.agent(host_id).call("GET", _path(vm), timeout=30)
+    return [Snapshot.model_validate(r) for r in rows]
+
+
+def _existing(ctx: EngineContext, host_id: str, vm: str, snap: str) -> Snapshot:
+    rows = ctx.agent(host_id).call("GET", _path(vm), timeout=30)
+    for r in rows:
+        if r["name"] == snap:
+            return Snapshot.model_validate(r)
+    raise NotFound(f"VM {vm} has no snapshot {snap} (`corral vm snapshot list {vm}`)",
+                   field="snapshot")
+
+
+def create(ctx: EngineContext, vm: str, req: SnapshotCreate) -> Operation:
+    vm_id, host_id, state = _vm(ctx, vm)
+    if req.memory and state not in (VmState.RUNNING, VmState.PAUSED):
+        raise WrongState(f"VM {vm} is {state.value}: a memory snapshot needs it running "
+                         "(take a disk snapshot without --memory)", field="memory",
+                         state=state.value)
+    rows = ctx.agent(host_id).call("GET", _path(vm), timeout=30)
+    if any(r["name"] == req.name for r in rows):
+        raise Conflict(f"VM {vm} already has a snapshot {req.name}", field="name")
+    params: dict[str, Any] = {"vm_id": vm_id, "host_id": host_id, "vm": vm,
+                              **req.model_dump()}
+    return ctx.ops.submit("vm.snapshot.create", {"vms": [vm], "snapshots": [req.name]}, params,
+                          lock=f"vm:{vm}")
+
+
+def revert(ctx: EngineContext, vm: str, snap: str) -> Operation:
+    validate_name(snap, "snapshot")
+    vm_id, host_id, _state = _vm(ctx, vm)
+    _existing(ctx, host_id, vm, snap)
+    params = {"vm_id": vm_id, "host_id": host_id, "vm": vm, "name": snap}
+    return ctx.ops.submit("vm.snapshot.revert", {"vms": [vm], "snapshots": [snap]}, params,
+                          lock=f"vm:{vm}")
+
+
+def delete(ctx: EngineContext, vm: str, snap: str) -> Operation:
+    validate_name(snap, "snapshot")
+    vm_id, host_id, _state = _vm(ctx, vm)
+    _existing(ctx, host_id, vm, snap)
+    params = {"vm_id": vm_id, "host_id": host_id, "vm": vm, "name": snap}
+    return ctx.ops.submit("vm.snapshot.delete", {"vms": [vm], "snapshots": [snap]}, params,
+                          lock=f"vm:{vm}")
+
+
+def _execute_create(ctx: EngineContext, op: OpContext) -> None:
+    p = op.params
+    op.progress(10, "saving disk and memory" if p["memory"] else "saving disk")
+    body = {k: p[k] for k in ("name", "memory", "quiesce", "description")}
+    ctx.agent(p["host_id"]).call("POST", _path(p["vm"]), json=body, timeout=600)
+    op.progress(100, f"snapshot {p['name']} of {p['vm']} taken")
+
+
+def _execute_revert(ctx: EngineContext, op: OpContext) -> None:
+    p = op.params
+    op.progress(10, f"reverting to {p['name']}")
+    info = ctx.agent(p["host_id"]).call("POST", f"{_path(p['vm'], p['name'])}/revert",
+                                        timeout=600)
+    state = VmState(info["state"])
+    desired = {VmState.RUNNING: "running", VmState.PAUSED: "paused"}.get(state, "stopped")
+    with ctx.db.session() as s:
+        row = s.get(Vm, p["vm_id"])
+        if row is not None:
+            row.state, row.desired_power = state.value, desired
+    ctx.bus.publish("vm", {"name": p["vm"], "state": state.value})
+    op.progress(100, f"{p['vm']} reverted to {p['name']}: {state.value}")
+
+
+def _execute_delete(ctx: EngineContext, op: OpContext) -> None:
+    p = op.params
+    ctx.agent(p["host_id"]).call("DELETE", _path(p["vm"], p["name"]), timeout=600)
+
+
+def register(ctx: EngineContext) -> None:
+    ctx.ops.register("vm.snapshot.create", lambda op: _execute_create(ctx, op))
+    ctx.ops.register("vm.snapshot.revert", lambda op: _execute_revert(ctx, op))
+    ctx.ops.register("vm.snapshot.delete", lambda op: _execute_delete(ctx, op))
