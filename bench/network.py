@@ -34,6 +34,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import sections
 from corral.agent.network import NetworkSpec, dnsmasq
 from corral.api import NetworkCreate
 from corral.client import Client
@@ -42,7 +43,6 @@ from timing import median, say
 
 REPO = Path(__file__).resolve().parents[1]
 REPORT = REPO / "docs" / "benchmarks.md"
-BEGIN, END = "<!-- network -->", "<!-- /network -->"
 LAB_NAME, LAB_INDEX, PORT = "nwbench", 71, 8443
 CORRAL = [sys.executable, "-m", "corral.cli.main"]
 NS = "nwb"  # prefix of the namespaces made here
@@ -273,7 +273,7 @@ def section(started: str, duration: float, create: CreateResult | None, tp: Thro
     def ms(values: list[float]) -> str:
         return f"{median(values) * 1000:.1f} ms" if values else "n/a"
 
-    lines = [BEGIN, "## Networks (`bench/network.py`)", "",
+    lines = ["## Networks (`bench/network.py`)", "",
              f"Written by `bench/network.py` on {started}; the run took {duration / 60:.1f} min. "
              "Raw tools measured in the same run, interleaved (DESIGN.md, rule 9). At the "
              f"start: {'; '.join(at_start)}. At the end: {facts()[-1]}.", ""]
@@ -316,18 +316,7 @@ def section(started: str, duration: float, create: CreateResult | None, tp: Thro
                          f"{', '.join(f'{v:.2f}' for v in values)} | {median(values) / base:.2f} |")
         lines += ["", "Open vSwitch's userspace datapath moves every packet through "
                   "ovs-vswitchd (AF_PACKET in, out), on the same 2 CPUs as iperf3 itself.", ""]
-    lines.append(END)
     return "\n".join(lines) + "\n"
-
-
-def write_section(text: str, report: Path) -> None:
-    old = report.read_text() if report.exists() else "# Benchmarks\n"
-    if BEGIN in old and END in old:
-        head, rest = old.split(BEGIN, 1)
-        new = head + text.rstrip("\n") + rest.split(END, 1)[1]
-    else:
-        new = old.rstrip("\n") + "\n\n" + text
-    report.write_text(new)
 
 
 def _sigterm(_signum: int, _frame: FrameType | None) -> None:
@@ -378,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
             host.run([*CORRAL, "down", "--data-dir", str(data_dir)], timeout=60, check=False)
         host.stop()
     text = section(started, time.monotonic() - t_start, create, tp, error, at_start)
-    write_section(text, args.report)
+    sections.write_section(args.report, "network", text)
     print(text)
     return 1 if error else 0
 

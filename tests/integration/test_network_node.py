@@ -15,6 +15,7 @@ import re
 import ssl
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -46,24 +47,28 @@ def vm_ip(node: Node, vm: str) -> str:
 
 
 def run_in_guest(node: Node, vm: str, command: str, timeout: float = 60) -> int:
-    """Type ``command`` on the guest's serial console; its exit status, read from the log."""
+    """Type ``command`` on the guest's serial console (the API's WebSocket) and read its exit
+    status from what the console prints back (every message is read: a client that leaves
+    them unread stalls the connection)."""
     tag = uuid.uuid4().hex[:8]
     cfg = json.loads((node.data_dir / "client.json").read_text())
     url = node.url.replace("https://", "wss://") + f"/api/v1/vms/{vm}/console"
+    seen = ""
+    deadline = time.monotonic() + timeout
     with connect(url, ssl=ssl.create_default_context(cafile=cfg["ca"]),
                  additional_headers={"Authorization": f"Bearer {cfg['token']}"},
-                 open_timeout=20) as ws:
+                 open_timeout=20, close_timeout=5) as ws:
         ws.send(f"{command} >/dev/null 2>&1; echo R{tag}=$?=\n".encode())
-        status: list[int] = []
-
-        def answered() -> bool:
-            m = re.search(rf"R{tag}=(\d+)=", console_log(node, vm))
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                msg = ws.recv(timeout=left)
+            except TimeoutError:
+                break
+            seen += msg.decode(errors="replace") if isinstance(msg, bytes) else msg
+            m = re.search(rf"R{tag}=(\d+)=", seen)
             if m:
-                status.append(int(m.group(1)))
-            return bool(m)
-
-        wait_for(f"`{command}` in {vm}", answered, timeout=timeout)
-    return status[0]
+                return int(m.group(1))
+    raise AssertionError(f"`{command}` in {vm}: no answer within {timeout:g} s: {seen[-500:]!r}")
 
 
 def pings(node: Node, vm: str, address: str) -> bool:
@@ -161,7 +166,7 @@ def test_vlan_networks_on_open_vswitch(node: Node, tmp_path: Path) -> None:
                                   "8080", "--directory", str(tmp_path)],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            fetch = ("sleep 1; wget -q -T 30 -O /tmp/blob http://10.210.173.1:8080/blob && "
+            fetch = ("sleep 1; timeout 60 wget -q -O /tmp/blob http://10.210.173.1:8080/blob && "
                      f"[ $(wc -c </tmp/blob) -eq {2 << 20} ] && rm /tmp/blob")
             assert run_in_guest(node, "ovs10", fetch, timeout=90) == 0
         finally:

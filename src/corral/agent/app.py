@@ -19,7 +19,7 @@ from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict
 
 import corral
-from corral.agent import clones, image_api, network
+from corral.agent import clones, image_api, network, ova
 from corral.agent.hypervisor import Hypervisor
 from corral.agent.jobs import JobRunner
 from corral.agent.jobs import router as jobs_router
@@ -184,6 +184,7 @@ def create_app(settings: AgentSettings) -> FastAPI:
     app.include_router(pools_router(settings.state_dir, storage.root, hv), dependencies=guarded)
     # Snapshots, linked/full clones and templates: see corral.agent.clones.
     app.include_router(clones.router(storage, hv, jobs), dependencies=guarded)
+    app.include_router(ova.router(storage, jobs), dependencies=guarded)  # OVA export/import
 
     @app.get("/v1/health")
     def health() -> dict[str, str]:

@@ -44,19 +44,19 @@ def bases_dir(storage: Storage) -> Path:
     return d
 
 
-def _overlay(path: Path, base: Path) -> None:
-    tmp = path.with_suffix(".part")
-    try:
-        _run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(base),
-              str(tmp)], f"create overlay {path.name}")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+def _snapshot_count(path: Path) -> int:
+    """nb_snapshots of a qcow2 header (big-endian u32 at offset 60): no qemu-img to spawn."""
+    with path.open("rb") as f:
+        head = f.read(64)
+    if len(head) < 64 or head[:4] != b"QFI\xfb":
+        raise HostError(f"{path.name} is not a qcow2 image")
+    return int.from_bytes(head[60:64], "big")
 
 
 def linked_clone(storage: Storage, source: str, new: str) -> dict[str, Any]:
     """Freeze SOURCE's disk into a base and put overlays for SOURCE and NEW on it. Idempotent:
-    a re-run after a crash finishes whichever step is missing."""
+    a re-run after a crash finishes whichever step is missing. One ``qemu-img create``: both
+    overlays are empty and name the same base, so the second is a copy of the first."""
     target = storage.disk_path(new)
     src = storage.disk_path(source)
     base = bases_dir(storage) / f"{validate_name(source, 'vm')}@{validate_name(new, 'vm')}.qcow2"
@@ -66,16 +66,25 @@ def linked_clone(storage: Storage, source: str, new: str) -> dict[str, Any]:
         if not base.exists():
             if not src.exists():
                 raise NotFound(f"the disk of VM {source} is not on this host")
-            snaps = qemu_img_info(src).get("snapshots") or []
-            if snaps:
+            if _snapshot_count(src):
+                names = [s["name"] for s in qemu_img_info(src).get("snapshots") or []]
                 raise Conflict(
-                    f"VM {source} has snapshots ({', '.join(s['name'] for s in snaps)}): a linked "
-                    "clone would leave them behind in a frozen base; make a full clone (--full, "
-                    "optionally --from-snapshot) or delete the snapshots", field="mode")
+                    f"VM {source} has snapshots ({', '.join(names)}): a linked clone would "
+                    "leave them behind in a frozen base; make a full clone (--full, optionally "
+                    "--from-snapshot) or delete the snapshots", field="mode")
             os.rename(src, base)
-        if not src.exists():
-            _overlay(src, base)
-        _overlay(target, base)
+        tmp = target.with_suffix(".part")
+        src_tmp = src.with_suffix(".part")
+        try:
+            _run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(base),
+                  str(tmp)], f"create overlay {target.name}")
+            if not src.exists():
+                shutil.copyfile(tmp, src_tmp)
+                os.replace(src_tmp, src)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+            src_tmp.unlink(missing_ok=True)
     return {"path": str(target), "created": True, "base": str(base)}
 
 
@@ -104,8 +113,15 @@ def collect_bases(storage: Storage) -> list[str]:
 def convert(source: Path, target: Path, report: Progress | None, snapshot: str | None = None,
             what: str = "copy") -> None:
     """``qemu-img convert`` to a flattened qcow2 at ``target`` (through ``target.part``)."""
-    tmp = target.with_suffix(".part")
-    argv = ["qemu-img", "convert", "-p", "-O", "qcow2"]
+    convert_to(source, target, "qcow2", [], report, what, snapshot)
+
+
+def convert_to(source: Path, target: Path, fmt: str, options: list[str],
+               report: Progress | None, what: str, snapshot: str | None = None) -> None:
+    """``qemu-img convert -O FMT`` with progress, through ``target.part`` (nothing left behind
+    on failure or cancellation)."""
+    tmp = target.with_name(target.name + ".part")
+    argv = ["qemu-img", "convert", "-p", "-O", fmt, *options]
     if snapshot is not None:  # snapshot clusters never change: safe beside a running QEMU
         argv += ["-U", "-l", f"snapshot.name={snapshot}"]
     argv += [str(source), str(tmp)]

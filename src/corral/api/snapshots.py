@@ -62,3 +62,19 @@ class TemplateCreate(_Request):
 
     _name = _name_field("name")
     _vm = _name_field("vm")
+
+
+class OvaExport(_Request):
+    file: str  # absolute path on the VM's host (this node's machine), ending in .ova
+
+
+class OvaImport(_Request):
+    """Import an OVA: its first disk becomes image ``NAME-ova``, the VM a linked clone of it."""
+
+    file: str  # absolute path on this node's machine
+    name: str | None = None  # default: the descriptor's VirtualSystem name
+    network: str = "default"
+    start: bool = False
+
+    _name = _name_field("name")
+    _network = _name_field("network")

@@ -27,6 +27,8 @@ app.add_typer(storage_cli.volume_app, name="volume")
 vm.app.add_typer(storage_cli.disk_app, name="disk")
 vm.app.add_typer(snapshot.app, name="snapshot")
 vm.app.command("clone")(snapshot.clone)
+vm.app.command("export")(snapshot.export)
+vm.app.command("import-ova")(snapshot.import_ova)
 app.add_typer(snapshot.template_app, name="template")
 
 if __name__ == "__main__":

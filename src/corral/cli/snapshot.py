@@ -9,7 +9,14 @@ import typer
 from pydantic import BaseModel, ValidationError
 from rich.markup import escape
 
-from corral.api.snapshots import CloneMode, Snapshot, SnapshotCreate, TemplateCreate, VmClone
+from corral.api.snapshots import (
+    CloneMode,
+    OvaImport,
+    Snapshot,
+    SnapshotCreate,
+    TemplateCreate,
+    VmClone,
+)
 from corral.cli.output import (
     DataDirOpt,
     OutputFormat,
@@ -143,3 +150,28 @@ def template_create(
     with handled(), client(data_dir) as c:
         op = c.create_template(_req(TemplateCreate, name=name, vm=from_vm))
         follow(c, op, f"template {name} from VM {from_vm}", wait, output)
+
+
+def export(
+    vm: str = typer.Argument(..., help="Stopped VM to export"),
+    ova: Path = typer.Option(..., "--ova", help="OVA file to write (on this node's machine)"),
+    wait: bool = WaitOpt, output: OutputFormat = OutputOpt, data_dir: Path = DataDirOpt,
+) -> None:
+    """Export a stopped VM as an OVA: OVF 1.0 descriptor, manifest, streamOptimized VMDK."""
+    with handled(), client(data_dir) as c:
+        follow(c, c.export_ova(vm, str(ova.absolute())), f"export {vm} to {ova}", wait, output)
+
+
+def import_ova(
+    file: Path = typer.Argument(..., help="OVA file (on this node's machine)"),
+    name: str = typer.Option(None, "--name", help="VM name (default: the descriptor's)"),
+    network: str = typer.Option("default", "--network", help="Network for the first NIC"),
+    start: bool = typer.Option(False, "--start", help="Start the VM once imported"),
+    wait: bool = WaitOpt, output: OutputFormat = OutputOpt, data_dir: Path = DataDirOpt,
+) -> None:
+    """Import an OVA: CPUs, memory and MAC from its OVF descriptor; its first disk is
+    converted to qcow2 (image NAME-ova) and the VM made as a linked clone of it."""
+    with handled(), client(data_dir) as c:
+        req = _req(OvaImport, file=str(file.absolute()), name=name, network=network,
+                   start=start)
+        follow(c, c.import_ova(req), f"import {file}", wait, output)

@@ -30,7 +30,14 @@ from corral.api import (
     VmStatePut,
 )
 from corral.api import storage as storage_api
-from corral.api.snapshots import Snapshot, SnapshotCreate, TemplateCreate, VmClone
+from corral.api.snapshots import (
+    OvaExport,
+    OvaImport,
+    Snapshot,
+    SnapshotCreate,
+    TemplateCreate,
+    VmClone,
+)
 from corral.node.paths import load_client_config
 
 
@@ -273,3 +280,11 @@ class Client:
     def create_template(self, req: TemplateCreate) -> Operation:
         return Operation.model_validate(
             self._json("POST", "/api/v1/templates", json=req.model_dump()))
+
+    def export_ova(self, vm: str, file: str) -> Operation:
+        return Operation.model_validate(self._json(
+            "POST", f"/api/v1/vms/{vm}/export-ova", json=OvaExport(file=file).model_dump()))
+
+    def import_ova(self, req: OvaImport) -> Operation:
+        return Operation.model_validate(
+            self._json("POST", "/api/v1/ova-imports", json=req.model_dump(exclude_none=True)))

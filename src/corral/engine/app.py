@@ -20,6 +20,7 @@ from corral.engine.routes import volumes as volume_routes
 from corral.engine.services import customize as customize_service
 from corral.engine.services import images as image_service
 from corral.engine.services import networks as network_service
+from corral.engine.services import ova as ova_service
 from corral.engine.services import pools as pool_service
 from corral.engine.services import vm_clones as vm_clone_service
 from corral.engine.services import vm_disks as vm_disk_service
@@ -44,6 +45,7 @@ def build_context(settings: EngineSettings) -> EngineContext:
         storage.register(ctx)
     vm_snapshot_service.register(ctx)
     vm_clone_service.register(ctx)
+    ova_service.register(ctx)
     return ctx
 
 

@@ -1,14 +1,22 @@
-"""/api/v1/vms/{name}/snapshots, /api/v1/vms/{name}/clone and /api/v1/templates."""
+"""/api/v1/vms/{name}/snapshots, .../clone, .../export-ova, /api/v1/vms/import-ova and
+/api/v1/templates."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
 from corral.api import Operation
-from corral.api.snapshots import Snapshot, SnapshotCreate, TemplateCreate, VmClone
+from corral.api.snapshots import (
+    OvaExport,
+    OvaImport,
+    Snapshot,
+    SnapshotCreate,
+    TemplateCreate,
+    VmClone,
+)
 from corral.engine.context import EngineContext
 from corral.engine.routes.deps import authenticated, context
-from corral.engine.services import vm_clones, vm_snapshots
+from corral.engine.services import ova, vm_clones, vm_snapshots
 
 router = APIRouter(tags=["vms"], dependencies=[Depends(authenticated)])
 SNAPS = "/api/v1/vms/{name}/snapshots"
@@ -49,3 +57,15 @@ def clone_vm(name: str, req: VmClone, ctx: EngineContext = Depends(context)) -> 
 def create_template(req: TemplateCreate, ctx: EngineContext = Depends(context)) -> Operation:
     """An image made from a stopped VM's disk: `vm create --template NAME` uses it."""
     return vm_clones.create_template(ctx, req)
+
+
+@router.post("/api/v1/vms/{name}/export-ova", status_code=202, response_model=Operation)
+def export_ova(name: str, req: OvaExport, ctx: EngineContext = Depends(context)) -> Operation:
+    """Write a stopped VM as an OVA (OVF 1.0 descriptor + streamOptimized VMDK) on its host."""
+    return ova.export(ctx, name, req)
+
+
+@router.post("/api/v1/ova-imports", status_code=202, response_model=Operation)
+def import_ova(req: OvaImport, ctx: EngineContext = Depends(context)) -> Operation:
+    """A VM from an OVA file: CPUs, memory, MAC from the descriptor; the disk converted."""
+    return ova.import_ova(ctx, req)

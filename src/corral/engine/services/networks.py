@@ -102,17 +102,17 @@ def _underlay(host: Host) -> str | None:
 
 
 def _host_bodies(s: Any, n: Network) -> list[tuple[str, dict[str, Any]]]:
-    """(host id, agent body) for every host that is up.
+    """(host id, agent body) for every host.
 
-    An overlay network is one L2 segment: the first host by name (of all, so that it does not
-    change when a host stops answering) serves its gateway, DHCP and DNS; the others carry
-    the segment. Any other network is local to each host, and each host serves it.
+    Every host, not only those that answered the last reconciler pass: a host that cannot be
+    reached fails the operation (and it is undone) rather than being left without, or with
+    a stale copy of, the network. An overlay network is one L2 segment: the first host by
+    name serves its gateway, DHCP and DNS; the others carry the segment. Any other network is
+    local to each host, and each host serves it.
     """
     every = list(s.query(Host).order_by(Host.name))
     out = []
     for h in every:
-        if h.status != "up":
-            continue
         local, peers, serve = None, None, True
         if n.vni is not None:
             local = _underlay(h)
@@ -198,7 +198,7 @@ def create(ctx: EngineContext, req: NetworkCreate) -> Operation:
         spec = _fill(req, taken)
         validate_spec(spec)
         _check_conflicts(s, spec)
-        host_ids = [h.id for h in s.query(Host).filter_by(status="up")]
+        host_ids = [h.id for h in s.query(Host)]
     body = body_of(spec)
     for host_id in host_ids:  # the agents' dry run: host routes, interface names
         ctx.agent(host_id).call("POST", f"/v1/networks/{spec.name}/check", json=body, timeout=30)
@@ -286,7 +286,7 @@ def execute_delete(ctx: EngineContext, op: OpContext) -> None:
         if in_use:  # cannot happen while VMs check the status; never cut a NIC off anyway
             row.status = READY
             raise Conflict(f"network {name} is used by VMs: {', '.join(in_use)}", vms=in_use)
-        host_ids = [h.id for h in s.query(Host).filter_by(status="up")]
+        host_ids = [h.id for h in s.query(Host)]  # all: see _host_bodies
     try:
         for i, host_id in enumerate(host_ids):
             op.progress(10 + 80 * i // max(1, len(host_ids)), f"removing from host {i + 1}")

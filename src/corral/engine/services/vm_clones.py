@@ -36,6 +36,12 @@ def clone(ctx: EngineContext, source: str, req: VmClone) -> Operation:
                          state=state.value)
     if req.snapshot is not None:
         vm_snapshots._existing(ctx, host_id, source, req.snapshot)
+    if mode == CloneMode.LINKED:
+        snaps = [x.name for x in vm_snapshots.list_snapshots(ctx, source)]
+        if snaps:
+            raise Conflict(f"VM {source} has snapshots ({', '.join(snaps)}): a linked clone "
+                           "would leave them behind in a frozen base; make a full clone (--full, "
+                           "optionally --from-snapshot) or delete the snapshots", field="mode")
     with ctx.db.session() as s:
         if s.query(Vm).filter_by(name=req.name).count():
             raise Conflict(f"VM {req.name} already exists", field="name")
