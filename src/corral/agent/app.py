@@ -19,7 +19,7 @@ from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict
 
 import corral
-from corral.agent import clones, image_api, network, ova
+from corral.agent import clones, image_api, network, nic_routes, ova
 from corral.agent.hypervisor import Hypervisor
 from corral.agent.jobs import JobRunner
 from corral.agent.jobs import router as jobs_router
@@ -185,6 +185,8 @@ def create_app(settings: AgentSettings) -> FastAPI:
     # Snapshots, linked/full clones and templates: see corral.agent.clones.
     app.include_router(clones.router(storage, hv, jobs), dependencies=guarded)
     app.include_router(ova.router(storage, jobs), dependencies=guarded)  # OVA export/import
+    # NIC hot-plug and static DHCP leases: see corral.agent.nic_routes.
+    app.include_router(nic_routes.router(hv, agent._spec, agent.net_dir), dependencies=guarded)
 
     @app.get("/v1/health")
     def health() -> dict[str, str]:

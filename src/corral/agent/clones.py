@@ -91,6 +91,8 @@ def linked_clone(storage: Storage, source: str, new: str) -> dict[str, Any]:
 def collect_bases(storage: Storage) -> list[str]:
     """Remove frozen bases that no disk (VM disk or other base) uses any more."""
     removed: list[str] = []
+    if not any(bases_dir(storage).glob("*.qcow2")):  # the common case: no qemu-img at all
+        return removed
     with _chains:
         while True:
             bases = {str(p): p for p in bases_dir(storage).glob("*.qcow2")}

@@ -26,6 +26,7 @@ from corral.api.models import (
     VmState,
     VmStatePut,
 )
+from corral.api.nics import NicCreate, Reservation, VmNic
 from corral.api.storage import (
     DiskAttach,
     DiskBus,
@@ -69,3 +70,4 @@ __all__ += [  # storage
     "DiskAttach", "DiskBus", "Pool", "PoolCreate", "PoolType", "VmDisk", "Volume",
     "VolumeCreate", "VolumeFormat", "VolumeResize",
 ]
+__all__ += ["NicCreate", "Reservation", "VmNic"]  # NICs

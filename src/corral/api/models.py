@@ -149,7 +149,8 @@ class VmAddress(BaseModel):
     prefix: int | None = None
     mac: str | None = None
     interface: str | None = None
-    source: str  # "dhcp" (the network's lease), "agent" (guest agent), "arp" (host ARP table)
+    source: str  # "dhcp" (the network's lease), "reserved" (a static lease not handed out yet),
+    # "agent" (guest agent), "arp" (host ARP table)
 
 
 class VmCreate(_Request):
@@ -370,6 +371,14 @@ class NetworkCreate(_Request):
     _name = _name_field("name")
 
 
+class Reservation(BaseModel):
+    """A static DHCP lease of a network (``vm nic add --ip``): MAC -> IP, for a VM's NIC."""
+
+    mac: str
+    ip: str
+    vm: str
+
+
 class Network(BaseModel):
     name: str
     bridge: str
@@ -387,6 +396,7 @@ class Network(BaseModel):
     mtu: int | None = None
     status: str = "ready"
     vms: list[str] = []
+    reservations: list[Reservation] = []
 
 
 class Host(BaseModel):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from corral.cli import image, net, node, snapshot, vm
+from corral.cli import image, net, node, snapshot, vm, vm_nic
 from corral.cli import storage as storage_cli
 
 app = typer.Typer(
@@ -26,6 +26,7 @@ app.add_typer(storage_cli.app, name="storage")
 app.add_typer(storage_cli.volume_app, name="volume")
 vm.app.add_typer(storage_cli.disk_app, name="disk")
 vm.app.add_typer(snapshot.app, name="snapshot")
+vm.app.add_typer(vm_nic.app, name="nic")
 vm.app.command("clone")(snapshot.clone)
 vm.app.command("export")(snapshot.export)
 vm.app.command("import-ova")(snapshot.import_ova)

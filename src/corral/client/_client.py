@@ -30,6 +30,7 @@ from corral.api import (
     VmStatePut,
 )
 from corral.api import storage as storage_api
+from corral.api.nics import VmNic
 from corral.api.snapshots import (
     OvaExport,
     OvaImport,
@@ -255,6 +256,19 @@ class Client:
             raise errors.InvalidInput(str(exc), field="volume") from None
         return Operation.model_validate(
             self._json("DELETE", f"/api/v1/vms/{vm}/disks/{pool}/{name}"))
+
+    # -- NICs of VMs ------------------------------------------------------------------------
+    def list_nics(self, vm: str) -> list[VmNic]:
+        return [VmNic.model_validate(n) for n in self._json("GET", f"/api/v1/vms/{vm}/nics")]
+
+    def add_nic(self, vm: str, network: str, mac: str | None = None,
+                ip: str | None = None) -> Operation:
+        """Add a NIC on ``network`` (hot-plugged when the VM runs); ``ip``: a static lease."""
+        body = {k: v for k, v in (("network", network), ("mac", mac), ("ip", ip)) if v is not None}
+        return Operation.model_validate(self._json("POST", f"/api/v1/vms/{vm}/nics", json=body))
+
+    def remove_nic(self, vm: str, mac: str) -> Operation:
+        return Operation.model_validate(self._json("DELETE", f"/api/v1/vms/{vm}/nics/{mac}"))
 
     # -- snapshots, clones, templates -----------------------------------------------------
     def list_snapshots(self, vm: str) -> list[Snapshot]:

@@ -17,6 +17,7 @@ from corral.domainxml.designer import (
     NicSpec,
     design_disk,
     design_domain,
+    design_nic,
     validate_spec,
     vm_id_of,
 )
@@ -69,6 +70,7 @@ __all__ = [
     "XMLNode",
     "design_disk",
     "design_domain",
+    "design_nic",
     "validate_spec",
     "vm_id_of",
 ]

@@ -245,20 +245,26 @@ def design_disk(spec: DiskSpec) -> Disk:
     return _disk(spec, _disk_bus(spec), spec.target)
 
 
+def design_nic(spec: NicSpec) -> Interface:
+    """One ``<interface>`` (a domain's NIC, or one to hot-plug) on a host bridge."""
+    _validate_nic(spec, "nic")
+    nic = Interface()
+    nic.type = "bridge"
+    nic.mac = spec.mac.lower()
+    nic.source_bridge = spec.bridge
+    if spec.vlan is not None:
+        nic.vlan_tag = spec.vlan
+    if spec.virtualport is not None:
+        nic.virtualport_type = spec.virtualport
+    nic.model = spec.model
+    if spec.mtu is not None:
+        nic.mtu = spec.mtu
+    return nic
+
+
 def _add_nics(dom: Domain, nics: list[NicSpec]) -> None:
     for spec in nics:
-        nic = Interface()
-        nic.type = "bridge"
-        nic.mac = spec.mac.lower()
-        nic.source_bridge = spec.bridge
-        if spec.vlan is not None:
-            nic.vlan_tag = spec.vlan
-        if spec.virtualport is not None:
-            nic.virtualport_type = spec.virtualport
-        nic.model = spec.model
-        if spec.mtu is not None:
-            nic.mtu = spec.mtu
-        dom.devices.add(nic)
+        dom.devices.add(design_nic(spec))
 
 
 def _add_console(dom: Domain, console_log: str | None) -> None:

@@ -15,6 +15,7 @@ from corral.engine.routes import customize as customize_routes
 from corral.engine.routes import events, hosts, images, networks, operations, vms
 from corral.engine.routes import pools as pool_routes
 from corral.engine.routes import vm_disks as vm_disk_routes
+from corral.engine.routes import vm_nics as vm_nic_routes
 from corral.engine.routes import vm_snapshots as vm_snapshot_routes
 from corral.engine.routes import volumes as volume_routes
 from corral.engine.services import customize as customize_service
@@ -24,6 +25,7 @@ from corral.engine.services import ova as ova_service
 from corral.engine.services import pools as pool_service
 from corral.engine.services import vm_clones as vm_clone_service
 from corral.engine.services import vm_disks as vm_disk_service
+from corral.engine.services import vm_nics as vm_nic_service
 from corral.engine.services import vm_snapshots as vm_snapshot_service
 from corral.engine.services import vms as vm_service
 from corral.engine.services import volumes as volume_service
@@ -46,6 +48,7 @@ def build_context(settings: EngineSettings) -> EngineContext:
     vm_snapshot_service.register(ctx)
     vm_clone_service.register(ctx)
     ova_service.register(ctx)
+    vm_nic_service.register(ctx)
     return ctx
 
 
@@ -79,4 +82,5 @@ def create_app(ctx: EngineContext) -> FastAPI:
     for storage_routes in (pool_routes, volume_routes, vm_disk_routes):
         app.include_router(storage_routes.router)
     app.include_router(vm_snapshot_routes.router)
+    app.include_router(vm_nic_routes.router)
     return app

@@ -1,7 +1,9 @@
 """One dnsmasq per network: DHCP (and DNS for the guests' names) on its gateway device only.
 
 Files, all under ``<state_dir>/<name>/``: ``dnsmasq.conf`` (generated), ``dnsmasq.pid``,
-``dnsmasq.leases``, ``dnsmasq.log``. dnsmasq daemonizes itself, so it outlives the agent; an
+``dnsmasq.leases``, ``dnsmasq.log``, ``dnsmasq.hosts`` (static leases: ``MAC,IP,NAME`` lines
+that the engine sets through :func:`set_reservations`; dnsmasq re-reads it on SIGHUP).
+dnsmasq daemonizes itself, so it outlives the agent; an
 agent that comes back finds it again through the pid file.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import re
 import signal
 import time
 from dataclasses import dataclass
@@ -21,6 +24,8 @@ from corral.errors import HostError
 
 log = logging.getLogger(__name__)
 LEASE_TIME = "12h"
+_MAC_RE = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
+_LABEL_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 STOP_TIMEOUT = 5.0
 
 
@@ -31,12 +36,13 @@ class Paths:
     pid: Path
     leases: Path
     log: Path
+    hosts: Path
 
     @classmethod
     def of(cls, spec: NetworkSpec, state_dir: Path) -> Paths:
         d = network_dir(spec, state_dir)
         return cls(d, d / "dnsmasq.conf", d / "dnsmasq.pid", d / "dnsmasq.leases",
-                   d / "dnsmasq.log")
+                   d / "dnsmasq.log", d / "dnsmasq.hosts")
 
 
 def render_config(spec: NetworkSpec, paths: Paths) -> str:
@@ -56,6 +62,7 @@ def render_config(spec: NetworkSpec, paths: Paths) -> str:
         "except-interface=lo",
         f"dhcp-range={start},{end},{net.netmask},{LEASE_TIME}",
         f"dhcp-leasefile={paths.leases}",
+        f"dhcp-hostsfile={paths.hosts}",
         f"pid-file={paths.pid}",
         "no-resolv",
         "no-hosts",
@@ -174,6 +181,8 @@ def ensure(spec: NetworkSpec, state_dir: Path, *, restart: bool = False) -> int:
         changed = True
     if changed:
         _write_atomic(paths.conf, text)
+    if not paths.hosts.exists():
+        _write_atomic(paths.hosts, "")
     pid = running_pid(paths)
     if pid is not None and not changed and not restart:
         try:
@@ -205,7 +214,8 @@ def delete(spec: NetworkSpec, state_dir: Path) -> None:
     """Stop dnsmasq and remove this network's files (the directory too, when empty)."""
     paths = Paths.of(spec, state_dir)
     stop(paths)
-    for path in (paths.conf, paths.pid, paths.leases, paths.log,
+    for path in (paths.conf, paths.pid, paths.leases, paths.log, paths.hosts,
+                 paths.hosts.with_name(f".{paths.hosts.name}.tmp"),
                  paths.conf.with_name(f".{paths.conf.name}.tmp")):
         path.unlink(missing_ok=True)
     try:
@@ -245,3 +255,54 @@ def leases(spec: NetworkSpec, state_dir: Path) -> list[Lease]:
     except FileNotFoundError:
         return []
     return parse_leases(text)
+
+
+def render_hosts(spec: NetworkSpec, entries: list[tuple[str, str, str]]) -> str:
+    """``dhcp-host`` lines (``MAC,IP,NAME``) for ``entries`` of (mac, ip, name), checked:
+    a well-formed MAC, an address inside the subnet, a DNS label as the name."""
+    net = parse_subnet(spec.subnet)
+    lines = []
+    for mac, ip, name in entries:
+        mac = mac.lower()
+        if not _MAC_RE.fullmatch(mac):
+            raise ValueError(f"reservation MAC {mac!r} is not six hex bytes")
+        addr = ipaddress.IPv4Address(ip)
+        if addr not in net:
+            raise ValueError(f"reservation {addr} is outside {net}")
+        if not _LABEL_RE.fullmatch(name):
+            raise ValueError(f"reservation name {name!r} is not a DNS label")
+        lines.append(f"{mac},{addr},{name}")
+    return "".join(f"{line}\n" for line in lines)
+
+
+def set_reservations(spec: NetworkSpec, state_dir: Path,
+                     entries: list[tuple[str, str, str]]) -> bool:
+    """Write the static leases and make a running dnsmasq re-read them (SIGHUP). True when
+    the file changed. A dnsmasq started later reads the file at its start."""
+    paths = Paths.of(spec, state_dir)
+    text = render_hosts(spec, entries)
+    try:
+        if paths.hosts.read_text() == text:
+            return False
+    except OSError:
+        pass
+    paths.dir.mkdir(parents=True, exist_ok=True, mode=0o755)
+    _write_atomic(paths.hosts, text)
+    pid = running_pid(paths)
+    if pid is not None:
+        os.kill(pid, signal.SIGHUP)
+    return True
+
+
+def reservations(spec: NetworkSpec, state_dir: Path) -> list[dict[str, str]]:
+    try:
+        text = Paths.of(spec, state_dir).hosts.read_text()
+    except FileNotFoundError:
+        return []
+    out = []
+    for line in text.splitlines():
+        mac, _, rest = line.partition(",")
+        ip, _, name = rest.partition(",")
+        if mac and ip:
+            out.append({"mac": mac, "ip": ip, "name": name})
+    return out

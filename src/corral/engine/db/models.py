@@ -92,6 +92,22 @@ class Vm(Base):
     cloud_init: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
 
 
+class Nic(Base):
+    """A VM's NIC on a network (idx 0 is the one vms.network_id/mac name); ``ip``: a static
+    lease reserved in the network's DHCP server (None: a dynamic lease)."""
+    __tablename__ = "nics"
+    __table_args__ = (sa.UniqueConstraint("mac", name="uq_nics_mac"),
+                      sa.UniqueConstraint("network_id", "ip", name="uq_nics_network_ip"))
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    vm_id: Mapped[str] = mapped_column(ForeignKey("vms.id", ondelete="CASCADE"))
+    network_id: Mapped[str] = mapped_column(ForeignKey("networks.id"))
+    mac: Mapped[str] = mapped_column(String(17))
+    ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    idx: Mapped[int] = mapped_column(Integer, default=0)
+    # attaching | ready | detaching (an operation owns the NIC while not ready)
+    status: Mapped[str] = mapped_column(String(20), default="ready", server_default="ready")
+
+
 class Operation(Base):
     __tablename__ = "operations"
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)

@@ -25,10 +25,10 @@ from urllib.parse import urlparse
 
 from corral.agent.network.spec import NetworkSpec, parse_subnet, validate_spec
 from corral.api import Network as NetworkOut
-from corral.api import NetworkCreate, NetworkMode, Operation
+from corral.api import NetworkCreate, NetworkMode, Operation, Reservation
 from corral.domainxml import NicSpec
 from corral.engine.context import EngineContext
-from corral.engine.db.models import Host, Network, Vm
+from corral.engine.db.models import Host, Network, Nic, Vm
 from corral.engine.db.models import Operation as OperationRow
 from corral.engine.operations import OpContext
 from corral.errors import Conflict, CorralError, InvalidInput, NotFound
@@ -72,17 +72,29 @@ def check_usable(net: Network) -> None:
 
 
 def users(s: Any, net: Network) -> list[str]:
-    """The VMs with a NIC on ``net``."""
-    return sorted(v.name for v in s.query(Vm).filter_by(network_id=net.id))
+    """The VMs with a NIC on ``net`` (their first NIC, or one of ``vm nic add``)."""
+    names = {v.name for v in s.query(Vm).filter_by(network_id=net.id)}
+    names |= {n for (n,) in s.query(Vm.name).join(Nic, Nic.vm_id == Vm.id)
+              .filter(Nic.network_id == net.id)}
+    return sorted(names)
 
 
-def to_api(n: Network, vms: list[str] | None = None) -> NetworkOut:
+def reservations(s: Any, net: Network) -> list[Reservation]:
+    """The static leases (``vm nic add --ip``) on ``net``, by address."""
+    rows = (s.query(Nic, Vm.name).join(Vm, Nic.vm_id == Vm.id)
+            .filter(Nic.network_id == net.id, Nic.ip.isnot(None)))
+    return sorted((Reservation(mac=n.mac, ip=str(n.ip), vm=name) for n, name in rows),
+                  key=lambda r: ipaddress.IPv4Address(r.ip))
+
+
+def to_api(n: Network, vms: list[str] | None = None,
+           reserved: list[Reservation] | None = None) -> NetworkOut:
     return NetworkOut(
         name=n.name, bridge=n.bridge, subnet=n.subnet, gateway=n.gateway,
         dhcp_start=n.dhcp_start, dhcp_end=n.dhcp_end, nat=n.mode == "nat",
         mode=NetworkMode(n.mode), backend=n.backend, vlan=n.vlan,
         overlay=n.overlay, vni=n.vni, dns_domain=n.dns_domain, mtu=spec_of(n).mtu,
-        status=n.status, vms=vms or [],
+        status=n.status, vms=vms or [], reservations=reserved or [],
     )
 
 
@@ -335,11 +347,8 @@ def ensure_default(ctx: EngineContext, subnet: str, bridge: str = "corral0") -> 
 
 def list_networks(ctx: EngineContext) -> list[NetworkOut]:
     with ctx.db.session() as s:
-        by_net: dict[str, list[str]] = {}
-        for vm in s.query(Vm).order_by(Vm.name):
-            if vm.network_id:
-                by_net.setdefault(vm.network_id, []).append(vm.name)
-        return [to_api(n, by_net.get(n.id)) for n in s.query(Network).order_by(Network.name)]
+        return [to_api(n, users(s, n), reservations(s, n))
+                for n in s.query(Network).order_by(Network.name)]
 
 
 def get(ctx: EngineContext, name: str) -> NetworkOut:
@@ -347,7 +356,7 @@ def get(ctx: EngineContext, name: str) -> NetworkOut:
         row = s.query(Network).filter_by(name=name).one_or_none()
         if row is None:
             raise NotFound(f"network {name} not found")
-        return to_api(row, users(s, row))
+        return to_api(row, users(s, row), reservations(s, row))
 
 
 def leases(ctx: EngineContext, name: str) -> list[dict[str, object]]:

@@ -84,8 +84,9 @@ def import_ova(ctx: EngineContext, req: OvaImport) -> Operation:
     image_id = images._new_image(ctx, image)
     params = {"image_id": image_id, "host_id": host.id, "file": str(path), "name": name,
               "network": req.network, "start": req.start}
+    # Locked on the image: the VM's own create operation (vm:NAME) runs inside this one.
     return ctx.ops.submit("vm.import_ova", {"vms": [name], "images": [image]}, params,
-                          lock=f"vm:{name}")
+                          lock=f"image:{image}")
 
 
 def _execute_import(ctx: EngineContext, op: OpContext) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 from corral.api import VmAddress
 from corral.engine.context import EngineContext
 from corral.engine.db.models import Network, Vm
+from corral.engine.services import vm_nics
 from corral.errors import CorralError, NotFound
 
 
@@ -20,17 +21,26 @@ def addresses(ctx: EngineContext, name: str) -> list[VmAddress]:
         vm = s.query(Vm).filter_by(name=name).one_or_none()
         if vm is None:
             raise NotFound(f"VM {name} not found")
-        net = s.get(Network, vm.network_id) if vm.network_id else None
-        mac, host_id, net_name = (vm.mac or "").lower(), vm.host_id, net.name if net else None
+        nics: list[tuple[str, str, str | None]] = []  # (mac, network, static ip) of each NIC
+        for row in vm_nics.nic_rows(s, vm):
+            net = s.get(Network, row.network_id)
+            if net is not None:
+                nics.append((row.mac.lower(), net.name, row.ip))
+        host_id = vm.host_id
     if host_id is None:
         return []
     agent = ctx.agent(host_id)
     found: list[VmAddress] = []
-    if net_name is not None and mac:
-        leases: list[dict[str, Any]] = agent.call("GET", f"/v1/networks/{net_name}/leases", timeout=10)
-        for lease in leases:
-            if str(lease.get("mac", "")).lower() == mac:
-                found.append(VmAddress(ip=str(lease["ip"]), mac=mac, source="dhcp"))
+    macs = {m for m, _, _ in nics}
+    leases_of: dict[str, list[dict[str, Any]]] = {}
+    for mac, net_name, static in nics:
+        if net_name not in leases_of:
+            leases_of[net_name] = agent.call("GET", f"/v1/networks/{net_name}/leases", timeout=10)
+        leased = [str(x["ip"]) for x in leases_of[net_name]
+                  if str(x.get("mac", "")).lower() == mac]
+        found.extend(VmAddress(ip=ip, mac=mac, source="dhcp") for ip in leased)
+        if static is not None and static not in leased:  # reserved, not asked for (yet)
+            found.append(VmAddress(ip=static, mac=mac, source="reserved"))
     try:
         seen = agent.addresses(name)
     except CorralError:  # e.g. the domain is gone: the lease is all there is
@@ -41,7 +51,7 @@ def addresses(ctx: EngineContext, name: str) -> list[VmAddress]:
             continue
         item = VmAddress(ip=ip, prefix=addr.get("prefix"), mac=(addr.get("mac") or None),
                          interface=addr.get("interface"), source=str(addr.get("source")))
-        if item.mac and mac and item.mac.lower() != mac and item.source == "arp":
+        if item.mac and item.mac.lower() not in macs and item.source == "arp":
             continue
         known = next((a for a in found if a.ip == ip), None)
         if known is None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import random
 import time
 from typing import Any
 
@@ -12,9 +11,9 @@ from corral.api import Vm as VmOut
 from corral.domainxml import DiskSpec, DomainSpec, design_domain
 from corral.engine.agent_client import AgentClient
 from corral.engine.context import EngineContext
-from corral.engine.db.models import Host, Image, Network, Vm
+from corral.engine.db.models import Host, Image, Network, Nic, Vm
 from corral.engine.operations import OpContext
-from corral.engine.services import networks, vm_cloudinit, vm_disks
+from corral.engine.services import networks, vm_cloudinit, vm_disks, vm_nics
 from corral.engine.services.hosts import pick_host
 from corral.engine.services.vm_states import DESIRED, check_action, check_delete
 from corral.errors import (
@@ -52,12 +51,7 @@ def _find(s: Any, name: str) -> Vm:
 
 
 def _new_mac(s: Any) -> str:
-    used = {m for (m,) in s.query(Vm.mac)}
-    for _ in range(1000):
-        mac = "52:54:00:{:02x}:{:02x}:{:02x}".format(*tuple(random.randrange(256) for _ in range(3)))
-        if mac not in used:
-            return mac
-    raise Conflict("no free MAC address found")
+    return vm_nics.new_mac(s)  # unique among every VM's NICs
 
 
 def list_vms(ctx: EngineContext) -> list[VmOut]:
@@ -123,6 +117,7 @@ def create(ctx: EngineContext, req: VmCreate) -> Operation:
         )
         s.add(vm)
         s.flush()
+        s.add(Nic(vm_id=vm.id, network_id=net.id, mac=vm.mac, idx=0))  # its first NIC
         vm_id = vm.id
     return ctx.ops.submit("vm.create", {"vms": [req.name]}, {"vm_id": vm_id, "start": req.start},
                           lock=f"vm:{req.name}")
@@ -136,7 +131,6 @@ def domain_xml(ctx: EngineContext, vm_id: str) -> tuple[str, str, str]:
             raise NotFound(f"VM {vm_id} not found")
         host = s.get(Host, vm.host_id)
         image = s.get(Image, vm.image_id)
-        net = s.get(Network, vm.network_id) if vm.network_id else None
         assert host is not None and image is not None
         facts = host.facts
         disk = f"{facts['storage_dir']}/vms/{vm.name}.qcow2"
@@ -153,7 +147,7 @@ def domain_xml(ctx: EngineContext, vm_id: str) -> tuple[str, str, str]:
             name=vm.name, uuid=vm.id, vm_id=vm.id, vcpus=vm.cpus, memory_mib=vm.memory_mib,
             virt_type=str(facts.get("virt_type", "qemu")),
             disks=disks,
-            nics=[networks.nic_spec(net, vm.mac or "")] if net else [],
+            nics=vm_nics.nic_specs(s, vm),  # every NIC (vm nic add), in order
             console_log=f"{facts['console_dir']}/{vm.name}.log",
             kernel=image.kernel, initrd=image.initrd, cmdline=image.cmdline,
         )
@@ -319,10 +313,15 @@ def execute_delete(ctx: EngineContext, op: OpContext) -> None:
         agent.undefine(name)
         agent.delete_disk(name)
         agent.delete_seed(name)
+    changed: list[str] = []
     with ctx.db.session() as s:
         vm = s.get(Vm, op.params["vm_id"])
         if vm is not None:
+            changed = vm_nics.forget_vm(s, vm.id)  # its NICs, and their static leases
             s.delete(vm)
+    for net_id in changed:
+        with contextlib.suppress(CorralError):  # a host that is down gets them at repair
+            vm_nics.push_reservations(ctx, net_id)
     ctx.bus.publish("vm", {"name": name, "state": "deleted"})
 
 

@@ -1,0 +1,75 @@
+"""Agent routes of NICs: hot-plug into domains, and a network's static DHCP leases.
+
+``POST /v1/domains/{name}/nics/attach|detach`` plug an engine-designed ``<interface>`` in or
+out (corral.agent.hypervisor.nics); ``PUT /v1/networks/{name}/reservations`` replaces the
+network's ``dhcp-host`` entries (corral.agent.network.dnsmasq.set_reservations).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel
+
+from corral.agent.hypervisor import Hypervisor
+from corral.agent.hypervisor.nics import NicOps
+from corral.agent.network import NetworkSpec, dnsmasq
+from corral.errors import InvalidInput
+
+
+class NicAttachBody(BaseModel):
+    xml: str
+
+
+class NicDetachBody(BaseModel):
+    mac: str
+
+
+class ReservationEntry(BaseModel):
+    mac: str
+    ip: str
+    name: str
+
+
+class ReservationsBody(BaseModel):
+    reservations: list[ReservationEntry]
+
+
+def router(hv: Hypervisor, spec_of: Callable[[str], NetworkSpec], net_dir: Path) -> APIRouter:
+    r = APIRouter()
+    nics = NicOps(hv)
+
+    @r.get("/v1/domains/{name}/nics")
+    def domain_nics(name: str) -> list[dict[str, Any]]:
+        return nics.list(name)
+
+    @r.post("/v1/domains/{name}/nics/attach")
+    def attach(name: str, body: NicAttachBody) -> dict[str, Any]:
+        return nics.attach(name, body.xml)
+
+    @r.post("/v1/domains/{name}/nics/detach")
+    def detach(name: str, body: NicDetachBody) -> dict[str, Any]:
+        return nics.detach(name, body.mac)
+
+    @r.put("/v1/networks/{name}/reservations")
+    def set_reservations(name: str, body: ReservationsBody) -> dict[str, bool]:
+        spec = spec_of(name)  # NotFound when the network is not built here
+        if not spec.subnet or not spec.dhcp_start:
+            if body.reservations:
+                raise InvalidInput(f"network {name} has no DHCP server", field="ip")
+            return {"changed": False}
+        entries = [(e.mac, e.ip, e.name) for e in body.reservations]
+        try:
+            changed = dnsmasq.set_reservations(spec, net_dir, entries)
+        except ValueError as exc:
+            raise InvalidInput(str(exc), field="reservations") from exc
+        return {"changed": changed}
+
+    @r.get("/v1/networks/{name}/reservations")
+    def reservations(name: str) -> list[dict[str, str]]:
+        return dnsmasq.reservations(spec_of(name), net_dir)
+
+    return r

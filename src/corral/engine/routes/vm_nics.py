@@ -1,0 +1,31 @@
+"""/api/v1/vms/{name}/nics: a VM's NICs (hot-plugged when it runs), static IPs."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+
+from corral.api import NicCreate, Operation, VmNic
+from corral.engine.context import EngineContext
+from corral.engine.routes.deps import authenticated, context
+from corral.engine.services import vm_nics
+
+router = APIRouter(prefix="/api/v1/vms/{name}/nics", tags=["vms"],
+                   dependencies=[Depends(authenticated)])
+
+
+@router.get("", response_model=list[VmNic])
+def list_nics(name: str, ctx: EngineContext = Depends(context)) -> list[VmNic]:
+    """The VM's NICs in order (the first is the one made with the VM)."""
+    return vm_nics.list_nics(ctx, name)
+
+
+@router.post("", status_code=202, response_model=Operation)
+def add_nic(name: str, req: NicCreate, ctx: EngineContext = Depends(context)) -> Operation:
+    """Add a NIC on a network (optional MAC, optional static IP); a running VM gets it at once."""
+    return vm_nics.add(ctx, name, req)
+
+
+@router.delete("/{mac}", status_code=202, response_model=Operation)
+def remove_nic(name: str, mac: str, ctx: EngineContext = Depends(context)) -> Operation:
+    """Remove a NIC (not the first); a running VM's guest releases it first."""
+    return vm_nics.remove(ctx, name, mac)

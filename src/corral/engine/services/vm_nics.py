@@ -1,0 +1,318 @@
+"""NICs of VMs: ``corral vm nic add|remove|list``, hot-plugged into running VMs, and IPAM.
+
+Every NIC is a row of ``nics`` (VM, network, MAC, optional static IP, index). The first NIC
+(index 0) is the one ``vm create`` makes; ``vms.network_id``/``vms.mac`` keep naming it for
+older readers, and it cannot be removed. MACs are unique in the cluster (one table, one
+unique constraint; generated ones are drawn from 52:54:00:xx:xx:xx avoiding every MAC in use).
+
+IPAM rule: a static IP (``--ip``) must lie in the network's subnet, must not be its network,
+broadcast or gateway address, must lie *outside* the dynamic DHCP range (so dnsmasq can never
+have handed it to someone else), and must not be another NIC's (409). It becomes a
+``dhcp-host=MAC,IP,NAME`` reservation in the network's dnsmasq on every host (a hosts file
+re-read on SIGHUP), pushed whenever a NIC with an address comes or goes; ``net show`` lists
+the reservations and ``vm ip`` the addresses.
+
+Add and remove take the VM's lock (they serialize with its power operations) and mark the NIC
+``attaching``/``detaching`` meanwhile. A running VM gets the NIC at once (libvirt hot-plug,
+LIVE) and in its definition (CONFIG); a stopped VM in its definition only. The designer
+includes every NIC whenever it designs the VM's domain: :func:`nic_specs` is the hook
+services/vms.py ``domain_xml`` calls.
+
+Seam for later work: security groups and QoS (bandwidth) are per-NIC settings; they belong on
+this row and in :func:`nic_specs` (a filterref / bandwidth element of the interface).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import random
+
+from sqlalchemy.orm import Session
+
+from corral.api import NicCreate, Operation, VmNic, VmState
+from corral.api.nics import normalize_mac
+from corral.domainxml import NicSpec, design_nic
+from corral.engine.context import EngineContext
+from corral.engine.db.models import Host, Network, Nic, Vm
+from corral.engine.operations import OpContext
+from corral.engine.services import networks
+from corral.errors import Conflict, CorralError, InvalidInput, NotFound, WrongState
+
+ATTACHING, DETACHING, READY = "attaching", "detaching", "ready"
+_CHANGEABLE = (VmState.STOPPED, VmState.RUNNING)
+
+
+# -- rows, MACs and the hook of the designer ------------------------------------------------
+
+def nic_rows(s: Session, vm: Vm) -> list[Nic]:
+    """The VM's NICs by index. A VM made by a path that wrote only ``vms.network_id/mac``
+    (e.g. an older engine) gets its first NIC from those columns (not stored)."""
+    rows = list(s.query(Nic).filter_by(vm_id=vm.id).order_by(Nic.idx))
+    if vm.network_id and vm.mac and not any(r.mac == vm.mac for r in rows):
+        rows.insert(0, Nic(vm_id=vm.id, network_id=vm.network_id, mac=vm.mac, idx=0,
+                           status=READY))
+    return rows
+
+
+def nic_specs(s: Session, vm: Vm) -> list[NicSpec]:
+    """Every NIC of ``vm`` as the designer's NicSpec, in index order (services/vms.py
+    ``domain_xml``). NICs being removed are still designed until they are gone."""
+    out = []
+    for row in nic_rows(s, vm):
+        net = s.get(Network, row.network_id)
+        if net is not None:
+            out.append(networks.nic_spec(net, row.mac))
+    return out
+
+
+def new_mac(s: Session) -> str:
+    """A 52:54:00:xx:xx:xx MAC that no VM and no NIC of the cluster uses."""
+    used = {m for (m,) in s.query(Vm.mac)} | {m for (m,) in s.query(Nic.mac)}
+    for _ in range(1000):
+        mac = "52:54:00:{:02x}:{:02x}:{:02x}".format(*(random.randrange(256) for _ in range(3)))
+        if mac not in used:
+            return mac
+    raise Conflict("no free MAC address found", field="mac")
+
+
+def _mac_owner(s: Session, mac: str) -> str | None:
+    vm_id = s.query(Nic.vm_id).filter_by(mac=mac).scalar()
+    if vm_id is None:
+        vm_id = s.query(Vm.id).filter_by(mac=mac).scalar()
+    if vm_id is None:
+        return None
+    vm = s.get(Vm, vm_id)
+    return vm.name if vm else str(vm_id)
+
+
+def check_ip(s: Session, net: Network, ip: str) -> str:
+    """The IPAM rule (module docstring): a 4xx naming ``ip`` when the address cannot be."""
+    if not net.subnet or not net.dhcp_start or not net.dhcp_end:
+        raise InvalidInput(f"network {net.name} has no DHCP server (bridge mode): a static "
+                           "address is the guest's own business there", field="ip")
+    addr = ipaddress.IPv4Address(ip)
+    subnet = ipaddress.IPv4Network(net.subnet, strict=False)
+    if addr not in subnet:
+        raise InvalidInput(f"ip {addr} is outside network {net.name}'s subnet {subnet}",
+                           field="ip")
+    if addr in (subnet.network_address, subnet.broadcast_address):
+        raise InvalidInput(f"ip {addr} is the network or broadcast address of {subnet}",
+                           field="ip")
+    if net.gateway and addr == ipaddress.IPv4Address(net.gateway):
+        raise InvalidInput(f"ip {addr} is network {net.name}'s gateway", field="ip")
+    start, end = ipaddress.IPv4Address(net.dhcp_start), ipaddress.IPv4Address(net.dhcp_end)
+    if start <= addr <= end:
+        raise InvalidInput(f"ip {addr} is inside network {net.name}'s dynamic DHCP range "
+                           f"{start}-{end}: pick a static address outside it", field="ip")
+    other = s.query(Nic).filter_by(network_id=net.id, ip=str(addr)).first()
+    if other is not None:
+        owner = s.get(Vm, other.vm_id)
+        who = owner.name if owner else other.vm_id
+        raise Conflict(f"ip {addr} on network {net.name} is already VM {who}'s (NIC "
+                       f"{other.mac})", field="ip", vm=who)
+    return str(addr)
+
+
+def _label(vm_name: str, idx: int) -> str:
+    """The DHCP host name of a NIC: the VM's name (a DNS label), ``-N`` for NIC N > 0."""
+    base = vm_name.replace("_", "-").strip("-")[:58] or "vm"
+    return base if idx == 0 else f"{base}-{idx}"
+
+
+def reservations_of(s: Session, net_id: str) -> list[tuple[str, str, str]]:
+    """(mac, ip, dhcp host name) of every NIC with a static IP on the network."""
+    out = []
+    for nic, vm in (s.query(Nic, Vm).join(Vm, Nic.vm_id == Vm.id)
+                    .filter(Nic.network_id == net_id, Nic.ip.isnot(None)).order_by(Nic.ip)):
+        out.append((nic.mac, str(nic.ip), _label(vm.name, nic.idx)))
+    return out
+
+
+def push_reservations(ctx: EngineContext, net_id: str) -> None:
+    """Give every host's dnsmasq of the network the current static leases."""
+    with ctx.db.session() as s:
+        net = s.get(Network, net_id)
+        if net is None or not net.subnet or not net.dhcp_start:
+            return
+        name = net.name
+        body = {"reservations": [{"mac": m, "ip": ip, "name": n}
+                                 for m, ip, n in reservations_of(s, net_id)]}
+        host_ids = [h.id for h in s.query(Host)]
+    for host_id in host_ids:
+        with contextlib.suppress(NotFound):  # not built on that host
+            ctx.agent(host_id).call("PUT", f"/v1/networks/{name}/reservations", json=body,
+                                    timeout=30)
+
+
+# -- reading -------------------------------------------------------------------------------
+
+def _find_vm(s: Session, name: str) -> Vm:
+    vm = s.query(Vm).filter_by(name=name).one_or_none()
+    if vm is None:
+        raise NotFound(f"VM {name} not found")
+    return vm
+
+
+def _to_api(s: Session, row: Nic) -> VmNic:
+    net = s.get(Network, row.network_id)
+    return VmNic(index=row.idx, mac=row.mac, network=net.name if net else "?", ip=row.ip,
+                 status=row.status or READY, primary=row.idx == 0)
+
+
+def list_nics(ctx: EngineContext, vm_name: str) -> list[VmNic]:
+    with ctx.db.session() as s:
+        vm = _find_vm(s, vm_name)
+        return [_to_api(s, r) for r in nic_rows(s, vm)]
+
+
+# -- add -----------------------------------------------------------------------------------
+
+def _check_vm(vm: Vm, what: str) -> None:
+    state = VmState(vm.state)
+    if state not in _CHANGEABLE:
+        raise WrongState(f"cannot {what} VM {vm.name}: it is {state.value} (NICs change on "
+                         "stopped or running VMs)")
+    if vm.host_id is None:
+        raise WrongState(f"VM {vm.name} is on no host")
+
+
+def add(ctx: EngineContext, vm_name: str, req: NicCreate) -> Operation:
+    """Check everything first (VM, network, MAC, IP): a refused request leaves nothing."""
+    with ctx.db.session() as s:
+        vm = _find_vm(s, vm_name)
+        _check_vm(vm, "add a NIC to")
+        net = s.query(Network).filter_by(name=req.network).one_or_none()
+        if net is None:
+            raise NotFound(f"network {req.network} not found", field="network")
+        networks.check_usable(net)
+        if req.mac is not None:
+            owner = _mac_owner(s, req.mac)
+            if owner is not None:
+                raise Conflict(f"MAC {req.mac} is already used by VM {owner}", field="mac",
+                               vm=owner)
+        ip = check_ip(s, net, req.ip) if req.ip is not None else None
+        rows = nic_rows(s, vm)
+        for row in rows:
+            if row not in s:  # the first NIC, known only from vms.network_id/mac: store it
+                s.add(row)
+        mac = req.mac or new_mac(s)
+        nic = Nic(vm_id=vm.id, network_id=net.id, mac=mac, ip=ip,
+                  idx=max((r.idx for r in rows), default=-1) + 1, status=ATTACHING)
+        s.add(nic)
+        s.flush()
+        params = {"vm_id": vm.id, "nic_id": nic.id}
+    return ctx.ops.submit("vm.nic_add", {"vms": [vm_name], "networks": [req.network]},
+                          params, lock=f"vm:{vm_name}")
+
+
+def _load(ctx: EngineContext, op: OpContext) -> tuple[str, str, Nic, Network] | None:
+    with ctx.db.session() as s:
+        vm = s.get(Vm, op.params["vm_id"])
+        nic = s.get(Nic, op.params["nic_id"])
+        if vm is None or nic is None or nic.vm_id != vm.id or vm.host_id is None:
+            return None
+        net = s.get(Network, nic.network_id)
+        assert net is not None
+        s.expunge_all()
+        return vm.name, vm.host_id, nic, net
+
+
+def _set_status(ctx: EngineContext, nic_id: str, status: str) -> None:
+    with ctx.db.session() as s:
+        nic = s.get(Nic, nic_id)
+        if nic is not None:
+            nic.status = status
+
+
+def _forget(ctx: EngineContext, nic_id: str) -> None:
+    with ctx.db.session() as s:
+        nic = s.get(Nic, nic_id)
+        if nic is not None:
+            s.delete(nic)
+
+
+def execute_add(ctx: EngineContext, op: OpContext) -> None:
+    loaded = _load(ctx, op)
+    if loaded is None:
+        return
+    vm_name, host_id, nic, net = loaded
+    agent = ctx.agent(host_id)
+    try:
+        if nic.ip is not None:  # before the plug: the guest's first DHCP request gets it
+            op.progress(20, f"reserving {nic.ip} for {nic.mac} on network {net.name}")
+            push_reservations(ctx, net.id)
+        op.progress(50, f"plugging NIC {nic.mac} on network {net.name} into VM {vm_name}")
+        xml = design_nic(networks.nic_spec(net, nic.mac)).to_xml()
+        agent.call("POST", f"/v1/domains/{vm_name}/nics/attach", json={"xml": xml},
+                   timeout=120)
+    except CorralError:
+        with contextlib.suppress(CorralError):  # nothing half-plugged stays behind
+            agent.call("POST", f"/v1/domains/{vm_name}/nics/detach", json={"mac": nic.mac},
+                       timeout=120)
+        _forget(ctx, nic.id)
+        if nic.ip is not None:
+            with contextlib.suppress(CorralError):
+                push_reservations(ctx, net.id)
+        raise
+    _set_status(ctx, nic.id, READY)
+    ctx.bus.publish("vm", {"name": vm_name, "nic": nic.mac, "status": READY})
+
+
+# -- remove --------------------------------------------------------------------------------
+
+def remove(ctx: EngineContext, vm_name: str, mac: str) -> Operation:
+    try:
+        mac = normalize_mac(mac)
+    except ValueError as exc:
+        raise InvalidInput(str(exc), field="mac") from exc
+    with ctx.db.session() as s:
+        vm = _find_vm(s, vm_name)
+        _check_vm(vm, "remove a NIC from")
+        row = next((r for r in nic_rows(s, vm) if r.mac == mac), None)
+        if row is None:
+            raise NotFound(f"VM {vm_name} has no NIC {mac}", field="mac")
+        if row.idx == 0 or mac == vm.mac:
+            raise Conflict(f"NIC {mac} is VM {vm_name}'s first NIC (made with the VM); it "
+                           "stays for the VM's life", field="mac")
+        if row.status != READY:
+            raise Conflict(f"NIC {mac} is {row.status}", field="mac")
+        row.status = DETACHING
+        params = {"vm_id": vm.id, "nic_id": row.id}
+    return ctx.ops.submit("vm.nic_remove", {"vms": [vm_name]}, params, lock=f"vm:{vm_name}")
+
+
+def execute_remove(ctx: EngineContext, op: OpContext) -> None:
+    loaded = _load(ctx, op)
+    if loaded is None:
+        return
+    vm_name, host_id, nic, net = loaded
+    op.progress(30, f"unplugging NIC {nic.mac} from VM {vm_name}")
+    try:
+        ctx.agent(host_id).call("POST", f"/v1/domains/{vm_name}/nics/detach",
+                                json={"mac": nic.mac}, timeout=180)
+    except NotFound:
+        pass  # no domain: the NIC is plugged into nothing
+    except CorralError:
+        _set_status(ctx, nic.id, READY)  # still plugged in: the error says why
+        raise
+    _forget(ctx, nic.id)
+    if nic.ip is not None:
+        push_reservations(ctx, net.id)
+    ctx.bus.publish("vm", {"name": vm_name, "nic": nic.mac, "status": "removed"})
+
+
+def forget_vm(s: Session, vm_id: str) -> list[str]:
+    """Delete a VM's NIC rows (the VM is being deleted); the networks whose reservations
+    changed (push them with :func:`push_reservations` after the commit)."""
+    changed: set[str] = set()
+    for nic in s.query(Nic).filter_by(vm_id=vm_id):
+        if nic.ip is not None:
+            changed.add(nic.network_id)
+        s.delete(nic)
+    return sorted(changed)
+
+
+def register(ctx: EngineContext) -> None:
+    ctx.ops.register("vm.nic_add", lambda op: execute_add(ctx, op))
+    ctx.ops.register("vm.nic_remove", lambda op: execute_remove(ctx, op))
