@@ -4,22 +4,22 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import typer
-from pydantic import ValidationError
 
-from corral.api import Network, NetworkBackend, NetworkCreate, NetworkMode, NetworkOverlay
+from corral.api import NetworkBackend, NetworkCreate, NetworkMode, NetworkOverlay
 from corral.cli.output import (
     DataDirOpt,
     OutputFormat,
     OutputOpt,
     WaitOpt,
+    build,
     client,
     emit,
     follow,
     handled,
     out,
+    show_one,
 )
 from corral.errors import InvalidInput
 
@@ -43,15 +43,6 @@ def _dhcp_range(value: str | None) -> tuple[str | None, str | None]:
         raise InvalidInput(f"dhcp-range {value!r} must be FIRST-LAST, e.g. "
                            "10.210.5.100-10.210.5.199", field="dhcp_range")
     return start.strip(), end.strip()
-
-
-def _request(**fields: Any) -> NetworkCreate:
-    try:
-        return NetworkCreate(**fields)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = str(first["loc"][0]) if first.get("loc") else None
-        raise InvalidInput(str(first["msg"]).removeprefix("Value error, "), field=field) from None
 
 
 @app.command("create")
@@ -79,7 +70,7 @@ def create(
     """Create a network: a bridge with DHCP and DNS (dnsmasq) and nftables rules on every host."""
     with handled():
         start, end = _dhcp_range(dhcp_range)
-        req = _request(name=name, mode=mode, backend=backend, subnet=subnet, gateway=gateway,
+        req = build(NetworkCreate, name=name, mode=mode, backend=backend, subnet=subnet, gateway=gateway,
                        dhcp_start=start, dhcp_end=end, dns_domain=dns_domain, vlan=vlan,
                        bridge=bridge, overlay=overlay, vni=vni)
         with client(data_dir) as c:
@@ -97,12 +88,7 @@ def list_networks(output: OutputFormat = OutputOpt, data_dir: Path = DataDirOpt)
 def show(name: str, output: OutputFormat = OutputOpt, data_dir: Path = DataDirOpt) -> None:
     """Show one network and the VMs on it."""
     with handled(), client(data_dir) as c:
-        net: Network = c.get_network(name)
-        if output == OutputFormat.JSON:
-            emit(net, output, [])
-            return
-        for key, value in net.model_dump(mode="json").items():
-            out.print(f"[bold]{key:12}[/] {value}", highlight=False)
+        show_one(c.get_network(name), output, 12)
 
 
 @app.command("delete")

@@ -9,17 +9,17 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import typer
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from corral.api import Operation
 from corral.client import Client
-from corral.errors import CorralError
+from corral.errors import CorralError, InvalidInput
 
 out = Console()
 err = Console(stderr=True)
@@ -105,3 +105,25 @@ def follow(c: Client, op: Operation, what: str, wait: bool = True,
     if fmt == OutputFormat.TABLE:
         out.print(f"[green]✓[/] {what}")
     return op
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def build(model: type[M], **fields: Any) -> M:
+    """A request type built from CLI options; its first validation error as InvalidInput."""
+    try:
+        return model(**fields)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first.get("loc", ())) or None
+        raise InvalidInput(str(first["msg"]).removeprefix("Value error, "), field=field) from None
+
+
+def show_one(model: BaseModel, fmt: OutputFormat, width: int = 14) -> None:
+    """One resource: JSON, or one `key value` line per field."""
+    if fmt == OutputFormat.JSON:
+        emit(model, fmt, [])
+        return
+    for key, value in model.model_dump(mode="json").items():
+        out.print(f"[bold]{key:{width}}[/] {value}", highlight=False)

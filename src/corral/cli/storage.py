@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import typer
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from corral.api import DiskAttach, Pool, PoolCreate, Volume, VolumeCreate
 from corral.api.storage import split_volume
@@ -16,12 +16,13 @@ from corral.cli.output import (
     OutputFormat,
     OutputOpt,
     WaitOpt,
+    build,
     client,
     emit,
     follow,
     handled,
     human_bytes,
-    out,
+    show_one,
 )
 from corral.errors import InvalidInput
 
@@ -59,29 +60,11 @@ DISK_COLUMNS = [
 ]
 
 
-def _request(model: type[M], **fields: Any) -> M:
-    """A request type built here, its first validation error as InvalidInput (field named)."""
-    try:
-        return model(**fields)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first.get("loc", ())) or None
-        raise InvalidInput(str(first["msg"]).removeprefix("Value error, "), field=field) from None
-
-
 def _ref(value: str) -> tuple[str, str]:
     try:
         return split_volume(value)
     except ValueError as exc:
         raise InvalidInput(str(exc), field="volume") from None
-
-
-def _show(model: BaseModel, output: OutputFormat) -> None:
-    if output == OutputFormat.JSON:
-        emit(model, output, [])
-        return
-    for key, value in model.model_dump(mode="json").items():
-        out.print(f"[bold]{key:12}[/] {value}", highlight=False)
 
 
 # -- pools ---------------------------------------------------------------------------------
@@ -99,7 +82,7 @@ def pool_create(
 ) -> None:
     """Create a storage pool: a directory of this host, a shared directory or a Ceph RBD pool."""
     with handled():
-        req = _request(PoolCreate, name=name, type=type, path=path, ceph_conf=ceph_conf,
+        req = build(PoolCreate, name=name, type=type, path=path, ceph_conf=ceph_conf,
                        ceph_pool=ceph_pool)
         with client(data_dir) as c:
             follow(c, c.create_pool(req), f"create pool {name}", wait, output)
@@ -117,7 +100,7 @@ def pool_show(name: str, output: OutputFormat = OutputOpt, data_dir: Path = Data
     """Show one pool."""
     with handled(), client(data_dir) as c:
         pool: Pool = c.get_pool(name)
-        _show(pool, output)
+        show_one(pool, output, 12)
 
 
 @pool_app.command("delete")
@@ -142,7 +125,7 @@ def volume_create(
     """Create a thin volume (refused when it would not fit in the pool's free space)."""
     with handled():
         pool, name = _ref(volume)
-        req = _request(VolumeCreate, name=name, size=size, format=format)
+        req = build(VolumeCreate, name=name, size=size, format=format)
         with client(data_dir) as c:
             follow(c, c.create_volume(pool, req), f"create volume {volume}", wait, output)
 
@@ -163,7 +146,7 @@ def volume_show(volume: str = typer.Argument(..., help="POOL/NAME"),
         pool, name = _ref(volume)
         with client(data_dir) as c:
             vol: Volume = c.get_volume(pool, name)
-            _show(vol, output)
+            show_one(vol, output, 12)
 
 
 @volume_app.command("resize")
@@ -201,7 +184,7 @@ def disk_attach(
 ) -> None:
     """Attach a volume to a VM; a running VM gets it at once (hot-plug)."""
     with handled():
-        req = _request(DiskAttach, volume=volume, bus=bus)
+        req = build(DiskAttach, volume=volume, bus=bus)
         with client(data_dir) as c:
             follow(c, c.attach_disk(vm, req.volume, req.bus.value),
                    f"attach {volume} to VM {vm}", wait, output)

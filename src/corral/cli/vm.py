@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from corral.api import PowerAction, Vm, VmCreate
+from corral.api import PowerAction, VmCreate
 from corral.cli import vm_guest
 from corral.cli.console import attach_console
 from corral.cli.customize import vm_customize
@@ -15,12 +15,13 @@ from corral.cli.output import (
     OutputFormat,
     OutputOpt,
     WaitOpt,
+    build,
     client,
     emit,
     follow,
     handled,
     human_bytes,
-    out,
+    show_one,
 )
 from corral.errors import InvalidInput
 
@@ -67,13 +68,8 @@ def create(
             hostname=hostname, user=user, ssh_key=ssh_key, password_hash=password_hash,
             user_data=user_data, network_config=network_config, force=cloud_init,
         )
-        try:
-            req = VmCreate(name=name, image=image, iso=iso, cpus=cpus, memory=memory, disk=disk,
-                           network=network, start=start, cloud_init=ci)
-        except ValueError as exc:
-            first = exc.errors()[0] if hasattr(exc, "errors") else {"loc": ["?"], "msg": str(exc)}
-            field = str(first["loc"][0]) if first.get("loc") else None
-            raise InvalidInput(str(first["msg"]).removeprefix("Value error, "), field=field) from None
+        req = build(VmCreate, name=name, image=image, iso=iso, cpus=cpus, memory=memory,
+                    disk=disk, network=network, start=start, cloud_init=ci)
         with client(data_dir) as c:
             follow(c, c.create_vm(req), f"create VM {name}", wait, output)
 
@@ -89,12 +85,7 @@ def list_vms(output: OutputFormat = OutputOpt, data_dir: Path = DataDirOpt) -> N
 def show(name: str, output: OutputFormat = OutputOpt, data_dir: Path = DataDirOpt) -> None:
     """Show one VM."""
     with handled(), client(data_dir) as c:
-        vm: Vm = c.get_vm(name)
-        if output == OutputFormat.JSON:
-            emit(vm, output, [])
-            return
-        for key, value in vm.model_dump(mode="json").items():
-            out.print(f"[bold]{key:14}[/] {value}", highlight=False)
+        show_one(c.get_vm(name), output)
 
 
 def _power(action: PowerAction, name: str, wait: bool, output: OutputFormat, data_dir: Path | None,

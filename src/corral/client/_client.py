@@ -41,6 +41,25 @@ from corral.api.snapshots import (
 )
 from corral.node.paths import load_client_config
 
+_BY_STATUS = {401: "unauthorized", 404: "not_found", 409: "conflict", 422: "invalid_input",
+              503: "unavailable"}
+
+
+def _error_of(resp: httpx.Response) -> errors.CorralError:
+    """The API's error body as a corral error; a bare HTTP error (a proxy, an older engine
+    without this route) still gets a code from its status and a readable message."""
+    try:
+        data = resp.json()
+    except ValueError:
+        data = {}
+    body = data.get("error") if isinstance(data, dict) else None
+    if not body:
+        detail = data.get("detail") if isinstance(data, dict) else None
+        body = {"code": _BY_STATUS.get(resp.status_code, "internal"),
+                "message": f"HTTP {resp.status_code} {resp.reason_phrase} from {resp.url.path}"
+                           + (f": {detail}" if isinstance(detail, str) else "")}
+    return errors.from_dict(body)
+
 
 class Client:
     def __init__(self, url: str, token: str, ca: str | None = None, timeout: float = 30.0) -> None:
@@ -79,11 +98,7 @@ class Client:
         except httpx.HTTPError as exc:
             raise errors.Unavailable(f"request to {self.url} failed: {exc}") from exc
         if resp.status_code >= 400:
-            try:
-                body = resp.json().get("error") or {}
-            except ValueError:
-                body = {"message": resp.text[:500] or resp.reason_phrase}
-            raise errors.from_dict(body)
+            raise _error_of(resp)
         return resp
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:

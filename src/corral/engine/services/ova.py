@@ -20,7 +20,7 @@ from corral.engine.agent_jobs import run_job
 from corral.engine.context import EngineContext
 from corral.engine.db.models import Image, Network, Vm
 from corral.engine.operations import OpContext
-from corral.engine.services import images, vm_snapshots, vms
+from corral.engine.services import images, vm_nics, vm_snapshots, vms
 from corral.engine.services.hosts import pick_host
 from corral.errors import Conflict, CorralError, HostError, InvalidInput, NotFound, WrongState
 from corral.images import ovf
@@ -128,7 +128,7 @@ def _execute_import(ctx: EngineContext, op: OpContext) -> None:
     if macs:  # keep the OVA's MAC when it is free
         with ctx.db.session() as s:
             vm = s.query(Vm).filter_by(name=p["name"]).one()
-            taken = s.query(Vm).filter(Vm.mac == macs[0].lower(), Vm.id != vm.id).count()
+            taken = vm_nics._mac_owner(s, macs[0].lower()) not in (None, vm.name)
             keep = not taken and vm.state == VmState.STOPPED.value and vm.mac != macs[0].lower()
             if keep:
                 vm.mac = macs[0].lower()
