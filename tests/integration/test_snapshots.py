@@ -165,11 +165,12 @@ def test_clones_and_templates(node: Node) -> None:
         node.cli("image", "delete", tpl, check=False)
 
 
-def _qemu_pid(vm: str) -> int | None:
-    proc = subprocess.run(["pgrep", "-f", f"guest={vm},"], capture_output=True, text=True,
-                          check=False)
-    pids = [int(p) for p in proc.stdout.split()]
-    return pids[0] if len(pids) == 1 else None
+def _qemu_pid(node: Node, vm: str) -> int | None:
+    """The QEMU of this node's domain (libvirt's pid file inside the lab host: other test
+    sessions on this machine may run a VM of the same name)."""
+    proc = node.host.run(["cat", f"/var/run/libvirt/qemu/{vm}.pid"], check=False, timeout=10)
+    text = proc.stdout.strip()
+    return int(text) if text.isdigit() else None
 
 
 def test_host_crash_mid_snapshot_loses_no_written_data(node: Node) -> None:
@@ -183,7 +184,7 @@ def test_host_crash_mid_snapshot_loses_no_written_data(node: Node) -> None:
         guest_sh(node, vm, "dd if=/dev/urandom of=/root/big bs=1M count=8 2>/dev/null; "
                            "echo durable > /root/f; sync; echo ok")
         want = guest_sh(node, vm, "md5sum /root/big | cut -c1-32")
-        pid = _qemu_pid(vm)
+        pid = _qemu_pid(node, vm)
         assert pid is not None
         conn = libvirt.open(node.host.libvirt_uri())
         try:
