@@ -12,19 +12,16 @@ really gone from the running domain, or fails with a clear error.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import libvirt
 
+from corral.agent.hypervisor.hotplug import CONFIG as _CONFIG
+from corral.agent.hypervisor.hotplug import DETACH_TIMEOUT_S, unplug
+from corral.agent.hypervisor.hotplug import LIVE as _LIVE
 from corral.agent.hypervisor.libvirt_host import Hypervisor, _mapped
 from corral.domainxml import Controller, Disk, Domain
-from corral.errors import HostError, InvalidInput, WrongState
-
-DETACH_TIMEOUT_S = 60.0
-
-_LIVE = libvirt.VIR_DOMAIN_AFFECT_LIVE
-_CONFIG = libvirt.VIR_DOMAIN_AFFECT_CONFIG
+from corral.errors import InvalidInput, WrongState
 
 
 def _disks(xml: str) -> list[Disk]:
@@ -83,32 +80,10 @@ class DiskOps:
     def detach(self, name: str, source: str, timeout: float = DETACH_TIMEOUT_S) -> dict[str, Any]:
         """Unplug the disk whose source is ``source``; idempotent (absent is fine)."""
         dom = self._dom(name)
-        done: dict[str, Any] = {"live": False, "config": False}
         with _mapped(f"detach disk {source} from {name}"):
-            if dom.isActive():
-                live = _find(dom.XMLDesc(0), source)
-                if live is not None:
-                    dom.detachDeviceFlags(live.to_xml(), _LIVE)
-                    self._wait_gone(dom, name, source, timeout)
-                    done["live"] = True
-            persistent = _find(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE), source)
-            if persistent is not None:
-                dom.detachDeviceFlags(persistent.to_xml(), _CONFIG)
-                done["config"] = True
-        return done
-
-    @staticmethod
-    def _wait_gone(dom: Any, name: str, source: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while _find(dom.XMLDesc(0), source) is not None:
-            if not dom.isActive():
-                return
-            if time.monotonic() > deadline:
-                raise HostError(
-                    f"the guest of {name} did not release disk {source} within {timeout:g} s "
-                    "(is it mounted or busy? does the guest support hot-unplug?); it stays "
-                    "attached")
-            time.sleep(0.25)
+            return unplug(dom, lambda xml: _find(xml, source),
+                          f"{name} did not release disk {source}",
+                          "is it mounted or busy? does the guest support hot-unplug?", timeout)
 
     def resize(self, name: str, target: str, size: int) -> dict[str, Any]:
         """Grow a disk of a running domain through QEMU: the guest sees the new size."""

@@ -11,19 +11,16 @@ until the NIC is really gone from the running domain, or fails with a clear erro
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import libvirt
 
+from corral.agent.hypervisor.hotplug import CONFIG as _CONFIG
+from corral.agent.hypervisor.hotplug import DETACH_TIMEOUT_S, unplug
+from corral.agent.hypervisor.hotplug import LIVE as _LIVE
 from corral.agent.hypervisor.libvirt_host import Hypervisor, _mapped
 from corral.domainxml import Domain, Interface
-from corral.errors import HostError, InvalidInput, WrongState
-
-DETACH_TIMEOUT_S = 60.0
-
-_LIVE = libvirt.VIR_DOMAIN_AFFECT_LIVE
-_CONFIG = libvirt.VIR_DOMAIN_AFFECT_CONFIG
+from corral.errors import InvalidInput, WrongState
 
 
 def _find(xml: str, mac: str) -> Interface | None:
@@ -70,28 +67,6 @@ class NicOps:
     def detach(self, name: str, mac: str, timeout: float = DETACH_TIMEOUT_S) -> dict[str, Any]:
         """Unplug the NIC with MAC ``mac``; idempotent (absent is fine)."""
         dom = self._dom(name)
-        done: dict[str, Any] = {"live": False, "config": False}
         with _mapped(f"detach NIC {mac} from {name}"):
-            if dom.isActive():
-                live = _find(dom.XMLDesc(0), mac)
-                if live is not None:
-                    dom.detachDeviceFlags(live.to_xml(), _LIVE)
-                    self._wait_gone(dom, name, mac, timeout)
-                    done["live"] = True
-            persistent = _find(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE), mac)
-            if persistent is not None:
-                dom.detachDeviceFlags(persistent.to_xml(), _CONFIG)
-                done["config"] = True
-        return done
-
-    @staticmethod
-    def _wait_gone(dom: Any, name: str, mac: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while _find(dom.XMLDesc(0), mac) is not None:
-            if not dom.isActive():
-                return
-            if time.monotonic() > deadline:
-                raise HostError(
-                    f"the guest of {name} did not release NIC {mac} within {timeout:g} s "
-                    "(does the guest support hot-unplug?); it stays attached")
-            time.sleep(0.25)
+            return unplug(dom, lambda xml: _find(xml, mac), f"{name} did not release NIC {mac}",
+                          "does the guest support hot-unplug?", timeout)
