@@ -40,7 +40,7 @@ test: venv
 	$(VENV)/bin/pytest -q tests
 
 # Each benchmark starts its own lab host and writes its own section of docs/benchmarks.md.
-BENCHES := run provision image_import network snapshots
+BENCHES := run provision image_import network snapshots storage_throughput
 
 bench: venv
 	@for b in $(BENCHES); do echo "== bench/$$b.py"; $(PY) bench/$$b.py || exit 1; done

@@ -83,8 +83,10 @@ def lab_state(node: Node) -> tuple[list[str], list[str], list[str]]:
     """(Linux bridges, dnsmasq config files, nft chains of table inet corral) in the lab host."""
     bridges = sorted(x["ifname"] for x in json.loads(in_lab(node, "ip", "-j", "link", "show",
                                                           "type", "bridge") or "[]"))
-    dns = sorted(line.split("--conf-file=")[1] for line in in_lab(node, "ps", "-eo", "args")
-                 .splitlines() if f"--conf-file={node.data_dir}/" in line)
+    # one per network: dnsmasq's --dhcp-script helper is a second process of the same args
+    dns = sorted({line.split("--conf-file=")[1] for line in in_lab(node, "ps", "-ww", "-eo",
+                                                                   "args").splitlines()
+                  if f"--conf-file={node.data_dir}/" in line})
     proc = node.host.run(["nft", "-j", "list", "table", "inet", "corral"], check=False)
     chains = sorted(i["chain"]["name"] for i in json.loads(proc.stdout)["nftables"]
                     if "chain" in i) if proc.returncode == 0 else []

@@ -137,3 +137,58 @@ def test_ova_round_trip_and_foreign_ova(node: Node) -> None:
             node.cli("vm", "delete", name, "--force", check=False)
         for image in (f"{back}-ova", f"{foreign}-ova"):
             node.cli("image", "delete", image, check=False)
+
+
+def test_ova_with_an_attached_volume_round_trips_and_a_broken_one_leaves_nothing(
+        node: Node) -> None:
+    """A VM with a data volume exports two VMDKs; the import attaches the second disk as a
+    volume with the same bytes. An OVA whose second disk is missing fails and leaves no VM,
+    volume or image."""
+    work = node.data_dir.parent / "ova2"
+    work.mkdir(exist_ok=True)
+    storage = node.data_dir / "agent" / "storage"
+    vm, back, broken = "sn-ova2", "sn-ova2-back", "sn-ova2-broken"
+    ova, cut = work / f"{vm}.ova", work / "cut.ova"
+    try:
+        node.cli("vm", "create", vm, "--image", "tiny")
+        node.cli("volume", "create", f"default/{vm}-data", "--size", "16M")
+        data = storage / f"{vm}-data.qcow2"
+        subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0xab 1M 2M", str(data)],
+                       check=True, capture_output=True, timeout=60)
+        node.cli("vm", "disk", "attach", vm, "--volume", f"default/{vm}-data")
+        node.cli("vm", "export", vm, "--ova", str(ova))
+        with tarfile.open(ova) as tar:
+            assert tar.getnames() == [f"{vm}.ovf", f"{vm}.mf", "disk1.vmdk", "disk2.vmdk"]
+            tar.extractall(work / "x", filter="data")
+        assert (work / "x" / f"{vm}.ovf").read_text().count("<ovf:Disk ") == 2
+        assert _same_disk(data, work / "x" / "disk2.vmdk")
+
+        node.cli("vm", "import-ova", str(ova), "--name", back)
+        disks = node.cli_json("vm", "disk", "list", back)
+        assert isinstance(disks, list)
+        vols = [d for d in disks if d["kind"] == "volume"]
+        assert [(d["volume"], d["size"]) for d in vols] == [(f"default/{back}-disk2", 16 * MIB)]
+        assert _same_disk(storage / f"{back}-disk2.qcow2", data)
+
+        # The same OVA without its second disk: refused during the import, nothing stays.
+        with tarfile.open(ova) as src, tarfile.open(cut, "w", format=tarfile.USTAR_FORMAT) as dst:
+            for member in src.getmembers():
+                if member.name != "disk2.vmdk":
+                    dst.addfile(member, src.extractfile(member))
+        proc = node.cli("vm", "import-ova", str(cut), "--name", broken, check=False)
+        assert proc.returncode != 0
+        assert "disk2.vmdk" in proc.stdout + proc.stderr
+        assert node.cli("vm", "show", broken, check=False).returncode != 0
+        vol_names = [v["name"] for v in node.cli_json("volume", "list")]  # type: ignore[union-attr]
+        assert not [n for n in vol_names if broken in n]
+        images = [i["name"] for i in node.cli_json("image", "list")]  # type: ignore[union-attr]
+        assert f"{broken}-ova" not in images
+        assert not list((storage / "images").glob(f"{broken}*"))
+        assert not list(storage.glob(f"*{broken}*"))
+    finally:
+        for name in (vm, back, broken):
+            node.cli("vm", "delete", name, "--force", check=False)
+        for ref in (f"default/{vm}-data", f"default/{back}-disk2", f"default/{broken}-disk2"):
+            node.cli("volume", "delete", ref, check=False)
+        for image in (f"{back}-ova", f"{broken}-ova"):
+            node.cli("image", "delete", image, check=False)

@@ -127,7 +127,9 @@ def test_dnsmasq_config(tmp_path: Path) -> None:
         assert expected in lines
     options = [line.split("=")[0] for line in lines if not line.startswith("#")]
     assert "server" not in options  # no upstream resolver
-    assert "dhcp-script" not in options
+    # the one script: corral's own (lease changes -> the NICs' firewall rules)
+    assert [line for line in lines if line.startswith("dhcp-script=")] == [
+        f"dhcp-script={tmp_path}/dhcp-learn.sh"]
 
     plain = dnsmasq.render_config(spec(dns_domain=None), paths)
     assert "domain=" not in plain and "expand-hosts" not in plain

@@ -19,10 +19,12 @@ from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict
 
 import corral
-from corral.agent import clones, image_api, network, nic_routes, ova
+from corral.agent import clones, image_api, network, nic_routes, ova, port_routes
 from corral.agent.hypervisor import Hypervisor
 from corral.agent.jobs import JobRunner
 from corral.agent.jobs import router as jobs_router
+from corral.agent.network import firewall
+from corral.agent.pools import host_registry, root_routes
 from corral.agent.pools.routes import router as pools_router
 from corral.agent.storage import Storage
 from corral.errors import Conflict, CorralError, NotFound, Unauthorized
@@ -101,6 +103,7 @@ class Agent:
             "storage_dir": str(self.storage.root),
             "console_dir": str(self.console_dir),
             "storage_free": self.storage.free_bytes(),
+            "qos": firewall.qos_backend(),  # libvirt <bandwidth>, or nftables policing
         }
 
     # -- networks: specs are kept on disk so the agent rebuilds them at every start --------
@@ -182,11 +185,18 @@ def create_app(settings: AgentSettings) -> FastAPI:
     app.include_router(image_api.router(agent, jobs), dependencies=guarded)
     # Storage pools, volumes and hot-plug of disks: see corral.agent.pools.
     app.include_router(pools_router(settings.state_dir, storage.root, hv), dependencies=guarded)
+    # Root disks of VMs in pools (vm create --pool): see corral.agent.pools.roots.
+    app.include_router(root_routes.router(settings.state_dir, storage, jobs), dependencies=guarded)
     # Snapshots, linked/full clones and templates: see corral.agent.clones.
     app.include_router(clones.router(storage, hv, jobs), dependencies=guarded)
-    app.include_router(ova.router(storage, jobs), dependencies=guarded)  # OVA export/import
+    app.include_router(ova.router(storage, jobs, host_registry(settings.state_dir, storage.root)),
+                       dependencies=guarded)  # OVA export/import
     # NIC hot-plug and static DHCP leases: see corral.agent.nic_routes.
     app.include_router(nic_routes.router(hv, agent._spec, agent.net_dir), dependencies=guarded)
+    # Ports: NIC anti-spoofing and security groups (nftables), re-applied at every start.
+    ports = port_routes.make_firewall(settings.state_dir, agent._spec, agent.net_dir)
+    ports.restore()
+    app.include_router(port_routes.router(ports), dependencies=guarded)
 
     @app.get("/v1/health")
     def health() -> dict[str, str]:

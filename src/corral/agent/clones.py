@@ -54,38 +54,48 @@ def _snapshot_count(path: Path) -> int:
 
 
 def linked_clone(storage: Storage, source: str, new: str) -> dict[str, Any]:
-    """Freeze SOURCE's disk into a base and put overlays for SOURCE and NEW on it. Idempotent:
-    a re-run after a crash finishes whichever step is missing. One ``qemu-img create``: both
-    overlays are empty and name the same base, so the second is a copy of the first."""
-    target = storage.disk_path(new)
-    src = storage.disk_path(source)
+    """Freeze SOURCE's disk into a base and put overlays for SOURCE and NEW on it."""
     base = bases_dir(storage) / f"{validate_name(source, 'vm')}@{validate_name(new, 'vm')}.qcow2"
     with _chains:
-        if target.exists():
-            return {"path": str(target), "created": False, "base": str(base)}
-        if not base.exists():
-            if not src.exists():
-                raise NotFound(f"the disk of VM {source} is not on this host")
-            if _snapshot_count(src):
-                names = [s["name"] for s in qemu_img_info(src).get("snapshots") or []]
-                raise Conflict(
-                    f"VM {source} has snapshots ({', '.join(names)}): a linked clone would "
-                    "leave them behind in a frozen base; make a full clone (--full, optionally "
-                    "--from-snapshot) or delete the snapshots", field="mode")
-            os.rename(src, base)
-        tmp = target.with_suffix(".part")
-        src_tmp = src.with_suffix(".part")
-        try:
-            _run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(base),
-                  str(tmp)], f"create overlay {target.name}")
-            if not src.exists():
-                shutil.copyfile(tmp, src_tmp)
-                os.replace(src_tmp, src)
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
-            src_tmp.unlink(missing_ok=True)
-    return {"path": str(target), "created": True, "base": str(base)}
+        return freeze_and_overlay(storage.disk_path(source), storage.disk_path(new), base,
+                                  source)
+
+
+def freeze_and_overlay(src: Path, target: Path, base: Path, source: str) -> dict[str, Any]:
+    """Rename SRC to BASE (O(1)) and give SRC and TARGET an overlay each on it. Idempotent:
+    a re-run after a crash finishes whichever step is missing. One ``qemu-img create``: both
+    overlays are empty and name the same base, so the second is a copy of the first. The
+    caller holds the lock of the directory's chains."""
+    if target.exists():
+        return {"path": str(target), "source": str(target), "created": False,
+                "base": str(base)}
+    if not base.exists():
+        if not src.exists():
+            raise NotFound(f"the disk of VM {source} is not on this host")
+        if _snapshot_count(src):
+            raise Conflict(
+                f"VM {source} has snapshots ({', '.join(snapshot_names(src))}): a linked clone "
+                "would leave them behind in a frozen base; make a full clone (--full, "
+                "optionally --from-snapshot) or delete the snapshots", field="mode")
+        os.rename(src, base)
+    tmp = target.with_suffix(".part")
+    src_tmp = src.with_suffix(".part")
+    try:
+        _run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(base),
+              str(tmp)], f"create overlay {target.name}")
+        if not src.exists():
+            shutil.copyfile(tmp, src_tmp)
+            os.replace(src_tmp, src)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+        src_tmp.unlink(missing_ok=True)
+    return {"path": str(target), "source": str(target), "created": True, "base": str(base)}
+
+
+def snapshot_names(path: Path) -> list[str]:
+    """Names of the internal snapshots of a qcow2 file (readable beside a running QEMU)."""
+    return [str(s["name"]) for s in qemu_img_info_shared(path).get("snapshots") or []]
 
 
 def collect_bases(storage: Storage) -> list[str]:
@@ -112,17 +122,22 @@ def collect_bases(storage: Storage) -> list[str]:
                 removed.append(p.name)
 
 
-def convert(source: Path, target: Path, report: Progress | None, snapshot: str | None = None,
+def convert(source: Path | str, target: Path, report: Progress | None, snapshot: str | None = None,
             what: str = "copy") -> None:
     """``qemu-img convert`` to a flattened qcow2 at ``target`` (through ``target.part``)."""
     convert_to(source, target, "qcow2", [], report, what, snapshot)
 
 
-def convert_to(source: Path, target: Path, fmt: str, options: list[str],
-               report: Progress | None, what: str, snapshot: str | None = None) -> None:
+def convert_to(source: Path | str, target: Path | str, fmt: str, options: list[str],
+               report: Progress | None, what: str, snapshot: str | None = None,
+               rename: bool = True) -> None:
     """``qemu-img convert -O FMT`` with progress, through ``target.part`` (nothing left behind
-    on failure or cancellation)."""
-    tmp = target.with_name(target.name + ".part")
+    on failure or cancellation). ``rename=False``: straight to ``target`` (an ``rbd:`` name,
+    which the caller writes under a temporary name and removes on failure)."""
+    tmp: Path | str = target
+    if rename:
+        target = Path(target)
+        tmp = target.with_name(target.name + ".part")
     argv = ["qemu-img", "convert", "-p", "-O", fmt, *options]
     if snapshot is not None:  # snapshot clusters never change: safe beside a running QEMU
         argv += ["-U", "-l", f"snapshot.name={snapshot}"]
@@ -138,13 +153,15 @@ def convert_to(source: Path, target: Path, fmt: str, options: list[str],
                 report(int(float(found[-1])), f"{what}: {float(found[-1]):.0f}%")
         err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
         if proc.wait() != 0:
-            raise HostError(f"{what} of {source.name}: {err.strip()[-500:]}")
-        os.replace(tmp, target)
+            raise HostError(f"{what}: {err.strip()[-500:]}")
+        if rename:
+            os.replace(tmp, target)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        tmp.unlink(missing_ok=True)
+        if isinstance(tmp, Path) and rename:
+            tmp.unlink(missing_ok=True)
 
 
 def full_clone(storage: Storage, source: str, new: str, snapshot: str | None,
@@ -173,13 +190,14 @@ def qemu_img_info_shared(path: Path) -> dict[str, Any]:
 
 
 def template(storage: Storage, vm: str, name: str, boot_from: str | None,
-             report: Progress | None) -> dict[str, Any]:
+             report: Progress | None, source: str | None = None) -> dict[str, Any]:
     """Flatten a stopped VM's disk into image NAME (with the direct-boot files of the VM's
-    image, for the tiny guest)."""
+    image, for the tiny guest). ``source``: what qemu-img reads when the disk is in a pool
+    (a file, or an ``rbd:`` name); by default the VM's disk in the storage dir."""
     target = storage.image_path(name)
     if not target.exists():
-        src = storage.disk_path(vm)
-        if not src.exists():
+        src: Path | str = storage.disk_path(vm) if source is None else source
+        if isinstance(src, Path) and not src.exists():
             raise NotFound(f"the disk of VM {vm} is not on this host")
         try:
             if boot_from is not None:

@@ -1,8 +1,14 @@
 """OVA export and import on the host, as jobs with progress (corral.images.ovf: descriptors).
 
-    POST /v1/disks/{vm}/export-ova   {path, system}  -> job: the VM's disk as a streamOptimized
-                                                        VMDK + OVF 1.0 descriptor + manifest
-    POST /v1/images/{name}/import-ova {path}         -> job: the OVA's first disk as image NAME
+    POST /v1/disks/{vm}/export-ova   {path, system, volumes}
+                                   -> job: the VM's root disk and its attached volumes as
+                                      streamOptimized VMDKs + OVF 1.0 descriptor + manifest
+    POST /v1/images/{name}/import-ova {path}
+                                   -> job: the OVA's first disk as image NAME
+    POST /v1/pools/{pool}/volumes/{volume}/import-ova {path, disk}
+                                   -> job: the OVA's disk number ``disk`` (0-based, descriptor
+                                      order) written over the volume (a file pool's volume,
+                                      made empty by the engine beforehand)
 
 Everything is written beside the target as ``.part`` and renamed at the end: a failed or
 cancelled job leaves no half-written OVA or image.
@@ -23,7 +29,8 @@ from pydantic import BaseModel, ConfigDict
 
 from corral.agent.clones import convert_to
 from corral.agent.jobs import JobReporter, JobRunner
-from corral.agent.storage import Storage
+from corral.agent.pools import PoolRegistry
+from corral.agent.storage import Progress, Storage, qemu_img_info
 from corral.errors import Conflict, InvalidInput, NotFound
 from corral.images import ovf
 from corral.validation import validate_name
@@ -35,17 +42,43 @@ class NicBody(BaseModel):
     mac: str | None = None
 
 
+class VolumeRef(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    pool: str
+    name: str
+
+
 class ExportBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     path: str
     cpus: int
     memory_mib: int
     nics: list[NicBody] = []
+    volumes: list[VolumeRef] = []  # attached volumes, in target order: disk2.vmdk, ...
 
 
 class ImportBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     path: str
+
+
+class FillBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: str
+    disk: int  # which disk of the descriptor (0-based)
+
+
+def file_source(pools: PoolRegistry, ref: VolumeRef | tuple[str, str]) -> tuple[Path, str]:
+    """(file, format) of a volume of a file pool (dir, shared); 409 for RBD images."""
+    pool, name = (ref.pool, ref.name) if isinstance(ref, VolumeRef) else ref
+    info = pools.get(pool).volume(name)
+    if info is None:
+        raise NotFound(f"volume {pool}/{name} not found on this host")
+    path = Path(info.source)
+    if not path.is_absolute():
+        raise Conflict(f"volume {pool}/{name} is an RBD image: OVA export and import handle "
+                       "volumes of dir and shared pools", field="volume")
+    return path, info.format
 
 
 def _sha256(path: Path) -> str:
@@ -56,37 +89,47 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def export_ova(storage: Storage, vm: str, body: ExportBody, report: JobReporter | None
-               ) -> dict[str, Any]:
+def _share(report: JobReporter | None, lo: int, span: int) -> Progress | None:
+    """Progress of one step that takes ``span`` percent of a job from ``lo``."""
+    if report is None:
+        return None
+    return lambda pct, msg: report(lo + pct * span // 100, msg)
+
+
+def export_ova(storage: Storage, pools: PoolRegistry, vm: str, body: ExportBody,
+               report: JobReporter | None) -> dict[str, Any]:
     target = Path(body.path)
-    disk = storage.disk_path(vm)
-    if not disk.exists():
+    root = storage.disk_path(vm)
+    if not root.exists():
         raise NotFound(f"the disk of VM {vm} is not on this host")
     if target.exists():
         return {"path": str(target), "size": target.stat().st_size, "created": False}
+    sources = [root, *(file_source(pools, v)[0] for v in body.volumes)]
     with tempfile.TemporaryDirectory(dir=storage.root, prefix=".ova-") as work:
-        vmdk = Path(work) / "disk1.vmdk"
-        convert_to(disk, vmdk, "vmdk", ["-o", "subformat=streamOptimized"],
-                   (lambda p, m: report(p * 9 // 10, m)) if report else None,
-                   what=f"converting the disk of {vm} to VMDK")
-        from corral.agent.storage import qemu_img_info
-
+        vmdks: list[Path] = []
+        disks: list[ovf.OvfDisk] = []
+        for i, src in enumerate(sources):
+            vmdk = Path(work) / f"disk{i + 1}.vmdk"
+            convert_to(src, vmdk, "vmdk", ["-o", "subformat=streamOptimized"],
+                       _share(report, i * 90 // len(sources), 90 // len(sources)),
+                       what=f"converting disk {i + 1} of {vm} to VMDK")
+            vmdks.append(vmdk)
+            disks.append(ovf.OvfDisk(file=vmdk.name,
+                                     capacity=int(qemu_img_info(src)["virtual-size"])))
         system = ovf.OvfSystem(
-            name=vm, cpus=body.cpus, memory_mib=body.memory_mib,
-            disks=[ovf.OvfDisk(file="disk1.vmdk",
-                               capacity=int(qemu_img_info(disk)["virtual-size"]))],
+            name=vm, cpus=body.cpus, memory_mib=body.memory_mib, disks=disks,
             nics=[ovf.OvfNic(network=n.network, mac=n.mac, model="virtio") for n in body.nics])
         descriptor = Path(work) / f"{vm}.ovf"
-        descriptor.write_bytes(ovf.build(system, [vmdk.stat().st_size]))
+        descriptor.write_bytes(ovf.build(system, [v.stat().st_size for v in vmdks]))
         manifest = Path(work) / f"{vm}.mf"
         manifest.write_text("".join(f"SHA256({p.name})= {_sha256(p)}\n"
-                                    for p in (descriptor, vmdk)))
+                                    for p in (descriptor, *vmdks)))
         if report:
             report(95, "writing the OVA")
         part = target.with_name(target.name + ".part")
         try:
             with tarfile.open(part, "w", format=tarfile.USTAR_FORMAT) as tar:
-                for p in (descriptor, manifest, vmdk):  # descriptor first (OVF spec)
+                for p in (descriptor, manifest, *vmdks):  # descriptor first (OVF spec)
                     info = tar.gettarinfo(str(p), arcname=p.name)
                     info.uid = info.gid = 0
                     info.uname = info.gname = ""
@@ -98,30 +141,36 @@ def export_ova(storage: Storage, vm: str, body: ExportBody, report: JobReporter 
     return {"path": str(target), "size": target.stat().st_size, "created": True}
 
 
+def _extract(path: Path, member_name: str, work: Path) -> Path:
+    """Copy one member of the OVA (a tar) into ``work``; 422 when it is missing or no file."""
+    out = work / ovf.safe_member(member_name)
+    try:
+        with tarfile.open(path, "r:") as tar:
+            member = tar.getmember(member_name)
+            if not member.isfile():
+                raise InvalidInput(f"OVA member {member_name} is not a file", field="file")
+            src = tar.extractfile(member)
+            assert src is not None
+            with out.open("wb") as f:
+                shutil.copyfileobj(src, f, 1 << 20)
+    except KeyError:
+        raise InvalidInput(f"the OVA has no member {member_name} (named by its descriptor)",
+                           field="file") from None
+    except tarfile.TarError as exc:
+        raise InvalidInput(f"cannot read the OVA: {exc}", field="file") from None
+    return out
+
+
 def import_ova(storage: Storage, name: str, path: Path, report: JobReporter | None
                ) -> dict[str, Any]:
     """Convert the OVA's first disk to image NAME (qcow2); returns the image's info and the
-    hardware the descriptor asks for."""
+    hardware the descriptor asks for (its other disks: :func:`fill_volume`)."""
     system = ovf.parse(ovf.read_descriptor(path))
     target = storage.image_path(name)
     if not target.exists():
         disk = system.disks[0]
         with tempfile.TemporaryDirectory(dir=storage.root, prefix=".ova-") as work:
-            member_path = Path(work) / ovf.safe_member(disk.file)
-            try:
-                with tarfile.open(path, "r:") as tar:
-                    member = tar.getmember(disk.file)
-                    if not member.isfile():
-                        raise InvalidInput(f"OVA member {disk.file} is not a file", field="file")
-                    src = tar.extractfile(member)
-                    assert src is not None
-                    with member_path.open("wb") as out:
-                        shutil.copyfileobj(src, out, 1 << 20)
-            except KeyError:
-                raise InvalidInput(f"the OVA has no member {disk.file} (named by its "
-                                   "descriptor)", field="file") from None
-            except tarfile.TarError as exc:
-                raise InvalidInput(f"cannot read the OVA: {exc}", field="file") from None
+            member_path = _extract(path, disk.file, Path(work))
             if report:
                 report(30, f"converting {disk.file}")
             try:
@@ -138,7 +187,29 @@ def import_ova(storage: Storage, name: str, path: Path, report: JobReporter | No
                                "nics": [vars(n) for n in system.nics]}}
 
 
-def router(storage: Storage, jobs: JobRunner) -> APIRouter:
+def fill_volume(storage: Storage, pools: PoolRegistry, pool: str, volume: str, path: Path,
+                disk: int, report: JobReporter | None) -> dict[str, Any]:
+    """Write the OVA's disk number ``disk`` over volume POOL/VOLUME (converted to the
+    volume's format through ``.part``: a failure leaves the empty volume as it was)."""
+    system = ovf.parse(ovf.read_descriptor(path))
+    if not 0 <= disk < len(system.disks):
+        raise InvalidInput(f"the OVA has {len(system.disks)} disk(s), not a disk {disk + 1}",
+                           field="disk")
+    target, fmt = file_source(pools, (pool, volume))
+    member = system.disks[disk].file
+    with tempfile.TemporaryDirectory(dir=storage.root, prefix=".ova-") as work:
+        src = _extract(path, member, Path(work))
+        if report:
+            report(30, f"converting {member}")
+        convert_to(src, target, fmt, [],
+                   (lambda p, m: report(30 + p * 7 // 10, m)) if report else None,
+                   what=f"converting {member}")
+    target.chmod(0o600)
+    return {"volume": f"{pool}/{volume}",
+            "virtual_size": int(qemu_img_info(target)["virtual-size"])}
+
+
+def router(storage: Storage, jobs: JobRunner, pools: PoolRegistry) -> APIRouter:
     r = APIRouter()
 
     @r.post("/v1/disks/{vm}/export-ova")
@@ -153,7 +224,7 @@ def router(storage: Storage, jobs: JobRunner) -> APIRouter:
             raise Conflict(f"{target} exists already", field="file")
 
         def work(report: JobReporter) -> dict[str, Any]:
-            return export_ova(storage, vm, body, report)
+            return export_ova(storage, pools, vm, body, report)
 
         return jobs.submit("vm.export_ova", f"disk:{vm}", work, message="exporting",
                            token=op).to_dict()
@@ -170,5 +241,19 @@ def router(storage: Storage, jobs: JobRunner) -> APIRouter:
 
         return jobs.submit("image.import_ova", f"image:{name}", work, message="importing",
                            token=op).to_dict()
+
+    @r.post("/v1/pools/{pool}/volumes/{volume}/import-ova")
+    def fill(pool: str, volume: str, body: FillBody, op: str | None = None) -> dict[str, Any]:
+        validate_name(volume, "volume")
+        path = Path(body.path)
+        if not path.is_absolute() or not path.is_file():
+            raise InvalidInput(f"{path} is not a readable file on this host", field="file")
+        file_source(pools, (pool, volume))  # refused now, not in the job
+
+        def work(report: JobReporter) -> dict[str, Any]:
+            return fill_volume(storage, pools, pool, volume, path, body.disk, report)
+
+        return jobs.submit("volume.import_ova", f"volume:{pool}/{volume}", work,
+                           message="importing", token=op).to_dict()
 
     return r

@@ -26,7 +26,7 @@ from corral.api.models import (
     VmState,
     VmStatePut,
 )
-from corral.api.nics import NicCreate, Reservation, VmNic
+from corral.api.nics import NicCreate, NicUpdate, Reservation, VmNic
 from corral.api.storage import (
     DiskAttach,
     DiskBus,
@@ -70,4 +70,4 @@ __all__ += [  # storage
     "DiskAttach", "DiskBus", "Pool", "PoolCreate", "PoolType", "VmDisk", "Volume",
     "VolumeCreate", "VolumeFormat", "VolumeResize",
 ]
-__all__ += ["NicCreate", "Reservation", "VmNic"]  # NICs
+__all__ += ["NicCreate", "NicUpdate", "Reservation", "VmNic"]  # NICs

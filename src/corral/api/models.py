@@ -164,11 +164,25 @@ class VmCreate(_Request):
     network: str = "default"
     start: bool = False
     cloud_init: CloudInit | None = Field(None, description="Attach a cloud-init NoCloud seed")
+    pool: str | None = Field(None, description="Storage pool of the root disk (dir, shared or "
+                             "rbd); default: the host's storage dir (pool `default`)")
+    security_groups: list[str] = Field([], description="Security groups of the first NIC")
 
     _name = _name_field("name")
+    _pool = _name_field("pool")
     _image = _name_field("image")
     _iso = _name_field("iso")
     _network = _name_field("network")
+
+    @field_validator("security_groups")
+    @classmethod
+    def _groups(cls, v: list[str]) -> list[str]:
+        for g in v:
+            try:
+                validate_name(g, "security_groups")
+            except InvalidInput as exc:
+                raise ValueError(exc.message) from None
+        return list(dict.fromkeys(v))
 
     @field_validator("memory")
     @classmethod
@@ -213,6 +227,7 @@ class Vm(BaseModel):
     desired_power: str
     created_at: datetime
     cloud_init: CloudInit | None = None
+    pool: str = "default"  # storage pool of the root disk
 
 
 class ImageImport(_Request):
@@ -331,6 +346,7 @@ class Image(BaseModel):
     kernel: bool
     status: str
     created_at: datetime
+    template_vm: str | None = None  # a template: the VM it was made from
 
 
 class NetworkMode(StrEnum):
@@ -408,6 +424,7 @@ class Host(BaseModel):
     cpus: int | None
     memory_mib: int | None
     last_seen: datetime | None
+    qos: str | None = None  # how NIC bandwidth limits are enforced: libvirt or nftables
 
 
 class Operation(BaseModel):

@@ -11,7 +11,30 @@ from corral.api.models import Reservation, _Request
 from corral.errors import InvalidInput
 from corral.validation import validate_name
 
-__all__ = ["NicCreate", "Reservation", "VmNic", "normalize_mac"]
+__all__ = ["NicCreate", "NicUpdate", "Reservation", "VmNic", "normalize_mac"]
+
+# QoS limits in KiB/s (libvirt's <bandwidth> unit: kilobytes per second, 1 KiB = 1024 bytes)
+MAX_KBPS = 2**32 - 1
+
+
+def _groups(v: list[str] | None) -> list[str] | None:
+    if v is None:
+        return None
+    out: list[str] = []
+    for name in v:
+        try:
+            name = validate_name(name, "security_groups")
+        except InvalidInput as exc:
+            raise ValueError(exc.message) from None
+        if name not in out:
+            out.append(name)
+    return out
+
+
+def _kbps(v: int | None) -> int | None:
+    if v is not None and not 1 <= v <= MAX_KBPS:
+        raise ValueError(f"{v} KiB/s is not between 1 and {MAX_KBPS}")
+    return v
 
 _MAC_RE = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 
@@ -32,6 +55,20 @@ class NicCreate(_Request):
     network: str = Field(description="network the NIC joins")
     mac: str | None = Field(None, description="MAC address (default: a free 52:54:00:xx:xx:xx)")
     ip: str | None = Field(None, description="static IPv4 address: a DHCP reservation")
+    security_groups: list[str] = Field([], description="security groups (none: unfiltered)")
+    inbound_kbps: int | None = Field(None, description="QoS: average rate to the guest, KiB/s")
+    outbound_kbps: int | None = Field(None, description="QoS: average rate from the guest, "
+                                      "KiB/s")
+
+    @field_validator("security_groups")
+    @classmethod
+    def _sgs(cls, v: list[str]) -> list[str]:
+        return _groups(v) or []
+
+    @field_validator("inbound_kbps", "outbound_kbps")
+    @classmethod
+    def _rate(cls, v: int | None) -> int | None:
+        return _kbps(v)
 
     @field_validator("network")
     @classmethod
@@ -67,3 +104,18 @@ class VmNic(BaseModel):
     ip: str | None = None
     status: str = "ready"
     primary: bool = False
+    security_groups: list[str] = []
+    inbound_kbps: int | None = None
+    outbound_kbps: int | None = None
+
+
+class NicUpdate(_Request):
+    """``PATCH /api/v1/vms/{name}/nics/{mac}``: a field left out is left as it is."""
+
+    security_groups: list[str] | None = Field(None, description="the NIC's groups, replaced "
+                                              "([]: unfiltered); applied live")
+
+    @field_validator("security_groups")
+    @classmethod
+    def _sgs(cls, v: list[str] | None) -> list[str] | None:
+        return _groups(v)

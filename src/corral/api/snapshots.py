@@ -69,7 +69,8 @@ class OvaExport(_Request):
 
 
 class OvaImport(_Request):
-    """Import an OVA: its first disk becomes image ``NAME-ova``, the VM a linked clone of it."""
+    """Import an OVA: its first disk becomes image ``NAME-ova``, the VM a linked clone of it;
+    other disks become volumes ``default/NAME-diskN`` attached to the VM."""
 
     file: str  # absolute path on this node's machine
     name: str | None = None  # default: the descriptor's VirtualSystem name

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from corral.cli import image, net, node, snapshot, vm, vm_nic
+from corral.cli import image, net, node, sg, snapshot, vm, vm_nic
 from corral.cli import storage as storage_cli
 
 app = typer.Typer(
@@ -21,6 +21,7 @@ app.command("events")(node.events)
 app.add_typer(vm.app, name="vm")
 app.add_typer(image.app, name="image")
 app.add_typer(net.app, name="net")
+app.add_typer(sg.app, name="sg")
 app.add_typer(node.operation_app, name="operation")
 app.add_typer(storage_cli.app, name="storage")
 app.add_typer(storage_cli.volume_app, name="volume")

@@ -23,6 +23,7 @@ from corral.cli.output import (
     OutputOpt,
     WaitOpt,
     client,
+    emit,
     follow,
     handled,
     out,
@@ -146,10 +147,28 @@ def template_create(
     wait: bool = WaitOpt, output: OutputFormat = OutputOpt, data_dir: Path = DataDirOpt,
 ) -> None:
     """Make a template (an image) from a stopped VM's disk; then
-    `corral vm create NEW --template NAME`. Templates are listed and deleted as images."""
+    `corral vm create NEW --template NAME` (add --pool RBD_POOL: an RBD clone of it)."""
     with handled(), client(data_dir) as c:
         op = c.create_template(_req(TemplateCreate, name=name, vm=from_vm))
         follow(c, op, f"template {name} from VM {from_vm}", wait, output)
+
+
+@template_app.command("list")
+def template_list(output: OutputFormat = OutputOpt, data_dir: Path = DataDirOpt) -> None:
+    """List templates (images made from VMs) and the VM each was made from."""
+    from corral.cli.image import COLUMNS
+
+    with handled(), client(data_dir) as c:
+        emit(c.list_templates(), output,
+             [*COLUMNS[:2], ("FROM VM", lambda i: i.template_vm or "-"), *COLUMNS[3:5]])
+
+
+@template_app.command("delete")
+def template_delete(name: str, wait: bool = WaitOpt, output: OutputFormat = OutputOpt,
+                    data_dir: Path = DataDirOpt) -> None:
+    """Delete a template (refused while VMs use it)."""
+    with handled(), client(data_dir) as c:
+        follow(c, c.delete_template(name), f"delete template {name}", wait, output)
 
 
 def export(
@@ -157,7 +176,8 @@ def export(
     ova: Path = typer.Option(..., "--ova", help="OVA file to write (on this node's machine)"),
     wait: bool = WaitOpt, output: OutputFormat = OutputOpt, data_dir: Path = DataDirOpt,
 ) -> None:
-    """Export a stopped VM as an OVA: OVF 1.0 descriptor, manifest, streamOptimized VMDK."""
+    """Export a stopped VM as an OVA: OVF 1.0 descriptor, manifest, and a streamOptimized
+    VMDK for the root disk and each attached volume (dir and shared pools)."""
     with handled(), client(data_dir) as c:
         follow(c, c.export_ova(vm, str(ova.absolute())), f"export {vm} to {ova}", wait, output)
 
@@ -170,7 +190,8 @@ def import_ova(
     wait: bool = WaitOpt, output: OutputFormat = OutputOpt, data_dir: Path = DataDirOpt,
 ) -> None:
     """Import an OVA: CPUs, memory and MAC from its OVF descriptor; its first disk is
-    converted to qcow2 (image NAME-ova) and the VM made as a linked clone of it."""
+    converted to qcow2 (image NAME-ova) and the VM made as a linked clone of it; every other
+    disk becomes volume default/NAME-diskN, attached in the descriptor's order."""
     with handled(), client(data_dir) as c:
         req = _req(OvaImport, file=str(file.absolute()), name=name, network=network,
                    start=start)

@@ -46,6 +46,11 @@ def create(
     memory: str = typer.Option("512M", "--memory", "-m", help="Memory, e.g. 512M or 2G"),
     disk: str = typer.Option(None, "--disk", help="Root disk size, e.g. 10G (default: image size)"),
     network: str = typer.Option("default", "--network", help="Network for the first NIC"),
+    security_group: list[str] = typer.Option(None, "--security-group", "--sg",
+                                             help="Security group of the first NIC "
+                                             "(repeatable)"),
+    pool: str = typer.Option(None, "--pool", help="Storage pool of the root disk (dir, shared "
+                             "or rbd; default: this host's storage dir)"),
     start: bool = typer.Option(False, "--start", help="Start the VM once created"),
     hostname: str = vm_guest.HostnameOpt, user: str = vm_guest.UserOpt,
     ssh_key: list[str] = vm_guest.SshKeyOpt, password_hash: str = vm_guest.PasswordHashOpt,
@@ -69,7 +74,8 @@ def create(
             user_data=user_data, network_config=network_config, force=cloud_init,
         )
         req = build(VmCreate, name=name, image=image, iso=iso, cpus=cpus, memory=memory,
-                    disk=disk, network=network, start=start, cloud_init=ci)
+                    disk=disk, network=network, start=start, cloud_init=ci, pool=pool,
+                    security_groups=list(security_group or []))
         with client(data_dir) as c:
             follow(c, c.create_vm(req), f"create VM {name}", wait, output)
 

@@ -30,7 +30,8 @@ from corral.api import (
     VmStatePut,
 )
 from corral.api import storage as storage_api
-from corral.api.nics import VmNic
+from corral.api.nics import NicUpdate, VmNic
+from corral.api.security_groups import SecurityGroup, SecurityGroupCreate, SgRule, SgRuleCreate
 from corral.api.snapshots import (
     OvaExport,
     OvaImport,
@@ -277,13 +278,50 @@ class Client:
         return [VmNic.model_validate(n) for n in self._json("GET", f"/api/v1/vms/{vm}/nics")]
 
     def add_nic(self, vm: str, network: str, mac: str | None = None,
-                ip: str | None = None) -> Operation:
-        """Add a NIC on ``network`` (hot-plugged when the VM runs); ``ip``: a static lease."""
-        body = {k: v for k, v in (("network", network), ("mac", mac), ("ip", ip)) if v is not None}
+                ip: str | None = None, *, security_groups: list[str] | None = None,
+                inbound_kbps: int | None = None, outbound_kbps: int | None = None) -> Operation:
+        """Add a NIC on ``network`` (hot-plugged when the VM runs); ``ip``: a static lease;
+        ``security_groups``: filter it; ``inbound_kbps``/``outbound_kbps``: QoS in KiB/s."""
+        body: dict[str, Any] = {k: v for k, v in (
+            ("network", network), ("mac", mac), ("ip", ip), ("inbound_kbps", inbound_kbps),
+            ("outbound_kbps", outbound_kbps)) if v is not None}
+        if security_groups:
+            body["security_groups"] = security_groups
         return Operation.model_validate(self._json("POST", f"/api/v1/vms/{vm}/nics", json=body))
+
+    def update_nic(self, vm: str, mac: str, security_groups: list[str]) -> VmNic:
+        """Replace a NIC's security groups ([]: unfiltered), applied live."""
+        body = NicUpdate(security_groups=security_groups).model_dump(exclude_none=True)
+        return VmNic.model_validate(self._json("PATCH", f"/api/v1/vms/{vm}/nics/{mac}",
+                                               json=body))
 
     def remove_nic(self, vm: str, mac: str) -> Operation:
         return Operation.model_validate(self._json("DELETE", f"/api/v1/vms/{vm}/nics/{mac}"))
+
+    # -- security groups ------------------------------------------------------------------
+    def list_security_groups(self) -> list[SecurityGroup]:
+        return [SecurityGroup.model_validate(g)
+                for g in self._json("GET", "/api/v1/security-groups")]
+
+    def get_security_group(self, name: str) -> SecurityGroup:
+        return SecurityGroup.model_validate(self._json("GET", f"/api/v1/security-groups/{name}"))
+
+    def create_security_group(self, name: str, description: str = "") -> SecurityGroup:
+        body = SecurityGroupCreate(name=name, description=description).model_dump()
+        return SecurityGroup.model_validate(
+            self._json("POST", "/api/v1/security-groups", json=body))
+
+    def delete_security_group(self, name: str) -> None:
+        self.request("DELETE", f"/api/v1/security-groups/{name}")
+
+    def add_sg_rule(self, group: str, rule: SgRuleCreate) -> SgRule:
+        """Add an allow rule; the group's NICs get it before this returns."""
+        return SgRule.model_validate(self._json(
+            "POST", f"/api/v1/security-groups/{group}/rules",
+            json=rule.model_dump(mode="json", exclude_none=True)))
+
+    def remove_sg_rule(self, group: str, rule_id: str) -> None:
+        self.request("DELETE", f"/api/v1/security-groups/{group}/rules/{rule_id}")
 
     # -- snapshots, clones, templates -----------------------------------------------------
     def list_snapshots(self, vm: str) -> list[Snapshot]:
@@ -309,6 +347,12 @@ class Client:
     def create_template(self, req: TemplateCreate) -> Operation:
         return Operation.model_validate(
             self._json("POST", "/api/v1/templates", json=req.model_dump()))
+
+    def list_templates(self) -> list[Image]:
+        return [Image.model_validate(i) for i in self._json("GET", "/api/v1/templates")]
+
+    def delete_template(self, name: str) -> Operation:
+        return Operation.model_validate(self._json("DELETE", f"/api/v1/templates/{name}"))
 
     def export_ova(self, vm: str, file: str) -> Operation:
         return Operation.model_validate(self._json(

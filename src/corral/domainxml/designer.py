@@ -90,6 +90,9 @@ class NicSpec:
     virtualport: str | None = None  # "openvswitch" for an OVS bridge
     vlan: int | None = None  # 802.1Q tag of the port (OVS only: libvirt tags OVS ports)
     mtu: int | None = None  # below 1500 on overlay networks
+    target: str | None = None  # host tap name (<target dev>): e.g. "cv" + the MAC's 12 hex digits
+    inbound_kbps: int | None = None  # QoS <bandwidth><inbound average>: KiB/s (libvirt's unit)
+    outbound_kbps: int | None = None  # <outbound average>, KiB/s
 
 
 @dataclass(frozen=True)
@@ -259,6 +262,12 @@ def design_nic(spec: NicSpec) -> Interface:
     nic.model = spec.model
     if spec.mtu is not None:
         nic.mtu = spec.mtu
+    if spec.target is not None:
+        nic.target_dev = spec.target
+    if spec.inbound_kbps is not None:
+        nic.bandwidth_inbound = spec.inbound_kbps
+    if spec.outbound_kbps is not None:
+        nic.bandwidth_outbound = spec.outbound_kbps
     return nic
 
 
@@ -446,6 +455,20 @@ def _validate_nic(nic: NicSpec, where: str) -> None:
                                field=f"{where}.vlan")
     if nic.mtu is not None:
         _check_int_range(nic.mtu, 576, 65535, f"{where}.mtu")
+    if nic.target is not None and (
+            not isinstance(nic.target, str) or not _TAP_RE.fullmatch(nic.target)
+            or nic.target.startswith(("vnet", "vif", "macvtap", "macvlan"))):
+        raise InvalidInput(f"target {nic.target!r} must be 1-15 letters, digits, '_' or '-' "
+                           "and not start with a prefix libvirt reserves (vnet, vif, macv*)",
+                           field=f"{where}.target")
+    for name in ("inbound_kbps", "outbound_kbps"):
+        value = getattr(nic, name)
+        if value is not None:
+            _check_int_range(value, 1, MAX_BANDWIDTH_KBPS, f"{where}.{name}")
+
+
+_TAP_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,14}")
+MAX_BANDWIDTH_KBPS = 2**32 - 1  # libvirt keeps rates in an unsigned int (KiB/s)
 
 
 def _check_int_range(value: object, low: int, high: int, field: str) -> None:

@@ -109,7 +109,8 @@ class Interface(Device):
     TAG = "interface"
     CHILD_ORDER = (
         "mac", "source", "vlan", "virtualport", "ip", "route", "script", "target", "guest",
-        "model", "driver", "backend", "filterref", "tune", "mtu", "link", "boot", "rom",
+        "model", "driver", "backend", "filterref", "tune", "bandwidth", "mtu", "link", "boot",
+        "rom",
         "alias", "address",
     )  # fmt: skip
 
@@ -122,6 +123,8 @@ class Interface(Device):
     target_dev = StrProperty("target/@dev")  # vnet0 (host tap name)
     model = StrProperty("model/@type")  # virtio | e1000 | ...
     mtu = IntProperty("mtu/@size")
+    bandwidth_inbound = IntProperty("bandwidth/inbound/@average")  # KiB/s
+    bandwidth_outbound = IntProperty("bandwidth/outbound/@average")  # KiB/s
     link_state = StrProperty("link/@state")  # up | down
     boot_order = IntProperty("boot/@order")
 

@@ -14,6 +14,7 @@ from corral.engine.reconciler import Reconciler
 from corral.engine.routes import customize as customize_routes
 from corral.engine.routes import events, hosts, images, networks, operations, vms
 from corral.engine.routes import pools as pool_routes
+from corral.engine.routes import security_groups as sg_routes
 from corral.engine.routes import vm_disks as vm_disk_routes
 from corral.engine.routes import vm_nics as vm_nic_routes
 from corral.engine.routes import vm_snapshots as vm_snapshot_routes
@@ -83,4 +84,5 @@ def create_app(ctx: EngineContext) -> FastAPI:
         app.include_router(storage_routes.router)
     app.include_router(vm_snapshot_routes.router)
     app.include_router(vm_nic_routes.router)
+    app.include_router(sg_routes.router)
     return app

@@ -9,6 +9,7 @@ agent that comes back finds it again through the pid file.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import os
@@ -18,7 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from corral.agent.network import _cmd
+from corral.agent.network import _cmd, firewall
 from corral.agent.network.spec import Lease, NetworkSpec, network_dir, parse_subnet
 from corral.errors import HostError
 
@@ -37,12 +38,13 @@ class Paths:
     leases: Path
     log: Path
     hosts: Path
+    script: Path  # --dhcp-script, shared by the networks (firewall.dhcp_script)
 
     @classmethod
     def of(cls, spec: NetworkSpec, state_dir: Path) -> Paths:
         d = network_dir(spec, state_dir)
         return cls(d, d / "dnsmasq.conf", d / "dnsmasq.pid", d / "dnsmasq.leases",
-                   d / "dnsmasq.log", d / "dnsmasq.hosts")
+                   d / "dnsmasq.log", d / "dnsmasq.hosts", d.parent / "dhcp-learn.sh")
 
 
 def render_config(spec: NetworkSpec, paths: Paths) -> str:
@@ -63,6 +65,8 @@ def render_config(spec: NetworkSpec, paths: Paths) -> str:
         f"dhcp-range={start},{end},{net.netmask},{LEASE_TIME}",
         f"dhcp-leasefile={paths.leases}",
         f"dhcp-hostsfile={paths.hosts}",
+        # every lease change reaches the NICs' anti-spoofing and security group rules
+        f"dhcp-script={paths.script}",
         f"pid-file={paths.pid}",
         "no-resolv",
         "no-hosts",
@@ -104,14 +108,35 @@ def _same_netns(pid: int) -> bool:
     return (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino)
 
 
-def _is_ours(pid: int, paths: Paths) -> bool:
-    """``pid`` is a dnsmasq started with our config file, in this network namespace."""
+def _runs_conf(pid: int, paths: Paths) -> bool:
     try:
         comm = Path(f"/proc/{pid}/comm").read_text().strip()
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    if comm != "dnsmasq" or f"--conf-file={paths.conf}".encode() not in cmdline:
+    return comm == "dnsmasq" and f"--conf-file={paths.conf}".encode() in cmdline
+
+
+def _ppid(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def _helpers(pid: int, paths: Paths) -> list[int]:
+    """The ``--dhcp-script`` helper processes of dnsmasq ``pid`` (its children)."""
+    return [int(e.name) for e in Path("/proc").iterdir()
+            if e.name.isdigit() and _ppid(int(e.name)) == pid and _runs_conf(int(e.name), paths)]
+
+
+def _is_ours(pid: int, paths: Paths) -> bool:
+    """``pid`` is a dnsmasq started with our config file, in this network namespace (the
+    server itself, not its ``--dhcp-script`` helper: a child with the same command line)."""
+    if not _runs_conf(pid, paths):
+        return False
+    ppid = _ppid(pid)
+    if not ppid or _runs_conf(ppid, paths):
         return False
     return _same_netns(pid) and _alive(pid)
 
@@ -149,6 +174,7 @@ def stop(paths: Paths, timeout: float = STOP_TIMEOUT) -> bool:
     if pid is None:
         paths.pid.unlink(missing_ok=True)
         return False
+    helpers = _helpers(pid, paths)
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.kill(pid, sig)
@@ -161,6 +187,13 @@ def stop(paths: Paths, timeout: float = STOP_TIMEOUT) -> bool:
             break
     if _alive(pid):
         raise HostError(f"dnsmasq (pid {pid}) did not stop", pid=pid)
+    deadline = time.monotonic() + timeout  # its script helper exits when it sees it gone
+    while time.monotonic() < deadline and any(_alive(h) for h in helpers):
+        time.sleep(0.02)
+    for h in helpers:
+        if _alive(h) and _runs_conf(h, paths):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(h, signal.SIGKILL)
     paths.pid.unlink(missing_ok=True)
     log.info("stopped dnsmasq pid %d (%s)", pid, paths.conf)
     return True
@@ -183,6 +216,7 @@ def ensure(spec: NetworkSpec, state_dir: Path, *, restart: bool = False) -> int:
         _write_atomic(paths.conf, text)
     if not paths.hosts.exists():
         _write_atomic(paths.hosts, "")
+    firewall.write_dhcp_script(paths.script)
     pid = running_pid(paths)
     if pid is not None and not changed and not restart:
         try:

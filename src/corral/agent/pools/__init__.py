@@ -75,3 +75,10 @@ class PoolRegistry:
         self.get(name).teardown()
         path.unlink(missing_ok=True)
         return True
+
+
+def host_registry(state_dir: Path, storage_root: Path) -> PoolRegistry:
+    """The pools of this agent (``state_dir/pools``); the agent's own image, VM-disk and build
+    directories under ``storage_root`` are never a pool's."""
+    reserved = tuple(storage_root / sub for sub in ("images", "vms", "build"))
+    return PoolRegistry(state_dir / "pools", reserved)

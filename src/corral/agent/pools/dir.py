@@ -74,6 +74,9 @@ class DirPool:
         mark = self.root / CREATED_MARK
         if mark.exists():
             mark.unlink()
+            for sub in (".vms", ".bases"):  # root disks' dirs (pools/roots.py), if empty
+                with contextlib.suppress(OSError):
+                    (self.root / sub).rmdir()
             with contextlib.suppress(OSError):  # only when empty: never remove data
                 self.root.rmdir()
 

@@ -6,9 +6,10 @@ answers the monitors' addresses (``ceph mon dump``) that the engine writes into 
 Authentication: none yet (``auth_* = none`` clusters); cephx keys are a later seam (a
 ``keyring``/``user`` in the spec and a libvirt secret for QEMU).
 
-Seams for snapshots, templates and clones (a later task): RBD layering, ``rbd snap create``,
-``rbd snap protect``, ``rbd clone`` and ``rbd children`` (a base with clones is never
-deleted: ``rbd rm`` already refuses an image with snapshots).
+VM root disks in the pool (``vm create --pool``), RBD layering for images, templates and
+linked clones (``rbd snap create``/``protect``, ``rbd clone``, ``rbd children``): see
+:mod:`corral.agent.pools.roots`. Its images are named with a dot (``img.IMAGE``, ``vm.NAME``,
+``base.SRC.NEW``), which no volume name has.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict
 
 from corral.agent.hypervisor import Hypervisor
 from corral.agent.hypervisor.disks import DiskOps
-from corral.agent.pools import PoolRegistry, PoolSpec
+from corral.agent.pools import PoolSpec, host_registry
 from corral.errors import NotFound
 from corral.validation import validate_name
 
@@ -62,8 +62,7 @@ def _spec(name: str, body: PoolBody) -> PoolSpec:
 def router(state_dir: Path, storage_root: Path, hv: Hypervisor) -> APIRouter:
     """Routes of the pools under ``state_dir/pools``; the agent's own image and VM-disk
     directories under ``storage_root`` are never a pool's."""
-    reserved = tuple(storage_root / sub for sub in ("images", "vms", "build"))
-    pools = PoolRegistry(state_dir / "pools", reserved)
+    pools = host_registry(state_dir, storage_root)
     disks = DiskOps(hv)
     r = APIRouter()
 

@@ -47,6 +47,8 @@ class Image(Base):
     initrd: Mapped[str | None] = mapped_column(String(255), nullable=True)
     cmdline: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # A template (`corral template create`): the VM it was made from; NULL for other images.
+    template_vm: Mapped[str | None] = mapped_column(String(63), nullable=True)
 
 
 class Network(Base):
@@ -90,6 +92,10 @@ class Vm(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # cloud-init settings (api.CloudInit as JSON, plus "revision"); NULL: no seed CD-ROM.
     cloud_init: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
+    # The pool of the root disk (shared, rbd or another dir pool); NULL: the host's storage
+    # dir (vms/NAME.qcow2, the `default` pool).
+    root_pool_id: Mapped[str | None] = mapped_column(ForeignKey("storage_pools.id"),
+                                                     nullable=True)
 
 
 class Nic(Base):
@@ -106,6 +112,43 @@ class Nic(Base):
     idx: Mapped[int] = mapped_column(Integer, default=0)
     # attaching | ready | detaching (an operation owns the NIC while not ready)
     status: Mapped[str] = mapped_column(String(20), default="ready", server_default="ready")
+    # QoS (libvirt <bandwidth> average), KiB/s; None: unlimited
+    inbound_kbps: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    outbound_kbps: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class SecurityGroup(Base):
+    """A set of allow rules (``sg_rules``) for the NICs in it (``nic_security_groups``)."""
+    __tablename__ = "security_groups"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    description: Mapped[str] = mapped_column(String(255), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SgRule(Base):
+    """One allow rule; ``cidr`` or ``remote_group_id`` (the addresses of that group's NICs)."""
+    __tablename__ = "sg_rules"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    sg_id: Mapped[str] = mapped_column(ForeignKey("security_groups.id", ondelete="CASCADE"),
+                                       index=True)
+    direction: Mapped[str] = mapped_column(String(10))  # ingress | egress
+    protocol: Mapped[str] = mapped_column(String(10))  # tcp | udp | icmp | any
+    port_min: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    port_max: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    cidr: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    remote_group_id: Mapped[str | None] = mapped_column(
+        ForeignKey("security_groups.id"), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class NicSecurityGroup(Base):
+    """Membership of a NIC in a security group."""
+    __tablename__ = "nic_security_groups"
+    nic_id: Mapped[str] = mapped_column(ForeignKey("nics.id", ondelete="CASCADE"),
+                                        primary_key=True)
+    sg_id: Mapped[str] = mapped_column(ForeignKey("security_groups.id"), primary_key=True,
+                                       index=True)
 
 
 class Operation(Base):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
-from corral.api import NicCreate, Operation, VmNic
+from corral.api import NicCreate, NicUpdate, Operation, VmNic
 from corral.engine.context import EngineContext
 from corral.engine.routes.deps import authenticated, context
 from corral.engine.services import vm_nics
@@ -29,3 +29,9 @@ def add_nic(name: str, req: NicCreate, ctx: EngineContext = Depends(context)) ->
 def remove_nic(name: str, mac: str, ctx: EngineContext = Depends(context)) -> Operation:
     """Remove a NIC (not the first); a running VM's guest releases it first."""
     return vm_nics.remove(ctx, name, mac)
+
+
+@router.patch("/{mac}", response_model=VmNic)
+def update_nic(name: str, mac: str, req: NicUpdate, ctx: EngineContext = Depends(context)) -> VmNic:
+    """Change a NIC's security groups, applied live (before the answer) on its host."""
+    return vm_nics.update(ctx, name, mac, req)

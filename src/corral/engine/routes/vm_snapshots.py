@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
-from corral.api import Operation
+from corral.api import Image, Operation
 from corral.api.snapshots import (
     OvaExport,
     OvaImport,
@@ -57,6 +57,19 @@ def clone_vm(name: str, req: VmClone, ctx: EngineContext = Depends(context)) -> 
 def create_template(req: TemplateCreate, ctx: EngineContext = Depends(context)) -> Operation:
     """An image made from a stopped VM's disk: `vm create --template NAME` uses it."""
     return vm_clones.create_template(ctx, req)
+
+
+@router.get("/api/v1/templates", response_model=list[Image], tags=["images"])
+def list_templates(ctx: EngineContext = Depends(context)) -> list[Image]:
+    """Images made from VMs (`template create`); `vm create --template NAME` uses them."""
+    return vm_clones.list_templates(ctx)
+
+
+@router.delete("/api/v1/templates/{name}", status_code=202, response_model=Operation,
+               tags=["images"])
+def delete_template(name: str, ctx: EngineContext = Depends(context)) -> Operation:
+    """Delete a template (refused with 409 while VMs use it)."""
+    return vm_clones.delete_template(ctx, name)
 
 
 @router.post("/api/v1/vms/{name}/export-ova", status_code=202, response_model=Operation)

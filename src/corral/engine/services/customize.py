@@ -25,6 +25,7 @@ from corral.engine.context import EngineContext
 from corral.engine.db.models import Image, Vm
 from corral.engine.db.models import Operation as OperationRow
 from corral.engine.operations import OpContext
+from corral.engine.services import vm_roots
 from corral.engine.services.hosts import pick_host
 from corral.errors import Conflict, InvalidInput, NotFound, WrongState
 
@@ -77,6 +78,7 @@ def customize_vm(ctx: EngineContext, name: str, req: GuestCustomize) -> Operatio
             raise Conflict(f"VM {name} has no host")
         params = {"vm_id": vm.id, "name": name, "host_id": vm.host_id,
                   "spec": req.model_dump(mode="json"), "summary": _summary(req)}
+    vm_roots.require_storage_dir(ctx, str(params["vm_id"]), name, "offline customization")
     return ctx.ops.submit("vm.customize", {"vms": [name]}, params, lock=f"vm:{name}")
 
 

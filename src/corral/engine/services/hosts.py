@@ -13,6 +13,7 @@ def to_api(h: Host) -> HostOut:
         name=h.name, url=h.url, status=h.status,
         virt_type=h.facts.get("virt_type"), virt_note=h.facts.get("virt_note"),
         cpus=h.facts.get("cpus"), memory_mib=h.facts.get("memory_mib"), last_seen=h.last_seen,
+        qos=h.facts.get("qos"),
     )
 
 

@@ -27,7 +27,7 @@ def to_api(i: Image) -> ImageOut:
     return ImageOut(
         id=i.id, name=i.name, format=i.format, virtual_size=i.virtual_size,
         file_size=i.file_size, kernel=i.kernel is not None, status=i.status,
-        created_at=i.created_at,
+        created_at=i.created_at, template_vm=i.template_vm,
     )
 
 

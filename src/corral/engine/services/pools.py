@@ -23,7 +23,7 @@ from corral.api import Operation, PoolCreate, PoolType
 from corral.api import Pool as PoolOut
 from corral.engine.agent_client import AgentClient
 from corral.engine.context import EngineContext
-from corral.engine.db.models import Host, StoragePool, Volume
+from corral.engine.db.models import Host, StoragePool, Vm, Volume
 from corral.engine.operations import OpContext
 from corral.engine.services.hosts import pick_host
 from corral.errors import Conflict, CorralError, NotFound, Unavailable
@@ -218,6 +218,10 @@ def delete(ctx: EngineContext, name: str) -> Operation:
             shown = ", ".join(vols[:10]) + (" ..." if len(vols) > 10 else "")
             raise Conflict(f"storage pool {name} is in use: it holds {len(vols)} volume(s): "
                            f"{shown}; delete them first", field="pool", volumes=vols)
+        roots = sorted(n for (n,) in s.query(Vm.name).filter(Vm.root_pool_id == row.id))
+        if roots:
+            raise Conflict(f"storage pool {name} is in use: it holds the root disks of VMs "
+                           f"{', '.join(roots)}; delete them first", field="pool", vms=roots)
         check_ready(row)
         row.status = DELETING
         pool_id = row.id

@@ -6,20 +6,33 @@ source VM can be deleted while clones exist. Clones need a stopped source (its d
 change under the freeze or the copy), except a full clone ``--from-snapshot`` (snapshot data
 never changes). A template is an image made from a stopped VM's disk (flattened); ``vm
 create --template T`` is ``vm create --image T``.
+
+A clone's disk goes into its source's pool (services/vm_roots.py: an RBD clone of a frozen
+``base.SRC.NEW`` on rbd pools, a qcow2 overlay in the pool otherwise). It copies every NIC of
+the source (same networks, in order, new MACs; static IPs, QoS and security groups are not
+copied). Templates are images marked with the VM they came from (``template list``).
 """
 
 from __future__ import annotations
 
 import contextlib
 
+from corral.api import Image as ImageOut
 from corral.api import Operation, VmState
 from corral.api.snapshots import CloneMode, TemplateCreate, VmClone
 from corral.engine.agent_jobs import run_job
 from corral.engine.context import EngineContext
-from corral.engine.db.models import Image, Vm
+from corral.engine.db.models import Image, Nic, Vm
 from corral.engine.operations import OpContext
-from corral.engine.services import images, vm_cloudinit, vm_snapshots, vms
-from corral.errors import Conflict, CorralError, InvalidInput, WrongState
+from corral.engine.services import (
+    images,
+    security_groups,
+    vm_cloudinit,
+    vm_roots,
+    vm_snapshots,
+    vms,
+)
+from corral.errors import Conflict, CorralError, InvalidInput, NotFound, WrongState
 
 _STOPPED = {VmState.STOPPED, VmState.CRASHED}
 
@@ -46,13 +59,25 @@ def clone(ctx: EngineContext, source: str, req: VmClone) -> Operation:
         if s.query(Vm).filter_by(name=req.name).count():
             raise Conflict(f"VM {req.name} already exists", field="name")
         src = s.query(Vm).filter_by(name=source).one()
+        # Every NIC of the source, in order: same networks, new MACs, no static IPs (a
+        # reserved address belongs to one NIC; the clone's NICs take dynamic leases).
+        nics = list(s.query(Nic).filter_by(vm_id=src.id).order_by(Nic.idx))
+        macs: list[str] = []
+        for _ in range(max(1, len(nics))):
+            mac = vms._new_mac(s)
+            while mac in macs:
+                mac = vms._new_mac(s)
+            macs.append(mac)
         vm = Vm(name=req.name, image_id=src.image_id, host_id=src.host_id,
-                network_id=src.network_id, cpus=src.cpus, memory_mib=src.memory_mib,
-                disk_bytes=src.disk_bytes, mac=vms._new_mac(s),
+                network_id=nics[0].network_id if nics else src.network_id, cpus=src.cpus,
+                memory_mib=src.memory_mib, disk_bytes=src.disk_bytes, mac=macs[0],
                 desired_power="running" if req.start else "stopped",
-                state=VmState.CREATING.value, cloud_init=src.cloud_init)
+                state=VmState.CREATING.value, cloud_init=src.cloud_init,
+                root_pool_id=src.root_pool_id)
         s.add(vm)
         s.flush()
+        for nic, mac in zip(nics, macs, strict=False):
+            s.add(Nic(vm_id=vm.id, network_id=nic.network_id, mac=mac, idx=nic.idx))
         vm_id = vm.id
     params = {"vm_id": vm_id, "source": source, "mode": mode.value, "snapshot": req.snapshot,
               "start": req.start}
@@ -67,17 +92,21 @@ def _execute_clone(ctx: EngineContext, op: OpContext) -> None:
         row = s.get(Vm, vm_id)
         has_seed = row is not None and row.cloud_init is not None
     agent = ctx.agent(host_id)
+    root = vm_roots.pool_type(ctx, vm_id)  # the clone's disk goes where the source's is
+    disks = "/v1/disks" if root is None else f"/v1/pools/{root[0]}/roots"
     try:
         if p["mode"] == CloneMode.LINKED.value:
             op.progress(10, f"linked clone of {p['source']}'s disk")
-            agent.call("PUT", f"/v1/disks/{name}/linked-clone", json={"source": p["source"]})
+            agent.call("PUT", f"{disks}/{name}/linked-clone", json={"source": p["source"]},
+                       timeout=300)
         else:
             op.progress(5, f"copying the disk of {p['source']}")
-            run_job(agent, op, "POST", f"/v1/disks/{name}/full-clone",
+            run_job(agent, op, "POST", f"{disks}/{name}/full-clone",
                     {"source": p["source"], "snapshot": p.get("snapshot")}, span=(5, 90))
         if has_seed:
             vm_cloudinit.push_seed(ctx, agent, vm_id)
         op.progress(92, "defining domain")
+        security_groups.push_vm(ctx, vm_id)  # its NICs' ports: anti-spoofing from the start
         agent.define(name, xml)
         state = VmState.STOPPED
         if p.get("start"):
@@ -103,8 +132,15 @@ def create_template(ctx: EngineContext, req: TemplateCreate) -> Operation:
         vm = s.query(Vm).filter_by(name=req.vm).one()
         origin = s.get(Image, vm.image_id)
         boot_from = origin.name if origin is not None and origin.kernel else None
+        root = vm_roots.pool_of(s, vm)
+        pool = root.name if root is not None else None
     image_id = images._new_image(ctx, req.name)
-    params = {"image_id": image_id, "host_id": host_id, "vm": req.vm, "boot_from": boot_from}
+    with ctx.db.session() as s:
+        row = s.get(Image, image_id)
+        if row is not None:
+            row.template_vm = req.vm
+    params = {"image_id": image_id, "host_id": host_id, "vm": req.vm, "boot_from": boot_from,
+              "pool": pool}
     return ctx.ops.submit("template.create", {"images": [req.name], "vms": [req.vm]}, params,
                           lock=f"vm:{req.vm}")
 
@@ -118,8 +154,12 @@ def _execute_template(ctx: EngineContext, op: OpContext) -> None:
         name = img.name
     agent = ctx.agent(p["host_id"])
     try:
-        info = run_job(agent, op, "POST", f"/v1/images/{name}/from-disk",
-                       {"vm": p["vm"], "boot_from": p.get("boot_from")}, span=(1, 99))
+        if p.get("pool"):  # flattened from the pool (an RBD image: read through librbd)
+            info = run_job(agent, op, "POST", f"/v1/pools/{p['pool']}/roots/{p['vm']}/template",
+                           {"name": name, "boot_from": p.get("boot_from")}, span=(1, 99))
+        else:
+            info = run_job(agent, op, "POST", f"/v1/images/{name}/from-disk",
+                           {"vm": p["vm"], "boot_from": p.get("boot_from")}, span=(1, 99))
     except CorralError:
         with contextlib.suppress(CorralError):
             agent.call("DELETE", f"/v1/images/{name}")
@@ -136,6 +176,22 @@ def _execute_template(ctx: EngineContext, op: OpContext) -> None:
             row.kernel, row.initrd, row.cmdline = info["kernel"], info["initrd"], info["cmdline"]
     op.progress(100, f"template {name} made from VM {p['vm']}")
     ctx.bus.publish("image", {"name": name, "status": "ready"})
+
+
+def list_templates(ctx: EngineContext) -> list[ImageOut]:
+    """Images made by ``template create`` (the others are imported or built)."""
+    with ctx.db.session() as s:
+        rows = s.query(Image).filter(Image.template_vm.isnot(None)).order_by(Image.name)
+        return [images.to_api(i) for i in rows]
+
+
+def delete_template(ctx: EngineContext, name: str) -> Operation:
+    """Delete a template: an image delete (refused while VMs use it), of templates only."""
+    with ctx.db.session() as s:
+        row = s.query(Image).filter_by(name=name).one_or_none()
+        if row is None or row.template_vm is None:
+            raise NotFound(f"template {name} not found (`corral template list`)", field="name")
+    return images.delete(ctx, name)
 
 
 def register(ctx: EngineContext) -> None:

@@ -35,15 +35,22 @@ _CHANGEABLE = (VmState.STOPPED, VmState.RUNNING)
 
 # -- the hook of the designer ----------------------------------------------------------------
 
-def disk_spec(pool: StoragePool, vol: Volume) -> DiskSpec:
-    """The attached volume as the designer's disk (an RBD image is a network disk)."""
-    bus = vol.bus or "virtio"
+def pool_disk_spec(pool: StoragePool, source: str, fmt: str, bus: str = "virtio",
+                   target: str | None = None) -> DiskSpec:
+    """A disk in a pool as the designer's disk: the one way to turn a pool's file or RBD
+    image (``CEPH_POOL/IMAGE``: a network disk on the pool's monitors) into a DiskSpec;
+    attached volumes and VM root disks (services/vm_roots.py) both use it."""
     if pool.type == "rbd":
         hosts = tuple((str(h), int(p)) for h, p in (pool.monitors or []))
-        return DiskSpec(path=volumes.source(pool, vol), format="raw", bus=bus,
-                        target=vol.target, protocol="rbd", hosts=hosts)
-    return DiskSpec(path=volumes.source(pool, vol), format=vol.format, bus=bus,
-                    target=vol.target)
+        return DiskSpec(path=source, format="raw", bus=bus, target=target, protocol="rbd",
+                        hosts=hosts)
+    return DiskSpec(path=source, format=fmt, bus=bus, target=target)
+
+
+def disk_spec(pool: StoragePool, vol: Volume) -> DiskSpec:
+    """The attached volume as the designer's disk (an RBD image is a network disk)."""
+    return pool_disk_spec(pool, volumes.source(pool, vol), vol.format, vol.bus or "virtio",
+                          vol.target)
 
 
 def _target_key(target: str | None) -> tuple[str, int, str]:

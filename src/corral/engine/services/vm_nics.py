@@ -18,26 +18,39 @@ LIVE) and in its definition (CONFIG); a stopped VM in its definition only. The d
 includes every NIC whenever it designs the VM's domain: :func:`nic_specs` is the hook
 services/vms.py ``domain_xml`` calls.
 
-Seam for later work: security groups and QoS (bandwidth) are per-NIC settings; they belong on
-this row and in :func:`nic_specs` (a filterref / bandwidth element of the interface).
+Every NIC's host tap is named ``cv`` + its MAC's 12 hex digits (``<target dev>``), so the
+host's agent can filter it by name: anti-spoofing and security groups (services/
+security_groups.py pushes the NIC's *port*; ``vm nic update`` changes its groups live). QoS:
+``inbound_kbps``/``outbound_kbps`` on the row become the interface's ``<bandwidth>`` (average,
+KiB/s), set when the NIC is added.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import ipaddress
 import random
 
 from sqlalchemy.orm import Session
 
-from corral.api import NicCreate, Operation, VmNic, VmState
+from corral.agent.network.firewall import tap_of
+from corral.api import NicCreate, NicUpdate, Operation, VmNic, VmState
 from corral.api.nics import normalize_mac
 from corral.domainxml import NicSpec, design_nic
 from corral.engine.context import EngineContext
-from corral.engine.db.models import Host, Network, Nic, Vm
+from corral.engine.db.models import Host, Network, Nic, NicSecurityGroup, SecurityGroup, Vm
 from corral.engine.operations import OpContext
 from corral.engine.services import networks
-from corral.errors import Conflict, CorralError, InvalidInput, NotFound, WrongState
+from corral.engine.services import security_groups as sgs
+from corral.errors import (
+    Conflict,
+    CorralError,
+    InvalidInput,
+    NotFound,
+    Unavailable,
+    WrongState,
+)
 
 ATTACHING, DETACHING, READY = "attaching", "detaching", "ready"
 _CHANGEABLE = (VmState.STOPPED, VmState.RUNNING)
@@ -59,11 +72,23 @@ def nic_specs(s: Session, vm: Vm) -> list[NicSpec]:
     """Every NIC of ``vm`` as the designer's NicSpec, in index order (services/vms.py
     ``domain_xml``). NICs being removed are still designed until they are gone."""
     out = []
+    qos = sgs.qos_in_xml(s.get(Host, vm.host_id) if vm.host_id else None)
     for row in nic_rows(s, vm):
         net = s.get(Network, row.network_id)
         if net is not None:
-            out.append(networks.nic_spec(net, row.mac))
+            out.append(nic_spec(net, row, qos))
     return out
+
+
+def nic_spec(net: Network, row: Nic, qos: bool = True) -> NicSpec:
+    """The network's NicSpec with the NIC's own: its tap name, and its QoS as libvirt's
+    ``<bandwidth>`` where the host's kernel has what libvirt needs (``qos``; else the
+    host's agent polices the tap with nftables: the port's rates)."""
+    spec = dataclasses.replace(networks.nic_spec(net, row.mac), target=tap_of(row.mac))
+    if not qos:
+        return spec
+    return dataclasses.replace(spec, inbound_kbps=row.inbound_kbps,
+                               outbound_kbps=row.outbound_kbps)
 
 
 def new_mac(s: Session) -> str:
@@ -156,8 +181,10 @@ def _find_vm(s: Session, name: str) -> Vm:
 
 def _to_api(s: Session, row: Nic) -> VmNic:
     net = s.get(Network, row.network_id)
+    groups = sgs.group_names(s, row.id) if row.id else []
     return VmNic(index=row.idx, mac=row.mac, network=net.name if net else "?", ip=row.ip,
-                 status=row.status or READY, primary=row.idx == 0)
+                 status=row.status or READY, primary=row.idx == 0, security_groups=groups,
+                 inbound_kbps=row.inbound_kbps, outbound_kbps=row.outbound_kbps)
 
 
 def list_nics(ctx: EngineContext, vm_name: str) -> list[VmNic]:
@@ -192,15 +219,23 @@ def add(ctx: EngineContext, vm_name: str, req: NicCreate) -> Operation:
                 raise Conflict(f"MAC {req.mac} is already used by VM {owner}", field="mac",
                                vm=owner)
         ip = check_ip(s, net, req.ip) if req.ip is not None else None
+        groups = sgs.resolve(s, req.security_groups, net)
+        if (req.inbound_kbps or req.outbound_kbps) and net.backend == "ovs" and \
+                not sgs.qos_in_xml(s.get(Host, vm.host_id)):
+            raise Unavailable("this host's kernel lacks the tc parts libvirt's <bandwidth> "
+                              "needs, and nftables cannot police Open vSwitch ports: no QoS "
+                              f"on network {net.name}", field="inbound_kbps")
         rows = nic_rows(s, vm)
         for row in rows:
             if row not in s:  # the first NIC, known only from vms.network_id/mac: store it
                 s.add(row)
         mac = req.mac or new_mac(s)
         nic = Nic(vm_id=vm.id, network_id=net.id, mac=mac, ip=ip,
-                  idx=max((r.idx for r in rows), default=-1) + 1, status=ATTACHING)
+                  idx=max((r.idx for r in rows), default=-1) + 1, status=ATTACHING,
+                  inbound_kbps=req.inbound_kbps, outbound_kbps=req.outbound_kbps)
         s.add(nic)
         s.flush()
+        sgs.set_groups(s, nic.id, groups)
         params = {"vm_id": vm.id, "nic_id": nic.id}
     return ctx.ops.submit("vm.nic_add", {"vms": [vm_name], "networks": [req.network]},
                           params, lock=f"vm:{vm_name}")
@@ -242,20 +277,29 @@ def execute_add(ctx: EngineContext, op: OpContext) -> None:
         if nic.ip is not None:  # before the plug: the guest's first DHCP request gets it
             op.progress(20, f"reserving {nic.ip} for {nic.mac} on network {net.name}")
             push_reservations(ctx, net.id)
+        op.progress(40, f"filtering NIC {nic.mac} (anti-spoofing, security groups)")
+        sgs.push_nics(ctx, [nic.id])  # before the plug: no moment without its rules
         op.progress(50, f"plugging NIC {nic.mac} on network {net.name} into VM {vm_name}")
-        xml = design_nic(networks.nic_spec(net, nic.mac)).to_xml()
+        with ctx.db.session() as s:
+            qos = sgs.qos_in_xml(s.get(Host, host_id))
+        xml = design_nic(nic_spec(net, nic, qos)).to_xml()
         agent.call("POST", f"/v1/domains/{vm_name}/nics/attach", json={"xml": xml},
                    timeout=120)
     except CorralError:
         with contextlib.suppress(CorralError):  # nothing half-plugged stays behind
             agent.call("POST", f"/v1/domains/{vm_name}/nics/detach", json={"mac": nic.mac},
                        timeout=120)
+        sgs.drop_ports(ctx, host_id, [nic.mac])
         _forget(ctx, nic.id)
         if nic.ip is not None:
             with contextlib.suppress(CorralError):
                 push_reservations(ctx, net.id)
         raise
     _set_status(ctx, nic.id, READY)
+    with ctx.db.session() as s:
+        sg_ids = [m.sg_id for m in s.query(NicSecurityGroup).filter_by(nic_id=nic.id)]
+    with contextlib.suppress(CorralError):  # remote-group rules naming its groups
+        sgs.push_groups(ctx, sg_ids)
     ctx.bus.publish("vm", {"name": vm_name, "nic": nic.mac, "status": READY})
 
 
@@ -296,10 +340,62 @@ def execute_remove(ctx: EngineContext, op: OpContext) -> None:
     except CorralError:
         _set_status(ctx, nic.id, READY)  # still plugged in: the error says why
         raise
+    sgs.drop_ports(ctx, host_id, [nic.mac])
+    with ctx.db.session() as s:
+        sg_ids = [m.sg_id for m in s.query(NicSecurityGroup).filter_by(nic_id=nic.id)]
     _forget(ctx, nic.id)
+    with contextlib.suppress(CorralError):  # its address leaves remote-group rules
+        sgs.push_groups(ctx, sg_ids)
     if nic.ip is not None:
         push_reservations(ctx, net.id)
     ctx.bus.publish("vm", {"name": vm_name, "nic": nic.mac, "status": "removed"})
+
+
+# -- update (security groups, live) ---------------------------------------------------------
+
+def update(ctx: EngineContext, vm_name: str, mac: str, req: NicUpdate) -> VmNic:
+    """Change a NIC's security groups; applied to its host before the answer (no restart).
+    A failed push puts the previous groups back (and pushes them again)."""
+    try:
+        mac = normalize_mac(mac)
+    except ValueError as exc:
+        raise InvalidInput(str(exc), field="mac") from exc
+    if req.security_groups is None:
+        with ctx.db.session() as s:
+            row = next((r for r in nic_rows(s, _find_vm(s, vm_name)) if r.mac == mac), None)
+            if row is None:
+                raise NotFound(f"VM {vm_name} has no NIC {mac}", field="mac")
+            return _to_api(s, row)
+    with sgs._push_lock:
+        with ctx.db.session() as s:
+            vm = _find_vm(s, vm_name)
+            rows = nic_rows(s, vm)
+            row = next((r for r in rows if r.mac == mac), None)
+            if row is None:
+                raise NotFound(f"VM {vm_name} has no NIC {mac}", field="mac")
+            if row.status != READY:
+                raise Conflict(f"NIC {mac} is {row.status}", field="mac")
+            net = s.get(Network, row.network_id)
+            assert net is not None
+            groups = sgs.resolve(s, req.security_groups, net)
+            if row not in s:  # the first NIC, known only from vms.network_id/mac: store it
+                s.add(row)
+                s.flush()
+            before = sgs.set_groups(s, row.id, groups)
+            nic_id, changed = row.id, set(before) | {g.id for g in groups}
+        try:
+            sgs.push_groups(ctx, changed, also=[nic_id])
+        except CorralError:
+            with ctx.db.session() as s:
+                sgs.set_groups(s, nic_id, [g for g in (s.get(SecurityGroup, i) for i in before)
+                                           if g is not None])
+            with contextlib.suppress(CorralError):
+                sgs.push_groups(ctx, changed, also=[nic_id])
+            raise
+        with ctx.db.session() as s:
+            nic = s.get(Nic, nic_id)
+            assert nic is not None
+            return _to_api(s, nic)
 
 
 def forget_vm(s: Session, vm_id: str) -> list[str]:

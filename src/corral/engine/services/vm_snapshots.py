@@ -14,6 +14,7 @@ from corral.api.snapshots import Snapshot, SnapshotCreate
 from corral.engine.context import EngineContext
 from corral.engine.db.models import Vm
 from corral.engine.operations import OpContext
+from corral.engine.services import vm_roots
 from corral.errors import Conflict, NotFound, WrongState
 from corral.validation import validate_name
 
@@ -55,6 +56,11 @@ def _existing(ctx: EngineContext, host_id: str, vm: str, snap: str) -> Snapshot:
 
 def create(ctx: EngineContext, vm: str, req: SnapshotCreate) -> Operation:
     vm_id, host_id, state = _vm(ctx, vm)
+    root = vm_roots.pool_type(ctx, vm_id)
+    if root is not None and root[1] == "rbd":
+        raise Conflict(f"VM {vm}'s root disk is an RBD image in pool {root[0]}: snapshots "
+                       "are internal qcow2 snapshots, which RBD images do not have (clone it, "
+                       "or make a template of it, instead)", field="name", pool=root[0])
     if req.memory and state not in (VmState.RUNNING, VmState.PAUSED):
         raise WrongState(f"VM {vm} is {state.value}: a memory snapshot needs it running "
                          "(take a disk snapshot without --memory)", field="memory",

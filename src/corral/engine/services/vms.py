@@ -13,7 +13,7 @@ from corral.engine.agent_client import AgentClient
 from corral.engine.context import EngineContext
 from corral.engine.db.models import Host, Image, Network, Nic, Vm
 from corral.engine.operations import OpContext
-from corral.engine.services import networks, vm_cloudinit, vm_disks, vm_nics
+from corral.engine.services import networks, security_groups, vm_cloudinit, vm_disks, vm_nics, vm_roots
 from corral.engine.services.hosts import pick_host
 from corral.engine.services.vm_states import DESIRED, check_action, check_delete
 from corral.errors import (
@@ -26,9 +26,10 @@ from corral.errors import (
 )
 
 
-def to_api(vm: Vm, image: str, network: str | None, host: str | None) -> VmOut:
+def to_api(vm: Vm, image: str, network: str | None, host: str | None,
+           pool: str = vm_roots.DEFAULT) -> VmOut:
     return VmOut(
-        id=vm.id, name=vm.name, image=image, cpus=vm.cpus, memory_mib=vm.memory_mib,
+        id=vm.id, name=vm.name, image=image, cpus=vm.cpus, memory_mib=vm.memory_mib, pool=pool,
         disk_bytes=vm.disk_bytes, network=network, mac=vm.mac, host=host,
         state=VmState(vm.state), desired_power=vm.desired_power, created_at=vm.created_at,
         cloud_init=vm_cloudinit.from_row(vm.cloud_init),
@@ -39,8 +40,9 @@ def _out(s: Any, vm: Vm) -> VmOut:
     image = s.get(Image, vm.image_id)
     net = s.get(Network, vm.network_id) if vm.network_id else None
     host = s.get(Host, vm.host_id) if vm.host_id else None
+    root = vm_roots.pool_of(s, vm)
     return to_api(vm, image.name if image else "?", net.name if net else None,
-                  host.name if host else None)
+                  host.name if host else None, root.name if root else vm_roots.DEFAULT)
 
 
 def _find(s: Any, name: str) -> Vm:
@@ -102,6 +104,7 @@ def create(ctx: EngineContext, req: VmCreate) -> Operation:
         if net is None:
             raise NotFound(f"network {req.network} not found", field="network")
         networks.check_usable(net)
+        groups = security_groups.resolve(s, req.security_groups, net)
         disk = req.disk_bytes or image.virtual_size
         if image.format != "iso" and disk < image.virtual_size:
             raise Conflict(
@@ -109,15 +112,20 @@ def create(ctx: EngineContext, req: VmCreate) -> Operation:
                 f"({image.virtual_size >> 20} MiB)",
                 field="disk",
             )
+        root_pool_id = vm_roots.pick(s, req.pool, host, image.format == "iso")
         vm = Vm(
             name=req.name, image_id=image.id, host_id=host.id, network_id=net.id,
+            root_pool_id=root_pool_id,
             cpus=req.cpus, memory_mib=req.memory_mib, disk_bytes=disk, mac=_new_mac(s),
             desired_power="running" if req.start else "stopped", state=VmState.CREATING.value,
             cloud_init=vm_cloudinit.stored(req.cloud_init),
         )
         s.add(vm)
         s.flush()
-        s.add(Nic(vm_id=vm.id, network_id=net.id, mac=vm.mac, idx=0))  # its first NIC
+        first = Nic(vm_id=vm.id, network_id=net.id, mac=vm.mac, idx=0)  # its first NIC
+        s.add(first)
+        s.flush()
+        security_groups.set_groups(s, first.id, groups)
         vm_id = vm.id
     return ctx.ops.submit("vm.create", {"vms": [req.name]}, {"vm_id": vm_id, "start": req.start},
                           lock=f"vm:{req.name}")
@@ -133,8 +141,7 @@ def domain_xml(ctx: EngineContext, vm_id: str) -> tuple[str, str, str]:
         image = s.get(Image, vm.image_id)
         assert host is not None and image is not None
         facts = host.facts
-        disk = f"{facts['storage_dir']}/vms/{vm.name}.qcow2"
-        disks = [DiskSpec(path=disk, format="qcow2")]
+        disks = [vm_roots.root_spec(s, vm, str(facts["storage_dir"]))]  # dir, shared or rbd
         if vm.cloud_init is not None:  # the NoCloud seed: a CD-ROM on virtio-scsi (the Debian
             # cloud kernel, of cloud images and the tiny guest, has no AHCI driver for sata)
             disks.append(DiskSpec(path=vm_cloudinit.seed_path(facts, vm.name), format="raw",
@@ -182,11 +189,12 @@ def execute_create(ctx: EngineContext, op: OpContext) -> None:
     agent = ctx.agent(host_id)
     try:
         op.progress(10, "creating disk")
-        agent.create_disk(name, image_name, size)
+        vm_roots.create(ctx, agent, op, vm_id, image_name, size)
         if has_seed:
             op.progress(20, "building cloud-init seed")
             vm_cloudinit.push_seed(ctx, agent, vm_id)
         op.progress(40, "defining domain")
+        security_groups.push_vm(ctx, vm_id)  # its NICs' ports: anti-spoofing, groups
         agent.define(name, xml)
         state = VmState.STOPPED
         if op.params.get("start"):
@@ -209,11 +217,11 @@ def _rollback_create(ctx: EngineContext, agent: AgentClient, vm_id: str, name: s
         agent.act(name, "destroy")
     with contextlib.suppress(CorralError):
         agent.undefine(name)
-    with contextlib.suppress(CorralError):
-        agent.delete_disk(name)
+    vm_roots.delete_quietly(ctx, agent, vm_id, name)
     with contextlib.suppress(CorralError):
         agent.delete_seed(name)
     with ctx.db.session() as s:
+        security_groups.drop_ports_of(agent, security_groups.vm_groups(s, vm_id)[0])
         vm = s.get(Vm, vm_id)
         if vm is not None:
             s.delete(vm)
@@ -258,6 +266,7 @@ def execute_power(ctx: EngineContext, op: OpContext) -> None:
     if action == PowerAction.START:
         if current != "running":  # idempotent: a resumed operation may find it running
             name_xml = domain_xml(ctx, vm_id)[2]
+            security_groups.push_vm(ctx, vm_id)  # its NICs' ports, on this host
             agent.define(name, name_xml)  # the engine's design wins over a drifted domain
             current = agent.act(name, "start")["state"]
     elif action == PowerAction.STOP:
@@ -311,9 +320,11 @@ def execute_delete(ctx: EngineContext, op: OpContext) -> None:
             agent.act(name, "destroy")
         op.progress(50, "removing domain and disk")
         agent.undefine(name)
-        agent.delete_disk(name)
+        vm_roots.delete(ctx, agent, op.params["vm_id"], name)
         agent.delete_seed(name)
     changed: list[str] = []
+    with ctx.db.session() as s:
+        macs, sg_ids = security_groups.vm_groups(s, op.params["vm_id"])
     with ctx.db.session() as s:
         vm = s.get(Vm, op.params["vm_id"])
         if vm is not None:
@@ -322,6 +333,7 @@ def execute_delete(ctx: EngineContext, op: OpContext) -> None:
     for net_id in changed:
         with contextlib.suppress(CorralError):  # a host that is down gets them at repair
             vm_nics.push_reservations(ctx, net_id)
+    security_groups.after_vm_deleted(ctx, host_id, macs, sg_ids)  # ports, remote groups
     ctx.bus.publish("vm", {"name": name, "state": "deleted"})
 
 

@@ -1,0 +1,69 @@
+"""Agent routes of ports (a NIC's tap): anti-spoofing and security group rules.
+
+``PUT /v1/ports/{tap}`` sets a port (idempotent: the whole per-NIC ruleset), ``DELETE``
+forgets it, ``GET`` shows it with its addresses (static and learned from DHCP). The rules
+live in corral.agent.network.firewall; ports are kept on disk and re-applied at agent start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict
+
+from corral.agent.network import NetworkSpec, dnsmasq, firewall
+from corral.errors import CorralError
+
+
+class PortRuleBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    direction: str
+    protocol: str = "any"
+    port_min: int | None = None
+    port_max: int | None = None
+    cidrs: list[str] = ["0.0.0.0/0"]
+
+
+class PortBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    mac: str
+    ips: list[str] = []
+    ip_guard: bool = True
+    filtered: bool = False
+    rules: list[PortRuleBody] = []
+    network: str | None = None
+    inbound_kbps: int | None = None  # QoS policed with nftables (host fact qos=nftables)
+    outbound_kbps: int | None = None
+
+
+def make_firewall(state_dir: Path, spec_of: Callable[[str], NetworkSpec],
+                  net_dir: Path) -> firewall.Firewall:
+    def leases(name: str) -> list[tuple[str, str]]:
+        try:
+            return [(lease.mac, lease.ip) for lease in dnsmasq.leases(spec_of(name), net_dir)]
+        except CorralError:
+            return []
+
+    return firewall.Firewall(state_dir / "ports", leases)
+
+
+def router(fw: firewall.Firewall) -> APIRouter:
+    r = APIRouter()
+
+    @r.put("/v1/ports/{tap}")
+    def put_port(tap: str, body: PortBody) -> dict[str, Any]:
+        port = fw.apply(firewall.parse_port(tap, body.model_dump()))
+        return {"tap": port.tap, "id": port.id}
+
+    @r.delete("/v1/ports/{tap}")
+    def delete_port(tap: str) -> dict[str, bool]:
+        return {"deleted": fw.remove(firewall.check_tap(tap))}
+
+    @r.get("/v1/ports/{tap}")
+    def get_port(tap: str) -> dict[str, Any]:
+        return fw.get(firewall.check_tap(tap))
+
+    return r
