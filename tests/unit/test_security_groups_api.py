@@ -302,3 +302,18 @@ def test_vm_create_puts_the_first_nic_in_groups(
     assert submitted == ["vm.create"]
     mac = client.get("/api/v1/vms/c").json()["mac"]
     assert client.get("/api/v1/security-groups/web").json()["nics"] == [mac]
+
+
+def test_ovs_nics_get_ports_for_anti_spoofing(
+        engine: tuple[TestClient, EngineContext, FakeAgent]) -> None:
+    """A NIC on an OVS network is a port too (the agent makes OpenFlow flows of it), never
+    filtered (security groups are refused there)."""
+    from corral.engine.services import security_groups
+
+    _client, ctx, fake = engine
+    with ctx.db.session() as s:
+        vm_id = s.query(Vm).filter_by(name="o").one().id
+    security_groups.push_vm(ctx, vm_id)
+    port = fake.ports()["cv52540000000c"]
+    assert (port["mac"], port["network"], port["ip_guard"], port["filtered"]) == (
+        MAC_O, "sw", True, False)

@@ -188,14 +188,17 @@ def create_app(settings: AgentSettings) -> FastAPI:
     # Root disks of VMs in pools (vm create --pool): see corral.agent.pools.roots.
     app.include_router(root_routes.router(settings.state_dir, storage, jobs), dependencies=guarded)
     # Snapshots, linked/full clones and templates: see corral.agent.clones.
-    app.include_router(clones.router(storage, hv, jobs), dependencies=guarded)
+    app.include_router(clones.router(storage, hv, jobs, after_start=lambda: ports.sync_ovs()),
+                       dependencies=guarded)
     app.include_router(ova.router(storage, jobs, host_registry(settings.state_dir, storage.root)),
                        dependencies=guarded)  # OVA export/import
     # NIC hot-plug and static DHCP leases: see corral.agent.nic_routes.
-    app.include_router(nic_routes.router(hv, agent._spec, agent.net_dir), dependencies=guarded)
-    # Ports: NIC anti-spoofing and security groups (nftables), re-applied at every start.
+    # Ports: NIC anti-spoofing and security groups (nftables; OpenFlow flows on OVS networks),
+    # re-applied at every start; OVS flows need the tap: synced after a start or hot-plug.
     ports = port_routes.make_firewall(settings.state_dir, agent._spec, agent.net_dir)
     ports.restore()
+    app.include_router(nic_routes.router(hv, agent._spec, agent.net_dir,
+                                         after_plug=ports.sync_ovs), dependencies=guarded)
     app.include_router(port_routes.router(ports), dependencies=guarded)
 
     @app.get("/v1/health")
@@ -227,7 +230,10 @@ def create_app(settings: AgentSettings) -> FastAPI:
     def act(name: str, action: str) -> dict[str, Any]:
         if action not in actions:
             raise NotFound(f"unknown domain action {action!r}")
-        return actions[action](name).to_dict()
+        out = actions[action](name).to_dict()
+        if action == "start":
+            ports.sync_ovs()  # the taps exist now: flows of ports on OVS bridges
+        return out
 
     @app.delete("/v1/domains/{name}", dependencies=guarded)
     def undefine(name: str) -> dict[str, bool]:

@@ -21,6 +21,7 @@ import re
 import shutil
 import subprocess
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -100,26 +101,36 @@ def snapshot_names(path: Path) -> list[str]:
 
 def collect_bases(storage: Storage) -> list[str]:
     """Remove frozen bases that no disk (VM disk or other base) uses any more."""
-    removed: list[str] = []
     if not any(bases_dir(storage).glob("*.qcow2")):  # the common case: no qemu-img at all
-        return removed
+        return []
     with _chains:
-        while True:
-            bases = {str(p): p for p in bases_dir(storage).glob("*.qcow2")}
-            used: set[str] = set()
-            for disk in [*storage.vms.glob("*.qcow2"), *bases.values()]:
-                try:
-                    backing = qemu_img_info(disk).get("backing-filename")
-                except HostError:
-                    continue
-                if backing:
-                    used.add(str(backing))
-            unused = [p for key, p in bases.items() if key not in used]
-            if not unused:
-                return removed
-            for p in unused:
-                p.unlink(missing_ok=True)
-                removed.append(p.name)
+        return remove_unused_bases(bases_dir(storage), storage.vms)
+
+
+def remove_unused_bases(bases: Path, disks: Path) -> list[str]:
+    """Remove the qcow2 files of ``bases`` that no qcow2 of ``disks`` or of ``bases`` has as
+    its backing file, until none is left unused (a base may back another base); the names
+    removed. The caller serializes it with whatever creates disks there."""
+    removed: list[str] = []
+    while True:
+        found = {str(p): p for p in bases.glob("*.qcow2")} if bases.is_dir() else {}
+        if not found:
+            return removed
+        used: set[str] = set()
+        users = list(disks.glob("*.qcow2")) if disks.is_dir() else []
+        for disk in [*users, *found.values()]:
+            try:
+                backing = qemu_img_info(disk).get("backing-filename")
+            except HostError:
+                continue
+            if backing:
+                used.add(str(backing))
+        unused = [p for key, p in found.items() if key not in used]
+        if not unused:
+            return removed
+        for p in unused:
+            p.unlink(missing_ok=True)
+            removed.append(p.name)
 
 
 def convert(source: Path | str, target: Path, report: Progress | None, snapshot: str | None = None,
@@ -232,7 +243,9 @@ class TemplateBody(BaseModel):
     boot_from: str | None = None
 
 
-def router(storage: Storage, hv: Hypervisor, jobs: JobRunner) -> APIRouter:
+def router(storage: Storage, hv: Hypervisor, jobs: JobRunner,
+           after_start: Callable[[], None] = lambda: None) -> APIRouter:
+    """``after_start`` runs after a revert (a running snapshot starts a new QEMU: new taps)."""
     r = APIRouter()
     snaps = SnapshotOps(hv)
 
@@ -247,7 +260,9 @@ def router(storage: Storage, hv: Hypervisor, jobs: JobRunner) -> APIRouter:
 
     @r.post("/v1/domains/{vm}/snapshots/{name}/revert")
     def revert_snapshot(vm: str, name: str) -> dict[str, Any]:
-        return snaps.revert(vm, name)
+        out = snaps.revert(vm, name)
+        after_start()
+        return out
 
     @r.delete("/v1/domains/{vm}/snapshots/{name}")
     def delete_snapshot(vm: str, name: str) -> dict[str, bool]:

@@ -38,7 +38,9 @@ class ReservationsBody(BaseModel):
     reservations: list[ReservationEntry]
 
 
-def router(hv: Hypervisor, spec_of: Callable[[str], NetworkSpec], net_dir: Path) -> APIRouter:
+def router(hv: Hypervisor, spec_of: Callable[[str], NetworkSpec], net_dir: Path,
+           after_plug: Callable[[], None] = lambda: None) -> APIRouter:
+    """``after_plug`` runs after a NIC is plugged in (its tap exists: OVS flows)."""
     r = APIRouter()
     nics = NicOps(hv)
 
@@ -48,7 +50,9 @@ def router(hv: Hypervisor, spec_of: Callable[[str], NetworkSpec], net_dir: Path)
 
     @r.post("/v1/domains/{name}/nics/attach")
     def attach(name: str, body: NicAttachBody) -> dict[str, Any]:
-        return nics.attach(name, body.xml)
+        out = nics.attach(name, body.xml)
+        after_plug()
+        return out
 
     @r.post("/v1/domains/{name}/nics/detach")
     def detach(name: str, body: NicDetachBody) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 ``PUT /v1/ports/{tap}`` sets a port (idempotent: the whole per-NIC ruleset), ``DELETE``
 forgets it, ``GET`` shows it with its addresses (static and learned from DHCP). The rules
-live in corral.agent.network.firewall; ports are kept on disk and re-applied at agent start.
+live in corral.agent.network.firewall (nftables; OpenFlow flows for ports of OVS networks,
+corral.agent.network.ovs_flows); ports are kept on disk and re-applied at agent start.
 """
 
 from __future__ import annotations
@@ -47,7 +48,10 @@ def make_firewall(state_dir: Path, spec_of: Callable[[str], NetworkSpec],
         except CorralError:
             return []
 
-    return firewall.Firewall(state_dir / "ports", leases)
+    def on_ovs(name: str) -> bool:
+        return spec_of(name).backend == "ovs"
+
+    return firewall.Firewall(state_dir / "ports", leases, on_ovs)
 
 
 def router(fw: firewall.Firewall) -> APIRouter:

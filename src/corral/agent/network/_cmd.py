@@ -15,6 +15,7 @@ PACKAGES = {
     "ip": "iproute2", "bridge": "iproute2", "nft": "nftables", "dnsmasq": "dnsmasq-base",
     "ovs-vsctl": "openvswitch-switch", "ovsdb-tool": "openvswitch-switch",
     "ovsdb-server": "openvswitch-switch", "ovs-vswitchd": "openvswitch-switch",
+    "ovs-ofctl": "openvswitch-switch", "flock": "util-linux",
 }
 DEFAULT_TIMEOUT = 30.0
 _SBIN = ("/usr/sbin", "/sbin", "/usr/bin", "/bin")

@@ -41,8 +41,9 @@ ports they are (the bridge family has no conntrack here; the inet family has). D
 (udp 68->67 out, 67->68 in) and ARP (not IP: never seen by inet hooks) are always allowed.
 
 A port without security groups is not in the maps: only anti-spoofing applies to it.
-Ports of Open vSwitch networks (userspace datapath) never reach these hooks: the engine
-refuses security groups there and no anti-spoofing is done (documented gap).
+Ports of Open vSwitch networks (userspace datapath: ovs-vswitchd reads the taps before any
+netfilter hook) are left out of both tables: their anti-spoofing is OpenFlow flows on the
+OVS bridge (corral.agent.network.ovs_flows), and the engine refuses security groups there.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from corral.agent.network import _cmd
+from corral.agent.network import _cmd, ovs, ovs_flows
 from corral.errors import CorralError, HostError, InvalidInput, NotFound
 
 log = logging.getLogger(__name__)
@@ -348,26 +349,81 @@ def qos_backend() -> str:
     return _qos
 
 
-def dhcp_script(nft: str) -> str:
+@dataclass(frozen=True)
+class OvsTools:
+    """What the DHCP script needs to change a port's flows on Open vSwitch."""
+
+    vsctl: str
+    ofctl: str
+    flock: str
+    rundir: str  # OVS_RUNDIR: db.sock, BRIDGE.mgmt, the flows lock
+
+
+_SAFE_PATH_RE = re.compile(r"/[A-Za-z0-9_./+@:,=-]*")
+
+
+def _ovs_part(tools: OvsTools) -> str:
+    """Lines of the DHCP script for ports on OVS bridges: the ip/arp flows of the leased
+    address (ovs_flows.address_flows), added or deleted under the agent's flows lock."""
+    run = tools.rundir
+    head = f"cookie=$c,priority={ovs_flows.ALLOW},in_port=$tap,dl_src=$m"
+    return f"""tap=cv$mac
+[ -S {run}/db.sock ] || exit 0
+br=$({tools.vsctl} --db=unix:{run}/db.sock --timeout=5 port-to-br "$tap" 2>/dev/null) || exit 0
+case "$br" in ""|*[!A-Za-z0-9_.-]*) exit 0 ;; esac
+c=0x{ovs_flows.COOKIE_PREFIX:04x}$mac
+m=$(printf '%s' "$mac" | sed 's/../&:/g; s/:$//')
+(
+  {tools.flock} -w 10 9 || exit 0
+  if [ "$verb" = add ]; then
+    printf '%s\\n' "{head},ip,nw_src=$3,actions=NORMAL" \\
+      "{head},arp,arp_sha=$m,arp_spa=$3,actions=NORMAL" |
+      {tools.ofctl} add-flows "unix:{run}/$br.mgmt" - 2>/dev/null
+  else
+    {tools.ofctl} del-flows "unix:{run}/$br.mgmt" "cookie=$c/-1,ip,nw_src=$3" 2>/dev/null
+    {tools.ofctl} del-flows "unix:{run}/$br.mgmt" "cookie=$c/-1,arp,arp_spa=$3" 2>/dev/null
+  fi
+) 9>>{run}/{ovs_flows.LOCK_NAME}
+"""
+
+
+def dhcp_script(nft: str, ovs_tools: OvsTools | None = None) -> str:
     """dnsmasq's ``--dhcp-script`` (run as root with add|old|del MAC IP [NAME]): keeps the
-    learned address of a lease in ``port_ip`` and ``addr_in``. Arguments are checked to be a
-    MAC and a dotted quad before they reach nft; failures (no such chain) are ignored."""
+    learned address of a lease in ``port_ip`` and ``addr_in``, and, for a tap on an Open
+    vSwitch bridge, in its flows (``ovs_tools``). Arguments are checked to be a MAC and a
+    dotted quad (not 0.0.0.0) before they reach nft or ovs-ofctl; failures (no such chain,
+    no such port) are ignored."""
+    ovs_part = _ovs_part(ovs_tools) if ovs_tools else ""
     return f"""#!/bin/sh
 # corral: generated. dnsmasq runs this on every DHCP lease change (add|old|del MAC IP).
 case "$1" in add|old) verb=add ;; del) verb=delete ;; *) exit 0 ;; esac
 mac=$(printf '%s' "$2" | tr -d :)
 case "$mac" in ""|*[!0-9a-f]*) exit 0 ;; esac
 [ ${{#mac}} -eq 12 ] || exit 0
-case "$3" in ""|*[!0-9.]*) exit 0 ;; esac
+case "$3" in ""|*[!0-9.]*|0.0.0.0) exit 0 ;; esac
 {nft} "$verb" element bridge {BRIDGE_TABLE} port_ip "{{ \\"cv$mac\\" . $3 }}" 2>/dev/null
 {nft} "$verb" element inet {INET_TABLE} addr_in "{{ $3 : jump i_cv$mac }}" 2>/dev/null
-exit 0
+{ovs_part}exit 0
 """
+
+
+def _ovs_tools() -> OvsTools | None:
+    """The OVS tools of this host, or None (not installed, or a run dir unfit for a script)."""
+    rundir = str(ovs.OvsPaths.from_env().rundir)
+    if not _SAFE_PATH_RE.fullmatch(rundir):
+        log.warning("OVS run dir %r is not written into the DHCP script: leased addresses "
+                    "of OVS ports are learned at the next port sync only", rundir)
+        return None
+    try:
+        return OvsTools(_cmd.which("ovs-vsctl"), _cmd.which("ovs-ofctl"), _cmd.which("flock"),
+                        rundir)
+    except CorralError:
+        return None
 
 
 def write_dhcp_script(path: Path) -> None:
     """Write the script (mode 0755) when missing or different."""
-    text = dhcp_script(_cmd.which("nft"))
+    text = dhcp_script(_cmd.which("nft"), _ovs_tools())
     try:
         if path.read_text() == text:
             return
@@ -414,10 +470,21 @@ class Firewall:
     """The ports of this host, kept in ``state_dir`` and applied as one ruleset."""
 
     def __init__(self, state_dir: Path,
-                 leases: Callable[[str], list[tuple[str, str]]] | None = None) -> None:
+                 leases: Callable[[str], list[tuple[str, str]]] | None = None,
+                 on_ovs: Callable[[str], bool] | None = None) -> None:
         self.dir = state_dir
         self.dir.mkdir(parents=True, exist_ok=True)
         self._leases = leases  # network name -> [(mac, ip)] of its DHCP server here
+        self._on_ovs = on_ovs  # network name -> is it an Open vSwitch network here
+
+    def _ovs(self, port: Port) -> bool:
+        """Whether the port's network is an OVS one (OpenFlow flows instead of nftables)."""
+        if self._on_ovs is None or not port.network:
+            return False
+        try:
+            return self._on_ovs(port.network)
+        except CorralError:
+            return False
 
     def _file(self, tap: str) -> Path:
         return self.dir / f"{check_tap(tap)}.json"
@@ -451,6 +518,7 @@ class Firewall:
         return out
 
     def _apply(self, ports: list[Port]) -> None:
+        ports = [p for p in ports if not self._ovs(p)]
         if any(p.filtered for p in ports):
             _enable_br_netfilter()
         addresses = self._addresses(ports)
@@ -477,6 +545,8 @@ class Firewall:
             path.write_text(json.dumps(port_body(port)))
             try:
                 self._apply(list(current.values()))
+                if self._ovs(port):
+                    self._sync_ovs(list(current.values()), strict=True)
             except BaseException:
                 if previous is None:
                     path.unlink(missing_ok=True)
@@ -513,6 +583,10 @@ class Firewall:
             path.unlink()
             self._apply(rest)
             self._forget_addresses(tap)
+            try:
+                ovs_flows.remove(tap[2:])
+            except CorralError as exc:  # its flows go at the next sync
+                log.error("Open vSwitch flows of port %s could not be removed: %s", tap, exc)
             return True
 
     def get(self, tap: str) -> dict[str, Any]:
@@ -527,9 +601,34 @@ class Firewall:
         """Re-apply every port (agent start, host boot); errors are logged."""
         with _lock:
             ports = self.ports()
-            if not ports:
-                return
-            try:
-                self._apply(ports)
-            except Exception as exc:
-                log.error("ports could not be restored: %s", exc)
+            if ports:
+                try:
+                    self._apply(ports)
+                except Exception as exc:
+                    log.error("ports could not be restored: %s", exc)
+            self._sync_ovs(ports)  # also drops flows of ports forgotten meanwhile
+
+    # -- Open vSwitch ports: OpenFlow flows (corral.agent.network.ovs_flows) ------------------
+
+    def _ovs_addresses(self, ports: list[Port]) -> dict[str, set[str]]:
+        """Static and leased addresses of OVS ports (ip-guarded ones)."""
+        out: dict[str, set[str]] = {p.tap: set(p.ips) for p in ports}
+        for port in ports:
+            if port.ip_guard:
+                out[port.tap] |= self._leased(port)
+        return out
+
+    def _sync_ovs(self, ports: list[Port], strict: bool = False) -> None:
+        ours = [p for p in ports if self._ovs(p)]
+        try:
+            ovs_flows.sync(ours, lambda: self._ovs_addresses(ours))
+        except CorralError as exc:
+            if strict:
+                raise
+            log.error("Open vSwitch flows of ports could not be synced: %s", exc)
+
+    def sync_ovs(self) -> None:
+        """Install the flows of every OVS port whose tap exists now and drop those of ports
+        whose tap is gone (after a domain start or NIC hot-plug; errors are logged)."""
+        with _lock:
+            self._sync_ovs(self.ports())

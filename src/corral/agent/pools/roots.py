@@ -34,13 +34,18 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from corral.agent.clones import convert_to, freeze_and_overlay, snapshot_names
+from corral.agent.clones import (
+    convert_to,
+    freeze_and_overlay,
+    remove_unused_bases,
+    snapshot_names,
+)
 from corral.agent.pools import PoolRegistry
 from corral.agent.pools.base import Pool
 from corral.agent.pools.dir import DirPool, qemu_img
 from corral.agent.pools.rbd import RbdPool
-from corral.agent.storage import Progress, Storage, qemu_img_info
-from corral.errors import Conflict, CorralError, HostError, InvalidInput, NotFound
+from corral.agent.storage import Progress, Storage
+from corral.errors import Conflict, CorralError, InvalidInput, NotFound
 from corral.validation import validate_name
 
 _lock = threading.Lock()
@@ -167,28 +172,7 @@ class _Files:
 
     def _collect(self) -> list[str]:
         """Remove bases no disk or other base uses (caller holds the lock)."""
-        removed: list[str] = []
-        if not self.bases.is_dir():
-            return removed
-        while True:
-            bases = {str(p): p for p in self.bases.glob("*.qcow2")}
-            if not bases:
-                return removed
-            used: set[str] = set()
-            disks = list(self.vms.glob("*.qcow2")) if self.vms.is_dir() else []
-            for disk in [*disks, *bases.values()]:
-                try:
-                    backing = qemu_img_info(disk).get("backing-filename")
-                except HostError:
-                    continue
-                if backing:
-                    used.add(str(backing))
-            unused = [p for key, p in bases.items() if key not in used]
-            if not unused:
-                return removed
-            for p in unused:
-                p.unlink(missing_ok=True)
-                removed.append(p.name)
+        return remove_unused_bases(self.bases, self.vms)
 
     def linked_clone(self, source: str, new: str) -> dict[str, Any]:
         self._dirs()

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from corral.api import Image as ImageOut
 from corral.api import ImageBuildTiny, ImageImport, Operation
+from corral.engine.agent_client import AgentClient
 from corral.engine.agent_jobs import run_job
 from corral.engine.context import EngineContext
 from corral.engine.db.models import Image, Vm
@@ -39,6 +40,16 @@ def _new_image(ctx: EngineContext, name: str) -> str:
         s.add(img)
         s.flush()
         return img.id
+
+
+def drop_new_image(ctx: EngineContext, agent: AgentClient, image_id: str, name: str) -> None:
+    """Undo :func:`_new_image` after a failed import: the host's file (if any) and the row."""
+    with contextlib.suppress(CorralError):
+        agent.call("DELETE", f"/v1/images/{name}")
+    with ctx.db.session() as s:
+        row = s.get(Image, image_id)
+        if row is not None:
+            s.delete(row)
 
 
 def import_image(ctx: EngineContext, req: ImageImport) -> Operation:
@@ -108,12 +119,7 @@ def execute_import(ctx: EngineContext, op: OpContext) -> None:
     try:
         info = run_job(agent, op, "POST", f"/v1/images/{name}/import", body, span=(1, 99))
     except CorralError:
-        with contextlib.suppress(CorralError):
-            agent.call("DELETE", f"/v1/images/{name}")
-        with ctx.db.session() as s:
-            row = s.get(Image, image_id)
-            if row is not None:
-                s.delete(row)
+        drop_new_image(ctx, agent, image_id, name)
         raise
     with ctx.db.session() as s:
         row = s.get(Image, image_id)

@@ -157,7 +157,7 @@ def _execute_import(ctx: EngineContext, op: OpContext) -> None:
         info = run_job(agent, op, "POST", f"/v1/images/{image}/import-ova",
                        {"path": p["file"]}, span=(1, 80))
     except CorralError:
-        _drop_image(ctx, agent, p["image_id"], image)
+        images.drop_new_image(ctx, agent, p["image_id"], image)
         raise
     with ctx.db.session() as s:
         row = s.get(Image, p["image_id"])
@@ -202,7 +202,7 @@ def _execute_import(ctx: EngineContext, op: OpContext) -> None:
                       "starting the VM")
     except CorralError:
         _undo_import(ctx, p["name"], made)
-        _drop_image(ctx, agent, p["image_id"], image)
+        images.drop_new_image(ctx, agent, p["image_id"], image)
         raise
     op.progress(100, f"imported VM {p['name']} ({system['cpus']} CPUs, "
                      f"{system['memory_mib']} MiB, image {image})")
@@ -247,15 +247,6 @@ def _keep_mac(ctx: EngineContext, agent: AgentClient, name: str, system: dict[st
         vm_id = vm.id
     if keep:
         agent.define(name, vms.domain_xml(ctx, vm_id)[2])
-
-
-def _drop_image(ctx: EngineContext, agent: AgentClient, image_id: str, image: str) -> None:
-    with contextlib.suppress(CorralError):
-        agent.call("DELETE", f"/v1/images/{image}")
-    with ctx.db.session() as s:
-        row = s.get(Image, image_id)
-        if row is not None:
-            s.delete(row)
 
 
 def _undo_import(ctx: EngineContext, name: str, made: list[str]) -> None:

@@ -18,10 +18,12 @@ each is one small transaction per host, and a failed push restores the previous 
 re-pushes them, so nothing is half-applied.
 
 Limits: NICs on Open vSwitch networks (userspace datapath: no nftables hooks) cannot join a
-group and get no anti-spoofing; on bridge-mode and overlay (VXLAN) networks the source MAC is
-checked but not the IP (no local DHCP server to learn addresses from). A remote group's
-addresses are resolved when rules are pushed (static IPs and current DHCP leases): a member
-that gets its first lease later is included at the next push (any change, or a VM start).
+group; their anti-spoofing is OpenFlow flows the agent installs on the OVS bridge (the same
+port body; the agent decides by the network's backend). On bridge-mode and overlay (VXLAN)
+networks the source MAC is checked but not the IP (no local DHCP server to learn addresses
+from). A remote group's addresses are resolved when rules are pushed (static IPs and current
+DHCP leases): a member that gets its first lease later is included at the next push (any
+change, or a VM start).
 """
 
 from __future__ import annotations
@@ -213,8 +215,9 @@ def set_groups(s: Session, nic_id: str, groups: list[SecurityGroup]) -> list[str
 # -- ports: what each host's agent gets ------------------------------------------------------
 
 def has_port(net: Network) -> bool:
-    """NICs on OVS networks bypass nftables: no port (no anti-spoofing, no groups)."""
-    return net.backend != "ovs"
+    """Every NIC is a port (on OVS networks the agent renders OpenFlow flows, not nftables;
+    security groups are refused there by ``resolve``)."""
+    return True
 
 
 def _ip_guard(net: Network) -> bool:
@@ -281,8 +284,8 @@ def port_body(s: Session, nic: Nic, net: Network, addrs: _Addresses,
             rules.append({"direction": r.direction, "protocol": r.protocol,
                           "port_min": r.port_min, "port_max": r.port_max, "cidrs": cidrs})
     body = {"mac": nic.mac, "ips": [nic.ip] if nic.ip else [], "ip_guard": _ip_guard(net),
-            "filtered": bool(sg_ids), "rules": rules,
-            "network": net.name if net.subnet else None}
+            "filtered": bool(sg_ids) and net.backend != "ovs", "rules": rules,
+            "network": net.name}  # the agent: its leases, and its backend (nftables or OVS)
     if not qos_in_xml(host):
         body["inbound_kbps"], body["outbound_kbps"] = nic.inbound_kbps, nic.outbound_kbps
     return body
