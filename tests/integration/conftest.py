@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,20 @@ from nodeutil import PORT, Node
 from corral.lab.host import LabHost
 
 
+def _free_index() -> int:
+    """A lab-host index of 100-199 whose link (10.209.INDEX.1 here) no other run holds,
+    starting from one drawn from our pid."""
+    used = subprocess.run(["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True,
+                          check=True, timeout=10).stdout
+    start = os.getpid() % 100
+    for i in range(100):
+        index = 100 + (start + i) % 100
+        if f" 10.209.{index}.1/" not in used:
+            return index
+    pytest.fail("every lab-host index from 100 to 199 is in use: stale lab hosts? "
+                "(`ip -o -4 addr | grep 10.209.`)")
+
+
 @pytest.fixture(scope="session")
 def node(tiny_cache: Path) -> Iterator[Node]:
     if os.geteuid() != 0:
@@ -28,8 +43,9 @@ def node(tiny_cache: Path) -> Iterator[Node]:
     # disks, and every new pytest session resets /tmp/pytest-of-root to 0700.
     root = Path(tempfile.mkdtemp(prefix="corral-it-", dir="/var/tmp"))
     root.chmod(0o711)
-    # Named by our pid, so that test runs side by side (several developers) never collide.
-    host = LabHost(f"n{os.getpid():x}"[:8], 100 + os.getpid() % 100, root / "host")
+    # Named by our pid and given a free index, so that test runs side by side (several
+    # developers) never collide.
+    host = LabHost(f"n{os.getpid():x}"[:8], _free_index(), root / "host")
     host.start()
     n = Node(host=host, data_dir=root / "corral", url=f"https://{host.address}:{PORT}")
     # The lab host has no route to the package mirror: seed the agent's build cache.
