@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from corral.agent.network.firewall import Port, Rule, dhcp_script, parse_port, render, tap_of
-from corral.domainxml import NicSpec, design_nic
+from corral.agent.network.firewall import Port, Rule, dhcp_script, parse_port, render
+from corral.domainxml import NicSpec, design_nic, tap_of
 from corral.errors import InvalidInput
 
 TAP_A, TAP_B = "cv525400aabbcc", "cv525400aabbdd"

@@ -18,6 +18,7 @@ from corral.domainxml.designer import (
     design_disk,
     design_domain,
     design_nic,
+    tap_of,
     validate_spec,
     vm_id_of,
 )
@@ -71,6 +72,7 @@ __all__ = [
     "design_disk",
     "design_domain",
     "design_nic",
+    "tap_of",
     "validate_spec",
     "vm_id_of",
 ]

@@ -82,6 +82,13 @@ class DiskSpec:
     hosts: tuple[tuple[str, int], ...] = ()  # (address, port) of the Ceph monitors
 
 
+def tap_of(mac: str) -> str:
+    """The host tap name of the NIC with ``mac``: ``cv`` + its 12 hex digits (14 characters;
+    libvirt reserves only vnet/vif). MACs are unique in the cluster, so are these, and the
+    agent's firewall can name a NIC's tap before the VM runs."""
+    return "cv" + mac.lower().replace(":", "")
+
+
 @dataclass(frozen=True)
 class NicSpec:
     mac: str

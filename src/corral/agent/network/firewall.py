@@ -60,6 +60,7 @@ from pathlib import Path
 from typing import Any
 
 from corral.agent.network import _cmd, ovs, ovs_flows
+from corral.domainxml import tap_of
 from corral.errors import CorralError, HostError, InvalidInput, NotFound
 
 log = logging.getLogger(__name__)
@@ -71,11 +72,6 @@ _TAP_RE = re.compile(r"cv[0-9a-f]{12}")
 _MAC_RE = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 PROTOCOLS = ("tcp", "udp", "icmp", "any")
 _lock = threading.Lock()
-
-
-def tap_of(mac: str) -> str:
-    """The tap name of the NIC with ``mac`` (14 characters; libvirt reserves only vnet/vif)."""
-    return "cv" + mac.lower().replace(":", "")
 
 
 def check_tap(tap: str) -> str:

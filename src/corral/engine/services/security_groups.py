@@ -35,10 +35,10 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from corral.agent.network.firewall import tap_of
 from corral.api.security_groups import SecurityGroup as SecurityGroupOut
 from corral.api.security_groups import SecurityGroupCreate, SgRuleCreate
 from corral.api.security_groups import SgRule as SgRuleOut
+from corral.domainxml import tap_of
 from corral.engine.agent_client import AgentClient
 from corral.engine.context import EngineContext
 from corral.engine.db.models import (

@@ -34,10 +34,9 @@ import random
 
 from sqlalchemy.orm import Session
 
-from corral.agent.network.firewall import tap_of
 from corral.api import NicCreate, NicUpdate, Operation, VmNic, VmState
 from corral.api.nics import normalize_mac
-from corral.domainxml import NicSpec, design_nic
+from corral.domainxml import NicSpec, design_nic, tap_of
 from corral.engine.context import EngineContext
 from corral.engine.db.models import Host, Network, Nic, NicSecurityGroup, SecurityGroup, Vm
 from corral.engine.operations import OpContext
