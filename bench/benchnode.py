@@ -152,3 +152,15 @@ def seed_debs(own_cache: Path, target: Path) -> str:
         f"this machine, or put those .deb files into {own_cache}: the benchmark's lab host "
         "cannot reach an apt mirror"
     )
+
+
+def fresh_node(host: LabHost, root: Path) -> BenchNode:
+    """Start ``host`` (stopping one an earlier run left behind) and give it an empty corral
+    data dir with the tiny image's .debs seeded: the node of a benchmark, ready for up()."""
+    if Path(f"/run/netns/corral-{host.name}").exists():
+        host.stop()
+    host.start()
+    node = BenchNode(root, host)
+    shutil.rmtree(node.data_dir, ignore_errors=True)
+    seed_debs(root / "debs", node.storage / "build" / "cache" / "debs")
+    return node

@@ -41,7 +41,7 @@ from typing import Any
 import libvirt
 
 import sections
-from benchnode import BenchNode, seed_debs
+from benchnode import BenchNode, fresh_node
 from corral.agent import clones
 from corral.agent.storage import Storage
 from corral.api import VmCreate
@@ -168,12 +168,7 @@ def measure_snapshots(res: Result, root: Path, runs: int) -> None:
     host = LabHost(LAB_NAME, LAB_INDEX, root / "host")
     node: BenchNode | None = None
     try:
-        if Path(f"/run/netns/corral-{LAB_NAME}").exists():
-            host.stop()
-        host.start()
-        node = BenchNode(root, host)
-        shutil.rmtree(node.data_dir, ignore_errors=True)
-        seed_debs(root / "debs", node.storage / "build" / "cache" / "debs")
+        node = fresh_node(host, root)
         say("corral up in the lab host, building the tiny image")
         node.up()
         vm = "snb"

@@ -40,7 +40,7 @@ from typing import Any
 from websockets.sync.client import connect
 
 import sections
-from benchnode import BenchNode, seed_debs
+from benchnode import BenchNode, fresh_node
 from corral.api import PowerAction, VmCreate
 from corral.api.storage import PoolCreate, VolumeCreate
 from corral.client import Client
@@ -128,12 +128,7 @@ def measure(res: Result, root: Path, rounds: int, count: int) -> None:
     node: BenchNode | None = None
     ceph: Any = None
     try:
-        if Path(f"/run/netns/corral-{LAB_NAME}").exists():
-            host.stop()
-        host.start()
-        node = BenchNode(root, host)
-        shutil.rmtree(node.data_dir, ignore_errors=True)
-        seed_debs(root / "debs", node.storage / "build" / "cache" / "debs")
+        node = fresh_node(host, root)
         say("corral up in the lab host")
         node.up()
         say("starting Ceph (1 mon, 1 mgr, 3 OSDs, size 3) in the lab host")
