@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from engine_seed import admin_client, seed_node
 from fastapi.testclient import TestClient
 
-from corral.engine.app import build_context, create_app
+from corral.engine.app import build_context
 from corral.engine.context import EngineContext, EngineSettings
-from corral.engine.db.models import Host, Image, Network, Operation, Vm
-from corral.engine.services.auth import create_token
+from corral.engine.db.models import Image, Network, Operation, Vm
 from corral.engine.services.vms import domain_xml
 
 KEY = "ssh-ed25519 " + base64.b64encode(b"\0\0\0\x0bssh-ed25519" + b"\1" * 36).decode() + " me"
@@ -28,13 +28,7 @@ KEY = "ssh-ed25519 " + base64.b64encode(b"\0\0\0\x0bssh-ed25519" + b"\1" * 36).d
 def engine(tmp_path: Path) -> Iterator[tuple[TestClient, EngineContext]]:
     ctx = build_context(EngineSettings(data_dir=tmp_path))
     with ctx.db.session() as s:
-        host = Host(name="h1", url="http://127.0.0.1:9", token="x", status="up",
-                    facts={"memory_mib": 4096, "cpus": 2, "virt_type": "qemu",
-                           "storage_dir": "/srv/st", "console_dir": "/srv/con"})
-        s.add(host)
-        s.add(Image(name="tiny", status="ready", virtual_size=64 << 20, file_size=1 << 20))
-        s.add(Network(name="default", bridge="corral0", subnet="10.210.0.0/24",
-                      gateway="10.210.0.1", dhcp_start="10.210.0.128", dhcp_end="10.210.0.254"))
+        host = seed_node(s, "/srv/st", "/srv/con")
         s.flush()
         image_id, host_id, net_id = s.query(Image).one().id, host.id, s.query(Network).one().id
         for name, state, mac in (("busy", "running", "52:54:00:00:00:01"),
@@ -42,8 +36,7 @@ def engine(tmp_path: Path) -> Iterator[tuple[TestClient, EngineContext]]:
             s.add(Vm(name=name, image_id=image_id, host_id=host_id, network_id=net_id, cpus=1,
                      memory_mib=64, disk_bytes=64 << 20, mac=mac, state=state, desired_power=state,
                      cloud_init={"hostname": "first", "revision": 0} if name == "idle" else None))
-    token = create_token(ctx, "admin")
-    client = TestClient(create_app(ctx), headers={"Authorization": f"Bearer {token}"})
+    client = admin_client(ctx)
     yield client, ctx
     ctx.ops.shutdown()
 

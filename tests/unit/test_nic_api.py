@@ -12,16 +12,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from engine_seed import admin_client, seed_node
 from fastapi.testclient import TestClient
 
 from corral.agent.network import NetworkSpec
 from corral.agent.network.dnsmasq import Paths, render_config, render_hosts
 from corral.domainxml import Domain
-from corral.engine.app import build_context, create_app
+from corral.engine.app import build_context
 from corral.engine.context import EngineContext, EngineSettings
-from corral.engine.db.models import Host, Image, Network, Nic, Operation, Vm
+from corral.engine.db.models import Image, Network, Nic, Operation, Vm
 from corral.engine.services import vm_nics, vms
-from corral.engine.services.auth import create_token
 
 BUSY_MAC = "52:54:00:00:00:01"
 
@@ -30,14 +30,7 @@ BUSY_MAC = "52:54:00:00:00:01"
 def engine(tmp_path: Path) -> Iterator[tuple[TestClient, EngineContext]]:
     ctx = build_context(EngineSettings(data_dir=tmp_path))
     with ctx.db.session() as s:
-        host = Host(name="h1", url="http://127.0.0.1:9", token="x", status="up",
-                    facts={"memory_mib": 4096, "cpus": 2, "virt_type": "qemu",
-                           "storage_dir": str(tmp_path), "console_dir": str(tmp_path)})
-        s.add(host)
-        s.add(Image(name="tiny", status="ready", virtual_size=64 << 20, file_size=1 << 20))
-        s.add(Network(name="default", bridge="corral0", subnet="10.210.0.0/24",
-                      gateway="10.210.0.1", dhcp_start="10.210.0.128", dhcp_end="10.210.0.254",
-                      dns_domain="corral"))
+        host = seed_node(s, str(tmp_path), str(tmp_path), dns_domain="corral")
         s.add(Network(name="back", bridge="cr-back", subnet="10.210.20.0/24",
                       gateway="10.210.20.1", dhcp_start="10.210.20.128",
                       dhcp_end="10.210.20.254", mode="isolated", nat=False))
@@ -60,8 +53,7 @@ def engine(tmp_path: Path) -> Iterator[tuple[TestClient, EngineContext]]:
         s.add(Vm(name="old", image_id=image_id, host_id=host_id, network_id=nets["default"],
                  cpus=1, memory_mib=64, disk_bytes=64 << 20, mac="52:54:00:00:00:03",
                  state="stopped", desired_power="stopped"))
-    token = create_token(ctx, "admin")
-    client = TestClient(create_app(ctx), headers={"Authorization": f"Bearer {token}"})
+    client = admin_client(ctx)
     yield client, ctx
     ctx.ops.shutdown()
 

@@ -10,15 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from engine_seed import admin_client, seed_node
 from fastapi.testclient import TestClient
 
 from corral.api import VmCreate
 from corral.domainxml import Domain
-from corral.engine.app import build_context, create_app
+from corral.engine.app import build_context
 from corral.engine.context import EngineContext, EngineSettings
 from corral.engine.db.models import Host, Image, Network, Nic, SecurityGroup, SgRule, Vm
 from corral.engine.services import vms
-from corral.engine.services.auth import create_token
 from corral.errors import HostError
 
 MAC_A, MAC_B, MAC_O = "52:54:00:00:00:0a", "52:54:00:00:00:0b", "52:54:00:00:00:0c"
@@ -58,13 +58,7 @@ def engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     fake = FakeAgent()
     monkeypatch.setattr(ctx, "agent", lambda _host_id: fake)
     with ctx.db.session() as s:
-        host = Host(name="h1", url="http://127.0.0.1:9", token="x", status="up",
-                    facts={"memory_mib": 4096, "cpus": 2, "virt_type": "qemu",
-                           "storage_dir": str(tmp_path), "console_dir": str(tmp_path)})
-        s.add(host)
-        s.add(Image(name="tiny", status="ready", virtual_size=64 << 20, file_size=1 << 20))
-        s.add(Network(name="default", bridge="corral0", subnet="10.210.0.0/24",
-                      gateway="10.210.0.1", dhcp_start="10.210.0.128", dhcp_end="10.210.0.254"))
+        host = seed_node(s, str(tmp_path), str(tmp_path))
         s.add(Network(name="sw", bridge="cr-sw", subnet="10.210.30.0/24", backend="ovs",
                       gateway="10.210.30.1", dhcp_start="10.210.30.128",
                       dhcp_end="10.210.30.254"))
@@ -79,8 +73,7 @@ def engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
             s.add(vm)
             s.flush()
             s.add(Nic(vm_id=vm.id, network_id=nets[net], mac=mac, ip=ip, idx=0))
-    token = create_token(ctx, "admin")
-    client = TestClient(create_app(ctx), headers={"Authorization": f"Bearer {token}"})
+    client = admin_client(ctx)
     yield client, ctx, fake
     ctx.ops.shutdown()
 
