@@ -37,7 +37,7 @@ integration: venv
 test: venv
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/mypy
-	$(VENV)/bin/pytest -q tests
+	$(VENV)/bin/pytest -q --durations=25 tests
 
 # Each benchmark starts its own lab host and writes its own section of docs/benchmarks.md.
 BENCHES := run provision image_import network snapshots storage_throughput

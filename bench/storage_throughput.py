@@ -25,19 +25,14 @@ import importlib.util
 import json
 import os
 import platform
-import re
 import shutil
-import ssl
 import sys
 import time
-import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
 from typing import Any
-
-from websockets.sync.client import connect
 
 import sections
 from benchnode import BenchNode, fresh_node
@@ -46,6 +41,7 @@ from corral.api.storage import PoolCreate, VolumeCreate
 from corral.client import Client
 from corral.images.tiny import BOOT_MARKER
 from corral.lab import LabHost
+from corral.lab.guest_console import console_run
 from timing import median, say
 
 REPO = Path(__file__).resolve().parents[1]
@@ -80,31 +76,16 @@ class Result:
     duration_s: float = 0.0
 
 
-def guest_sh(node: BenchNode, c: Client, command: str, timeout: float = 300) -> str:
+def guest_sh(node: BenchNode, command: str, timeout: float = 300) -> str:
     """Run a shell command on the guest's serial console (a root shell); its output line."""
     cfg = node.config()
-    tag = uuid.uuid4().hex[:8]
-    line = f"echo SB{tag}''BEGIN $({command}) SB{tag}''END\n"  # only the output joins them
-    found = re.compile(rf"SB{tag}BEGIN (.*?) SB{tag}END", re.S)
-    ctx = ssl.create_default_context(cafile=cfg["ca"])
-    url = node.url.replace("https://", "wss://") + f"/api/v1/vms/{VM}/console"
-    deadline = time.monotonic() + timeout
-    with connect(url, ssl=ctx, additional_headers={"Authorization": f"Bearer {cfg['token']}"},
-                 open_timeout=10) as ws:
-        ws.send(b"\n" + line.encode())
-        while time.monotonic() < deadline:
-            m = found.search(c.console_log(VM))
-            if m:
-                return m.group(1).strip()
-            with contextlib.suppress(TimeoutError):
-                ws.recv(timeout=0.5)
-    raise RuntimeError(f"no answer from the guest to {command!r} in {timeout:g} s")
+    return console_run(node.url, cfg["token"], cfg["ca"], VM, command, timeout).output
 
 
-def dd_mb_s(node: BenchNode, c: Client, dev: str, count: int, fsync: bool) -> float:
+def dd_mb_s(node: BenchNode, dev: str, count: int, fsync: bool) -> float:
     """One round on /dev/DEV: busybox dd prints no timing, so busybox ``time -f %e`` (the
     guest's clock, 10 ms steps) times it; its line comes last."""
-    out = guest_sh(node, c, f"busybox time -f %e dd if=/dev/zero of=/dev/{dev} bs=1M "
+    out = guest_sh(node, f"busybox time -f %e dd if=/dev/zero of=/dev/{dev} bs=1M "
                             f"count={count} oflag=direct{' conv=fsync' if fsync else ''} 2>&1 | "
                             "tail -n 1")
     try:
@@ -162,7 +143,7 @@ def measure(res: Result, root: Path, rounds: int, count: int) -> None:
                 time.sleep(0.5)
             devs = {"dir": "vdb", "rbd": "vdc"}
             for kind, dev in devs.items():  # the attach order gave these names; check it
-                got = guest_sh(node, c, f"cat /sys/block/{dev}/size")
+                got = guest_sh(node, f"cat /sys/block/{dev}/size")
                 if int(got) * 512 != (count + 16) * MIB:
                     raise RuntimeError(f"/dev/{dev} ({kind}) has {got} sectors")
             for i in range(rounds + 1):
@@ -170,7 +151,7 @@ def measure(res: Result, root: Path, rounds: int, count: int) -> None:
                 seen = {}
                 for key in order:
                     kind, _, sync = key.partition("+")
-                    seen[key] = dd_mb_s(node, c, devs[kind], count, fsync=bool(sync))
+                    seen[key] = dd_mb_s(node, devs[kind], count, fsync=bool(sync))
                     if i == 0:
                         res.warmup[key] = seen[key]
                     else:

@@ -13,10 +13,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from corral.client import Client
+from corral.lab.guest_console import ConsoleAnswer, console_run
 from corral.lab.host import LabHost
 
 REPO = Path(__file__).resolve().parents[2]
@@ -29,6 +30,7 @@ class Node:
     host: LabHost
     data_dir: Path
     url: str
+    _sdk: Client | None = field(default=None, repr=False)
 
     @property
     def env(self) -> dict[str, str]:
@@ -51,6 +53,18 @@ class Node:
     def client(self) -> Client:
         cfg = json.loads((self.data_dir / "client.json").read_text())
         return Client(self.url, cfg["token"], cfg["ca"])
+
+    def console_log(self, vm: str) -> str:
+        """What VM printed on its serial console (the SDK: tests poll it often, and a CLI
+        process per poll would take the CPU the TCG guests need)."""
+        if self._sdk is None:
+            self._sdk = self.client()
+        return self._sdk.console_log(vm)
+
+    def console_run(self, vm: str, command: str, timeout: float = 30) -> ConsoleAnswer:
+        """Type ``command`` on VM's serial console; its exit status and output."""
+        cfg = json.loads((self.data_dir / "client.json").read_text())
+        return console_run(self.url, cfg["token"], cfg["ca"], vm, command, timeout)
 
     def up(self) -> None:
         self.host.run([*CORRAL, "up", "--detach", "--data-dir", str(self.data_dir),

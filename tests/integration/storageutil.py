@@ -1,23 +1,15 @@
 """Helpers of the storage tests: a booted tiny VM, and reading the guest through its console.
 
-The tiny guest keeps a root shell on its serial console. A command is typed through the
-engine's console WebSocket (as `corral vm console` does) and its answer read back from the
-console log (`corral vm console --log`), between markers that only the command's output
-(not the echo of what was typed) can produce.
+The tiny guest keeps a root shell on its serial console; commands are typed on it through
+the engine's console WebSocket (`Node.console_run`, corral.lab.guest_console).
 """
 
 from __future__ import annotations
 
-import json
-import re
-import ssl
-import time
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 
 from nodeutil import Node, wait_for
-from websockets.sync.client import connect
 
 from corral.images.tiny import BOOT_MARKER
 
@@ -33,7 +25,7 @@ def traversable(node: Node) -> None:
 
 
 def console_log(node: Node, vm: str) -> str:
-    return node.cli("vm", "console", vm, "--log").stdout
+    return node.console_log(vm)
 
 
 @contextmanager
@@ -49,25 +41,8 @@ def running_vm(node: Node, name: str) -> Iterator[str]:
 
 
 def guest_sh(node: Node, vm: str, command: str, timeout: float = 30) -> str:
-    """Run a shell command in the guest; its one-line output (as the guest printed it)."""
-    cfg = json.loads((node.data_dir / "client.json").read_text())
-    tag = uuid.uuid4().hex[:8]
-    # The markers are split in the typed line, so only the output joins them.
-    line = f"echo ST{tag}''BEGIN $({command}) ST{tag}''END\n"
-    ctx = ssl.create_default_context(cafile=cfg["ca"])
-    url = node.url.replace("https://", "wss://") + f"/api/v1/vms/{vm}/console"
-    found = re.compile(rf"ST{tag}BEGIN (.*?) ST{tag}END")
-    deadline = time.monotonic() + timeout
-    with connect(url, ssl=ctx, additional_headers={"Authorization": f"Bearer {cfg['token']}"},
-                 open_timeout=10) as ws:
-        ws.send(b"\n" + line.encode())
-        while time.monotonic() < deadline:
-            m = found.search(console_log(node, vm))
-            if m:
-                return m.group(1).strip()
-            with suppress(TimeoutError):
-                ws.recv(timeout=0.5)  # keep reading the console; the log is what we parse
-    raise AssertionError(f"no answer from the guest of {vm} to {command!r} in {timeout:g} s")
+    """Run a shell command in the guest; its output on one line (as the shell splits it)."""
+    return node.console_run(vm, command, timeout).output
 
 
 def disk_bytes(node: Node, vm: str, dev: str) -> int | None:

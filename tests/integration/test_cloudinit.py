@@ -66,7 +66,7 @@ def test_cloud_init_ssh_and_vm_ip(node: Node, tmp_path: Path) -> None:
         out = _ssh(node, "cia", "hostname; cat /root/ran /root/instance")
         assert out.split() == ["ci-alpha", "runcmd-ran", vm["id"]]
         wait_for("cloud-init marker on the console",
-                 lambda: CLOUDINIT_MARKER in node.cli("vm", "console", "cia", "--log").stdout,
+                 lambda: CLOUDINIT_MARKER in node.console_log("cia"),
                  timeout=30)
         table = node.cli("vm", "ip", "cia").stdout
         assert dhcp[0]["ip"] in table and "dhcp" in table

@@ -24,7 +24,7 @@ PROFILE_LINES = ("echo HELLO-FROM-FILE: $(cat /root/hello.txt); "
 
 
 def _console(node: Node, vm: str) -> str:
-    return node.cli("vm", "console", vm, "--log").stdout
+    return node.console_log(vm)
 
 
 def _sha(path: Path) -> str:

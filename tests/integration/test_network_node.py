@@ -12,11 +12,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import ssl
 import subprocess
 import sys
-import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,7 +21,6 @@ from typing import Any
 
 import pytest
 from nodeutil import Node, wait_for
-from websockets.sync.client import connect
 
 pytestmark = pytest.mark.integration
 
@@ -32,7 +28,7 @@ IP_RE = re.compile(r"CORRAL-TINY-IP eth0 (\d+\.\d+\.\d+\.\d+)/")
 
 
 def console_log(node: Node, vm: str) -> str:
-    return node.cli("vm", "console", vm, "--log").stdout
+    return node.console_log(vm)
 
 
 def vm_ip(node: Node, vm: str) -> str:
@@ -47,28 +43,8 @@ def vm_ip(node: Node, vm: str) -> str:
 
 
 def run_in_guest(node: Node, vm: str, command: str, timeout: float = 60) -> int:
-    """Type ``command`` on the guest's serial console (the API's WebSocket) and read its exit
-    status from what the console prints back (every message is read: a client that leaves
-    them unread stalls the connection)."""
-    tag = uuid.uuid4().hex[:8]
-    cfg = json.loads((node.data_dir / "client.json").read_text())
-    url = node.url.replace("https://", "wss://") + f"/api/v1/vms/{vm}/console"
-    seen = ""
-    deadline = time.monotonic() + timeout
-    with connect(url, ssl=ssl.create_default_context(cafile=cfg["ca"]),
-                 additional_headers={"Authorization": f"Bearer {cfg['token']}"},
-                 open_timeout=20, close_timeout=5) as ws:
-        ws.send(f"{command} >/dev/null 2>&1; echo R{tag}=$?=\n".encode())
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                msg = ws.recv(timeout=left)
-            except TimeoutError:
-                break
-            seen += msg.decode(errors="replace") if isinstance(msg, bytes) else msg
-            m = re.search(rf"R{tag}=(\d+)=", seen)
-            if m:
-                return int(m.group(1))
-    raise AssertionError(f"`{command}` in {vm}: no answer within {timeout:g} s: {seen[-500:]!r}")
+    """Type ``command`` on the guest's serial console (the API's WebSocket); its exit status."""
+    return node.console_run(vm, f"{command} >/dev/null 2>&1", timeout).status
 
 
 def pings(node: Node, vm: str, address: str) -> bool:

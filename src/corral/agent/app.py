@@ -2,24 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
 import os
 import socket
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psutil
-from fastapi import Depends, FastAPI, Request, WebSocket, WebSocketDisconnect
+from fastapi import Depends, FastAPI, Request, WebSocket
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict
 
 import corral
 from corral.agent import clones, image_api, network, nic_routes, ova, port_routes
+from corral.agent.console_relay import relay_console
 from corral.agent.hypervisor import Hypervisor
 from corral.agent.jobs import JobRunner
 from corral.agent.jobs import router as jobs_router
@@ -318,40 +316,3 @@ def create_app(settings: AgentSettings) -> FastAPI:
         return [vars(lease) for lease in network.leases(agent._spec(name), agent.net_dir)]
 
     return app
-
-
-async def relay_console(ws: WebSocket, hv: Hypervisor, name: str) -> None:
-    """Bytes both ways between a WebSocket and the domain's serial console stream."""
-    stream = await asyncio.to_thread(hv.open_console, name)
-    loop = asyncio.get_running_loop()
-    closed = threading.Event()
-
-    def pump_out() -> None:
-        while not closed.is_set():
-            try:
-                data = stream.recv(4096)
-            except Exception:
-                break
-            if not data or isinstance(data, int):
-                if data == -2:  # would block: not in blocking mode, try again
-                    continue
-                break
-            asyncio.run_coroutine_threadsafe(ws.send_bytes(bytes(data)), loop).result(10)
-        closed.set()
-
-    reader = loop.run_in_executor(None, pump_out)
-    try:
-        while not closed.is_set():
-            msg = await ws.receive()
-            if msg.get("type") == "websocket.disconnect":
-                break
-            data = msg.get("bytes") or (msg.get("text") or "").encode()
-            if data:
-                await asyncio.to_thread(stream.send, data)
-    except WebSocketDisconnect:
-        pass
-    finally:
-        closed.set()
-        with contextlib.suppress(Exception):
-            stream.abort()
-        await asyncio.wait([reader], timeout=5)

@@ -34,7 +34,8 @@ async def proxy_console(ws: WebSocket, name: str) -> None:
     agent_url = url.replace("http", "ws", 1) + f"/v1/domains/{name}/console"
     try:
         async with websockets.connect(
-            agent_url, additional_headers={"Authorization": f"Bearer {token}"}, max_size=None
+            agent_url, additional_headers={"Authorization": f"Bearer {token}"}, max_size=None,
+            open_timeout=10, close_timeout=5,
         ) as upstream:
 
             async def down() -> None:
@@ -50,10 +51,13 @@ async def proxy_console(ws: WebSocket, name: str) -> None:
                     if data:
                         await upstream.send(data)
 
+            # Either side ending ends the relay; the other is cancelled and awaited, so no
+            # task outlives the connection and every exception is consumed here.
             tasks = [asyncio.create_task(down()), asyncio.create_task(up())]
-            _, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            for t in pending:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for t in tasks:
                 t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
     except (OSError, websockets.WebSocketException, WebSocketDisconnect):
         pass
     finally:
