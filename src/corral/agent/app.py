@@ -24,6 +24,7 @@ from corral.agent.jobs import router as jobs_router
 from corral.agent.network import firewall
 from corral.agent.pools import host_registry, root_routes
 from corral.agent.pools.routes import router as pools_router
+from corral.agent.specfile import written_first
 from corral.agent.storage import Storage
 from corral.errors import Conflict, CorralError, NotFound, Unauthorized
 from corral.httpserve import bearer, install_error_handlers, same_secret
@@ -114,17 +115,8 @@ class Agent:
         if the build fails (the network module has undone its part by then)."""
         spec = network.NetworkSpec(name=name, **body.model_dump())
         network.validate_spec(spec)
-        path = self._spec_file(name)
-        previous = path.read_text() if path.exists() else None
-        path.write_text(body.model_dump_json())
-        try:
+        with written_first(self._spec_file(name), body.model_dump_json()):
             network.ensure_network(spec, self.net_dir)
-        except BaseException:
-            if previous is None:
-                path.unlink(missing_ok=True)
-            else:
-                path.write_text(previous)
-            raise
         return network.network_status(spec, self.net_dir)
 
     def _spec(self, name: str) -> network.NetworkSpec:

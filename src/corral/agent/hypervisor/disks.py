@@ -1,9 +1,8 @@
 """Disks of a domain: hot-plug, hot-unplug and live resize (libvirt, nothing leaves here).
 
-The engine designs the ``<disk>`` XML (corral.domainxml.design_disk); this module puts it
-into the running domain (``VIR_DOMAIN_AFFECT_LIVE``) and into its persistent definition
-(``VIR_DOMAIN_AFFECT_CONFIG``), each only where it is missing, so a re-run is harmless.
-Disks are found by their source (a file path, or ``POOL/IMAGE`` of an RBD image).
+The engine designs the ``<disk>`` XML (corral.domainxml.design_disk); this module plugs it
+into the domain, live and persistent (corral.agent.hypervisor.hotplug). Disks are found by
+their source (a file path, or ``POOL/IMAGE`` of an RBD image).
 
 Hot-unplug needs the guest: libvirt asks it to release the device (PCIe native hot-plug
 takes about 5 s in Linux guests) and returns; :meth:`DiskOps.detach` waits until the disk is
@@ -16,9 +15,7 @@ from typing import Any
 
 import libvirt
 
-from corral.agent.hypervisor.hotplug import CONFIG as _CONFIG
-from corral.agent.hypervisor.hotplug import DETACH_TIMEOUT_S, unplug
-from corral.agent.hypervisor.hotplug import LIVE as _LIVE
+from corral.agent.hypervisor.hotplug import DETACH_TIMEOUT_S, plug, unplug
 from corral.agent.hypervisor.libvirt_host import Hypervisor, _mapped
 from corral.domainxml import Controller, Disk, Domain
 from corral.errors import InvalidInput, WrongState
@@ -59,23 +56,15 @@ class DiskOps:
         if not source:
             raise InvalidInput("the disk XML names no source", field="xml")
         dom = self._dom(name)
-        done: dict[str, Any] = {"live": False, "config": False}
+
+        def controller_first(current: str, flag: int) -> None:
+            if controller_xml and not _has_scsi_controller(current):
+                Controller.from_xml(controller_xml)  # well-formed, one controller
+                dom.attachDeviceFlags(controller_xml, flag)
+
         with _mapped(f"attach disk {disk.target_dev} to {name}"):
-            running = bool(dom.isActive())
-            if running and dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED:
-                raise WrongState(f"VM {name} is paused: resume it to plug a disk in")
-            for flag, xml_flags, key in ((_LIVE, 0, "live"),
-                                         (_CONFIG, libvirt.VIR_DOMAIN_XML_INACTIVE, "config")):
-                if flag == _LIVE and not running:
-                    continue
-                current = dom.XMLDesc(xml_flags)
-                if controller_xml and not _has_scsi_controller(current):
-                    Controller.from_xml(controller_xml)  # well-formed, one controller
-                    dom.attachDeviceFlags(controller_xml, flag)
-                if _find(current, source) is None:
-                    dom.attachDeviceFlags(disk_xml, flag)
-                    done[key] = True
-        return {**done, "running": running}
+            return plug(dom, lambda xml: _find(xml, source), disk_xml, "a disk", name,
+                        before=controller_first)
 
     def detach(self, name: str, source: str, timeout: float = DETACH_TIMEOUT_S) -> dict[str, Any]:
         """Unplug the disk whose source is ``source``; idempotent (absent is fine)."""

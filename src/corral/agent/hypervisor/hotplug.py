@@ -1,7 +1,10 @@
-"""Hot-unplug shared by disks and NICs: out of the running domain, then out of its definition.
+"""Hot-plug and hot-unplug shared by disks and NICs.
 
-Unplugging from a running guest needs its cooperation (PCIe native hot-plug), so the live
-part waits until the device is really gone, or fails with a clear error and leaves it.
+A device goes into the running domain (``VIR_DOMAIN_AFFECT_LIVE``) and into its persistent
+definition (``VIR_DOMAIN_AFFECT_CONFIG``), each only where it is missing, so a re-run is
+harmless; it comes out of both the same way. Unplugging from a running guest needs its
+cooperation (PCIe native hot-plug), so the live part waits until the device is really
+gone, or fails with a clear error and leaves it.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from typing import Any
 import libvirt
 
 from corral.domainxml.xmlnode import XMLNode
-from corral.errors import HostError
+from corral.errors import HostError, WrongState
 
 DETACH_TIMEOUT_S = 60.0
 
@@ -21,6 +24,25 @@ LIVE = libvirt.VIR_DOMAIN_AFFECT_LIVE
 CONFIG = libvirt.VIR_DOMAIN_AFFECT_CONFIG
 
 Finder = Callable[[str], XMLNode | None]  # domain XML -> the device, or None
+
+
+def plug(dom: Any, find: Finder, device_xml: str, what: str, vm: str,
+         before: Callable[[str, int], None] | None = None) -> dict[str, Any]:
+    """Add the device ``find`` locates where it is missing. ``before(current_xml, flag)``
+    runs first in each place (a disk's SCSI controller). Call under _mapped."""
+    done: dict[str, Any] = {"live": False, "config": False}
+    running = bool(dom.isActive())
+    if running and dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED:
+        raise WrongState(f"VM {vm} is paused: resume it to plug {what} in")
+    places = ((LIVE, 0, "live"), (CONFIG, libvirt.VIR_DOMAIN_XML_INACTIVE, "config"))
+    for flag, xml_flags, key in places[0 if running else 1:]:
+        current = dom.XMLDesc(xml_flags)
+        if before is not None:
+            before(current, flag)
+        if find(current) is None:
+            dom.attachDeviceFlags(device_xml, flag)
+            done[key] = True
+    return {**done, "running": running}
 
 
 def unplug(dom: Any, find: Finder, what: str, hint: str, timeout: float) -> dict[str, Any]:

@@ -1,9 +1,8 @@
 """NICs of a domain: hot-plug and hot-unplug (libvirt, nothing leaves here).
 
-The engine designs the ``<interface>`` XML (corral.domainxml.design_nic); this module puts it
-into the running domain (``VIR_DOMAIN_AFFECT_LIVE``) and into its persistent definition
-(``VIR_DOMAIN_AFFECT_CONFIG``), each only where it is missing, so a re-run is harmless.
-NICs are found by their MAC address.
+The engine designs the ``<interface>`` XML (corral.domainxml.design_nic); this module plugs
+it into the domain, live and persistent (corral.agent.hypervisor.hotplug). NICs are found
+by their MAC address.
 
 Hot-unplug needs the guest's cooperation (PCIe native hot-plug): :meth:`NicOps.detach` waits
 until the NIC is really gone from the running domain, or fails with a clear error.
@@ -13,14 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import libvirt
-
-from corral.agent.hypervisor.hotplug import CONFIG as _CONFIG
-from corral.agent.hypervisor.hotplug import DETACH_TIMEOUT_S, unplug
-from corral.agent.hypervisor.hotplug import LIVE as _LIVE
+from corral.agent.hypervisor.hotplug import DETACH_TIMEOUT_S, plug, unplug
 from corral.agent.hypervisor.libvirt_host import Hypervisor, _mapped
 from corral.domainxml import Domain, Interface
-from corral.errors import InvalidInput, WrongState
+from corral.errors import InvalidInput
 
 
 def _find(xml: str, mac: str) -> Interface | None:
@@ -50,19 +45,8 @@ class NicOps:
         if not mac:
             raise InvalidInput("the interface XML names no MAC address", field="xml")
         dom = self._dom(name)
-        done: dict[str, Any] = {"live": False, "config": False}
         with _mapped(f"attach NIC {mac} to {name}"):
-            running = bool(dom.isActive())
-            if running and dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED:
-                raise WrongState(f"VM {name} is paused: resume it to plug a NIC in")
-            for flag, xml_flags, key in ((_LIVE, 0, "live"),
-                                         (_CONFIG, libvirt.VIR_DOMAIN_XML_INACTIVE, "config")):
-                if flag == _LIVE and not running:
-                    continue
-                if _find(dom.XMLDesc(xml_flags), mac) is None:
-                    dom.attachDeviceFlags(nic_xml, flag)
-                    done[key] = True
-        return {**done, "running": running}
+            return plug(dom, lambda xml: _find(xml, mac), nic_xml, "a NIC", name)
 
     def detach(self, name: str, mac: str, timeout: float = DETACH_TIMEOUT_S) -> dict[str, Any]:
         """Unplug the NIC with MAC ``mac``; idempotent (absent is fine)."""

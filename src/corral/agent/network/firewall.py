@@ -60,6 +60,7 @@ from pathlib import Path
 from typing import Any
 
 from corral.agent.network import _cmd, ovs, ovs_flows
+from corral.agent.specfile import written_first
 from corral.domainxml import tap_of
 from corral.errors import CorralError, HostError, InvalidInput, NotFound
 
@@ -536,19 +537,10 @@ class Firewall:
                 raise HostError(f"more than {MAX_PORTS} ports on this host")
             port = replace(port, id=pid)
             current[port.tap] = port
-            path = self._file(port.tap)
-            previous = path.read_text() if path.exists() else None
-            path.write_text(json.dumps(port_body(port)))
-            try:
+            with written_first(self._file(port.tap), json.dumps(port_body(port))):
                 self._apply(list(current.values()))
                 if self._ovs(port):
                     self._sync_ovs(list(current.values()), strict=True)
-            except BaseException:
-                if previous is None:
-                    path.unlink(missing_ok=True)
-                else:
-                    path.write_text(previous)
-                raise
             if old is not None and old.ip_guard:
                 self._forget_addresses(port.tap, keep=set(port.ips) | self._leased(port))
             return port

@@ -27,6 +27,7 @@ from corral.engine.db.models import Operation as OperationRow
 from corral.engine.operations import OpContext
 from corral.engine.services import vm_roots
 from corral.engine.services.hosts import pick_host
+from corral.engine.services.vm_lookup import find_vm
 from corral.errors import Conflict, InvalidInput, NotFound, WrongState
 
 STOPPED = (VmState.STOPPED.value, VmState.CRASHED.value)
@@ -70,9 +71,7 @@ def customize_image(ctx: EngineContext, name: str, req: GuestCustomize) -> Opera
 
 def customize_vm(ctx: EngineContext, name: str, req: GuestCustomize) -> Operation:
     with ctx.db.session() as s:
-        vm = s.query(Vm).filter_by(name=name).one_or_none()
-        if vm is None:
-            raise NotFound(f"VM {name} not found")
+        vm = find_vm(s, name)
         _check_stopped(vm)
         if vm.host_id is None:
             raise Conflict(f"VM {name} has no host")

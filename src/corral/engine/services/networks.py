@@ -31,6 +31,7 @@ from corral.engine.context import EngineContext
 from corral.engine.db.models import Host, Network, Nic, Vm
 from corral.engine.db.models import Operation as OperationRow
 from corral.engine.operations import OpContext
+from corral.engine.services.host_fanout import put_on_hosts
 from corral.errors import Conflict, CorralError, InvalidInput, NotFound
 
 POOL = ipaddress.IPv4Network("10.210.0.0/16")  # where a subnet is picked when none is given
@@ -238,16 +239,9 @@ def execute_create(ctx: EngineContext, op: OpContext) -> None:
             return
         name = row.name
         bodies = _host_bodies(s, row)
-    touched: list[str] = []
     try:
-        for i, (host_id, body) in enumerate(bodies):
-            op.progress(10 + 80 * i // max(1, len(bodies)), f"building on host {i + 1}")
-            touched.append(host_id)
-            ctx.agent(host_id).call("PUT", f"/v1/networks/{name}", json=body, timeout=120)
+        put_on_hosts(ctx, op, f"/v1/networks/{name}", bodies, "building")
     except CorralError:
-        for host_id in touched:  # nothing half-made: every host that was asked undoes it
-            with contextlib.suppress(CorralError):
-                ctx.agent(host_id).call("DELETE", f"/v1/networks/{name}", timeout=120)
         with ctx.db.session() as s:
             row = s.get(Network, op.params["network_id"])
             if row is not None:

@@ -13,7 +13,6 @@ host and undoes it everywhere if one fails. A pool is ``creating``, ``ready`` or
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from typing import Any
 
@@ -25,6 +24,7 @@ from corral.engine.agent_client import AgentClient
 from corral.engine.context import EngineContext
 from corral.engine.db.models import Host, StoragePool, Vm, Volume
 from corral.engine.operations import OpContext
+from corral.engine.services.host_fanout import put_on_hosts
 from corral.engine.services.hosts import pick_host
 from corral.errors import Conflict, CorralError, NotFound, Unavailable
 
@@ -159,19 +159,12 @@ def execute_create(ctx: EngineContext, op: OpContext) -> None:
             return
         name, hosts = row.name, host_ids(s, row)
         bodies = [agent_body(row, "write" if i == 0 else "verify") for i in range(len(hosts))]
-    touched: list[str] = []
-    facts: dict[str, Any] = {}
     try:
         if not hosts:
             raise Unavailable("no host is up to set the pool up on")
-        for i, (host_id, body) in enumerate(zip(hosts, bodies, strict=True)):
-            op.progress(10 + 80 * i // len(hosts), f"setting up on host {i + 1}")
-            touched.append(host_id)
-            facts = ctx.agent(host_id).call("PUT", f"/v1/pools/{name}", json=body, timeout=120)
+        facts = put_on_hosts(ctx, op, f"/v1/pools/{name}",
+                             list(zip(hosts, bodies, strict=True)), "setting up")
     except CorralError:
-        for host_id in reversed(touched):  # nothing half-made: every host asked undoes it
-            with contextlib.suppress(CorralError):
-                ctx.agent(host_id).call("DELETE", f"/v1/pools/{name}", timeout=120)
         with ctx.db.session() as s:
             row = s.get(StoragePool, op.params["pool_id"])
             if row is not None:

@@ -6,9 +6,10 @@ from typing import Any
 
 from corral.api import VmAddress
 from corral.engine.context import EngineContext
-from corral.engine.db.models import Network, Vm
+from corral.engine.db.models import Network
 from corral.engine.services import vm_nics
-from corral.errors import CorralError, NotFound
+from corral.engine.services.vm_lookup import find_vm
+from corral.errors import CorralError
 
 
 def addresses(ctx: EngineContext, name: str) -> list[VmAddress]:
@@ -18,9 +19,7 @@ def addresses(ctx: EngineContext, name: str) -> list[VmAddress]:
     (ARP); the guest agent's answer adds the guest's own interface names.
     """
     with ctx.db.session() as s:
-        vm = s.query(Vm).filter_by(name=name).one_or_none()
-        if vm is None:
-            raise NotFound(f"VM {name} not found")
+        vm = find_vm(s, name)
         nics: list[tuple[str, str, str | None]] = []  # (mac, network, static ip) of each NIC
         for row in vm_nics.nic_rows(s, vm):
             net = s.get(Network, row.network_id)

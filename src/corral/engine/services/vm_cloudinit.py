@@ -19,6 +19,7 @@ from corral.engine.agent_client import AgentClient
 from corral.engine.context import EngineContext
 from corral.engine.db.models import Vm
 from corral.engine.operations import OpContext
+from corral.engine.services.vm_lookup import find_vm
 from corral.errors import CorralError, InvalidInput, NotFound, WrongState
 
 
@@ -71,9 +72,7 @@ def patch(ctx: EngineContext, name: str, req: VmPatch) -> Operation:
         raise InvalidInput("nothing to change: give cloud_init (null removes the seed)",
                            field="cloud_init")
     with ctx.db.session() as s:
-        vm = s.query(Vm).filter_by(name=name).one_or_none()
-        if vm is None:
-            raise NotFound(f"VM {name} not found")
+        vm = find_vm(s, name)
         if vm.state != VmState.STOPPED.value:
             raise WrongState(f"cannot change cloud-init of VM {name}: it is {vm.state} "
                              "(stop it first)", state=vm.state)

@@ -26,13 +26,11 @@ from corral.engine.context import EngineContext
 from corral.engine.db.models import StoragePool, Vm, Volume
 from corral.engine.operations import OpContext
 from corral.engine.services import pools, vms, volumes
-from corral.errors import Conflict, CorralError, InvalidInput, NotFound, WrongState
+from corral.engine.services.vm_lookup import check_device_change, find_vm
+from corral.errors import Conflict, CorralError, InvalidInput, NotFound
 
 ATTACHING, DETACHING, READY = "attaching", "detaching", "ready"
 _PREFIX = {"virtio": "vd", "scsi": "sd", "sata": "sd"}
-_CHANGEABLE = (VmState.STOPPED, VmState.RUNNING)
-
-
 # -- the hook of the designer ----------------------------------------------------------------
 
 def pool_disk_spec(pool: StoragePool, source: str, fmt: str, bus: str = "virtio",
@@ -72,7 +70,7 @@ def disk_specs(s: Session, vm: Vm) -> list[DiskSpec]:
 def list_disks(ctx: EngineContext, vm_name: str) -> list[VmDisk]:
     """Root disk, cloud-init seed and attached volumes of a VM, in target order."""
     with ctx.db.session() as s:
-        vm = _find_vm(s, vm_name)
+        vm = find_vm(s, vm_name)
         vm_id, disk_bytes = vm.id, vm.disk_bytes
         attached = [(pool, vol) for vol, pool in
                     s.query(Volume, StoragePool).join(StoragePool, Volume.pool_id == StoragePool.id)
@@ -94,23 +92,6 @@ def list_disks(ctx: EngineContext, vm_name: str) -> list[VmDisk]:
 
 # -- attach --------------------------------------------------------------------------------
 
-def _find_vm(s: Session, name: str) -> Vm:
-    vm = s.query(Vm).filter_by(name=name).one_or_none()
-    if vm is None:
-        raise NotFound(f"VM {name} not found")
-    return vm
-
-
-def _check_vm(vm: Vm, what: str) -> VmState:
-    state = VmState(vm.state)
-    if state not in _CHANGEABLE:
-        raise WrongState(f"cannot {what} VM {vm.name}: it is {state.value} (disks change on "
-                         "stopped or running VMs)")
-    if vm.host_id is None:
-        raise WrongState(f"VM {vm.name} is on no host")
-    return state
-
-
 def _free_target(ctx: EngineContext, s: Session, vm: Vm, bus: str) -> str:
     """The first name of the bus that neither the designed domain nor a volume uses."""
     used = {d.target_dev for d in Domain.from_xml(vms.domain_xml(ctx, vm.id)[2]).devices.disks}
@@ -125,8 +106,8 @@ def _free_target(ctx: EngineContext, s: Session, vm: Vm, bus: str) -> str:
 
 def attach(ctx: EngineContext, vm_name: str, req: DiskAttach) -> Operation:
     with ctx.db.session() as s:
-        vm = _find_vm(s, vm_name)
-        state = _check_vm(vm, "attach a disk to")
+        vm = find_vm(s, vm_name)
+        state = check_device_change(vm, "attach a disk to", "disks")
         if state == VmState.RUNNING and req.bus == DiskBus.SATA:
             raise InvalidInput(f"VM {vm_name} is running and sata (AHCI) disks cannot be "
                                "hot-plugged: use --bus virtio or scsi, or stop the VM",
@@ -211,8 +192,8 @@ def detach(ctx: EngineContext, vm_name: str, volume_ref: str) -> Operation:
     except ValueError as exc:
         raise InvalidInput(f"volume {volume_ref!r} must be POOL/NAME", field="volume") from exc
     with ctx.db.session() as s:
-        vm = _find_vm(s, vm_name)
-        _check_vm(vm, "detach a disk from")
+        vm = find_vm(s, vm_name)
+        check_device_change(vm, "detach a disk from", "disks")
         vol = volumes.find(s, pools.find(s, ref.pool), ref.name)
         if vol.vm_id != vm.id:
             raise Conflict(f"volume {volume_ref} is not attached to VM {vm_name}",

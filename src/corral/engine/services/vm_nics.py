@@ -34,7 +34,7 @@ import random
 
 from sqlalchemy.orm import Session
 
-from corral.api import NicCreate, NicUpdate, Operation, VmNic, VmState
+from corral.api import NicCreate, NicUpdate, Operation, VmNic
 from corral.api.nics import normalize_mac
 from corral.domainxml import NicSpec, design_nic, tap_of
 from corral.engine.context import EngineContext
@@ -42,19 +42,16 @@ from corral.engine.db.models import Host, Network, Nic, NicSecurityGroup, Securi
 from corral.engine.operations import OpContext
 from corral.engine.services import networks
 from corral.engine.services import security_groups as sgs
+from corral.engine.services.vm_lookup import check_device_change, find_vm
 from corral.errors import (
     Conflict,
     CorralError,
     InvalidInput,
     NotFound,
     Unavailable,
-    WrongState,
 )
 
 ATTACHING, DETACHING, READY = "attaching", "detaching", "ready"
-_CHANGEABLE = (VmState.STOPPED, VmState.RUNNING)
-
-
 # -- rows, MACs and the hook of the designer ------------------------------------------------
 
 def nic_rows(s: Session, vm: Vm) -> list[Nic]:
@@ -171,13 +168,6 @@ def push_reservations(ctx: EngineContext, net_id: str) -> None:
 
 # -- reading -------------------------------------------------------------------------------
 
-def _find_vm(s: Session, name: str) -> Vm:
-    vm = s.query(Vm).filter_by(name=name).one_or_none()
-    if vm is None:
-        raise NotFound(f"VM {name} not found")
-    return vm
-
-
 def _to_api(s: Session, row: Nic) -> VmNic:
     net = s.get(Network, row.network_id)
     groups = sgs.group_names(s, row.id) if row.id else []
@@ -188,26 +178,17 @@ def _to_api(s: Session, row: Nic) -> VmNic:
 
 def list_nics(ctx: EngineContext, vm_name: str) -> list[VmNic]:
     with ctx.db.session() as s:
-        vm = _find_vm(s, vm_name)
+        vm = find_vm(s, vm_name)
         return [_to_api(s, r) for r in nic_rows(s, vm)]
 
 
 # -- add -----------------------------------------------------------------------------------
 
-def _check_vm(vm: Vm, what: str) -> None:
-    state = VmState(vm.state)
-    if state not in _CHANGEABLE:
-        raise WrongState(f"cannot {what} VM {vm.name}: it is {state.value} (NICs change on "
-                         "stopped or running VMs)")
-    if vm.host_id is None:
-        raise WrongState(f"VM {vm.name} is on no host")
-
-
 def add(ctx: EngineContext, vm_name: str, req: NicCreate) -> Operation:
     """Check everything first (VM, network, MAC, IP): a refused request leaves nothing."""
     with ctx.db.session() as s:
-        vm = _find_vm(s, vm_name)
-        _check_vm(vm, "add a NIC to")
+        vm = find_vm(s, vm_name)
+        check_device_change(vm, "add a NIC to", "NICs")
         net = s.query(Network).filter_by(name=req.network).one_or_none()
         if net is None:
             raise NotFound(f"network {req.network} not found", field="network")
@@ -310,8 +291,8 @@ def remove(ctx: EngineContext, vm_name: str, mac: str) -> Operation:
     except ValueError as exc:
         raise InvalidInput(str(exc), field="mac") from exc
     with ctx.db.session() as s:
-        vm = _find_vm(s, vm_name)
-        _check_vm(vm, "remove a NIC from")
+        vm = find_vm(s, vm_name)
+        check_device_change(vm, "remove a NIC from", "NICs")
         row = next((r for r in nic_rows(s, vm) if r.mac == mac), None)
         if row is None:
             raise NotFound(f"VM {vm_name} has no NIC {mac}", field="mac")
@@ -361,13 +342,13 @@ def update(ctx: EngineContext, vm_name: str, mac: str, req: NicUpdate) -> VmNic:
         raise InvalidInput(str(exc), field="mac") from exc
     if req.security_groups is None:
         with ctx.db.session() as s:
-            row = next((r for r in nic_rows(s, _find_vm(s, vm_name)) if r.mac == mac), None)
+            row = next((r for r in nic_rows(s, find_vm(s, vm_name)) if r.mac == mac), None)
             if row is None:
                 raise NotFound(f"VM {vm_name} has no NIC {mac}", field="mac")
             return _to_api(s, row)
     with sgs._push_lock:
         with ctx.db.session() as s:
-            vm = _find_vm(s, vm_name)
+            vm = find_vm(s, vm_name)
             rows = nic_rows(s, vm)
             row = next((r for r in rows if r.mac == mac), None)
             if row is None:

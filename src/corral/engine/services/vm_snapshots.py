@@ -15,6 +15,7 @@ from corral.engine.context import EngineContext
 from corral.engine.db.models import Vm
 from corral.engine.operations import OpContext
 from corral.engine.services import vm_roots
+from corral.engine.services.vm_lookup import find_vm
 from corral.errors import Conflict, NotFound, WrongState
 from corral.validation import validate_name
 
@@ -24,9 +25,7 @@ _BUSY = {VmState.CREATING, VmState.DELETING}
 def _vm(ctx: EngineContext, name: str) -> tuple[str, str, VmState]:
     """(vm id, host id, state) of a VM that is not being created or deleted."""
     with ctx.db.session() as s:
-        vm = s.query(Vm).filter_by(name=name).one_or_none()
-        if vm is None:
-            raise NotFound(f"VM {name} not found")
+        vm = find_vm(s, name)
         state = VmState(vm.state)
         if state in _BUSY or vm.host_id is None:
             raise WrongState(f"VM {name} is {state.value}: wait for its operation",

@@ -15,6 +15,7 @@ from corral.engine.db.models import Host, Image, Network, Nic, Vm
 from corral.engine.operations import OpContext
 from corral.engine.services import networks, security_groups, vm_cloudinit, vm_disks, vm_nics, vm_roots
 from corral.engine.services.hosts import pick_host
+from corral.engine.services.vm_lookup import find_vm
 from corral.engine.services.vm_states import DESIRED, check_action, check_delete
 from corral.errors import (
     Conflict,
@@ -45,13 +46,6 @@ def _out(s: Any, vm: Vm) -> VmOut:
                   host.name if host else None, root.name if root else vm_roots.DEFAULT)
 
 
-def _find(s: Any, name: str) -> Vm:
-    vm = s.query(Vm).filter_by(name=name).one_or_none()
-    if vm is None:
-        raise NotFound(f"VM {name} not found")
-    return vm  # type: ignore[no-any-return]
-
-
 def _new_mac(s: Any) -> str:
     return vm_nics.new_mac(s)  # unique among every VM's NICs
 
@@ -63,7 +57,7 @@ def list_vms(ctx: EngineContext) -> list[VmOut]:
 
 def get(ctx: EngineContext, name: str) -> VmOut:
     with ctx.db.session() as s:
-        return _out(s, _find(s, name))
+        return _out(s, find_vm(s, name))
 
 
 def create(ctx: EngineContext, req: VmCreate) -> Operation:
@@ -230,7 +224,7 @@ def _rollback_create(ctx: EngineContext, agent: AgentClient, vm_id: str, name: s
 
 def change_state(ctx: EngineContext, name: str, req: VmStatePut) -> Operation:
     with ctx.db.session() as s:
-        vm = _find(s, name)
+        vm = find_vm(s, name)
         state = VmState(vm.state)
         if not (req.action == PowerAction.STOP and req.force and state == VmState.SHUTTING_DOWN):
             check_action(name, state, req.action)
@@ -299,7 +293,7 @@ def _stop(agent: AgentClient, name: str, op: OpContext) -> str:
 
 def delete(ctx: EngineContext, name: str, force: bool) -> Operation:
     with ctx.db.session() as s:
-        vm = _find(s, name)
+        vm = find_vm(s, name)
         check_delete(name, VmState(vm.state), force)
         vm.desired_power = "stopped"
         vm.state = VmState.DELETING.value
@@ -339,7 +333,7 @@ def execute_delete(ctx: EngineContext, op: OpContext) -> None:
 
 def console_log(ctx: EngineContext, name: str) -> str:
     with ctx.db.session() as s:
-        vm = _find(s, name)
+        vm = find_vm(s, name)
         host_id = vm.host_id
     if host_id is None:
         return ""
