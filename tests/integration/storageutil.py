@@ -24,17 +24,13 @@ def traversable(node: Node) -> None:
         d.chmod(d.stat().st_mode | 0o011)
 
 
-def console_log(node: Node, vm: str) -> str:
-    return node.console_log(vm)
-
-
 @contextmanager
 def running_vm(node: Node, name: str) -> Iterator[str]:
     """A tiny VM (128 MiB), booted to its shell; deleted (with its disk) at the end."""
     traversable(node)
     node.cli("vm", "create", name, "--image", "tiny", "--memory", "128M", "--start")
     try:
-        wait_for(f"{name} to boot", lambda: BOOT_MARKER in console_log(node, name), timeout=120)
+        wait_for(f"{name} to boot", lambda: BOOT_MARKER in node.console_log(name), timeout=120)
         yield name
     finally:
         node.cli("vm", "delete", name, "--force", check=False)

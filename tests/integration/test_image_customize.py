@@ -23,10 +23,6 @@ PROFILE_LINES = ("echo HELLO-FROM-FILE: $(cat /root/hello.txt); "
                  "echo SHADOW-ROOT: $(grep ^root: /etc/shadow | cut -d: -f2 | cut -c1-3)")
 
 
-def _console(node: Node, vm: str) -> str:
-    return node.console_log(vm)
-
-
 def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -58,9 +54,9 @@ def test_customize_image_then_vm(node: Node, tmp_path: Path) -> None:
         assert "corral-secret" not in stored and "(removed)" in stored
 
         node.cli("vm", "create", "imc1", "--image", "imcust", "--memory", "128M", "--start")
-        wait_for("the customized guest's login shell", lambda: "SHADOW-ROOT:" in _console(
-            node, "imc1"), timeout=120)
-        log = _console(node, "imc1")
+        wait_for("the customized guest's login shell", lambda: "SHADOW-ROOT:" in node.console_log("imc1"),
+                 timeout=120)
+        log = node.console_log("imc1")
         assert "HELLO-FROM-FILE: hello world" in log
         assert "SHADOW-ROOT: $6$" in log  # a SHA-512 crypt hash, set by --password
         assert "root@imguest:" in log  # the prompt shows the hostname
@@ -88,9 +84,9 @@ def test_customize_image_then_vm(node: Node, tmp_path: Path) -> None:
         node.cli("vm", "customize", "imc1", "--hostname", "imguest2",
                  "--upload", f"{bye}:/root/hello.txt", timeout=600)
         node.cli("vm", "start", "imc1")
-        wait_for("second boot", lambda: _console(node, "imc1").count("SHADOW-ROOT:") >= 2,
+        wait_for("second boot", lambda: node.console_log("imc1").count("SHADOW-ROOT:") >= 2,
                  timeout=120)
-        log = _console(node, "imc1")
+        log = node.console_log("imc1")
         assert "HELLO-FROM-FILE: goodbye" in log and "root@imguest2:" in log
     finally:
         node.cli("vm", "delete", "imc1", "--force", check=False)

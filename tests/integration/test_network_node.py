@@ -27,15 +27,11 @@ pytestmark = pytest.mark.integration
 IP_RE = re.compile(r"CORRAL-TINY-IP eth0 (\d+\.\d+\.\d+\.\d+)/")
 
 
-def console_log(node: Node, vm: str) -> str:
-    return node.console_log(vm)
-
-
 def vm_ip(node: Node, vm: str) -> str:
     found: list[str] = []
 
     def got() -> bool:
-        found[:] = IP_RE.findall(console_log(node, vm))
+        found[:] = IP_RE.findall(node.console_log(vm))
         return bool(found)
 
     wait_for(f"{vm}'s DHCP lease on its console", got, timeout=120)

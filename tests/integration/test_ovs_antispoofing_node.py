@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from nodeutil import Node, wait_for
-from storageutil import console_log, guest_sh, traversable
+from storageutil import guest_sh, traversable
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +30,7 @@ def _ip(node: Node, vm: str) -> str:
 
     def got() -> bool:
         found[:] = re.findall(r"CORRAL-TINY-IP eth0 (\d+\.\d+\.\d+\.\d+)/",
-                              console_log(node, vm))
+                              node.console_log(vm))
         return bool(found)
 
     wait_for(f"{vm}'s address", got, timeout=120)

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from nodeutil import Node, wait_for
-from storageutil import console_log, guest_sh, traversable
+from storageutil import guest_sh, traversable
 
 from corral.images.tiny import BOOT_MARKER
 
@@ -37,7 +37,7 @@ def _ip(node: Node, vm: str, dev: str = "eth0") -> str:
 
     def got() -> bool:
         found[:] = re.findall(rf"CORRAL-TINY-IP {dev} (\d+\.\d+\.\d+\.\d+)/",
-                              console_log(node, vm))
+                              node.console_log(vm))
         return bool(found)
 
     wait_for(f"{vm}'s address on {dev}", got, timeout=120)
@@ -134,7 +134,7 @@ def test_nic_bandwidth_limit(node: Node, tmp_path: Path) -> None:
     try:
         node.cli("net", "create", QOS_NET, "--mode", "isolated", "--subnet", "10.210.197.0/24")
         node.cli("vm", "create", VM_A, "--image", "tiny", "--memory", "128M", "--start")
-        wait_for(f"{VM_A} to boot", lambda: BOOT_MARKER in console_log(node, VM_A), timeout=120)
+        wait_for(f"{VM_A} to boot", lambda: BOOT_MARKER in node.console_log(VM_A), timeout=120)
         node.cli("vm", "nic", "add", VM_A, "--network", QOS_NET, "--mac", mac,
                  "--inbound-kbps", "128", "--outbound-kbps", "64")
         nics: Any = node.cli_json("vm", "nic", "list", VM_A)

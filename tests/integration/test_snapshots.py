@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from nodeutil import Node, wait_for
-from storageutil import console_log, guest_sh, running_vm, traversable
+from storageutil import guest_sh, running_vm, traversable
 
 from corral.images.tiny import BOOT_MARKER
 
@@ -54,9 +54,9 @@ def _revert(node: Node, vm: str, snap: str) -> None:
 
 def _boot(node: Node, vm: str) -> None:
     traversable(node)
-    before = console_log(node, vm).count(BOOT_MARKER)
+    before = node.console_log(vm).count(BOOT_MARKER)
     node.cli("vm", "start", vm)
-    wait_for(f"{vm} to boot", lambda: console_log(node, vm).count(BOOT_MARKER) > before,
+    wait_for(f"{vm} to boot", lambda: node.console_log(vm).count(BOOT_MARKER) > before,
              timeout=120)
 
 
@@ -71,11 +71,11 @@ def test_snapshot_tree_with_memory_and_disk(node: Node) -> None:
         guest_sh(node, vm, "echo three > /tmp/mem; echo three > /root/f; sync; echo ok")
 
         # Memory snapshot: disk and memory come back, the guest goes on without a reboot.
-        boots = console_log(node, vm).count(BOOT_MARKER)
+        boots = node.console_log(vm).count(BOOT_MARKER)
         _revert(node, vm, "s1")
         assert _state(node, vm) == "running"
         assert guest_sh(node, vm, "cat /tmp/mem /root/f | tr '\\n' ' '") == "one one"
-        assert console_log(node, vm).count(BOOT_MARKER) == boots
+        assert node.console_log(vm).count(BOOT_MARKER) == boots
 
         # A branch: s2 is a second child of s1, beside d1.
         node.cli("vm", "snapshot", "create", vm, "s2", "--memory")

@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 from nodeutil import Node, wait_for
 from storageutil import (
-    console_log,
     disk_bytes,
     domblklist,
     running_vm,
@@ -219,7 +218,7 @@ def test_attached_volume_survives_stop_and_start(node: Node) -> None:
             assert "vdb" in domblklist(node, vm, inactive=True)
             traversable(node)
             node.cli("vm", "start", vm)
-            wait_for("the second boot", lambda: console_log(node, vm).count(BOOT_MARKER) == 2)
+            wait_for("the second boot", lambda: node.console_log(vm).count(BOOT_MARKER) == 2)
             wait_guest_size(node, vm, "vdb", 24 * MIB)
             node.cli("vm", "stop", vm, "--force")
             node.cli("vm", "disk", "detach", vm, "--volume", "default/st-cold")

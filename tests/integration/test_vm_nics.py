@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from nodeutil import Node, wait_for
-from storageutil import console_log, guest_sh, running_vm
+from storageutil import guest_sh, running_vm
 
 pytestmark = pytest.mark.integration
 
@@ -58,7 +58,7 @@ def test_hot_plugged_nic_with_a_static_lease(node: Node) -> None:
             # and gets the reserved address by DHCP on it
             guest_sh(node, vm, "udhcpc -i eth1 -s /etc/udhcpc/default.script -q -n -t 5 -T 2"
                      " >/dev/null 2>&1; echo done", timeout=60)
-            assert f"CORRAL-TINY-IP eth1 {STATIC}/24" in console_log(node, vm)
+            assert f"CORRAL-TINY-IP eth1 {STATIC}/24" in node.console_log(vm)
             leases: Any = node.cli_json("net", "leases", "ni-back")
             assert [(x["mac"], x["ip"]) for x in leases] == [(MAC, STATIC)]
             shown: Any = node.cli_json("net", "show", "ni-back")

@@ -17,7 +17,6 @@ import pytest
 from ceph_cluster import CephCluster
 from nodeutil import Node, wait_for
 from storageutil import (
-    console_log,
     disk_bytes,
     domblklist,
     guest_sh,
@@ -104,10 +103,10 @@ def _refused(node: Node, *args: str) -> str:
 
 def _boot(node: Node, vm: str, start: bool = True) -> None:
     traversable(node)
-    before = console_log(node, vm).count(BOOT_MARKER)
+    before = node.console_log(vm).count(BOOT_MARKER)
     if start:
         node.cli("vm", "start", vm)
-    wait_for(f"{vm} to boot", lambda: console_log(node, vm).count(BOOT_MARKER) > before,
+    wait_for(f"{vm} to boot", lambda: node.console_log(vm).count(BOOT_MARKER) > before,
              timeout=120)
 
 
