@@ -22,7 +22,7 @@ from corral.engine.db.models import Image, Operation, Vm
 
 @pytest.fixture()
 def engine(tmp_path: Path) -> Iterator[tuple[TestClient, EngineContext]]:
-    ctx = build_context(EngineSettings(data_dir=tmp_path))
+    ctx = build_context(EngineSettings(data_dir=tmp_path, agent_reconnect_s=0))
     with ctx.db.session() as s:
         host = seed_node(s, str(tmp_path), str(tmp_path))
         s.add(Image(name="inst", status="ready", format="iso", virtual_size=8 << 20,

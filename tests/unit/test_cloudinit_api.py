@@ -26,7 +26,7 @@ KEY = "ssh-ed25519 " + base64.b64encode(b"\0\0\0\x0bssh-ed25519" + b"\1" * 36).d
 
 @pytest.fixture()
 def engine(tmp_path: Path) -> Iterator[tuple[TestClient, EngineContext]]:
-    ctx = build_context(EngineSettings(data_dir=tmp_path))
+    ctx = build_context(EngineSettings(data_dir=tmp_path, agent_reconnect_s=0))
     with ctx.db.session() as s:
         host = seed_node(s, "/srv/st", "/srv/con")
         s.flush()

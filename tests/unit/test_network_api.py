@@ -27,7 +27,7 @@ from corral.engine.services import networks
 
 @pytest.fixture()
 def engine(tmp_path: Path) -> Iterator[tuple[TestClient, EngineContext]]:
-    ctx = build_context(EngineSettings(data_dir=tmp_path))
+    ctx = build_context(EngineSettings(data_dir=tmp_path, agent_reconnect_s=0))
     with ctx.db.session() as s:
         host = seed_node(s, str(tmp_path), str(tmp_path), dns_domain="corral")
         s.add(Network(name="v10", bridge="cr-ovs", subnet="10.210.10.0/24", backend="ovs",

@@ -28,7 +28,7 @@ BUSY_MAC = "52:54:00:00:00:01"
 
 @pytest.fixture()
 def engine(tmp_path: Path) -> Iterator[tuple[TestClient, EngineContext]]:
-    ctx = build_context(EngineSettings(data_dir=tmp_path))
+    ctx = build_context(EngineSettings(data_dir=tmp_path, agent_reconnect_s=0))
     with ctx.db.session() as s:
         host = seed_node(s, str(tmp_path), str(tmp_path), dns_domain="corral")
         s.add(Network(name="back", bridge="cr-back", subnet="10.210.20.0/24",

@@ -54,7 +54,7 @@ class FakeAgent:
 @pytest.fixture()
 def engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
            ) -> Iterator[tuple[TestClient, EngineContext, FakeAgent]]:
-    ctx = build_context(EngineSettings(data_dir=tmp_path))
+    ctx = build_context(EngineSettings(data_dir=tmp_path, agent_reconnect_s=0))
     fake = FakeAgent()
     monkeypatch.setattr(ctx, "agent", lambda _host_id: fake)
     with ctx.db.session() as s:

@@ -77,7 +77,7 @@ def node(tmp_path: Path) -> Iterator[Node]:
     deadline = time.monotonic() + 10
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.02)
-    ctx = build_context(EngineSettings(data_dir=tmp_path / "engine"))
+    ctx = build_context(EngineSettings(data_dir=tmp_path / "engine", agent_reconnect_s=0))
     try:
         with ctx.db.session() as s:
             s.add(Host(name="h1", url=f"http://127.0.0.1:{port}", token="x", status="up",

@@ -6,7 +6,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from corral.engine.agent_client import AgentClient
+from corral.engine.agent_client import RECONNECT_S, AgentClient
 from corral.engine.db.models import Host
 from corral.engine.db.session import Database
 from corral.engine.events import EventBus
@@ -19,6 +19,7 @@ class EngineSettings:
     data_dir: Path
     db_url: str = ""
     reconcile_interval: float = 2.0
+    agent_reconnect_s: float = RECONNECT_S  # how long a call waits for a restarting agent
 
     def __post_init__(self) -> None:
         if not self.db_url:
@@ -48,7 +49,8 @@ class EngineContext:
                     host = s.get(Host, host_id)
                     if host is None:
                         raise NotFound(f"host {host_id} not found")
-                    client = AgentClient(host.url, host.token)
+                    client = AgentClient(host.url, host.token,
+                                         reconnect_s=self.settings.agent_reconnect_s)
                 self._agents[host_id] = client
             return client
 

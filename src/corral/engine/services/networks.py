@@ -168,11 +168,11 @@ def _fill(req: NetworkCreate, taken: list[ipaddress.IPv4Network]) -> NetworkSpec
     if managed:
         if subnet is None:
             subnet = _pick_subnet(taken)
-        hosts = list(parse_subnet(subnet).hosts())
+        first_host, middle, last_host = _default_addresses(parse_subnet(subnet))
         if gateway is None:
-            gateway = str(hosts[0])
+            gateway = first_host
         if start is None:
-            start, end = str(hosts[len(hosts) // 2]), str(hosts[-1])
+            start, end = middle, last_host
         dns = dns or DEFAULT_DNS_DOMAIN
     return NetworkSpec(
         name=req.name, bridge=req.bridge or _default_bridge(req), subnet=subnet,
@@ -180,6 +180,15 @@ def _fill(req: NetworkCreate, taken: list[ipaddress.IPv4Network]) -> NetworkSpec
         dns_domain=dns, mode=req.mode.value, backend=req.backend.value, vlan=req.vlan,
         vni=req.vni,
     )
+
+
+def _default_addresses(net: ipaddress.IPv4Network | ipaddress.IPv6Network
+                       ) -> tuple[str, str, str]:
+    """(gateway, DHCP start, DHCP end) of a subnet: its first host address, and the upper
+    half of its hosts. Computed, not listed: a /8 has 16 million hosts."""
+    first = net.network_address + 1
+    count = net.num_addresses - 2  # without the network and broadcast addresses
+    return str(first), str(first + count // 2), str(first + count - 1)
 
 
 def _check_conflicts(s: Any, spec: NetworkSpec) -> None:
@@ -321,13 +330,13 @@ def ensure_default(ctx: EngineContext, subnet: str, bridge: str = "corral0") -> 
         raise InvalidInput(f"subnet {subnet!r} is not a CIDR: {exc}", field="subnet") from exc
     if net.num_addresses < 8:
         raise InvalidInput(f"subnet {subnet} is too small for a network", field="subnet")
-    hosts = list(net.hosts())
+    first_host, middle, last_host = _default_addresses(net)
     with ctx.db.session() as s:
         row = s.query(Network).filter_by(name="default").one_or_none()
         if row is None:
             row = Network(
-                name="default", bridge=bridge, subnet=str(net), gateway=str(hosts[0]),
-                dhcp_start=str(hosts[len(hosts) // 2]), dhcp_end=str(hosts[-1]), nat=True,
+                name="default", bridge=bridge, subnet=str(net), gateway=first_host,
+                dhcp_start=middle, dhcp_end=last_host, nat=True,
                 mode="nat", backend="linuxbridge", dns_domain=DEFAULT_DNS_DOMAIN, status=READY,
             )
             s.add(row)
