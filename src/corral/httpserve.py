@@ -1,11 +1,14 @@
-"""Shared HTTP plumbing of the engine and the agent: error mapping and bearer-token checks."""
+"""Shared HTTP plumbing of the engine and the agent: error mapping, bearer-token checks, and
+what a WebSocket client sends (the console relays)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
+from collections.abc import AsyncIterator
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
@@ -26,6 +29,18 @@ def bearer(request: Request) -> str:
 
 def same_secret(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode(), b.encode())
+
+
+async def client_bytes(ws: WebSocket) -> AsyncIterator[bytes]:
+    """What the client sends, as bytes (text frames encoded), until it goes away."""
+    with contextlib.suppress(WebSocketDisconnect):
+        while True:
+            msg = await ws.receive()
+            if msg.get("type") == "websocket.disconnect":
+                return
+            data = msg.get("bytes") or (msg.get("text") or "").encode()
+            if data:
+                yield data
 
 
 def _field_of(loc: tuple[object, ...]) -> str:

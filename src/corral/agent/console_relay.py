@@ -13,9 +13,10 @@ import logging
 import threading
 from typing import Any
 
-from fastapi import WebSocket, WebSocketDisconnect
+from fastapi import WebSocket
 
 from corral.agent.hypervisor import Hypervisor
+from corral.httpserve import client_bytes
 
 log = logging.getLogger(__name__)
 SEND_TIMEOUT = 10.0  # a client that reads nothing for this long is dropped
@@ -60,11 +61,5 @@ async def relay_console(ws: WebSocket, hv: Hypervisor, name: str) -> None:
 
 
 async def _client_to_guest(ws: WebSocket, stream: Any) -> None:
-    with contextlib.suppress(WebSocketDisconnect):
-        while True:
-            msg = await ws.receive()
-            if msg.get("type") == "websocket.disconnect":
-                return
-            data = msg.get("bytes") or (msg.get("text") or "").encode()
-            if data:
-                await asyncio.to_thread(stream.send, data)
+    async for data in client_bytes(ws):
+        await asyncio.to_thread(stream.send, data)

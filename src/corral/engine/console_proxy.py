@@ -12,6 +12,7 @@ from corral.engine.context import EngineContext
 from corral.engine.db.models import Host, Vm
 from corral.engine.services.auth import check_token
 from corral.errors import CorralError
+from corral.httpserve import client_bytes
 
 
 async def proxy_console(ws: WebSocket, name: str) -> None:
@@ -43,13 +44,8 @@ async def proxy_console(ws: WebSocket, name: str) -> None:
                     await ws.send_bytes(msg if isinstance(msg, bytes) else msg.encode())
 
             async def up() -> None:
-                while True:
-                    msg = await ws.receive()
-                    if msg.get("type") == "websocket.disconnect":
-                        return
-                    data = msg.get("bytes") or (msg.get("text") or "").encode()
-                    if data:
-                        await upstream.send(data)
+                async for data in client_bytes(ws):
+                    await upstream.send(data)
 
             # Either side ending ends the relay; the other is cancelled and awaited, so no
             # task outlives the connection and every exception is consumed here.
