@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from engine_seed import admin_client, seed_node
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 from websockets.asyncio.server import ServerConnection, serve
@@ -18,7 +19,6 @@ from websockets.asyncio.server import ServerConnection, serve
 from corral.engine.app import build_context
 from corral.engine.context import EngineContext, EngineSettings
 from corral.engine.db.models import Image, Vm
-from engine_seed import admin_client, seed_node
 
 
 class FakeConsole:
