@@ -31,6 +31,8 @@ from corral.errors import Conflict, CorralError, InvalidInput, NotFound
 
 ATTACHING, DETACHING, READY = "attaching", "detaching", "ready"
 _PREFIX = {"virtio": "vd", "scsi": "sd", "sata": "sd"}
+
+
 # -- the hook of the designer ----------------------------------------------------------------
 
 def pool_disk_spec(pool: StoragePool, source: str, fmt: str, bus: str = "virtio",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from sqlalchemy.orm import Session
 
 from corral.api import VmState
 from corral.engine.db.models import Vm
@@ -12,12 +12,12 @@ from corral.errors import NotFound, WrongState
 DEVICE_CHANGEABLE = (VmState.STOPPED, VmState.RUNNING)
 
 
-def find_vm(s: Any, name: str) -> Vm:
+def find_vm(s: Session, name: str) -> Vm:
     """The VM called ``name`` (404 when there is none)."""
     vm = s.query(Vm).filter_by(name=name).one_or_none()
     if vm is None:
         raise NotFound(f"VM {name} not found")
-    return vm  # type: ignore[no-any-return]
+    return vm
 
 
 def check_device_change(vm: Vm, what: str, devices: str) -> VmState:

@@ -52,6 +52,8 @@ from corral.errors import (
 )
 
 ATTACHING, DETACHING, READY = "attaching", "detaching", "ready"
+
+
 # -- rows, MACs and the hook of the designer ------------------------------------------------
 
 def nic_rows(s: Session, vm: Vm) -> list[Nic]:
