@@ -4,15 +4,22 @@ Every error carries a stable ``code``, an HTTP ``status`` and a message meant fo
 Lower-layer errors (libvirt, subprocess, httpx) are mapped at the boundary with
 ``raise CorralError(...) from exc``.
 
+As in httpx, the transport branch (``AgentUnreachable``: the agent never answered) is apart
+from "the agent answered with an error" (any other code it sent back): only the first says
+anything about whether a host is alive.
+
     CorralError (500 internal)
     ├── InvalidInput (422 invalid_input)     bad field value; ``field`` names it
     ├── NotFound (404 not_found)
     ├── Conflict (409 conflict)              duplicate name, resource in use
-    │   └── WrongState (409 wrong_state)     action not valid in the current state
+    │   ├── WrongState (409 wrong_state)     action not valid in the current state
+    │   └── Cancelled (409 cancelled)        the operation was cancelled (``operation cancel``)
     ├── Unauthorized (401 unauthorized)
     ├── InsufficientResources (409 insufficient_resources)
     ├── HostError (502 host_error)           the agent or a host tool failed
-    │   └── HypervisorError (502 hypervisor_error)  libvirt said no
+    │   ├── HypervisorError (502 hypervisor_error)  libvirt said no
+    │   └── AgentUnreachable (502 agent_unreachable)  no answer: refused, reset, lost
+    │       └── AgentTimeout (504 agent_timeout)      no answer in time
     └── Unavailable (503 unavailable)        a dependency is missing or not running
 """
 
@@ -60,6 +67,13 @@ class WrongState(Conflict):
     status = 409
 
 
+class Cancelled(Conflict):
+    """Ends an operation as ``cancelled``: raised by ``OpContext.check_cancelled``."""
+
+    code = "cancelled"
+    status = 409
+
+
 class Unauthorized(CorralError):
     code = "unauthorized"
     status = 401
@@ -80,6 +94,16 @@ class HypervisorError(HostError):
     status = 502
 
 
+class AgentUnreachable(HostError):
+    code = "agent_unreachable"
+    status = 502
+
+
+class AgentTimeout(AgentUnreachable):
+    code = "agent_timeout"
+    status = 504
+
+
 class Unavailable(CorralError):
     code = "unavailable"
     status = 503
@@ -88,8 +112,9 @@ class Unavailable(CorralError):
 _BY_CODE: dict[str, type[CorralError]] = {
     cls.code: cls
     for cls in (
-        CorralError, InvalidInput, NotFound, Conflict, WrongState, Unauthorized,
-        InsufficientResources, HostError, HypervisorError, Unavailable,
+        CorralError, InvalidInput, NotFound, Conflict, WrongState, Cancelled, Unauthorized,
+        InsufficientResources, HostError, HypervisorError, AgentUnreachable, AgentTimeout,
+        Unavailable,
     )
 }
 

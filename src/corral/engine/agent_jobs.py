@@ -19,7 +19,7 @@ from typing import Any
 from corral import errors
 from corral.engine.agent_client import AgentClient
 from corral.engine.operations import OpContext
-from corral.errors import CorralError, HostError, NotFound
+from corral.errors import AgentUnreachable, CorralError, HostError, NotFound
 
 POLL_WAIT_S = 20.0
 
@@ -54,7 +54,7 @@ def run_job(agent: AgentClient, op: OpContext, method: str, path: str, body: Any
             lost_since = None
         except NotFound as exc:
             raise HostError(f"the agent forgot job {job_id} (it restarted during the work)") from exc
-        except HostError:
+        except AgentUnreachable:  # no answer: it may come back; an answered error is final
             if lost_since is None:
                 lost_since = time.monotonic()
             if time.monotonic() - lost_since > unreachable_s:

@@ -6,6 +6,8 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
+
 from corral.engine.agent_client import RECONNECT_S, AgentClient
 from corral.engine.db.models import Host
 from corral.engine.db.session import Database
@@ -20,6 +22,9 @@ class EngineSettings:
     db_url: str = ""
     reconcile_interval: float = 2.0
     agent_reconnect_s: float = RECONNECT_S  # how long a call waits for a restarting agent
+    # How long a host's agent must stay unreachable (over at least two polls) before the
+    # host is taken as unresponsive: one slow answer or a restart must not fence it.
+    host_grace_s: float = 30.0
 
     def __post_init__(self) -> None:
         if not self.db_url:
@@ -32,6 +37,8 @@ class EngineContext:
     db: Database
     bus: EventBus
     ops: OperationRunner
+    # What carries requests to agents; None is the network (tests put a fake agent here).
+    agent_transport: httpx.BaseTransport | None = None
     _agents: dict[str, AgentClient] = field(default_factory=dict)
     _agents_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -50,7 +57,8 @@ class EngineContext:
                     if host is None:
                         raise NotFound(f"host {host_id} not found")
                     client = AgentClient(host.url, host.token,
-                                         reconnect_s=self.settings.agent_reconnect_s)
+                                         reconnect_s=self.settings.agent_reconnect_s,
+                                         transport=self.agent_transport)
                 self._agents[host_id] = client
             return client
 

@@ -5,7 +5,11 @@ Each pass, for every host that is up:
 - a VM whose domain vanished from its host is defined again (and started if it should run);
 - a VM that should run but was powered off from inside the guest is taken as stopped:
   the guest's own shutdown is the user's intent, not a failure to undo;
-- a host whose agent does not answer becomes ``unresponsive`` (HA builds on this later).
+- a host whose agent has not answered (a transport error: refused, reset, timed out) for
+  ``host_grace_s`` and at least two polls becomes ``unresponsive``; HA fences on that, so
+  neither an error the agent answered with (a bug's 500) nor one slow answer may cause it.
+  An answered error is logged and the host's status left as it is; the next answer makes
+  it ``up`` again.
 VMs with an operation in progress are left alone: their operation owns them.
 """
 
@@ -13,21 +17,37 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from corral.api import VmState
 from corral.engine.context import EngineContext
 from corral.engine.db.models import Host, Vm, utcnow
 from corral.engine.services import vms as vm_service
-from corral.errors import CorralError
+from corral.errors import AgentUnreachable, CorralError
 
 log = logging.getLogger(__name__)
 
 _SETTLED = {VmState.CREATING.value, VmState.DELETING.value}
+MIN_MISSES = 2  # a single failed poll never makes a host unresponsive, whatever the grace
+
+
+@dataclass
+class _Misses:
+    """Consecutive polls of one host that got no answer, since ``first`` (clock time)."""
+
+    first: float
+    count: int = 0
 
 
 class Reconciler:
-    def __init__(self, ctx: EngineContext) -> None:
+    """``clock``: monotonic seconds; tests pass their own to step through the grace."""
+
+    def __init__(self, ctx: EngineContext, clock: Callable[[], float] = time.monotonic) -> None:
         self.ctx = ctx
+        self._clock = clock
+        self._misses: dict[str, _Misses] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="reconciler", daemon=True)
 
@@ -48,17 +68,26 @@ class Reconciler:
     def run_once(self) -> None:
         with self.ctx.db.session() as s:
             host_ids = [h.id for h in s.query(Host)]
+        for gone in self._misses.keys() - set(host_ids):  # hosts removed meanwhile
+            del self._misses[gone]
         for host_id in host_ids:
             self._host(host_id)
 
     def _host(self, host_id: str) -> None:
         ctx = self.ctx
+        asked = self._clock()
         try:
             reported = ctx.agent(host_id).domains()
-        except CorralError as exc:
-            self._host_status(host_id, "unresponsive", str(exc))
+        except AgentUnreachable as exc:
+            self._missed(host_id, asked, exc)
             return
-        self._host_status(host_id, "up", None)
+        except CorralError as exc:
+            # It answered, so it is reachable: not a miss, and no grounds to fence it.
+            self._misses.pop(host_id, None)
+            log.warning("host %s: poll failed (status left as it is): %s", host_id, exc)
+            return
+        self._misses.pop(host_id, None)
+        self._host_status(host_id, "up", "agent answered")
         by_id = {d["vm_id"]: d for d in reported if d.get("vm_id")}
         with ctx.db.session() as s:
             rows = [(v.id, v.name, v.state, v.desired_power)
@@ -98,7 +127,19 @@ class Reconciler:
             fields["desired_power"] = "stopped"  # shut down from inside the guest
         vm_service._set(ctx, vm_id, **fields)
 
-    def _host_status(self, host_id: str, status: str, reason: str | None) -> None:
+    def _missed(self, host_id: str, asked: float, exc: AgentUnreachable) -> None:
+        # Unreachable since the first unanswered poll was sent, not since it gave up.
+        now = self._clock()
+        misses = self._misses.setdefault(host_id, _Misses(first=asked))
+        misses.count += 1
+        gone_s = now - misses.first
+        log.info("host %s: poll %d without an answer (%.0f s): %s",
+                 host_id, misses.count, gone_s, exc)
+        if misses.count >= MIN_MISSES and gone_s >= self.ctx.settings.host_grace_s:
+            self._host_status(host_id, "unresponsive",
+                              f"no answer for {gone_s:.0f} s ({misses.count} polls): {exc}")
+
+    def _host_status(self, host_id: str, status: str, reason: str) -> None:
         with self.ctx.db.session() as s:
             host = s.get(Host, host_id)
             if host is None:
