@@ -265,7 +265,7 @@ def test_nat_network_dhcp_dns_masquerade_and_delete(make_ns: Any) -> None:
     masq = [r for r in rules if any("masquerade" in e for e in r["expr"])]
     assert len(masq) == 1 and masq[0]["comment"] == "corral:nt"
     assert all(r["comment"] == "corral:nt" for r in rules)
-    assert sorted(host.nft_chains()) == ["fwd-nt", "nat-nt"]
+    assert sorted(host.nft_chains()) == ["fwd-crnt0", "nat-crnt0"]  # named by device
 
     # DHCP from a client namespace through a veth on the bridge
     t0 = time.monotonic()

@@ -162,14 +162,14 @@ def test_nft_ruleset_is_json_and_tagged() -> None:
     assert doc[0] == {"add": {"table": {"family": "inet", "name": "corral"}}}
     chains = [c["add"]["chain"] for c in doc if "chain" in c.get("add", {})]
     assert [(c["name"], c["hook"], c["type"]) for c in chains] == [
-        ("fwd-default", "forward", "filter"),
-        ("nat-default", "postrouting", "nat"),
+        ("fwd-corral0", "forward", "filter"),
+        ("nat-corral0", "postrouting", "nat"),
     ]
     assert all(c["table"] == "corral" and c["policy"] == "accept" for c in chains)
     rules = [c["add"]["rule"] for c in doc if "rule" in c.get("add", {})]
     assert rules and all(r["comment"] == "corral:default" for r in rules)
     masq = [r for r in rules if {"masquerade": None} in r["expr"]]
-    assert len(masq) == 1 and masq[0]["chain"] == "nat-default"
+    assert len(masq) == 1 and masq[0]["chain"] == "nat-corral0"
     assert masq[0]["expr"][1]["match"] == {
         "op": "!=",
         "left": {"payload": {"protocol": "ip", "field": "daddr"}},
@@ -179,7 +179,7 @@ def test_nft_ruleset_is_json_and_tagged() -> None:
     for command in doc:
         for verb in ("flush", "delete"):
             if verb in command:
-                assert command[verb]["chain"]["name"] in ("fwd-default", "nat-default")
+                assert command[verb]["chain"]["name"] in ("fwd-corral0", "nat-corral0")
 
 
 ROUTES: list[dict[str, Any]] = [
@@ -297,7 +297,7 @@ def test_isolated_and_routed_rules() -> None:
     iso = spec(mode="isolated")
     doc = nat.render_ruleset(iso)["nftables"]
     chains = [c["add"]["chain"]["name"] for c in doc if "chain" in c.get("add", {})]
-    assert chains == ["fwd-default"]  # no NAT chain
+    assert chains == ["fwd-corral0"]  # no NAT chain
     rules = [c["add"]["rule"]["expr"] for c in doc if "rule" in c.get("add", {})]
     assert len(rules) == 2 and all(r[-1] == {"drop": None} for r in rules)
     # in X and out not X (or the reverse): bridged traffic within the network never matches
@@ -310,7 +310,7 @@ def test_isolated_and_routed_rules() -> None:
         e for c in nat.render_ruleset(vlan)["nftables"] if "rule" in c.get("add", {})
         for e in c["add"]["rule"]["expr"]]
     natted = [c["add"]["rule"]["expr"] for c in nat.render_ruleset(GOOD)["nftables"]
-              if "rule" in c.get("add", {}) and c["add"]["rule"]["chain"] == "fwd-default"]
+              if "rule" in c.get("add", {}) and c["add"]["rule"]["chain"] == "fwd-corral0"]
     assert natted[-1][-1] == {"drop": None}  # new connections in are refused
 
 
@@ -319,3 +319,15 @@ def test_dnsmasq_serves_the_gateway_device(tmp_path: Path) -> None:
     lines = dnsmasq.render_config(ovs, dnsmasq.Paths.of(ovs, tmp_path)).splitlines()
     assert f"interface={ovs.l3_device}" in lines
     assert "dhcp-option=option:mtu,1450" in lines
+
+
+def test_chains_are_named_by_device_and_older_names_are_replaced() -> None:
+    # Two nodes on one machine may both have a network "default", never the same bridge.
+    other = spec(bridge="crlbench0")
+    assert set(nat.chain_names(GOOD)).isdisjoint(nat.chain_names(other))
+    rule_on = {"rule": {"chain": "fwd-default", "comment": "corral:default", "expr": [
+        {"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "corral0"}},
+        {"accept": None}]}}
+    # an older corral's chain on our device is ours to replace; on another device it is not
+    assert nat._legacy_chains(GOOD, [rule_on]) == {"fwd-default"}
+    assert nat._legacy_chains(other, [rule_on]) == set()

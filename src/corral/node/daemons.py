@@ -6,14 +6,22 @@ exits would stay a zombie that libvirt waits on when it stops a domain. tini, a 
 subreaper, reaps them.
 
 Where corral uses TCG although /dev/kvm exists (nested virtualization), libvirtd runs in a
-private mount namespace with /dev/kvm hidden: libvirt 9 otherwise finds KVM "usable" on
-every call, throws its capability cache away and probes QEMU again (about 10 s per
-domain definition here).
+private mount namespace where KVM is cleanly absent: an empty root-only regular file is
+bound over /dev/kvm. libvirt keeps its QEMU capability cache only while its own "is KVM
+usable by the QEMU user" check agrees with what the cached probe found. Binding /dev/null
+there (as corral once did) made the check say yes (mode 0666) and the probe say no (not a
+KVM device), so every capability lookup threw the cache away and probed QEMU again: 11.5 s
+per domain definition. With a root-only file both say no, and a define takes milliseconds.
+Hosts that use KVM leave /dev/kvm alone.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import signal
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -31,6 +39,23 @@ def libvirt_works(uri: str = "qemu:///system") -> bool:
     return proc.returncode == 0
 
 
+def _pids(name: str) -> list[int]:
+    proc = subprocess.run(["pgrep", "-x", name], capture_output=True, text=True, timeout=10,
+                          check=False)
+    return [int(p) for p in proc.stdout.split()]
+
+
+def _stop(pids: list[int], timeout: float) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while any(Path(f"/proc/{pid}").exists() for pid in pids):
+        if time.monotonic() > deadline:
+            raise Unavailable(f"libvirtd {pids} did not stop within {timeout:g} s")
+        time.sleep(0.1)
+
+
 def _need(binary: str, package: str) -> str:
     path = shutil.which(binary)
     if path is None:
@@ -38,9 +63,28 @@ def _need(binary: str, package: str) -> str:
     return path
 
 
-# Runs "$@" with /dev/kvm replaced by /dev/null in a private mount namespace. The script is a
-# constant: the command arrives as positional arguments, never inside the string.
-_HIDE_KVM = 'mount --bind /dev/null /dev/kvm && exec "$@"'
+# Runs "$@" with the file $1 bound over /dev/kvm in a private mount namespace. The script is
+# a constant: the file and the command arrive as positional arguments, never inside it.
+_HIDE_KVM = 'mount --bind "$1" /dev/kvm && shift && exec "$@"'
+# What libvirtd sees as /dev/kvm where KVM is hidden: no device, and not accessible to the
+# QEMU user, so libvirt's usability check and its probe agree (see the module docstring).
+NO_KVM = Path("/var/lib/libvirt/corral-no-kvm")
+
+
+def _no_kvm_file() -> Path:
+    NO_KVM.parent.mkdir(parents=True, exist_ok=True)
+    NO_KVM.touch(exist_ok=True)
+    NO_KVM.chmod(0o600)
+    return NO_KVM
+
+
+def sees_dev_null_as_kvm(pid: int) -> bool:
+    """Whether the process views /dev/null as /dev/kvm (a libvirtd of an older corral)."""
+    try:
+        st = os.stat(f"/proc/{pid}/root/dev/kvm")
+    except OSError:
+        return False
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == os.stat("/dev/null").st_rdev
 
 
 def spawn_daemon(argv: list[str], log: Path, hide_kvm: bool = False) -> subprocess.Popen[bytes]:
@@ -48,7 +92,7 @@ def spawn_daemon(argv: list[str], log: Path, hide_kvm: bool = False) -> subproce
     full = [_need("tini", "tini"), "-s", "--", *argv]
     if hide_kvm and Path("/dev/kvm").exists():
         full = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", _HIDE_KVM,
-                "sh", *full]
+                "sh", str(_no_kvm_file()), *full]
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         return subprocess.Popen(full, stdout=out, stderr=subprocess.STDOUT,
@@ -58,8 +102,15 @@ def spawn_daemon(argv: list[str], log: Path, hide_kvm: bool = False) -> subproce
 def ensure_libvirtd(uri: str = "qemu:///system", log_dir: Path = Path("/var/log/libvirt"),
                     timeout: float = 30.0, hide_kvm: bool = False) -> str:
     """Start virtlogd and libvirtd if libvirt does not answer; say what was done."""
+    restarted = ""
     if libvirt_works(uri):
-        return "libvirtd already running (started outside corral)"
+        slow = [pid for pid in _pids("libvirtd") if sees_dev_null_as_kvm(pid)]
+        if not slow:
+            return "libvirtd already running (started outside corral)"
+        # Started by an older corral: it re-probes QEMU on every define (11 s). Replace it;
+        # QEMU processes outlive libvirtd, and the new one adopts them.
+        _stop(slow, timeout)
+        restarted = f"replaced libvirtd {slow} that saw /dev/null as /dev/kvm; "
     virtlogd = _need("virtlogd", "libvirt-daemon-system")
     libvirtd = _need("libvirtd", "libvirt-daemon-system")
     # A daemon that already runs in this mount namespace holds its pid-file lock, so a
@@ -69,7 +120,7 @@ def ensure_libvirtd(uri: str = "qemu:///system", log_dir: Path = Path("/var/log/
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if libvirt_works(uri):
-            return "started libvirtd and virtlogd"
+            return f"{restarted}started libvirtd and virtlogd"
         if daemon.poll() is not None:
             break
         time.sleep(0.3)

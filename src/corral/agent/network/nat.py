@@ -43,7 +43,25 @@ _lock = threading.Lock()  # the table is shared by every network: one change at 
 
 
 def chain_names(spec: NetworkSpec) -> tuple[str, str]:
-    return f"fwd-{spec.name}", f"nat-{spec.name}"
+    """Named by the gateway device, not the network: two nodes on one machine may both have a
+    network ``default``, but never the same device, so neither touches the other's chains."""
+    dev = spec.l3_device or spec.bridge
+    return f"fwd-{dev}", f"nat-{dev}"
+
+
+def _legacy_chains(spec: NetworkSpec, items: list[dict[str, Any]]) -> set[str]:
+    """Chains of an older corral (named ``fwd-NAME``/``nat-NAME``) whose rules are on this
+    network's device: replaced by ``chain_names``' and removed with them."""
+    old = {f"fwd-{spec.name}", f"nat-{spec.name}"} - set(chain_names(spec))
+    dev = spec.l3_device
+    found: set[str] = set()
+    for item in items:
+        rule = item.get("rule")
+        if rule and rule.get("chain") in old and dev is not None and any(
+            expr.get("match", {}).get("right") == dev for expr in rule.get("expr", [])
+        ):
+            found.add(rule["chain"])
+    return found
 
 
 def comment(spec: NetworkSpec) -> str:
@@ -147,12 +165,13 @@ def ensure(spec: NetworkSpec) -> bool:
     not need). True when a chain was created now."""
     wanted = wanted_chains(spec)
     with _lock:
-        present = _present_chains(spec, _table())
+        items = _table()
+        present = _present_chains(spec, items)
         commands: list[dict[str, Any]] = []
         if wanted:
             commands += render_ruleset(spec)["nftables"]
         where = {"family": FAMILY, "table": TABLE}
-        for name in sorted(present - set(wanted)):
+        for name in sorted((present - set(wanted)) | _legacy_chains(spec, items)):
             commands.append({"flush": {"chain": {**where, "name": name}}})
             commands.append({"delete": {"chain": {**where, "name": name}}})
         if commands:
@@ -173,7 +192,8 @@ def delete(spec: NetworkSpec) -> bool:
     """Remove this network's chains (and so its rules), and the table once it is empty.
     True when there was something of this network."""
     with _lock:
-        present = _present_chains(spec, _table())
+        items = _table()
+        present = _present_chains(spec, items) | _legacy_chains(spec, items)
         if present:
             where = {"family": FAMILY, "table": TABLE}
             commands: list[dict[str, Any]] = []
