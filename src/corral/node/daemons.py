@@ -6,13 +6,16 @@ exits would stay a zombie that libvirt waits on when it stops a domain. tini, a 
 subreaper, reaps them.
 
 Where corral uses TCG although /dev/kvm exists (nested virtualization), libvirtd runs in a
-private mount namespace where KVM is cleanly absent: an empty root-only regular file is
-bound over /dev/kvm. libvirt keeps its QEMU capability cache only while its own "is KVM
-usable by the QEMU user" check agrees with what the cached probe found. Binding /dev/null
-there (as corral once did) made the check say yes (mode 0666) and the probe say no (not a
-KVM device), so every capability lookup threw the cache away and probed QEMU again: 11.5 s
-per domain definition. With a root-only file both say no, and a define takes milliseconds.
-Hosts that use KVM leave /dev/kvm alone.
+private mount namespace where KVM is cleanly absent: a root-only (0600) copy of the
+/dev/null device node is bound over /dev/kvm. libvirt keeps its QEMU capability cache only
+while its own "is KVM usable by the QEMU user" check agrees with what the cached probe
+found. Binding /dev/null itself there (as corral once did) made the check say yes (mode
+0666) and the probe say no (not a KVM device), so every capability lookup threw the cache
+away and probed QEMU again: 11.5 s per domain definition. With a root-only node both say
+no, and a define takes milliseconds. It must be a device node, not a regular file: libvirt
+moves the mounts under /dev into each QEMU's own /dev, and moving a regular file's bind
+mount there fails ("Unable to move ... mount to /dev/kvm"). Hosts that use KVM leave
+/dev/kvm alone.
 """
 
 from __future__ import annotations
@@ -63,28 +66,39 @@ def _need(binary: str, package: str) -> str:
     return path
 
 
-# Runs "$@" with the file $1 bound over /dev/kvm in a private mount namespace. The script is
+# Runs "$@" with the node $1 bound over /dev/kvm in a private mount namespace. The script is
 # a constant: the file and the command arrive as positional arguments, never inside it.
 _HIDE_KVM = 'mount --bind "$1" /dev/kvm && shift && exec "$@"'
-# What libvirtd sees as /dev/kvm where KVM is hidden: no device, and not accessible to the
-# QEMU user, so libvirt's usability check and its probe agree (see the module docstring).
+# What libvirtd sees as /dev/kvm where KVM is hidden: no KVM device, and not accessible to
+# the QEMU user, so libvirt's usability check and its probe agree (see the module docstring).
 NO_KVM = Path("/var/lib/libvirt/corral-no-kvm")
 
 
 def _no_kvm_file() -> Path:
+    null = os.stat("/dev/null").st_rdev
+    try:
+        st = os.stat(NO_KVM)
+        if stat.S_ISCHR(st.st_mode) and st.st_rdev == null and st.st_mode & 0o777 == 0o600:
+            return NO_KVM
+        NO_KVM.unlink()
+    except FileNotFoundError:
+        pass
     NO_KVM.parent.mkdir(parents=True, exist_ok=True)
-    NO_KVM.touch(exist_ok=True)
-    NO_KVM.chmod(0o600)
+    os.mknod(NO_KVM, stat.S_IFCHR | 0o600, null)
+    os.chown(NO_KVM, 0, 0)
+    os.chmod(NO_KVM, 0o600)  # mknod honours the umask
     return NO_KVM
 
 
 def sees_dev_null_as_kvm(pid: int) -> bool:
-    """Whether the process views /dev/null as /dev/kvm (a libvirtd of an older corral)."""
+    """Whether the process views /dev/null, mode 0666, as /dev/kvm (a libvirtd of an older
+    corral; our own node is the same device, but root-only)."""
     try:
         st = os.stat(f"/proc/{pid}/root/dev/kvm")
     except OSError:
         return False
-    return stat.S_ISCHR(st.st_mode) and st.st_rdev == os.stat("/dev/null").st_rdev
+    return (stat.S_ISCHR(st.st_mode) and st.st_rdev == os.stat("/dev/null").st_rdev
+            and st.st_mode & 0o006 != 0)
 
 
 def spawn_daemon(argv: list[str], log: Path, hide_kvm: bool = False) -> subprocess.Popen[bytes]:
