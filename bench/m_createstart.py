@@ -22,13 +22,26 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from benchnode import BenchNode
 from corral.api import VmCreate
 from corral.client import Client
 from corral.domainxml import Domain
 from timing import BenchError, say, wait_running
+
+
+class CreateNode(Protocol):
+    """What the measurement needs of a node: a lab host's (benchnode) or this machine's own
+    (node_createstart)."""
+
+    @property
+    def uri(self) -> str: ...
+
+    @property
+    def storage(self) -> Path: ...
+
+    def client(self, timeout: float = 60.0) -> Client: ...
+
 
 MEMORY = "128M"
 CPUS = 1
@@ -94,7 +107,7 @@ def corral_delete(client: Client, name: str) -> None:
 class VirshTwin:
     """Domains made from corral's XML with `virsh create`, disks and logs in ``work``."""
 
-    def __init__(self, node: BenchNode, template_xml: str, work: Path) -> None:
+    def __init__(self, node: CreateNode, template_xml: str, work: Path) -> None:
         self.node = node
         self.template = template_xml
         self.work = work
@@ -171,7 +184,7 @@ def leftover_twins(uri: str, prefix: str) -> list[str]:
     return [n.strip() for n in out.splitlines() if n.strip().startswith(prefix)]
 
 
-def run(node: BenchNode, conn: Any, pairs: int, work: Path) -> CreateStartResult:
+def run(node: CreateNode, conn: Any, pairs: int, work: Path) -> CreateStartResult:
     res = CreateStartResult()
     with node.client() as client:
         # Warm-up pair (not counted): first starts pay for caches; gives the template XML.
