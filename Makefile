@@ -40,10 +40,13 @@ test: venv
 	$(VENV)/bin/pytest -q --durations=25 tests
 
 # Each benchmark starts its own lab host and writes its own section of docs/benchmarks.md.
+# bench/all.py runs every one of them (one failing does not skip the others), then prints
+# which passed, missed a target or failed; it fails when one failed. `make bench BENCHES=run`
+# runs one.
 BENCHES := run provision image_import network snapshots storage_throughput
 
 bench: venv
-	@for b in $(BENCHES); do echo "== bench/$$b.py"; $(PY) bench/$$b.py || exit 1; done
+	@$(PY) bench/all.py $(BENCHES)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -20,9 +20,9 @@ import httpx
 
 from benchnode import BenchNode
 from corral.api import VmCreate
-from corral.images.tiny import BOOT_MARKER
+from guests import wait_booted
 from m_createstart import CPUS, IMAGE, MEMORY
-from timing import BenchError, say, wait_running, wait_until
+from timing import BenchError, say, wait_running
 
 VM = "ba-ack"
 WARMUP = 4
@@ -44,8 +44,7 @@ def start_vm(node: BenchNode, conn: Any) -> float:
         op = client.create_vm(VmCreate(name=VM, image=IMAGE, memory=MEMORY, cpus=CPUS, start=True))
         wait_running(conn, VM, t0, 60)
         client.wait(op.id, timeout=120)
-        wait_until(f"{VM} to print {BOOT_MARKER}", lambda: BOOT_MARKER in client.console_log(VM),
-                   timeout=180, every=0.5)
+        wait_booted(client, [VM], timeout=180, every=0.5)
         return time.perf_counter() - t0
 
 

@@ -16,9 +16,9 @@ import libvirt
 
 from benchnode import BenchNode
 from corral.api import VmCreate
-from corral.images.tiny import BOOT_MARKER
+from guests import wait_booted
 from m_createstart import CPUS, IMAGE, MEMORY
-from timing import BenchError, say, wait_until
+from timing import BenchError, say
 
 SETTLE_S = 10.0
 SAMPLES = 5
@@ -64,15 +64,7 @@ def run(node: BenchNode, conn: Any, target_vms: int, already: list[str]) -> RssR
             client.wait(op.id, timeout=180)
             names.append(name)
             say(f"rss: {len(names)}/{target_vms} VMs started")
-        pending = set(names)
-
-        def all_booted() -> bool:
-            for name in sorted(pending):
-                if BOOT_MARKER in client.console_log(name):
-                    pending.discard(name)
-            return not pending
-
-        wait_until(f"{target_vms} guests to boot", all_booted, timeout=600, every=2.0)
+        wait_booted(client, names, timeout=600, every=2.0)  # names those that did not
         res.boot_all_s = time.monotonic() - t0
         running = [d.name() for d in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
                    if d.state()[0] == libvirt.VIR_DOMAIN_RUNNING]

@@ -29,11 +29,11 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import outcome
 import sections
 from corral.agent.network import NetworkSpec, dnsmasq
 from corral.api import NetworkCreate
@@ -278,7 +278,7 @@ def section(started: str, duration: float, create: CreateResult | None, tp: Thro
              "Raw tools measured in the same run, interleaved (DESIGN.md, rule 9). At the "
              f"start: {'; '.join(at_start)}. At the end: {facts()[-1]}.", ""]
     if error:
-        lines += [f"**The run failed:** {error}", ""]
+        lines += sections.error_lines("**The run failed:**", error)
     if create and create.corral_total:
         ratio = median(create.corral_total) / median(create.raw_total)
         lines += [
@@ -337,7 +337,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _sigterm)
     root: Path = args.root.absolute()
     root.mkdir(parents=True, exist_ok=True)
-    started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    measured = sections.Measured.now()
+    started = f"{measured.started:%Y-%m-%d %H:%M} UTC"
     t_start = time.monotonic()
     at_start = facts()
     create: CreateResult | None = None
@@ -367,9 +368,9 @@ def main(argv: list[str] | None = None) -> int:
             host.run([*CORRAL, "down", "--data-dir", str(data_dir)], timeout=60, check=False)
         host.stop()
     text = section(started, time.monotonic() - t_start, create, tp, error, at_start)
-    sections.write_section(args.report, "network", text)
+    sections.write_section(args.report, "network", text, measured)
     print(text)
-    return 1 if error else 0
+    return outcome.finish(error)  # no target: ratios against the raw tools, for information
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import outcome
 import sections
 from benchnode import PORT, BenchNode, seed_debs
 from corral.api import CloudInit, VmCreate
@@ -44,6 +45,7 @@ from corral.client import Client
 from corral.cloudinit import build_iso, render
 from corral.domainxml import Domain
 from corral.lab import LabHost
+from guests import not_booted
 from timing import BenchError, median, say
 
 REPO = Path(__file__).resolve().parents[1]
@@ -175,7 +177,11 @@ def corral_run(client: Client, events: OpEvents, node: BenchNode, key: Path, nam
     res.ack_s.append(time.time() - t0)
     proc = _poller(node, client.get_vm(name).mac or "", key, 120)
     client.wait(op.id, timeout=120)
-    polled = _poll_result(proc, 150)
+    try:
+        polled = _poll_result(proc, 150)
+    except BenchError as exc:
+        raise not_booted(f"{name} to answer SSH ({exc})", 120, [name], 1, client.console_log,
+                         state="not answering") from None
     if name not in polled["out"]:
         raise BenchError(f"{name}: the guest's host name is not {name}: {polled['out']!r}")
     return Sample(t0, polled["lease"], polled["banner"], polled["login"], events.steps(op.id))
@@ -211,6 +217,10 @@ def raw_run(node: BenchNode, template: str, key: Path, work: Path, name: str) ->
         raise BenchError(f"virsh create {name}: {created.stderr.strip()}")
     try:
         polled = _poll_result(proc, 150)
+    except BenchError as exc:
+        raise not_booted(f"{name} (raw twin) to answer SSH ({exc})", 120, [name], 1,
+                         lambda vm: (work / f"{vm}.log").read_text(errors="replace"),
+                         state="not answering") from None
     finally:
         subprocess.run(["virsh", "-c", node.uri, "destroy", name], capture_output=True, timeout=60,
                        check=False)
@@ -272,7 +282,7 @@ def report(res: Result, facts: dict[str, str]) -> str:
     lines = [
         "## Provisioning: `vm create` with cloud-init until SSH answers (bench/provision.py)",
         "",
-        f"Written on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {len(c)} runs each, medians; the raw "
+        f"{len(c)} runs each, medians; the raw "
         "twin is `virsh create` of the same domain XML with an overlay and a seed made beforehand "
         "(untimed), measured interleaved in the same run (DESIGN.md, rule 9). Tiny guest, 128 MiB, "
         "1 vCPU; the seed holds a host name, an SSH key and a runcmd.",
@@ -313,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     root: Path = args.root.absolute()
     root.mkdir(parents=True, exist_ok=True)
     root.chmod(0o755)
+    measured = sections.Measured.now()
     res = Result()
     host = LabHost(NAME, INDEX, root / "host")
     node: BenchNode | None = None
@@ -347,11 +358,11 @@ def main(argv: list[str] | None = None) -> int:
     facts["load average at the end"] = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     if error or not res.corral:
         print(f"no report written: {error}", file=sys.stderr)
-        return 1
+        return outcome.finish(error or "no run measured")
     section = report(res, facts)
-    sections.write_section(args.report, "provision", section)
+    sections.write_section(args.report, "provision", section, measured)
     print(section)
-    return 0
+    return outcome.finish(None)  # no target: corral against the raw twin, for information
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import sections
 from m_ack import AckResult
 from m_createstart import CreateStartResult
 from m_rss import RssResult
@@ -106,7 +107,7 @@ def markdown(run: Run) -> str:
         "",
     ]
     if run.error:
-        lines += [f"**The run did not finish:** {run.error}", ""]
+        lines += sections.error_lines("**The run did not finish:**", run.error)
     lines += ["### Results", "", _row("Measure", "Result", "Target", "Verdict"),
               _row("---", "---", "---", "---")]
     lines += [_row(v.what, v.figure, v.target, f"**{v.word}**") for v in verdicts(run)]

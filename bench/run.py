@@ -23,7 +23,6 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -34,9 +33,10 @@ import corral
 import m_ack
 import m_createstart
 import m_rss
+import outcome
 import sections
 from benchnode import BenchNode, seed_debs, start_lab_host
-from report import Run, markdown, summary
+from report import Run, markdown, summary, verdicts
 from timing import say
 
 REPO = Path(__file__).resolve().parents[1]
@@ -144,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     root: Path = args.root.absolute()
     root.mkdir(parents=True, exist_ok=True)
     root.chmod(0o755)
-    run = Run(started=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), facts=machine_facts())
+    measured = sections.Measured.now()
+    run = Run(started=f"{measured.started:%Y-%m-%d %H:%M} UTC", facts=machine_facts())
     t_start = time.monotonic()
     node: BenchNode | None = None
     conn: Any = None
@@ -191,10 +192,10 @@ def main(argv: list[str] | None = None) -> int:
     target: Path = args.report
     if run.error:
         target = root / "benchmarks-partial.md"  # keep the last complete report
-    sections.write_section(target, "node", markdown(run))
+    sections.write_section(target, "node", markdown(run), measured)
     print(summary(run))
     print(f"report: {target}")
-    return 1 if run.error else 0
+    return outcome.finish(run.error, [v.what for v in verdicts(run) if v.ok is False])
 
 
 if __name__ == "__main__":

@@ -1,22 +1,94 @@
 """docs/benchmarks.md is shared by several benchmarks: each owns one marked section.
 
 A section is the text between ``<!-- NAME -->`` and ``<!-- /NAME -->``; writing it replaces
-only that section (or appends it), so one benchmark never erases another's results.
+only that section (or appends it), so one benchmark never erases another's results. Every
+section says what it measured: the commit (``git rev-parse --short HEAD``, ``+dirty`` when
+the working tree had changes) and when the run started (:class:`Measured`, taken at the
+start of a run: the tree may change while a long run goes on).
 """
 
 from __future__ import annotations
 
+import subprocess
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+# The reports themselves change with every run: they do not make the tree dirty.
+REPORTS = ("docs/benchmarks.md",)
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True,
+                             timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout if out.returncode == 0 else None
+
+
+def commit() -> str:
+    """``git rev-parse --short HEAD``, plus ``+dirty`` when tracked or untracked files differ
+    from it (the reports excepted); ``unknown`` outside a git checkout."""
+    head = _git("rev-parse", "--short", "HEAD")
+    if head is None:
+        return "unknown"
+    changes = _git("status", "--porcelain", "--", ".", *(f":(exclude){r}" for r in REPORTS))
+    return head.strip() + ("+dirty" if changes is None or changes.strip() else "")
+
+
+@dataclass(frozen=True)
+class Measured:
+    """Which commit a run measured, and when it started."""
+
+    commit: str
+    started: datetime
+
+    @classmethod
+    def now(cls) -> Measured:
+        return cls(commit(), datetime.now(UTC))
+
+    def line(self) -> str:
+        return (f"Measured commit `{self.commit}` (`git rev-parse --short HEAD`"
+                f"{'; +dirty: the working tree had uncommitted changes' if self.dirty else ''}), "
+                f"run started {self.started:%Y-%m-%d %H:%M} UTC.")
+
+    @property
+    def dirty(self) -> bool:
+        return self.commit.endswith("+dirty")
+
+
+def error_lines(lead: str, error: str) -> list[str]:
+    """Markdown of an error: ``lead`` and its first line; what follows (the console tails of
+    guests that did not boot, see guests.py) as a fenced block."""
+    first, _, rest = error.partition("\n")
+    lines = [f"{lead} {first}", ""]
+    if rest.strip():
+        lines += ["```", rest.strip("\n"), "```", ""]
+    return lines
 
 
 def markers(name: str) -> tuple[str, str]:
     return f"<!-- {name} -->", f"<!-- /{name} -->"
 
 
-def write_section(path: Path, name: str, body: str) -> None:
-    """Replace section ``name`` of the report at ``path`` with ``body`` (without markers)."""
+def with_measured(body: str, measured: Measured) -> str:
+    """``body`` with the line of :meth:`Measured.line` after its heading (or first)."""
+    lines = body.strip().splitlines()
+    at = 1 if lines and lines[0].startswith("#") else 0
+    rest = lines[at:]
+    while rest and not rest[0].strip():
+        rest = rest[1:]
+    return "\n".join([*lines[:at], *([""] if at else []), measured.line(), "", *rest])
+
+
+def write_section(path: Path, name: str, body: str, measured: Measured | None = None) -> None:
+    """Replace section ``name`` of the report at ``path`` with ``body`` (without markers),
+    saying which commit it measured and when: ``measured``, taken when the run started (if
+    None, now: the commit and time of the writing)."""
     begin, end = markers(name)
-    section = f"{begin}\n{body.strip()}\n{end}"
+    section = f"{begin}\n{with_measured(body, measured or Measured.now())}\n{end}"
     text = path.read_text() if path.exists() else "# Benchmarks\n"
     if begin in text and end in text:
         head, _, rest = text.partition(begin)

@@ -29,19 +29,19 @@ import shutil
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import outcome
 import sections
 from benchnode import BenchNode, fresh_node
 from corral.api import PowerAction, VmCreate
 from corral.api.storage import PoolCreate, VolumeCreate
 from corral.client import Client
-from corral.images.tiny import BOOT_MARKER
 from corral.lab import LabHost
 from corral.lab.guest_console import console_run
+from guests import wait_booted
 from timing import median, say
 
 REPO = Path(__file__).resolve().parents[1]
@@ -136,11 +136,7 @@ def measure(res: Result, root: Path, rounds: int, count: int) -> None:
             for ref in ("default/bdir", "ceph/brbd"):
                 _wait_ok(c, c.attach_disk(VM, ref).id, f"attach {ref}")
             _wait_ok(c, c.vm_action(VM, PowerAction.START).id, "vm start")
-            deadline = time.monotonic() + 180
-            while BOOT_MARKER not in c.console_log(VM):
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the tiny guest did not boot in 180 s")
-                time.sleep(0.5)
+            wait_booted(c, [VM], timeout=180, every=0.5)
             devs = {"dir": "vdb", "rbd": "vdc"}
             for kind, dev in devs.items():  # the attach order gave these names; check it
                 got = guest_sh(node, f"cat /sys/block/{dev}/size")
@@ -209,8 +205,8 @@ def section(res: Result, rounds: int, count: int) -> str:
               "cluster replicas cross a network to OSDs with their own disks and CPUs, so "
               "neither the figures nor the ratio carry over as they are; what does is the "
               "shape: a replicated RBD write costs several times a local qcow2 write.", ""]
-    if res.errors:
-        lines += ["Errors: " + "; ".join(res.errors), ""]
+    for error in res.errors:
+        lines += sections.error_lines("**Error:**", error)
     lines += ["Facts: " + "; ".join(f"{k}: {v}" for k, v in res.facts.items())]
     return "\n".join(lines)
 
@@ -229,7 +225,8 @@ def main() -> int:
     root: Path = args.root.absolute()
     root.mkdir(parents=True, exist_ok=True)
     root.chmod(0o755)
-    res = Result(started=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    measured = sections.Measured.now()
+    res = Result(started=f"{measured.started:%Y-%m-%d %H:%M} UTC",
                  facts={"machine": f"{platform.machine()}, {os.cpu_count()} CPUs"})
     t0 = time.monotonic()
     try:
@@ -239,10 +236,10 @@ def main() -> int:
     res.facts["load average at the end"] = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     res.duration_s = time.monotonic() - t0
     text = section(res, args.rounds, args.count)
-    sections.write_section(args.report, "storage_throughput", text)
+    sections.write_section(args.report, "storage_throughput", text, measured)
     print(text)
     print(json.dumps(res.mb_s))
-    return 1 if res.errors else 0
+    return outcome.finish("\n".join(res.errors) or None)  # no target: for information
 
 
 if __name__ == "__main__":

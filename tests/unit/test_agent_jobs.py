@@ -15,7 +15,7 @@ from corral.agent.jobs import JobReporter, JobRunner
 from corral.agent.jobs import router as jobs_router
 from corral.engine.agent_client import AgentClient
 from corral.engine.agent_jobs import run_job
-from corral.errors import Conflict, HostError, InvalidInput
+from corral.errors import Cancelled, Conflict, HostError, InvalidInput
 from corral.httpserve import install_error_handlers
 
 
@@ -86,11 +86,12 @@ def test_errors_and_cancel() -> None:
 
 
 class _Op:
-    """What run_job needs of an operation: progress."""
+    """What run_job needs of an operation: progress, and its cancel flag."""
 
     def __init__(self, op_id: str = "op-1") -> None:
         self.id = op_id
         self.seen: list[tuple[int, str | None]] = []
+        self.cancelled = False
 
     def progress(self, percent: int, message: str | None = None) -> None:
         self.seen.append((percent, message))
@@ -158,3 +159,32 @@ def test_run_job_raises_the_job_error_and_a_forgotten_job(
         run_job(client, _Op(), "POST", "/v1/bad")  # type: ignore[arg-type]
     with pytest.raises(HostError, match="forgot job no-such-job"):
         run_job(client, _Op(), "POST", "/v1/ghost")  # type: ignore[arg-type]
+
+
+def test_a_cancelled_operation_cancels_its_job(
+        agent: tuple[AgentClient, JobRunner, FastAPI]) -> None:
+    """The operation's cancel flag cancels the agent's job; run_job waits for the job to end
+    (it cleans up after itself) and raises Cancelled."""
+    client, runner, app = agent
+    cleaned = threading.Event()
+
+    def forever(report: JobReporter) -> dict[str, Any]:
+        try:
+            while True:
+                report(5, "working")
+                time.sleep(0.01)
+        finally:
+            cleaned.set()
+
+    @app.post("/v1/long")
+    def start_long() -> dict[str, Any]:
+        return runner.submit("long", "l:1", forever).to_dict()
+
+    class _Cancelling(_Op):
+        def progress(self, percent: int, message: str | None = None) -> None:
+            super().progress(percent, message)
+            self.cancelled = True  # cancelled once the work is under way
+
+    with pytest.raises(Cancelled):
+        run_job(client, _Cancelling(), "POST", "/v1/long")  # type: ignore[arg-type]
+    assert cleaned.is_set()

@@ -18,13 +18,14 @@ from typing import Any
 import pytest
 
 from corral.agent.network import firewall, ovs_flows
-from corral.agent.network.firewall import OvsTools, Port, dhcp_script
+from corral.agent.network.firewall import OvsTools, Port, SgTables, dhcp_script
 from corral.errors import NotFound
 
 MAC = "52:54:00:aa:bb:cc"
 TAP = "cv525400aabbcc"
 C = "cookie=0xc000525400aabbcc"
 HEAD = f"{C},priority=100,in_port={TAP},dl_src={MAC}"
+SG = SgTables("corral-sg", "corral-sg")
 
 
 def test_cookie_is_the_mac_under_a_corral_prefix() -> None:
@@ -128,7 +129,7 @@ def _fake_tools(tmp_path: Path, port_to_br: str = "cr-sw") -> tuple[OvsTools, Pa
 def test_dhcp_script_changes_flows_of_leased_addresses_only(tmp_path: Path) -> None:
     tools, log = _fake_tools(tmp_path)
     script = tmp_path / "learn.sh"
-    script.write_text(dhcp_script(str(tmp_path / "nft"), tools))
+    script.write_text(dhcp_script(str(tmp_path / "nft"), SG, tools))
     script.chmod(0o755)
     for args in (["add", MAC, "10.210.30.150", "a"],
                  ["del", MAC, "10.210.30.150"],
@@ -150,7 +151,7 @@ def test_dhcp_script_changes_flows_of_leased_addresses_only(tmp_path: Path) -> N
 def test_dhcp_script_ignores_taps_not_on_a_bridge_name(tmp_path: Path) -> None:
     tools, log = _fake_tools(tmp_path, port_to_br="x;reboot")
     script = tmp_path / "learn.sh"
-    script.write_text(dhcp_script(str(tmp_path / "nft"), tools))
+    script.write_text(dhcp_script(str(tmp_path / "nft"), SG, tools))
     script.chmod(0o755)
     subprocess.run([str(script), "add", MAC, "10.210.30.150"], check=True, timeout=20)
     assert not log.exists()

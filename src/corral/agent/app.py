@@ -1,4 +1,11 @@
-"""The agent's HTTP API, called by the engine (the same path a remote host uses)."""
+"""The agent's HTTP API, called by the engine (the same path a remote host uses).
+
+Memory: an idle agent holds only what its routes need to be registered and what every host
+runs (libvirt, the network, the firewall). A route that only some hosts or rare requests run
+(image download and import, libguestfs customization) imports its work inside the route, on
+its first call, as corral.agent.image_api does; its body model too, with
+corral.httpserve.validated. tests/unit/test_agent_imports.py keeps that so.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psutil
 from fastapi import Depends, FastAPI, Request, WebSocket
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict
@@ -77,6 +83,11 @@ class NetworkBody(BaseModel):
     serve: bool = True
 
 
+def _memory_bytes() -> int:
+    """The host's RAM (MemTotal, as psutil.virtual_memory().total reads it; without psutil)."""
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
 class Agent:
     """The host-local services behind the routes."""
 
@@ -95,7 +106,7 @@ class Agent:
             "hostname": socket.gethostname(),
             "agent_version": corral.__version__,
             "cpus": os.cpu_count() or 1,
-            "memory_mib": psutil.virtual_memory().total >> 20,
+            "memory_mib": _memory_bytes() >> 20,
             "virt_type": self.virt.type.value,
             "virt_note": self.virt.note,
             "libvirt_version": self.hv.version(),

@@ -7,24 +7,27 @@
 Each answers at once with the job; bad input is refused before the job starts (4xx).
 ``?op=OPERATION_ID`` makes a repeated request (an engine that restarted) return the job of the
 first one instead of doing the work twice (corral.agent.jobs).
+
+The work (httpx and the download stack, libguestfs, corral.api's models) is imported by the
+route on its first call, not at agent start (see corral.agent.app): most hosts never import
+or customize an image, and an idle agent should not carry them.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Body
 from pydantic import BaseModel, ConfigDict
 
-from corral.agent import customize
-from corral.agent.image_import import Importer
 from corral.agent.jobs import JobReporter, JobRunner
-from corral.api import GuestCustomize
 from corral.errors import Conflict, InvalidInput, NotFound, WrongState
+from corral.httpserve import validated
 from corral.validation import validate_name
 
 if TYPE_CHECKING:
     from corral.agent.app import Agent
+    from corral.agent.customize import Spec
 
 
 class ImageImportBody(BaseModel):
@@ -32,6 +35,15 @@ class ImageImportBody(BaseModel):
     source: str
     format: str = "auto"
     checksum: str | None = None
+
+
+def _customize_spec(body: object) -> Spec:
+    """The body as corral.api.GuestCustomize (the same 422s as a body declared with it), then
+    as the customization's own spec (validated again)."""
+    from corral.agent.customize import Spec
+    from corral.api import GuestCustomize
+
+    return Spec.from_request(validated(GuestCustomize, body).model_dump())
 
 
 def router(agent: Agent, runner: JobRunner) -> APIRouter:
@@ -44,14 +56,16 @@ def router(agent: Agent, runner: JobRunner) -> APIRouter:
 
     @r.post("/v1/images/{name}/import")
     def import_image(name: str, body: ImageImportBody, op: str | None = None) -> dict[str, Any]:
+        from corral.agent.image_import import Importer
+
         importer = Importer(storage, name, body.source, body.format, body.checksum)
         job = runner.submit("image.import", f"image:{name}", importer.run,
                             message=f"importing {body.source}", token=op)
         return job.to_dict()
 
     @r.post("/v1/images/{name}/customize")
-    def customize_image(name: str, body: GuestCustomize, op: str | None = None) -> dict[str, Any]:
-        spec = customize.Spec.from_request(body.model_dump())
+    def customize_image(name: str, body: Any = Body(), op: str | None = None) -> dict[str, Any]:
+        spec = _customize_spec(body)
         disk = storage.image_path(name)
         if not disk.exists() and storage.iso_path(name).exists():
             raise InvalidInput(f"image {name} is an ISO: there is no guest disk to customize",
@@ -64,15 +78,17 @@ def router(agent: Agent, runner: JobRunner) -> APIRouter:
             if users:
                 raise Conflict(f"image {name} is the base of VM disks ({', '.join(users)}): "
                                "changing it would corrupt them; customize the VMs instead")
-            return customize.customize_disk(disk, spec, build_dir, tcg=tcg(), report=report,
-                                            free_bytes=storage.free_bytes)
+            from corral.agent.customize import customize_disk
+
+            return customize_disk(disk, spec, build_dir, tcg=tcg(), report=report,
+                                  free_bytes=storage.free_bytes)
 
         return runner.submit("image.customize", f"image:{name}", work,
                              message="customizing", token=op).to_dict()
 
     @r.post("/v1/disks/{vm}/customize")
-    def customize_vm_disk(vm: str, body: GuestCustomize, op: str | None = None) -> dict[str, Any]:
-        spec = customize.Spec.from_request(body.model_dump())
+    def customize_vm_disk(vm: str, body: Any = Body(), op: str | None = None) -> dict[str, Any]:
+        spec = _customize_spec(body)
         disk = storage.disk_path(validate_name(vm, "vm"))
         if not disk.exists():
             raise NotFound(f"the disk of VM {vm} is not on this host")
@@ -84,8 +100,10 @@ def router(agent: Agent, runner: JobRunner) -> APIRouter:
                 state = "stopped"
             if state not in ("stopped", "crashed"):
                 raise WrongState(f"cannot customize VM {vm}: it is {state}; stop it first")
-            return customize.customize_disk(disk, spec, build_dir, tcg=tcg(), report=report,
-                                            free_bytes=storage.free_bytes)
+            from corral.agent.customize import customize_disk
+
+            return customize_disk(disk, spec, build_dir, tcg=tcg(), report=report,
+                                  free_bytes=storage.free_bytes)
 
         return runner.submit("disk.customize", f"disk:{vm}", work,
                              message="customizing", token=op).to_dict()

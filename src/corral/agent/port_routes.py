@@ -51,7 +51,8 @@ def make_firewall(state_dir: Path, spec_of: Callable[[str], NetworkSpec],
     def on_ovs(name: str) -> bool:
         return spec_of(name).backend == "ovs"
 
-    return firewall.Firewall(state_dir / "ports", leases, on_ovs)
+    return firewall.Firewall(state_dir / "ports", leases, on_ovs,
+                             firewall.SgTables.for_state_dir(state_dir))
 
 
 def router(fw: firewall.Firewall) -> APIRouter:

@@ -66,10 +66,12 @@ class OperationStatus(StrEnum):
     RUNNING = "running"
     SUCCESS = "success"
     FAILURE = "failure"
+    CANCELLED = "cancelled"
 
     @property
     def done(self) -> bool:
-        return self in (OperationStatus.SUCCESS, OperationStatus.FAILURE)
+        return self in (OperationStatus.SUCCESS, OperationStatus.FAILURE,
+                        OperationStatus.CANCELLED)
 
 
 def _ci(check: Any, value: Any, field: str) -> Any:
@@ -437,6 +439,11 @@ class Operation(BaseModel):
     error: dict[str, Any] | None
     created_at: datetime
     updated_at: datetime
+    # Defaults: an older engine's answer still parses.
+    may_cancel: bool = Field(False, description="`operation cancel` would be honoured now")
+    location: str | None = Field(None, description="The host the operation works on")
+    project: str | None = None
+    user: str | None = None
 
 
 class Event(BaseModel):

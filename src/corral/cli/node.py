@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from corral.api import OperationStatus
 from corral.cli.output import DataDirOpt, OutputFormat, OutputOpt, client, emit, err, handled, out
 from corral.node.paths import default_data_dir
 
@@ -15,16 +16,25 @@ def up(
     data_dir: Path = DataDirOpt,
     listen: str = typer.Option("0.0.0.0", "--listen", help="Address of the HTTPS API"),
     port: int = typer.Option(8443, "--port", help="API port (the local agent uses PORT+1)"),
-    subnet: str = typer.Option("10.210.0.0/24", "--subnet", help="Subnet of the default network"),
+    subnet: str = typer.Option(
+        "10.210.0.0/24", "--subnet",
+        help="Subnet of the default network, chosen at the node's first start. A second node "
+             "on this machine needs its own (and its own --bridge, --port)"),
+    bridge: str = typer.Option(
+        "corral0", "--bridge",
+        help="Linux bridge of the default network, chosen at the node's first start; one "
+             "per node on a machine (e.g. corral1 with --subnet 10.211.0.0/24)"),
     libvirt_uri: str = typer.Option("qemu:///system", "--libvirt-uri"),
     detach: bool = typer.Option(False, "--detach", "-d", help="Run in the background"),
 ) -> None:
     """Start corral on this host: engine (HTTPS API) + local agent; libvirtd if none runs."""
+    from corral.agent.network.spec import validate_bridge_name
     from corral.node import up as node_up  # the engine's imports are heavy: only here
 
     opts = node_up.UpOptions(data_dir=data_dir or default_data_dir(), listen=listen, port=port,
-                             subnet=subnet, libvirt_uri=libvirt_uri)
+                             subnet=subnet, libvirt_uri=libvirt_uri, bridge=bridge)
     with handled():
+        validate_bridge_name(bridge)  # before anything starts
         if detach:
             node_up.start_detached(opts)
             out.print(f"corral is up (data dir {opts.data_dir}, API https://{listen}:{port}); "
@@ -33,15 +43,62 @@ def up(
             node_up.run_up(opts)
 
 
-def down(data_dir: Path = DataDirOpt) -> None:
-    """Stop what `corral up --detach` started (VMs keep running)."""
+def down(
+    data_dir: Path = DataDirOpt,
+    purge: bool = typer.Option(
+        False, "--purge",
+        help="Also remove what this node made on the host: its networks' bridges, dnsmasq "
+             "and nftables rules. Refused while the node has VMs (see --force); the data dir "
+             "stays"),
+    force: bool = typer.Option(
+        False, "--force",
+        help="With --purge: first delete the node's VMs and their disks (the engine must run: "
+             "`corral up --detach`)"),
+    libvirt_uri: str = typer.Option(
+        "qemu:///system", "--libvirt-uri",
+        help="With --purge: where to look for VMs of this node when the engine is stopped"),
+) -> None:
+    """Stop what `corral up` started; VMs keep running, and so do the networks they use.
+
+    `--purge` also removes the node's networks from the host: bridges, dnsmasq, nftables.
+
+    Nothing is done while the node has VMs; `--purge --force` deletes them first.
+
+    `rm -rf DATA_DIR` afterwards forgets the node (its images, disks and database).
+    """
     from corral.node import up as node_up
 
     d = data_dir or default_data_dir()
+    if purge:
+        _purge(d, force, libvirt_uri)
+        return
+    if force:
+        err.print("--force only goes with --purge")
+        raise typer.Exit(2)
     if node_up.stop(d):
-        out.print(f"corral stopped ({d})")
+        out.print(f"corral stopped ({d}); its networks stay for the VMs "
+                  "(`corral down --purge` removes them)", highlight=False)
     else:
         err.print(f"corral was not running from {d}")
+
+
+def _purge(data_dir: Path, force: bool, libvirt_uri: str) -> None:
+    from corral.node import purge
+
+    seams = purge.Seams(domains=lambda d: purge.node_domains(d, libvirt_uri))
+    with handled():
+        report = purge.purge(data_dir, force=force, seams=seams,
+                             say=lambda line: out.print(line, highlight=False))
+    if not report.stopped:
+        out.print(f"corral was not running from {data_dir}", highlight=False)
+    if not report.networks and not report.failed:
+        out.print("no networks of this node were left on the host", highlight=False)
+    out.print(f"the data dir {data_dir} is kept (images, disks, database); "
+              f"`rm -rf {data_dir}` forgets the node", highlight=False)
+    if report.failed:
+        err.print(f"[bold red]Error[/]: {len(report.failed)} network(s) could not be removed; "
+                  "`corral down --purge` tries again", highlight=False)
+        raise typer.Exit(1)
 
 
 def status(output: OutputFormat = OutputOpt, data_dir: Path = DataDirOpt) -> None:
@@ -78,7 +135,8 @@ def events(
             pass
 
 
-operation_app = typer.Typer(help="Inspect operations (long-running work).", no_args_is_help=True)
+operation_app = typer.Typer(help="Inspect and cancel operations (long-running work).",
+                            no_args_is_help=True)
 
 OP_COLUMNS = [
     ("ID", lambda o: o.id), ("TYPE", lambda o: o.type), ("STATUS", lambda o: o.status.value),
@@ -89,11 +147,34 @@ OP_COLUMNS = [
 
 
 @operation_app.command("list")
-def op_list(limit: int = typer.Option(20, "--limit"), output: OutputFormat = OutputOpt,
-            data_dir: Path = DataDirOpt) -> None:
+def op_list(
+    limit: int = typer.Option(20, "--limit", min=1, max=1000),
+    status: list[OperationStatus] = typer.Option(
+        [], "--status", help="Only these (repeat for several)"),
+    type_: str | None = typer.Option(None, "--type", help="Only this type, e.g. vm.create"),
+    after: str | None = typer.Option(None, "--after", help="The page after this operation id"),
+    output: OutputFormat = OutputOpt, data_dir: Path = DataDirOpt,
+) -> None:
     """Recent operations, newest first."""
     with handled(), client(data_dir) as c:
-        emit(c.list_operations(limit), output, OP_COLUMNS)
+        ops = c.list_operations(limit, status=[st.value for st in status], type=type_,
+                                after=after)
+        emit(ops, output, OP_COLUMNS)
+
+
+@operation_app.command("cancel")
+def op_cancel(op_id: str, output: OutputFormat = OutputOpt, data_dir: Path = DataDirOpt) -> None:
+    """Cancel an operation: a pending one is dropped, a running one (if its type allows
+    it) stops at its next safe point and undoes what it did."""
+    with handled(), client(data_dir) as c:
+        op = c.cancel_operation(op_id)
+        if output == OutputFormat.JSON:
+            emit(op, output, OP_COLUMNS)
+        elif op.status.done:
+            out.print(f"operation {op.id} ({op.type}) {op.status.value}")
+        else:
+            out.print(f"operation {op.id} ({op.type}): cancel requested, it stops at its next "
+                      f"safe point (`corral operation wait {op.id}`)", highlight=False)
 
 
 @operation_app.command("show")

@@ -95,9 +95,10 @@ def follow(c: Client, op: Operation, what: str, wait: bool = True,
             op = c.wait_quiet(op.id, timeout=1)
     if fmt == OutputFormat.JSON:
         print(op.model_dump_json(indent=2))
-    if op.status.value == "failure":
-        msg = (op.error or {}).get("message") or op.message or "failed"
-        err.print(f"[bold red]Error[/]: {what} failed: {msg}", highlight=False)
+    if op.status.value in ("failure", "cancelled"):
+        msg = (op.error or {}).get("message") or op.message or op.status.value
+        verb = "was cancelled" if op.status.value == "cancelled" else "failed"
+        err.print(f"[bold red]Error[/]: {what} {verb}: {msg}", highlight=False)
         raise typer.Exit(1)
     if not op.status.done:
         err.print(f"[yellow]{what}: still {op.status.value} after {timeout:g} s (operation {op.id})")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import ssl
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -168,14 +168,29 @@ class Client:
     def get_operation(self, op_id: str) -> Operation:
         return Operation.model_validate(self._json("GET", f"/api/v1/operations/{op_id}"))
 
-    def list_operations(self, limit: int = 50) -> list[Operation]:
-        data = self._json("GET", "/api/v1/operations", params={"limit": limit})
+    def list_operations(self, limit: int = 50, *, status: Sequence[str] = (),
+                        type: str | None = None, after: str | None = None) -> list[Operation]:
+        """Newest first: only those of ``status`` (any of them) and ``type`` where given;
+        the next page with ``after`` = the last id of this one."""
+        params: dict[str, Any] = {"limit": limit}
+        if status:
+            params["status"] = list(status)
+        if type:
+            params["type"] = type
+        if after:
+            params["after"] = after
+        data = self._json("GET", "/api/v1/operations", params=params)
         return [Operation.model_validate(o) for o in data]
 
+    def cancel_operation(self, op_id: str) -> Operation:
+        """Drop a pending operation, or ask a running one to stop (``may_cancel``); the
+        operation as it is now. Conflict when it is done or cannot be cancelled."""
+        return Operation.model_validate(self._json("DELETE", f"/api/v1/operations/{op_id}"))
+
     def wait(self, op_id: str, timeout: float = 600) -> Operation:
-        """Block until the operation is done; raise its error if it failed."""
+        """Block until the operation is done; raise its error if it failed or was cancelled."""
         op = self.wait_quiet(op_id, timeout)
-        if op.status.value == "failure":
+        if op.status.value in ("failure", "cancelled"):
             raise errors.from_dict(op.error or {"message": op.message or "operation failed"})
         if not op.status.done:
             raise errors.Unavailable(f"operation {op_id} still {op.status.value} after {timeout} s")

@@ -7,7 +7,9 @@ running, or done while the engine was down; the operation id goes along as ``?op
 long-polls ``GET /v1/jobs/{id}`` and copies each new progress into the operation, scaled
 into ``span``. A failed job raises its error (rebuilt from its code); an agent that cannot
 be reached is retried for ``unreachable_s``; a job the agent forgot (it restarted) is a
-HostError; past ``timeout`` the job is cancelled and HostError raised.
+HostError; past ``timeout`` the job is cancelled and HostError raised. An operation
+cancelled meanwhile (``op.cancelled``) cancels the job, waits for it to clean up after
+itself, and raises Cancelled (a job that finished first returns its result).
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ from typing import Any
 from corral import errors
 from corral.engine.agent_client import AgentClient
 from corral.engine.operations import OpContext
-from corral.errors import AgentUnreachable, CorralError, HostError, NotFound
+from corral.errors import AgentUnreachable, Cancelled, CorralError, HostError, NotFound
 
-POLL_WAIT_S = 20.0
+POLL_WAIT_S = 5.0  # also how soon a cancel of the operation is seen
 
 
 def run_job(agent: AgentClient, op: OpContext, method: str, path: str, body: Any = None, *,
@@ -33,11 +35,18 @@ def run_job(agent: AgentClient, op: OpContext, method: str, path: str, body: Any
     deadline = time.monotonic() + timeout
     last_progress: tuple[int, str] | None = None
     lost_since: float | None = None
+    cancelling = False
     while True:
         if job.get("status") == "success":
             return dict(job.get("result") or {})
         if job.get("status") == "failure":
+            if cancelling:
+                raise Cancelled(f"operation {op.id} was cancelled")
             raise errors.from_dict(job.get("error") or {"message": job.get("message") or "failed"})
+        if op.cancelled and not cancelling:
+            cancelling = True  # the job stops at its next progress report, and cleans up
+            with contextlib.suppress(CorralError):
+                agent.call("DELETE", f"/v1/jobs/{job_id}", timeout=10)
         now_progress = (int(job.get("progress") or 0), str(job.get("message") or ""))
         if now_progress != last_progress:
             last_progress = now_progress

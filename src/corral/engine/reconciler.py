@@ -95,15 +95,13 @@ class Reconciler:
         for vm_id, name, state, desired in rows:
             if state in _SETTLED:
                 continue
-            lock = ctx.ops.lock(f"vm:{name}")
-            if not lock.acquire(blocking=False):
-                continue
-            try:
-                self._vm(host_id, vm_id, name, state, desired, by_id.get(vm_id))
-            except CorralError as exc:
-                log.warning("reconcile VM %s: %s", name, exc)
-            finally:
-                lock.release()
+            with ctx.ops.try_hold([f"vm:{name}"]) as held:  # never waits, never overtakes
+                if not held:
+                    continue
+                try:
+                    self._vm(host_id, vm_id, name, state, desired, by_id.get(vm_id))
+                except CorralError as exc:
+                    log.warning("reconcile VM %s: %s", name, exc)
 
     def _vm(self, host_id: str, vm_id: str, name: str, state: str, desired: str,
             domain: dict[str, str] | None) -> None:

@@ -22,9 +22,10 @@ from corral.engine.app import build_context, create_app
 from corral.engine.context import EngineContext, EngineSettings
 from corral.engine.services import auth, hosts, networks, pools
 from corral.engine.tls import ensure_tls
-from corral.errors import CorralError, Unavailable
+from corral.errors import Conflict, CorralError, Unavailable
+from corral.node import hostnet
 from corral.node.daemons import ensure_libvirtd
-from corral.node.paths import USER_CONFIG, NodePaths, default_data_dir, write_private
+from corral.node.paths import DEFAULT_DATA_DIR, USER_CONFIG, NodePaths, write_private
 from corral.virt_type import VirtType, detect_virt_type
 
 log = logging.getLogger("corral.up")
@@ -37,6 +38,7 @@ class UpOptions:
     port: int = 8443
     subnet: str = "10.210.0.0/24"
     libvirt_uri: str = "qemu:///system"
+    bridge: str = "corral0"  # of the default network: one per node on a machine
 
 
 def _pid_alive(pid_file: Path) -> int | None:
@@ -126,7 +128,9 @@ def _client_config(ctx: EngineContext, paths: NodePaths, opts: UpOptions, ca: Pa
         cfg["token"] = auth.create_token(ctx, "admin")
     cfg.update(url=url, ca=str(ca), data_dir=str(paths.data_dir))
     write_private(paths.client_config, json.dumps(cfg, indent=2) + "\n")
-    if paths.data_dir == default_data_dir() and os.geteuid() == 0:
+    # Only the machine's own node is everybody's default: a node started with another data
+    # dir (CORRAL_DATA_DIR included) must not take over ~/.config/corral/client.json.
+    if paths.data_dir == DEFAULT_DATA_DIR and os.geteuid() == 0:
         write_private(USER_CONFIG, json.dumps(cfg, indent=2) + "\n")
 
 
@@ -156,7 +160,14 @@ def run_up(opts: UpOptions) -> None:
     try:
         ctx = build_context(EngineSettings(data_dir=paths.data_dir))
         hosts.register(ctx, socket.gethostname(), agent.url, agent.token())
-        networks.ensure_default(ctx, opts.subnet)
+        try:
+            networks.ensure_default(ctx, opts.subnet, opts.bridge)
+        except Conflict as exc:  # e.g. another node's bridge: say what to pass instead
+            if exc.field not in ("bridge", "subnet"):
+                raise
+            extra = f" --port {opts.port}" if opts.port != UpOptions.port else ""
+            raise hostnet.explain(exc, paths.data_dir, opts.subnet, opts.bridge,
+                                  extra) from exc
         pools.ensure_default(ctx)  # the `default` dir pool: the agent's storage dir
         ca, cert, key = ensure_tls(paths.tls_dir, [opts.listen])
         _client_config(ctx, paths, opts, ca)
@@ -180,8 +191,9 @@ def start_detached(opts: UpOptions, timeout: float = 120) -> None:
         raise Unavailable(f"corral is already running from {paths.data_dir} (`corral down`)")
     argv = [sys.executable, "-m", "corral.cli.main", "up", "--data-dir", str(opts.data_dir),
             "--listen", opts.listen, "--port", str(opts.port), "--subnet", opts.subnet,
-            "--libvirt-uri", opts.libvirt_uri]
+            "--bridge", opts.bridge, "--libvirt-uri", opts.libvirt_uri]
     logf = open(paths.log, "ab")  # noqa: SIM115 - the child keeps it
+    start = logf.tell()  # what this start writes: its error is there, not older runs'
     proc = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             start_new_session=True)
     host = "127.0.0.1" if opts.listen in ("0.0.0.0", "::") else opts.listen
@@ -189,7 +201,9 @@ def start_detached(opts: UpOptions, timeout: float = 120) -> None:
         _wait_http(f"https://{host}:{opts.port}/api/v1/health", timeout, proc,
                    verify=False)  # the CA may not exist yet when we start waiting
     except Unavailable as exc:
-        tail = paths.log.read_text(errors="replace")[-1500:] if paths.log.exists() else ""
+        with open(paths.log, "rb") as f:
+            f.seek(start)
+            tail = f.read().decode(errors="replace")[-3000:]
         raise Unavailable(f"corral did not start: {exc}\n--- {paths.log} ---\n{tail}") from exc
 
 

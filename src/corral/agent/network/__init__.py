@@ -8,7 +8,8 @@ namespace of their own). Public API::
     ensure_network, delete_network, network_status, leases
 
 Errors (``corral.errors``): ``InvalidInput`` for a bad spec (with ``field``), ``Conflict`` for
-a subnet overlapping a host route or an interface name taken by a non-bridge, ``NotFound``
+a subnet overlapping a host route, an interface name taken by a non-bridge or a bridge of
+another corral node on this machine (``owner``; details name it), ``NotFound``
 for a bridge-mode network whose bridge is missing, ``Unavailable`` when ip/nft/dnsmasq/OVS is
 missing (or the kernel lacks a feature), ``HostError`` when one of them fails.
 """

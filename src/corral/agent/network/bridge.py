@@ -2,7 +2,8 @@
 
 A device is created only when missing and deleted only when it is of the kind corral made
 (``ip -d link`` ``info_kind``): an interface of that name of another kind (eth0, a veth
-someone else made) is never taken over or removed.
+someone else made) is never taken over or removed. Bridges carry the node they belong to
+(``owner``): another node's bridge is never taken over either.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from corral.agent.network import _cmd
+from corral.agent.network import owner as ownership
 from corral.agent.network.spec import NetworkSpec, parse_subnet
 from corral.errors import Conflict, HostError, Unavailable
 
@@ -88,17 +90,6 @@ def check_kind(name: str, wanted: str, field: str = "bridge") -> dict[str, Any] 
     return info
 
 
-def check_is_ours(spec: NetworkSpec, info: dict[str, Any] | None) -> None:
-    """Refuse to take over an interface of that name that is not a bridge (eth0, a veth...)."""
-    if info is not None and not is_bridge(info):
-        found = kind(info) or "physical or unknown"
-        raise Conflict(
-            f"interface {spec.bridge!r} exists and is not a bridge (it is {found}); "
-            "choose another bridge name",
-            field="bridge",
-        )
-
-
 def bridge_mac(spec: NetworkSpec) -> str:
     """A fixed, locally administered MAC derived from the network name.
 
@@ -113,14 +104,20 @@ def mac_of(seed: str) -> str:
     return ":".join(f"{b:02x}" for b in (0x02, 0xC0, *digest[:4]))
 
 
-def ensure_bridge(name: str, mac: str | None, *, vlan_filtering: bool = False) -> bool:
+def ensure_bridge(name: str, mac: str | None, *, owner: str | None = None,
+                  vlan_filtering: bool = False) -> bool:
     """Create (if missing) and bring up a Linux bridge. True when it was created now.
+
+    ``owner``: the node (``owner.owner_of``) the bridge is for: one that carries another
+    node's alias is refused (``Conflict``), one without an alias is stamped with ours.
 
     ``vlan_filtering``: a trunk whose ports carry VLANs (``bridge vlan``); new ports join no
     VLAN until told (``vlan_default_pvid 0``). Kernels built without
     CONFIG_BRIDGE_VLAN_FILTERING (it needs 802.1Q support) refuse it: ``Unavailable``.
     """
     info = check_kind(name, "bridge")
+    if owner is not None and (other := ownership.foreign(info, owner)) is not None:
+        raise ownership.refusal(name, other)
     created = info is None
     if created:
         argv = ["ip", "link", "add", "name", name]
@@ -146,6 +143,8 @@ def ensure_bridge(name: str, mac: str | None, *, vlan_filtering: bool = False) -
             )
         if mac and str(info.get("address", "")).lower() != mac:
             _cmd.run(["ip", "link", "set", "dev", name, "address", mac])
+    if owner is not None and (created or ownership.needs_stamp(info)):
+        ownership.stamp(name, owner)
     _cmd.run(["ip", "link", "set", "dev", name, "up"])
     return created
 

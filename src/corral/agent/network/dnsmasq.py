@@ -160,6 +160,44 @@ def running_pid(paths: Paths) -> int | None:
     return None
 
 
+def served_devices() -> dict[str, Path]:
+    """Device -> config file of every live corral dnsmasq in this network namespace, whoever
+    started it (another node on this machine too): its config's ``interface=`` line.
+
+    Tells whose a device is where no alias says so (a bridge made before bridges carried one).
+    """
+    out: dict[str, Path] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if Path(entry, "comm").read_text().strip() != "dnsmasq":
+                continue
+            args = Path(entry, "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        for arg in args:
+            if not arg.startswith(b"--conf-file="):
+                continue
+            conf = Path(arg.removeprefix(b"--conf-file=").decode(errors="replace"))
+            device = config_device(conf)
+            if device and _same_netns(int(entry.name)) and _alive(int(entry.name)):
+                out.setdefault(device, conf)
+    return out
+
+
+def config_device(conf: Path) -> str | None:
+    """The ``interface=`` of a config corral generated (its first line says so), else None."""
+    try:
+        lines = conf.read_text().splitlines()
+    except OSError:
+        return None
+    if not lines or not lines[0].startswith("# corral network "):
+        return None
+    return next((line.removeprefix("interface=") for line in lines
+                 if line.startswith("interface=")), None)
+
+
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -216,7 +254,8 @@ def ensure(spec: NetworkSpec, state_dir: Path, *, restart: bool = False) -> int:
         _write_atomic(paths.conf, text)
     if not paths.hosts.exists():
         _write_atomic(paths.hosts, "")
-    firewall.write_dhcp_script(paths.script)
+    node = Path(state_dir).absolute().parent  # state_dir: <agent state dir>/networks
+    firewall.write_dhcp_script(paths.script, firewall.SgTables.for_state_dir(node))
     pid = running_pid(paths)
     if pid is not None and not changed and not restart:
         try:

@@ -8,7 +8,7 @@ rules of its security groups, QoS rates to police); the agent keeps each port in
 from all ports and applies them in one ``nft -f -`` transaction (atomic: a NIC is never
 without its rules mid-change).
 
-    table bridge corral-sg                   (stateless; bridge ports are the taps)
+    table bridge corral-sg[-HASH]            (stateless; bridge ports are the taps)
       set port_ip   ifname . ipv4_addr       the NICs' addresses: static ones (pushed) and
                                              DHCP leases (dnsmasq's --dhcp-script adds/removes
                                              them live; :func:`dhcp_script`)
@@ -27,7 +27,7 @@ without its rules mid-change).
                                              where the host's kernel lacks the tc parts
                                              libvirt's ``<bandwidth>`` needs (qos_backend);
                                              from a guest: in ``pre``
-    table inet corral-sg                     (stateful; re-created whole at every apply)
+    table inet corral-sg[-HASH]              (stateful; re-created whole at every apply)
       map out_by_port  mark : jump o_TAP     egress chain of the in-port
       map in_by_port   mark : jump i_TAP     ingress chain of the out-port
       map addr_in      ipv4 : jump i_TAP     ingress chain by address: traffic routed or sent
@@ -41,6 +41,15 @@ ports they are (the bridge family has no conntrack here; the inet family has). D
 (udp 68->67 out, 67->68 in) and ARP (not IP: never seen by inet hooks) are always allowed.
 
 A port without security groups is not in the maps: only anti-spoofing applies to it.
+
+Each node (agent state dir) has its own pair of tables (:class:`SgTables`), since an apply
+replaces its tables whole: two nodes in one network namespace sharing them would wipe each
+other's ports. Every table's hooks see every frame, and a frame passes only if all accept
+it, so each table acts on its own ports only: ``pre`` accepts any other interface first,
+the other chains name its own taps, marks or addresses. Marks are one space for the whole
+namespace, hence port ids are unique across all nodes' tables (:meth:`Firewall._assign_ids`,
+under :func:`_netns_lock`): an id another node also used would run our port's rules on its
+traffic.
 Ports of Open vSwitch networks (userspace datapath: ovs-vswitchd reads the taps before any
 netfilter hook) are left out of both tables: their anti-spoofing is OpenFlow flows on the
 OVS bridge (corral.agent.network.ovs_flows), and the engine refuses security groups there.
@@ -48,13 +57,18 @@ OVS bridge (corral.agent.network.ovs_flows), and the engine refuses security gro
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import hashlib
 import ipaddress
 import json
 import logging
 import os
 import re
+import socket
 import threading
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -63,16 +77,42 @@ from corral.agent.network import _cmd, ovs, ovs_flows
 from corral.agent.specfile import written_first
 from corral.domainxml import tap_of
 from corral.errors import CorralError, HostError, InvalidInput, NotFound
+from corral.node.paths import DEFAULT_DATA_DIR, NodePaths
 
 log = logging.getLogger(__name__)
 
-BRIDGE_TABLE = "corral-sg"
-INET_TABLE = "corral-sg"
+TABLE_PREFIX = "corral-sg"
+_TABLE_RE = re.compile(r"corral-sg(-[0-9a-f]{8})?")  # any node's (SgTables.for_state_dir)
 MAX_PORTS = 0xFFFF
 _TAP_RE = re.compile(r"cv[0-9a-f]{12}")
 _MAC_RE = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 PROTOCOLS = ("tcp", "udp", "icmp", "any")
 _lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class SgTables:
+    """The names of one node's two tables (nft names both by family, so they may match)."""
+
+    bridge: str
+    inet: str
+
+    @classmethod
+    def for_state_dir(cls, state_dir: Path) -> SgTables:
+        """The tables of the node whose agent state dir is ``state_dir``: ``corral-sg`` for
+        the default one (hosts with one node keep their tables), else ``corral-sg-`` and 8
+        hex digits of the sha256 of the resolved dir (the same from the agent, its dnsmasq
+        script and purge)."""
+        path = Path(state_dir).resolve()
+        if path == NodePaths(DEFAULT_DATA_DIR).agent_dir.resolve():
+            return cls(TABLE_PREFIX, TABLE_PREFIX)
+        name = f"{TABLE_PREFIX}-{hashlib.sha256(str(path).encode()).hexdigest()[:8]}"
+        return cls(name, name)
+
+
+def is_tap(name: str) -> bool:
+    """A tap corral names for a NIC (:func:`tap_of`)."""
+    return bool(_TAP_RE.fullmatch(name))
 
 
 def check_tap(tap: str) -> str:
@@ -221,8 +261,8 @@ def _elements(items: Iterable[str]) -> str:
     return f" elements = {{ {', '.join(items)} }};" if items else ""
 
 
-def render(ports: list[Port], addresses: dict[str, set[str]]) -> str:
-    """The ``nft -f`` script that sets both tables for ``ports``.
+def render(ports: list[Port], addresses: dict[str, set[str]], tables: SgTables) -> str:
+    """The ``nft -f`` script that sets both ``tables`` for ``ports``.
 
     ``addresses``: tap -> its IPv4 addresses (static and learned) for ``addr_in``; static
     ones are also added to ``port_ip`` (learned ones are there already). The ``port_ip`` set
@@ -230,7 +270,7 @@ def render(ports: list[Port], addresses: dict[str, set[str]]) -> str:
     """
     ports = sorted(ports, key=lambda p: p.tap)
     filtered = [p for p in ports if p.filtered]
-    b = f"bridge {BRIDGE_TABLE}"
+    b = f"bridge {tables.bridge}"
     lines = [
         f"add table {b}",
         f"add set {b} port_ip {{ type ifname . ipv4_addr; }}",
@@ -253,7 +293,7 @@ def render(ports: list[Port], addresses: dict[str, set[str]]) -> str:
     static = [f'"{p.tap}" . {ip}' for p in ports for ip in p.ips]
     if static:
         lines.append(f"add element {b} port_ip {{ {', '.join(static)} }}")
-    rules = [f"add rule {b} pre iifname != @ports accept"]
+    rules = [f"add rule {b} pre iifname != @ports accept"]  # another node's, or none
     rules += [f'add rule {b} pre iifname "{p.tap}" meta mark set meta mark | {p.id:#010x}'
               for p in filtered]
     rules += [f'add rule {b} pre iifname "{p.tap}" {_limit(p.outbound_kbps)} drop'
@@ -290,9 +330,9 @@ def render(ports: list[Port], addresses: dict[str, set[str]]) -> str:
             seen.add(ip)
             addr_items.append(f"{ip} : jump i_{tap}")
     inet = [
-        f"add table inet {INET_TABLE}",
-        f"delete table inet {INET_TABLE}",
-        f"table inet {INET_TABLE} {{",
+        f"add table inet {tables.inet}",
+        f"delete table inet {tables.inet}",
+        f"table inet {tables.inet} {{",
     ]
     for p in filtered:
         inet += _port_chains(p)
@@ -384,9 +424,10 @@ m=$(printf '%s' "$mac" | sed 's/../&:/g; s/:$//')
 """
 
 
-def dhcp_script(nft: str, ovs_tools: OvsTools | None = None) -> str:
+def dhcp_script(nft: str, tables: SgTables, ovs_tools: OvsTools | None = None) -> str:
     """dnsmasq's ``--dhcp-script`` (run as root with add|old|del MAC IP [NAME]): keeps the
-    learned address of a lease in ``port_ip`` and ``addr_in``, and, for a tap on an Open
+    learned address of a lease in ``port_ip`` and ``addr_in`` of the node's ``tables``
+    (its networks' leases are its ports' addresses), and, for a tap on an Open
     vSwitch bridge, in its flows (``ovs_tools``). Arguments are checked to be a MAC and a
     dotted quad (not 0.0.0.0) before they reach nft or ovs-ofctl; failures (no such chain,
     no such port) are ignored."""
@@ -398,8 +439,8 @@ mac=$(printf '%s' "$2" | tr -d :)
 case "$mac" in ""|*[!0-9a-f]*) exit 0 ;; esac
 [ ${{#mac}} -eq 12 ] || exit 0
 case "$3" in ""|*[!0-9.]*|0.0.0.0) exit 0 ;; esac
-{nft} "$verb" element bridge {BRIDGE_TABLE} port_ip "{{ \\"cv$mac\\" . $3 }}" 2>/dev/null
-{nft} "$verb" element inet {INET_TABLE} addr_in "{{ $3 : jump i_cv$mac }}" 2>/dev/null
+{nft} "$verb" element bridge {tables.bridge} port_ip "{{ \\"cv$mac\\" . $3 }}" 2>/dev/null
+{nft} "$verb" element inet {tables.inet} addr_in "{{ $3 : jump i_cv$mac }}" 2>/dev/null
 {ovs_part}exit 0
 """
 
@@ -418,9 +459,9 @@ def _ovs_tools() -> OvsTools | None:
         return None
 
 
-def write_dhcp_script(path: Path) -> None:
+def write_dhcp_script(path: Path, tables: SgTables) -> None:
     """Write the script (mode 0755) when missing or different."""
-    text = dhcp_script(_cmd.which("nft"), _ovs_tools())
+    text = dhcp_script(_cmd.which("nft"), tables, _ovs_tools())
     try:
         if path.read_text() == text:
             return
@@ -434,9 +475,9 @@ def write_dhcp_script(path: Path) -> None:
 
 # -- applying --------------------------------------------------------------------------------
 
-def learned() -> set[tuple[str, str]]:
-    """(tap, ip) elements of ``port_ip`` now (static and learned)."""
-    proc = _cmd.run(["nft", "-j", "list", "set", "bridge", BRIDGE_TABLE, "port_ip"],
+def learned(tables: SgTables) -> set[tuple[str, str]]:
+    """(tap, ip) elements of the node's ``port_ip`` now (static and learned)."""
+    proc = _cmd.run(["nft", "-j", "list", "set", "bridge", tables.bridge, "port_ip"],
                     check=False)
     if proc.returncode != 0:
         return set()
@@ -450,6 +491,59 @@ def learned() -> set[tuple[str, str]]:
     except (ValueError, AttributeError) as exc:
         raise HostError("nft printed a set that is not JSON") from exc
     return out
+
+
+def foreign_ids(tables: SgTables) -> set[int]:
+    """Port ids (marks) in the ``out_by_port`` maps of the other nodes' inet tables here."""
+    proc = _cmd.run(["nft", "-j", "list", "tables", "inet"], check=False)
+    if proc.returncode != 0:
+        return set()
+    try:
+        names = {item["table"].get("name") for item in json.loads(proc.stdout)["nftables"]
+                 if isinstance(item, dict) and isinstance(item.get("table"), dict)}
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise HostError("nft printed tables that are not JSON") from exc
+    out: set[int] = set()
+    for name in sorted(n for n in names
+                       if isinstance(n, str) and _TABLE_RE.fullmatch(n) and n != tables.inet):
+        proc = _cmd.run(["nft", "-j", "list", "map", "inet", name, "out_by_port"], check=False)
+        if proc.returncode != 0:  # gone meanwhile, or re-created by its agent right now
+            continue
+        try:
+            for item in json.loads(proc.stdout).get("nftables", []):
+                for elem in item.get("map", {}).get("elem", []):
+                    if isinstance(elem, list) and elem and isinstance(elem[0], int):
+                        out.add(elem[0])
+        except (ValueError, AttributeError) as exc:
+            raise HostError("nft printed a map that is not JSON") from exc
+    return out
+
+
+NETNS_LOCK = "corral-sg.lock"
+
+
+@contextlib.contextmanager
+def _netns_lock(name: str = NETNS_LOCK, timeout: float = 30.0) -> Iterator[None]:
+    """Held by one agent of this network namespace at a time (choosing ids, applying). An
+    abstract unix socket: its scope is the network namespace, as the tables', and it is
+    released when its holder dies."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                sock.bind("\0" + name)
+                break
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    raise HostError(f"cannot take the nftables lock {name!r}: {exc}") from exc
+                if time.monotonic() > deadline:
+                    raise HostError(f"another corral agent held the nftables lock {name!r} "
+                                    f"for over {timeout:g} s") from exc
+                time.sleep(0.02)
+        yield
+    finally:
+        sock.close()
 
 
 def _enable_br_netfilter() -> None:
@@ -468,9 +562,12 @@ class Firewall:
 
     def __init__(self, state_dir: Path,
                  leases: Callable[[str], list[tuple[str, str]]] | None = None,
-                 on_ovs: Callable[[str], bool] | None = None) -> None:
+                 on_ovs: Callable[[str], bool] | None = None,
+                 tables: SgTables | None = None) -> None:
         self.dir = state_dir
         self.dir.mkdir(parents=True, exist_ok=True)
+        # state_dir is <agent state dir>/ports: the node is its agent state dir
+        self.tables = tables or SgTables.for_state_dir(state_dir.parent)
         self._leases = leases  # network name -> [(mac, ip)] of its DHCP server here
         self._on_ovs = on_ovs  # network name -> is it an Open vSwitch network here
 
@@ -500,7 +597,7 @@ class Firewall:
     def _addresses(self, ports: list[Port]) -> dict[str, set[str]]:
         out: dict[str, set[str]] = {p.tap: set(p.ips) for p in ports}
         known = {p.tap for p in ports}
-        for tap, ip in learned():
+        for tap, ip in learned(self.tables):
             if tap in known:
                 out[tap].add(ip)
         if self._leases is not None:
@@ -523,24 +620,48 @@ class Firewall:
         # the table did not exist yet, e.g. at host boot)
         with_learned = [replace(p, ips=tuple(sorted(addresses[p.tap])))
                         if p.ip_guard else p for p in ports]
-        _cmd.run(["nft", "-f", "-"], input=render(with_learned, addresses))
+        _cmd.run(["nft", "-f", "-"], input=render(with_learned, addresses, self.tables))
+
+    def _assign_ids(self, ports: list[Port]) -> list[Port]:
+        """``ports`` with ids unique in this network namespace: a port keeps its id unless
+        it has none (0) or another node's table uses it (ports of two nodes that chose
+        ids alone, e.g. both restored at boot: the later apply moves its own)."""
+        taken = foreign_ids(self.tables)
+        kept, moved = [], []
+        for p in sorted(ports, key=lambda p: p.tap):
+            if 0 < p.id <= MAX_PORTS and p.id not in taken:
+                taken.add(p.id)
+                kept.append(p)
+            else:
+                moved.append(p)
+        free = iter(i for i in range(1, MAX_PORTS + 1) if i not in taken)
+        for p in moved:
+            pid = next(free, 0)
+            if not pid:
+                raise HostError(f"more than {MAX_PORTS} ports on this host")
+            kept.append(replace(p, id=pid))
+        return kept
+
+    def _save_moved(self, before: list[Port], after: list[Port], skip: str = "") -> None:
+        """Rewrite the files of ports whose id _assign_ids changed (once applied)."""
+        old = {p.tap: p.id for p in before}
+        for p in after:
+            if p.tap != skip and old.get(p.tap) != p.id:
+                self._file(p.tap).write_text(json.dumps(port_body(p)))
 
     def apply(self, port: Port) -> Port:
         """Add or replace one port and apply every port (idempotent)."""
-        with _lock:
+        with _lock, _netns_lock():
             current = {p.tap: p for p in self.ports()}
             old = current.get(port.tap)
-            pid = old.id if old else next(
-                (i for i in range(1, MAX_PORTS + 1)
-                 if i not in {p.id for p in current.values()}), 0)
-            if not pid:
-                raise HostError(f"more than {MAX_PORTS} ports on this host")
-            port = replace(port, id=pid)
-            current[port.tap] = port
+            current[port.tap] = replace(port, id=old.id if old else 0)
+            ports = self._assign_ids(list(current.values()))
+            port = next(p for p in ports if p.tap == port.tap)
             with written_first(self._file(port.tap), json.dumps(port_body(port))):
-                self._apply(list(current.values()))
+                self._apply(ports)
                 if self._ovs(port):
-                    self._sync_ovs(list(current.values()), strict=True)
+                    self._sync_ovs(ports, strict=True)
+            self._save_moved(list(current.values()), ports, skip=port.tap)
             if old is not None and old.ip_guard:
                 self._forget_addresses(port.tap, keep=set(port.ips) | self._leased(port))
             return port
@@ -554,22 +675,25 @@ class Firewall:
             return set()
 
     def _forget_addresses(self, tap: str, keep: set[str] | None = None) -> None:
-        stale = [(t, ip) for t, ip in learned() if t == tap and ip not in (keep or set())]
+        stale = [(t, ip) for t, ip in learned(self.tables)
+                 if t == tap and ip not in (keep or set())]
         if stale:
             items = ", ".join(f'"{t}" . {ip}' for t, ip in stale)
             _cmd.run(["nft", "-f", "-"],
-                     input=f"delete element bridge {BRIDGE_TABLE} port_ip {{ {items} }}\n",
+                     input=f"delete element bridge {self.tables.bridge} port_ip {{ {items} }}\n",
                      check=False)
 
     def remove(self, tap: str) -> bool:
         """Forget a port and its rules; False when there was none (idempotent)."""
-        with _lock:
+        with _lock, _netns_lock():
             path = self._file(tap)
             if not path.exists():
                 return False
-            rest = [p for p in self.ports() if p.tap != tap]
+            before = [p for p in self.ports() if p.tap != tap]
+            rest = self._assign_ids(before)
             path.unlink()
             self._apply(rest)
+            self._save_moved(before, rest)
             self._forget_addresses(tap)
             try:
                 ovs_flows.remove(tap[2:])
@@ -582,7 +706,7 @@ class Firewall:
         if not path.exists():
             raise NotFound(f"port {tap} is not set up on this host")
         body: dict[str, Any] = json.loads(path.read_text())
-        body["addresses"] = sorted(ip for t, ip in learned() if t == tap)
+        body["addresses"] = sorted(ip for t, ip in learned(self.tables) if t == tap)
         return body
 
     def restore(self) -> None:
@@ -591,7 +715,11 @@ class Firewall:
             ports = self.ports()
             if ports:
                 try:
-                    self._apply(ports)
+                    with _netns_lock():
+                        ids = self._assign_ids(ports)
+                        self._apply(ids)
+                        self._save_moved(ports, ids)
+                        ports = ids
                 except Exception as exc:
                     log.error("ports could not be restored: %s", exc)
             self._sync_ovs(ports)  # also drops flows of ports forgotten meanwhile

@@ -1,8 +1,9 @@
 """Bring a network to its desired state on this host (this network namespace), or remove it.
 
 ``ensure_network`` runs in phases, Ganeti-style: check the spec (pure), check preconditions
-(device names free or already of the right kind, the subnet overlaps no route, a bridge-mode
-network's bridge exists), then execute; what this call created is undone if a later step
+(device names free or already of the right kind, no bridge of another corral node on this
+machine (``owner``), the subnet overlaps no route, a bridge-mode network's bridge exists),
+then execute; what this call created is undone if a later step
 fails, so a refused or failed network leaves no bridge, port, dnsmasq or rules behind.
 The devices of each layout are listed in ``spec``'s docstring.
 """
@@ -15,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from corral.agent.network import _cmd, bridge, dnsmasq, nat, overlay, ovs
+from corral.agent.network import owner as ownership
 from corral.agent.network.routes import check_route_overlap
 from corral.agent.network.spec import (
     Lease,
@@ -46,8 +48,12 @@ def _check_ids(spec: NetworkSpec) -> None:
     validate_bridge_name(spec.bridge)
 
 
-def _preconditions(spec: NetworkSpec, dry_run: bool = False) -> ovs.OvsPaths | None:
-    """No side effects on the network itself (OVS daemons are started unless ``dry_run``)."""
+def _preconditions(spec: NetworkSpec, dry_run: bool = False,
+                   owner: str | None = None) -> ovs.OvsPaths | None:
+    """No side effects on the network itself (OVS daemons are started unless ``dry_run``).
+
+    ``owner``: this node (``owner.owner_of``); a Linux bridge of another node is refused.
+    """
     paths = None
     if spec.backend == "ovs":
         if dry_run:
@@ -70,30 +76,37 @@ def _preconditions(spec: NetworkSpec, dry_run: bool = False) -> ovs.OvsPaths | N
         if not spec.managed and info is None:
             raise NotFound(f"bridge {spec.bridge} does not exist on this host; bridge mode "
                            "joins an existing bridge", field="bridge")
+        if spec.managed and owner is not None:  # bridge mode joins a bridge it never owns
+            ownership.check(spec.bridge, info, owner)
         if spec.vlan is not None:
             if dry_run and bridge.vlan_filtering_supported() is False:
                 raise Unavailable(bridge.VLAN_UNSUPPORTED, field="vlan")
             if spec.access_bridge == spec.bridge:
                 raise Conflict("bridge name is taken by corral's own devices", field="bridge")
-            bridge.check_kind(spec.access_bridge, "bridge", "network")
+            access = bridge.check_kind(spec.access_bridge, "bridge", "network")
+            if owner is not None:
+                ownership.check(spec.access_bridge, access, owner)
             for end in spec.veth_pair:
                 bridge.check_kind(end, "veth", "network")
     if spec.vxlan_device:
         bridge.check_kind(spec.vxlan_device, "vxlan", "vni")
     if spec.serves:
         assert spec.subnet is not None and spec.l3_device is not None
-        check_route_overlap(spec.subnet, spec.l3_device)
+        check_route_overlap(spec.subnet, spec.l3_device, owner)
     return paths
 
 
-def check_network(spec: NetworkSpec) -> None:
+def check_network(spec: NetworkSpec, state_dir: Path | None = None) -> None:
     """The dry run of ``ensure_network``: every check it makes before it changes anything
-    (the spec, interface names, host routes, a bridge-mode bridge), and no change."""
+    (the spec, interface names, host routes, a bridge-mode bridge), and no change.
+    ``state_dir`` (the networks dir, as ``ensure_network`` gets it) adds the check that no
+    bridge of the network belongs to another corral node."""
     validate_spec(spec)
-    _preconditions(spec, dry_run=True)
+    _preconditions(spec, dry_run=True,
+                   owner=ownership.owner_of(state_dir) if state_dir is not None else None)
 
 
-def _build_linux(spec: NetworkSpec, undo: Undo) -> bool:
+def _build_linux(spec: NetworkSpec, undo: Undo, owner: str) -> bool:
     """Bridges (and the VLAN veth pair); True when the gateway device is new."""
     # The gateway's MAC is fixed (guests' ARP caches); a host that only carries an overlay
     # segment must not use it too (frames from the real gateway would look like its own).
@@ -101,14 +114,15 @@ def _build_linux(spec: NetworkSpec, undo: Undo) -> bool:
     if spec.vlan is None:
         if not spec.managed:
             return False
-        created = bridge.ensure_bridge(spec.bridge, mac)
+        created = bridge.ensure_bridge(spec.bridge, mac, owner=owner)
         if created:
             undo.append(lambda: bridge.delete_link(spec.bridge, "bridge"))
         return created
-    with _shared:
-        if bridge.ensure_bridge(spec.bridge, None, vlan_filtering=True):
+    with _shared:  # a bridge-mode network's trunk is the host's: never stamped
+        trunk_owner = owner if spec.managed else None
+        if bridge.ensure_bridge(spec.bridge, None, owner=trunk_owner, vlan_filtering=True):
             undo.append(lambda: _delete_trunk_if_unused(spec))
-    created = bridge.ensure_bridge(spec.access_bridge, mac)
+    created = bridge.ensure_bridge(spec.access_bridge, mac, owner=owner)
     if created:
         undo.append(lambda: bridge.delete_link(spec.access_bridge, "bridge"))
     if bridge.ensure_veth_to_trunk(spec):
@@ -159,11 +173,13 @@ def ensure_network(spec: NetworkSpec, state_dir: Path) -> None:
     """
     validate_spec(spec)
     dnsmasq.Paths.of(spec, state_dir)  # checks state_dir before anything changes
+    owner = ownership.owner_of(state_dir)
     with _lock(spec.name):
-        paths = _preconditions(spec)
+        paths = _preconditions(spec, owner=owner)
         undo: Undo = []
         try:
-            created = _build_ovs(spec, paths, undo) if paths else _build_linux(spec, undo)
+            created = (_build_ovs(spec, paths, undo) if paths
+                       else _build_linux(spec, undo, owner))
             _build_overlay(spec, paths, undo)
             if spec.serves:
                 assert spec.l3_device is not None
@@ -205,20 +221,45 @@ def _delete_ovs_bridge_if_unused(spec: NetworkSpec, paths: ovs.OvsPaths) -> None
             ovs.delete_bridge(paths, spec.bridge)
 
 
+def _others_devices(spec: NetworkSpec, owner: str) -> dict[str, str]:
+    """The spec's Linux bridges that belong to another corral node: name -> its data dir."""
+    if spec.backend != "linuxbridge":
+        return {}
+    names = [spec.bridge] if spec.vlan is None else [spec.bridge, spec.access_bridge]
+    out: dict[str, str] = {}
+    try:
+        for name in names:
+            info = bridge.link(name)
+            if info is None:
+                continue
+            served = dnsmasq.served_devices() if not info.get("ifalias") else {}
+            other = ownership.foreign(info, owner, served)
+            if other is not None:
+                log.warning("network %s: bridge %s belongs to the corral node in %s; kept",
+                            spec.name, name, ownership.node_dir(other))
+                out[name] = ownership.node_dir(other)
+    except CorralError as exc:  # no `ip`: the delete steps will say so
+        log.warning("network %s: owners of its bridges unknown: %s", spec.name, exc)
+    return out
+
+
 def delete_network(spec: NetworkSpec, state_dir: Path, *, keep_bridge: bool = False) -> None:
     """Remove dnsmasq, the rules, the devices corral made and the files; idempotent.
 
     ``keep_bridge``: another network still uses the (trunk) bridge. A bridge-mode network's
-    bridge is never removed. Every step is tried even when an earlier one fails; the first
-    error is raised at the end.
+    bridge is never removed, nor a bridge of another corral node (its alias), nor that
+    bridge's rules (chains are named by device). Every step is tried even when an earlier
+    one fails; the first error is raised at the end.
     """
     _check_ids(spec)
     paths_dns = dnsmasq.Paths.of(spec, state_dir)
+    others = _others_devices(spec, ownership.owner_of(state_dir))
     errors: list[CorralError | OSError] = []
     steps: list[Callable[[], object]] = [
         lambda: dnsmasq.stop(paths_dns),  # first: it is bound to the gateway device
-        lambda: nat.delete(spec),
     ]
+    if (spec.l3_device or spec.bridge) not in others:
+        steps.append(lambda: nat.delete(spec))
     if spec.backend == "ovs":
         have_ovs = True
         try:
@@ -238,11 +279,13 @@ def delete_network(spec: NetworkSpec, state_dir: Path, *, keep_bridge: bool = Fa
                     steps.append(lambda: _delete_ovs_bridge_if_unused(spec, ovs_paths))
     steps.append(lambda: overlay.delete(spec))
     if spec.backend == "linuxbridge":
+        keep_bridge = keep_bridge or spec.bridge in others
         if spec.vlan is not None:
-            steps += [
-                lambda: bridge.delete_link(spec.veth_pair[0], "veth"),
-                lambda: bridge.delete_link(spec.access_bridge, "bridge"),
-            ]
+            if spec.access_bridge not in others:
+                steps += [
+                    lambda: bridge.delete_link(spec.veth_pair[0], "veth"),
+                    lambda: bridge.delete_link(spec.access_bridge, "bridge"),
+                ]
             if not keep_bridge:
                 steps.append(lambda: _delete_trunk_if_unused(spec))
         elif spec.managed and not keep_bridge:

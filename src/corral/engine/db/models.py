@@ -78,9 +78,11 @@ class Vm(Base):
     __tablename__ = "vms"
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(63), unique=True)
-    image_id: Mapped[str] = mapped_column(ForeignKey("images.id"))
-    host_id: Mapped[str | None] = mapped_column(ForeignKey("hosts.id"), nullable=True)
-    network_id: Mapped[str | None] = mapped_column(ForeignKey("networks.id"), nullable=True)
+    # Indexed foreign keys (0007): the engine filters VMs by host, image and network.
+    image_id: Mapped[str] = mapped_column(ForeignKey("images.id"), index=True)
+    host_id: Mapped[str | None] = mapped_column(ForeignKey("hosts.id"), nullable=True, index=True)
+    network_id: Mapped[str | None] = mapped_column(ForeignKey("networks.id"), nullable=True,
+                                                   index=True)
     cpus: Mapped[int] = mapped_column(Integer)
     memory_mib: Mapped[int] = mapped_column(Integer)
     disk_bytes: Mapped[int] = mapped_column(BigInteger)
@@ -95,7 +97,7 @@ class Vm(Base):
     # The pool of the root disk (shared, rbd or another dir pool); NULL: the host's storage
     # dir (vms/NAME.qcow2, the `default` pool).
     root_pool_id: Mapped[str | None] = mapped_column(ForeignKey("storage_pools.id"),
-                                                     nullable=True)
+                                                     nullable=True, index=True)
 
 
 class Nic(Base):
@@ -105,7 +107,8 @@ class Nic(Base):
     __table_args__ = (sa.UniqueConstraint("mac", name="uq_nics_mac"),
                       sa.UniqueConstraint("network_id", "ip", name="uq_nics_network_ip"))
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
-    vm_id: Mapped[str] = mapped_column(ForeignKey("vms.id", ondelete="CASCADE"))
+    vm_id: Mapped[str] = mapped_column(ForeignKey("vms.id", ondelete="CASCADE"), index=True)
+    # Lookups by network use uq_nics_network_ip (network_id leads it): no index of its own.
     network_id: Mapped[str] = mapped_column(ForeignKey("networks.id"))
     mac: Mapped[str] = mapped_column(String(17))
     ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
@@ -138,7 +141,7 @@ class SgRule(Base):
     port_max: Mapped[int | None] = mapped_column(Integer, nullable=True)
     cidr: Mapped[str | None] = mapped_column(String(64), nullable=True)
     remote_group_id: Mapped[str | None] = mapped_column(
-        ForeignKey("security_groups.id"), nullable=True)
+        ForeignKey("security_groups.id"), nullable=True, index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -162,8 +165,20 @@ class Operation(Base):
     params: Mapped[dict[str, Any]] = mapped_column(default=dict)
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)  # list order
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    # Every lock it declared, sorted (engine/oplocks.py); taken again when it is resumed.
+    locks: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    project: Mapped[str | None] = mapped_column(String(63), nullable=True)
+    user: Mapped[str | None] = mapped_column(String(63), nullable=True)
+    location: Mapped[str | None] = mapped_column(String(63), nullable=True)  # host name
+    # The engine instance (OperationRunner.id) running it or holding it pending, and until
+    # when it vouches for that (renewed while it lives): another engine resumes it only once
+    # the lease has run out.
+    owner: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
+    lease_until: Mapped[datetime | None] = mapped_column(nullable=True)
+    # `operation cancel` asked on an engine that does not own it: the owner acts on it.
+    cancel_requested: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
 
 
 class Token(Base):
@@ -189,7 +204,8 @@ class StoragePool(Base):
     # rbd: the Ceph monitors QEMU connects to, [[address, port], ...] (from `ceph mon dump`).
     monitors: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
     # dir: the one host holding the directory; NULL for pools every host reaches.
-    host_id: Mapped[str | None] = mapped_column(ForeignKey("hosts.id"), nullable=True)
+    host_id: Mapped[str | None] = mapped_column(ForeignKey("hosts.id"), nullable=True,
+                                                index=True)
     # creating | ready | deleting (an operation owns the pool while not ready)
     status: Mapped[str] = mapped_column(String(20), default="creating")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -199,6 +215,7 @@ class Volume(Base):
     """A volume of a pool; attached to at most one VM (``vm_id``, ``bus``, ``target``)."""
 
     __tablename__ = "volumes"
+    # Lookups by pool use uq_volumes_pool_name (pool_id leads it): no index of its own.
     __table_args__ = (sa.UniqueConstraint("pool_id", "name", name="uq_volumes_pool_name"),)
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     pool_id: Mapped[str] = mapped_column(ForeignKey("storage_pools.id"))

@@ -25,7 +25,7 @@ from corral.engine.context import EngineContext
 from corral.engine.db.models import Image, Vm
 from corral.engine.db.models import Operation as OperationRow
 from corral.engine.operations import OpContext
-from corral.engine.services import vm_roots
+from corral.engine.services import op_undo, vm_roots
 from corral.engine.services.hosts import pick_host
 from corral.engine.services.vm_lookup import find_vm
 from corral.errors import Conflict, InvalidInput, NotFound, WrongState
@@ -66,7 +66,8 @@ def customize_image(ctx: EngineContext, name: str, req: GuestCustomize) -> Opera
         image_id = img.id
     params = {"image_id": image_id, "name": name, "host_id": host.id,
               "spec": req.model_dump(mode="json"), "summary": _summary(req)}
-    return ctx.ops.submit("image.customize", {"images": [name]}, params, lock=f"image:{name}")
+    return ctx.ops.submit("image.customize", {"images": [name]}, params, [f"image:{name}"],
+                          host_id=host.id)
 
 
 def customize_vm(ctx: EngineContext, name: str, req: GuestCustomize) -> Operation:
@@ -78,7 +79,8 @@ def customize_vm(ctx: EngineContext, name: str, req: GuestCustomize) -> Operatio
         params = {"vm_id": vm.id, "name": name, "host_id": vm.host_id,
                   "spec": req.model_dump(mode="json"), "summary": _summary(req)}
     vm_roots.require_storage_dir(ctx, str(params["vm_id"]), name, "offline customization")
-    return ctx.ops.submit("vm.customize", {"vms": [name]}, params, lock=f"vm:{name}")
+    return ctx.ops.submit("vm.customize", {"vms": [name]}, params, [f"vm:{name}"],
+                          host_id=str(params["host_id"]))
 
 
 def _check_stopped(vm: Vm) -> None:
@@ -140,6 +142,14 @@ def execute_vm(ctx: EngineContext, op: OpContext) -> None:
         _scrub(ctx, op)
 
 
+def _undo_image(ctx: EngineContext, op: OpContext) -> None:
+    """Cancelled before it started: the image is ready again, the secrets go."""
+    op_undo.set_fields(ctx, Image, "image_id", status="ready")(op)
+    _scrub(ctx, op)
+
+
 def register(ctx: EngineContext) -> None:
-    ctx.ops.register("image.customize", lambda op: execute_image(ctx, op))
-    ctx.ops.register("vm.customize", lambda op: execute_vm(ctx, op))
+    ctx.ops.register("image.customize", lambda op: execute_image(ctx, op),
+                     undo=lambda op: _undo_image(ctx, op))
+    ctx.ops.register("vm.customize", lambda op: execute_vm(ctx, op),
+                     undo=lambda op: _scrub(ctx, op))

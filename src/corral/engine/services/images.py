@@ -18,8 +18,10 @@ from corral.api import ImageBuildTiny, ImageImport, Operation
 from corral.engine.agent_client import AgentClient
 from corral.engine.agent_jobs import run_job
 from corral.engine.context import EngineContext
+from corral.engine.db import claims
 from corral.engine.db.models import Image, Vm
 from corral.engine.operations import OpContext
+from corral.engine.services import op_undo
 from corral.engine.services.hosts import pick_host
 from corral.errors import Conflict, CorralError, InvalidInput, NotFound
 
@@ -38,7 +40,8 @@ def _new_image(ctx: EngineContext, name: str) -> str:
             raise Conflict(f"image {name} already exists", field="name")
         img = Image(name=name, status="importing")
         s.add(img)
-        s.flush()
+        with claims.unique(f"image {name} already exists", field="name"):  # a concurrent one
+            s.flush()
         return img.id
 
 
@@ -63,7 +66,8 @@ def import_image(ctx: EngineContext, req: ImageImport) -> Operation:
     image_id = _new_image(ctx, req.name)
     params = {"image_id": image_id, "host_id": host.id, "source": req.source,
               "format": req.format, "checksum": req.checksum}
-    return ctx.ops.submit("image.import", {"images": [req.name]}, params, lock=f"image:{req.name}")
+    return ctx.ops.submit("image.import", {"images": [req.name]}, params, [f"image:{req.name}"],
+                          host_id=host.id)
 
 
 def build_tiny(ctx: EngineContext, req: ImageBuildTiny) -> Operation:
@@ -71,7 +75,7 @@ def build_tiny(ctx: EngineContext, req: ImageBuildTiny) -> Operation:
     image_id = _new_image(ctx, req.name)
     params = {"image_id": image_id, "host_id": host.id}
     return ctx.ops.submit("image.build_tiny", {"images": [req.name]}, params,
-                          lock=f"image:{req.name}")
+                          [f"image:{req.name}"], host_id=host.id)
 
 
 def _finish(ctx: EngineContext, op: OpContext, call: tuple[str, str, Any]) -> None:
@@ -167,9 +171,11 @@ def delete(ctx: EngineContext, name: str) -> Operation:
         if img.status != "ready":
             raise Conflict(f"image {name} is {img.status}, not ready: wait for its operation")
         img.status = "deleting"
+        image_id = img.id
     host = pick_host(ctx, 0)
-    return ctx.ops.submit("image.delete", {"images": [name]}, {"name": name, "host_id": host.id},
-                          lock=f"image:{name}")
+    return ctx.ops.submit("image.delete", {"images": [name]},
+                          {"name": name, "host_id": host.id, "image_id": image_id},
+                          [f"image:{name}"], host_id=host.id)
 
 
 def execute_delete(ctx: EngineContext, op: OpContext) -> None:
@@ -183,6 +189,9 @@ def execute_delete(ctx: EngineContext, op: OpContext) -> None:
 
 
 def register(ctx: EngineContext) -> None:
-    ctx.ops.register("image.import", lambda op: execute_import(ctx, op))
-    ctx.ops.register("image.build_tiny", lambda op: execute_build_tiny(ctx, op))
-    ctx.ops.register("image.delete", lambda op: execute_delete(ctx, op))
+    new_row = op_undo.delete_row(ctx, Image, "image_id", event="image")  # a cancelled import
+    ctx.ops.register("image.import", lambda op: execute_import(ctx, op), undo=new_row,
+                     may_cancel=True)  # run_job checks the flag between progress reports
+    ctx.ops.register("image.build_tiny", lambda op: execute_build_tiny(ctx, op), undo=new_row)
+    ctx.ops.register("image.delete", lambda op: execute_delete(ctx, op),
+                     undo=op_undo.set_fields(ctx, Image, "image_id", status="ready"))

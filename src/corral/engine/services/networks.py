@@ -28,9 +28,11 @@ from corral.api import Network as NetworkOut
 from corral.api import NetworkCreate, NetworkMode, Operation, Reservation
 from corral.domainxml import NicSpec
 from corral.engine.context import EngineContext
+from corral.engine.db import claims
 from corral.engine.db.models import Host, Network, Nic, Vm
 from corral.engine.db.models import Operation as OperationRow
 from corral.engine.operations import OpContext
+from corral.engine.services import op_undo
 from corral.engine.services.host_fanout import put_on_hosts
 from corral.errors import Conflict, CorralError, InvalidInput, NotFound
 
@@ -234,11 +236,13 @@ def create(ctx: EngineContext, req: NetworkCreate) -> Operation:
             dns_domain=spec.dns_domain, status=CREATING,
         )
         s.add(row)
-        s.flush()
+        with claims.unique(f"network {spec.name} (or its VNI) was just taken by a concurrent "
+                           "request", field="name"):
+            s.flush()
         net_id = row.id
     ctx.bus.publish("network", {"name": spec.name, "status": CREATING})
     return ctx.ops.submit("network.create", {"networks": [spec.name]}, {"network_id": net_id},
-                          lock=f"network:{spec.name}")
+                          [f"network:{spec.name}"])
 
 
 def execute_create(ctx: EngineContext, op: OpContext) -> None:
@@ -288,7 +292,7 @@ def delete(ctx: EngineContext, name: str) -> Operation:
         net_id = row.id
     ctx.bus.publish("network", {"name": name, "status": DELETING})
     return ctx.ops.submit("network.delete", {"networks": [name]}, {"network_id": net_id},
-                          lock=f"network:{name}")
+                          [f"network:{name}"])
 
 
 def execute_delete(ctx: EngineContext, op: OpContext) -> None:
@@ -333,6 +337,7 @@ def ensure_default(ctx: EngineContext, subnet: str, bridge: str = "corral0") -> 
     first_host, middle, last_host = _default_addresses(net)
     with ctx.db.session() as s:
         row = s.query(Network).filter_by(name="default").one_or_none()
+        created = row is None
         if row is None:
             row = Network(
                 name="default", bridge=bridge, subnet=str(net), gateway=first_host,
@@ -343,8 +348,14 @@ def ensure_default(ctx: EngineContext, subnet: str, bridge: str = "corral0") -> 
             s.flush()
         bodies = _host_bodies(s, row)
         out = to_api(row, users(s, row))
-    for host_id, body in bodies:
-        ctx.agent(host_id).call("PUT", f"/v1/networks/{out.name}", json=body)
+    try:
+        for host_id, body in bodies:
+            ctx.agent(host_id).call("PUT", f"/v1/networks/{out.name}", json=body)
+    except CorralError:
+        if created:  # refused (e.g. a bridge of another node): `up --subnet/--bridge` may retry
+            with ctx.db.session() as s:
+                s.query(Network).filter_by(name="default").delete()
+        raise
     return out
 
 
@@ -374,5 +385,7 @@ def leases(ctx: EngineContext, name: str) -> list[dict[str, object]]:
 
 
 def register(ctx: EngineContext) -> None:
-    ctx.ops.register("network.create", lambda op: execute_create(ctx, op))
-    ctx.ops.register("network.delete", lambda op: execute_delete(ctx, op))
+    ctx.ops.register("network.create", lambda op: execute_create(ctx, op),
+                     undo=op_undo.delete_row(ctx, Network, "network_id", event="network"))
+    ctx.ops.register("network.delete", lambda op: execute_delete(ctx, op),
+                     undo=op_undo.set_fields(ctx, Network, "network_id", status=READY))

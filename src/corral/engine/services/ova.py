@@ -31,7 +31,9 @@ from corral.engine.db.models import Image, Network, StoragePool, Vm, Volume
 from corral.engine.operations import OpContext
 from corral.engine.services import (
     images,
+    op_undo,
     pools,
+    vm_clones,
     vm_disks,
     vm_nics,
     vm_roots,
@@ -87,7 +89,8 @@ def export(ctx: EngineContext, name: str, req: OvaExport) -> Operation:
         raise Conflict(f"VM {name} has RBD volumes attached ({', '.join(rbd)}): OVA export "
                        "takes disks of dir and shared pools; detach them first", field="vm")
     params = {"vm_id": vm_id, "host_id": host_id, "vm": name, "file": str(path)}
-    return ctx.ops.submit("vm.export_ova", {"vms": [name]}, params, lock=f"vm:{name}")
+    return ctx.ops.submit("vm.export_ova", {"vms": [name]}, params, [f"vm:{name}"],
+                          host_id=host_id)
 
 
 def _execute_export(ctx: EngineContext, op: OpContext) -> None:
@@ -140,9 +143,10 @@ def import_ova(ctx: EngineContext, req: OvaImport) -> Operation:
     image_id = images._new_image(ctx, image)
     params = {"image_id": image_id, "host_id": host.id, "file": str(path), "name": name,
               "network": req.network, "start": req.start}
-    # Locked on the image: the VM's own create operation (vm:NAME) runs inside this one.
+    # Locked on the image only: the VM's own create operation (vm:NAME), the volumes' and
+    # their attaches run inside this one and take their locks themselves.
     return ctx.ops.submit("vm.import_ova", {"vms": [name], "images": [image]}, params,
-                          lock=f"image:{image}")
+                          [f"image:{image}"], host_id=host.id)
 
 
 def _execute_import(ctx: EngineContext, op: OpContext) -> None:
@@ -262,5 +266,8 @@ def _undo_import(ctx: EngineContext, name: str, made: list[str]) -> None:
 
 
 def register(ctx: EngineContext) -> None:
-    ctx.ops.register("vm.export_ova", lambda op: _execute_export(ctx, op))
-    ctx.ops.register("vm.import_ova", lambda op: _execute_import(ctx, op))
+    ctx.ops.register("vm.export_ova", lambda op: _execute_export(ctx, op),
+                     prereq=lambda op: vm_clones.require_stopped(ctx, op.params["vm_id"],
+                                                                 "exporting it"))
+    ctx.ops.register("vm.import_ova", lambda op: _execute_import(ctx, op), may_cancel=True,
+                     undo=op_undo.delete_row(ctx, Image, "image_id", event="image"))

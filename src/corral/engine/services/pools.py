@@ -22,8 +22,10 @@ from corral.api import Operation, PoolCreate, PoolType
 from corral.api import Pool as PoolOut
 from corral.engine.agent_client import AgentClient
 from corral.engine.context import EngineContext
+from corral.engine.db import claims
 from corral.engine.db.models import Host, StoragePool, Vm, Volume
 from corral.engine.operations import OpContext
+from corral.engine.services import op_undo
 from corral.engine.services.host_fanout import put_on_hosts
 from corral.engine.services.hosts import pick_host
 from corral.errors import Conflict, CorralError, NotFound, Unavailable
@@ -145,11 +147,13 @@ def create(ctx: EngineContext, req: PoolCreate) -> Operation:
     with ctx.db.session() as s:
         _check_conflicts(s, row)  # again: a concurrent create may have won meanwhile
         s.add(row)
-        s.flush()
+        with claims.unique(f"storage pool {req.name} was just created by a concurrent request",
+                           field="name"):
+            s.flush()
         pool_id = row.id
     ctx.bus.publish("pool", {"name": req.name, "status": CREATING})
     return ctx.ops.submit("pool.create", {"pools": [req.name]}, {"pool_id": pool_id},
-                          lock=f"pool:{req.name}")
+                          [f"pool:{req.name}"], host_id=row.host_id)
 
 
 def execute_create(ctx: EngineContext, op: OpContext) -> None:
@@ -217,10 +221,10 @@ def delete(ctx: EngineContext, name: str) -> Operation:
                            f"{', '.join(roots)}; delete them first", field="pool", vms=roots)
         check_ready(row)
         row.status = DELETING
-        pool_id = row.id
+        pool_id, host_id = row.id, row.host_id
     ctx.bus.publish("pool", {"name": name, "status": DELETING})
     return ctx.ops.submit("pool.delete", {"pools": [name]}, {"pool_id": pool_id},
-                          lock=f"pool:{name}")
+                          [f"pool:{name}"], host_id=host_id)
 
 
 def execute_delete(ctx: EngineContext, op: OpContext) -> None:
@@ -247,5 +251,7 @@ def execute_delete(ctx: EngineContext, op: OpContext) -> None:
 
 
 def register(ctx: EngineContext) -> None:
-    ctx.ops.register("pool.create", lambda op: execute_create(ctx, op))
-    ctx.ops.register("pool.delete", lambda op: execute_delete(ctx, op))
+    ctx.ops.register("pool.create", lambda op: execute_create(ctx, op),
+                     undo=op_undo.delete_row(ctx, StoragePool, "pool_id", event="pool"))
+    ctx.ops.register("pool.delete", lambda op: execute_delete(ctx, op),
+                     undo=op_undo.set_fields(ctx, StoragePool, "pool_id", status=READY))

@@ -22,10 +22,12 @@ from corral.api import Operation, VmState
 from corral.api.snapshots import CloneMode, TemplateCreate, VmClone
 from corral.engine.agent_jobs import run_job
 from corral.engine.context import EngineContext
+from corral.engine.db import claims
 from corral.engine.db.models import Image, Nic, Vm
 from corral.engine.operations import OpContext
 from corral.engine.services import (
     images,
+    op_undo,
     security_groups,
     vm_cloudinit,
     vm_roots,
@@ -75,13 +77,35 @@ def clone(ctx: EngineContext, source: str, req: VmClone) -> Operation:
                 state=VmState.CREATING.value, cloud_init=src.cloud_init,
                 root_pool_id=src.root_pool_id)
         s.add(vm)
-        s.flush()
+        with claims.unique(f"VM {req.name} or its MAC was just taken by a concurrent request",
+                           field="name"):
+            s.flush()
         for nic, mac in zip(nics, macs, strict=False):
             s.add(Nic(vm_id=vm.id, network_id=nic.network_id, mac=mac, idx=nic.idx))
         vm_id = vm.id
     params = {"vm_id": vm_id, "source": source, "mode": mode.value, "snapshot": req.snapshot,
               "start": req.start}
-    return ctx.ops.submit("vm.clone", {"vms": [source, req.name]}, params, lock=f"vm:{source}")
+    return ctx.ops.submit("vm.clone", {"vms": [source, req.name]}, params,
+                          [f"vm:{source}", f"vm:{req.name}"], host_id=host_id)
+
+
+def require_stopped(ctx: EngineContext, vm_id: str, what: str) -> None:
+    """Under the locks: a start queued before this operation may have run meanwhile."""
+    with ctx.db.session() as s:
+        vm = s.get(Vm, vm_id)
+        if vm is None:
+            raise NotFound(f"VM {vm_id} no longer exists")
+        state = VmState(vm.state)
+        if state not in _STOPPED:
+            raise WrongState(f"VM {vm.name} is {state.value} now: stop it before {what}",
+                             state=state.value)
+
+
+def _prereq_clone(ctx: EngineContext, op: OpContext) -> None:
+    if op.params.get("snapshot") is None:  # a snapshot's data never changes: any state
+        with ctx.db.session() as s:
+            src_id = s.query(Vm.id).filter_by(name=op.params["source"]).scalar()
+        require_stopped(ctx, src_id or "?", "cloning it")
 
 
 def _execute_clone(ctx: EngineContext, op: OpContext) -> None:
@@ -95,6 +119,7 @@ def _execute_clone(ctx: EngineContext, op: OpContext) -> None:
     root = vm_roots.pool_type(ctx, vm_id)  # the clone's disk goes where the source's is
     disks = "/v1/disks" if root is None else f"/v1/pools/{root[0]}/roots"
     try:
+        op.check_cancelled()  # safe points: a cancel rolls back like any failure
         if p["mode"] == CloneMode.LINKED.value:
             op.progress(10, f"linked clone of {p['source']}'s disk")
             agent.call("PUT", f"{disks}/{name}/linked-clone", json={"source": p["source"]},
@@ -103,6 +128,7 @@ def _execute_clone(ctx: EngineContext, op: OpContext) -> None:
             op.progress(5, f"copying the disk of {p['source']}")
             run_job(agent, op, "POST", f"{disks}/{name}/full-clone",
                     {"source": p["source"], "snapshot": p.get("snapshot")}, span=(5, 90))
+        op.check_cancelled()
         if has_seed:
             vm_cloudinit.push_seed(ctx, agent, vm_id)
         op.progress(92, "defining domain")
@@ -124,7 +150,7 @@ def _execute_clone(ctx: EngineContext, op: OpContext) -> None:
 
 
 def create_template(ctx: EngineContext, req: TemplateCreate) -> Operation:
-    _vm_id, host_id, state = vm_snapshots._vm(ctx, req.vm)
+    vm_id, host_id, state = vm_snapshots._vm(ctx, req.vm)
     if state not in _STOPPED:
         raise WrongState(f"VM {req.vm} is {state.value}: stop it before making a template of "
                          "its disk", state=state.value)
@@ -139,10 +165,10 @@ def create_template(ctx: EngineContext, req: TemplateCreate) -> Operation:
         row = s.get(Image, image_id)
         if row is not None:
             row.template_vm = req.vm
-    params = {"image_id": image_id, "host_id": host_id, "vm": req.vm, "boot_from": boot_from,
-              "pool": pool}
+    params = {"image_id": image_id, "host_id": host_id, "vm": req.vm, "vm_id": vm_id,
+              "boot_from": boot_from, "pool": pool}
     return ctx.ops.submit("template.create", {"images": [req.name], "vms": [req.vm]}, params,
-                          lock=f"vm:{req.vm}")
+                          [f"vm:{req.vm}", f"image:{req.name}"], host_id=host_id)
 
 
 def _execute_template(ctx: EngineContext, op: OpContext) -> None:
@@ -195,5 +221,10 @@ def delete_template(ctx: EngineContext, name: str) -> Operation:
 
 
 def register(ctx: EngineContext) -> None:
-    ctx.ops.register("vm.clone", lambda op: _execute_clone(ctx, op))
-    ctx.ops.register("template.create", lambda op: _execute_template(ctx, op))
+    ctx.ops.register("vm.clone", lambda op: _execute_clone(ctx, op), may_cancel=True,
+                     prereq=lambda op: _prereq_clone(ctx, op),
+                     undo=op_undo.delete_row(ctx, Vm, "vm_id", event="vm", field="state"))
+    ctx.ops.register("template.create", lambda op: _execute_template(ctx, op), may_cancel=True,
+                     prereq=lambda op: require_stopped(ctx, op.params.get("vm_id") or "?",
+                                                       "making a template of it"),
+                     undo=op_undo.delete_row(ctx, Image, "image_id", event="image"))

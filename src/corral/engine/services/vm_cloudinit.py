@@ -80,9 +80,9 @@ def patch(ctx: EngineContext, name: str, req: VmPatch) -> Operation:
         new = stored(req.cloud_init, revision)
         if new is not None:  # a combination the renderer refuses is a 4xx now, not a failed op
             seed_files(vm.id, vm.name, vm.mac if vm.network_id else None, new)
-        vm_id = vm.id
+        vm_id, host_id = vm.id, vm.host_id
     return ctx.ops.submit("vm.update", {"vms": [name]}, {"vm_id": vm_id, "cloud_init": new},
-                          lock=f"vm:{name}")
+                          [f"vm:{name}"], host_id=host_id)
 
 
 def execute_patch(ctx: EngineContext, op: OpContext) -> None:

@@ -2,11 +2,14 @@
 
 A volume is attached to at most one VM; its row names the VM, the bus and the target it
 keeps for as long as it stays attached (``vdb``, ``sdc``, ...: the first name the VM's
-designed domain and its other volumes leave free). Attach and detach take the VM's lock
-(they serialize with its power operations) and mark the volume ``attaching``/``detaching``
-so no other operation touches it meanwhile. A running VM gets the disk at once (libvirt
-hot-plug, LIVE) and in its definition (CONFIG); a stopped VM in its definition only. virtio
-and scsi disks hot-plug; sata (AHCI) cannot, so it is refused on a running VM.
+designed domain and its other volumes leave free, picked by the operation under the VM's
+lock). Attach and detach lock the VM (they serialize with its power operations) and the
+volume, and mark the volume ``attaching``/``detaching`` so no other request touches it
+meanwhile; attaching claims the volume in one conditional UPDATE (engine/db/claims.py), so
+of two requests for one volume exactly one gets it. A running VM gets the disk at once
+(libvirt hot-plug, LIVE) and in its definition (CONFIG); a stopped VM in its definition
+only. virtio and scsi disks hot-plug; sata (AHCI) cannot, so it is refused on a running VM
+(checked again under the locks: a start queued before may have run).
 
 The designer must include attached volumes whenever it designs the VM's domain (a start
 redefines it): :func:`disk_specs` is the hook services/vms.py ``domain_xml`` calls.
@@ -23,9 +26,10 @@ from corral.api import DiskAttach, DiskBus, Operation, VmDisk, VmState
 from corral.domainxml import Controller, DiskSpec, Domain, design_disk
 from corral.domainxml.designer import target_name
 from corral.engine.context import EngineContext
+from corral.engine.db import claims
 from corral.engine.db.models import StoragePool, Vm, Volume
 from corral.engine.operations import OpContext
-from corral.engine.services import pools, vms, volumes
+from corral.engine.services import op_undo, pools, vms, volumes
 from corral.engine.services.vm_lookup import check_device_change, find_vm
 from corral.errors import Conflict, CorralError, InvalidInput, NotFound
 
@@ -106,35 +110,54 @@ def _free_target(ctx: EngineContext, s: Session, vm: Vm, bus: str) -> str:
     raise Conflict(f"VM {vm.name} has no free {bus} disk name left", field="bus")
 
 
+def _check_free(s: Session, vol: Volume, ref: str) -> None:
+    """409 unless the volume is free to attach (as read now)."""
+    if vol.vm_id is not None:
+        other = s.get(Vm, vol.vm_id)
+        who = other.name if other else vol.vm_id
+        raise Conflict(f"volume {ref} is already attached to VM {who}", field="volume", vm=who)
+    if vol.status != READY:
+        raise Conflict(f"volume {ref} is {vol.status}, not ready", field="volume")
+
+
+def _check_bus(vm_name: str, state: VmState, bus: str) -> None:
+    if state == VmState.RUNNING and bus == DiskBus.SATA.value:
+        raise InvalidInput(f"VM {vm_name} is running and sata (AHCI) disks cannot be "
+                           "hot-plugged: use --bus virtio or scsi, or stop the VM", field="bus")
+
+
 def attach(ctx: EngineContext, vm_name: str, req: DiskAttach) -> Operation:
     with ctx.db.session() as s:
         vm = find_vm(s, vm_name)
         state = check_device_change(vm, "attach a disk to", "disks")
-        if state == VmState.RUNNING and req.bus == DiskBus.SATA:
-            raise InvalidInput(f"VM {vm_name} is running and sata (AHCI) disks cannot be "
-                               "hot-plugged: use --bus virtio or scsi, or stop the VM",
-                               field="bus")
+        _check_bus(vm_name, state, req.bus.value)
         pool = pools.find(s, req.pool)
         pools.check_ready(pool)
         vol = volumes.find(s, pool, req.name)
-        if vol.vm_id is not None:
-            other = s.get(Vm, vol.vm_id)
-            who = other.name if other else vol.vm_id
-            raise Conflict(f"volume {req.volume} is already attached to VM {who}",
-                           field="volume", vm=who)
-        if vol.status != READY:
-            raise Conflict(f"volume {req.volume} is {vol.status}, not ready", field="volume")
+        _check_free(s, vol, req.volume)  # the clear message; the claim below decides
         if not pools.usable_on(pool, vm.host_id):
             raise Conflict(f"volume {req.volume} is in dir pool {pool.name} of another host "
                            f"than VM {vm_name}'s; use a shared or rbd pool", field="volume")
         if pool.type == "rbd" and not pool.monitors:
             raise Conflict(f"rbd pool {pool.name} knows no Ceph monitor", field="volume")
-        vol.target = _free_target(ctx, s, vm, req.bus.value)
-        vol.vm_id, vol.bus, vol.status = vm.id, req.bus.value, ATTACHING
-        params = {"vm_id": vm.id, "volume_id": vol.id}
+        if not claims.claim(s, Volume, vol.id, {"vm_id": None, "status": READY},
+                            {"vm_id": vm.id, "bus": req.bus.value, "target": None,
+                             "status": ATTACHING}):
+            _check_free(s, vol, req.volume)  # another request claimed it meanwhile
+            raise Conflict(f"volume {req.volume} was just taken", field="volume")
+        params = {"vm_id": vm.id, "volume_id": vol.id, "bus": req.bus.value}
+        host_id = vm.host_id
     ctx.bus.publish("volume", {"name": req.volume, "status": ATTACHING, "vm": vm_name})
     return ctx.ops.submit("vm.disk_attach", {"vms": [vm_name], "volumes": [req.volume]},
-                          params, lock=f"vm:{vm_name}")
+                          params, [f"vm:{vm_name}", f"volume:{req.volume}"], host_id=host_id)
+
+
+def _prereq_attach(ctx: EngineContext, op: OpContext) -> None:
+    """Under the locks: a power operation queued before may have started the VM."""
+    with ctx.db.session() as s:
+        vm = s.get(Vm, op.params["vm_id"])
+        if vm is not None:
+            _check_bus(vm.name, VmState(vm.state), str(op.params.get("bus") or ""))
 
 
 def _load(ctx: EngineContext, op: OpContext) -> tuple[Vm, StoragePool, Volume] | None:
@@ -167,6 +190,11 @@ def execute_attach(ctx: EngineContext, op: OpContext) -> None:
     vm, pool, vol = loaded
     assert vm.host_id is not None
     ref = f"{pool.name}/{vol.name}"
+    if vol.target is None:  # picked here, under the VM's lock: two attaches never share one
+        with ctx.db.session() as s:
+            row, vm_row = s.get(Volume, vol.id), s.get(Vm, vm.id)
+            assert row is not None and vm_row is not None
+            row.target = vol.target = _free_target(ctx, s, vm_row, vol.bus or "virtio")
     spec = disk_spec(pool, vol)
     body: dict[str, Any] = {"xml": design_disk(spec).to_xml()}
     if spec.bus == "scsi":
@@ -202,11 +230,14 @@ def detach(ctx: EngineContext, vm_name: str, volume_ref: str) -> Operation:
                            field="volume")
         if vol.status != READY:
             raise Conflict(f"volume {volume_ref} is {vol.status}, not ready", field="volume")
-        vol.status = DETACHING
+        if not claims.claim(s, Volume, vol.id, {"vm_id": vm.id, "status": READY},
+                            {"status": DETACHING}):
+            raise Conflict(f"volume {volume_ref} is {vol.status}, not ready", field="volume")
         params = {"vm_id": vm.id, "volume_id": vol.id}
+        host_id = vm.host_id
     ctx.bus.publish("volume", {"name": volume_ref, "status": DETACHING, "vm": vm_name})
     return ctx.ops.submit("vm.disk_detach", {"vms": [vm_name], "volumes": [volume_ref]},
-                          params, lock=f"vm:{vm_name}")
+                          params, [f"vm:{vm_name}", f"volume:{volume_ref}"], host_id=host_id)
 
 
 def execute_detach(ctx: EngineContext, op: OpContext) -> None:
@@ -229,5 +260,9 @@ def execute_detach(ctx: EngineContext, op: OpContext) -> None:
 
 
 def register(ctx: EngineContext) -> None:
-    ctx.ops.register("vm.disk_attach", lambda op: execute_attach(ctx, op))
-    ctx.ops.register("vm.disk_detach", lambda op: execute_detach(ctx, op))
+    ctx.ops.register("vm.disk_attach", lambda op: execute_attach(ctx, op),
+                     prereq=lambda op: _prereq_attach(ctx, op),
+                     undo=op_undo.set_fields(ctx, Volume, "volume_id", vm_id=None, bus=None,
+                                             target=None, status=READY))
+    ctx.ops.register("vm.disk_detach", lambda op: execute_detach(ctx, op),
+                     undo=op_undo.set_fields(ctx, Volume, "volume_id", status=READY))

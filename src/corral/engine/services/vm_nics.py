@@ -12,11 +12,13 @@ have handed it to someone else), and must not be another NIC's (409). It becomes
 re-read on SIGHUP), pushed whenever a NIC with an address comes or goes; ``net show`` lists
 the reservations and ``vm ip`` the addresses.
 
-Add and remove take the VM's lock (they serialize with its power operations) and mark the NIC
-``attaching``/``detaching`` meanwhile. A running VM gets the NIC at once (libvirt hot-plug,
-LIVE) and in its definition (CONFIG); a stopped VM in its definition only. The designer
-includes every NIC whenever it designs the VM's domain: :func:`nic_specs` is the hook
-services/vms.py ``domain_xml`` calls.
+Add and remove lock the VM (they serialize with its power operations) and the network (its
+static leases are pushed one change at a time) and mark the NIC ``attaching``/``detaching``
+meanwhile. MACs and static IPs are claimed by the unique constraints of ``nics``: of two
+requests for one, the second gets a 409 (engine/db/claims.py), never a 500. A running VM
+gets the NIC at once (libvirt hot-plug, LIVE) and in its definition (CONFIG); a stopped VM
+in its definition only. The designer includes every NIC whenever it designs the VM's
+domain: :func:`nic_specs` is the hook services/vms.py ``domain_xml`` calls.
 
 Every NIC's host tap is named ``cv`` + its MAC's 12 hex digits (``<target dev>``), so the
 host's agent can filter it by name: anti-spoofing and security groups (services/
@@ -38,9 +40,10 @@ from corral.api import NicCreate, NicUpdate, Operation, VmNic
 from corral.api.nics import normalize_mac
 from corral.domainxml import NicSpec, design_nic, tap_of
 from corral.engine.context import EngineContext
+from corral.engine.db import claims
 from corral.engine.db.models import Host, Network, Nic, NicSecurityGroup, SecurityGroup, Vm
 from corral.engine.operations import OpContext
-from corral.engine.services import networks
+from corral.engine.services import networks, op_undo
 from corral.engine.services import security_groups as sgs
 from corral.engine.services.vm_lookup import check_device_change, find_vm
 from corral.errors import (
@@ -216,11 +219,14 @@ def add(ctx: EngineContext, vm_name: str, req: NicCreate) -> Operation:
                   idx=max((r.idx for r in rows), default=-1) + 1, status=ATTACHING,
                   inbound_kbps=req.inbound_kbps, outbound_kbps=req.outbound_kbps)
         s.add(nic)
-        s.flush()
+        with claims.unique(f"MAC {mac} or ip {ip} on network {net.name} was just taken by "
+                           "another request", field="ip" if ip else "mac"):
+            s.flush()
         sgs.set_groups(s, nic.id, groups)
         params = {"vm_id": vm.id, "nic_id": nic.id}
+        host_id = vm.host_id
     return ctx.ops.submit("vm.nic_add", {"vms": [vm_name], "networks": [req.network]},
-                          params, lock=f"vm:{vm_name}")
+                          params, [f"vm:{vm_name}", f"network:{req.network}"], host_id=host_id)
 
 
 def _load(ctx: EngineContext, op: OpContext) -> tuple[str, str, Nic, Network] | None:
@@ -305,7 +311,10 @@ def remove(ctx: EngineContext, vm_name: str, mac: str) -> Operation:
             raise Conflict(f"NIC {mac} is {row.status}", field="mac")
         row.status = DETACHING
         params = {"vm_id": vm.id, "nic_id": row.id}
-    return ctx.ops.submit("vm.nic_remove", {"vms": [vm_name]}, params, lock=f"vm:{vm_name}")
+        net = s.get(Network, row.network_id)
+        locks = [f"vm:{vm_name}"] + ([f"network:{net.name}"] if net else [])
+        host_id = vm.host_id
+    return ctx.ops.submit("vm.nic_remove", {"vms": [vm_name]}, params, locks, host_id=host_id)
 
 
 def execute_remove(ctx: EngineContext, op: OpContext) -> None:
@@ -380,6 +389,14 @@ def update(ctx: EngineContext, vm_name: str, mac: str, req: NicUpdate) -> VmNic:
             return _to_api(s, nic)
 
 
+def static_networks(s: Session, vm_id: str) -> list[str]:
+    """Names of the networks where the VM's NICs hold static IPs (reservations to push
+    again when they go)."""
+    rows = (s.query(Network.name).join(Nic, Nic.network_id == Network.id)
+            .filter(Nic.vm_id == vm_id, Nic.ip.isnot(None)).distinct())
+    return sorted(n for (n,) in rows)
+
+
 def forget_vm(s: Session, vm_id: str) -> list[str]:
     """Delete a VM's NIC rows (the VM is being deleted); the networks whose reservations
     changed (push them with :func:`push_reservations` after the commit)."""
@@ -392,5 +409,7 @@ def forget_vm(s: Session, vm_id: str) -> list[str]:
 
 
 def register(ctx: EngineContext) -> None:
-    ctx.ops.register("vm.nic_add", lambda op: execute_add(ctx, op))
-    ctx.ops.register("vm.nic_remove", lambda op: execute_remove(ctx, op))
+    ctx.ops.register("vm.nic_add", lambda op: execute_add(ctx, op),
+                     undo=op_undo.delete_row(ctx, Nic, "nic_id"))
+    ctx.ops.register("vm.nic_remove", lambda op: execute_remove(ctx, op),
+                     undo=op_undo.set_fields(ctx, Nic, "nic_id", status=READY))

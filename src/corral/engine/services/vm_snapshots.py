@@ -70,7 +70,7 @@ def create(ctx: EngineContext, vm: str, req: SnapshotCreate) -> Operation:
     params: dict[str, Any] = {"vm_id": vm_id, "host_id": host_id, "vm": vm,
                               **req.model_dump()}
     return ctx.ops.submit("vm.snapshot.create", {"vms": [vm], "snapshots": [req.name]}, params,
-                          lock=f"vm:{vm}")
+                          [f"vm:{vm}"], host_id=host_id)
 
 
 def revert(ctx: EngineContext, vm: str, snap: str) -> Operation:
@@ -79,7 +79,7 @@ def revert(ctx: EngineContext, vm: str, snap: str) -> Operation:
     _existing(ctx, host_id, vm, snap)
     params = {"vm_id": vm_id, "host_id": host_id, "vm": vm, "name": snap}
     return ctx.ops.submit("vm.snapshot.revert", {"vms": [vm], "snapshots": [snap]}, params,
-                          lock=f"vm:{vm}")
+                          [f"vm:{vm}"], host_id=host_id)
 
 
 def delete(ctx: EngineContext, vm: str, snap: str) -> Operation:
@@ -88,7 +88,7 @@ def delete(ctx: EngineContext, vm: str, snap: str) -> Operation:
     _existing(ctx, host_id, vm, snap)
     params = {"vm_id": vm_id, "host_id": host_id, "vm": vm, "name": snap}
     return ctx.ops.submit("vm.snapshot.delete", {"vms": [vm], "snapshots": [snap]}, params,
-                          lock=f"vm:{vm}")
+                          [f"vm:{vm}"], host_id=host_id)
 
 
 def _execute_create(ctx: EngineContext, op: OpContext) -> None:

@@ -11,9 +11,18 @@ from corral.api import Vm as VmOut
 from corral.domainxml import DiskSpec, DomainSpec, design_domain
 from corral.engine.agent_client import AgentClient
 from corral.engine.context import EngineContext
+from corral.engine.db import claims
 from corral.engine.db.models import Host, Image, Network, Nic, Vm
 from corral.engine.operations import OpContext
-from corral.engine.services import networks, security_groups, vm_cloudinit, vm_disks, vm_nics, vm_roots
+from corral.engine.services import (
+    networks,
+    op_undo,
+    security_groups,
+    vm_cloudinit,
+    vm_disks,
+    vm_nics,
+    vm_roots,
+)
 from corral.engine.services.hosts import pick_host
 from corral.engine.services.vm_lookup import find_vm
 from corral.engine.services.vm_states import DESIRED, check_action, check_delete
@@ -115,14 +124,16 @@ def create(ctx: EngineContext, req: VmCreate) -> Operation:
             cloud_init=vm_cloudinit.stored(req.cloud_init),
         )
         s.add(vm)
-        s.flush()
+        with claims.unique(f"VM {req.name} or its MAC was just taken by a concurrent request",
+                           field="name"):
+            s.flush()
         first = Nic(vm_id=vm.id, network_id=net.id, mac=vm.mac, idx=0)  # its first NIC
         s.add(first)
         s.flush()
         security_groups.set_groups(s, first.id, groups)
         vm_id = vm.id
     return ctx.ops.submit("vm.create", {"vms": [req.name]}, {"vm_id": vm_id, "start": req.start},
-                          lock=f"vm:{req.name}")
+                          [f"vm:{req.name}"], host_id=host.id)
 
 
 def domain_xml(ctx: EngineContext, vm_id: str) -> tuple[str, str, str]:
@@ -182,16 +193,19 @@ def execute_create(ctx: EngineContext, op: OpContext) -> None:
         has_seed = vm.cloud_init is not None
     agent = ctx.agent(host_id)
     try:
+        op.check_cancelled()  # safe points: a cancel rolls back like any failure
         op.progress(10, "creating disk")
         vm_roots.create(ctx, agent, op, vm_id, image_name, size)
         if has_seed:
             op.progress(20, "building cloud-init seed")
             vm_cloudinit.push_seed(ctx, agent, vm_id)
+        op.check_cancelled()
         op.progress(40, "defining domain")
         security_groups.push_vm(ctx, vm_id)  # its NICs' ports: anti-spoofing, groups
         agent.define(name, xml)
         state = VmState.STOPPED
         if op.params.get("start"):
+            op.check_cancelled()
             op.progress(60, "starting")
             try:
                 state = VmState(agent.act(name, "start")["state"])
@@ -228,11 +242,13 @@ def change_state(ctx: EngineContext, name: str, req: VmStatePut) -> Operation:
         state = VmState(vm.state)
         if not (req.action == PowerAction.STOP and req.force and state == VmState.SHUTTING_DOWN):
             check_action(name, state, req.action)
+        was = {"desired_power": vm.desired_power}  # what a cancel before it starts restores
         vm.desired_power = DESIRED[req.action]
-        vm_id = vm.id
+        vm_id, host_id = vm.id, vm.host_id
     params = {"vm_id": vm_id, "action": req.action.value, "force": req.force,
-              "timeout": req.timeout}
-    return ctx.ops.submit(f"vm.{req.action.value}", {"vms": [name]}, params, lock=f"vm:{name}")
+              "timeout": req.timeout, "was": was}
+    return ctx.ops.submit(f"vm.{req.action.value}", {"vms": [name]}, params, [f"vm:{name}"],
+                          host_id=host_id)
 
 
 def _wait_state(agent: AgentClient, name: str, want: set[str], timeout: float,
@@ -295,11 +311,15 @@ def delete(ctx: EngineContext, name: str, force: bool) -> Operation:
     with ctx.db.session() as s:
         vm = find_vm(s, name)
         check_delete(name, VmState(vm.state), force)
+        was = {"state": vm.state, "desired_power": vm.desired_power}  # for a cancel
         vm.desired_power = "stopped"
         vm.state = VmState.DELETING.value
-        vm_id = vm.id
+        vm_id, host_id = vm.id, vm.host_id
+        # It pushes the static leases of its networks again: one push per network at a time.
+        locks = [f"vm:{name}"] + [f"network:{n}" for n in vm_nics.static_networks(s, vm_id)]
     ctx.bus.publish("vm", {"name": name, "state": VmState.DELETING.value})
-    return ctx.ops.submit("vm.delete", {"vms": [name]}, {"vm_id": vm_id}, lock=f"vm:{name}")
+    return ctx.ops.submit("vm.delete", {"vms": [name]}, {"vm_id": vm_id, "was": was}, locks,
+                          host_id=host_id)
 
 
 def execute_delete(ctx: EngineContext, op: OpContext) -> None:
@@ -341,8 +361,11 @@ def console_log(ctx: EngineContext, name: str) -> str:
 
 
 def register(ctx: EngineContext) -> None:
-    ctx.ops.register("vm.create", lambda op: execute_create(ctx, op))
-    ctx.ops.register("vm.delete", lambda op: execute_delete(ctx, op))
+    ctx.ops.register("vm.create", lambda op: execute_create(ctx, op), may_cancel=True,
+                     undo=op_undo.delete_row(ctx, Vm, "vm_id", event="vm", field="state"))
+    ctx.ops.register("vm.delete", lambda op: execute_delete(ctx, op),
+                     undo=op_undo.restore(ctx, Vm, "vm_id"))
     vm_cloudinit.register(ctx)
     for action in PowerAction:
-        ctx.ops.register(f"vm.{action.value}", lambda op: execute_power(ctx, op))
+        ctx.ops.register(f"vm.{action.value}", lambda op: execute_power(ctx, op),
+                         undo=op_undo.restore(ctx, Vm, "vm_id"))

@@ -20,9 +20,10 @@ from sqlalchemy.orm import Session
 from corral.api import Operation, VolumeCreate, VolumeFormat, VolumeResize
 from corral.api import Volume as VolumeOut
 from corral.engine.context import EngineContext
+from corral.engine.db import claims
 from corral.engine.db.models import StoragePool, Vm, Volume
 from corral.engine.operations import OpContext
-from corral.engine.services import pools
+from corral.engine.services import op_undo, pools
 from corral.errors import Conflict, CorralError, InsufficientResources, InvalidInput, NotFound
 
 log = logging.getLogger(__name__)
@@ -133,12 +134,13 @@ def create(ctx: EngineContext, pool_name: str, req: VolumeCreate) -> Operation:
         vol = Volume(pool_id=pool.id, name=req.name, format=fmt.value, size=size,
                      status=CREATING)
         s.add(vol)
-        s.flush()
+        with claims.unique(f"volume {pool_name}/{req.name} already exists", field="name"):
+            s.flush()
         vol_id = vol.id
     ref = f"{pool_name}/{req.name}"
     ctx.bus.publish("volume", {"name": ref, "status": CREATING})
     return ctx.ops.submit("volume.create", {"volumes": [ref]}, {"volume_id": vol_id},
-                          lock=f"volume:{ref}")
+                          [f"volume:{ref}"], host_id=pool.host_id)
 
 
 def _load(ctx: EngineContext, vol_id: str) -> tuple[StoragePool, Volume] | None:
@@ -211,15 +213,16 @@ def resize(ctx: EngineContext, pool_name: str, name: str, req: VolumeResize) -> 
         _check_room(ctx, pool, size - current, f"growing {pool_name}/{name}")
     with ctx.db.session() as s:
         vol = find(s, pools.find(s, pool_name), name)
-        if vol.status != READY:
+        # Claimed: an attach claiming it at the same moment must not be overwritten.
+        if not claims.claim(s, Volume, vol.id, {"status": READY}, {"status": RESIZING}):
             raise Conflict(f"volume {pool_name}/{name} is {vol.status}, not ready",
                            field="volume")
-        vol.status = RESIZING
         vol_id = vol.id
     ref = f"{pool_name}/{name}"
     ctx.bus.publish("volume", {"name": ref, "status": RESIZING})
     return ctx.ops.submit("volume.resize", {"volumes": [ref]},
-                          {"volume_id": vol_id, "size": size}, lock=f"volume:{ref}")
+                          {"volume_id": vol_id, "size": size}, [f"volume:{ref}"],
+                          host_id=pool.host_id)
 
 
 def execute_resize(ctx: EngineContext, op: OpContext) -> None:
@@ -271,12 +274,16 @@ def delete(ctx: EngineContext, pool_name: str, name: str) -> Operation:
         if vol.status != READY:
             raise Conflict(f"volume {pool_name}/{name} is {vol.status}, not ready",
                            field="volume")
-        vol.status = DELETING
-        vol_id = vol.id
+        # Claimed: of a delete and an attach at the same moment, one wins.
+        if not claims.claim(s, Volume, vol.id, {"vm_id": None, "status": READY},
+                            {"status": DELETING}):
+            raise Conflict(f"volume {pool_name}/{name} was just taken by another request",
+                           field="volume")
+        vol_id, host_id = vol.id, pool.host_id
     ref = f"{pool_name}/{name}"
     ctx.bus.publish("volume", {"name": ref, "status": DELETING})
     return ctx.ops.submit("volume.delete", {"volumes": [ref]}, {"volume_id": vol_id},
-                          lock=f"volume:{ref}")
+                          [f"volume:{ref}"], host_id=host_id)
 
 
 def execute_delete(ctx: EngineContext, op: OpContext) -> None:
@@ -299,6 +306,8 @@ def execute_delete(ctx: EngineContext, op: OpContext) -> None:
 
 
 def register(ctx: EngineContext) -> None:
-    ctx.ops.register("volume.create", lambda op: execute_create(ctx, op))
-    ctx.ops.register("volume.resize", lambda op: execute_resize(ctx, op))
-    ctx.ops.register("volume.delete", lambda op: execute_delete(ctx, op))
+    back = op_undo.set_fields(ctx, Volume, "volume_id", status=READY)
+    ctx.ops.register("volume.create", lambda op: execute_create(ctx, op),
+                     undo=op_undo.delete_row(ctx, Volume, "volume_id"))
+    ctx.ops.register("volume.resize", lambda op: execute_resize(ctx, op), undo=back)
+    ctx.ops.register("volume.delete", lambda op: execute_delete(ctx, op), undo=back)
