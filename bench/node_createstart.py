@@ -23,12 +23,12 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import libvirt
 
 import m_createstart
+import outcome
 import sections
 from benchnode import BenchNode, fresh_node, seed_debs
 from corral.client import Client
@@ -46,7 +46,6 @@ CAPS_DIR = Path("/var/cache/libvirt/qemu/capabilities")
 PORT, BRIDGE, SUBNET = 8743, "crlbench0", "10.213.0.0/24"
 LAB_NAME, LAB_INDEX = "bnode", 42
 TARGET = 1.2  # the machine's node within 1.2x of the lab host's corral figure
-EXIT_MISSED = 3  # ran, but the target was missed (bench/all.py tells it from a failure)
 
 
 @dataclass
@@ -150,14 +149,6 @@ def run_lab_node(root: Path, pairs: int, facts: dict[str, str]) -> CreateStartRe
         host.stop()
 
 
-def _commit() -> str:
-    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                          capture_output=True, text=True, check=False).stdout.strip() or "?"
-    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "src"],
-                           capture_output=True, text=True, check=False).stdout.strip()
-    return head + ("+dirty" if dirty else "")
-
-
 def _row(where: str, r: CreateStartResult) -> str:
     ratio = median(r.corral_s) / median(r.virsh_s)
     lo, hi = ratio_interval(r.corral_s, r.virsh_s)
@@ -165,7 +156,7 @@ def _row(where: str, r: CreateStartResult) -> str:
             f"{ratio:.2f} ({lo:.2f} to {hi:.2f}) |")
 
 
-def report(started: str, pairs: int, machine: CreateStartResult, lab: CreateStartResult,
+def report(pairs: int, machine: CreateStartResult, lab: CreateStartResult,
            facts: dict[str, str]) -> tuple[str, bool]:
     ratio = median(machine.corral_s) / median(lab.corral_s)
     lo, hi = ratio_interval(machine.corral_s, lab.corral_s)
@@ -173,8 +164,8 @@ def report(started: str, pairs: int, machine: CreateStartResult, lab: CreateStar
     lines = [
         "## Create + start on the node `make run` starts, next to a lab host's",
         "",
-        f"Measured {started}, commit {_commit()}, {pairs} interleaved pairs per node "
-        "(`python bench/node_createstart.py`; method: bench/m_createstart.py). Medians; the "
+        f"{pairs} interleaved pairs per node (`python bench/node_createstart.py`; method: "
+        "bench/m_createstart.py). Medians; the "
         "interval is a 90% bootstrap interval of the ratio of medians.",
         "",
         "| node | corral create+start | `virsh create` (same libvirtd) | corral / virsh |",
@@ -202,18 +193,19 @@ def main(argv: list[str] | None = None) -> int:
     root: Path = args.root.absolute()
     root.mkdir(parents=True, exist_ok=True)
     root.chmod(0o755)  # QEMU (libvirt-qemu) opens the twins' disks below
-    started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    measured = sections.Measured.now()
     facts: dict[str, str] = {}
     try:
         machine = run_machine_node(root, args.pairs, facts)
         lab = run_lab_node(root, args.pairs, facts)
     except (BenchError, libvirt.libvirtError, subprocess.SubprocessError, OSError) as exc:
-        print(f"node create+start benchmark failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    body, ok = report(started, args.pairs, machine, lab, facts)
-    sections.write_section(args.report, SECTION, body)
+        error = f"{type(exc).__name__}: {exc}"
+        print(f"node create+start benchmark failed: {error}", file=sys.stderr)
+        return outcome.finish(error)
+    body, ok = report(args.pairs, machine, lab, facts)
+    sections.write_section(args.report, SECTION, body, measured)
     print(body)
-    return 0 if ok else EXIT_MISSED
+    return outcome.finish(None, [] if ok else [f"this machine's node / lab host > {TARGET}"])
 
 
 if __name__ == "__main__":

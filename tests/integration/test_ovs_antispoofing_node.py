@@ -19,6 +19,9 @@ import pytest
 from nodeutil import Node, wait_for
 from storageutil import guest_sh, traversable
 
+from corral.agent.network.firewall import SgTables
+from corral.node.paths import NodePaths
+
 pytestmark = pytest.mark.integration
 
 NET, SUBNET, GATEWAY = "ovs-as", "10.210.198.0/24", "10.210.198.1"
@@ -78,7 +81,8 @@ def test_ovs_ports_drop_spoofed_sources_and_their_flows_go_with_the_vms(node: No
             assert any(f"priority=100,ip,in_port={tap},dl_src={mac},nw_src={ip} "
                        "actions=NORMAL" in f for f in flows), flows
             assert any(f"arp_spa={ip},arp_sha={mac}" in f for f in flows), flows
-        ports = node.host.run(["nft", "list", "set", "bridge", "corral-sg", "ports"],
+        bridge = SgTables.for_state_dir(NodePaths(node.data_dir).agent_dir).bridge
+        ports = node.host.run(["nft", "list", "set", "bridge", bridge, "ports"],
                               check=False, timeout=30)
         assert tap_a not in ports.stdout  # OVS ports never reach nftables' hooks
 

@@ -23,8 +23,10 @@ import pytest
 from nodeutil import Node, wait_for
 from storageutil import guest_sh, traversable
 
+from corral.agent.network.firewall import SgTables
 from corral.domainxml import tap_of
 from corral.images.tiny import BOOT_MARKER
+from corral.node.paths import NodePaths
 
 pytestmark = pytest.mark.integration
 
@@ -122,7 +124,8 @@ def test_security_group_allows_ssh_blocks_ping_live_and_stops_spoofing(node: Nod
             node.cli("vm", "delete", vm, "--force", check=False)
         node.cli("sg", "delete", "sg-ssh", check=False)
         node.cli("net", "delete", NET, check=False)
-    ports = node.host.run(["nft", "list", "set", "bridge", "corral-sg", "ports"], check=False)
+    tables = SgTables.for_state_dir(NodePaths(node.data_dir).agent_dir)  # this node's
+    ports = node.host.run(["nft", "list", "set", "bridge", tables.bridge, "ports"], check=False)
     assert taps and not [t for t in taps if t in ports.stdout]  # the VMs' ports went with them
 
 
@@ -153,7 +156,8 @@ def test_nic_bandwidth_limit(node: Node, tmp_path: Path) -> None:
         assert qos in ("libvirt", "nftables")
         if qos == "nftables":
             assert "<bandwidth>" not in iface.group(0)
-            rules = node.host.run(["nft", "list", "table", "bridge", "corral-sg"]).stdout
+            bridge = SgTables.for_state_dir(NodePaths(node.data_dir).agent_dir).bridge
+            rules = node.host.run(["nft", "list", "table", "bridge", bridge]).stdout
             assert f'oifname "{tap}" limit rate over 128 kbytes/second' in rules
             assert f'iifname "{tap}" limit rate over 64 kbytes/second' in rules
         else:
