@@ -13,7 +13,10 @@ looks like is decided here (Nova's ``designer.py`` lesson):
 - boot from the disks, then the CD-ROMs (none of that with direct kernel boot);
 - NICs on a Linux bridge, ``model type='virtio'`` by default (Debian's cloud kernel has no
   e1000 driver);
-- ``kvm``: ``host-passthrough`` CPU; ``qemu`` (TCG): no ``<cpu>``, QEMU's default model;
+- the CPU by ``cpu_mode``: ``host-model`` by default on KVM (the host's CPU as a named
+  model plus features: migratable to like hosts, unlike ``host-passthrough``, which stays
+  available), ``custom`` with ``cpu_model`` (e.g. a cluster baseline such as ``Haswell``);
+  under TCG (``qemu``) no ``<cpu>`` unless a custom model is asked: QEMU's default model;
 - a pty serial port (with ``<log file=... append='on'/>`` when a console log is asked) and
   its console, the qemu-guest-agent channel, virtio RNG from ``/dev/urandom``, a virtio
   balloon, VNC on 127.0.0.1 with a VGA card when ``vnc`` is on;
@@ -117,6 +120,8 @@ class DomainSpec:
     initrd: str | None = None
     cmdline: str | None = None
     vnc: bool = True
+    cpu_mode: str = "host-model"  # host-model | host-passthrough | custom (+ cpu_model)
+    cpu_model: str | None = None
     hotplug_ports: int = 8  # q35: free PCIe ports for disks and NICs plugged in while running
 
 
@@ -149,10 +154,7 @@ def design_domain(spec: DomainSpec) -> Domain:
 
     dom.features.acpi = True
     dom.features.apic = True
-    if spec.virt_type == "kvm":
-        dom.cpu.mode = "host-passthrough"
-        dom.cpu.check = "none"
-        dom.cpu.migratable = True
+    _design_cpu(dom, spec)
 
     dom.clock.offset = "utc"
     for name, tickpolicy, present in (
@@ -352,9 +354,40 @@ def _add_extras(dom: Domain, vnc: bool) -> None:
 # -- validation ----------------------------------------------------------------------
 
 
+def _design_cpu(dom: Domain, spec: DomainSpec) -> None:
+    """The CPU policy (see the module docstring); validate_spec checked the values."""
+    if spec.cpu_mode == "custom":
+        assert spec.cpu_model is not None
+        dom.cpu.mode = "custom"
+        dom.cpu.match = "exact"
+        dom.cpu.check = "partial"
+        dom.cpu.model = spec.cpu_model
+        dom.cpu.model_fallback = "forbid"  # a host without it refuses, never silently degrades
+    elif spec.virt_type != "kvm":
+        return  # TCG emulates QEMU's default model; host-* modes mean nothing there
+    elif spec.cpu_mode == "host-passthrough":
+        dom.cpu.mode = "host-passthrough"
+        dom.cpu.check = "none"
+        dom.cpu.migratable = True
+    else:
+        dom.cpu.mode = "host-model"
+        dom.cpu.check = "partial"
+
+
+CPU_MODES = ("host-model", "host-passthrough", "custom")
+_CPU_MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
 def validate_spec(spec: DomainSpec) -> None:
     """Raise :class:`InvalidInput` (with ``field``) for the first bad value in ``spec``."""
     validate_name(spec.name, "name")
+    if spec.cpu_mode not in CPU_MODES:
+        raise InvalidInput(f"cpu_mode must be one of {', '.join(CPU_MODES)}", field="cpu_mode")
+    if (spec.cpu_mode == "custom") != (spec.cpu_model is not None) or (
+            spec.cpu_model is not None and not _CPU_MODEL_RE.match(spec.cpu_model)):
+        raise InvalidInput("cpu_model names a libvirt CPU model (e.g. Haswell, qemu64: letters, "
+                           "digits, '_', '.', '-') and goes with cpu_mode custom only",
+                           field="cpu_model")
     try:
         uuidlib.UUID(str(spec.uuid))
     except ValueError:

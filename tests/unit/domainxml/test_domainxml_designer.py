@@ -31,10 +31,10 @@ def test_designed_xml_parses_back_to_the_same_text(filename: str) -> None:
     assert Domain.from_xml(xml).to_xml() == xml
 
 
-def test_kvm_gets_host_passthrough_and_q35() -> None:
+def test_kvm_gets_host_model_and_q35() -> None:
     dom = design_domain(KVM_FULL)
     assert dom.type == "kvm"
-    assert dom.cpu.mode == "host-passthrough"
+    assert dom.cpu.mode == "host-model"  # migratable between like hosts; passthrough is not
     assert dom.os.machine == "q35"
     assert dom.os.arch == "x86_64"
 
@@ -261,3 +261,32 @@ def test_spec_dataclasses_are_frozen() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         KVM_FULL.vcpus = 3  # type: ignore[misc]
     assert isinstance(KVM_FULL, DomainSpec)
+
+
+@pytest.mark.parametrize(("virt", "mode", "model", "xml"), [
+    ("kvm", "host-model", None, '<cpu mode="host-model" check="partial"/>'),
+    ("kvm", "host-passthrough", None,
+     '<cpu mode="host-passthrough" check="none" migratable="on"/>'),
+    ("kvm", "custom", "Haswell",
+     '<cpu mode="custom" match="exact" check="partial"><model fallback="forbid">Haswell</model></cpu>'),
+    ("qemu", "custom", "qemu64",
+     '<cpu mode="custom" match="exact" check="partial"><model fallback="forbid">qemu64</model></cpu>'),
+    ("qemu", "host-model", None, None),  # TCG: QEMU's default model, no <cpu>
+])
+def test_cpu_policy(virt: str, mode: str, model: str | None, xml: str | None) -> None:
+    spec = dataclasses.replace(KVM_FULL, virt_type=virt, cpu_mode=mode, cpu_model=model)
+    designed = design_domain(spec).to_xml()
+    if xml is None:
+        assert "<cpu" not in designed
+    else:
+        assert xml in designed.replace("\n", "").replace("  ", "")
+
+
+@pytest.mark.parametrize(("mode", "model", "field"), [
+    ("host-copy", None, "cpu_mode"), ("custom", None, "cpu_model"),
+    ("host-model", "Haswell", "cpu_model"), ("custom", "Has well'", "cpu_model"),
+])
+def test_cpu_policy_refuses_bad_values(mode: str, model: str | None, field: str) -> None:
+    with pytest.raises(InvalidInput) as info:
+        design_domain(dataclasses.replace(KVM_FULL, cpu_mode=mode, cpu_model=model))
+    assert info.value.field == field

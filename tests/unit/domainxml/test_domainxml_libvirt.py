@@ -71,7 +71,7 @@ def test_define_start_and_read_back(conn: Any, filename: str) -> None:
     assert live.devices.channels[0].target_name == "org.qemu.guest_agent.0"
     assert len(live.devices.graphics) == (1 if spec.vnc else 0)
     assert (live.on_poweroff, live.on_reboot, live.on_crash) == ("destroy", "restart", "destroy")
-    assert (live.cpu.mode == "host-passthrough") == (spec.virt_type == "kvm")
+    assert (live.cpu.mode == "host-model") == (spec.virt_type == "kvm")  # the default policy
     assert vm_id_of(virdom.XMLDesc(0)) == spec.vm_id
 
 
