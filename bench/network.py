@@ -275,7 +275,7 @@ def section(started: str, duration: float, create: CreateResult | None, tp: Thro
 
     lines = ["## Networks (`bench/network.py`)", "",
              f"Written by `bench/network.py` on {started}; the run took {duration / 60:.1f} min. "
-             "Raw tools measured in the same run, interleaved (DESIGN.md, rule 9). At the "
+             "Raw tools measured in the same run, interleaved. At the "
              f"start: {'; '.join(at_start)}. At the end: {facts()[-1]}.", ""]
     if error:
         lines += sections.error_lines("**The run failed:**", error)

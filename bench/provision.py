@@ -284,7 +284,7 @@ def report(res: Result, facts: dict[str, str]) -> str:
         "",
         f"{len(c)} runs each, medians; the raw "
         "twin is `virsh create` of the same domain XML with an overlay and a seed made beforehand "
-        "(untimed), measured interleaved in the same run (DESIGN.md, rule 9). Tiny guest, 128 MiB, "
+        "(untimed), measured interleaved in the same run. Tiny guest, 128 MiB, "
         "1 vCPU; the seed holds a host name, an SSH key and a runcmd.",
         "",
         "| Measure | Median |",

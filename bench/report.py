@@ -103,7 +103,7 @@ def markdown(run: Run) -> str:
         "",
         f"Written by `make bench` (`bench/run.py`) on {run.started}; the whole run took "
         f"{run.duration_s / 60:.1f} min. Timings are compared with the raw tool (virsh) measured "
-        "in the same run (DESIGN.md, rule 9); a target missed is reported as MISS with its figure.",
+        "in the same run; a target missed is reported as MISS with its figure.",
         "",
     ]
     if run.error:

@@ -1,6 +1,6 @@
 """Typed model of libvirt domain XML, and the designer that turns a VM spec into it.
 
-The only place corral writes domain XML (DESIGN.md, rule 1)::
+The only place corral writes domain XML (never f-strings or templates)::
 
     from corral.domainxml import DomainSpec, DiskSpec, NicSpec, design_domain, Domain
 

@@ -29,7 +29,8 @@ from corral.errors import AgentUnreachable, CorralError
 
 log = logging.getLogger(__name__)
 
-_SETTLED = {VmState.CREATING.value, VmState.DELETING.value}
+# VMs being created or deleted: their operation owns them, the reconciler keeps off.
+_IN_FLUX = {VmState.CREATING.value, VmState.DELETING.value}
 MIN_MISSES = 2  # a single failed poll never makes a host unresponsive, whatever the grace
 
 
@@ -93,7 +94,7 @@ class Reconciler:
             rows = [(v.id, v.name, v.state, v.desired_power)
                     for v in s.query(Vm).filter_by(host_id=host_id)]
         for vm_id, name, state, desired in rows:
-            if state in _SETTLED:
+            if state in _IN_FLUX:
                 continue
             with ctx.ops.try_hold([f"vm:{name}"]) as held:  # never waits, never overtakes
                 if not held:
