@@ -81,8 +81,8 @@ def test_ovs_ports_drop_spoofed_sources_and_their_flows_go_with_the_vms(node: No
             assert any(f"priority=100,ip,in_port={tap},dl_src={mac},nw_src={ip} "
                        "actions=NORMAL" in f for f in flows), flows
             assert any(f"arp_spa={ip},arp_sha={mac}" in f for f in flows), flows
-        bridge = SgTables.for_state_dir(NodePaths(node.data_dir).agent_dir).bridge
-        ports = node.host.run(["nft", "list", "set", "bridge", bridge, "ports"],
+        sg_table = SgTables.for_state_dir(NodePaths(node.data_dir).agent_dir).bridge
+        ports = node.host.run(["nft", "list", "set", "bridge", sg_table, "ports"],
                               check=False, timeout=30)
         assert tap_a not in ports.stdout  # OVS ports never reach nftables' hooks
 
