@@ -11,9 +11,11 @@ machine what the node made there. The guests only ask DHCP of their own bridge.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -24,7 +26,6 @@ from pathlib import Path
 import pytest
 from nodeutil import CORRAL
 
-from corral.node.daemons import libvirt_works
 from corral.node.paths import USER_CONFIG
 
 CAPS_DIR = Path("/var/cache/libvirt/qemu/capabilities")
@@ -97,6 +98,23 @@ def _pids_of(pattern: str) -> list[str]:
                           timeout=10, check=False).stdout.split()
 
 
+def _root_daemons() -> set[int]:
+    """PIDs of libvirtd and virtlogd in this machine's own network namespace: lab hosts run
+    theirs (``libvirtd -d``) in their own, and those must outlive this module."""
+    ours = os.readlink("/proc/self/ns/net")
+    pids: set[int] = set()
+    for daemon in ("libvirtd", "virtlogd"):
+        out = subprocess.run(["pgrep", "-x", daemon], capture_output=True, text=True,
+                             timeout=10, check=False).stdout
+        for pid in map(int, out.split()):
+            try:
+                if os.readlink(f"/proc/{pid}/ns/net") == ours:
+                    pids.add(pid)
+            except OSError:
+                continue  # gone meanwhile
+    return pids
+
+
 @pytest.fixture(scope="module")
 def machine_node(tiny_cache: Path) -> Iterator[MachineNode]:
     if os.geteuid() != 0:
@@ -105,8 +123,7 @@ def machine_node(tiny_cache: Path) -> Iterator[MachineNode]:
     root.chmod(0o711)  # QEMU (libvirt-qemu) traverses down to the VM disks
     node = MachineNode(root / "node", _free_port_pair(18400 + os.getpid() % 500 * 2),
                        f"crlit{os.getpid() % 100000}", _free_subnet())
-    started = {d: not _pids_of(f"^/usr/sbin/{d}") for d in ("libvirtd", "virtlogd")}
-    started["libvirtd"] = started["libvirtd"] and not libvirt_works()
+    before = _root_daemons()
     cache = node.data_dir / "agent" / "storage" / "build" / "cache" / "debs"
     shutil.copytree(tiny_cache / "debs", cache)
     node.user_config_before = _user_config()
@@ -117,9 +134,10 @@ def machine_node(tiny_cache: Path) -> Iterator[MachineNode]:
     finally:
         node.cli("down", "--purge", "--force", check=False, timeout=180)
         node.cli("down", check=False, timeout=60)  # if the purge could not run
-        for daemon, ours in started.items():  # leave the machine's daemons as we found them
-            if ours:
-                subprocess.run(["pkill", "-x", daemon], check=False, timeout=10)
+        # Leave the machine's daemons as we found them: stop only those `up` started here.
+        for pid in _root_daemons() - before:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
         shutil.rmtree(root, ignore_errors=True)
 
 
