@@ -34,28 +34,41 @@ async def proxy_console(ws: WebSocket, name: str) -> None:
     await ws.accept()
     agent_url = url.replace("http", "ws", 1) + f"/v1/domains/{name}/console"
     try:
-        async with websockets.connect(
+        upstream = await websockets.connect(
             agent_url, additional_headers={"Authorization": f"Bearer {token}"}, max_size=None,
             open_timeout=10, close_timeout=5,
-        ) as upstream:
-
-            async def down() -> None:
-                async for msg in upstream:
-                    await ws.send_bytes(msg if isinstance(msg, bytes) else msg.encode())
-
-            async def up() -> None:
-                async for data in client_bytes(ws):
-                    await upstream.send(data)
-
-            # Either side ending ends the relay; the other is cancelled and awaited, so no
-            # task outlives the connection and every exception is consumed here.
-            tasks = [asyncio.create_task(down()), asyncio.create_task(up())]
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        )
+        try:
+            await _relay(ws, upstream)
+        finally:
+            try:
+                await upstream.close()
+            finally:
+                # A close interrupted by cancellation (the server dropping the client's task)
+                # must not leave the agent's console connection open until its keepalive.
+                upstream.transport.abort()
     except (OSError, websockets.WebSocketException, WebSocketDisconnect):
         pass
     finally:
         with contextlib.suppress(RuntimeError):
             await ws.close()
+
+
+async def _relay(ws: WebSocket, upstream: websockets.ClientConnection) -> None:
+    async def down() -> None:
+        async for msg in upstream:
+            await ws.send_bytes(msg if isinstance(msg, bytes) else msg.encode())
+
+    async def up() -> None:
+        async for data in client_bytes(ws):
+            await upstream.send(data)
+
+    # Either side ending ends the relay; the other is cancelled and awaited, so no task
+    # outlives the connection and every exception is consumed here.
+    tasks = [asyncio.create_task(down()), asyncio.create_task(up())]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
