@@ -208,7 +208,7 @@ def test_hotplug_resize_and_detach_in_a_running_guest(node: Node) -> None:
 def test_attached_volume_survives_stop_and_start(node: Node) -> None:
     """A disk attached to a stopped VM is in the domain the engine designs at start.
 
-    Needs services/vms.py domain_xml() to add vm_disks.disk_specs() (the designer's hook).
+    Needs services/vm_design.py domain_xml() to add the attached volumes.
     """
     node.cli("volume", "create", "default/st-cold", "--size", "24M")
     try:

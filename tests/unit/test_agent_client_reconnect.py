@@ -18,7 +18,7 @@ from corral.errors import HostError
 
 class _Hosts(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
-        body = json.dumps([{"name": "vm1"}]).encode()
+        body = json.dumps({"name": "vm1", "uuid": "u1", "state": "running"}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -60,7 +60,7 @@ def late_server() -> Iterator[tuple[int, threading.Event]]:
 def test_a_restarting_agent_is_waited_for(late_server: tuple[int, threading.Event]) -> None:
     port, up = late_server
     client = AgentClient(f"http://127.0.0.1:{port}", "t", reconnect_s=10)
-    assert client.call("GET", "/v1/domains") == [{"name": "vm1"}]
+    assert client.domain("vm1").state == "running"
     assert up.is_set()
 
 
@@ -75,4 +75,4 @@ def test_the_reconcilers_poll_does_not_wait(late_server: tuple[int, threading.Ev
 def test_an_agent_that_stays_down_is_reported() -> None:
     client = AgentClient(f"http://127.0.0.1:{_free_port()}", "t", reconnect_s=0.5)
     with pytest.raises(HostError, match=r"agent at .* unreachable"):
-        client.call("POST", "/v1/domains/x/start")
+        client.act("x", "start")

@@ -62,7 +62,7 @@ def test_a_timeout_is_agent_timeout(exc_type: type[httpx.TimeoutException]) -> N
                                       httpx.WriteError])
 def test_other_transport_errors_are_unreachable(exc_type: type[httpx.TransportError]) -> None:
     with pytest.raises(AgentUnreachable) as exc:
-        _client(_raises(exc_type)).call("POST", "/v1/domains/vm1/start")
+        _client(_raises(exc_type)).act("vm1", "start")
     assert not isinstance(exc.value, AgentTimeout)
 
 

@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from corral.engine.app import build_context
 from corral.engine.context import EngineContext, EngineSettings
 from corral.engine.db.models import Image, Network, Operation, Vm
-from corral.engine.services.vms import domain_xml
+from corral.engine.services.vm_design import domain_xml
 
 KEY = "ssh-ed25519 " + base64.b64encode(b"\0\0\0\x0bssh-ed25519" + b"\1" * 36).decode() + " me"
 

@@ -21,7 +21,7 @@ from corral.domainxml import Domain
 from corral.engine.app import build_context
 from corral.engine.context import EngineContext, EngineSettings
 from corral.engine.db.models import Image, Network, Nic, Operation, Vm
-from corral.engine.services import vm_nics, vms
+from corral.engine.services import vm_design, vm_nics
 
 BUSY_MAC = "52:54:00:00:00:01"
 
@@ -133,7 +133,7 @@ def test_list_reservations_and_designed_domain(engine: tuple[TestClient, EngineC
     assert r.status_code == 409 and "busy" in r.json()["error"]["message"]
     with ctx.db.session() as s:
         busy_id = s.query(Vm).filter_by(name="busy").one().id
-    xml = vms.domain_xml(ctx, busy_id)[2]
+    xml = vm_design.domain_xml(ctx, busy_id)[2]
     ifaces = Domain.from_xml(xml).devices.interfaces
     assert [(i.mac, i.source_bridge) for i in ifaces] == [
         (BUSY_MAC, "corral0"), ("52:54:00:00:00:02", "cr-back")]

@@ -18,7 +18,7 @@ from corral.domainxml import Domain
 from corral.engine.app import build_context
 from corral.engine.context import EngineContext, EngineSettings
 from corral.engine.db.models import Host, Image, Network, Nic, SecurityGroup, SgRule, Vm
-from corral.engine.services import vms
+from corral.engine.services import vm_design, vms
 from corral.errors import HostError
 
 MAC_A, MAC_B, MAC_O = "52:54:00:00:00:0a", "52:54:00:00:00:0b", "52:54:00:00:00:0c"
@@ -247,7 +247,7 @@ def test_nic_qos_and_tap_in_the_designed_domain(
         nic = s.query(Nic).filter_by(mac=MAC_A).one()
         nic.inbound_kbps, nic.outbound_kbps = 1000, 250
         vm_id = s.query(Vm).filter_by(name="a").one().id
-    iface = Domain.from_xml(vms.domain_xml(ctx, vm_id)[2]).devices.interfaces[0]
+    iface = Domain.from_xml(vm_design.domain_xml(ctx, vm_id)[2]).devices.interfaces[0]
     assert iface.target_dev == "cv52540000000a"
     assert (iface.bandwidth_inbound, iface.bandwidth_outbound) == (1000, 250)
     nics = _client.get("/api/v1/vms/a/nics").json()
@@ -263,7 +263,7 @@ def test_qos_goes_to_the_port_where_the_host_polices_with_nftables(
         nic = s.query(Nic).filter_by(mac=MAC_A).one()
         nic.inbound_kbps, nic.outbound_kbps = 1000, 250
         vm_id = s.query(Vm).filter_by(name="a").one().id
-    iface = Domain.from_xml(vms.domain_xml(ctx, vm_id)[2]).devices.interfaces[0]
+    iface = Domain.from_xml(vm_design.domain_xml(ctx, vm_id)[2]).devices.interfaces[0]
     assert (iface.bandwidth_inbound, iface.bandwidth_outbound) == (None, None)
     assert client.patch(f"/api/v1/vms/a/nics/{MAC_A}",
                         json={"security_groups": []}).status_code == 200

@@ -29,7 +29,7 @@ from corral.agent.pools.routes import router as pools_router
 from corral.engine.app import build_context, create_app
 from corral.engine.context import EngineContext, EngineSettings
 from corral.engine.db.models import Host, Image, Operation, StoragePool, Vm, Volume
-from corral.engine.services import pools, vm_disks
+from corral.engine.services import pools, vm_design
 from corral.engine.services.auth import create_token
 from corral.httpserve import install_error_handlers
 
@@ -174,7 +174,7 @@ def test_volume_in_use_is_never_deleted(node: Node) -> None:
     assert (node.storage / "db.qcow2").exists()
     # The designer's hook: the attached volume, with the target it keeps.
     with node.ctx.db.session() as s:
-        (spec,) = vm_disks.disk_specs(s, s.query(Vm).one())
+        (spec,) = vm_design.attached_specs(s, s.query(Vm).one())
     assert (spec.path, spec.format, spec.bus, spec.target) == (
         str(node.storage / "db.qcow2"), "qcow2", "virtio", "vdb")
     # Deleting the VM keeps the volume and frees it (ON DELETE SET NULL).

@@ -18,11 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request, WebSocket
-from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict
 
 import corral
-from corral.agent import clones, image_api, network, nic_routes, ova, port_routes
+from corral.agent import clones, domain_routes, image_api, network, nic_routes, ova, port_routes
 from corral.agent.console_relay import relay_console
 from corral.agent.hypervisor import Hypervisor
 from corral.agent.jobs import JobRunner
@@ -32,6 +31,7 @@ from corral.agent.pools import host_registry, root_routes
 from corral.agent.pools.routes import router as pools_router
 from corral.agent.specfile import written_first
 from corral.agent.storage import Storage
+from corral.agent_api.domains import HostFacts
 from corral.errors import Conflict, CorralError, NotFound, Unauthorized
 from corral.httpserve import bearer, install_error_handlers, same_secret
 from corral.validation import validate_name
@@ -45,22 +45,6 @@ class AgentSettings:
     state_dir: Path
     token: str
     libvirt_uri: str = "qemu:///system"
-
-
-class DefineBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    xml: str
-
-
-class DiskBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    image: str | None = None  # None: a blank disk (installs from an ISO); size is then required
-    size: int | None = None
-
-
-class SeedBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    files: dict[str, str]  # meta-data, user-data[, network-config] rendered by the engine
 
 
 class NetworkBody(BaseModel):
@@ -101,20 +85,20 @@ class Agent:
             d.mkdir(parents=True, exist_ok=True)
         self.virt = detect_virt_type()
 
-    def facts(self) -> dict[str, Any]:
-        return {
-            "hostname": socket.gethostname(),
-            "agent_version": corral.__version__,
-            "cpus": os.cpu_count() or 1,
-            "memory_mib": _memory_bytes() >> 20,
-            "virt_type": self.virt.type.value,
-            "virt_note": self.virt.note,
-            "libvirt_version": self.hv.version(),
-            "storage_dir": str(self.storage.root),
-            "console_dir": str(self.console_dir),
-            "storage_free": self.storage.free_bytes(),
-            "qos": firewall.qos_backend(),  # libvirt <bandwidth>, or nftables policing
-        }
+    def facts(self) -> HostFacts:
+        return HostFacts(
+            hostname=socket.gethostname(),
+            agent_version=corral.__version__,
+            cpus=os.cpu_count() or 1,
+            memory_mib=_memory_bytes() >> 20,
+            virt_type=self.virt.type.value,
+            virt_note=self.virt.note,
+            libvirt_version=self.hv.version(),
+            storage_dir=str(self.storage.root),
+            console_dir=str(self.console_dir),
+            storage_free=self.storage.free_bytes(),
+            qos=firewall.qos_backend(),  # libvirt <bandwidth>, or nftables policing
+        )
 
     # -- networks: specs are kept on disk so the agent rebuilds them at every start --------
     def _spec_file(self, name: str) -> Path:
@@ -162,9 +146,6 @@ class Agent:
             except CorralError as exc:
                 log.error("network %s could not be restored: %s", spec.name, exc.message)
 
-    def console_log(self, name: str) -> str:
-        path = self.console_dir / f"{validate_name(name, 'vm')}.log"
-        return path.read_text(errors="replace") if path.exists() else ""
 
 
 def create_app(settings: AgentSettings) -> FastAPI:
@@ -206,47 +187,9 @@ def create_app(settings: AgentSettings) -> FastAPI:
     def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/v1/host", dependencies=guarded)
-    def host() -> dict[str, Any]:
-        return agent.facts()
-
-    @app.get("/v1/domains", dependencies=guarded)
-    def domains() -> list[dict[str, Any]]:
-        return [d.to_dict() for d in hv.list_domains()]
-
-    @app.get("/v1/domains/{name}", dependencies=guarded)
-    def domain(name: str) -> dict[str, Any]:
-        return hv.get(name).to_dict()
-
-    @app.put("/v1/domains/{name}", dependencies=guarded)
-    def define(name: str, body: DefineBody) -> dict[str, Any]:
-        return hv.define(body.xml).to_dict()
-
-    actions = {
-        "start": hv.start, "shutdown": hv.shutdown, "destroy": hv.destroy, "reboot": hv.reboot,
-        "reset": hv.reset, "suspend": hv.suspend, "resume": hv.resume,
-    }
-
-    @app.post("/v1/domains/{name}/{action}", dependencies=guarded)
-    def act(name: str, action: str) -> dict[str, Any]:
-        if action not in actions:
-            raise NotFound(f"unknown domain action {action!r}")
-        out = actions[action](name).to_dict()
-        if action == "start":
-            ports.sync_ovs()  # the taps exist now: flows of ports on OVS bridges
-        return out
-
-    @app.delete("/v1/domains/{name}", dependencies=guarded)
-    def undefine(name: str) -> dict[str, bool]:
-        try:
-            hv.undefine(name)
-        except NotFound:
-            return {"deleted": False}
-        return {"deleted": True}
-
-    @app.get("/v1/domains/{name}/console-log", dependencies=guarded)
-    def console_log(name: str) -> PlainTextResponse:
-        return PlainTextResponse(agent.console_log(name))
+    # Domains, root disks, seeds and host facts: see corral.agent.domain_routes.
+    app.include_router(domain_routes.router(hv, storage, agent.console_dir, agent.facts,
+                                            after_start=ports.sync_ovs), dependencies=guarded)
 
     @app.websocket("/v1/domains/{name}/console")
     async def console(ws: WebSocket, name: str) -> None:
@@ -256,30 +199,6 @@ def create_app(settings: AgentSettings) -> FastAPI:
             return
         await ws.accept()
         await relay_console(ws, hv, name)
-
-    @app.put("/v1/disks/{vm}", dependencies=guarded)
-    def create_disk(vm: str, body: DiskBody) -> dict[str, Any]:
-        return storage.create_disk(vm, body.image, body.size)
-
-    @app.delete("/v1/disks/{vm}", dependencies=guarded)
-    def delete_disk(vm: str) -> dict[str, bool]:
-        storage.delete_disk(vm)
-        clones.collect_bases(storage)  # frozen bases of linked clones no disk uses any more
-        (agent.console_dir / f"{validate_name(vm, 'vm')}.log").unlink(missing_ok=True)
-        return {"deleted": True}
-
-    @app.put("/v1/seeds/{vm}", dependencies=guarded)
-    def write_seed(vm: str, body: SeedBody) -> dict[str, Any]:
-        return storage.write_seed(vm, body.files)
-
-    @app.delete("/v1/seeds/{vm}", dependencies=guarded)
-    def delete_seed(vm: str) -> dict[str, bool]:
-        storage.delete_seed(vm)
-        return {"deleted": True}
-
-    @app.get("/v1/domains/{name}/addresses", dependencies=guarded)
-    def addresses(name: str) -> list[dict[str, Any]]:
-        return hv.interface_addresses(name)
 
     @app.post("/v1/images/{name}/build-tiny", dependencies=guarded)
     def build_tiny(name: str) -> dict[str, Any]:

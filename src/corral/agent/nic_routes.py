@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from fastapi import APIRouter
 from pydantic import BaseModel
@@ -17,15 +16,8 @@ from pydantic import BaseModel
 from corral.agent.hypervisor import Hypervisor
 from corral.agent.hypervisor.nics import NicOps
 from corral.agent.network import NetworkSpec, dnsmasq
+from corral.agent_api.ports import NicAttachBody, NicDetachBody, NicInfo, NicPlugged
 from corral.errors import InvalidInput
-
-
-class NicAttachBody(BaseModel):
-    xml: str
-
-
-class NicDetachBody(BaseModel):
-    mac: str
 
 
 class ReservationEntry(BaseModel):
@@ -45,18 +37,18 @@ def router(hv: Hypervisor, spec_of: Callable[[str], NetworkSpec], net_dir: Path,
     nics = NicOps(hv)
 
     @r.get("/v1/domains/{name}/nics")
-    def domain_nics(name: str) -> list[dict[str, Any]]:
-        return nics.list(name)
+    def domain_nics(name: str) -> list[NicInfo]:
+        return [NicInfo.model_validate(n) for n in nics.list(name)]
 
     @r.post("/v1/domains/{name}/nics/attach")
-    def attach(name: str, body: NicAttachBody) -> dict[str, Any]:
-        out = nics.attach(name, body.xml)
+    def attach(name: str, body: NicAttachBody) -> NicPlugged:
+        out = NicPlugged.model_validate(nics.attach(name, body.xml))
         after_plug()
         return out
 
     @r.post("/v1/domains/{name}/nics/detach")
-    def detach(name: str, body: NicDetachBody) -> dict[str, Any]:
-        return nics.detach(name, body.mac)
+    def detach(name: str, body: NicDetachBody) -> NicPlugged:
+        return NicPlugged.model_validate(nics.detach(name, body.mac))
 
     @r.put("/v1/networks/{name}/reservations")
     def set_reservations(name: str, body: ReservationsBody) -> dict[str, bool]:

@@ -4,40 +4,20 @@
 forgets it, ``GET`` shows it with its addresses (static and learned from DHCP). The rules
 live in corral.agent.network.firewall (nftables; OpenFlow flows for ports of OVS networks,
 corral.agent.network.ovs_flows); ports are kept on disk and re-applied at agent start.
+The protocol: corral.agent_api.ports.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict
 
 from corral.agent.network import NetworkSpec, dnsmasq, firewall
+from corral.agent_api import Deleted
+from corral.agent_api.ports import PortBody, PortInfo, PortSet
 from corral.errors import CorralError
-
-
-class PortRuleBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    direction: str
-    protocol: str = "any"
-    port_min: int | None = None
-    port_max: int | None = None
-    cidrs: list[str] = ["0.0.0.0/0"]
-
-
-class PortBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    mac: str
-    ips: list[str] = []
-    ip_guard: bool = True
-    filtered: bool = False
-    rules: list[PortRuleBody] = []
-    network: str | None = None
-    inbound_kbps: int | None = None  # QoS policed with nftables (host fact qos=nftables)
-    outbound_kbps: int | None = None
 
 
 def make_firewall(state_dir: Path, spec_of: Callable[[str], NetworkSpec],
@@ -59,16 +39,16 @@ def router(fw: firewall.Firewall) -> APIRouter:
     r = APIRouter()
 
     @r.put("/v1/ports/{tap}")
-    def put_port(tap: str, body: PortBody) -> dict[str, Any]:
+    def put_port(tap: str, body: PortBody) -> PortSet:
         port = fw.apply(firewall.parse_port(tap, body.model_dump()))
-        return {"tap": port.tap, "id": port.id}
+        return PortSet(tap=port.tap, id=port.id)
 
     @r.delete("/v1/ports/{tap}")
-    def delete_port(tap: str) -> dict[str, bool]:
-        return {"deleted": fw.remove(firewall.check_tap(tap))}
+    def delete_port(tap: str) -> Deleted:
+        return Deleted(deleted=fw.remove(firewall.check_tap(tap)))
 
     @r.get("/v1/ports/{tap}")
-    def get_port(tap: str) -> dict[str, Any]:
-        return fw.get(firewall.check_tap(tap))
+    def get_port(tap: str) -> PortInfo:
+        return PortInfo.model_validate(fw.get(firewall.check_tap(tap)))
 
     return r

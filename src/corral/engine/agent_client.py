@@ -13,6 +13,11 @@ from typing import Any
 import httpx
 
 from corral import errors
+from corral.engine.agent_calls.domains import DomainCalls
+from corral.engine.agent_calls.images import ImageCalls
+from corral.engine.agent_calls.networks import NetworkCalls
+from corral.engine.agent_calls.pools import PoolCalls
+from corral.engine.agent_calls.ports import PortCalls
 from corral.errors import AgentTimeout, AgentUnreachable, HostError
 
 # An agent restarting (the engine restarts one that died at once) refuses connections for
@@ -20,8 +25,10 @@ from corral.errors import AgentTimeout, AgentUnreachable, HostError
 RECONNECT_S = 15.0
 
 
-class AgentClient:
-    """``transport``: what carries the requests (tests pass ``httpx.MockTransport`` or an
+class AgentClient(DomainCalls, NetworkCalls, PoolCalls, ImageCalls, PortCalls):
+    """One typed method per agent route (the mixins of corral.engine.agent_calls).
+
+    ``transport``: what carries the requests (tests pass ``httpx.MockTransport`` or an
     in-process agent app); the network when None."""
 
     def __init__(self, url: str, token: str, timeout: float = 60.0,
@@ -34,8 +41,9 @@ class AgentClient:
             transport=transport,
         )
 
-    def call(self, method: str, path: str, *, json: Any = None, timeout: float | None = None,
-             text: bool = False, reconnect: bool = True) -> Any:
+    def _request(self, method: str, path: str, *, json: Any = None,
+                 timeout: float | None = None, text: bool = False,
+                 reconnect: bool = True) -> Any:
         """``reconnect``: wait up to ``reconnect_s`` for an agent that refuses connections."""
         deadline = time.monotonic() + (self.reconnect_s if reconnect else 0.0)
         delay = 0.1
@@ -66,45 +74,6 @@ class AgentClient:
         except ValueError as exc:
             raise HostError(f"agent at {self.url} sent a body that is not JSON for "
                             f"{method} {path}: {resp.text[:200]!r}") from exc
-
-    # Small named helpers keep the services readable.
-    def facts(self) -> dict[str, Any]:
-        # Also the probe of a host being added: a wrong address fails at once.
-        return dict(self.call("GET", "/v1/host", timeout=10, reconnect=False))
-
-    def domains(self) -> list[dict[str, Any]]:
-        # The reconciler's poll: a refusing agent is reported at once, not waited for.
-        return list(self.call("GET", "/v1/domains", timeout=10, reconnect=False))
-
-    def domain(self, name: str) -> dict[str, Any]:
-        return dict(self.call("GET", f"/v1/domains/{name}", timeout=10))
-
-    def define(self, name: str, xml: str) -> dict[str, Any]:
-        return dict(self.call("PUT", f"/v1/domains/{name}", json={"xml": xml}))
-
-    def act(self, name: str, action: str) -> dict[str, Any]:
-        return dict(self.call("POST", f"/v1/domains/{name}/{action}"))
-
-    def undefine(self, name: str) -> None:
-        self.call("DELETE", f"/v1/domains/{name}")
-
-    def console_log(self, name: str) -> str:
-        return str(self.call("GET", f"/v1/domains/{name}/console-log", text=True))
-
-    def create_disk(self, vm: str, image: str | None, size: int | None) -> dict[str, Any]:
-        return dict(self.call("PUT", f"/v1/disks/{vm}", json={"image": image, "size": size}))
-
-    def delete_disk(self, vm: str) -> None:
-        self.call("DELETE", f"/v1/disks/{vm}")
-
-    def write_seed(self, vm: str, files: dict[str, str]) -> dict[str, Any]:
-        return dict(self.call("PUT", f"/v1/seeds/{vm}", json={"files": files}))
-
-    def delete_seed(self, vm: str) -> None:
-        self.call("DELETE", f"/v1/seeds/{vm}")
-
-    def addresses(self, vm: str) -> list[dict[str, Any]]:
-        return list(self.call("GET", f"/v1/domains/{vm}/addresses", timeout=10))
 
     def close(self) -> None:
         self._http.close()

@@ -21,10 +21,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from corral.agent_api.domains import DomainInfo
 from corral.api import VmState
 from corral.engine.context import EngineContext
 from corral.engine.db.models import Host, Vm, utcnow
-from corral.engine.services import vms as vm_service
+from corral.engine.services import vm_define, vm_design
 from corral.errors import AgentUnreachable, CorralError
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,7 @@ class Reconciler:
             return
         self._misses.pop(host_id, None)
         self._host_status(host_id, "up", "agent answered")
-        by_id = {d["vm_id"]: d for d in reported if d.get("vm_id")}
+        by_id = {d.vm_id: d for d in reported if d.vm_id}
         with ctx.db.session() as s:
             rows = [(v.id, v.name, v.state, v.desired_power)
                     for v in s.query(Vm).filter_by(host_id=host_id)]
@@ -105,26 +106,26 @@ class Reconciler:
                     log.warning("reconcile VM %s: %s", name, exc)
 
     def _vm(self, host_id: str, vm_id: str, name: str, state: str, desired: str,
-            domain: dict[str, str] | None) -> None:
+            domain: DomainInfo | None) -> None:
         ctx = self.ctx
         agent = ctx.agent(host_id)
         if domain is None:
             ctx.bus.publish("vm", {"name": name, "state": state,
                                    "message": "domain missing on host: defining it again"})
-            agent.define(name, vm_service.domain_xml(ctx, vm_id)[2])
+            agent.define(name, vm_design.domain_xml(ctx, vm_id)[2])
             actual = "stopped"
             if desired == "running":
-                actual = agent.act(name, "start")["state"]
+                actual = agent.act(name, "start").state
         else:
-            actual = domain["state"]
+            actual = domain.state
             if actual != state:
                 # The listing was taken before we held the lock: an operation may have
                 # changed the VM since. Ask again now that nothing else can.
-                actual = agent.domain(name)["state"]
+                actual = agent.domain(name).state
         fields: dict[str, str] = {"state": VmState(actual).value}
         if desired == "running" and actual == "stopped" and state == "running":
             fields["desired_power"] = "stopped"  # shut down from inside the guest
-        vm_service._set(ctx, vm_id, **fields)
+        vm_define.set_fields(ctx, vm_id, **fields)
 
     def _missed(self, host_id: str, asked: float, exc: AgentUnreachable) -> None:
         # Unreachable since the first unanswered poll was sent, not since it gave up.

@@ -12,16 +12,16 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
 
-from corral.agent.pools.base import Pool, PoolSpec, PoolStats, VolumeInfo
+from corral.agent.pools.base import Pool, PoolSpec
 from corral.agent.pools.dir import DirPool
 from corral.agent.pools.rbd import RbdPool
 from corral.agent.pools.shared import SharedPool
+from corral.agent_api.pools import PoolSetup
 from corral.errors import InvalidInput, NotFound
 from corral.validation import validate_name
 
-__all__ = ["Pool", "PoolRegistry", "PoolSpec", "PoolStats", "VolumeInfo", "open_pool"]
+__all__ = ["Pool", "PoolRegistry", "PoolSpec", "open_pool"]
 
 _DRIVERS: dict[str, type[DirPool] | type[SharedPool] | type[RbdPool]] = {
     "dir": DirPool, "shared": SharedPool, "rbd": RbdPool,
@@ -52,14 +52,14 @@ class PoolRegistry:
     def check(self, spec: PoolSpec) -> None:
         open_pool(spec, self.reserved).check()
 
-    def ensure(self, spec: PoolSpec, marker: str = "write") -> dict[str, Any]:
+    def ensure(self, spec: PoolSpec, marker: str = "write") -> PoolSetup:
         """Set the pool up (idempotent) and remember it; its stats and driver facts."""
         pool = open_pool(spec, self.reserved)
         extra = pool.setup(marker)
         tmp = self._file(spec.name).with_suffix(".part")
         tmp.write_text(json.dumps(spec.to_dict()) + "\n")
         os.replace(tmp, self._file(spec.name))
-        return {**pool.stats().to_dict(), **extra}
+        return PoolSetup.model_validate({**pool.stats().model_dump(), **extra})
 
     def get(self, name: str) -> Pool:
         path = self._file(name)

@@ -6,6 +6,7 @@ import subprocess
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
+from corral.agent_api.pools import PoolStats, VolumeInfo  # the drivers' answers, as sent
 from corral.errors import HostError, InsufficientResources, InvalidInput, Unavailable
 from corral.validation import validate_name
 
@@ -24,28 +25,6 @@ class PoolSpec:
     path: str | None = None  # dir, shared
     ceph_conf: str | None = None  # rbd
     ceph_pool: str | None = None  # rbd
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class PoolStats:
-    capacity: int  # bytes
-    allocation: int  # bytes in use
-    available: int  # bytes a new volume may still take
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class VolumeInfo:
-    name: str
-    format: str  # qcow2 | raw
-    capacity: int  # virtual size, bytes
-    allocation: int  # bytes written (thin provisioning)
-    source: str  # file path, or POOL/IMAGE of an RBD image
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

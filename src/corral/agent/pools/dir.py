@@ -17,14 +17,13 @@ from typing import Any
 from corral.agent.pools.base import (
     FORMATS,
     PoolSpec,
-    PoolStats,
-    VolumeInfo,
     check_grow,
     check_room,
     check_volume_request,
     round_mib,
     run,
 )
+from corral.agent_api.pools import PoolStats, VolumeInfo
 from corral.errors import Conflict, InvalidInput, NotFound
 from corral.validation import validate_name
 

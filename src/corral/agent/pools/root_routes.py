@@ -8,32 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict
 
 from corral.agent.clones import template
 from corral.agent.jobs import JobReporter, JobRunner
 from corral.agent.pools import host_registry
 from corral.agent.pools.roots import RootDisks
 from corral.agent.storage import Storage
+from corral.agent_api.pools import RootBody, RootCloneBody, RootDeleted, RootDisk, RootTemplateBody
 from corral.validation import validate_name
-
-
-class RootBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    image: str
-    size: int | None = None
-
-
-class RootCloneBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    source: str
-    snapshot: str | None = None
-
-
-class RootTemplateBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str
-    boot_from: str | None = None
 
 
 def router(state_dir: Path, storage: Storage, jobs: JobRunner) -> APIRouter:
@@ -52,12 +34,12 @@ def router(state_dir: Path, storage: Storage, jobs: JobRunner) -> APIRouter:
                            token=op).to_dict()
 
     @r.delete("/v1/pools/{pool}/roots/{vm}")
-    def delete_root(pool: str, vm: str) -> dict[str, Any]:
-        return roots.delete(pool, vm)
+    def delete_root(pool: str, vm: str) -> RootDeleted:
+        return RootDeleted.model_validate(roots.delete(pool, vm))
 
     @r.put("/v1/pools/{pool}/roots/{vm}/linked-clone")
-    def linked(pool: str, vm: str, body: RootCloneBody) -> dict[str, Any]:
-        return roots.linked_clone(pool, body.source, vm)
+    def linked(pool: str, vm: str, body: RootCloneBody) -> RootDisk:
+        return RootDisk.model_validate(roots.linked_clone(pool, body.source, vm))
 
     @r.post("/v1/pools/{pool}/roots/{vm}/full-clone")
     def full(pool: str, vm: str, body: RootCloneBody, op: str | None = None) -> dict[str, Any]:

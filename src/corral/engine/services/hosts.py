@@ -23,7 +23,7 @@ def register(ctx: EngineContext, name: str, url: str, token: str) -> HostOut:
 
     probe = AgentClient(url, token)
     try:
-        facts = probe.facts()
+        facts = probe.facts().model_dump()
     finally:
         probe.close()
     with ctx.db.session() as s:

@@ -34,7 +34,7 @@ def to_api(i: Image) -> ImageOut:
     )
 
 
-def _new_image(ctx: EngineContext, name: str) -> str:
+def new_image(ctx: EngineContext, name: str) -> str:
     with ctx.db.session() as s:
         if s.query(Image).filter_by(name=name).count():
             raise Conflict(f"image {name} already exists", field="name")
@@ -46,7 +46,7 @@ def _new_image(ctx: EngineContext, name: str) -> str:
 
 
 def drop_new_image(ctx: EngineContext, agent: AgentClient, image_id: str, name: str) -> None:
-    """Undo :func:`_new_image` after a failed import: the host's file (if any) and the row."""
+    """Undo :func:`new_image` after a failed import: the host's file (if any) and the row."""
     with contextlib.suppress(CorralError):
         agent.call("DELETE", f"/v1/images/{name}")
     with ctx.db.session() as s:
@@ -63,7 +63,7 @@ def import_image(ctx: EngineContext, req: ImageImport) -> Operation:
         if not source.is_file():
             raise InvalidInput(f"source {source} is not a readable file", field="source")
     host = pick_host(ctx, 0)
-    image_id = _new_image(ctx, req.name)
+    image_id = new_image(ctx, req.name)
     params = {"image_id": image_id, "host_id": host.id, "source": req.source,
               "format": req.format, "checksum": req.checksum}
     return ctx.ops.submit("image.import", {"images": [req.name]}, params, [f"image:{req.name}"],
@@ -72,7 +72,7 @@ def import_image(ctx: EngineContext, req: ImageImport) -> Operation:
 
 def build_tiny(ctx: EngineContext, req: ImageBuildTiny) -> Operation:
     host = pick_host(ctx, 0)
-    image_id = _new_image(ctx, req.name)
+    image_id = new_image(ctx, req.name)
     params = {"image_id": image_id, "host_id": host.id}
     return ctx.ops.submit("image.build_tiny", {"images": [req.name]}, params,
                           [f"image:{req.name}"], host_id=host.id)

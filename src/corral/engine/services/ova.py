@@ -34,6 +34,7 @@ from corral.engine.services import (
     op_undo,
     pools,
     vm_clones,
+    vm_design,
     vm_disks,
     vm_nics,
     vm_roots,
@@ -59,7 +60,7 @@ def _extra_volumes(name: str, system: ovf.OvfSystem) -> list[str]:
 def _attached(s: Session, vm_id: str) -> list[tuple[StoragePool, Volume]]:
     rows = (s.query(Volume, StoragePool).join(StoragePool, Volume.pool_id == StoragePool.id)
             .filter(Volume.vm_id == vm_id, Volume.target.isnot(None)).all())
-    rows.sort(key=lambda r: vm_disks._target_key(r[0].target))
+    rows.sort(key=lambda r: vm_design.target_key(r[0].target))
     return [(pool, vol) for vol, pool in rows]
 
 
@@ -140,7 +141,7 @@ def import_ova(ctx: EngineContext, req: OvaImport) -> Operation:
                                f"in pool {_VOLUME_POOL}, which exist already (import with "
                                "--name)", field="name", volumes=taken)
     host = pick_host(ctx, system.memory_mib)
-    image_id = images._new_image(ctx, image)
+    image_id = images.new_image(ctx, image)
     params = {"image_id": image_id, "host_id": host.id, "file": str(path), "name": name,
               "network": req.network, "start": req.start}
     # Locked on the image only: the VM's own create operation (vm:NAME), the volumes' and
@@ -244,13 +245,13 @@ def _keep_mac(ctx: EngineContext, agent: AgentClient, name: str, system: dict[st
         return
     with ctx.db.session() as s:
         vm = s.query(Vm).filter_by(name=name).one()
-        taken = vm_nics._mac_owner(s, macs[0].lower()) not in (None, vm.name)
+        taken = vm_nics.mac_owner(s, macs[0].lower()) not in (None, vm.name)
         keep = not taken and vm.state == VmState.STOPPED.value and vm.mac != macs[0].lower()
         if keep:
             vm.mac = macs[0].lower()
         vm_id = vm.id
     if keep:
-        agent.define(name, vms.domain_xml(ctx, vm_id)[2])
+        agent.define(name, vm_design.domain_xml(ctx, vm_id)[2])
 
 
 def _undo_import(ctx: EngineContext, name: str, made: list[str]) -> None:

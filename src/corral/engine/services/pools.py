@@ -14,10 +14,10 @@ host and undoes it everywhere if one fails. A pool is ``creating``, ``ready`` or
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from sqlalchemy.orm import Session
 
+from corral.agent_api.pools import Marker, PoolBody, PoolStats
 from corral.api import Operation, PoolCreate, PoolType
 from corral.api import Pool as PoolOut
 from corral.engine.agent_client import AgentClient
@@ -52,9 +52,11 @@ def check_ready(pool: StoragePool) -> None:
         raise Conflict(f"storage pool {pool.name} is {pool.status}, not ready", field="pool")
 
 
-def agent_body(pool: StoragePool, marker: str = "write") -> dict[str, Any]:
-    return {"type": pool.type, "id": pool.id or "", "path": pool.path, "ceph_conf": pool.ceph_conf,
-            "ceph_pool": pool.ceph_pool, "marker": marker}
+def agent_body(pool: StoragePool, marker: Marker = "write") -> PoolBody:
+    # Validated, not built: the row's type is a str, the body's one of dir | shared | rbd.
+    return PoolBody.model_validate({"type": pool.type, "id": pool.id or "", "path": pool.path,
+                                    "ceph_conf": pool.ceph_conf, "ceph_pool": pool.ceph_pool,
+                                    "marker": marker})
 
 
 def host_ids(s: Session, pool: StoragePool) -> list[str]:
@@ -76,25 +78,24 @@ def usable_on(pool: StoragePool, host_id: str | None) -> bool:
     return pool.host_id is None or pool.host_id == host_id
 
 
-def stats(ctx: EngineContext, pool: StoragePool) -> dict[str, Any] | None:
+def stats(ctx: EngineContext, pool: StoragePool) -> PoolStats | None:
     """Capacity, allocation and free bytes from a host; None when none answers."""
     if pool.status == CREATING:
         return None
     try:
-        return dict(agent_for(ctx, pool).call("GET", f"/v1/pools/{pool.name}", timeout=30))
+        return agent_for(ctx, pool).pool_stats(pool.name)
     except CorralError as exc:
         log.warning("pool %s: no stats: %s", pool.name, exc.message)
         return None
 
 
-def to_api(s: Session, pool: StoragePool, st: dict[str, Any] | None = None) -> PoolOut:
+def to_api(s: Session, pool: StoragePool, st: PoolStats | None = None) -> PoolOut:
     host = s.get(Host, pool.host_id) if pool.host_id else None
-    st = st or {}
     return PoolOut(
         name=pool.name, type=PoolType(pool.type), status=pool.status, path=pool.path,
         ceph_conf=pool.ceph_conf, ceph_pool=pool.ceph_pool, host=host.name if host else None,
-        capacity=st.get("capacity"), allocation=st.get("allocation"),
-        available=st.get("available"),
+        capacity=st.capacity if st else None, allocation=st.allocation if st else None,
+        available=st.available if st else None,
         volumes=s.query(Volume).filter_by(pool_id=pool.id).count(), created_at=pool.created_at,
     )
 
@@ -143,7 +144,7 @@ def create(ctx: EngineContext, req: PoolCreate) -> Operation:
             [h.id for h in s.query(Host).filter_by(status="up").order_by(Host.name)]
     body = agent_body(row)
     for host_id in hosts:  # each host's dry run: nothing is made yet
-        ctx.agent(host_id).call("POST", f"/v1/pools/{req.name}/check", json=body, timeout=60)
+        ctx.agent(host_id).check_pool(req.name, body)
     with ctx.db.session() as s:
         _check_conflicts(s, row)  # again: a concurrent create may have won meanwhile
         s.add(row)
@@ -197,7 +198,7 @@ def ensure_default(ctx: EngineContext) -> PoolOut:
             s.flush()
         body = agent_body(row)
         host_id = row.host_id or host.id
-    st = ctx.agent(host_id).call("PUT", f"/v1/pools/{DEFAULT_POOL}", json=body, timeout=60)
+    st = ctx.agent(host_id).ensure_pool(DEFAULT_POOL, body)
     with ctx.db.session() as s:
         return to_api(s, find(s, DEFAULT_POOL), st)
 
@@ -236,7 +237,7 @@ def execute_delete(ctx: EngineContext, op: OpContext) -> None:
     for i, host_id in enumerate(hosts):
         op.progress(10 + 80 * i // max(1, len(hosts)), f"removing from host {i + 1}")
         try:
-            ctx.agent(host_id).call("DELETE", f"/v1/pools/{name}", timeout=120)
+            ctx.agent(host_id).forget_pool(name)
         except CorralError:
             with ctx.db.session() as s:  # still there: usable again, the error says why
                 row = s.get(StoragePool, op.params["pool_id"])

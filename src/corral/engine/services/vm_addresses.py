@@ -45,11 +45,11 @@ def addresses(ctx: EngineContext, name: str) -> list[VmAddress]:
     except CorralError:  # e.g. the domain is gone: the lease is all there is
         seen = []
     for addr in seen:
-        ip = str(addr.get("ip") or "")
+        ip = addr.ip or ""
         if not ip or ip.startswith("127.") or ip == "::1":
             continue
-        item = VmAddress(ip=ip, prefix=addr.get("prefix"), mac=(addr.get("mac") or None),
-                         interface=addr.get("interface"), source=str(addr.get("source")))
+        item = VmAddress(ip=ip, prefix=addr.prefix, mac=addr.mac or None,
+                         interface=addr.interface, source=addr.source)
         if item.mac and item.mac.lower() not in macs and item.source == "arp":
             continue
         known = next((a for a in found if a.ip == ip), None)

@@ -30,9 +30,11 @@ from corral.engine.services import (
     op_undo,
     security_groups,
     vm_cloudinit,
+    vm_define,
+    vm_design,
+    vm_nics,
     vm_roots,
     vm_snapshots,
-    vms,
 )
 from corral.errors import Conflict, CorralError, InvalidInput, NotFound, WrongState
 
@@ -66,9 +68,9 @@ def clone(ctx: EngineContext, source: str, req: VmClone) -> Operation:
         nics = list(s.query(Nic).filter_by(vm_id=src.id).order_by(Nic.idx))
         macs: list[str] = []
         for _ in range(max(1, len(nics))):
-            mac = vms._new_mac(s)
+            mac = vm_nics.new_mac(s)
             while mac in macs:
-                mac = vms._new_mac(s)
+                mac = vm_nics.new_mac(s)
             macs.append(mac)
         vm = Vm(name=req.name, image_id=src.image_id, host_id=src.host_id,
                 network_id=nics[0].network_id if nics else src.network_id, cpus=src.cpus,
@@ -111,7 +113,7 @@ def _prereq_clone(ctx: EngineContext, op: OpContext) -> None:
 def _execute_clone(ctx: EngineContext, op: OpContext) -> None:
     p = op.params
     vm_id = p["vm_id"]
-    name, host_id, xml = vms.domain_xml(ctx, vm_id)
+    name, host_id, xml = vm_design.domain_xml(ctx, vm_id)
     with ctx.db.session() as s:
         row = s.get(Vm, vm_id)
         has_seed = row is not None and row.cloud_init is not None
@@ -133,19 +135,12 @@ def _execute_clone(ctx: EngineContext, op: OpContext) -> None:
             vm_cloudinit.push_seed(ctx, agent, vm_id)
         op.progress(92, "defining domain")
         security_groups.push_vm(ctx, vm_id)  # its NICs' ports: anti-spoofing from the start
-        agent.define(name, xml)
-        state = VmState.STOPPED
-        if p.get("start"):
-            try:
-                state = VmState(agent.act(name, "start")["state"])
-            except WrongState:
-                state = VmState(agent.domain(name)["state"])
-                if state != VmState.RUNNING:
-                    raise
+        state = vm_define.define_and_start(ctx, agent, op, vm_id, name, xml,
+                                           bool(p.get("start")), started_at=95)
     except CorralError:
-        vms._rollback_create(ctx, agent, vm_id, name)
+        vm_define.rollback_create(ctx, agent, vm_id, name)
         raise
-    vms._set(ctx, vm_id, state=state.value)
+    vm_define.set_fields(ctx, vm_id, state=state.value)
     op.progress(100, f"{name}: {p['mode']} clone of {p['source']}")
 
 
@@ -158,9 +153,9 @@ def create_template(ctx: EngineContext, req: TemplateCreate) -> Operation:
         vm = s.query(Vm).filter_by(name=req.vm).one()
         origin = s.get(Image, vm.image_id)
         boot_from = origin.name if origin is not None and origin.kernel else None
-        root = vm_roots.pool_of(s, vm)
+        root = vm_design.root_pool(s, vm)
         pool = root.name if root is not None else None
-    image_id = images._new_image(ctx, req.name)
+    image_id = images.new_image(ctx, req.name)
     with ctx.db.session() as s:
         row = s.get(Image, image_id)
         if row is not None:

@@ -19,6 +19,7 @@ from corral.engine.agent_client import AgentClient
 from corral.engine.context import EngineContext
 from corral.engine.db.models import Vm
 from corral.engine.operations import OpContext
+from corral.engine.services.vm_design import domain_xml
 from corral.engine.services.vm_lookup import find_vm
 from corral.errors import CorralError, InvalidInput, NotFound, WrongState
 
@@ -46,11 +47,6 @@ def seed_files(vm_id: str, name: str, mac: str | None, data: dict[str, Any]) -> 
         user_data=ci.user_data, network_config=ci.network_config, mac=mac,
     )
     return files.as_dict()
-
-
-def seed_path(facts: dict[str, Any], name: str) -> str:
-    """Where the host's agent keeps the seed (corral.agent.storage.Storage.seed_path)."""
-    return f"{facts['storage_dir']}/vms/{name}-cidata.iso"
 
 
 def push_seed(ctx: EngineContext, agent: AgentClient, vm_id: str) -> bool:
@@ -86,7 +82,6 @@ def patch(ctx: EngineContext, name: str, req: VmPatch) -> Operation:
 
 
 def execute_patch(ctx: EngineContext, op: OpContext) -> None:
-    from corral.engine.services.vms import domain_xml  # vms imports this module
 
     vm_id, new = op.params["vm_id"], op.params["cloud_init"]
     with ctx.db.session() as s:
@@ -95,7 +90,7 @@ def execute_patch(ctx: EngineContext, op: OpContext) -> None:
             raise NotFound(f"VM {vm_id} no longer exists")
         name, host_id, old = vm.name, vm.host_id, vm.cloud_init
     agent = ctx.agent(host_id)
-    state = str(agent.domain(name)["state"])
+    state = str(agent.domain(name).state)
     if state != "stopped":
         raise WrongState(f"cannot change cloud-init of VM {name}: it is {state} (stop it first)")
     try:

@@ -12,7 +12,7 @@ only. virtio and scsi disks hot-plug; sata (AHCI) cannot, so it is refused on a 
 (checked again under the locks: a start queued before may have run).
 
 The designer must include attached volumes whenever it designs the VM's domain (a start
-redefines it): :func:`disk_specs` is the hook services/vms.py ``domain_xml`` calls.
+redefines it): services/vm_design.py designs them with the rest of the VM.
 """
 
 from __future__ import annotations
@@ -23,52 +23,18 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from corral.api import DiskAttach, DiskBus, Operation, VmDisk, VmState
-from corral.domainxml import Controller, DiskSpec, Domain, design_disk
+from corral.domainxml import Controller, Domain, design_disk
 from corral.domainxml.designer import target_name
 from corral.engine.context import EngineContext
 from corral.engine.db import claims
 from corral.engine.db.models import StoragePool, Vm, Volume
 from corral.engine.operations import OpContext
-from corral.engine.services import op_undo, pools, vms, volumes
+from corral.engine.services import op_undo, pools, vm_design, volumes
 from corral.engine.services.vm_lookup import check_device_change, find_vm
 from corral.errors import Conflict, CorralError, InvalidInput, NotFound
 
 ATTACHING, DETACHING, READY = "attaching", "detaching", "ready"
 _PREFIX = {"virtio": "vd", "scsi": "sd", "sata": "sd"}
-
-
-# -- the hook of the designer ----------------------------------------------------------------
-
-def pool_disk_spec(pool: StoragePool, source: str, fmt: str, bus: str = "virtio",
-                   target: str | None = None) -> DiskSpec:
-    """A disk in a pool as the designer's disk: the one way to turn a pool's file or RBD
-    image (``CEPH_POOL/IMAGE``: a network disk on the pool's monitors) into a DiskSpec;
-    attached volumes and VM root disks (services/vm_roots.py) both use it."""
-    if pool.type == "rbd":
-        hosts = tuple((str(h), int(p)) for h, p in (pool.monitors or []))
-        return DiskSpec(path=source, format="raw", bus=bus, target=target, protocol="rbd",
-                        hosts=hosts)
-    return DiskSpec(path=source, format=fmt, bus=bus, target=target)
-
-
-def disk_spec(pool: StoragePool, vol: Volume) -> DiskSpec:
-    """The attached volume as the designer's disk (an RBD image is a network disk)."""
-    return pool_disk_spec(pool, volumes.source(pool, vol), vol.format, vol.bus or "virtio",
-                          vol.target)
-
-
-def _target_key(target: str | None) -> tuple[str, int, str]:
-    t = target or ""
-    return t[:2], len(t), t
-
-
-def disk_specs(s: Session, vm: Vm) -> list[DiskSpec]:
-    """The volumes attached to ``vm``, in target order: services/vms.py ``domain_xml`` adds
-    them to the VM's disks (after the root disk and the cloud-init seed)."""
-    rows = (s.query(Volume, StoragePool).join(StoragePool, Volume.pool_id == StoragePool.id)
-            .filter(Volume.vm_id == vm.id, Volume.target.isnot(None)).all())
-    rows.sort(key=lambda r: _target_key(r[0].target))
-    return [disk_spec(pool, vol) for vol, pool in rows]
 
 
 # -- reading -------------------------------------------------------------------------------
@@ -86,21 +52,22 @@ def list_disks(ctx: EngineContext, vm_name: str) -> list[VmDisk]:
                   volume=f"{pool.name}/{vol.name}", format=vol.format, size=vol.size,
                   source=volumes.source(pool, vol)) for pool, vol in attached]
     sources = {d.source for d in out}
-    for disk in Domain.from_xml(vms.domain_xml(ctx, vm_id)[2]).devices.disks:
+    for disk in Domain.from_xml(vm_design.domain_xml(ctx, vm_id)[2]).devices.disks:
         if disk.source_path in sources:
             continue
         cdrom = disk.device == "cdrom"
         out.append(VmDisk(target=disk.target_dev or "?", bus=disk.target_bus or "?",
                           kind="seed" if cdrom else "root", format=disk.driver_type or "?",
                           size=None if cdrom else disk_bytes, source=disk.source_path or "?"))
-    return sorted(out, key=lambda d: _target_key(d.target))
+    return sorted(out, key=lambda d: vm_design.target_key(d.target))
 
 
 # -- attach --------------------------------------------------------------------------------
 
 def _free_target(ctx: EngineContext, s: Session, vm: Vm, bus: str) -> str:
     """The first name of the bus that neither the designed domain nor a volume uses."""
-    used = {d.target_dev for d in Domain.from_xml(vms.domain_xml(ctx, vm.id)[2]).devices.disks}
+    designed = Domain.from_xml(vm_design.domain_xml(ctx, vm.id)[2])
+    used = {d.target_dev for d in designed.devices.disks}
     used |= {t for (t,) in s.query(Volume.target).filter(Volume.vm_id == vm.id)}
     prefix = _PREFIX[bus]
     for index in range(26 * 27):
@@ -195,7 +162,7 @@ def execute_attach(ctx: EngineContext, op: OpContext) -> None:
             row, vm_row = s.get(Volume, vol.id), s.get(Vm, vm.id)
             assert row is not None and vm_row is not None
             row.target = vol.target = _free_target(ctx, s, vm_row, vol.bus or "virtio")
-    spec = disk_spec(pool, vol)
+    spec = vm_design.volume_spec(pool, vol)
     body: dict[str, Any] = {"xml": design_disk(spec).to_xml()}
     if spec.bus == "scsi":
         controller = Controller()

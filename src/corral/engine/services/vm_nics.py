@@ -18,7 +18,7 @@ meanwhile. MACs and static IPs are claimed by the unique constraints of ``nics``
 requests for one, the second gets a 409 (engine/db/claims.py), never a 500. A running VM
 gets the NIC at once (libvirt hot-plug, LIVE) and in its definition (CONFIG); a stopped VM
 in its definition only. The designer includes every NIC whenever it designs the VM's
-domain: :func:`nic_specs` is the hook services/vms.py ``domain_xml`` calls.
+domain: :func:`nic_specs` is the hook services/vm_design.py ``domain_xml`` calls.
 
 Every NIC's host tap is named ``cv`` + its MAC's 12 hex digits (``<target dev>``), so the
 host's agent can filter it by name: anti-spoofing and security groups (services/
@@ -102,7 +102,7 @@ def new_mac(s: Session) -> str:
     raise Conflict("no free MAC address found", field="mac")
 
 
-def _mac_owner(s: Session, mac: str) -> str | None:
+def mac_owner(s: Session, mac: str) -> str | None:
     vm_id = s.query(Nic.vm_id).filter_by(mac=mac).scalar()
     if vm_id is None:
         vm_id = s.query(Vm.id).filter_by(mac=mac).scalar()
@@ -199,7 +199,7 @@ def add(ctx: EngineContext, vm_name: str, req: NicCreate) -> Operation:
             raise NotFound(f"network {req.network} not found", field="network")
         networks.check_usable(net)
         if req.mac is not None:
-            owner = _mac_owner(s, req.mac)
+            owner = mac_owner(s, req.mac)
             if owner is not None:
                 raise Conflict(f"MAC {req.mac} is already used by VM {owner}", field="mac",
                                vm=owner)

@@ -5,7 +5,8 @@ of the image (corral.agent.storage). Another pool (corral.agent.pools.roots): a 
 in the pool on a copy of the image made once per pool (dir, shared: every host of a shared
 pool sees the same files, so the VM can move without copying its disk), or an RBD clone of
 the image imported once into Ceph (rbd). The designer gets the root disk from
-:func:`root_spec`, made with the same :func:`vm_disks.pool_disk_spec` as attached volumes.
+:func:`vm_design.root_spec`, made with the same :func:`vm_design.pool_disk_spec` as attached
+volumes.
 """
 
 from __future__ import annotations
@@ -14,13 +15,12 @@ import contextlib
 
 from sqlalchemy.orm import Session
 
-from corral.domainxml import DiskSpec
 from corral.engine.agent_client import AgentClient
 from corral.engine.agent_jobs import run_job
 from corral.engine.context import EngineContext
 from corral.engine.db.models import Host, StoragePool, Vm
 from corral.engine.operations import OpContext
-from corral.engine.services import pools
+from corral.engine.services import pools, vm_design
 from corral.errors import Conflict, CorralError, InvalidInput, NotFound
 
 DEFAULT = pools.DEFAULT_POOL
@@ -42,32 +42,11 @@ def pick(s: Session, name: str | None, host: Host, iso: bool) -> str | None:
     return pool.id
 
 
-def pool_of(s: Session, vm: Vm) -> StoragePool | None:
-    return s.get(StoragePool, vm.root_pool_id) if vm.root_pool_id else None
-
-
-def source(pool: StoragePool, vm_name: str) -> str:
-    """The root disk's file, or ``CEPH_POOL/IMAGE`` of its RBD image."""
-    if pool.type == "rbd":
-        return f"{pool.ceph_pool}/vm.{vm_name}"
-    return f"{pool.path}/.vms/{vm_name}.qcow2"
-
-
-def root_spec(s: Session, vm: Vm, storage_dir: str) -> DiskSpec:
-    from corral.engine.services import vm_disks  # vm_disks imports vms, which imports us
-
-    pool = pool_of(s, vm)
-    if pool is None:
-        return DiskSpec(path=f"{storage_dir}/vms/{vm.name}.qcow2", format="qcow2")
-    fmt = "raw" if pool.type == "rbd" else "qcow2"
-    return vm_disks.pool_disk_spec(pool, source(pool, vm.name), fmt)
-
-
 def pool_type(ctx: EngineContext, vm_id: str) -> tuple[str, str] | None:
     """(pool name, pool type) of a VM's root disk; None in the host's storage dir."""
     with ctx.db.session() as s:
         vm = s.get(Vm, vm_id)
-        pool = pool_of(s, vm) if vm is not None else None
+        pool = vm_design.root_pool(s, vm) if vm is not None else None
         return (pool.name, pool.type) if pool is not None else None
 
 
@@ -78,7 +57,7 @@ def create(ctx: EngineContext, agent: AgentClient, op: OpContext, vm_id: str,
         vm = s.get(Vm, vm_id)
         if vm is None:
             raise NotFound(f"VM {vm_id} no longer exists")
-        name, pool = vm.name, pool_of(s, vm)
+        name, pool = vm.name, vm_design.root_pool(s, vm)
         pool_name = pool.name if pool is not None else None
     if pool_name is None:
         agent.create_disk(name, image, size)

@@ -9,7 +9,6 @@ from typing import Any
 
 from corral.api import Operation, PowerAction, VmCreate, VmState, VmStatePut
 from corral.api import Vm as VmOut
-from corral.domainxml import DiskSpec, DomainSpec, design_domain
 from corral.engine.agent_client import AgentClient
 from corral.engine.context import EngineContext
 from corral.engine.db import claims
@@ -20,7 +19,8 @@ from corral.engine.services import (
     op_undo,
     security_groups,
     vm_cloudinit,
-    vm_disks,
+    vm_define,
+    vm_design,
     vm_nics,
     vm_roots,
 )
@@ -51,13 +51,9 @@ def _out(s: Any, vm: Vm) -> VmOut:
     image = s.get(Image, vm.image_id)
     net = s.get(Network, vm.network_id) if vm.network_id else None
     host = s.get(Host, vm.host_id) if vm.host_id else None
-    root = vm_roots.pool_of(s, vm)
+    root = vm_design.root_pool(s, vm)
     return to_api(vm, image.name if image else "?", net.name if net else None,
                   host.name if host else None, root.name if root else vm_roots.DEFAULT)
-
-
-def _new_mac(s: Any) -> str:
-    return vm_nics.new_mac(s)  # unique among every VM's NICs
 
 
 def list_vms(ctx: EngineContext) -> list[VmOut]:
@@ -120,7 +116,7 @@ def create(ctx: EngineContext, req: VmCreate) -> Operation:
         vm = Vm(
             name=req.name, image_id=image.id, host_id=host.id, network_id=net.id,
             root_pool_id=root_pool_id,
-            cpus=req.cpus, memory_mib=req.memory_mib, disk_bytes=disk, mac=_new_mac(s),
+            cpus=req.cpus, memory_mib=req.memory_mib, disk_bytes=disk, mac=vm_nics.new_mac(s),
             desired_power="running" if req.start else "stopped", state=VmState.CREATING.value,
             cloud_init=vm_cloudinit.stored(req.cloud_init),
         )
@@ -137,52 +133,9 @@ def create(ctx: EngineContext, req: VmCreate) -> Operation:
                           [f"vm:{req.name}"], host_id=host.id)
 
 
-def domain_xml(ctx: EngineContext, vm_id: str) -> tuple[str, str, str]:
-    """(vm name, host id, domain XML): the engine designs the whole domain."""
-    with ctx.db.session() as s:
-        vm = s.get(Vm, vm_id)
-        if vm is None or vm.host_id is None:
-            raise NotFound(f"VM {vm_id} not found")
-        host = s.get(Host, vm.host_id)
-        image = s.get(Image, vm.image_id)
-        assert host is not None and image is not None
-        facts = host.facts
-        disks = [vm_roots.root_spec(s, vm, str(facts["storage_dir"]))]  # dir, shared or rbd
-        if vm.cloud_init is not None:  # the NoCloud seed: a CD-ROM on virtio-scsi (the Debian
-            # cloud kernel, of cloud images and the tiny guest, has no AHCI driver for sata)
-            disks.append(DiskSpec(path=vm_cloudinit.seed_path(facts, vm.name), format="raw",
-                                  device="cdrom", bus="scsi", readonly=True))
-        disks.extend(vm_disks.disk_specs(s, vm))  # volumes attached to the VM
-        if image.format == "iso":  # an install: the blank disk does not boot, the CD-ROM does
-            disks.append(DiskSpec(path=f"{facts['storage_dir']}/images/{image.name}.iso",
-                                  format="raw", device="cdrom", bus="sata", readonly=True))
-        spec = DomainSpec(
-            name=vm.name, uuid=vm.id, vm_id=vm.id, vcpus=vm.cpus, memory_mib=vm.memory_mib,
-            virt_type=str(facts.get("virt_type", "qemu")),
-            disks=disks,
-            nics=vm_nics.nic_specs(s, vm),  # every NIC (vm nic add), in order
-            console_log=f"{facts['console_dir']}/{vm.name}.log",
-            kernel=image.kernel, initrd=image.initrd, cmdline=image.cmdline,
-        )
-        return vm.name, vm.host_id, design_domain(spec).to_xml()
-
-
-def _set(ctx: EngineContext, vm_id: str, **fields: Any) -> None:
-    with ctx.db.session() as s:
-        vm = s.get(Vm, vm_id)
-        if vm is None:
-            return
-        changed = fields.get("state") not in (None, vm.state)
-        for k, v in fields.items():
-            setattr(vm, k, v)
-        name, state = vm.name, vm.state
-    if changed:
-        ctx.bus.publish("vm", {"name": name, "state": state})
-
-
 def execute_create(ctx: EngineContext, op: OpContext) -> None:
     vm_id = op.params["vm_id"]
-    name, host_id, xml = domain_xml(ctx, vm_id)
+    name, host_id, xml = vm_design.domain_xml(ctx, vm_id)
     with ctx.db.session() as s:
         vm = s.get(Vm, vm_id)
         assert vm is not None
@@ -207,38 +160,12 @@ def execute_create(ctx: EngineContext, op: OpContext) -> None:
         ports.result()  # its error, if any, rolls the create back like the others
         op.check_cancelled()
         op.progress(40, "defining domain")
-        agent.define(name, xml)
-        state = VmState.STOPPED
-        if op.params.get("start"):
-            op.check_cancelled()
-            op.progress(60, "starting")
-            try:
-                state = VmState(agent.act(name, "start")["state"])
-            except WrongState:  # a resumed create may find it running already
-                state = VmState(agent.domain(name)["state"])
-                if state != VmState.RUNNING:
-                    raise
+        state = vm_define.define_and_start(ctx, agent, op, vm_id, name, xml,
+                                           bool(op.params.get("start")))
     except CorralError:
-        _rollback_create(ctx, agent, vm_id, name)
+        vm_define.rollback_create(ctx, agent, vm_id, name)
         raise
-    _set(ctx, vm_id, state=state.value)
-
-
-def _rollback_create(ctx: EngineContext, agent: AgentClient, vm_id: str, name: str) -> None:
-    """Undo a failed create: no domain, no disk, no row (nothing half-made)."""
-    with contextlib.suppress(CorralError):
-        agent.act(name, "destroy")
-    with contextlib.suppress(CorralError):
-        agent.undefine(name)
-    vm_roots.delete_quietly(ctx, agent, vm_id, name)
-    with contextlib.suppress(CorralError):
-        agent.delete_seed(name)
-    with ctx.db.session() as s:
-        security_groups.drop_ports_of(agent, security_groups.vm_groups(s, vm_id)[0])
-        vm = s.get(Vm, vm_id)
-        if vm is not None:
-            s.delete(vm)
-    ctx.bus.publish("vm", {"name": name, "state": "deleted"})
+    vm_define.set_fields(ctx, vm_id, state=state.value)
 
 
 def change_state(ctx: EngineContext, name: str, req: VmStatePut) -> Operation:
@@ -261,7 +188,7 @@ def _wait_state(agent: AgentClient, name: str, want: set[str], timeout: float,
     deadline = time.monotonic() + timeout
     start = time.monotonic()
     while True:
-        state = str(agent.domain(name)["state"])
+        state = str(agent.domain(name).state)
         if state in want or time.monotonic() >= deadline:
             return state
         if op is not None and timeout > 0:
@@ -277,26 +204,26 @@ def execute_power(ctx: EngineContext, op: OpContext) -> None:
             raise NotFound(f"VM {vm_id} no longer exists")
         name, host_id = vm.name, vm.host_id
     agent = ctx.agent(host_id)
-    current = str(agent.domain(name)["state"])
+    current = str(agent.domain(name).state)
     if action == PowerAction.START:
         if current != "running":  # idempotent: a resumed operation may find it running
-            name_xml = domain_xml(ctx, vm_id)[2]
+            name_xml = vm_design.domain_xml(ctx, vm_id)[2]
             security_groups.push_vm(ctx, vm_id)  # its NICs' ports, on this host
             agent.define(name, name_xml)  # the engine's design wins over a drifted domain
-            current = agent.act(name, "start")["state"]
+            current = agent.act(name, "start").state
     elif action == PowerAction.STOP:
         current = _stop(agent, name, op)
     elif action == PowerAction.REBOOT:
-        current = agent.act(name, "reboot")["state"]
+        current = agent.act(name, "reboot").state
     elif action == PowerAction.PAUSE and current != "paused":
-        current = agent.act(name, "suspend")["state"]
+        current = agent.act(name, "suspend").state
     elif action == PowerAction.RESUME and current == "paused":
-        current = agent.act(name, "resume")["state"]
-    _set(ctx, vm_id, state=VmState(current).value)
+        current = agent.act(name, "resume").state
+    vm_define.set_fields(ctx, vm_id, state=VmState(current).value)
 
 
 def _stop(agent: AgentClient, name: str, op: OpContext) -> str:
-    if str(agent.domain(name)["state"]) == "stopped":
+    if str(agent.domain(name).state) == "stopped":
         return "stopped"
     if not op.params.get("force"):
         timeout = float(op.params.get("timeout", 60))
@@ -307,7 +234,7 @@ def _stop(agent: AgentClient, name: str, op: OpContext) -> str:
             return "stopped"
         op.progress(90, f"guest did not stop within {timeout:g} s: forcing off")
     try:
-        return str(agent.act(name, "destroy")["state"])
+        return str(agent.act(name, "destroy").state)
     except WrongState:
         return "stopped"
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from corral.agent_api.pools import VolumeFormat as AgentVolumeFormat
 from corral.api import Operation, VolumeCreate, VolumeFormat, VolumeResize
 from corral.api import Volume as VolumeOut
 from corral.engine.context import EngineContext
@@ -29,6 +30,8 @@ from corral.errors import Conflict, CorralError, InsufficientResources, InvalidI
 log = logging.getLogger(__name__)
 
 READY, CREATING, RESIZING, DELETING = "ready", "creating", "resizing", "deleting"
+# A row's format (checked against the API's VolumeFormat when it was made) as the agent's.
+_FORMATS: dict[str, AgentVolumeFormat] = {"qcow2": "qcow2", "raw": "raw"}
 
 
 def find(s: Session, pool: StoragePool, name: str) -> Volume:
@@ -59,12 +62,11 @@ def to_api(s: Session, pool: StoragePool, vol: Volume,
 def _allocations(ctx: EngineContext, pool: StoragePool) -> dict[str, int]:
     """Bytes written per volume, from one agent call for the whole pool (empty if none)."""
     try:
-        infos = pools.agent_for(ctx, pool).call("GET", f"/v1/pools/{pool.name}/volumes",
-                                                timeout=60)
+        infos = pools.agent_for(ctx, pool).volumes(pool.name)
     except CorralError as exc:
         log.warning("pool %s: no volume usage: %s", pool.name, exc.message)
         return {}
-    return {str(i["name"]): int(i["allocation"]) for i in infos}
+    return {i.name: i.allocation for i in infos}
 
 
 def list_volumes(ctx: EngineContext, pool_name: str | None = None) -> list[VolumeOut]:
@@ -85,15 +87,12 @@ def get(ctx: EngineContext, pool_name: str, name: str) -> VolumeOut:
         vol = find(s, pool, name)
         allocation = None
         with contextlib.suppress(CorralError):
-            info = pools.agent_for(ctx, pool).call(
-                "GET", f"/v1/pools/{pool.name}/volumes/{name}", timeout=30)
-            allocation = int(info["allocation"])
+            allocation = pools.agent_for(ctx, pool).volume(pool.name, name).allocation
         return to_api(s, pool, vol, allocation)
 
 
 def _free(ctx: EngineContext, pool: StoragePool) -> int:
-    st = pools.agent_for(ctx, pool).call("GET", f"/v1/pools/{pool.name}", timeout=30)
-    return int(st["available"])
+    return pools.agent_for(ctx, pool).pool_stats(pool.name).available
 
 
 def _check_room(ctx: EngineContext, pool: StoragePool, need: int, what: str) -> None:
@@ -120,12 +119,12 @@ def create(ctx: EngineContext, pool_name: str, req: VolumeCreate) -> Operation:
         s.expunge(pool)
     agent = pools.agent_for(ctx, pool)
     try:  # a file or image corral does not know of: never adopt (or overwrite) it
-        info = agent.call("GET", f"/v1/pools/{pool_name}/volumes/{req.name}", timeout=30)
+        info = agent.volume(pool_name, req.name)
     except NotFound as exc:
         if exc.details.get("pool_missing"):
             raise
     else:
-        raise Conflict(f"pool {pool_name} already holds {info['source']}, which is not a "
+        raise Conflict(f"pool {pool_name} already holds {info.source}, which is not a "
                        "corral volume; pick another name", field="name")
     _check_room(ctx, pool, size, f"volume {req.name}")
     with ctx.db.session() as s:
@@ -174,23 +173,22 @@ def execute_create(ctx: EngineContext, op: OpContext) -> None:
     pool, vol = loaded
     agent = pools.agent_for(ctx, pool)
     op.progress(20, f"creating {vol.format} volume of {vol.size >> 20} MiB")
-    path = f"/v1/pools/{pool.name}/volumes/{vol.name}"
     try:
-        info = agent.call("PUT", path, json={"size": vol.size, "format": vol.format}, timeout=300)
+        info = agent.create_volume(pool.name, vol.name, vol.size, _FORMATS[vol.format])
     except CorralError as exc:
         # The agent writes under a temporary name and renames: no half-written volume. A
         # volume it may have finished (a timeout) is ours to remove, but never one that
         # appeared meanwhile under our name (Conflict: it is someone else's).
         if not isinstance(exc, Conflict):
             with contextlib.suppress(CorralError):
-                agent.call("DELETE", path, timeout=120)
+                agent.delete_volume(pool.name, vol.name)
         with ctx.db.session() as s:
             row = s.get(Volume, vol.id)
             if row is not None:
                 s.delete(row)
         ctx.bus.publish("volume", {"name": f"{pool.name}/{vol.name}", "status": "deleted"})
         raise
-    _set(ctx, vol.id, status=READY, size=int(info["capacity"]))
+    _set(ctx, vol.id, status=READY, size=info.capacity)
 
 
 # -- resize --------------------------------------------------------------------------------
@@ -247,16 +245,11 @@ def _grow(ctx: EngineContext, op: OpContext, pool: StoragePool, vol: Volume, siz
             where = (vm.name, vm.host_id) if vm is not None and vm.host_id else None
         if where is not None:
             agent = ctx.agent(where[1])
-            if agent.domain(where[0])["state"] in ("running", "paused"):
+            if agent.domain(where[0]).state in ("running", "paused"):
                 op.progress(30, f"growing disk {vol.target} of running VM {where[0]}")
-                out = agent.call("POST", f"/v1/domains/{where[0]}/disks/resize",
-                                 json={"target": vol.target, "size": size}, timeout=120)
-                return int(out["capacity"])
+                return agent.resize_domain_disk(where[0], vol.target, size).capacity
     op.progress(30, "growing the volume")
-    info = pools.agent_for(ctx, pool).call(
-        "POST", f"/v1/pools/{pool.name}/volumes/{vol.name}/resize", json={"size": size},
-        timeout=300)
-    return int(info["capacity"])
+    return pools.agent_for(ctx, pool).resize_volume(pool.name, vol.name, size).capacity
 
 
 # -- delete --------------------------------------------------------------------------------
@@ -293,8 +286,7 @@ def execute_delete(ctx: EngineContext, op: OpContext) -> None:
     pool, vol = loaded
     op.progress(30, "removing the volume")
     try:
-        pools.agent_for(ctx, pool).call("DELETE", f"/v1/pools/{pool.name}/volumes/{vol.name}",
-                                        timeout=300)
+        pools.agent_for(ctx, pool).delete_volume(pool.name, vol.name)
     except CorralError:
         _set(ctx, vol.id, status=READY)  # still there: the error says why
         raise

@@ -1,0 +1,58 @@
+"""Calls of domains, root disks, seeds and host facts (``corral.agent_api.domains``)."""
+
+from __future__ import annotations
+
+from corral.agent_api import Deleted
+from corral.agent_api.domains import (
+    DefineBody,
+    DiskBody,
+    DiskInfo,
+    DomainAction,
+    DomainInfo,
+    HostFacts,
+    InterfaceAddress,
+    SeedBody,
+    SeedInfo,
+)
+from corral.engine.agent_calls import AgentCalls
+
+
+class DomainCalls(AgentCalls):
+    def facts(self) -> HostFacts:
+        # Also the probe of a host being added: a wrong address fails at once.
+        return self._send("GET", "/v1/host", HostFacts, timeout=10, reconnect=False)
+
+    def domains(self) -> list[DomainInfo]:
+        # The reconciler's poll: a refusing agent is reported at once, not waited for.
+        return self._send_list("GET", "/v1/domains", DomainInfo, timeout=10, reconnect=False)
+
+    def domain(self, name: str) -> DomainInfo:
+        return self._send("GET", f"/v1/domains/{name}", DomainInfo, timeout=10)
+
+    def define(self, name: str, xml: str) -> DomainInfo:
+        return self._send("PUT", f"/v1/domains/{name}", DomainInfo, DefineBody(xml=xml))
+
+    def act(self, name: str, action: DomainAction) -> DomainInfo:
+        return self._send("POST", f"/v1/domains/{name}/{action}", DomainInfo)
+
+    def undefine(self, name: str) -> Deleted:
+        return self._send("DELETE", f"/v1/domains/{name}", Deleted)
+
+    def console_log(self, name: str) -> str:
+        return str(self._request("GET", f"/v1/domains/{name}/console-log", text=True))
+
+    def addresses(self, vm: str) -> list[InterfaceAddress]:
+        return self._send_list("GET", f"/v1/domains/{vm}/addresses", InterfaceAddress,
+                               timeout=10)
+
+    def create_disk(self, vm: str, image: str | None, size: int | None) -> DiskInfo:
+        return self._send("PUT", f"/v1/disks/{vm}", DiskInfo, DiskBody(image=image, size=size))
+
+    def delete_disk(self, vm: str) -> Deleted:
+        return self._send("DELETE", f"/v1/disks/{vm}", Deleted)
+
+    def write_seed(self, vm: str, files: dict[str, str]) -> SeedInfo:
+        return self._send("PUT", f"/v1/seeds/{vm}", SeedInfo, SeedBody(files=files))
+
+    def delete_seed(self, vm: str) -> Deleted:
+        return self._send("DELETE", f"/v1/seeds/{vm}", Deleted)

@@ -1,0 +1,89 @@
+"""Calls of pools, volumes, root disks in pools and disks of domains
+(``corral.agent_api.pools``). Root-disk creation, full clones and templates are agent jobs:
+corral.engine.agent_jobs runs them."""
+
+from __future__ import annotations
+
+from corral.agent_api import Deleted, Ok
+from corral.agent_api.pools import (
+    AttachBody,
+    BlockResizeBody,
+    DetachBody,
+    DiskAttached,
+    DiskDetached,
+    DiskResized,
+    DomainDisk,
+    PoolBody,
+    PoolSetup,
+    PoolStats,
+    ResizeBody,
+    RootCloneBody,
+    RootDeleted,
+    RootDisk,
+    VolumeBody,
+    VolumeFormat,
+    VolumeInfo,
+)
+from corral.engine.agent_calls import AgentCalls
+
+
+class PoolCalls(AgentCalls):
+    # -- pools ---------------------------------------------------------------------------
+    def check_pool(self, name: str, body: PoolBody) -> Ok:
+        """The host's dry run of ``ensure_pool``: a clear error if it cannot have the pool."""
+        return self._send("POST", f"/v1/pools/{name}/check", Ok, body, timeout=60)
+
+    def ensure_pool(self, name: str, body: PoolBody) -> PoolSetup:
+        return self._send("PUT", f"/v1/pools/{name}", PoolSetup, body, timeout=120)
+
+    def pool_stats(self, name: str) -> PoolStats:
+        return self._send("GET", f"/v1/pools/{name}", PoolStats, timeout=30)
+
+    def forget_pool(self, name: str) -> Deleted:
+        return self._send("DELETE", f"/v1/pools/{name}", Deleted, timeout=120)
+
+    # -- volumes -------------------------------------------------------------------------
+    def volumes(self, pool: str) -> list[VolumeInfo]:
+        return self._send_list("GET", f"/v1/pools/{pool}/volumes", VolumeInfo, timeout=60)
+
+    def volume(self, pool: str, name: str) -> VolumeInfo:
+        """NotFound when absent (``pool_missing`` in its details: the host lacks the pool)."""
+        return self._send("GET", f"/v1/pools/{pool}/volumes/{name}", VolumeInfo, timeout=30)
+
+    def create_volume(self, pool: str, name: str, size: int,
+                      fmt: VolumeFormat = "qcow2") -> VolumeInfo:
+        return self._send("PUT", f"/v1/pools/{pool}/volumes/{name}", VolumeInfo,
+                          VolumeBody(size=size, format=fmt), timeout=300)
+
+    def resize_volume(self, pool: str, name: str, size: int) -> VolumeInfo:
+        return self._send("POST", f"/v1/pools/{pool}/volumes/{name}/resize", VolumeInfo,
+                          ResizeBody(size=size), timeout=300)
+
+    def delete_volume(self, pool: str, name: str) -> Deleted:
+        return self._send("DELETE", f"/v1/pools/{pool}/volumes/{name}", Deleted, timeout=300)
+
+    # -- disks of domains ----------------------------------------------------------------
+    def domain_disks(self, vm: str) -> list[DomainDisk]:
+        return self._send_list("GET", f"/v1/domains/{vm}/disks", DomainDisk, timeout=30)
+
+    def attach_disk(self, vm: str, xml: str, controller_xml: str | None = None) -> DiskAttached:
+        return self._send("POST", f"/v1/domains/{vm}/disks/attach", DiskAttached,
+                          AttachBody(xml=xml, controller_xml=controller_xml), timeout=120)
+
+    def detach_disk(self, vm: str, source: str) -> DiskDetached:
+        # Past the agent's own wait for the guest to release the disk (about 60 s).
+        return self._send("POST", f"/v1/domains/{vm}/disks/detach", DiskDetached,
+                          DetachBody(source=source), timeout=180)
+
+    def resize_domain_disk(self, vm: str, target: str, size: int) -> DiskResized:
+        return self._send("POST", f"/v1/domains/{vm}/disks/resize", DiskResized,
+                          BlockResizeBody(target=target, size=size), timeout=120)
+
+    # -- root disks of VMs in pools (create, full clone, template: jobs) ------------------
+    def delete_root(self, pool: str, vm: str) -> RootDeleted:
+        return self._send("DELETE", f"/v1/pools/{pool}/roots/{vm}", RootDeleted, timeout=300)
+
+    def linked_clone_root(self, pool: str, vm: str, source: str) -> RootDisk:
+        return self._send("PUT", f"/v1/pools/{pool}/roots/{vm}/linked-clone", RootDisk,
+                          RootCloneBody(source=source), timeout=300)
+

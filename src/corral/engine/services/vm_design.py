@@ -1,0 +1,112 @@
+"""The domain a VM's rows design, for the host that is to run it.
+
+Everything host-local in the XML (disk paths under a host's own storage dir, the seed, the
+console log) comes from that host's facts, so a domain can be designed for another host
+than the VM's own (a migration target: ``domain_xml(..., host_id=TARGET)``, as Nova's
+``get_updated_guest_xml`` does). Attached volumes and root disks in pools are the same
+wherever the VM runs. The VM services (vms, vm_disks, vm_cloudinit, vm_clones, ova) and the
+reconciler build on this module; it builds on none of them, so there is no import cycle.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from corral.domainxml import DiskSpec, DomainSpec, design_domain
+from corral.engine.context import EngineContext
+from corral.engine.db.models import Host, Image, StoragePool, Vm, Volume
+from corral.engine.services import vm_nics, volumes
+from corral.errors import NotFound
+
+
+def pool_disk_spec(pool: StoragePool, source: str, fmt: str, bus: str = "virtio",
+                   target: str | None = None) -> DiskSpec:
+    """A disk in a pool as the designer's disk: the one way to turn a pool's file or RBD
+    image (``CEPH_POOL/IMAGE``: a network disk on the pool's monitors) into a DiskSpec;
+    attached volumes and VM root disks both use it."""
+    if pool.type == "rbd":
+        hosts = tuple((str(h), int(p)) for h, p in (pool.monitors or []))
+        return DiskSpec(path=source, format="raw", bus=bus, target=target, protocol="rbd",
+                        hosts=hosts)
+    return DiskSpec(path=source, format=fmt, bus=bus, target=target)
+
+
+def volume_spec(pool: StoragePool, vol: Volume) -> DiskSpec:
+    """An attached volume as the designer's disk (an RBD image is a network disk)."""
+    return pool_disk_spec(pool, volumes.source(pool, vol), vol.format, vol.bus or "virtio",
+                          vol.target)
+
+
+def target_key(target: str | None) -> tuple[str, int, str]:
+    """Disk targets in the order a guest sees them: vdb before vdaa."""
+    t = target or ""
+    return t[:2], len(t), t
+
+
+def attached_specs(s: Session, vm: Vm) -> list[DiskSpec]:
+    """The volumes attached to ``vm``, in target order (after the root disk and seed)."""
+    rows = (s.query(Volume, StoragePool).join(StoragePool, Volume.pool_id == StoragePool.id)
+            .filter(Volume.vm_id == vm.id, Volume.target.isnot(None)).all())
+    rows.sort(key=lambda r: target_key(r[0].target))
+    return [volume_spec(pool, vol) for vol, pool in rows]
+
+
+def root_pool(s: Session, vm: Vm) -> StoragePool | None:
+    """The pool of the VM's root disk; None: the host's own storage dir."""
+    return s.get(StoragePool, vm.root_pool_id) if vm.root_pool_id else None
+
+
+def root_source(pool: StoragePool, vm_name: str) -> str:
+    """The root disk's file in a pool, or ``CEPH_POOL/IMAGE`` of its RBD image."""
+    if pool.type == "rbd":
+        return f"{pool.ceph_pool}/vm.{vm_name}"
+    return f"{pool.path}/.vms/{vm_name}.qcow2"
+
+
+def root_spec(s: Session, vm: Vm, storage_dir: str) -> DiskSpec:
+    pool = root_pool(s, vm)
+    if pool is None:
+        return DiskSpec(path=f"{storage_dir}/vms/{vm.name}.qcow2", format="qcow2")
+    fmt = "raw" if pool.type == "rbd" else "qcow2"
+    return pool_disk_spec(pool, root_source(pool, vm.name), fmt)
+
+
+def seed_path(facts: dict[str, Any], name: str) -> str:
+    """Where the host's agent keeps the seed (corral.agent.storage.Storage.seed_path)."""
+    return f"{facts['storage_dir']}/vms/{name}-cidata.iso"
+
+
+def domain_xml(ctx: EngineContext, vm_id: str,
+               host_id: str | None = None) -> tuple[str, str, str]:
+    """(vm name, host id, domain XML) for ``host_id`` (default: the VM's host)."""
+    with ctx.db.session() as s:
+        vm = s.get(Vm, vm_id)
+        if vm is None or (vm.host_id is None and host_id is None):
+            raise NotFound(f"VM {vm_id} not found")
+        host_id = host_id or vm.host_id
+        host = s.get(Host, host_id)
+        image = s.get(Image, vm.image_id)
+        if host is None:
+            raise NotFound(f"host {host_id} not found", field="host")
+        assert image is not None
+        facts = host.facts
+        disks = [root_spec(s, vm, str(facts["storage_dir"]))]  # dir, shared or rbd
+        if vm.cloud_init is not None:  # the NoCloud seed: a CD-ROM on virtio-scsi (the Debian
+            # cloud kernel, of cloud images and the tiny guest, has no AHCI driver for sata)
+            disks.append(DiskSpec(path=seed_path(facts, vm.name), format="raw",
+                                  device="cdrom", bus="scsi", readonly=True))
+        disks.extend(attached_specs(s, vm))
+        if image.format == "iso":  # an install: the blank disk does not boot, the CD-ROM does
+            disks.append(DiskSpec(path=f"{facts['storage_dir']}/images/{image.name}.iso",
+                                  format="raw", device="cdrom", bus="sata", readonly=True))
+        spec = DomainSpec(
+            name=vm.name, uuid=vm.id, vm_id=vm.id, vcpus=vm.cpus, memory_mib=vm.memory_mib,
+            virt_type=str(facts.get("virt_type", "qemu")),
+            disks=disks,
+            nics=vm_nics.nic_specs(s, vm),  # every NIC (vm nic add), in order
+            console_log=f"{facts['console_dir']}/{vm.name}.log",
+            kernel=image.kernel, initrd=image.initrd, cmdline=image.cmdline,
+        )
+        return vm.name, host.id, design_domain(spec).to_xml()
