@@ -18,7 +18,6 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +36,7 @@ pytestmark = pytest.mark.integration
 __all__ = ["make_ns"]  # the fixture, shared with test_network_netns
 
 HELPER = r"""
-import dataclasses, json, sys
+import json, sys
 from pathlib import Path
 from corral.agent import network as n
 from corral.errors import CorralError
@@ -68,7 +67,7 @@ def ovs_env(ns: Netns) -> dict[str, str]:
 def api(ns: Netns, op: str, spec: NetworkSpec, keep: bool = False) -> dict[str, Any]:
     proc = subprocess.run(
         ["ip", "netns", "exec", ns.name, sys.executable, "-c", HELPER, op,
-         json.dumps(asdict(spec)), str(ns.state), "keep" if keep else "-"],
+         spec.model_dump_json(), str(ns.state), "keep" if keep else "-"],
         capture_output=True, text=True, timeout=120, env={**os.environ, **ovs_env(ns)},
     )
     assert proc.returncode == 0, proc.stderr

@@ -22,7 +22,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ TIMEOUT = 30.0  # seconds, for any single command
 
 # Runs one call of the public API inside the current (the test's) namespace; prints JSON.
 HELPER = r"""
-import dataclasses, json, sys, time
+import json, sys, time
 from pathlib import Path
 from corral.agent import network as n
 from corral.errors import CorralError
@@ -51,7 +51,7 @@ try:
     elif op == "status":
         result = n.network_status(spec, state)
     elif op == "leases":
-        result = [dataclasses.asdict(x) for x in n.leases(spec, state)]
+        result = [x.model_dump() for x in n.leases(spec, state)]
     elif op == "overlap":
         result = n.check_route_overlap(spec.subnet, spec.bridge)
     else:
@@ -104,7 +104,7 @@ class Netns:
         return sh(["ip", "netns", "exec", self.name, *argv], check=check, timeout=timeout)
 
     def api(self, op: str, spec: NetworkSpec) -> dict[str, Any]:
-        proc = self.exec(sys.executable, "-c", HELPER, op, json.dumps(asdict(spec)),
+        proc = self.exec(sys.executable, "-c", HELPER, op, spec.model_dump_json(),
                          str(self.state))
         result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
         return result

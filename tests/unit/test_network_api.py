@@ -32,10 +32,10 @@ def engine(tmp_path: Path) -> Iterator[tuple[TestClient, EngineContext]]:
         host = seed_node(s, str(tmp_path), str(tmp_path), dns_domain="corral")
         s.add(Network(name="v10", bridge="cr-ovs", subnet="10.210.10.0/24", backend="ovs",
                       gateway="10.210.10.1", dhcp_start="10.210.10.128",
-                      dhcp_end="10.210.10.254", vlan=10, mode="isolated", nat=False))
+                      dhcp_end="10.210.10.254", vlan=10, mode="isolated"))
         s.add(Network(name="ov", bridge="cr-ov", subnet="10.210.11.0/24", overlay="vxlan",
                       gateway="10.210.11.1", dhcp_start="10.210.11.128",
-                      dhcp_end="10.210.11.254", vni=5000, mode="routed", nat=False))
+                      dhcp_end="10.210.11.254", vni=5000, mode="routed"))
         s.flush()
         image_id, host_id = s.query(Image).one().id, host.id
         default_id = s.query(Network).filter_by(name="default").one().id

@@ -5,7 +5,6 @@ nothing here touches the host."""
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -143,7 +142,7 @@ def test_delete_keeps_another_nodes_bridge(monkeypatch: pytest.MonkeyPatch) -> N
     assert manager._others_devices(SPEC, B) == {"corral0": "/var/lib/corral"}
     FakeIp(monkeypatch, link(alias=f"corral:{B}"))
     assert manager._others_devices(SPEC, B) == {}
-    vlan = dataclasses.replace(SPEC, bridge="cr-trunk", vlan=5)
+    vlan = SPEC.model_copy(update={"bridge": "cr-trunk", "vlan": 5})
     FakeIp(monkeypatch, link(alias=f"corral:{A}"))
     assert set(manager._others_devices(vlan, B)) == {"cr-trunk", vlan.access_bridge}
 

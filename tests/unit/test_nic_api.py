@@ -33,8 +33,8 @@ def engine(tmp_path: Path) -> Iterator[tuple[TestClient, EngineContext]]:
         host = seed_node(s, str(tmp_path), str(tmp_path), dns_domain="corral")
         s.add(Network(name="back", bridge="cr-back", subnet="10.210.20.0/24",
                       gateway="10.210.20.1", dhcp_start="10.210.20.128",
-                      dhcp_end="10.210.20.254", mode="isolated", nat=False))
-        s.add(Network(name="lan", bridge="br0", mode="bridge", nat=False))
+                      dhcp_end="10.210.20.254", mode="isolated"))
+        s.add(Network(name="lan", bridge="br0", mode="bridge"))
         s.add(Network(name="new", bridge="cr-new", subnet="10.210.21.0/24", status="creating",
                       gateway="10.210.21.1", dhcp_start="10.210.21.128",
                       dhcp_end="10.210.21.254"))

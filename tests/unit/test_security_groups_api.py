@@ -1,43 +1,69 @@
 """Security groups through the engine's API: validation at the edge (4xx naming the field),
-nothing made on refusal, the ports pushed to the host's agent (a recording fake at our own
-seam; the real agent and real packets: tests/integration/test_security_groups.py), rollback
-when the host refuses, NIC membership changed live, QoS in the designed interface."""
+nothing made on refusal, the ports pushed to the host's agent (the real AgentClient over a
+recording httpx.MockTransport; the real agent and real packets:
+tests/integration/test_security_groups.py), rollback when the host refuses, NIC membership
+changed live, QoS in the designed interface, pushes to several hosts at once."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from engine_seed import admin_client, seed_node
 from fastapi.testclient import TestClient
 
 from corral.api import VmCreate
-from corral.domainxml import Domain
+from corral.domainxml import Domain, tap_of
 from corral.engine.app import build_context
 from corral.engine.context import EngineContext, EngineSettings
 from corral.engine.db.models import Host, Image, Network, Nic, SecurityGroup, SgRule, Vm
-from corral.engine.services import vm_design, vms
+from corral.engine.services import security_groups, vm_design, vms
 from corral.errors import HostError
 
 MAC_A, MAC_B, MAC_O = "52:54:00:00:00:0a", "52:54:00:00:00:0b", "52:54:00:00:00:0c"
+MAC_D = "52:54:00:00:00:0d"  # VM d, on a second host (the tests of pushes at once)
 
 
 class FakeAgent:
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, str, Any]] = []
-        self.fail = False
-        self.leases: list[dict[str, str]] = [{"mac": MAC_B, "ip": "10.210.0.150"}]
+    """The agents' side of the wire (the engine's real AgentClient sends to it through
+    httpx.MockTransport): answers as the agent does, records what was sent.
+    ``before_put(host)`` runs first in each PUT of a port (``host``: the agent's address);
+    a response it returns is the answer."""
 
-    def call(self, method: str, path: str, *, json: Any = None, timeout: float | None = None,
-             text: bool = False) -> Any:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, Any]] = []  # (method, path, body); not failed PUTs
+        self.hosts: list[str] = []  # the agent address of each recorded call
+        self.fail = False
+        self.leases: list[dict[str, Any]] = [
+            {"mac": MAC_B, "ip": "10.210.0.150", "hostname": "b", "expires": 0}]
+        self.before_put: Callable[[str], httpx.Response | None] = lambda _host: None
+        self._lock = threading.Lock()  # pushes to several hosts come in at once
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        method, path, host = request.method, request.url.path, request.url.host
+        body = json.loads(request.content) if request.content else None
         if method == "GET" and path.endswith("/leases"):
-            return self.leases
-        if self.fail and method == "PUT":
-            raise HostError("agent refused")
-        self.calls.append((method, path, json))
-        return {}
+            return httpx.Response(200, json=self.leases)
+        if method == "PUT" and path.startswith("/v1/ports/"):
+            answer = self.before_put(host)
+            if answer is not None:
+                return answer
+            if self.fail:
+                return _refused("agent refused")
+        with self._lock:
+            self.calls.append((method, path, body))
+            self.hosts.append(host)
+        tap = path.rsplit("/", 1)[1]
+        if method == "PUT":
+            return httpx.Response(200, json={"tap": tap, "id": len(self.calls)})
+        if method == "DELETE":
+            return httpx.Response(200, json={"deleted": True})
+        return _refused(f"no route {method} {path} in this fake", 404, "not_found")
 
     def ports(self) -> dict[str, Any]:
         """The last body PUT for each port (deleted ports are gone)."""
@@ -51,12 +77,15 @@ class FakeAgent:
         return out
 
 
+def _refused(message: str, status: int = 502, code: str = "host_error") -> httpx.Response:
+    return httpx.Response(status, json={"error": {"code": code, "message": message}})
+
+
 @pytest.fixture()
-def engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-           ) -> Iterator[tuple[TestClient, EngineContext, FakeAgent]]:
+def engine(tmp_path: Path) -> Iterator[tuple[TestClient, EngineContext, FakeAgent]]:
     ctx = build_context(EngineSettings(data_dir=tmp_path, agent_reconnect_s=0))
     fake = FakeAgent()
-    monkeypatch.setattr(ctx, "agent", lambda _host_id: fake)
+    ctx.agent_transport = httpx.MockTransport(fake.handle)
     with ctx.db.session() as s:
         host = seed_node(s, str(tmp_path), str(tmp_path))
         s.add(Network(name="sw", bridge="cr-sw", subnet="10.210.30.0/24", backend="ovs",
@@ -301,8 +330,6 @@ def test_ovs_nics_get_ports_for_anti_spoofing(
         engine: tuple[TestClient, EngineContext, FakeAgent]) -> None:
     """A NIC on an OVS network is a port too (the agent makes OpenFlow flows of it), never
     filtered (security groups are refused there)."""
-    from corral.engine.services import security_groups
-
     _client, ctx, fake = engine
     with ctx.db.session() as s:
         vm_id = s.query(Vm).filter_by(name="o").one().id
@@ -310,3 +337,80 @@ def test_ovs_nics_get_ports_for_anti_spoofing(
     port = fake.ports()["cv52540000000c"]
     assert (port["mac"], port["network"], port["ip_guard"], port["filtered"]) == (
         MAC_O, "sw", True, False)
+
+
+H1, H2 = "127.0.0.1", "127.0.0.2"  # the agents' addresses: h1 (seed_node), h2
+
+
+def _nics_on_two_hosts(ctx: EngineContext) -> list[str]:
+    """Host h2 with VM d (NIC MAC_D); the ids of a's NIC (on h1) and d's."""
+    with ctx.db.session() as s:
+        h2 = Host(name="h2", url=f"http://{H2}:9", token="x", status="up", facts={})
+        s.add(h2)
+        s.flush()
+        net_id = s.query(Network).filter_by(name="default").one().id
+        d = Vm(name="d", image_id=s.query(Image).one().id, host_id=h2.id, network_id=net_id,
+               cpus=1, memory_mib=64, disk_bytes=64 << 20, mac=MAC_D, state="stopped",
+               desired_power="stopped")
+        s.add(d)
+        s.flush()
+        s.add(Nic(vm_id=d.id, network_id=net_id, mac=MAC_D, idx=0))
+        s.flush()
+        return [n.id for n in s.query(Nic).filter(Nic.mac.in_([MAC_A, MAC_D]))]
+
+
+def test_hosts_are_pushed_to_at_once(
+        engine: tuple[TestClient, EngineContext, FakeAgent]) -> None:
+    """Each host's PUT waits for the other's to be in flight: serial pushes would break the
+    barrier (after 5 s) instead of passing it."""
+    _client, ctx, fake = engine
+    nic_ids = _nics_on_two_hosts(ctx)
+    barrier = threading.Barrier(2, timeout=5)
+
+    def both_in_flight(_host: str) -> None:
+        barrier.wait()
+
+    fake.before_put = both_in_flight
+    security_groups.push_nics(ctx, nic_ids)
+    assert sorted(fake.hosts) == [H1, H2]
+    assert set(fake.ports()) == {tap_of(MAC_A), tap_of(MAC_D)}
+
+
+def test_a_failing_host_is_named_and_does_not_stop_the_others(
+        engine: tuple[TestClient, EngineContext, FakeAgent]) -> None:
+    _client, ctx, fake = engine
+    nic_ids = _nics_on_two_hosts(ctx)
+    h2_failed = threading.Event()
+
+    def h2_fails_first(host: str) -> httpx.Response | None:
+        if host == H2:
+            h2_failed.set()
+            return _refused("nftables said no")
+        assert h2_failed.wait(5)  # h1's PUT goes on after h2's failed
+        return None
+
+    fake.before_put = h2_fails_first
+    with pytest.raises(HostError) as raised:
+        security_groups.push_nics(ctx, nic_ids)
+    assert "host h2" in raised.value.message and "nftables said no" in raised.value.message
+    assert "h1" not in raised.value.message
+    assert raised.value.details["failed_hosts"] == {"h2": "nftables said no"}
+    assert list(fake.ports()) == [tap_of(MAC_A)] and fake.hosts == [H1]
+
+
+def test_an_older_ruleset_arriving_late_is_dropped() -> None:
+    """Two pushes of one port: the one that read the database later wins, whichever is
+    sent last; a DELETE is ordered the same way."""
+    order = security_groups._PortOrder()
+    agent: Any = type("Agent", (), {"url": "http://h1"})()
+    older, newer = order.draw(), order.draw()
+    with order.turn(agent, "cv1", newer) as fresh:
+        assert fresh
+    with order.turn(agent, "cv1", older) as fresh:
+        assert not fresh  # not sent: it would undo the newer ruleset
+    with order.turn(agent, "cv2", older) as fresh:
+        assert fresh  # other ports are their own
+    with pytest.raises(HostError), order.turn(agent, "cv3", order.draw()) as fresh:
+        raise HostError("refused")  # a failed send records nothing
+    with order.turn(agent, "cv3", older) as fresh:
+        assert fresh

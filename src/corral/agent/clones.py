@@ -26,12 +26,23 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict
 
 from corral.agent.hypervisor import Hypervisor
 from corral.agent.hypervisor.snapshots import SnapshotOps
 from corral.agent.jobs import JobReporter, JobRunner
 from corral.agent.storage import Progress, Storage, _run, qemu_img_info
+from corral.agent_api import Deleted
+from corral.agent_api.domains import DomainInfo
+from corral.agent_api.images import ImageInfo
+from corral.agent_api.jobs import JobInfo
+from corral.agent_api.snapshots import (
+    BasesRemoved,
+    CloneBody,
+    ClonedDisk,
+    SnapshotBody,
+    SnapshotInfo,
+    TemplateBody,
+)
 from corral.errors import Conflict, HostError, NotFound
 from corral.validation import validate_name
 
@@ -223,26 +234,6 @@ def template(storage: Storage, vm: str, name: str, boot_from: str | None,
     return storage.describe(name).to_dict()
 
 
-class SnapshotBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str
-    memory: bool = False
-    quiesce: bool = False
-    description: str | None = None
-
-
-class CloneBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    source: str
-    snapshot: str | None = None
-
-
-class TemplateBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    vm: str
-    boot_from: str | None = None
-
-
 def router(storage: Storage, hv: Hypervisor, jobs: JobRunner,
            after_start: Callable[[], None] = lambda: None) -> APIRouter:
     """``after_start`` runs after a revert (a running snapshot starts a new QEMU: new taps)."""
@@ -250,54 +241,57 @@ def router(storage: Storage, hv: Hypervisor, jobs: JobRunner,
     snaps = SnapshotOps(hv)
 
     @r.get("/v1/domains/{vm}/snapshots")
-    def list_snapshots(vm: str) -> list[dict[str, Any]]:
-        return snaps.list(vm)
+    def list_snapshots(vm: str) -> list[SnapshotInfo]:
+        return [SnapshotInfo.model_validate(s) for s in snaps.list(vm)]
 
     @r.post("/v1/domains/{vm}/snapshots")
-    def create_snapshot(vm: str, body: SnapshotBody) -> dict[str, Any]:
+    def create_snapshot(vm: str, body: SnapshotBody) -> SnapshotInfo:
         validate_name(body.name, "snapshot")
-        return snaps.create(vm, body.name, body.memory, body.quiesce, body.description)
+        return SnapshotInfo.model_validate(
+            snaps.create(vm, body.name, body.memory, body.quiesce, body.description))
 
     @r.post("/v1/domains/{vm}/snapshots/{name}/revert")
-    def revert_snapshot(vm: str, name: str) -> dict[str, Any]:
+    def revert_snapshot(vm: str, name: str) -> DomainInfo:
         out = snaps.revert(vm, name)
         after_start()
-        return out
+        return DomainInfo.model_validate(out)
 
     @r.delete("/v1/domains/{vm}/snapshots/{name}")
-    def delete_snapshot(vm: str, name: str) -> dict[str, bool]:
-        return {"deleted": snaps.delete(vm, name)}
+    def delete_snapshot(vm: str, name: str) -> Deleted:
+        return Deleted(deleted=snaps.delete(vm, name))
 
     @r.put("/v1/disks/{vm}/linked-clone")
-    def linked(vm: str, body: CloneBody) -> dict[str, Any]:
-        return linked_clone(storage, body.source, vm)
+    def linked(vm: str, body: CloneBody) -> ClonedDisk:
+        return ClonedDisk.model_validate(linked_clone(storage, body.source, vm))
 
     @r.post("/v1/disks/{vm}/full-clone")
-    def full(vm: str, body: CloneBody, op: str | None = None) -> dict[str, Any]:
+    def full(vm: str, body: CloneBody, op: str | None = None) -> JobInfo:
         validate_name(vm, "vm")
         validate_name(body.source, "source")
         if body.snapshot is not None:
             validate_name(body.snapshot, "snapshot")
 
-        def work(report: JobReporter) -> dict[str, Any]:
-            return full_clone(storage, body.source, vm, body.snapshot, report)
+        def work(report: JobReporter) -> ClonedDisk:
+            return ClonedDisk.model_validate(
+                full_clone(storage, body.source, vm, body.snapshot, report))
 
         return jobs.submit("disk.clone", f"disk:{vm}", work, message="copying",
-                           token=op).to_dict()
+                           token=op).info()
 
     @r.post("/v1/images/{name}/from-disk")
-    def from_disk(name: str, body: TemplateBody, op: str | None = None) -> dict[str, Any]:
+    def from_disk(name: str, body: TemplateBody, op: str | None = None) -> JobInfo:
         validate_name(name, "image")
         validate_name(body.vm, "vm")
 
-        def work(report: JobReporter) -> dict[str, Any]:
-            return template(storage, body.vm, name, body.boot_from, report)
+        def work(report: JobReporter) -> ImageInfo:
+            return ImageInfo.model_validate(template(storage, body.vm, name, body.boot_from,
+                                                     report))
 
         return jobs.submit("image.template", f"image:{name}", work, message="flattening",
-                           token=op).to_dict()
+                           token=op).info()
 
     @r.post("/v1/disks/collect-bases")
-    def collect() -> dict[str, Any]:
-        return {"removed": collect_bases(storage)}
+    def collect() -> BasesRemoved:
+        return BasesRemoved(removed=collect_bases(storage))
 
     return r

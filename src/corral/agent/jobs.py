@@ -28,6 +28,8 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from corral.agent_api import Answer
+from corral.agent_api.jobs import JobInfo, JobStatus
 from corral.errors import Conflict, CorralError, NotFound
 
 log = logging.getLogger(__name__)
@@ -47,7 +49,7 @@ class Job:
     kind: str
     key: str
     token: str | None = None
-    status: str = "running"  # running | success | failure
+    status: JobStatus = "running"
     progress: int = 0
     message: str = ""
     result: dict[str, Any] | None = None
@@ -61,13 +63,17 @@ class Job:
     def done(self) -> bool:
         return self.status != "running"
 
+    def info(self) -> JobInfo:
+        """What the job routes answer (corral.agent_api.jobs)."""
+        return JobInfo(
+            id=self.id, kind=self.kind, key=self.key, status=self.status,
+            progress=self.progress, message=self.message, result=self.result,
+            error=self.error, version=self.version, started=self.started,
+            finished=self.finished, cancel_requested=self.cancel.is_set(),
+        )
+
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id, "kind": self.kind, "key": self.key, "status": self.status,
-            "progress": self.progress, "message": self.message, "result": self.result,
-            "error": self.error, "version": self.version, "started": self.started,
-            "finished": self.finished, "cancel_requested": self.cancel.is_set(),
-        }
+        return self.info().model_dump(mode="json")
 
 
 class JobReporter:
@@ -90,7 +96,8 @@ class JobReporter:
         self._runner._update(self._job, progress=max(0, min(99, int(percent))), message=message)
 
 
-Work = Callable[[JobReporter], dict[str, Any]]
+# A work's result: the starting route's answer model (or its JSON), sent as the job's result.
+Work = Callable[[JobReporter], Answer | dict[str, Any]]
 
 
 class JobRunner:
@@ -129,7 +136,7 @@ class JobRunner:
             raise NotFound(f"job {job_id} not found on this host (was the agent restarted?)")
         return job
 
-    def wait(self, job_id: str, after: int = -1, timeout: float = 0.0) -> dict[str, Any]:
+    def wait(self, job_id: str, after: int = -1, timeout: float = 0.0) -> JobInfo:
         """The job once its version is above ``after`` (or it is done), or after ``timeout``."""
         job = self.get(job_id)
         deadline = time.monotonic() + min(max(timeout, 0.0), WAIT_MAX_S)
@@ -139,17 +146,17 @@ class JobRunner:
                 if left <= 0:
                     break
                 self._changed.wait(left)
-            return job.to_dict()
+            return job.info()
 
-    def cancel(self, job_id: str) -> dict[str, Any]:
+    def cancel(self, job_id: str) -> JobInfo:
         job = self.get(job_id)
         job.cancel.set()
         self._update(job, message="cancelling")
-        return job.to_dict()
+        return job.info()
 
-    def list(self) -> list[dict[str, Any]]:
+    def list(self) -> list[JobInfo]:
         with self._changed:
-            return [j.to_dict() for j in self._jobs.values()]
+            return [j.info() for j in self._jobs.values()]
 
     def _update(self, job: Job, **fields: Any) -> None:
         with self._changed:
@@ -161,7 +168,8 @@ class JobRunner:
 
     def _run(self, job: Job, work: Work) -> None:
         try:
-            result = work(JobReporter(self, job))
+            done = work(JobReporter(self, job))
+            result = done.model_dump(mode="json") if isinstance(done, Answer) else done
         except CorralError as exc:
             self._update(job, status="failure", error=exc.to_dict(), message=exc.message,
                          finished=time.time())
@@ -188,15 +196,15 @@ def router(runner: JobRunner) -> APIRouter:
     r = APIRouter()
 
     @r.get("/v1/jobs")
-    def list_jobs() -> list[dict[str, Any]]:
+    def list_jobs() -> list[JobInfo]:
         return runner.list()
 
     @r.get("/v1/jobs/{job_id}")
-    def get_job(job_id: str, after: int = -1, wait: float = 0.0) -> dict[str, Any]:
+    def get_job(job_id: str, after: int = -1, wait: float = 0.0) -> JobInfo:
         return runner.wait(job_id, after, wait)
 
     @r.delete("/v1/jobs/{job_id}")
-    def cancel_job(job_id: str) -> dict[str, Any]:
+    def cancel_job(job_id: str) -> JobInfo:
         return runner.cancel(job_id)
 
     return r

@@ -11,23 +11,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fastapi import APIRouter
-from pydantic import BaseModel
 
 from corral.agent.hypervisor import Hypervisor
 from corral.agent.hypervisor.nics import NicOps
 from corral.agent.network import NetworkSpec, dnsmasq
+from corral.agent_api.networks import ReservationsBody, ReservationsSet
 from corral.agent_api.ports import NicAttachBody, NicDetachBody, NicInfo, NicPlugged
 from corral.errors import InvalidInput
-
-
-class ReservationEntry(BaseModel):
-    mac: str
-    ip: str
-    name: str
-
-
-class ReservationsBody(BaseModel):
-    reservations: list[ReservationEntry]
 
 
 def router(hv: Hypervisor, spec_of: Callable[[str], NetworkSpec], net_dir: Path,
@@ -51,18 +41,18 @@ def router(hv: Hypervisor, spec_of: Callable[[str], NetworkSpec], net_dir: Path,
         return NicPlugged.model_validate(nics.detach(name, body.mac))
 
     @r.put("/v1/networks/{name}/reservations")
-    def set_reservations(name: str, body: ReservationsBody) -> dict[str, bool]:
+    def set_reservations(name: str, body: ReservationsBody) -> ReservationsSet:
         spec = spec_of(name)  # NotFound when the network is not built here
         if not spec.subnet or not spec.dhcp_start:
             if body.reservations:
                 raise InvalidInput(f"network {name} has no DHCP server", field="ip")
-            return {"changed": False}
+            return ReservationsSet(changed=False)
         entries = [(e.mac, e.ip, e.name) for e in body.reservations]
         try:
             changed = dnsmasq.set_reservations(spec, net_dir, entries)
         except ValueError as exc:
             raise InvalidInput(str(exc), field="reservations") from exc
-        return {"changed": changed}
+        return ReservationsSet(changed=changed)
 
     @r.get("/v1/networks/{name}/reservations")
     def reservations(name: str) -> list[dict[str, str]]:

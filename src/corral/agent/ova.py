@@ -1,6 +1,6 @@
 """OVA export and import on the host, as jobs with progress (corral.images.ovf: descriptors).
 
-    POST /v1/disks/{vm}/export-ova   {path, system, volumes}
+    POST /v1/disks/{vm}/export-ova   OvaExportBody {path, cpus, memory_mib, nics, volumes}
                                    -> job: the VM's root disk and its attached volumes as
                                       streamOptimized VMDKs + OVF 1.0 descriptor + manifest
     POST /v1/images/{name}/import-ova {path}
@@ -10,8 +10,8 @@
                                       order) written over the volume (a file pool's volume,
                                       made empty by the engine beforehand)
 
-Everything is written beside the target as ``.part`` and renamed at the end: a failed or
-cancelled job leaves no half-written OVA or image.
+Bodies and answers: corral.agent_api.images. Everything is written beside the target as
+``.part`` and renamed at the end: a failed or cancelled job leaves no half-written OVA or image.
 """
 
 from __future__ import annotations
@@ -22,50 +22,26 @@ import shutil
 import tarfile
 import tempfile
 from pathlib import Path
-from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict
 
 from corral.agent.clones import convert_to
 from corral.agent.jobs import JobReporter, JobRunner
 from corral.agent.pools import PoolRegistry
 from corral.agent.storage import Progress, Storage, qemu_img_info
+from corral.agent_api.images import (
+    OvaExportBody,
+    OvaExported,
+    OvaFillBody,
+    OvaImportBody,
+    OvaImported,
+    VolumeFilled,
+    VolumeRef,
+)
+from corral.agent_api.jobs import JobInfo
 from corral.errors import Conflict, InvalidInput, NotFound
 from corral.images import ovf
 from corral.validation import validate_name
-
-
-class NicBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    network: str | None = None
-    mac: str | None = None
-
-
-class VolumeRef(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    pool: str
-    name: str
-
-
-class ExportBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    path: str
-    cpus: int
-    memory_mib: int
-    nics: list[NicBody] = []
-    volumes: list[VolumeRef] = []  # attached volumes, in target order: disk2.vmdk, ...
-
-
-class ImportBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    path: str
-
-
-class FillBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    path: str
-    disk: int  # which disk of the descriptor (0-based)
 
 
 def file_source(pools: PoolRegistry, ref: VolumeRef | tuple[str, str]) -> tuple[Path, str]:
@@ -96,14 +72,14 @@ def _share(report: JobReporter | None, lo: int, span: int) -> Progress | None:
     return lambda pct, msg: report(lo + pct * span // 100, msg)
 
 
-def export_ova(storage: Storage, pools: PoolRegistry, vm: str, body: ExportBody,
-               report: JobReporter | None) -> dict[str, Any]:
+def export_ova(storage: Storage, pools: PoolRegistry, vm: str, body: OvaExportBody,
+               report: JobReporter | None) -> OvaExported:
     target = Path(body.path)
     root = storage.disk_path(vm)
     if not root.exists():
         raise NotFound(f"the disk of VM {vm} is not on this host")
     if target.exists():
-        return {"path": str(target), "size": target.stat().st_size, "created": False}
+        return OvaExported(path=str(target), size=target.stat().st_size, created=False)
     sources = [root, *(file_source(pools, v)[0] for v in body.volumes)]
     with tempfile.TemporaryDirectory(dir=storage.root, prefix=".ova-") as work:
         vmdks: list[Path] = []
@@ -138,7 +114,7 @@ def export_ova(storage: Storage, pools: PoolRegistry, vm: str, body: ExportBody,
             os.replace(part, target)
         finally:
             part.unlink(missing_ok=True)
-    return {"path": str(target), "size": target.stat().st_size, "created": True}
+    return OvaExported(path=str(target), size=target.stat().st_size, created=True)
 
 
 def _extract(path: Path, member_name: str, work: Path) -> Path:
@@ -162,7 +138,7 @@ def _extract(path: Path, member_name: str, work: Path) -> Path:
 
 
 def import_ova(storage: Storage, name: str, path: Path, report: JobReporter | None
-               ) -> dict[str, Any]:
+               ) -> OvaImported:
     """Convert the OVA's first disk to image NAME (qcow2); returns the image's info and the
     hardware the descriptor asks for (its other disks: :func:`fill_volume`)."""
     system = ovf.parse(ovf.read_descriptor(path))
@@ -181,14 +157,15 @@ def import_ova(storage: Storage, name: str, path: Path, report: JobReporter | No
                 storage.delete_image(name)
                 raise
     info = storage.describe(name).to_dict()
-    return {**info, "system": {"name": system.name, "cpus": system.cpus,
-                               "memory_mib": system.memory_mib,
-                               "disks": [vars(d) for d in system.disks],
-                               "nics": [vars(n) for n in system.nics]}}
+    return OvaImported.model_validate(
+        {**info, "system": {"name": system.name, "cpus": system.cpus,
+                            "memory_mib": system.memory_mib,
+                            "disks": [vars(d) for d in system.disks],
+                            "nics": [vars(n) for n in system.nics]}})
 
 
 def fill_volume(storage: Storage, pools: PoolRegistry, pool: str, volume: str, path: Path,
-                disk: int, report: JobReporter | None) -> dict[str, Any]:
+                disk: int, report: JobReporter | None) -> VolumeFilled:
     """Write the OVA's disk number ``disk`` over volume POOL/VOLUME (converted to the
     volume's format through ``.part``: a failure leaves the empty volume as it was)."""
     system = ovf.parse(ovf.read_descriptor(path))
@@ -205,15 +182,15 @@ def fill_volume(storage: Storage, pools: PoolRegistry, pool: str, volume: str, p
                    (lambda p, m: report(30 + p * 7 // 10, m)) if report else None,
                    what=f"converting {member}")
     target.chmod(0o600)
-    return {"volume": f"{pool}/{volume}",
-            "virtual_size": int(qemu_img_info(target)["virtual-size"])}
+    return VolumeFilled(volume=f"{pool}/{volume}",
+                        virtual_size=int(qemu_img_info(target)["virtual-size"]))
 
 
 def router(storage: Storage, jobs: JobRunner, pools: PoolRegistry) -> APIRouter:
     r = APIRouter()
 
     @r.post("/v1/disks/{vm}/export-ova")
-    def export(vm: str, body: ExportBody, op: str | None = None) -> dict[str, Any]:
+    def export(vm: str, body: OvaExportBody, op: str | None = None) -> JobInfo:
         validate_name(vm, "vm")
         target = Path(body.path)
         if not target.is_absolute() or target.suffix != ".ova":
@@ -223,37 +200,37 @@ def router(storage: Storage, jobs: JobRunner, pools: PoolRegistry) -> APIRouter:
         if target.exists() and op is None:
             raise Conflict(f"{target} exists already", field="file")
 
-        def work(report: JobReporter) -> dict[str, Any]:
+        def work(report: JobReporter) -> OvaExported:
             return export_ova(storage, pools, vm, body, report)
 
         return jobs.submit("vm.export_ova", f"disk:{vm}", work, message="exporting",
-                           token=op).to_dict()
+                           token=op).info()
 
     @r.post("/v1/images/{name}/import-ova")
-    def import_(name: str, body: ImportBody, op: str | None = None) -> dict[str, Any]:
+    def import_(name: str, body: OvaImportBody, op: str | None = None) -> JobInfo:
         validate_name(name, "image")
         path = Path(body.path)
         if not path.is_absolute() or not path.is_file():
             raise InvalidInput(f"{path} is not a readable file on this host", field="file")
 
-        def work(report: JobReporter) -> dict[str, Any]:
+        def work(report: JobReporter) -> OvaImported:
             return import_ova(storage, name, path, report)
 
         return jobs.submit("image.import_ova", f"image:{name}", work, message="importing",
-                           token=op).to_dict()
+                           token=op).info()
 
     @r.post("/v1/pools/{pool}/volumes/{volume}/import-ova")
-    def fill(pool: str, volume: str, body: FillBody, op: str | None = None) -> dict[str, Any]:
+    def fill(pool: str, volume: str, body: OvaFillBody, op: str | None = None) -> JobInfo:
         validate_name(volume, "volume")
         path = Path(body.path)
         if not path.is_absolute() or not path.is_file():
             raise InvalidInput(f"{path} is not a readable file on this host", field="file")
         file_source(pools, (pool, volume))  # refused now, not in the job
 
-        def work(report: JobReporter) -> dict[str, Any]:
+        def work(report: JobReporter) -> VolumeFilled:
             return fill_volume(storage, pools, pool, volume, path, body.disk, report)
 
         return jobs.submit("volume.import_ova", f"volume:{pool}/{volume}", work,
-                           message="importing", token=op).to_dict()
+                           message="importing", token=op).info()
 
     return r

@@ -28,7 +28,7 @@ def up(
     detach: bool = typer.Option(False, "--detach", "-d", help="Run in the background"),
 ) -> None:
     """Start corral on this host: engine (HTTPS API) + local agent; libvirtd if none runs."""
-    from corral.agent.network.spec import validate_bridge_name
+    from corral.agent_api.networks import validate_bridge_name
     from corral.node import up as node_up  # the engine's imports are heavy: only here
 
     opts = node_up.UpOptions(data_dir=data_dir or default_data_dir(), listen=listen, port=port,

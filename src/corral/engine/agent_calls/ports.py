@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 from corral.agent_api import Deleted
-from corral.agent_api.ports import (NicAttachBody, NicDetachBody, NicInfo, NicPlugged, PortBody,
-                                    PortInfo, PortSet)
+from corral.agent_api.ports import (
+    NicAttachBody,
+    NicDetachBody,
+    NicInfo,
+    NicPlugged,
+    PortBody,
+    PortInfo,
+    PortSet,
+)
 from corral.engine.agent_calls import AgentCalls
 
 

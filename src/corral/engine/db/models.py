@@ -62,7 +62,6 @@ class Network(Base):
     gateway: Mapped[str | None] = mapped_column(String(64), nullable=True)
     dhcp_start: Mapped[str | None] = mapped_column(String(64), nullable=True)
     dhcp_end: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    nat: Mapped[bool] = mapped_column(default=True)  # mode == "nat", kept for older readers
     mode: Mapped[str] = mapped_column(String(20), default="nat", server_default="nat")
     backend: Mapped[str] = mapped_column(String(20), default="linuxbridge",
                                          server_default="linuxbridge")

@@ -17,8 +17,6 @@ able to run the operation again) and are scrubbed from them when the operation e
 
 from __future__ import annotations
 
-from typing import Any
-
 from corral.api import GuestCustomize, Operation, VmState
 from corral.engine.agent_jobs import run_job
 from corral.engine.context import EngineContext
@@ -110,12 +108,12 @@ def execute_image(ctx: EngineContext, op: OpContext) -> None:
     agent = ctx.agent(op.params["host_id"])
     try:
         op.progress(1, f"customizing image {name}: {op.params.get('summary')}")
-        result: dict[str, Any] = run_job(agent, op, "POST", f"/v1/images/{name}/customize",
-                                         op.params["spec"], span=(1, 99))
+        spec = GuestCustomize.model_validate(op.params["spec"])
+        result = run_job(agent, op, agent.customize_image_job(name, spec), span=(1, 99))
         with ctx.db.session() as s:
             img = s.get(Image, op.params["image_id"])
             if img is not None:
-                img.file_size = int(result.get("file_size") or img.file_size)
+                img.file_size = result.file_size or img.file_size
         op.progress(100, f"customized image {name}: {op.params.get('summary')}")
     finally:
         with ctx.db.session() as s:
@@ -136,7 +134,8 @@ def execute_vm(ctx: EngineContext, op: OpContext) -> None:
             _check_stopped(vm)
         agent = ctx.agent(op.params["host_id"])
         op.progress(1, f"customizing VM {name}: {op.params.get('summary')}")
-        run_job(agent, op, "POST", f"/v1/disks/{name}/customize", op.params["spec"], span=(1, 99))
+        spec = GuestCustomize.model_validate(op.params["spec"])
+        run_job(agent, op, agent.customize_disk_job(name, spec), span=(1, 99))
         op.progress(100, f"customized VM {name}: {op.params.get('summary')}")
     finally:
         _scrub(ctx, op)

@@ -9,10 +9,11 @@ for CD-ROMs (``images/NAME.iso`` on the host).
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
+from corral.agent_api.images import ImageImportBody, ImageInfo
 from corral.api import Image as ImageOut
 from corral.api import ImageBuildTiny, ImageImport, Operation
 from corral.engine.agent_client import AgentClient
@@ -48,11 +49,21 @@ def new_image(ctx: EngineContext, name: str) -> str:
 def drop_new_image(ctx: EngineContext, agent: AgentClient, image_id: str, name: str) -> None:
     """Undo :func:`new_image` after a failed import: the host's file (if any) and the row."""
     with contextlib.suppress(CorralError):
-        agent.call("DELETE", f"/v1/images/{name}")
+        agent.delete_image(name)
     with ctx.db.session() as s:
         row = s.get(Image, image_id)
         if row is not None:
             s.delete(row)
+
+
+def set_ready(ctx: EngineContext, image_id: str, info: ImageInfo) -> None:
+    """The image row as the host made the file: ready, with its format and sizes."""
+    with ctx.db.session() as s:
+        row = s.get(Image, image_id)
+        if row is not None:
+            row.status, row.format = "ready", info.format
+            row.virtual_size, row.file_size = info.virtual_size, info.file_size
+            row.kernel, row.initrd, row.cmdline = info.kernel, info.initrd, info.cmdline
 
 
 def import_image(ctx: EngineContext, req: ImageImport) -> Operation:
@@ -78,7 +89,8 @@ def build_tiny(ctx: EngineContext, req: ImageBuildTiny) -> Operation:
                           [f"image:{req.name}"], host_id=host.id)
 
 
-def _finish(ctx: EngineContext, op: OpContext, call: tuple[str, str, Any]) -> None:
+def _finish(ctx: EngineContext, op: OpContext, make: Callable[[AgentClient, str], ImageInfo]
+            ) -> None:
     """Run the agent call that produces the image; on failure remove every trace of it."""
     image_id = op.params["image_id"]
     with ctx.db.session() as s:
@@ -89,22 +101,16 @@ def _finish(ctx: EngineContext, op: OpContext, call: tuple[str, str, Any]) -> No
     agent = ctx.agent(op.params["host_id"])
     op.progress(5, f"writing image {name}")
     try:
-        agent.call("DELETE", f"/v1/images/{name}")  # a crashed earlier attempt's leftovers
-        method, path, body = call
-        info = agent.call(method, path, json=body, timeout=3600)
+        agent.delete_image(name)  # a crashed earlier attempt's leftovers
+        info = make(agent, name)
     except CorralError:
-        agent.call("DELETE", f"/v1/images/{name}")
+        agent.delete_image(name)
         with ctx.db.session() as s:
             row = s.get(Image, image_id)
             if row is not None:
                 s.delete(row)
         raise
-    with ctx.db.session() as s:
-        row = s.get(Image, image_id)
-        if row is not None:
-            row.status, row.format = "ready", info["format"]
-            row.virtual_size, row.file_size = info["virtual_size"], info["file_size"]
-            row.kernel, row.initrd, row.cmdline = info["kernel"], info["initrd"], info["cmdline"]
+    set_ready(ctx, image_id, info)
     ctx.bus.publish("image", {"name": name, "status": "ready"})
 
 
@@ -117,34 +123,26 @@ def execute_import(ctx: EngineContext, op: OpContext) -> None:
             return
         name = img.name
     agent = ctx.agent(op.params["host_id"])
-    body = {"source": op.params["source"], "format": op.params["format"],
-            "checksum": op.params.get("checksum")}
+    body = ImageImportBody(source=op.params["source"], format=op.params["format"],
+                           checksum=op.params.get("checksum"))
     op.progress(1, f"importing {op.params['source']}")
     try:
-        info = run_job(agent, op, "POST", f"/v1/images/{name}/import", body, span=(1, 99))
+        info = run_job(agent, op, agent.import_image_job(name, body), span=(1, 99))
     except CorralError:
         drop_new_image(ctx, agent, image_id, name)
         raise
-    with ctx.db.session() as s:
-        row = s.get(Image, image_id)
-        if row is not None:
-            row.status, row.format = "ready", info["format"]
-            row.virtual_size, row.file_size = info["virtual_size"], info["file_size"]
-            row.kernel, row.initrd, row.cmdline = info["kernel"], info["initrd"], info["cmdline"]
-    sha = f", sha256:{info['sha256']}" if info.get("sha256") else ""
-    again = f", download went on after {info['resumes']} dropped connection(s)" \
-        if info.get("resumes") else ""
-    op.progress(100, f"imported {name} ({info.get('source_format')} as {info['format']}, "
-                     f"{info['virtual_size'] >> 20} MiB{sha}{again})")
+    set_ready(ctx, image_id, info)
+    sha = f", sha256:{info.sha256}" if info.sha256 else ""
+    again = f", download went on after {info.resumes} dropped connection(s)" \
+        if info.resumes else ""
+    op.progress(100, f"imported {name} ({info.source_format} as {info.format}, "
+                     f"{info.virtual_size >> 20} MiB{sha}{again})")
     ctx.bus.publish("image", {"name": name, "status": "ready"})
 
 
 def execute_build_tiny(ctx: EngineContext, op: OpContext) -> None:
-    with ctx.db.session() as s:
-        img = s.get(Image, op.params["image_id"])
-        name = img.name if img else ""
     op.progress(5, "downloading kernel and busybox, building the tiny guest")
-    _finish(ctx, op, ("POST", f"/v1/images/{name}/build-tiny", None))
+    _finish(ctx, op, lambda agent, name: agent.build_tiny(name))
 
 
 def list_images(ctx: EngineContext) -> list[ImageOut]:
@@ -180,7 +178,7 @@ def delete(ctx: EngineContext, name: str) -> Operation:
 
 def execute_delete(ctx: EngineContext, op: OpContext) -> None:
     name = op.params["name"]
-    ctx.agent(op.params["host_id"]).call("DELETE", f"/v1/images/{name}")
+    ctx.agent(op.params["host_id"]).delete_image(name)
     with ctx.db.session() as s:
         img = s.query(Image).filter_by(name=name).one_or_none()
         if img is not None:

@@ -4,12 +4,13 @@
 bridge, subnets overlapping other corral networks, VNIs, and on each host the agent's own
 dry run: host routes, interface names), so a refused request leaves no row, operation or
 device behind; then an operation's executor calls each host's agent
-(``PUT``/``DELETE /v1/networks/NAME``) and undoes what it did if a host fails. A network is
+(``PUT``/``DELETE /v1/networks/NAME``; up to host_fanout.MAX_PARALLEL hosts at once, like
+the dry runs) and undoes what it did if a host fails. A network is
 ``creating``, ``ready`` or ``deleting``; VMs may join it only when it is ready.
 
-The agent's spec (``corral.agent.network.NetworkSpec``, pure) is the one model of a network
-on a host: the engine builds it from a row to validate a request and to know where a NIC
-plugs in (``nic_spec``), the agent to build the devices.
+The spec (``corral.agent_api.networks.NetworkSpec``, shared with the agents) is the one
+model of a network on a host: the engine builds it from a row to validate a request and to
+know where a NIC plugs in (``nic_spec``), the agent to build the devices.
 
 Seams for later work: ``users`` (the NICs on a network: today each VM has one), ``_underlay``
 and ``_peers`` (the hosts' VXLAN endpoints, from the cluster's host records).
@@ -17,23 +18,24 @@ and ``_peers`` (the hosts' VXLAN endpoints, from the cluster's host records).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import ipaddress
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlparse
 
-from corral.agent.network.spec import NetworkSpec, parse_subnet, validate_spec
+from corral.agent_api.networks import NetworkBody, NetworkSpec, NetworkStatus, parse_subnet, validate_spec
 from corral.api import Network as NetworkOut
 from corral.api import NetworkCreate, NetworkMode, Operation, Reservation
 from corral.domainxml import NicSpec
+from corral.engine.agent_client import AgentClient
 from corral.engine.context import EngineContext
 from corral.engine.db import claims
 from corral.engine.db.models import Host, Network, Nic, Vm
 from corral.engine.db.models import Operation as OperationRow
 from corral.engine.operations import OpContext
 from corral.engine.services import op_undo
-from corral.engine.services.host_fanout import put_on_hosts
+from corral.engine.services.host_fanout import answers, each_host, put_on_hosts
 from corral.errors import Conflict, CorralError, InvalidInput, NotFound
 
 POOL = ipaddress.IPv4Network("10.210.0.0/16")  # where a subnet is picked when none is given
@@ -51,13 +53,6 @@ def spec_of(n: Network, local: str | None = None, peers: list[str] | None = None
         dns_domain=n.dns_domain, mode=n.mode, backend=n.backend, vlan=n.vlan, vni=n.vni,
         local=local, peers=tuple(peers or ()), serve=serve,
     )
-
-
-def body_of(spec: NetworkSpec) -> dict[str, Any]:
-    """The agent's request body (``PUT /v1/networks/NAME``) of a spec."""
-    body = {k: v for k, v in vars(spec).items() if k != "name"}
-    body["peers"] = list(spec.peers)
-    return body
 
 
 def nic_spec(net: Network, mac: str) -> NicSpec:
@@ -116,7 +111,7 @@ def _underlay(host: Host) -> str | None:
     return None
 
 
-def _host_bodies(s: Any, n: Network) -> list[tuple[str, dict[str, Any]]]:
+def _host_bodies(s: Any, n: Network) -> list[tuple[str, NetworkBody]]:
     """(host id, agent body) for every host.
 
     Every host, not only those that answered the last reconciler pass: a host that cannot be
@@ -133,8 +128,13 @@ def _host_bodies(s: Any, n: Network) -> list[tuple[str, dict[str, Any]]]:
             local = _underlay(h)
             peers = [a for o in every if o.id != h.id and (a := _underlay(o)) is not None]
             serve = h.id == every[0].id
-        out.append((h.id, body_of(spec_of(n, local, peers, serve))))
+        out.append((h.id, spec_of(n, local, peers, serve).body()))
     return out
+
+
+def _ensure(name: str, body: NetworkBody) -> Callable[[AgentClient], NetworkStatus]:
+    """A host's build of the network (its own body: an overlay's differ per host)."""
+    return lambda agent: agent.ensure_network(name, body)
 
 
 # -- create ------------------------------------------------------------------------------
@@ -223,15 +223,16 @@ def create(ctx: EngineContext, req: NetworkCreate) -> Operation:
         validate_spec(spec)
         _check_conflicts(s, spec)
         host_ids = [h.id for h in s.query(Host)]
-    body = body_of(spec)
-    for host_id in host_ids:  # the agents' dry run: host routes, interface names
-        ctx.agent(host_id).call("POST", f"/v1/networks/{spec.name}/check", json=body, timeout=30)
+    body = spec.body()
+    # The agents' dry run (host routes, interface names), every host at once: the first
+    # refusal (by host) is the answer, as if they had been asked one after another.
+    answers(each_host(ctx, [(h, lambda a: a.check_network(spec.name, body)) for h in host_ids]))
     with ctx.db.session() as s:
         _check_conflicts(s, spec)  # again: a concurrent create may have won meanwhile
         row = Network(
             name=spec.name, bridge=spec.bridge, subnet=spec.subnet, gateway=spec.gateway,
-            dhcp_start=spec.dhcp_start, dhcp_end=spec.dhcp_end, nat=spec.kind == "nat",
-            mode=spec.kind, backend=spec.backend, vlan=spec.vlan, vni=spec.vni,
+            dhcp_start=spec.dhcp_start, dhcp_end=spec.dhcp_end, mode=spec.kind,
+            backend=spec.backend, vlan=spec.vlan, vni=spec.vni,
             overlay=req.overlay.value if req.overlay else ("vxlan" if spec.vni else None),
             dns_domain=spec.dns_domain, status=CREATING,
         )
@@ -253,7 +254,8 @@ def execute_create(ctx: EngineContext, op: OpContext) -> None:
         name = row.name
         bodies = _host_bodies(s, row)
     try:
-        put_on_hosts(ctx, op, f"/v1/networks/{name}", bodies, "building")
+        put_on_hosts(ctx, op, [(h, _ensure(name, body)) for h, body in bodies],
+                     lambda a: a.delete_network(name), "building")
     except CorralError:
         with ctx.db.session() as s:
             row = s.get(Network, op.params["network_id"])
@@ -306,10 +308,13 @@ def execute_delete(ctx: EngineContext, op: OpContext) -> None:
             row.status = READY
             raise Conflict(f"network {name} is used by VMs: {', '.join(in_use)}", vms=in_use)
         host_ids = [h.id for h in s.query(Host)]  # all: see _host_bodies
+
+    def removed(n: int) -> None:
+        op.progress(10 + 80 * n // len(host_ids), f"removed from {n} of {len(host_ids)} hosts")
+
     try:
-        for i, host_id in enumerate(host_ids):
-            op.progress(10 + 80 * i // max(1, len(host_ids)), f"removing from host {i + 1}")
-            ctx.agent(host_id).call("DELETE", f"/v1/networks/{name}", timeout=120)
+        answers(each_host(ctx, [(h, lambda a: a.delete_network(name)) for h in host_ids],
+                          removed))
     except CorralError:
         with ctx.db.session() as s:  # ready again: the delete may simply be retried
             row = s.get(Network, op.params["network_id"])
@@ -341,16 +346,15 @@ def ensure_default(ctx: EngineContext, subnet: str, bridge: str = "corral0") -> 
         if row is None:
             row = Network(
                 name="default", bridge=bridge, subnet=str(net), gateway=first_host,
-                dhcp_start=middle, dhcp_end=last_host, nat=True,
-                mode="nat", backend="linuxbridge", dns_domain=DEFAULT_DNS_DOMAIN, status=READY,
+                dhcp_start=middle, dhcp_end=last_host, mode="nat", backend="linuxbridge",
+                dns_domain=DEFAULT_DNS_DOMAIN, status=READY,
             )
             s.add(row)
             s.flush()
         bodies = _host_bodies(s, row)
         out = to_api(row, users(s, row))
     try:
-        for host_id, body in bodies:
-            ctx.agent(host_id).call("PUT", f"/v1/networks/{out.name}", json=body)
+        answers(each_host(ctx, [(h, _ensure(out.name, body)) for h, body in bodies]))
     except CorralError:
         if created:  # refused (e.g. a bridge of another node): `up --subnet/--bridge` may retry
             with ctx.db.session() as s:
@@ -378,9 +382,10 @@ def leases(ctx: EngineContext, name: str) -> list[dict[str, object]]:
     with ctx.db.session() as s:
         hosts_ids = [h.id for h in s.query(Host).filter_by(status="up")]
     out: list[dict[str, object]] = []
-    for host_id in hosts_ids:
-        with contextlib.suppress(NotFound):  # not (yet) built on that host
-            out.extend(ctx.agent(host_id).call("GET", f"/v1/networks/{name}/leases", timeout=10))
+    for o in each_host(ctx, [(h, lambda a: a.network_leases(name)) for h in hosts_ids]):
+        if o.error is not None and not isinstance(o.error, NotFound):
+            raise o.error  # NotFound: the network is not (yet) built on that host
+        out.extend(lease.model_dump() for lease in o.answer or [])
     return out
 
 

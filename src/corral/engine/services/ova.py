@@ -21,6 +21,14 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from corral.agent_api.images import (
+    OvaExportBody,
+    OvaFillBody,
+    OvaImportBody,
+    OvaNic,
+    OvaSystem,
+    VolumeRef,
+)
 from corral.api import Operation, PowerAction, VmCreate, VmState, VmStatePut
 from corral.api.snapshots import OvaExport, OvaImport
 from corral.api.storage import DiskAttach, VolumeCreate
@@ -101,13 +109,13 @@ def _execute_export(ctx: EngineContext, op: OpContext) -> None:
         if vm is None:
             raise NotFound(f"VM {p['vm']} no longer exists")
         net = s.get(Network, vm.network_id) if vm.network_id else None
-        body = {"path": p["file"], "cpus": vm.cpus, "memory_mib": vm.memory_mib,
-                "nics": [{"network": net.name if net else None, "mac": vm.mac}],
-                "volumes": [{"pool": pool.name, "name": vol.name}
-                            for pool, vol in _attached(s, vm.id)]}
-    res = run_job(ctx.agent(p["host_id"]), op, "POST", f"/v1/disks/{p['vm']}/export-ova", body,
-                  span=(1, 99))
-    op.progress(100, f"exported {p['vm']} to {res['path']} ({res['size'] >> 20} MiB)")
+        body = OvaExportBody(path=p["file"], cpus=vm.cpus, memory_mib=vm.memory_mib,
+                             nics=[OvaNic(network=net.name if net else None, mac=vm.mac)],
+                             volumes=[VolumeRef(pool=pool.name, name=vol.name)
+                                      for pool, vol in _attached(s, vm.id)])
+    agent = ctx.agent(p["host_id"])
+    res = run_job(agent, op, agent.export_ova_job(p["vm"], body), span=(1, 99))
+    op.progress(100, f"exported {p['vm']} to {res.path} ({res.size >> 20} MiB)")
 
 
 def import_ova(ctx: EngineContext, req: OvaImport) -> Operation:
@@ -159,24 +167,20 @@ def _execute_import(ctx: EngineContext, op: OpContext) -> None:
         image = img.name
     agent = ctx.agent(p["host_id"])
     try:
-        info = run_job(agent, op, "POST", f"/v1/images/{image}/import-ova",
-                       {"path": p["file"]}, span=(1, 80))
+        info = run_job(agent, op, agent.import_ova_job(image, OvaImportBody(path=p["file"])),
+                       span=(1, 80))
     except CorralError:
         images.drop_new_image(ctx, agent, p["image_id"], image)
         raise
-    with ctx.db.session() as s:
-        row = s.get(Image, p["image_id"])
-        if row is not None:
-            row.status, row.format = "ready", info["format"]
-            row.virtual_size, row.file_size = info["virtual_size"], info["file_size"]
-    system = info["system"]
-    extra = [f"{p['name']}-disk{i}" for i in range(2, len(system["disks"]) + 1)]
+    images.set_ready(ctx, p["image_id"], info)
+    system = info.system
+    extra = [f"{p['name']}-disk{i}" for i in range(2, len(system.disks) + 1)]
     made: list[str] = []  # what this run created, undone if a later step fails
     try:
         for i, vol in enumerate(extra, 1):
             op.progress(80 + 5 * i // len(extra), f"importing disk {i + 1} as volume "
                         f"{_VOLUME_POOL}/{vol}")
-            if _make_volume(ctx, vol, system["disks"][i]["capacity"]):
+            if _make_volume(ctx, vol, system.disks[i].capacity):
                 made.append(f"volume:{vol}")
             _fill_volume(ctx, op, p, vol, i)
         with ctx.db.session() as s:
@@ -184,8 +188,8 @@ def _execute_import(ctx: EngineContext, op: OpContext) -> None:
         if not exists:
             op.progress(86, f"creating VM {p['name']}")
             _wait(ctx, vms.create(ctx, VmCreate(
-                name=p["name"], image=image, cpus=system["cpus"],
-                memory=f"{system['memory_mib']}M", network=p["network"],
+                name=p["name"], image=image, cpus=system.cpus,
+                memory=f"{system.memory_mib}M", network=p["network"],
                 start=p["start"] and not extra)), "creating the VM")
             made.append("vm")
         for vol in extra:
@@ -209,8 +213,8 @@ def _execute_import(ctx: EngineContext, op: OpContext) -> None:
         _undo_import(ctx, p["name"], made)
         images.drop_new_image(ctx, agent, p["image_id"], image)
         raise
-    op.progress(100, f"imported VM {p['name']} ({system['cpus']} CPUs, "
-                     f"{system['memory_mib']} MiB, image {image})")
+    op.progress(100, f"imported VM {p['name']} ({system.cpus} CPUs, "
+                     f"{system.memory_mib} MiB, image {image})")
 
 
 def _make_volume(ctx: EngineContext, vol: str, capacity: int) -> bool:
@@ -229,18 +233,17 @@ def _make_volume(ctx: EngineContext, vol: str, capacity: int) -> bool:
 def _fill_volume(ctx: EngineContext, op: OpContext, p: dict[str, Any], vol: str,
                  disk: int) -> None:
     """Write the OVA's disk number ``disk`` over the volume (a re-run writes the same)."""
-    res = run_job(ctx.agent(p["host_id"]), op, "POST",
-                  f"/v1/pools/{_VOLUME_POOL}/volumes/{vol}/import-ova",
-                  {"path": p["file"], "disk": disk}, span=(80, 85))
+    agent = ctx.agent(p["host_id"])
+    res = run_job(agent, op, agent.fill_volume_job(
+        _VOLUME_POOL, vol, OvaFillBody(path=p["file"], disk=disk)), span=(80, 85))
     with ctx.db.session() as s:
         row = volumes.find(s, pools.find(s, _VOLUME_POOL), vol)
-        row.size = int(res["virtual_size"])
+        row.size = res.virtual_size
 
 
-def _keep_mac(ctx: EngineContext, agent: AgentClient, name: str, system: dict[str, Any]
-              ) -> None:
+def _keep_mac(ctx: EngineContext, agent: AgentClient, name: str, system: OvaSystem) -> None:
     """Give the VM the OVA's first MAC when it is free and the VM is stopped."""
-    macs = [n["mac"] for n in system["nics"] if _MAC.fullmatch(n.get("mac") or "")]
+    macs = [n.mac for n in system.nics if n.mac and _MAC.fullmatch(n.mac)]
     if not macs:
         return
     with ctx.db.session() as s:

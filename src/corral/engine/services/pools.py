@@ -13,11 +13,13 @@ host and undoes it everywhere if one fails. A pool is ``creating``, ``ready`` or
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from sqlalchemy.orm import Session
 
-from corral.agent_api.pools import Marker, PoolBody, PoolStats
+from corral.agent_api import Deleted
+from corral.agent_api.pools import Marker, PoolBody, PoolSetup, PoolStats
 from corral.api import Operation, PoolCreate, PoolType
 from corral.api import Pool as PoolOut
 from corral.engine.agent_client import AgentClient
@@ -157,18 +159,41 @@ def create(ctx: EngineContext, req: PoolCreate) -> Operation:
                           [f"pool:{req.name}"], host_id=row.host_id)
 
 
+def _set_up(ctx: EngineContext, op: OpContext, name: str, hosts: list[str], writes: PoolBody,
+            verifies: PoolBody) -> PoolSetup:
+    """Set the pool up on every host, or on none. The first host alone first: it writes a
+    shared pool's marker, which the others (at once, in parallel) must then read back. Its
+    answer carries the driver's facts (an rbd pool's monitors: the same for every host)."""
+
+    def verify(agent: AgentClient) -> PoolSetup:
+        return agent.ensure_pool(name, verifies)
+
+    def forget(agent: AgentClient) -> Deleted:
+        return agent.forget_pool(name)
+
+    op.progress(5, "setting up on the first host")
+    try:
+        facts = ctx.agent(hosts[0]).ensure_pool(name, writes)
+        put_on_hosts(ctx, op, [(h, verify) for h in hosts[1:]], forget, "setting up")
+    except CorralError:
+        # All or none: the first host too (a failed setup of its own may have done part).
+        with contextlib.suppress(CorralError):
+            forget(ctx.agent(hosts[0]))
+        raise
+    return facts
+
+
 def execute_create(ctx: EngineContext, op: OpContext) -> None:
     with ctx.db.session() as s:
         row = s.get(StoragePool, op.params["pool_id"])
         if row is None:
             return
         name, hosts = row.name, host_ids(s, row)
-        bodies = [agent_body(row, "write" if i == 0 else "verify") for i in range(len(hosts))]
+        writes, verifies = agent_body(row, "write"), agent_body(row, "verify")
     try:
         if not hosts:
             raise Unavailable("no host is up to set the pool up on")
-        facts = put_on_hosts(ctx, op, f"/v1/pools/{name}",
-                             list(zip(hosts, bodies, strict=True)), "setting up")
+        facts = _set_up(ctx, op, name, hosts, writes, verifies)
     except CorralError:
         with ctx.db.session() as s:
             row = s.get(StoragePool, op.params["pool_id"])
@@ -180,8 +205,8 @@ def execute_create(ctx: EngineContext, op: OpContext) -> None:
         row = s.get(StoragePool, op.params["pool_id"])
         if row is not None:
             row.status = READY
-            if facts.get("monitors"):
-                row.monitors = facts["monitors"]
+            if facts.monitors:
+                row.monitors = [list(m) for m in facts.monitors]
     ctx.bus.publish("pool", {"name": name, "status": READY})
 
 

@@ -15,7 +15,9 @@ is added, changed (``vm nic update``) or removed, and for every NIC a rule chang
 members of the group, and members of groups whose rules name it as ``remote_group`` (their
 address sets change when members come or go). These changes are synchronous (no operation):
 each is one small transaction per host, and a failed push restores the previous rows and
-re-pushes them, so nothing is half-applied.
+re-pushes them, so nothing is half-applied. A push talks to its hosts at once (a host that
+fails is named and does not stop the others); pushes that run at once are ordered per port
+(``_PortOrder``), never by an engine-wide lock.
 
 Limits: NICs on Open vSwitch networks (userspace datapath: no nftables hooks) cannot join a
 group; their anti-spoofing is OpenFlow flows the agent installs on the OVS bridge (the same
@@ -30,11 +32,12 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy.orm import Session
 
+from corral.agent_api.ports import PortBody, PortRuleBody
 from corral.api.security_groups import SecurityGroup as SecurityGroupOut
 from corral.api.security_groups import SecurityGroupCreate, SgRuleCreate
 from corral.api.security_groups import SgRule as SgRuleOut
@@ -50,9 +53,12 @@ from corral.engine.db.models import (
     SgRule,
     Vm,
 )
-from corral.errors import Conflict, CorralError, InvalidInput, NotFound
+from corral.errors import Conflict, CorralError, HostError, InvalidInput, NotFound
 
-_push_lock = threading.RLock()  # pushes read the DB and write to agents: one at a time
+PUSH_HOSTS_AT_ONCE = 8  # hosts one push talks to at a time (each host's ports in turn)
+
+# The check for a duplicate rule and its insert, together (no HTTP call under it).
+_rules_lock = threading.Lock()
 
 
 # -- reading ---------------------------------------------------------------------------------
@@ -139,54 +145,53 @@ def _same(r: SgRule, req: SgRuleCreate, remote_id: str | None) -> bool:
 
 
 def add_rule(ctx: EngineContext, name: str, req: SgRuleCreate) -> SgRuleOut:
-    """Add a rule and apply it at once to every NIC of the group (live)."""
-    with _push_lock:
+    """Add a rule and apply it at once to every NIC of the group (live). A failed push
+    takes out this rule only (and pushes again), so changes running at once stay apart."""
+    with _rules_lock, ctx.db.session() as s:
+        sg = find(s, name)
+        remote_id = None
+        if req.remote_group is not None:
+            remote_id = find(s, req.remote_group, "remote_group").id
+        if any(_same(r, req, remote_id) for r in _rules(s, sg.id)):
+            raise Conflict(f"security group {name} already has this rule", field="rule")
+        rule = SgRule(sg_id=sg.id, direction=req.direction.value,
+                      protocol=req.protocol.value, port_min=req.port_min,
+                      port_max=req.port_max, cidr=req.cidr, remote_group_id=remote_id)
+        s.add(rule)
+        s.flush()
+        out, rule_id, sg_id = _rule_api(s, rule), rule.id, sg.id
+    try:
+        push_groups(ctx, [sg_id])
+    except CorralError:
         with ctx.db.session() as s:
-            sg = find(s, name)
-            remote_id = None
-            if req.remote_group is not None:
-                remote_id = find(s, req.remote_group, "remote_group").id
-            if any(_same(r, req, remote_id) for r in _rules(s, sg.id)):
-                raise Conflict(f"security group {name} already has this rule", field="rule")
-            rule = SgRule(sg_id=sg.id, direction=req.direction.value,
-                          protocol=req.protocol.value, port_min=req.port_min,
-                          port_max=req.port_max, cidr=req.cidr, remote_group_id=remote_id)
-            s.add(rule)
-            s.flush()
-            out, rule_id, sg_id = _rule_api(s, rule), rule.id, sg.id
-        try:
+            row = s.get(SgRule, rule_id)
+            if row is not None:
+                s.delete(row)
+        with contextlib.suppress(CorralError):
             push_groups(ctx, [sg_id])
-        except CorralError:
-            with ctx.db.session() as s:
-                row = s.get(SgRule, rule_id)
-                if row is not None:
-                    s.delete(row)
-            with contextlib.suppress(CorralError):
-                push_groups(ctx, [sg_id])
-            raise
-        return out
+        raise
+    return out
 
 
 def remove_rule(ctx: EngineContext, name: str, rule_id: str) -> None:
-    with _push_lock:
+    with ctx.db.session() as s:
+        sg = find(s, name)
+        rule = s.get(SgRule, rule_id)
+        if rule is None or rule.sg_id != sg.id:
+            raise NotFound(f"security group {name} has no rule {rule_id}", field="rule_id")
+        saved = {c: getattr(rule, c) for c in ("id", "sg_id", "direction", "protocol",
+                                               "port_min", "port_max", "cidr",
+                                               "remote_group_id", "created_at")}
+        s.delete(rule)
+        sg_id = sg.id
+    try:
+        push_groups(ctx, [sg_id])
+    except CorralError:
         with ctx.db.session() as s:
-            sg = find(s, name)
-            rule = s.get(SgRule, rule_id)
-            if rule is None or rule.sg_id != sg.id:
-                raise NotFound(f"security group {name} has no rule {rule_id}", field="rule_id")
-            saved = {c: getattr(rule, c) for c in ("id", "sg_id", "direction", "protocol",
-                                                   "port_min", "port_max", "cidr",
-                                                   "remote_group_id", "created_at")}
-            s.delete(rule)
-            sg_id = sg.id
-        try:
+            s.add(SgRule(**saved))
+        with contextlib.suppress(CorralError):
             push_groups(ctx, [sg_id])
-        except CorralError:
-            with ctx.db.session() as s:
-                s.add(SgRule(**saved))
-            with contextlib.suppress(CorralError):
-                push_groups(ctx, [sg_id])
-            raise
+        raise
 
 
 # -- NIC membership --------------------------------------------------------------------------
@@ -210,6 +215,21 @@ def set_groups(s: Session, nic_id: str, groups: list[SecurityGroup]) -> list[str
         s.add(NicSecurityGroup(nic_id=nic_id, sg_id=g.id))
     s.flush()
     return before
+
+
+_nic_locks: dict[str, threading.Lock] = {}  # one per NIC changed since the engine started
+_nic_locks_guard = threading.Lock()
+
+
+@contextlib.contextmanager
+def membership_change(mac: str) -> Iterator[None]:
+    """Hold one NIC's groups while they are changed, pushed and, when the push fails, put
+    back: the put-back restores this change's "before", never over another's change of the
+    same NIC. Other NICs do not wait."""
+    with _nic_locks_guard:
+        lock = _nic_locks.setdefault(mac, threading.Lock())
+    with lock:
+        yield
 
 
 # -- ports: what each host's agent gets ------------------------------------------------------
@@ -240,9 +260,8 @@ class _Addresses:
         key = (host_id, net.name)
         if key not in self._leases:
             try:
-                rows = self.ctx.agent(host_id).call("GET", f"/v1/networks/{net.name}/leases",
-                                                    timeout=15)
-                self._leases[key] = {str(r["mac"]).lower(): str(r["ip"]) for r in rows}
+                rows = self.ctx.agent(host_id).network_leases(net.name, timeout=15)
+                self._leases[key] = {r.mac.lower(): r.ip for r in rows}
             except CorralError:
                 self._leases[key] = {}
         ip = self._leases[key].get(nic.mac)
@@ -266,10 +285,10 @@ def qos_in_xml(host: Host | None) -> bool:
 
 
 def port_body(s: Session, nic: Nic, net: Network, addrs: _Addresses,
-              host: Host | None = None) -> dict[str, Any]:
+              host: Host | None = None) -> PortBody:
     """The agent's ``PUT /v1/ports/TAP`` body of a NIC."""
     sg_ids = [m.sg_id for m in s.query(NicSecurityGroup).filter_by(nic_id=nic.id)]
-    rules: list[dict[str, Any]] = []
+    rules: list[PortRuleBody] = []
     remote_cache: dict[str, list[str]] = {}
     for sg_id in sg_ids:
         for r in _rules(s, sg_id):
@@ -281,34 +300,119 @@ def port_body(s: Session, nic: Nic, net: Network, addrs: _Addresses,
                 cidrs = remote_cache[r.remote_group_id]
             else:
                 cidrs = [r.cidr or "0.0.0.0/0"]
-            rules.append({"direction": r.direction, "protocol": r.protocol,
-                          "port_min": r.port_min, "port_max": r.port_max, "cidrs": cidrs})
-    body = {"mac": nic.mac, "ips": [nic.ip] if nic.ip else [], "ip_guard": _ip_guard(net),
-            "filtered": bool(sg_ids) and net.backend != "ovs", "rules": rules,
-            "network": net.name}  # the agent: its leases, and its backend (nftables or OVS)
-    if not qos_in_xml(host):
-        body["inbound_kbps"], body["outbound_kbps"] = nic.inbound_kbps, nic.outbound_kbps
-    return body
+            rules.append(PortRuleBody(direction=r.direction, protocol=r.protocol,
+                                      port_min=r.port_min, port_max=r.port_max, cidrs=cidrs))
+    policed = not qos_in_xml(host)  # else libvirt's <bandwidth> does it
+    return PortBody(mac=nic.mac, ips=[nic.ip] if nic.ip else [], ip_guard=_ip_guard(net),
+                    filtered=bool(sg_ids) and net.backend != "ovs", rules=rules,
+                    network=net.name,  # the agent: its leases, its backend (nftables or OVS)
+                    inbound_kbps=nic.inbound_kbps if policed else None,
+                    outbound_kbps=nic.outbound_kbps if policed else None)
+
+
+class _Slot:
+    """One port of one agent: its lock, and the generation of the last body that landed."""
+
+    __slots__ = ("landed", "lock")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.landed = 0
+
+
+class _PortOrder:
+    """Why pushes that run at once never leave an older ruleset on a port.
+
+    A push draws a generation number *before* it reads the database; a change is committed
+    before its push draws, so a push's snapshot holds every change whose push drew a lower
+    number. A body goes to its port under the port's lock, and only when its generation is
+    above the last that landed there: sends to one port are serial, and an older snapshot
+    that arrives late is dropped rather than undo a newer one (which holds its change). A
+    DELETE draws one too, so a late PUT does not bring a port back. Other ports, and other
+    hosts, do not wait. A failed send records nothing: the next push of the port is sent.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._gen = 0
+        self._slots: dict[tuple[str, str], _Slot] = {}  # per (agent URL, tap) seen: small
+
+    def draw(self) -> int:
+        with self._lock:
+            self._gen += 1
+            return self._gen
+
+    @contextlib.contextmanager
+    def turn(self, agent: AgentClient, tap: str, gen: int) -> Iterator[bool]:
+        """Hold the port: True when ``gen`` is newer than what landed there (send it then);
+        it counts as landed when the block ends without an error."""
+        with self._lock:
+            slot = self._slots.setdefault((agent.url, tap), _Slot())
+        with slot.lock:
+            fresh = gen > slot.landed
+            yield fresh
+            if fresh:
+                slot.landed = gen
+
+
+_order = _PortOrder()
 
 
 def push_nics(ctx: EngineContext, nic_ids: Iterable[str]) -> None:
-    """Push the ports of these NICs (those of VMs with a host) to their hosts' agents."""
-    with _push_lock:
-        work: list[tuple[str, str, dict[str, Any]]] = []
-        with ctx.db.session() as s:
-            addrs = _Addresses(ctx)
-            for nic_id in sorted(set(nic_ids)):
-                nic = s.get(Nic, nic_id)
-                if nic is None:
-                    continue
-                vm = s.get(Vm, nic.vm_id)
-                net = s.get(Network, nic.network_id)
-                if vm is None or vm.host_id is None or net is None or not has_port(net):
-                    continue
-                body = port_body(s, nic, net, addrs, s.get(Host, vm.host_id))
-                work.append((vm.host_id, tap_of(nic.mac), body))
-        for host_id, tap, body in work:
-            ctx.agent(host_id).call("PUT", f"/v1/ports/{tap}", json=body, timeout=30)
+    """Push the ports of these NICs (those of VMs with a host) to their hosts' agents: the
+    hosts at once (``PUSH_HOSTS_AT_ONCE`` at most), each host's ports in turn. A host that
+    fails does not stop the others; the error raised at the end names each that failed."""
+    gen = _order.draw()  # before the read: see _PortOrder
+    work: dict[str, list[tuple[str, PortBody]]] = {}
+    with ctx.db.session() as s:
+        addrs = _Addresses(ctx)
+        for nic_id in sorted(set(nic_ids)):
+            nic = s.get(Nic, nic_id)
+            if nic is None:
+                continue
+            vm = s.get(Vm, nic.vm_id)
+            net = s.get(Network, nic.network_id)
+            if vm is None or vm.host_id is None or net is None or not has_port(net):
+                continue
+            body = port_body(s, nic, net, addrs, s.get(Host, vm.host_id))
+            work.setdefault(vm.host_id, []).append((tap_of(nic.mac), body))
+        names = {h: (host.name if (host := s.get(Host, h)) else h) for h in work}
+
+    def push_host(host_id: str) -> CorralError | None:
+        try:
+            agent = ctx.agent(host_id)
+            for tap, body in work[host_id]:
+                with _order.turn(agent, tap, gen) as fresh:
+                    if fresh:
+                        agent.set_port(tap, body)
+        except CorralError as exc:  # this host's next ports would most likely fail too
+            return exc
+        return None
+
+    if len(work) <= 1:
+        results = [push_host(h) for h in work]
+    else:
+        with ThreadPoolExecutor(min(PUSH_HOSTS_AT_ONCE, len(work)),
+                                thread_name_prefix="sg-push") as pool:
+            results = list(pool.map(push_host, work))
+    failed = {names[h]: exc for h, exc in zip(work, results, strict=True) if exc is not None}
+    if failed:
+        raise _push_failed(failed)
+
+
+def _push_failed(failed: dict[str, CorralError]) -> CorralError:
+    """One error for the hosts that failed: the kind of theirs when they share it (a 502 of
+    an agent stays one), each host named with what it said."""
+    kinds = {type(exc) for exc in failed.values()}
+    kind = kinds.pop() if len(kinds) == 1 else HostError
+    said = {name: exc.message for name, exc in failed.items()}
+    if len(failed) == 1:
+        [(name, exc)] = failed.items()
+        return kind(f"ports of host {name} could not be set: {exc.message}", field=exc.field,
+                    **{**exc.details, "failed_hosts": said})
+    return kind(f"ports of {len(failed)} hosts could not be set: "
+                + "; ".join(f"{n}: {m}" for n, m in sorted(said.items())),
+                failed_hosts=said)
 
 
 def affected(s: Session, sg_ids: Iterable[str]) -> set[str]:
@@ -346,8 +450,10 @@ def drop_ports(ctx: EngineContext, host_id: str, macs: Iterable[str]) -> None:
 
 def drop_ports_of(agent: AgentClient, macs: Iterable[str]) -> None:
     for mac in macs:
-        with contextlib.suppress(CorralError):
-            agent.call("DELETE", f"/v1/ports/{tap_of(mac)}", timeout=30)
+        tap = tap_of(mac)
+        with contextlib.suppress(CorralError), _order.turn(agent, tap, _order.draw()) as fresh:
+            if fresh:
+                agent.delete_port(tap)
 
 
 def vm_groups(s: Session, vm_id: str) -> tuple[list[str], set[str]]:

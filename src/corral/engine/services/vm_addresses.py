@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+from corral.agent_api.networks import Lease
 from corral.api import VmAddress
 from corral.engine.context import EngineContext
 from corral.engine.db.models import Network
@@ -31,12 +30,11 @@ def addresses(ctx: EngineContext, name: str) -> list[VmAddress]:
     agent = ctx.agent(host_id)
     found: list[VmAddress] = []
     macs = {m for m, _, _ in nics}
-    leases_of: dict[str, list[dict[str, Any]]] = {}
+    leases_of: dict[str, list[Lease]] = {}
     for mac, net_name, static in nics:
         if net_name not in leases_of:
-            leases_of[net_name] = agent.call("GET", f"/v1/networks/{net_name}/leases", timeout=10)
-        leased = [str(x["ip"]) for x in leases_of[net_name]
-                  if str(x.get("mac", "")).lower() == mac]
+            leases_of[net_name] = agent.network_leases(net_name)
+        leased = [x.ip for x in leases_of[net_name] if x.mac.lower() == mac]
         found.extend(VmAddress(ip=ip, mac=mac, source="dhcp") for ip in leased)
         if static is not None and static not in leased:  # reserved, not asked for (yet)
             found.append(VmAddress(ip=static, mac=mac, source="reserved"))

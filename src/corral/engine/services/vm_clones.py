@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import contextlib
 
+from corral.agent_api.pools import RootCloneBody, RootTemplateBody
+from corral.agent_api.snapshots import CloneBody, TemplateBody
 from corral.api import Image as ImageOut
 from corral.api import Operation, VmState
 from corral.api.snapshots import CloneMode, TemplateCreate, VmClone
@@ -119,17 +121,24 @@ def _execute_clone(ctx: EngineContext, op: OpContext) -> None:
         has_seed = row is not None and row.cloud_init is not None
     agent = ctx.agent(host_id)
     root = vm_roots.pool_type(ctx, vm_id)  # the clone's disk goes where the source's is
-    disks = "/v1/disks" if root is None else f"/v1/pools/{root[0]}/roots"
     try:
         op.check_cancelled()  # safe points: a cancel rolls back like any failure
         if p["mode"] == CloneMode.LINKED.value:
             op.progress(10, f"linked clone of {p['source']}'s disk")
-            agent.call("PUT", f"{disks}/{name}/linked-clone", json={"source": p["source"]},
-                       timeout=300)
+            if root is None:
+                agent.linked_clone_disk(name, p["source"])
+            else:
+                agent.linked_clone_root(root[0], name, p["source"])
         else:
             op.progress(5, f"copying the disk of {p['source']}")
-            run_job(agent, op, "POST", f"{disks}/{name}/full-clone",
-                    {"source": p["source"], "snapshot": p.get("snapshot")}, span=(5, 90))
+            if root is None:
+                run_job(agent, op, agent.full_clone_disk_job(
+                    name, CloneBody(source=p["source"], snapshot=p.get("snapshot"))),
+                    span=(5, 90))
+            else:
+                run_job(agent, op, agent.full_clone_root_job(
+                    root[0], name, RootCloneBody(source=p["source"], snapshot=p.get("snapshot"))),
+                    span=(5, 90))
         op.check_cancelled()
         if has_seed:
             vm_cloudinit.push_seed(ctx, agent, vm_id)
@@ -176,25 +185,21 @@ def _execute_template(ctx: EngineContext, op: OpContext) -> None:
     agent = ctx.agent(p["host_id"])
     try:
         if p.get("pool"):  # flattened from the pool (an RBD image: read through librbd)
-            info = run_job(agent, op, "POST", f"/v1/pools/{p['pool']}/roots/{p['vm']}/template",
-                           {"name": name, "boot_from": p.get("boot_from")}, span=(1, 99))
+            job = agent.root_template_job(p["pool"], p["vm"], RootTemplateBody(
+                name=name, boot_from=p.get("boot_from")))
         else:
-            info = run_job(agent, op, "POST", f"/v1/images/{name}/from-disk",
-                           {"vm": p["vm"], "boot_from": p.get("boot_from")}, span=(1, 99))
+            job = agent.template_job(name, TemplateBody(vm=p["vm"],
+                                                        boot_from=p.get("boot_from")))
+        info = run_job(agent, op, job, span=(1, 99))
     except CorralError:
         with contextlib.suppress(CorralError):
-            agent.call("DELETE", f"/v1/images/{name}")
+            agent.delete_image(name)
         with ctx.db.session() as s:
             row = s.get(Image, p["image_id"])
             if row is not None:
                 s.delete(row)
         raise
-    with ctx.db.session() as s:
-        row = s.get(Image, p["image_id"])
-        if row is not None:
-            row.status, row.format = "ready", info["format"]
-            row.virtual_size, row.file_size = info["virtual_size"], info["file_size"]
-            row.kernel, row.initrd, row.cmdline = info["kernel"], info["initrd"], info["cmdline"]
+    images.set_ready(ctx, p["image_id"], info)
     op.progress(100, f"template {name} made from VM {p['vm']}")
     ctx.bus.publish("image", {"name": name, "status": "ready"})
 

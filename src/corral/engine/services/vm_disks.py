@@ -18,7 +18,6 @@ redefines it): services/vm_design.py designs them with the rest of the VM.
 from __future__ import annotations
 
 import contextlib
-from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -163,19 +162,18 @@ def execute_attach(ctx: EngineContext, op: OpContext) -> None:
             assert row is not None and vm_row is not None
             row.target = vol.target = _free_target(ctx, s, vm_row, vol.bus or "virtio")
     spec = vm_design.volume_spec(pool, vol)
-    body: dict[str, Any] = {"xml": design_disk(spec).to_xml()}
+    controller_xml: str | None = None  # a SCSI disk needs its controller first
     if spec.bus == "scsi":
         controller = Controller()
         controller.type, controller.index, controller.model = "scsi", 0, "virtio-scsi"
-        body["controller_xml"] = controller.to_xml()
+        controller_xml = controller.to_xml()
     agent = ctx.agent(vm.host_id)
     op.progress(30, f"plugging {ref} into VM {vm.name} as {vol.target}")
     try:
-        agent.call("POST", f"/v1/domains/{vm.name}/disks/attach", json=body, timeout=120)
+        agent.attach_disk(vm.name, design_disk(spec).to_xml(), controller_xml)
     except CorralError:
         with contextlib.suppress(CorralError):  # nothing half-plugged stays behind
-            agent.call("POST", f"/v1/domains/{vm.name}/disks/detach",
-                       json={"source": spec.path}, timeout=120)
+            agent.detach_disk(vm.name, spec.path)
         _finish(ctx, vol.id, ref, attached=False)
         raise
     _finish(ctx, vol.id, ref, attached=True)
@@ -216,8 +214,7 @@ def execute_detach(ctx: EngineContext, op: OpContext) -> None:
     ref = f"{pool.name}/{vol.name}"
     op.progress(30, f"unplugging {ref} from VM {vm.name}")
     try:
-        ctx.agent(vm.host_id).call("POST", f"/v1/domains/{vm.name}/disks/detach",
-                                   json={"source": volumes.source(pool, vol)}, timeout=180)
+        ctx.agent(vm.host_id).detach_disk(vm.name, volumes.source(pool, vol))
     except NotFound:
         pass  # no domain: the volume is attached to nothing
     except CorralError:

@@ -36,6 +36,7 @@ import random
 
 from sqlalchemy.orm import Session
 
+from corral.agent_api.networks import ReservationEntry
 from corral.api import NicCreate, NicUpdate, Operation, VmNic
 from corral.api.nics import normalize_mac
 from corral.domainxml import NicSpec, design_nic, tap_of
@@ -162,13 +163,12 @@ def push_reservations(ctx: EngineContext, net_id: str) -> None:
         if net is None or not net.subnet or not net.dhcp_start:
             return
         name = net.name
-        body = {"reservations": [{"mac": m, "ip": ip, "name": n}
-                                 for m, ip, n in reservations_of(s, net_id)]}
+        entries = [ReservationEntry(mac=m, ip=ip, name=n)
+                   for m, ip, n in reservations_of(s, net_id)]
         host_ids = [h.id for h in s.query(Host)]
     for host_id in host_ids:
         with contextlib.suppress(NotFound):  # not built on that host
-            ctx.agent(host_id).call("PUT", f"/v1/networks/{name}/reservations", json=body,
-                                    timeout=30)
+            ctx.agent(host_id).set_reservations(name, entries)
 
 
 # -- reading -------------------------------------------------------------------------------
@@ -271,12 +271,10 @@ def execute_add(ctx: EngineContext, op: OpContext) -> None:
         with ctx.db.session() as s:
             qos = sgs.qos_in_xml(s.get(Host, host_id))
         xml = design_nic(nic_spec(net, nic, qos)).to_xml()
-        agent.call("POST", f"/v1/domains/{vm_name}/nics/attach", json={"xml": xml},
-                   timeout=120)
+        agent.attach_nic(vm_name, xml, timeout=120)
     except CorralError:
         with contextlib.suppress(CorralError):  # nothing half-plugged stays behind
-            agent.call("POST", f"/v1/domains/{vm_name}/nics/detach", json={"mac": nic.mac},
-                       timeout=120)
+            agent.detach_nic(vm_name, nic.mac, timeout=120)
         sgs.drop_ports(ctx, host_id, [nic.mac])
         _forget(ctx, nic.id)
         if nic.ip is not None:
@@ -324,8 +322,7 @@ def execute_remove(ctx: EngineContext, op: OpContext) -> None:
     vm_name, host_id, nic, net = loaded
     op.progress(30, f"unplugging NIC {nic.mac} from VM {vm_name}")
     try:
-        ctx.agent(host_id).call("POST", f"/v1/domains/{vm_name}/nics/detach",
-                                json={"mac": nic.mac}, timeout=180)
+        ctx.agent(host_id).detach_nic(vm_name, nic.mac, timeout=180)
     except NotFound:
         pass  # no domain: the NIC is plugged into nothing
     except CorralError:
@@ -357,7 +354,7 @@ def update(ctx: EngineContext, vm_name: str, mac: str, req: NicUpdate) -> VmNic:
             if row is None:
                 raise NotFound(f"VM {vm_name} has no NIC {mac}", field="mac")
             return _to_api(s, row)
-    with sgs._push_lock:
+    with sgs.membership_change(mac):
         with ctx.db.session() as s:
             vm = find_vm(s, vm_name)
             rows = nic_rows(s, vm)

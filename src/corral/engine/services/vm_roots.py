@@ -15,6 +15,8 @@ import contextlib
 
 from sqlalchemy.orm import Session
 
+from corral.agent_api.pools import RootBody, RootDisk
+from corral.engine.agent_calls.jobs import JobStart
 from corral.engine.agent_client import AgentClient
 from corral.engine.agent_jobs import run_job
 from corral.engine.context import EngineContext
@@ -63,8 +65,9 @@ def create(ctx: EngineContext, agent: AgentClient, op: OpContext, vm_id: str,
         agent.create_disk(name, image, size)
         return
     assert image is not None
-    run_job(agent, op, "POST", f"/v1/pools/{pool_name}/roots/{name}",
-            {"image": image, "size": size}, span=(10, 35))
+    # A job (an import into Ceph may take long): its result is a RootDisk, not needed here.
+    run_job(agent, op, JobStart(f"/v1/pools/{pool_name}/roots/{name}",
+                                RootBody(image=image, size=size), RootDisk), span=(10, 35))
 
 
 def delete(ctx: EngineContext, agent: AgentClient, vm_id: str, name: str) -> None:
@@ -73,7 +76,7 @@ def delete(ctx: EngineContext, agent: AgentClient, vm_id: str, name: str) -> Non
     if found is None:
         agent.delete_disk(name)
         return
-    agent.call("DELETE", f"/v1/pools/{found[0]}/roots/{name}", timeout=300)
+    agent.delete_root(found[0], name)
 
 
 def delete_quietly(ctx: EngineContext, agent: AgentClient, vm_id: str, name: str) -> None:

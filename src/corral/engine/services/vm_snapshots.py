@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from corral.agent_api.snapshots import SnapshotBody, SnapshotInfo
 from corral.api import Operation, VmState
 from corral.api.snapshots import Snapshot, SnapshotCreate
 from corral.engine.context import EngineContext
@@ -33,22 +34,23 @@ def _vm(ctx: EngineContext, name: str) -> tuple[str, str, VmState]:
         return vm.id, vm.host_id, state
 
 
-def _path(vm: str, snap: str | None = None) -> str:
-    base = f"/v1/domains/{validate_name(vm, 'vm')}/snapshots"
-    return base if snap is None else f"{base}/{validate_name(snap, 'snapshot')}"
+def _snapshots(ctx: EngineContext, host_id: str, vm: str) -> list[SnapshotInfo]:
+    return ctx.agent(host_id).snapshots(validate_name(vm, "vm"))
+
+
+def _to_api(info: SnapshotInfo) -> Snapshot:
+    return Snapshot.model_validate(info.model_dump())
 
 
 def list_snapshots(ctx: EngineContext, vm: str) -> list[Snapshot]:
     _vm_id, host_id, _state = _vm(ctx, vm)
-    rows = ctx.agent(host_id).call("GET", _path(vm), timeout=30)
-    return [Snapshot.model_validate(r) for r in rows]
+    return [_to_api(r) for r in _snapshots(ctx, host_id, vm)]
 
 
 def _existing(ctx: EngineContext, host_id: str, vm: str, snap: str) -> Snapshot:
-    rows = ctx.agent(host_id).call("GET", _path(vm), timeout=30)
-    for r in rows:
-        if r["name"] == snap:
-            return Snapshot.model_validate(r)
+    for r in _snapshots(ctx, host_id, vm):
+        if r.name == snap:
+            return _to_api(r)
     raise NotFound(f"VM {vm} has no snapshot {snap} (`corral vm snapshot list {vm}`)",
                    field="snapshot")
 
@@ -64,8 +66,7 @@ def create(ctx: EngineContext, vm: str, req: SnapshotCreate) -> Operation:
         raise WrongState(f"VM {vm} is {state.value}: a memory snapshot needs it running "
                          "(take a disk snapshot without --memory)", field="memory",
                          state=state.value)
-    rows = ctx.agent(host_id).call("GET", _path(vm), timeout=30)
-    if any(r["name"] == req.name for r in rows):
+    if any(r.name == req.name for r in _snapshots(ctx, host_id, vm)):
         raise Conflict(f"VM {vm} already has a snapshot {req.name}", field="name")
     params: dict[str, Any] = {"vm_id": vm_id, "host_id": host_id, "vm": vm,
                               **req.model_dump()}
@@ -94,17 +95,18 @@ def delete(ctx: EngineContext, vm: str, snap: str) -> Operation:
 def _execute_create(ctx: EngineContext, op: OpContext) -> None:
     p = op.params
     op.progress(10, "saving disk and memory" if p["memory"] else "saving disk")
-    body = {k: p[k] for k in ("name", "memory", "quiesce", "description")}
-    ctx.agent(p["host_id"]).call("POST", _path(p["vm"]), json=body, timeout=600)
+    body = SnapshotBody(name=validate_name(p["name"], "snapshot"), memory=p["memory"],
+                        quiesce=p["quiesce"], description=p["description"])
+    ctx.agent(p["host_id"]).create_snapshot(validate_name(p["vm"], "vm"), body)
     op.progress(100, f"snapshot {p['name']} of {p['vm']} taken")
 
 
 def _execute_revert(ctx: EngineContext, op: OpContext) -> None:
     p = op.params
     op.progress(10, f"reverting to {p['name']}")
-    info = ctx.agent(p["host_id"]).call("POST", f"{_path(p['vm'], p['name'])}/revert",
-                                        timeout=600)
-    state = VmState(info["state"])
+    info = ctx.agent(p["host_id"]).revert_snapshot(validate_name(p["vm"], "vm"),
+                                                   validate_name(p["name"], "snapshot"))
+    state = VmState(info.state)
     desired = {VmState.RUNNING: "running", VmState.PAUSED: "paused"}.get(state, "stopped")
     with ctx.db.session() as s:
         row = s.get(Vm, p["vm_id"])
@@ -116,7 +118,8 @@ def _execute_revert(ctx: EngineContext, op: OpContext) -> None:
 
 def _execute_delete(ctx: EngineContext, op: OpContext) -> None:
     p = op.params
-    ctx.agent(p["host_id"]).call("DELETE", _path(p["vm"], p["name"]), timeout=600)
+    ctx.agent(p["host_id"]).delete_snapshot(validate_name(p["vm"], "vm"),
+                                            validate_name(p["name"], "snapshot"))
 
 
 def register(ctx: EngineContext) -> None:
