@@ -28,7 +28,6 @@ from corral.agent.pools import host_registry, root_routes
 from corral.agent.pools.routes import router as pools_router
 from corral.agent.storage import Storage
 from corral.agent_api.domains import HostFacts
-from corral.agent_api.networks import NetworkSpec
 from corral.errors import Unauthorized
 from corral.httpserve import bearer, install_error_handlers, same_secret
 from corral.virt_type import detect_virt_type
@@ -77,11 +76,6 @@ class Agent:
             qos=firewall.qos_backend(),  # libvirt <bandwidth>, or nftables policing
         )
 
-    def _spec(self, name: str) -> NetworkSpec:
-        """A network built here (NotFound if none): what the NIC and port routes read."""
-        return self.networks.spec(name)
-
-
 
 def create_app(settings: AgentSettings) -> FastAPI:
     agent = Agent(settings)
@@ -112,9 +106,9 @@ def create_app(settings: AgentSettings) -> FastAPI:
     # NIC hot-plug and static DHCP leases: see corral.agent.nic_routes.
     # Ports: NIC anti-spoofing and security groups (nftables; OpenFlow flows on OVS networks),
     # re-applied at every start; OVS flows need the tap: synced after a start or hot-plug.
-    ports = port_routes.make_firewall(settings.state_dir, agent._spec, agent.net_dir)
+    ports = port_routes.make_firewall(settings.state_dir, agent.networks.spec, agent.net_dir)
     ports.restore()
-    app.include_router(nic_routes.router(hv, agent._spec, agent.net_dir,
+    app.include_router(nic_routes.router(hv, agent.networks.spec, agent.net_dir,
                                          after_plug=ports.sync_ovs), dependencies=guarded)
     app.include_router(port_routes.router(ports), dependencies=guarded)
     # Networks (build, remove, status, dry run, leases): see corral.agent.network_routes.

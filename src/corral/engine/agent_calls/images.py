@@ -24,7 +24,6 @@ from corral.agent_api.images import (
     OvaImported,
     VolumeFilled,
 )
-from corral.agent_api.pools import RootCloneBody, RootDisk, RootTemplateBody
 from corral.agent_api.snapshots import (
     BasesRemoved,
     CloneBody,
@@ -94,15 +93,6 @@ class ImageCalls(JobCalls):
 
     def collect_bases(self) -> BasesRemoved:
         return self._send("POST", "/v1/disks/collect-bases", BasesRemoved, timeout=300)
-
-    # -- clones and templates of root disks in pools (corral.agent.pools.root_routes) ------
-    def full_clone_root_job(self, pool: str, vm: str,
-                            body: RootCloneBody) -> JobStart[RootDisk]:
-        return JobStart(f"/v1/pools/{pool}/roots/{vm}/full-clone", body, RootDisk)
-
-    def root_template_job(self, pool: str, vm: str,
-                          body: RootTemplateBody) -> JobStart[ImageInfo]:
-        return JobStart(f"/v1/pools/{pool}/roots/{vm}/template", body, ImageInfo)
 
     # -- OVA -------------------------------------------------------------------------------
     def export_ova_job(self, vm: str, body: OvaExportBody) -> JobStart[OvaExported]:

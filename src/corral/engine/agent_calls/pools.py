@@ -5,6 +5,7 @@ corral.engine.agent_jobs runs them."""
 from __future__ import annotations
 
 from corral.agent_api import Deleted, Ok
+from corral.agent_api.images import ImageInfo
 from corral.agent_api.pools import (
     AttachBody,
     BlockResizeBody,
@@ -17,14 +18,17 @@ from corral.agent_api.pools import (
     PoolSetup,
     PoolStats,
     ResizeBody,
+    RootBody,
     RootCloneBody,
     RootDeleted,
     RootDisk,
+    RootTemplateBody,
     VolumeBody,
     VolumeFormat,
     VolumeInfo,
 )
 from corral.engine.agent_calls import AgentCalls
+from corral.engine.agent_calls.jobs import JobStart
 
 
 class PoolCalls(AgentCalls):
@@ -86,4 +90,17 @@ class PoolCalls(AgentCalls):
     def linked_clone_root(self, pool: str, vm: str, source: str) -> RootDisk:
         return self._send("PUT", f"/v1/pools/{pool}/roots/{vm}/linked-clone", RootDisk,
                           RootCloneBody(source=source), timeout=300)
+
+    # Jobs: these send nothing, they name the route for corral.engine.agent_jobs.run_job.
+    def create_root_job(self, pool: str, vm: str, body: RootBody) -> JobStart[RootDisk]:
+        return JobStart(f"/v1/pools/{pool}/roots/{vm}", body, RootDisk)
+
+    def full_clone_root_job(self, pool: str, vm: str,
+                            body: RootCloneBody) -> JobStart[RootDisk]:
+        return JobStart(f"/v1/pools/{pool}/roots/{vm}/full-clone", body, RootDisk)
+
+    def root_template_job(self, pool: str, vm: str,
+                          body: RootTemplateBody) -> JobStart[ImageInfo]:
+        return JobStart(f"/v1/pools/{pool}/roots/{vm}/template", body, ImageInfo)
+
 

@@ -15,8 +15,7 @@ import contextlib
 
 from sqlalchemy.orm import Session
 
-from corral.agent_api.pools import RootBody, RootDisk
-from corral.engine.agent_calls.jobs import JobStart
+from corral.agent_api.pools import RootBody
 from corral.engine.agent_client import AgentClient
 from corral.engine.agent_jobs import run_job
 from corral.engine.context import EngineContext
@@ -66,8 +65,8 @@ def create(ctx: EngineContext, agent: AgentClient, op: OpContext, vm_id: str,
         return
     assert image is not None
     # A job (an import into Ceph may take long): its result is a RootDisk, not needed here.
-    run_job(agent, op, JobStart(f"/v1/pools/{pool_name}/roots/{name}",
-                                RootBody(image=image, size=size), RootDisk), span=(10, 35))
+    run_job(agent, op, agent.create_root_job(pool_name, name, RootBody(image=image, size=size)),
+            span=(10, 35))
 
 
 def delete(ctx: EngineContext, agent: AgentClient, vm_id: str, name: str) -> None:
