@@ -30,7 +30,7 @@ def engine(tmp_path: Path) -> Iterator[tuple[TestClient, EngineContext]]:
         s.flush()
         image_id, host_id = s.query(Image).filter_by(name="tiny").one().id, host.id
         s.add(Vm(name="busy", image_id=image_id, host_id=host_id, cpus=1, memory_mib=64,
-                 disk_bytes=64 << 20, mac="52:54:00:00:00:01", state="running",
+                 disk_bytes=64 << 20, state="running",
                  desired_power="running"))
     client = admin_client(ctx)
     yield client, ctx

@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 
 from corral.engine.app import build_context
 from corral.engine.context import EngineContext, EngineSettings
-from corral.engine.db.models import Image, Network, Operation, Vm
+from corral.engine.db.models import Image, Network, Nic, Operation, Vm
 from corral.engine.services.vm_design import domain_xml
 
 KEY = "ssh-ed25519 " + base64.b64encode(b"\0\0\0\x0bssh-ed25519" + b"\1" * 36).decode() + " me"
@@ -33,9 +33,12 @@ def engine(tmp_path: Path) -> Iterator[tuple[TestClient, EngineContext]]:
         image_id, host_id, net_id = s.query(Image).one().id, host.id, s.query(Network).one().id
         for name, state, mac in (("busy", "running", "52:54:00:00:00:01"),
                                  ("idle", "stopped", "52:54:00:00:00:02")):
-            s.add(Vm(name=name, image_id=image_id, host_id=host_id, network_id=net_id, cpus=1,
-                     memory_mib=64, disk_bytes=64 << 20, mac=mac, state=state, desired_power=state,
-                     cloud_init={"hostname": "first", "revision": 0} if name == "idle" else None))
+            vm = Vm(name=name, image_id=image_id, host_id=host_id, cpus=1,
+                    memory_mib=64, disk_bytes=64 << 20, state=state, desired_power=state,
+                    cloud_init={"hostname": "first", "revision": 0} if name == "idle" else None)
+            s.add(vm)
+            s.flush()
+            s.add(Nic(vm_id=vm.id, network_id=net_id, mac=mac, idx=0))
     client = admin_client(ctx)
     yield client, ctx
     ctx.ops.shutdown()

@@ -79,7 +79,7 @@ def relay(tmp_path: Path) -> Iterator[tuple[TestClient, FakeConsole]]:
         host.url = f"http://127.0.0.1:{fake.port}"
         image = s.query(Image).filter_by(name="tiny").one()
         s.add(Vm(name="web", state="running", host_id=host.id, image_id=image.id,
-                 memory_mib=128, cpus=1, disk_bytes=64 << 20, mac="52:54:00:00:00:01"))
+                 memory_mib=128, cpus=1, disk_bytes=64 << 20))
     client = admin_client(ctx)
     try:
         yield client, fake

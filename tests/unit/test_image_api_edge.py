@@ -31,10 +31,10 @@ def engine(tmp_path: Path) -> Iterator[tuple[TestClient, EngineContext]]:
         s.flush()
         tiny = s.query(Image).filter_by(name="tiny").one()
         s.add(Vm(name="busy", image_id=tiny.id, host_id=host.id, cpus=1, memory_mib=64,
-                 disk_bytes=64 << 20, mac="52:54:00:00:00:01", state="running",
+                 disk_bytes=64 << 20, state="running",
                  desired_power="running"))
         s.add(Vm(name="idle", image_id=tiny.id, host_id=host.id, cpus=1, memory_mib=64,
-                 disk_bytes=64 << 20, mac="52:54:00:00:00:02", state="stopped",
+                 disk_bytes=64 << 20, state="stopped",
                  desired_power="stopped"))
     token = create_token(ctx, "admin")
     client = TestClient(create_app(ctx), headers={"Authorization": f"Bearer {token}"})

@@ -21,7 +21,7 @@ from corral.api import NetworkCreate
 from corral.domainxml import DomainSpec, design_domain
 from corral.engine.app import build_context
 from corral.engine.context import EngineContext, EngineSettings
-from corral.engine.db.models import Image, Network, Operation, Vm
+from corral.engine.db.models import Image, Network, Nic, Operation, Vm
 from corral.engine.services import networks
 
 
@@ -39,9 +39,11 @@ def engine(tmp_path: Path) -> Iterator[tuple[TestClient, EngineContext]]:
         s.flush()
         image_id, host_id = s.query(Image).one().id, host.id
         default_id = s.query(Network).filter_by(name="default").one().id
-        s.add(Vm(name="busy", image_id=image_id, host_id=host_id, network_id=default_id,
-                 cpus=1, memory_mib=64, disk_bytes=64 << 20, mac="52:54:00:00:00:01",
-                 state="running", desired_power="running"))
+        busy = Vm(name="busy", image_id=image_id, host_id=host_id, cpus=1, memory_mib=64,
+                  disk_bytes=64 << 20, state="running", desired_power="running")
+        s.add(busy)
+        s.flush()
+        s.add(Nic(vm_id=busy.id, network_id=default_id, mac="52:54:00:00:00:01", idx=0))
     client = admin_client(ctx)
     yield client, ctx
     ctx.ops.shutdown()

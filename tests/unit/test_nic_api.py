@@ -41,18 +41,18 @@ def engine(tmp_path: Path) -> Iterator[tuple[TestClient, EngineContext]]:
         s.flush()
         image_id, host_id = s.query(Image).one().id, host.id
         nets = {n.name: n.id for n in s.query(Network)}
-        busy = Vm(name="busy", image_id=image_id, host_id=host_id, network_id=nets["default"],
-                  cpus=1, memory_mib=64, disk_bytes=64 << 20, mac=BUSY_MAC, state="stopped",
-                  desired_power="stopped")
+        busy = Vm(name="busy", image_id=image_id, host_id=host_id, cpus=1, memory_mib=64,
+                  disk_bytes=64 << 20, state="stopped", desired_power="stopped")
         s.add(busy)
         s.flush()
         s.add(Nic(vm_id=busy.id, network_id=nets["default"], mac=BUSY_MAC, idx=0))
         s.add(Nic(vm_id=busy.id, network_id=nets["back"], mac="52:54:00:00:00:02",
                   ip="10.210.20.10", idx=1))
-        # a VM made by an older path: only vms.network_id/mac name its NIC
-        s.add(Vm(name="old", image_id=image_id, host_id=host_id, network_id=nets["default"],
-                 cpus=1, memory_mib=64, disk_bytes=64 << 20, mac="52:54:00:00:00:03",
-                 state="stopped", desired_power="stopped"))
+        old = Vm(name="old", image_id=image_id, host_id=host_id, cpus=1, memory_mib=64,
+                 disk_bytes=64 << 20, state="stopped", desired_power="stopped")
+        s.add(old)
+        s.flush()
+        s.add(Nic(vm_id=old.id, network_id=nets["default"], mac="52:54:00:00:00:03", idx=0))
     client = admin_client(ctx)
     yield client, ctx
     ctx.ops.shutdown()
@@ -119,7 +119,7 @@ def test_list_reservations_and_designed_domain(engine: tuple[TestClient, EngineC
     assert [(n["index"], n["mac"], n["network"], n["ip"], n["primary"]) for n in nics] == [
         (0, BUSY_MAC, "default", None, True),
         (1, "52:54:00:00:00:02", "back", "10.210.20.10", False)]
-    old = client.get("/api/v1/vms/old/nics").json()  # from vms.network_id/mac
+    old = client.get("/api/v1/vms/old/nics").json()
     assert [(n["mac"], n["network"]) for n in old] == [("52:54:00:00:00:03", "default")]
     back = client.get("/api/v1/networks/back").json()
     assert back["vms"] == ["busy"]
@@ -151,7 +151,7 @@ def test_failed_hot_plug_leaves_nothing(engine: tuple[TestClient, EngineContext]
         assert s.query(Nic).filter_by(mac="52:54:00:aa:bb:cc").count() == 0
     assert client.get("/api/v1/networks/back").json()["reservations"] == [
         {"mac": "52:54:00:00:00:02", "ip": "10.210.20.10", "vm": "busy"}]
-    # the first NIC of "old" was stored on the way (it is a row now, still the first)
+    # "old" keeps its one NIC
     assert [n["mac"] for n in client.get("/api/v1/vms/old/nics").json()] == [
         "52:54:00:00:00:03"]
 
@@ -207,10 +207,20 @@ def test_migration_gives_each_vm_its_first_nic(tmp_path: Path) -> None:
                           "disk_bytes, mac, desired_power, state, created_at) VALUES ('v1', 'a', "
                           "'i1', 'n1', 1, 64, 1, '52:54:00:00:00:05', 'stopped', 'stopped', "
                           "'2026-01-01')"))
+    command.upgrade(cfg, "0008_network_nat")
+    with eng.begin() as c:  # a VM written by an engine that filled only vms.network_id/mac
+        c.execute(sa.text("INSERT INTO vms (id, name, image_id, network_id, cpus, memory_mib, "
+                          "disk_bytes, mac, desired_power, state, created_at) VALUES ('v2', 'b', "
+                          "'i1', 'n1', 1, 64, 1, '52:54:00:00:00:06', 'stopped', 'stopped', "
+                          "'2026-01-01')"))
     command.upgrade(cfg, "heads")
     with eng.begin() as c:
-        rows = c.execute(sa.text("SELECT vm_id, network_id, mac, ip, idx, status FROM nics"))
-        assert [tuple(r) for r in rows] == [("v1", "n1", "52:54:00:00:00:05", None, 0, "ready")]
+        rows = c.execute(sa.text("SELECT vm_id, network_id, mac, ip, idx, status FROM nics "
+                                 "ORDER BY mac"))
+        assert [tuple(r) for r in rows] == [("v1", "n1", "52:54:00:00:00:05", None, 0, "ready"),
+                                            ("v2", "n1", "52:54:00:00:00:06", None, 0, "ready")]
+        columns = {col["name"] for col in sa.inspect(c).get_columns("vms")}
+        assert not {"network_id", "mac"} & columns  # the NICs are the nics rows only
     command.downgrade(cfg, "0002_storage")
     with eng.begin() as c:
         assert "nics" not in sa.inspect(c).get_table_names()

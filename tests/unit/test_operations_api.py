@@ -38,10 +38,9 @@ def engine(tmp_path: Path) -> Iterator[tuple[TestClient, EngineContext]]:
     with ctx.db.session() as s:
         host = seed_node(s, str(tmp_path), str(tmp_path))
         image_id = s.query(Image).filter_by(name="tiny").one().id
-        for i, name in enumerate(("a", "b")):
+        for name in ("a", "b"):
             s.add(Vm(name=name, image_id=image_id, host_id=host.id, cpus=1, memory_mib=64,
-                     disk_bytes=64 << 20, mac=f"52:54:00:00:00:0{i + 1}",
-                     state=VmState.STOPPED.value))
+                     disk_bytes=64 << 20, state=VmState.STOPPED.value))
         pool = StoragePool(name="p", type="dir", path=str(tmp_path / "p"), host_id=host.id,
                            status="ready")
         s.add(pool)

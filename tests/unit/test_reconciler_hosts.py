@@ -98,7 +98,7 @@ def engine(tmp_path: Path) -> Iterator[Engine]:
         host = seed_node(s, str(tmp_path), str(tmp_path))
         image = s.query(Image).filter_by(name="tiny").one()
         vm = Vm(name="vm1", image_id=image.id, host_id=host.id, cpus=1, memory_mib=64,
-                disk_bytes=64 << 20, mac="52:54:00:00:00:01", state="running",
+                disk_bytes=64 << 20, state="running",
                 desired_power="running")
         s.add(vm)
         s.flush()

@@ -96,9 +96,8 @@ def engine(tmp_path: Path) -> Iterator[tuple[TestClient, EngineContext, FakeAgen
         nets = {n.name: n.id for n in s.query(Network)}
         for name, mac, net, ip in (("a", MAC_A, "default", "10.210.0.10"),
                                    ("b", MAC_B, "default", None), ("o", MAC_O, "sw", None)):
-            vm = Vm(name=name, image_id=image_id, host_id=host.id, network_id=nets[net],
-                    cpus=1, memory_mib=64, disk_bytes=64 << 20, mac=mac, state="stopped",
-                    desired_power="stopped")
+            vm = Vm(name=name, image_id=image_id, host_id=host.id, cpus=1, memory_mib=64,
+                    disk_bytes=64 << 20, state="stopped", desired_power="stopped")
             s.add(vm)
             s.flush()
             s.add(Nic(vm_id=vm.id, network_id=nets[net], mac=mac, ip=ip, idx=0))
@@ -349,9 +348,8 @@ def _nics_on_two_hosts(ctx: EngineContext) -> list[str]:
         s.add(h2)
         s.flush()
         net_id = s.query(Network).filter_by(name="default").one().id
-        d = Vm(name="d", image_id=s.query(Image).one().id, host_id=h2.id, network_id=net_id,
-               cpus=1, memory_mib=64, disk_bytes=64 << 20, mac=MAC_D, state="stopped",
-               desired_power="stopped")
+        d = Vm(name="d", image_id=s.query(Image).one().id, host_id=h2.id, cpus=1,
+               memory_mib=64, disk_bytes=64 << 20, state="stopped", desired_power="stopped")
         s.add(d)
         s.flush()
         s.add(Nic(vm_id=d.id, network_id=net_id, mac=MAC_D, idx=0))

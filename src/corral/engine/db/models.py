@@ -80,12 +80,9 @@ class Vm(Base):
     # Indexed foreign keys (0007): the engine filters VMs by host, image and network.
     image_id: Mapped[str] = mapped_column(ForeignKey("images.id"), index=True)
     host_id: Mapped[str | None] = mapped_column(ForeignKey("hosts.id"), nullable=True, index=True)
-    network_id: Mapped[str | None] = mapped_column(ForeignKey("networks.id"), nullable=True,
-                                                   index=True)
     cpus: Mapped[int] = mapped_column(Integer)
     memory_mib: Mapped[int] = mapped_column(Integer)
     disk_bytes: Mapped[int] = mapped_column(BigInteger)
-    mac: Mapped[str | None] = mapped_column(String(17), unique=True, nullable=True)
     # Desired power state: "running" | "stopped" | "paused".
     desired_power: Mapped[str] = mapped_column(String(20), default="stopped")
     # Last state seen (VmState): set by operations and by the reconciler from agent reports.
@@ -100,7 +97,7 @@ class Vm(Base):
 
 
 class Nic(Base):
-    """A VM's NIC on a network (idx 0 is the one vms.network_id/mac name); ``ip``: a static
+    """A VM's NIC on a network (idx 0: the one made with the VM); ``ip``: a static
     lease reserved in the network's DHCP server (None: a dynamic lease)."""
     __tablename__ = "nics"
     __table_args__ = (sa.UniqueConstraint("mac", name="uq_nics_mac"),

@@ -70,11 +70,9 @@ def check_usable(net: Network) -> None:
 
 
 def users(s: Any, net: Network) -> list[str]:
-    """The VMs with a NIC on ``net`` (their first NIC, or one of ``vm nic add``)."""
-    names = {v.name for v in s.query(Vm).filter_by(network_id=net.id)}
-    names |= {n for (n,) in s.query(Vm.name).join(Nic, Nic.vm_id == Vm.id)
-              .filter(Nic.network_id == net.id)}
-    return sorted(names)
+    """The VMs with a NIC on ``net``."""
+    return sorted({n for (n,) in s.query(Vm.name).join(Nic, Nic.vm_id == Vm.id)
+                   .filter(Nic.network_id == net.id)})
 
 
 def reservations(s: Any, net: Network) -> list[Reservation]:

@@ -108,9 +108,10 @@ def _execute_export(ctx: EngineContext, op: OpContext) -> None:
         vm = s.get(Vm, p["vm_id"])
         if vm is None:
             raise NotFound(f"VM {p['vm']} no longer exists")
-        net = s.get(Network, vm.network_id) if vm.network_id else None
+        nics = [(row.mac, s.get(Network, row.network_id)) for row in vm_nics.nic_rows(s, vm)]
         body = OvaExportBody(path=p["file"], cpus=vm.cpus, memory_mib=vm.memory_mib,
-                             nics=[OvaNic(network=net.name if net else None, mac=vm.mac)],
+                             nics=[OvaNic(network=net.name if net else None, mac=mac)
+                                   for mac, net in nics],
                              volumes=[VolumeRef(pool=pool.name, name=vol.name)
                                       for pool, vol in _attached(s, vm.id)])
     agent = ctx.agent(p["host_id"])
@@ -248,10 +249,12 @@ def _keep_mac(ctx: EngineContext, agent: AgentClient, name: str, system: OvaSyst
         return
     with ctx.db.session() as s:
         vm = s.query(Vm).filter_by(name=name).one()
+        first = vm_nics.first_nic(s, vm.id)
         taken = vm_nics.mac_owner(s, macs[0].lower()) not in (None, vm.name)
-        keep = not taken and vm.state == VmState.STOPPED.value and vm.mac != macs[0].lower()
-        if keep:
-            vm.mac = macs[0].lower()
+        keep = (first is not None and not taken and vm.state == VmState.STOPPED.value
+                and first[0].mac != macs[0].lower())
+        if keep and first is not None:
+            first[0].mac = macs[0].lower()
         vm_id = vm.id
     if keep:
         agent.define(name, vm_design.domain_xml(ctx, vm_id)[2])

@@ -69,14 +69,13 @@ def clone(ctx: EngineContext, source: str, req: VmClone) -> Operation:
         # reserved address belongs to one NIC; the clone's NICs take dynamic leases).
         nics = list(s.query(Nic).filter_by(vm_id=src.id).order_by(Nic.idx))
         macs: list[str] = []
-        for _ in range(max(1, len(nics))):
+        for _ in nics:
             mac = vm_nics.new_mac(s)
             while mac in macs:
                 mac = vm_nics.new_mac(s)
             macs.append(mac)
-        vm = Vm(name=req.name, image_id=src.image_id, host_id=src.host_id,
-                network_id=nics[0].network_id if nics else src.network_id, cpus=src.cpus,
-                memory_mib=src.memory_mib, disk_bytes=src.disk_bytes, mac=macs[0],
+        vm = Vm(name=req.name, image_id=src.image_id, host_id=src.host_id, cpus=src.cpus,
+                memory_mib=src.memory_mib, disk_bytes=src.disk_bytes,
                 desired_power="running" if req.start else "stopped",
                 state=VmState.CREATING.value, cloud_init=src.cloud_init,
                 root_pool_id=src.root_pool_id)
@@ -84,8 +83,11 @@ def clone(ctx: EngineContext, source: str, req: VmClone) -> Operation:
         with claims.unique(f"VM {req.name} or its MAC was just taken by a concurrent request",
                            field="name"):
             s.flush()
-        for nic, mac in zip(nics, macs, strict=False):
+        for nic, mac in zip(nics, macs, strict=True):
             s.add(Nic(vm_id=vm.id, network_id=nic.network_id, mac=mac, idx=nic.idx))
+        with claims.unique(f"a MAC of VM {req.name} was just taken by a concurrent request",
+                           field="mac"):
+            s.flush()
         vm_id = vm.id
     params = {"vm_id": vm_id, "source": source, "mode": mode.value, "snapshot": req.snapshot,
               "start": req.start}

@@ -13,11 +13,13 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from corral import cloudinit
 from corral.api import CloudInit, Operation, VmPatch, VmState
 from corral.engine.agent_client import AgentClient
 from corral.engine.context import EngineContext
-from corral.engine.db.models import Vm
+from corral.engine.db.models import Nic, Vm
 from corral.engine.operations import OpContext
 from corral.engine.services.vm_design import domain_xml
 from corral.engine.services.vm_lookup import find_vm
@@ -49,6 +51,12 @@ def seed_files(vm_id: str, name: str, mac: str | None, data: dict[str, Any]) -> 
     return files.as_dict()
 
 
+def _first_mac(s: Session, vm: Vm) -> str | None:
+    """The MAC cloud-init's default network config matches: the VM's first NIC's."""
+    row = s.query(Nic).filter_by(vm_id=vm.id).order_by(Nic.idx).first()
+    return row.mac if row is not None else None
+
+
 def push_seed(ctx: EngineContext, agent: AgentClient, vm_id: str) -> bool:
     """Write the VM's seed on its host from the row; False (and nothing written) without one."""
     with ctx.db.session() as s:
@@ -58,7 +66,7 @@ def push_seed(ctx: EngineContext, agent: AgentClient, vm_id: str) -> bool:
         if vm.cloud_init is None:
             return False
         name = vm.name
-        files = seed_files(vm.id, vm.name, vm.mac if vm.network_id else None, vm.cloud_init)
+        files = seed_files(vm.id, vm.name, _first_mac(s, vm), vm.cloud_init)
     agent.write_seed(name, files)
     return True
 
@@ -75,7 +83,7 @@ def patch(ctx: EngineContext, name: str, req: VmPatch) -> Operation:
         revision = int((vm.cloud_init or {}).get("revision", -1)) + 1
         new = stored(req.cloud_init, revision)
         if new is not None:  # a combination the renderer refuses is a 4xx now, not a failed op
-            seed_files(vm.id, vm.name, vm.mac if vm.network_id else None, new)
+            seed_files(vm.id, vm.name, _first_mac(s, vm), new)
         vm_id, host_id = vm.id, vm.host_id
     return ctx.ops.submit("vm.update", {"vms": [name]}, {"vm_id": vm_id, "cloud_init": new},
                           [f"vm:{name}"], host_id=host_id)

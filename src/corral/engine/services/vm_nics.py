@@ -1,8 +1,8 @@
 """NICs of VMs: ``corral vm nic add|remove|list``, hot-plugged into running VMs, and IPAM.
 
 Every NIC is a row of ``nics`` (VM, network, MAC, optional static IP, index). The first NIC
-(index 0) is the one ``vm create`` makes; ``vms.network_id``/``vms.mac`` keep naming it for
-older readers, and it cannot be removed. MACs are unique in the cluster (one table, one
+(index 0) is the one ``vm create`` makes (the VM's ``network`` and ``mac`` in the API), and it
+cannot be removed. MACs are unique in the cluster (one table, one
 unique constraint; generated ones are drawn from 52:54:00:xx:xx:xx avoiding every MAC in use).
 
 IPAM rule: a static IP (``--ip``) must lie in the network's subnet, must not be its network,
@@ -61,13 +61,15 @@ ATTACHING, DETACHING, READY = "attaching", "detaching", "ready"
 # -- rows, MACs and the hook of the designer ------------------------------------------------
 
 def nic_rows(s: Session, vm: Vm) -> list[Nic]:
-    """The VM's NICs by index. A VM made by a path that wrote only ``vms.network_id/mac``
-    (e.g. an older engine) gets its first NIC from those columns (not stored)."""
-    rows = list(s.query(Nic).filter_by(vm_id=vm.id).order_by(Nic.idx))
-    if vm.network_id and vm.mac and not any(r.mac == vm.mac for r in rows):
-        rows.insert(0, Nic(vm_id=vm.id, network_id=vm.network_id, mac=vm.mac, idx=0,
-                           status=READY))
-    return rows
+    """The VM's NICs by index."""
+    return list(s.query(Nic).filter_by(vm_id=vm.id).order_by(Nic.idx))
+
+
+def first_nic(s: Session, vm_id: str) -> tuple[Nic, Network] | None:
+    """The VM's first NIC and its network (what the API shows as the VM's network/mac)."""
+    row = s.query(Nic).filter_by(vm_id=vm_id).order_by(Nic.idx).first()
+    net = s.get(Network, row.network_id) if row is not None else None
+    return (row, net) if row is not None and net is not None else None
 
 
 def nic_specs(s: Session, vm: Vm) -> list[NicSpec]:
@@ -95,7 +97,7 @@ def nic_spec(net: Network, row: Nic, qos: bool = True) -> NicSpec:
 
 def new_mac(s: Session) -> str:
     """A 52:54:00:xx:xx:xx MAC that no VM and no NIC of the cluster uses."""
-    used = {m for (m,) in s.query(Vm.mac)} | {m for (m,) in s.query(Nic.mac)}
+    used = {m for (m,) in s.query(Nic.mac)}
     for _ in range(1000):
         mac = "52:54:00:{:02x}:{:02x}:{:02x}".format(*(random.randrange(256) for _ in range(3)))
         if mac not in used:
@@ -105,8 +107,6 @@ def new_mac(s: Session) -> str:
 
 def mac_owner(s: Session, mac: str) -> str | None:
     vm_id = s.query(Nic.vm_id).filter_by(mac=mac).scalar()
-    if vm_id is None:
-        vm_id = s.query(Vm.id).filter_by(mac=mac).scalar()
     if vm_id is None:
         return None
     vm = s.get(Vm, vm_id)
@@ -211,9 +211,6 @@ def add(ctx: EngineContext, vm_name: str, req: NicCreate) -> Operation:
                               "needs, and nftables cannot police Open vSwitch ports: no QoS "
                               f"on network {net.name}", field="inbound_kbps")
         rows = nic_rows(s, vm)
-        for row in rows:
-            if row not in s:  # the first NIC, known only from vms.network_id/mac: store it
-                s.add(row)
         mac = req.mac or new_mac(s)
         nic = Nic(vm_id=vm.id, network_id=net.id, mac=mac, ip=ip,
                   idx=max((r.idx for r in rows), default=-1) + 1, status=ATTACHING,
@@ -302,7 +299,7 @@ def remove(ctx: EngineContext, vm_name: str, mac: str) -> Operation:
         row = next((r for r in nic_rows(s, vm) if r.mac == mac), None)
         if row is None:
             raise NotFound(f"VM {vm_name} has no NIC {mac}", field="mac")
-        if row.idx == 0 or mac == vm.mac:
+        if row.idx == 0:
             raise Conflict(f"NIC {mac} is VM {vm_name}'s first NIC (made with the VM); it "
                            "stays for the VM's life", field="mac")
         if row.status != READY:
@@ -366,9 +363,6 @@ def update(ctx: EngineContext, vm_name: str, mac: str, req: NicUpdate) -> VmNic:
             net = s.get(Network, row.network_id)
             assert net is not None
             groups = sgs.resolve(s, req.security_groups, net)
-            if row not in s:  # the first NIC, known only from vms.network_id/mac: store it
-                s.add(row)
-                s.flush()
             before = sgs.set_groups(s, row.id, groups)
             nic_id, changed = row.id, set(before) | {g.id for g in groups}
         try:

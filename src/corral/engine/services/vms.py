@@ -37,11 +37,13 @@ from corral.errors import (
 )
 
 
-def to_api(vm: Vm, image: str, network: str | None, host: str | None,
+def to_api(vm: Vm, image: str, first_nic: tuple[str, str] | None, host: str | None,
            pool: str = vm_roots.DEFAULT) -> VmOut:
+    """``first_nic``: (network, MAC) of the VM's first NIC."""
+    network, mac = first_nic or (None, None)
     return VmOut(
         id=vm.id, name=vm.name, image=image, cpus=vm.cpus, memory_mib=vm.memory_mib, pool=pool,
-        disk_bytes=vm.disk_bytes, network=network, mac=vm.mac, host=host,
+        disk_bytes=vm.disk_bytes, network=network, mac=mac, host=host,
         state=VmState(vm.state), desired_power=vm.desired_power, created_at=vm.created_at,
         cloud_init=vm_cloudinit.from_row(vm.cloud_init),
     )
@@ -49,10 +51,11 @@ def to_api(vm: Vm, image: str, network: str | None, host: str | None,
 
 def _out(s: Any, vm: Vm) -> VmOut:
     image = s.get(Image, vm.image_id)
-    net = s.get(Network, vm.network_id) if vm.network_id else None
+    first = vm_nics.first_nic(s, vm.id)
     host = s.get(Host, vm.host_id) if vm.host_id else None
     root = vm_design.root_pool(s, vm)
-    return to_api(vm, image.name if image else "?", net.name if net else None,
+    nic = (first[1].name, first[0].mac) if first else None
+    return to_api(vm, image.name if image else "?", nic,
                   host.name if host else None, root.name if root else vm_roots.DEFAULT)
 
 
@@ -114,19 +117,20 @@ def create(ctx: EngineContext, req: VmCreate) -> Operation:
             )
         root_pool_id = vm_roots.pick(s, req.pool, host, image.format == "iso")
         vm = Vm(
-            name=req.name, image_id=image.id, host_id=host.id, network_id=net.id,
-            root_pool_id=root_pool_id,
-            cpus=req.cpus, memory_mib=req.memory_mib, disk_bytes=disk, mac=vm_nics.new_mac(s),
+            name=req.name, image_id=image.id, host_id=host.id, root_pool_id=root_pool_id,
+            cpus=req.cpus, memory_mib=req.memory_mib, disk_bytes=disk,
             desired_power="running" if req.start else "stopped", state=VmState.CREATING.value,
             cloud_init=vm_cloudinit.stored(req.cloud_init),
         )
         s.add(vm)
-        with claims.unique(f"VM {req.name} or its MAC was just taken by a concurrent request",
+        with claims.unique(f"VM {req.name} was just taken by a concurrent request",
                            field="name"):
             s.flush()
-        first = Nic(vm_id=vm.id, network_id=net.id, mac=vm.mac, idx=0)  # its first NIC
+        first = Nic(vm_id=vm.id, network_id=net.id, mac=vm_nics.new_mac(s), idx=0)
         s.add(first)
-        s.flush()
+        with claims.unique(f"the MAC {first.mac} was just taken by a concurrent request",
+                           field="mac"):
+            s.flush()
         security_groups.set_groups(s, first.id, groups)
         vm_id = vm.id
     return ctx.ops.submit("vm.create", {"vms": [req.name]}, {"vm_id": vm_id, "start": req.start},
