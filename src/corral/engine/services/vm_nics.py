@@ -44,7 +44,7 @@ from corral.engine.context import EngineContext
 from corral.engine.db import claims
 from corral.engine.db.models import Host, Network, Nic, NicSecurityGroup, SecurityGroup, Vm
 from corral.engine.operations import OpContext
-from corral.engine.services import networks, op_undo
+from corral.engine.services import host_fanout, networks, op_undo
 from corral.engine.services import security_groups as sgs
 from corral.engine.services.vm_lookup import check_device_change, find_vm
 from corral.errors import (
@@ -166,9 +166,10 @@ def push_reservations(ctx: EngineContext, net_id: str) -> None:
         entries = [ReservationEntry(mac=m, ip=ip, name=n)
                    for m, ip, n in reservations_of(s, net_id)]
         host_ids = [h.id for h in s.query(Host)]
-    for host_id in host_ids:
-        with contextlib.suppress(NotFound):  # not built on that host
-            ctx.agent(host_id).set_reservations(name, entries)
+    outcomes = host_fanout.each_host(
+        ctx, [(h, lambda agent: agent.set_reservations(name, entries)) for h in host_ids])
+    # A host where the network is not built has nothing to update.
+    host_fanout.answers([o for o in outcomes if not isinstance(o.error, NotFound)])
 
 
 # -- reading -------------------------------------------------------------------------------
