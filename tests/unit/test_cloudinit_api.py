@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 
 from corral.engine.app import build_context
 from corral.engine.context import EngineContext, EngineSettings
-from corral.engine.db.models import Image, Network, Nic, Operation, Vm
+from corral.engine.db.models import Host, Image, Network, Nic, Operation, Vm
 from corral.engine.services.vm_design import domain_xml
 
 KEY = "ssh-ed25519 " + base64.b64encode(b"\0\0\0\x0bssh-ed25519" + b"\1" * 36).decode() + " me"
@@ -111,3 +111,23 @@ def test_shown_vm_carries_its_cloud_init(engine: tuple[TestClient, EngineContext
     assert client.get("/api/v1/vms/idle").json()["cloud_init"]["hostname"] == "first"
     assert client.get("/api/v1/vms/busy").json()["cloud_init"] is None
     assert client.get("/api/v1/vms/nope/addresses").status_code == 404
+
+
+def test_a_domain_designed_for_another_host_carries_that_hosts_paths(
+        engine: tuple[TestClient, EngineContext]) -> None:
+    """What a migration needs: the same VM designed for host h2 (its own storage and console
+    dirs) names none of h1's paths."""
+    _, ctx = engine
+    with ctx.db.session() as s:
+        h2 = Host(name="h2", url="http://127.0.0.1:9", token="x", status="up",
+                  facts={"virt_type": "qemu", "storage_dir": "/data/h2",
+                         "console_dir": "/log/h2"})
+        s.add(h2)
+        s.flush()
+        idle, h2_id = s.query(Vm).filter_by(name="idle").one().id, h2.id
+    name, host_id, xml = domain_xml(ctx, idle, host_id=h2_id)
+    assert (name, host_id) == ("idle", h2_id)
+    for path in ("/data/h2/vms/idle.qcow2", "/data/h2/vms/idle-cidata.iso", "/log/h2/idle.log"):
+        assert path in xml
+    assert "/srv/" not in xml
+    assert "/srv/st/vms/idle.qcow2" in domain_xml(ctx, idle)[2]  # its own host by default
