@@ -129,3 +129,13 @@ def test_slow_server_reports_progress(server: FileServer, files: Path, tmp_path:
     download(server.url("disk.raw", f"rate={4 << 20}"), tmp_path / "out",
              progress=lambda n, _t, _m: seen.append(n))
     assert len(seen) >= 2 and seen == sorted(seen) and 0 < seen[0] < SIZE
+
+
+def test_download_reads_stay_below_the_agents_mmap_threshold() -> None:
+    """A read buffer at or above the agent's fixed mmap threshold is mapped and unmapped for
+    every chunk: 3x slower downloads (see corral.agent.download)."""
+    from corral.agent import download as dl
+    from corral.agent.__main__ import M_MMAP_THRESHOLD, MALLOC_TUNING
+
+    threshold = next(value for param, value, _ in MALLOC_TUNING if param == M_MMAP_THRESHOLD)
+    assert dl._READ_SIZE + 4096 < threshold  # the buffer plus its object header

@@ -34,10 +34,13 @@ from corral.errors import CorralError, HostError, InsufficientResources, Invalid
 
 Progress = Callable[[int, int | None, str], None]  # (bytes so far, total or None, message)
 
-# httpcore reads the socket 64 KiB at a time; 1 MiB reads make a Python download as fast as
-# curl (measured: 1 GiB on loopback in 2.1 s instead of 3.1 s; curl 2.6 s). The attribute is
+# httpcore reads the socket 64 KiB at a time; larger reads make a Python download as fast as
+# curl. They must stay below the agent's fixed mmap threshold (corral.agent.__main__,
+# 256 KiB): a 1 MiB read buffer was mmapped and unmapped for every chunk, page faults
+# included, and made a 1 GiB download on loopback 3x slower (2.25 s instead of 0.72 s,
+# measured with the agent's malloc tuning); 192 KiB reads take 0.65 s. The attribute is
 # private to httpcore: when it is gone, downloads only get slower.
-_READ_SIZE = 1 << 20
+_READ_SIZE = 192 << 10
 try:  # pragma: no cover - depends on the httpcore version
     from httpcore._sync import http11 as _http11
 
