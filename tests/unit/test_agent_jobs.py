@@ -7,10 +7,9 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
+from agent_transport import in_process, noting_paths
 from fastapi import FastAPI
-from fastapi.testclient import TestClient
 
 from corral.agent.jobs import JobReporter, JobRunner
 from corral.agent.jobs import router as jobs_router
@@ -105,21 +104,6 @@ class _Op:
 
     def progress(self, percent: int, message: str | None = None) -> None:
         self.seen.append((percent, message))
-
-
-def in_process(app: FastAPI, seen: list[str] | None = None) -> httpx.MockTransport:
-    """A transport serving AgentClient's requests with the agent's app (noting each
-    ``METHOD /path`` in ``seen``): the engine's real client against the agent's real routes."""
-    served = TestClient(app, base_url="http://agent")
-
-    def handle(request: httpx.Request) -> httpx.Response:
-        if seen is not None:
-            seen.append(f"{request.method} {request.url.path}")
-        resp = served.request(request.method, str(request.url), content=request.content,
-                              headers=dict(request.headers))
-        return httpx.Response(resp.status_code, content=resp.content, headers=resp.headers)
-
-    return httpx.MockTransport(handle)
 
 
 @pytest.fixture()
@@ -244,7 +228,7 @@ def test_the_typed_job_calls_against_the_agents_job_router() -> None:
         return runner.submit("thing.grow", f"thing:{name}", work, token=op).info()
 
     seen: list[str] = []
-    client = AgentClient("http://agent", "t", reconnect_s=0, transport=in_process(app, seen))
+    client = AgentClient("http://agent", "t", reconnect_s=0, transport=in_process(app, noting_paths(seen)))
     start = JobStart("/v1/things/a/grow", None, Size)
     job = client.start_job(start, "op-9")
     assert job.kind == "thing.grow" and job.key == "thing:a" and job.status == "running"

@@ -12,8 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from agent_transport import in_process, noting_paths
 from fastapi import FastAPI
-from test_agent_jobs import _Op, in_process
+from test_agent_jobs import _Op
 
 from corral.agent import clones, image_api, ova
 from corral.agent.hypervisor import Hypervisor
@@ -48,7 +49,7 @@ def agent(tmp_path: Path) -> Iterator[tuple[AgentClient, Storage, list[str]]]:
     app.include_router(clones.router(storage, hv, runner))
     app.include_router(ova.router(storage, runner, host_registry(state, storage.root)))
     seen: list[str] = []
-    client = AgentClient("http://agent", "t", reconnect_s=0, transport=in_process(app, seen))
+    client = AgentClient("http://agent", "t", reconnect_s=0, transport=in_process(app, noting_paths(seen)))
     yield client, storage, seen
     client.close()
 

@@ -13,9 +13,9 @@ from typing import Any
 
 import httpx
 import pytest
+from agent_transport import in_process, noting_json
 from engine_seed import seed_node
 from fastapi import FastAPI
-from fastapi.testclient import TestClient
 
 from corral.agent import network, network_routes, nic_routes
 from corral.agent.network import dnsmasq
@@ -58,20 +58,6 @@ class FakeHost:
         return True
 
 
-def _in_process(app: FastAPI, sent: list[tuple[str, str, Any]]) -> httpx.MockTransport:
-    """Serve the engine's requests with the agent's routes, noting each (method, path, JSON)."""
-    agent = TestClient(app, base_url="http://agent")
-
-    def handle(request: httpx.Request) -> httpx.Response:
-        sent.append((request.method, request.url.path,
-                     json.loads(request.content) if request.content else None))
-        resp = agent.request(request.method, str(request.url), content=request.content,
-                             headers=dict(request.headers))
-        return httpx.Response(resp.status_code, content=resp.content, headers=resp.headers)
-
-    return httpx.MockTransport(handle)
-
-
 @pytest.fixture()
 def wired(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
           ) -> Iterator[tuple[AgentClient, FakeHost, list[tuple[str, str, Any]]]]:
@@ -81,7 +67,7 @@ def wired(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     app.include_router(network_routes.router(nets))
     app.include_router(nic_routes.router(None, nets.spec, tmp_path))  # type: ignore[arg-type]
     sent: list[tuple[str, str, Any]] = []
-    client = AgentClient("http://agent", "t", reconnect_s=0, transport=_in_process(app, sent))
+    client = AgentClient("http://agent", "t", reconnect_s=0, transport=in_process(app, noting_json(sent)))
     yield client, host, sent
     client.close()
 

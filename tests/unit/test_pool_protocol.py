@@ -20,8 +20,8 @@ from typing import Any
 
 import httpx
 import pytest
+from agent_transport import in_process, noting_json
 from fastapi import FastAPI
-from fastapi.testclient import TestClient
 
 from corral.agent.hypervisor import Hypervisor
 from corral.agent.jobs import JobRunner
@@ -50,20 +50,6 @@ class Agent:
         return next(b for m, p, b in reversed(self.sent) if (m, p) == (method, path))
 
 
-def _in_process(app: FastAPI, sent: list[tuple[str, str, Any]]) -> httpx.MockTransport:
-    """A transport that serves the engine's requests with the agent's app, noting each."""
-    agent = TestClient(app, base_url="http://agent")
-
-    def handle(request: httpx.Request) -> httpx.Response:
-        sent.append((request.method, request.url.path,
-                     json.loads(request.content) if request.content else None))
-        resp = agent.request(request.method, str(request.url), content=request.content,
-                             headers=dict(request.headers))
-        return httpx.Response(resp.status_code, content=resp.content, headers=resp.headers)
-
-    return httpx.MockTransport(handle)
-
-
 @pytest.fixture()
 def agent(tmp_path: Path) -> Iterator[Agent]:
     state = tmp_path / "agent"
@@ -76,7 +62,7 @@ def agent(tmp_path: Path) -> Iterator[Agent]:
     app.include_router(root_routes.router(state, storage, JobRunner()))
     sent: list[tuple[str, str, Any]] = []
     client = AgentClient("http://agent", "token", reconnect_s=0,
-                         transport=_in_process(app, sent))
+                         transport=in_process(app, noting_json(sent)))
     yield Agent(client, state, storage, sent)
     client.close()
 
