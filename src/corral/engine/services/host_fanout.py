@@ -43,8 +43,11 @@ def each_host(ctx: EngineContext, calls: Sequence[tuple[str, Call[T]]],
               done: Callable[[int], None] = lambda n: None) -> list[Outcome[T]]:
     """Run every (host id, call) at once, up to ``MAX_PARALLEL``; the outcomes in the order
     of ``calls``. ``done(n)`` runs in the caller's thread as the n-th call finishes."""
-    if not calls:
-        return []
+    if len(calls) <= 1:  # one host (a single-host node: every VM create): no thread
+        outcomes = [_run(ctx, host_id, call) for host_id, call in calls]
+        for n in range(1, len(outcomes) + 1):
+            done(n)
+        return outcomes
     with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(calls)),
                             thread_name_prefix="host-fanout") as pool:
         futures = [pool.submit(_run, ctx, host_id, call) for host_id, call in calls]

@@ -32,8 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator
 
 from sqlalchemy.orm import Session
 
@@ -53,9 +52,8 @@ from corral.engine.db.models import (
     SgRule,
     Vm,
 )
+from corral.engine.services import host_fanout
 from corral.errors import Conflict, CorralError, HostError, InvalidInput, NotFound
-
-PUSH_HOSTS_AT_ONCE = 8  # hosts one push talks to at a time (each host's ports in turn)
 
 # The check for a duplicate rule and its insert, together (no HTTP call under it).
 _rules_lock = threading.Lock()
@@ -360,7 +358,7 @@ _order = _PortOrder()
 
 def push_nics(ctx: EngineContext, nic_ids: Iterable[str]) -> None:
     """Push the ports of these NICs (those of VMs with a host) to their hosts' agents: the
-    hosts at once (``PUSH_HOSTS_AT_ONCE`` at most), each host's ports in turn. A host that
+    hosts at once (services/host_fanout.py), each host's ports in turn. A host that
     fails does not stop the others; the error raised at the end names each that failed."""
     gen = _order.draw()  # before the read: see _PortOrder
     work: dict[str, list[tuple[str, PortBody]]] = {}
@@ -378,24 +376,16 @@ def push_nics(ctx: EngineContext, nic_ids: Iterable[str]) -> None:
             work.setdefault(vm.host_id, []).append((tap_of(nic.mac), body))
         names = {h: (host.name if (host := s.get(Host, h)) else h) for h in work}
 
-    def push_host(host_id: str) -> CorralError | None:
-        try:
-            agent = ctx.agent(host_id)
+    def push_host(host_id: str) -> Callable[[AgentClient], None]:
+        def push(agent: AgentClient) -> None:  # an error stops this host's next ports only
             for tap, body in work[host_id]:
                 with _order.turn(agent, tap, gen) as fresh:
                     if fresh:
                         agent.set_port(tap, body)
-        except CorralError as exc:  # this host's next ports would most likely fail too
-            return exc
-        return None
+        return push
 
-    if len(work) <= 1:
-        results = [push_host(h) for h in work]
-    else:
-        with ThreadPoolExecutor(min(PUSH_HOSTS_AT_ONCE, len(work)),
-                                thread_name_prefix="sg-push") as pool:
-            results = list(pool.map(push_host, work))
-    failed = {names[h]: exc for h, exc in zip(work, results, strict=True) if exc is not None}
+    outcomes = host_fanout.each_host(ctx, [(h, push_host(h)) for h in work])
+    failed = {names[o.host_id]: o.error for o in outcomes if o.error is not None}
     if failed:
         raise _push_failed(failed)
 
