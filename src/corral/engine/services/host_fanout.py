@@ -13,7 +13,7 @@ from typing import Generic, TypeVar, cast
 from corral.engine.agent_client import AgentClient
 from corral.engine.context import EngineContext
 from corral.engine.operations import OpContext
-from corral.errors import CorralError
+from corral.errors import CorralError, NotFound
 
 # Hosts called at once: a cluster-wide call takes as long as its slowest few hosts, not
 # the sum of them all, without one thread per host of a large cluster.
@@ -56,12 +56,14 @@ def each_host(ctx: EngineContext, calls: Sequence[tuple[str, Call[T]]],
         return [f.result() for f in futures]
 
 
-def answers(outcomes: Sequence[Outcome[T]]) -> list[T]:
-    """Every answer, or the error of the first host (in call order) that failed."""
-    for o in outcomes:
+def answers(outcomes: Sequence[Outcome[T]], missing_ok: bool = False) -> list[T]:
+    """Every answer, or the error of the first host (in call order) that failed.
+    ``missing_ok``: a host that answered NotFound (it has no such thing) is left out."""
+    kept = [o for o in outcomes if not (missing_ok and isinstance(o.error, NotFound))]
+    for o in kept:
         if o.error is not None:
             raise o.error
-    return [cast(T, o.answer) for o in outcomes]
+    return [cast(T, o.answer) for o in kept]
 
 
 def put_on_hosts(ctx: EngineContext, op: OpContext, applies: Sequence[tuple[str, Call[T]]],

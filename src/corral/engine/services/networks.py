@@ -380,10 +380,9 @@ def leases(ctx: EngineContext, name: str) -> list[dict[str, object]]:
     with ctx.db.session() as s:
         hosts_ids = [h.id for h in s.query(Host).filter_by(status="up")]
     out: list[dict[str, object]] = []
-    for o in each_host(ctx, [(h, lambda a: a.network_leases(name)) for h in hosts_ids]):
-        if o.error is not None and not isinstance(o.error, NotFound):
-            raise o.error  # NotFound: the network is not (yet) built on that host
-        out.extend(lease.model_dump() for lease in o.answer or [])
+    found = each_host(ctx, [(h, lambda a: a.network_leases(name)) for h in hosts_ids])
+    for host_leases in answers(found, missing_ok=True):  # missing: not (yet) built there
+        out.extend(lease.model_dump() for lease in host_leases)
     return out
 
 

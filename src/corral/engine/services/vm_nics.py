@@ -168,8 +168,7 @@ def push_reservations(ctx: EngineContext, net_id: str) -> None:
         host_ids = [h.id for h in s.query(Host)]
     outcomes = host_fanout.each_host(
         ctx, [(h, lambda agent: agent.set_reservations(name, entries)) for h in host_ids])
-    # A host where the network is not built has nothing to update.
-    host_fanout.answers([o for o in outcomes if not isinstance(o.error, NotFound)])
+    host_fanout.answers(outcomes, missing_ok=True)  # missing: the network is not built there
 
 
 # -- reading -------------------------------------------------------------------------------
