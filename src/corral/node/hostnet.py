@@ -15,7 +15,7 @@ from typing import Any
 
 from corral.agent.network import _cmd
 from corral.agent.network.routes import find_overlaps
-from corral.agent.network.spec import BRIDGE_MAX
+from corral.agent_api.networks import BRIDGE_MAX
 from corral.errors import Conflict, CorralError
 
 TRIES = 256

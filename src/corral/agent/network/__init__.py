@@ -22,7 +22,7 @@ from corral.agent.network.manager import (
     network_status,
 )
 from corral.agent.network.routes import check_route_overlap
-from corral.agent.network.spec import Lease, NetworkSpec, validate_spec
+from corral.agent_api.networks import Lease, NetworkSpec, validate_spec
 
 __all__ = [
     "Lease",

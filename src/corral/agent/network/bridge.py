@@ -17,7 +17,7 @@ from typing import Any
 
 from corral.agent.network import _cmd
 from corral.agent.network import owner as ownership
-from corral.agent.network.spec import NetworkSpec, parse_subnet
+from corral.agent_api.networks import NetworkSpec, parse_subnet
 from corral.errors import Conflict, HostError, Unavailable
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from corral.agent.network import _cmd, firewall
-from corral.agent.network.spec import Lease, NetworkSpec, network_dir, parse_subnet
+from corral.agent.network.spec import network_dir
+from corral.agent_api.networks import Lease, NetworkSpec, parse_subnet
 from corral.errors import HostError
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from pathlib import Path
 from corral.agent.network import _cmd, bridge, dnsmasq, nat, overlay, ovs
 from corral.agent.network import owner as ownership
 from corral.agent.network.routes import check_route_overlap
-from corral.agent.network.spec import (
+from corral.agent_api.networks import (
     Lease,
     NetworkSpec,
     validate_bridge_name,

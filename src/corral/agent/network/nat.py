@@ -34,7 +34,7 @@ import threading
 from typing import Any
 
 from corral.agent.network import _cmd
-from corral.agent.network.spec import NetworkSpec, parse_subnet
+from corral.agent_api.networks import NetworkSpec, parse_subnet
 from corral.errors import HostError
 
 FAMILY = "inet"

@@ -16,7 +16,7 @@ import logging
 
 from corral.agent.network import _cmd
 from corral.agent.network import bridge as linux
-from corral.agent.network.spec import VXLAN_MTU, VXLAN_PORT, NetworkSpec
+from corral.agent_api.networks import VXLAN_MTU, VXLAN_PORT, NetworkSpec
 from corral.errors import HostError
 
 log = logging.getLogger(__name__)

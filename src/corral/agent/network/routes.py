@@ -14,7 +14,7 @@ from typing import Any
 
 from corral.agent.network import _cmd
 from corral.agent.network import owner as ownership
-from corral.agent.network.spec import parse_subnet, validate_bridge_name
+from corral.agent_api.networks import parse_subnet, validate_bridge_name
 from corral.errors import Conflict
 
 

@@ -1,37 +1,12 @@
-"""The network spec (``corral.agent_api.networks``, shared with the engine: re-exported here
-for the agent's network modules) and where a network's state lives on a host."""
+"""Where a network's state lives on a host (the spec itself: corral.agent_api.networks)."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-from corral.agent_api.networks import (
-    BACKENDS,
-    BRIDGE_MAX,
-    MAX_PEERS,
-    MODES,
-    VLAN_MAX,
-    VLAN_MIN,
-    VNI_MAX,
-    VNI_MIN,
-    VXLAN_MTU,
-    VXLAN_PORT,
-    Lease,
-    NetworkBody,
-    NetworkSpec,
-    parse_subnet,
-    validate_bridge_name,
-    validate_dns_domain,
-    validate_network_name,
-    validate_spec,
-)
+from corral.agent_api.networks import NetworkSpec, validate_network_name
 from corral.errors import InvalidInput
-
-__all__ = ["BACKENDS", "BRIDGE_MAX", "MAX_PEERS", "MODES", "VLAN_MAX", "VLAN_MIN", "VNI_MAX",
-           "VNI_MIN", "VXLAN_MTU", "VXLAN_PORT", "Lease", "NetworkBody", "NetworkSpec",
-           "network_dir", "parse_subnet", "validate_bridge_name", "validate_dns_domain",
-           "validate_network_name", "validate_spec"]
 
 # Characters allowed in the state directory: it is written into dnsmasq's config file.
 _SAFE_PATH_RE = re.compile(r"/[A-Za-z0-9_./+@:,=-]*")
