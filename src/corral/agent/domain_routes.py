@@ -38,6 +38,9 @@ def router(hv: Hypervisor, storage: Storage, console_dir: Path,
     """``after_start``: what must follow a domain start (its taps exist only then)."""
     r = APIRouter()
 
+    def console_file(vm: str) -> Path:
+        return console_dir / f"{validate_name(vm, 'vm')}.log"
+
     @r.get("/v1/host")
     def host() -> HostFacts:
         return facts()
@@ -76,7 +79,7 @@ def router(hv: Hypervisor, storage: Storage, console_dir: Path,
 
     @r.get("/v1/domains/{name}/console-log")
     def console_log(name: str) -> PlainTextResponse:
-        path = console_dir / f"{validate_name(name, 'vm')}.log"
+        path = console_file(name)
         return PlainTextResponse(path.read_text(errors="replace") if path.exists() else "")
 
     @r.get("/v1/domains/{name}/addresses")
@@ -91,7 +94,7 @@ def router(hv: Hypervisor, storage: Storage, console_dir: Path,
     def delete_disk(vm: str) -> Deleted:
         storage.delete_disk(vm)
         clones.collect_bases(storage)  # frozen bases of linked clones no disk uses any more
-        (console_dir / f"{validate_name(vm, 'vm')}.log").unlink(missing_ok=True)
+        console_file(vm).unlink(missing_ok=True)
         return Deleted(deleted=True)
 
     @r.put("/v1/seeds/{vm}")

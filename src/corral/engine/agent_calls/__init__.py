@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from corral.agent_api import Answer, Body
+from corral.agent_api import Answer
 from corral.errors import HostError
 
 A = TypeVar("A", bound=Answer)
@@ -25,7 +25,7 @@ class AgentCalls:
                  reconnect: bool = True) -> Any:
         raise NotImplementedError  # AgentClient: the HTTP exchange and its error tree
 
-    def _send(self, method: str, path: str, answer: type[A], body: Body | None = None, *,
+    def _send(self, method: str, path: str, answer: type[A], body: BaseModel | None = None, *,
               timeout: float | None = None, reconnect: bool = True) -> A:
         data = self._request(method, path, json=_dumped(body), timeout=timeout,
                              reconnect=reconnect)
@@ -34,7 +34,8 @@ class AgentCalls:
         except ValidationError as exc:
             raise self._unreadable(method, path, exc) from None
 
-    def _send_list(self, method: str, path: str, item: type[A], body: Body | None = None, *,
+    def _send_list(self, method: str, path: str, item: type[A],
+                   body: BaseModel | None = None, *,
                    timeout: float | None = None, reconnect: bool = True) -> list[A]:
         data = self._request(method, path, json=_dumped(body), timeout=timeout,
                              reconnect=reconnect)
@@ -47,9 +48,14 @@ class AgentCalls:
         # The agent answered, with something this engine cannot read (a version skew or a
         # bug): an application error, never a sign that the host is gone.
         return HostError(f"agent at {self.url} answered {method} {path} with what this "
-                         f"engine cannot read: {exc.errors()[0].get('msg')} at "
-                         f"{'.'.join(map(str, exc.errors()[0].get('loc', ())))}")
+                         f"engine cannot read: {first_problem(exc)}")
 
 
-def _dumped(body: Body | None) -> Any:
+def first_problem(exc: ValidationError) -> str:
+    """What does not fit, and where: ``Field required at state``."""
+    first = exc.errors()[0]
+    return f"{first.get('msg')} at {'.'.join(map(str, first.get('loc', ())))}"
+
+
+def _dumped(body: BaseModel | None) -> Any:
     return None if body is None else body.model_dump(mode="json")

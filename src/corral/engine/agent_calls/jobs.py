@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from corral.agent_api import Answer
 from corral.agent_api.jobs import JobInfo
-from corral.engine.agent_calls import AgentCalls
+from corral.engine.agent_calls import AgentCalls, first_problem
 from corral.errors import HostError
 
 R = TypeVar("R", bound=Answer)
@@ -35,8 +35,7 @@ class JobStart(Generic[R]):
             return self.result.model_validate(job.result or {})
         except ValidationError as exc:
             raise HostError(f"the result of the agent's {job.kind} job {job.id} is not what "
-                            f"this engine reads: {exc.errors()[0].get('msg')} at "
-                            f"{'.'.join(map(str, exc.errors()[0].get('loc', ())))}") from None
+                            f"this engine reads: {first_problem(exc)}") from None
 
 
 class JobCalls(AgentCalls):
@@ -45,13 +44,7 @@ class JobCalls(AgentCalls):
         operation ``op_id`` before an engine restart)."""
         path = job.path if op_id is None else \
             f"{job.path}{'&' if '?' in job.path else '?'}op={op_id}"
-        body = None if job.body is None else job.body.model_dump(mode="json")
-        # Not through _send: the body may be corral.api's model, not an agent_api Body.
-        data = self._request("POST", path, json=body, timeout=60)
-        try:
-            return JobInfo.model_validate(data)
-        except ValidationError as exc:
-            raise self._unreadable("POST", job.path, exc) from None
+        return self._send("POST", path, JobInfo, job.body, timeout=60)
 
     def job(self, job_id: str, after: int = -1, wait: float = 0.0) -> JobInfo:
         """The job once its version is above ``after`` (or it is done), or after ``wait`` s
