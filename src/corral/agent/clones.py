@@ -231,7 +231,7 @@ def template(storage: Storage, vm: str, name: str, boot_from: str | None,
         except BaseException:
             storage.delete_image(name)
             raise
-    return storage.describe(name).to_dict()
+    return storage.describe(name).model_dump()
 
 
 def router(storage: Storage, hv: Hypervisor, jobs: JobRunner,

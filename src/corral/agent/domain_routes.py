@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse
@@ -29,10 +28,6 @@ from corral.errors import NotFound
 from corral.validation import validate_name
 
 
-def _info(domain: Any) -> DomainInfo:
-    return DomainInfo.model_validate(domain.to_dict())
-
-
 def router(hv: Hypervisor, storage: Storage, console_dir: Path,
            facts: Callable[[], HostFacts], after_start: Callable[[], None]) -> APIRouter:
     """``after_start``: what must follow a domain start (its taps exist only then)."""
@@ -47,24 +42,24 @@ def router(hv: Hypervisor, storage: Storage, console_dir: Path,
 
     @r.get("/v1/domains")
     def domains() -> list[DomainInfo]:
-        return [_info(d) for d in hv.list_domains()]
+        return hv.list_domains()
 
     @r.get("/v1/domains/{name}")
     def domain(name: str) -> DomainInfo:
-        return _info(hv.get(name))
+        return hv.get(name)
 
     @r.put("/v1/domains/{name}")
     def define(name: str, body: DefineBody) -> DomainInfo:
-        return _info(hv.define(body.xml))
+        return hv.define(body.xml)
 
-    actions: dict[str, Callable[[str], Any]] = {
+    actions: dict[str, Callable[[str], DomainInfo]] = {
         "start": hv.start, "shutdown": hv.shutdown, "destroy": hv.destroy, "reboot": hv.reboot,
         "reset": hv.reset, "suspend": hv.suspend, "resume": hv.resume,
     }
 
     @r.post("/v1/domains/{name}/{action}")
     def act(name: str, action: DomainAction) -> DomainInfo:
-        out = _info(actions[action](name))
+        out = actions[action](name)
         if action == "start":
             after_start()
         return out

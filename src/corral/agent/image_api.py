@@ -109,11 +109,11 @@ def router(agent: Agent, runner: JobRunner) -> APIRouter:
 
     @r.post("/v1/images/{name}/build-tiny")
     def build_tiny(name: str) -> ImageInfo:
-        return ImageInfo.model_validate(storage.build_tiny(name).to_dict())
+        return storage.build_tiny(name)
 
     @r.get("/v1/images/{name}")
     def image(name: str) -> ImageDetail:
-        return ImageDetail.model_validate({**storage.describe(name).to_dict(),
+        return ImageDetail.model_validate({**storage.describe(name).model_dump(),
                                            "users": storage.disk_in_use_by(name)})
 
     @r.delete("/v1/images/{name}")

@@ -272,7 +272,7 @@ class Importer:
                 what, lambda pct: report(end + int((98 - end) * pct / 100), f"{what} ({pct:.0f}%)"))
             os.replace(self.part, self.storage.image_path(self.name))
         self.download.unlink(missing_ok=True)
-        described = self.storage.describe(self.name).to_dict()
+        described = self.storage.describe(self.name).model_dump()
         report(99, f"imported {self.name} ({fmt}, {described['virtual_size'] >> 20} MiB"
                    f"{digest_note})")
         return {**described, "source_format": fmt, "sha256": digest, "resumes": self.resumes,

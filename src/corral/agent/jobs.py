@@ -72,8 +72,6 @@ class Job:
             finished=self.finished, cancel_requested=self.cancel.is_set(),
         )
 
-    def to_dict(self) -> dict[str, Any]:
-        return self.info().model_dump(mode="json")
 
 
 class JobReporter:

@@ -156,7 +156,7 @@ def import_ova(storage: Storage, name: str, path: Path, report: JobReporter | No
             except BaseException:
                 storage.delete_image(name)
                 raise
-    info = storage.describe(name).to_dict()
+    info = storage.describe(name).model_dump()
     return OvaImported.model_validate(
         {**info, "system": {"name": system.name, "cpus": system.cpus,
                             "memory_mib": system.memory_mib,

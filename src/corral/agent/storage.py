@@ -17,27 +17,14 @@ import os
 import shutil
 import subprocess
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from corral.agent_api.images import ImageInfo
 from corral.errors import Conflict, HostError, InvalidInput, NotFound
 from corral.validation import validate_name
 
 Progress = Callable[[int, str], None]
-
-
-@dataclass(frozen=True)
-class ImageInfo:
-    format: str
-    virtual_size: int
-    file_size: int
-    kernel: str | None = None
-    initrd: str | None = None
-    cmdline: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _run(argv: list[str], what: str, timeout: float = 3600) -> str:

@@ -1,5 +1,6 @@
-"""The only place that touches libvirt objects: no virDomain leaves this package."""
+"""The only place that touches libvirt objects: no virDomain leaves this package (what leaves
+it are corral.agent_api models, e.g. DomainInfo)."""
 
-from corral.agent.hypervisor.libvirt_host import DomainInfo, Hypervisor
+from corral.agent.hypervisor.libvirt_host import Hypervisor
 
-__all__ = ["DomainInfo", "Hypervisor"]
+__all__ = ["Hypervisor"]

@@ -5,11 +5,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
 import libvirt
 
+from corral.agent_api.domains import DomainInfo
 from corral.domainxml import vm_id_of
 from corral.errors import CorralError, HypervisorError, NotFound, Unavailable, WrongState
 
@@ -28,17 +28,6 @@ _STATES = {
 
 # libvirt error codes that mean "the request does not fit the domain's state".
 _STATE_ERRORS = {libvirt.VIR_ERR_OPERATION_INVALID, libvirt.VIR_ERR_OPERATION_DENIED}
-
-
-@dataclass(frozen=True)
-class DomainInfo:
-    name: str
-    uuid: str
-    vm_id: str | None
-    state: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _silence(_ctx: object, _err: object) -> None:

@@ -124,7 +124,7 @@ class SnapshotOps:
                     dom.destroy()
             else:
                 dom.revertToSnapshot(snap, 0)
-        return self.hv.get(vm).to_dict()
+        return self.hv.get(vm).model_dump()
 
     def delete(self, vm: str, name: str) -> bool:
         """Delete one snapshot (its children are re-parented); False when absent."""

@@ -14,6 +14,7 @@ from corral.agent.jobs import JobReporter, JobRunner
 from corral.agent.pools import host_registry
 from corral.agent.pools.roots import RootDisks
 from corral.agent.storage import Storage
+from corral.agent_api.jobs import JobInfo
 from corral.agent_api.pools import RootBody, RootCloneBody, RootDeleted, RootDisk, RootTemplateBody
 from corral.validation import validate_name
 
@@ -23,7 +24,7 @@ def router(state_dir: Path, storage: Storage, jobs: JobRunner) -> APIRouter:
     r = APIRouter()
 
     @r.post("/v1/pools/{pool}/roots/{vm}")
-    def create_root(pool: str, vm: str, body: RootBody, op: str | None = None) -> dict[str, Any]:
+    def create_root(pool: str, vm: str, body: RootBody, op: str | None = None) -> JobInfo:
         validate_name(vm, "vm")
         validate_name(body.image, "image")
 
@@ -31,7 +32,7 @@ def router(state_dir: Path, storage: Storage, jobs: JobRunner) -> APIRouter:
             return roots.create(pool, vm, body.image, body.size, report)
 
         return jobs.submit("root.create", f"disk:{vm}", work, message="creating root disk",
-                           token=op).to_dict()
+                           token=op).info()
 
     @r.delete("/v1/pools/{pool}/roots/{vm}")
     def delete_root(pool: str, vm: str) -> RootDeleted:
@@ -42,7 +43,7 @@ def router(state_dir: Path, storage: Storage, jobs: JobRunner) -> APIRouter:
         return RootDisk.model_validate(roots.linked_clone(pool, body.source, vm))
 
     @r.post("/v1/pools/{pool}/roots/{vm}/full-clone")
-    def full(pool: str, vm: str, body: RootCloneBody, op: str | None = None) -> dict[str, Any]:
+    def full(pool: str, vm: str, body: RootCloneBody, op: str | None = None) -> JobInfo:
         validate_name(vm, "vm")
         validate_name(body.source, "source")
 
@@ -50,11 +51,11 @@ def router(state_dir: Path, storage: Storage, jobs: JobRunner) -> APIRouter:
             return roots.full_clone(pool, body.source, vm, body.snapshot, report)
 
         return jobs.submit("disk.clone", f"disk:{vm}", work, message="copying",
-                           token=op).to_dict()
+                           token=op).info()
 
     @r.post("/v1/pools/{pool}/roots/{vm}/template")
     def make_template(pool: str, vm: str, body: RootTemplateBody,
-                      op: str | None = None) -> dict[str, Any]:
+                      op: str | None = None) -> JobInfo:
         validate_name(body.name, "image")
         source = roots.qemu_source(pool, vm)
 
@@ -62,6 +63,6 @@ def router(state_dir: Path, storage: Storage, jobs: JobRunner) -> APIRouter:
             return template(storage, vm, body.name, body.boot_from, report, source)
 
         return jobs.submit("image.template", f"image:{body.name}", work,
-                           message="flattening", token=op).to_dict()
+                           message="flattening", token=op).info()
 
     return r
