@@ -35,11 +35,10 @@ class Networks:
         path = self._file(name)
         if not path.exists():
             raise NotFound(f"network {name} is not set up on this host")
-        return NetworkSpec.of(name, NetworkBody.model_validate_json(path.read_text()))
+        return _read(path)
 
     def specs(self) -> list[NetworkSpec]:
-        return [NetworkSpec.of(p.stem, NetworkBody.model_validate_json(p.read_text()))
-                for p in sorted(self.net_dir.glob("*.json"))]
+        return [_read(p) for p in sorted(self.net_dir.glob("*.json"))]
 
     def ensure(self, name: str, body: NetworkBody) -> NetworkStatus:
         """Build or repair a network. Its spec file is written first (an agent killed half-way
@@ -49,7 +48,7 @@ class Networks:
         network.validate_spec(spec)
         with written_first(self._file(name), body.model_dump_json()):
             network.ensure_network(spec, self.net_dir)
-        return self.status(name)
+        return self._status(spec)
 
     def delete(self, name: str) -> bool:
         """Remove a network; False when this host has none of that name (idempotent)."""
@@ -62,8 +61,10 @@ class Networks:
         return True
 
     def status(self, name: str) -> NetworkStatus:
-        return NetworkStatus.model_validate(network.network_status(self.spec(name),
-                                                                   self.net_dir))
+        return self._status(self.spec(name))
+
+    def _status(self, spec: NetworkSpec) -> NetworkStatus:
+        return NetworkStatus.model_validate(network.network_status(spec, self.net_dir))
 
     def restore(self) -> None:
         """Rebuild every network at start (host boot, agent restart); one that cannot be
@@ -73,6 +74,11 @@ class Networks:
                 network.ensure_network(spec, self.net_dir)
             except CorralError as exc:
                 log.error("network %s could not be restored: %s", spec.name, exc.message)
+
+
+def _read(path: Path) -> NetworkSpec:
+    """A spec file: the body as sent, named by the file."""
+    return NetworkSpec.of(path.stem, NetworkBody.model_validate_json(path.read_text()))
 
 
 def router(nets: Networks) -> APIRouter:
