@@ -92,20 +92,25 @@ def delete(ctx: EngineContext, vm: str, snap: str) -> Operation:
                           [f"vm:{vm}"], host_id=host_id)
 
 
+def _names(p: dict[str, Any]) -> tuple[str, str]:
+    """The VM and snapshot of an operation, checked again: they become the agent's path."""
+    return validate_name(p["vm"], "vm"), validate_name(p["name"], "snapshot")
+
+
 def _execute_create(ctx: EngineContext, op: OpContext) -> None:
     p = op.params
     op.progress(10, "saving disk and memory" if p["memory"] else "saving disk")
-    body = SnapshotBody(name=validate_name(p["name"], "snapshot"), memory=p["memory"],
-                        quiesce=p["quiesce"], description=p["description"])
-    ctx.agent(p["host_id"]).create_snapshot(validate_name(p["vm"], "vm"), body)
+    vm, name = _names(p)
+    body = SnapshotBody(name=name, memory=p["memory"], quiesce=p["quiesce"],
+                        description=p["description"])
+    ctx.agent(p["host_id"]).create_snapshot(vm, body)
     op.progress(100, f"snapshot {p['name']} of {p['vm']} taken")
 
 
 def _execute_revert(ctx: EngineContext, op: OpContext) -> None:
     p = op.params
     op.progress(10, f"reverting to {p['name']}")
-    info = ctx.agent(p["host_id"]).revert_snapshot(validate_name(p["vm"], "vm"),
-                                                   validate_name(p["name"], "snapshot"))
+    info = ctx.agent(p["host_id"]).revert_snapshot(*_names(p))
     state = VmState(info.state)
     desired = {VmState.RUNNING: "running", VmState.PAUSED: "paused"}.get(state, "stopped")
     with ctx.db.session() as s:
@@ -118,8 +123,7 @@ def _execute_revert(ctx: EngineContext, op: OpContext) -> None:
 
 def _execute_delete(ctx: EngineContext, op: OpContext) -> None:
     p = op.params
-    ctx.agent(p["host_id"]).delete_snapshot(validate_name(p["vm"], "vm"),
-                                            validate_name(p["name"], "snapshot"))
+    ctx.agent(p["host_id"]).delete_snapshot(*_names(p))
 
 
 def register(ctx: EngineContext) -> None:
