@@ -130,13 +130,6 @@ class RootBody(Body):
     size: int | None = None  # bytes; None: the image's virtual size
 
 
-class RootCloneBody(Body):
-    """``PUT .../roots/{vm}/linked-clone`` and ``POST .../roots/{vm}/full-clone`` (a job)."""
-
-    source: str  # the VM whose root disk is cloned
-    snapshot: str | None = None  # full clones of dir/shared pools: from this snapshot
-
-
 class RootTemplateBody(Body):
     """``POST .../roots/{vm}/template``: a job making image ``name`` of the VM's disk."""
 

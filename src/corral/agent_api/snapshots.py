@@ -35,10 +35,11 @@ class SnapshotInfo(Answer):
 
 
 class CloneBody(Body):
-    """``PUT /v1/disks/{vm}/linked-clone`` and ``POST /v1/disks/{vm}/full-clone`` (a job)."""
+    """``PUT .../linked-clone`` and ``POST .../full-clone`` (a job) of ``/v1/disks/{vm}`` and
+    of ``/v1/pools/{pool}/roots/{vm}`` (a root disk in a pool)."""
 
     source: str  # the VM whose disk is cloned
-    snapshot: str | None = None  # full clones only: the disk as it was in this snapshot
+    snapshot: str | None = None  # full clones only (of dir/shared pools): as in this snapshot
 
 
 class ClonedDisk(Answer):

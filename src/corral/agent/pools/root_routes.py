@@ -15,7 +15,8 @@ from corral.agent.pools import host_registry
 from corral.agent.pools.roots import RootDisks
 from corral.agent.storage import Storage
 from corral.agent_api.jobs import JobInfo
-from corral.agent_api.pools import RootBody, RootCloneBody, RootDeleted, RootDisk, RootTemplateBody
+from corral.agent_api.pools import RootBody, RootDeleted, RootDisk, RootTemplateBody
+from corral.agent_api.snapshots import CloneBody
 from corral.validation import validate_name
 
 
@@ -39,11 +40,11 @@ def router(state_dir: Path, storage: Storage, jobs: JobRunner) -> APIRouter:
         return RootDeleted.model_validate(roots.delete(pool, vm))
 
     @r.put("/v1/pools/{pool}/roots/{vm}/linked-clone")
-    def linked(pool: str, vm: str, body: RootCloneBody) -> RootDisk:
+    def linked(pool: str, vm: str, body: CloneBody) -> RootDisk:
         return RootDisk.model_validate(roots.linked_clone(pool, body.source, vm))
 
     @r.post("/v1/pools/{pool}/roots/{vm}/full-clone")
-    def full(pool: str, vm: str, body: RootCloneBody, op: str | None = None) -> JobInfo:
+    def full(pool: str, vm: str, body: CloneBody, op: str | None = None) -> JobInfo:
         validate_name(vm, "vm")
         validate_name(body.source, "source")
 

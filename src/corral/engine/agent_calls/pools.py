@@ -19,7 +19,6 @@ from corral.agent_api.pools import (
     PoolStats,
     ResizeBody,
     RootBody,
-    RootCloneBody,
     RootDeleted,
     RootDisk,
     RootTemplateBody,
@@ -27,6 +26,7 @@ from corral.agent_api.pools import (
     VolumeFormat,
     VolumeInfo,
 )
+from corral.agent_api.snapshots import CloneBody
 from corral.engine.agent_calls import AgentCalls
 from corral.engine.agent_calls.jobs import JobStart
 
@@ -89,14 +89,14 @@ class PoolCalls(AgentCalls):
 
     def linked_clone_root(self, pool: str, vm: str, source: str) -> RootDisk:
         return self._send("PUT", f"/v1/pools/{pool}/roots/{vm}/linked-clone", RootDisk,
-                          RootCloneBody(source=source), timeout=300)
+                          CloneBody(source=source), timeout=300)
 
     # Jobs: these send nothing, they name the route for corral.engine.agent_jobs.run_job.
     def create_root_job(self, pool: str, vm: str, body: RootBody) -> JobStart[RootDisk]:
         return JobStart(f"/v1/pools/{pool}/roots/{vm}", body, RootDisk)
 
     def full_clone_root_job(self, pool: str, vm: str,
-                            body: RootCloneBody) -> JobStart[RootDisk]:
+                            body: CloneBody) -> JobStart[RootDisk]:
         return JobStart(f"/v1/pools/{pool}/roots/{vm}/full-clone", body, RootDisk)
 
     def root_template_job(self, pool: str, vm: str,

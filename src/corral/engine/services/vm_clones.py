@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 
-from corral.agent_api.pools import RootCloneBody, RootTemplateBody
+from corral.agent_api.pools import RootTemplateBody
 from corral.agent_api.snapshots import CloneBody, TemplateBody
 from corral.api import Image as ImageOut
 from corral.api import Operation, VmState
@@ -133,14 +133,11 @@ def _execute_clone(ctx: EngineContext, op: OpContext) -> None:
                 agent.linked_clone_root(root[0], name, p["source"])
         else:
             op.progress(5, f"copying the disk of {p['source']}")
+            copy = CloneBody(source=p["source"], snapshot=p.get("snapshot"))
             if root is None:
-                run_job(agent, op, agent.full_clone_disk_job(
-                    name, CloneBody(source=p["source"], snapshot=p.get("snapshot"))),
-                    span=(5, 90))
+                run_job(agent, op, agent.full_clone_disk_job(name, copy), span=(5, 90))
             else:
-                run_job(agent, op, agent.full_clone_root_job(
-                    root[0], name, RootCloneBody(source=p["source"], snapshot=p.get("snapshot"))),
-                    span=(5, 90))
+                run_job(agent, op, agent.full_clone_root_job(root[0], name, copy), span=(5, 90))
         op.check_cancelled()
         if has_seed:
             vm_cloudinit.push_seed(ctx, agent, vm_id)
