@@ -143,7 +143,7 @@ def _execute_clone(ctx: EngineContext, op: OpContext) -> None:
             vm_cloudinit.push_seed(ctx, agent, vm_id)
         op.progress(92, "defining domain")
         security_groups.push_vm(ctx, vm_id)  # its NICs' ports: anti-spoofing from the start
-        state = vm_define.define_and_start(ctx, agent, op, vm_id, name, xml,
+        state = vm_define.define_and_start(agent, op, name, xml,
                                            bool(p.get("start")), started_at=95)
     except CorralError:
         vm_define.rollback_create(ctx, agent, vm_id, name)

@@ -30,8 +30,8 @@ def set_fields(ctx: EngineContext, vm_id: str, **fields: Any) -> None:
         ctx.bus.publish("vm", {"name": name, "state": state})
 
 
-def define_and_start(ctx: EngineContext, agent: AgentClient, op: OpContext, vm_id: str,
-                     name: str, xml: str, start: bool, started_at: int = 60) -> VmState:
+def define_and_start(agent: AgentClient, op: OpContext, name: str, xml: str, start: bool,
+                     started_at: int = 60) -> VmState:
     """Define the domain and start it if asked; the state it ends in. Raises as the agent
     does: the caller rolls back (``rollback_create``)."""
     op.check_cancelled()

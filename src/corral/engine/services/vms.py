@@ -164,7 +164,7 @@ def execute_create(ctx: EngineContext, op: OpContext) -> None:
         ports.result()  # its error, if any, rolls the create back like the others
         op.check_cancelled()
         op.progress(40, "defining domain")
-        state = vm_define.define_and_start(ctx, agent, op, vm_id, name, xml,
+        state = vm_define.define_and_start(agent, op, name, xml,
                                            bool(op.params.get("start")))
     except CorralError:
         vm_define.rollback_create(ctx, agent, vm_id, name)
