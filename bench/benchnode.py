@@ -74,8 +74,10 @@ class BenchNode:
         return self.data_dir / "agent" / "storage"
 
     def up(self) -> None:
+        # The image-import benchmark serves its file on the lab host's own loopback: a
+        # loopback URL must be allowed explicitly (corral.safeurls refuses it by default).
         self.host.run([*CORRAL, "up", "--detach", "--data-dir", str(self.data_dir),
-                       "--port", str(PORT)], timeout=180)
+                       "--port", str(PORT), "--import-allow-cidr", "127.0.0.0/8"], timeout=180)
 
     def down(self) -> None:
         with contextlib.suppress(Exception):

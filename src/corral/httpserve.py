@@ -6,15 +6,21 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import logging
 from collections.abc import AsyncIterator
 from typing import TypeVar
 
-from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
+from fastapi import FastAPI, HTTPException, Request, WebSocket, WebSocketDisconnect
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from corral.errors import CorralError, Unauthorized
+
+log = logging.getLogger(__name__)
 
 
 def hash_token(secret: str) -> str:
@@ -66,10 +72,95 @@ def _field_of(loc: tuple[object, ...]) -> str:
     return ".".join(parts) or "body"
 
 
+BODY_MAX = 8 << 20  # bytes of one request body (the largest, guest customize, holds ~1.4 MiB)
+
+
+class BodyTooLarge(HTTPException):
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"the request body is larger than {limit >> 20} MiB")
+
+
+def _too_large(exc: BodyTooLarge) -> JSONResponse:
+    return JSONResponse({"error": {"code": "invalid_input", "message": exc.detail, "field": "body"}},
+                        status_code=exc.status_code)
+
+
+class BodyLimit:
+    """ASGI middleware: a request body of more than ``limit`` bytes is refused (413) before
+    the app holds it whole in memory and decodes it (FastAPI does both, on the event loop)."""
+
+    def __init__(self, app: ASGIApp, limit: int = BODY_MAX) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length" and value.strip().isdigit() and int(value) > self.limit:
+                await _too_large(BodyTooLarge(self.limit))(scope, receive, send)
+                return
+        seen = 0
+
+        async def counted() -> Message:  # a body without Content-Length (chunked)
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise BodyTooLarge(self.limit)  # FastAPI lets an HTTPException through
+            return message
+
+        await self.app(scope, counted, send)
+
+
+# Codes of the errors the HTTP layer itself raises (no route reached, a body it could not
+# read), in corral's one error shape.
+_HTTP_CODES = {400: "invalid_input", 401: "unauthorized", 404: "not_found",
+               405: "method_not_allowed", 413: "invalid_input", 415: "invalid_input"}
+
+
+def _allowed(app: FastAPI, scope: Scope) -> list[str]:
+    """The methods some route of ``app`` takes at this path (Starlette's own 405 names only
+    the first route's: GET and DELETE of one path are two routes)."""
+    methods = [m for m in ("GET", "POST", "PUT", "PATCH", "DELETE")
+               if any(route.matches({**scope, "method": m})[0] == Match.FULL
+                      for route in app.router.routes)]
+    return [*methods, "HEAD"] if "GET" in methods else methods
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(CorralError)
     async def _corral(_req: Request, exc: CorralError) -> JSONResponse:
         return JSONResponse({"error": exc.to_dict()}, status_code=exc.status)
+
+    @app.exception_handler(BodyTooLarge)
+    async def _body(_req: Request, exc: BodyTooLarge) -> JSONResponse:
+        return _too_large(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(req: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        message = str(exc.detail)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 404 and message == "Not Found":
+            message = f"no such API path: {req.url.path}"
+        if exc.status_code == 405:
+            allowed = _allowed(app, req.scope)
+            headers["Allow"] = ", ".join(allowed)
+            message = f"{req.method} is not allowed on {req.url.path}; allowed: {headers['Allow']}"
+        body: dict[str, object] = {"code": code, "message": message}
+        if exc.status_code in (400, 413, 415):
+            body["field"] = "body"
+        return JSONResponse({"error": body}, status_code=exc.status_code, headers=headers)
+
+    @app.exception_handler(Exception)
+    async def _bug(req: Request, exc: Exception) -> JSONResponse:
+        # A bug: the log has the traceback; the client gets corral's shape, no internals.
+        log.error("%s %s failed", req.method, req.url.path, exc_info=exc)
+        return JSONResponse({"error": {"code": "internal", "message": "internal error; the "
+                                       "server's log has the details"}}, status_code=500)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_req: Request, exc: RequestValidationError) -> JSONResponse:

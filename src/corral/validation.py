@@ -8,8 +8,12 @@ from corral.errors import InvalidInput
 
 NAME_MAX = 63
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
-_SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGTP]?)(i?B?)?\s*$", re.IGNORECASE)
+_SIZE_RE = re.compile(r"^\s*(\d{1,20})\s*([KMGTP]?)(i?B?)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
+# The largest disk or volume (qcow2 and RBD go further; the database's BIGINT holds 8 EiB):
+# a size above it is a typo, refused at the edge instead of overflowing below.
+SIZE_MAX = 1 << 50  # 1 PiB
+MEMORY_MAX = 16 << 40  # 16 TiB, KVM's guest limit on x86-64
 
 
 def validate_name(value: object, field: str = "name") -> str:
@@ -29,8 +33,9 @@ def validate_name(value: object, field: str = "name") -> str:
     return value
 
 
-def parse_size(value: object, field: str, default_unit: str = "M") -> int:
-    """Parse '512M', '2G', '1024' (in ``default_unit``) into bytes; > 0 or InvalidInput."""
+def parse_size(value: object, field: str, default_unit: str = "M", most: int = SIZE_MAX) -> int:
+    """Parse '512M', '2G', '1024' (in ``default_unit``) into bytes, in 1..``most``, or
+    InvalidInput."""
     if isinstance(value, bool):
         raise InvalidInput(f"{field} must be a size like 512M or 2G", field=field)
     if isinstance(value, int):
@@ -47,4 +52,13 @@ def parse_size(value: object, field: str, default_unit: str = "M") -> int:
         raise InvalidInput(f"{field} must be a size like 512M or 2G", field=field)
     if number <= 0:
         raise InvalidInput(f"{field} must be greater than zero", field=field)
-    return number * _UNITS[unit]
+    size = number * _UNITS[unit]
+    if size > most:
+        raise InvalidInput(f"{field} {value!r} is more than the largest allowed, "
+                           f"{_shown(most)}", field=field)
+    return size
+
+
+def _shown(size: int) -> str:
+    unit = next(u for u in "PTGMK" if size % _UNITS[u] == 0)
+    return f"{size // _UNITS[unit]}{unit}"

@@ -36,7 +36,7 @@ def _free_index() -> int:
 
 
 @pytest.fixture(scope="session")
-def node(tiny_cache: Path) -> Iterator[Node]:
+def node(tiny_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     if os.geteuid() != 0:
         pytest.fail("integration tests need root (namespaces, libvirtd); run them as root")
     # Not under pytest's temp dir: QEMU runs as libvirt-qemu and must traverse down to the VM
@@ -47,7 +47,8 @@ def node(tiny_cache: Path) -> Iterator[Node]:
     # developers) never collide.
     host = LabHost(f"n{os.getpid():x}"[:8], _free_index(), root / "host")
     host.start()
-    n = Node(host=host, data_dir=root / "corral", url=f"https://{host.address}:{PORT}")
+    n = Node(host=host, data_dir=root / "corral", url=f"https://{host.address}:{PORT}",
+             temp_dirs=(tmp_path_factory.getbasetemp(),))  # imports from tmp_path: allowed
     # The lab host has no route to the package mirror: seed the agent's build cache.
     shutil.copytree(tiny_cache / "debs", n.data_dir / "agent" / "storage" / "build" / "cache" / "debs")
     try:

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,11 +26,22 @@ CORRAL = [sys.executable, "-m", "corral.cli.main"]
 PORT = 8443
 
 
+def import_args(data_dir: Path, temp_dirs: tuple[Path, ...] = ()) -> list[str]:
+    """What the tests import from, allowed explicitly (corral.safepaths, corral.safeurls:
+    both refused by default): files in pytest's temp dirs (``temp_dirs``, default the
+    system's) and beside the data dir (OVAs), URLs of the file server on the lab host's own
+    loopback (corral.lab.fileserver)."""
+    dirs = [*(temp_dirs or (Path(tempfile.gettempdir()),)), data_dir.parent]
+    return [*(a for d in dirs for a in ("--import-dir", str(d))),
+            "--import-allow-cidr", "127.0.0.0/8"]
+
+
 @dataclass
 class Node:
     host: LabHost
     data_dir: Path
     url: str
+    temp_dirs: tuple[Path, ...] = ()  # pytest's basetemp: tests import files from there
     _sdk: Client | None = field(default=None, repr=False)
 
     @property
@@ -68,7 +80,7 @@ class Node:
 
     def up(self) -> None:
         self.host.run([*CORRAL, "up", "--detach", "--data-dir", str(self.data_dir),
-                       "--port", str(PORT)], timeout=180)
+                       "--port", str(PORT), *import_args(self.data_dir, self.temp_dirs)], timeout=180)
 
     def down(self) -> None:
         self.host.run([*CORRAL, "down", "--data-dir", str(self.data_dir)], timeout=60,

@@ -164,11 +164,8 @@ def test_iso_refuses_unknown_files() -> None:
          "ssh_authorized_keys", "not a valid ssh-ed25519"),
         ({"ssh_authorized_keys": [KEY + "\nssh-rsa x"]}, "ssh_authorized_keys", "one line"),
         ({"password_hash": "hunter2"}, "password_hash", "never a plain password"),
-        ({"user_data": "#cloud-config\n- a list\n"}, "user_data", "mapping"),
-        ({"user_data": "#cloud-config\nkey: [unclosed\n"}, "user_data", "not valid YAML"),
         ({"user_data": "  \n"}, "user_data", "empty"),
         ({"user_data": "#!/bin/sh\n" + "x" * (256 * 1024)}, "user_data", "larger than"),
-        ({"network_config": "ethernets: {}\n"}, "network_config", "version"),
         ({"user_data": "#!/bin/sh\ntrue\n", "user": "bob"}, None, "merged"),
     ],
 )
@@ -179,6 +176,22 @@ def test_bad_cloud_init_names_the_field(fields: dict[str, Any], field: str | Non
     if field is not None:
         assert first["loc"][0] == field
     assert words in str(first["msg"])
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "words"),
+    [
+        ({"user_data": "#cloud-config\n- a list\n"}, "cloud_init.user_data", "mapping"),
+        ({"user_data": "#cloud-config\nkey: [unclosed\n"}, "cloud_init.user_data", "not valid YAML"),
+        ({"network_config": "ethernets: {}\n"}, "cloud_init.network_config", "version"),
+    ],
+)
+def test_bad_documents_are_refused_when_rendered(fields: dict[str, Any], field: str, words: str) -> None:
+    CloudInit(**fields)  # the API type checks sizes only: parsing is no work for the event loop
+    with pytest.raises(InvalidInput) as err:
+        render(instance="vm-1", hostname="web", **fields)
+    assert err.value.field == field
+    assert words in err.value.message
 
 
 def test_good_cloud_init() -> None:

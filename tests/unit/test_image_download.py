@@ -8,14 +8,21 @@ import shutil
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from corral.agent.download import download
+from corral.agent import download as downloader
 from corral.errors import HostError, InsufficientResources, InvalidInput, NotFound
 from corral.lab.fileserver import FileServer, serving
+from corral.safeurls import UrlPolicy
 
 SIZE = 3 << 20
+LOOPBACK = UrlPolicy.build(["127.0.0.0/8"])  # the test server's: refused by default
+
+
+def download(url: str, dest: Path, **kw: Any) -> downloader.Downloaded:
+    return downloader.download(url, dest, guard=LOOPBACK, **kw)
 
 
 @pytest.fixture()

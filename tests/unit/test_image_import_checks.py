@@ -8,6 +8,7 @@ import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pycdlib
 import pytest
@@ -16,6 +17,8 @@ from corral.agent.image_import import Importer, run_qemu_img
 from corral.agent.storage import Storage
 from corral.errors import Conflict, HostError, InvalidInput
 from corral.lab.fileserver import FileServer, serving
+from corral.safepaths import PathPolicy
+from corral.safeurls import UrlPolicy
 
 MIB = 1 << 20
 
@@ -67,10 +70,18 @@ def storage(tmp_path: Path) -> Storage:
     return Storage(tmp_path / "store")
 
 
+def allowed(storage: Storage) -> dict[str, Any]:
+    """The test's files (tmp_path) and server (127.0.0.1): both refused by default
+    (corral.safepaths, corral.safeurls)."""
+    return {"paths": PathPolicy(import_dirs=(storage.root.parent,), protected=(storage.root,)),
+            "urls": UrlPolicy.build(["127.0.0.0/8"])}
+
+
 def run(storage: Storage, name: str, source: str, fmt: str = "auto",
         checksum: str | None = None) -> tuple[dict[str, object], list[tuple[int, str]]]:
     seen: list[tuple[int, str]] = []
-    result = Importer(storage, name, source, fmt, checksum).run(lambda p, m: seen.append((p, m)))
+    result = Importer(storage, name, source, fmt, checksum, **allowed(storage)).run(
+        lambda p, m: seen.append((p, m)))
     return result, seen
 
 
@@ -164,8 +175,8 @@ def test_images_that_point_at_other_host_files_are_refused(src: Path, storage: S
 
 def test_a_failed_download_leaves_nothing(server: FileServer, storage: Storage) -> None:
     with pytest.raises(HostError, match="incomplete"):
-        Importer(storage, "bad", server.url("disk.raw", "truncate=5000000")).run(
-            lambda _p, _m: None)
+        Importer(storage, "bad", server.url("disk.raw", "truncate=5000000"),
+                 **allowed(storage)).run(lambda _p, _m: None)
     assert leftovers(storage) == []
 
 

@@ -28,6 +28,7 @@ from corral.engine.agent_client import AgentClient
 from corral.engine.agent_jobs import run_job
 from corral.errors import InvalidInput, NotFound
 from corral.httpserve import install_error_handlers
+from corral.safepaths import PathPolicy
 
 MIB = 1 << 20
 
@@ -47,7 +48,10 @@ def agent(tmp_path: Path) -> Iterator[tuple[AgentClient, Storage, list[str]]]:
     host = types.SimpleNamespace(storage=storage, virt=None, hv=hv)
     app.include_router(image_api.router(host, runner))  # type: ignore[arg-type]
     app.include_router(clones.router(storage, hv, runner))
-    app.include_router(ova.router(storage, runner, host_registry(state, storage.root)))
+    # OVAs are read from tmp_path only when allowed (corral.safepaths: nothing by default)
+    paths = PathPolicy(import_dirs=(tmp_path,), protected=(state,))
+    app.include_router(ova.router(storage, runner, host_registry(state, storage.root),
+                                  lambda: paths))
     seen: list[str] = []
     client = AgentClient("http://agent", "t", reconnect_s=0, transport=in_process(app, noting_paths(seen)))
     yield client, storage, seen

@@ -24,6 +24,7 @@ from corral.cli.main import app as cli_app
 from corral.client import Client
 from corral.engine.app import build_context
 from corral.engine.context import EngineContext, EngineSettings
+from corral.engine.db import claims
 from corral.engine.db.models import Image, Nic, StoragePool, Vm, Volume
 from corral.engine.operations import OpContext
 from corral.engine.services import pools, security_groups, vm_disks, vm_nics
@@ -199,8 +200,11 @@ def test_two_attaches_of_one_volume_one_wins(engine: tuple[TestClient, EngineCon
 def test_two_nics_asking_one_static_ip_one_wins(engine: tuple[TestClient, EngineContext],
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """The same race on a unique value: both read the address free; the unique constraint
-    takes the second insert, which becomes a 409 (not a 500)."""
+    takes the second insert, which becomes a 409 (not a 500). (``claims.hold`` of the
+    network would make the second wait for the first: taken away here, so that both read
+    before either writes, as they could on a database where the hold is only a row lock.)"""
     _client, ctx = engine
+    monkeypatch.setattr(claims, "hold", lambda _s, _row: None)
     both_read = threading.Barrier(2, timeout=WAIT)
     real_resolve = security_groups.resolve
 

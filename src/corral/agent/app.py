@@ -30,6 +30,8 @@ from corral.agent.storage import Storage
 from corral.agent_api.domains import HostFacts
 from corral.errors import Unauthorized
 from corral.httpserve import bearer, install_error_handlers, same_secret
+from corral.safepaths import PathPolicy
+from corral.safeurls import UrlPolicy
 from corral.virt_type import detect_virt_type
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,15 @@ class AgentSettings:
     state_dir: Path
     token: str
     libvirt_uri: str = "qemu:///system"
+    # Where image and OVA imports may read local files (corral.safepaths); None:
+    # STATE_DIR/import, made at start. `corral up` passes DATA_DIR/import and --import-dir's.
+    import_dirs: tuple[Path, ...] | None = None
+    # Ranges an import URL may reach although they are loopback, link-local or this host's
+    # (corral.safeurls): e.g. a local mirror; none by default.
+    import_allow_cidrs: tuple[str, ...] = ()
+    # More of corral's own directories, never read or written for a user nor a pool (the
+    # engine's data dir, which holds its database: `corral up` passes it).
+    protected_dirs: tuple[Path, ...] = ()
 
 
 def _memory_bytes() -> int:
@@ -54,12 +65,31 @@ class Agent:
         self.settings = settings
         self.hv = Hypervisor(settings.libvirt_uri)
         self.storage = Storage(settings.state_dir / "storage")
+        # At start the agent knows no jobs: every partial file is a leftover of one that died
+        # with an earlier agent (its children died with it: corral.agent.children).
+        self.leftovers = [*self.storage.sweep_leftovers(),
+                          *host_registry(settings.state_dir, self.storage.root).sweep_leftovers()]
         self.console_dir = settings.state_dir / "console"
         self.net_dir = settings.state_dir / "networks"
         for d in (self.console_dir, self.net_dir):
             d.mkdir(parents=True, exist_ok=True)
         self.virt = detect_virt_type()
         self.networks = network_routes.Networks(self.net_dir)
+        if settings.import_dirs is None:
+            self.import_dirs: tuple[Path, ...] = (settings.state_dir / "import",)
+            self.import_dirs[0].mkdir(mode=0o700, parents=True, exist_ok=True)
+        else:
+            self.import_dirs = tuple(settings.import_dirs)
+        self.url_policy = UrlPolicy.build(settings.import_allow_cidrs)  # bad CIDRs: at start
+
+    def path_policy(self) -> PathPolicy:
+        """What a user may name for this host's files to read or write (corral.safepaths):
+        its pools as they are now."""
+        return PathPolicy(import_dirs=self.import_dirs,
+                          protected=(self.settings.state_dir, *self.settings.protected_dirs),
+                          pools=tuple(host_registry(self.settings.state_dir,
+                                                    self.storage.root).paths()),
+                          pool_homes=(self.storage.root / "pools",))
 
     def facts(self) -> HostFacts:
         return HostFacts(
@@ -70,6 +100,7 @@ class Agent:
             virt_type=self.virt.type.value,
             virt_note=self.virt.note,
             libvirt_version=self.hv.version(),
+            state_dir=str(self.settings.state_dir),
             storage_dir=str(self.storage.root),
             console_dir=str(self.console_dir),
             storage_free=self.storage.free_bytes(),
@@ -92,6 +123,7 @@ def create_app(settings: AgentSettings) -> FastAPI:
     guarded = [Depends(auth)]
     # Long work (image import, customization) runs as jobs: see corral.agent.jobs.
     jobs = JobRunner()
+    app.state.jobs = jobs  # stopped on SIGTERM (corral.agent.__main__)
     app.include_router(jobs_router(jobs), dependencies=guarded)
     app.include_router(image_api.router(agent, jobs), dependencies=guarded)
     # Storage pools, volumes and hot-plug of disks: see corral.agent.pools.
@@ -101,7 +133,8 @@ def create_app(settings: AgentSettings) -> FastAPI:
     # Snapshots, linked/full clones and templates: see corral.agent.clones.
     app.include_router(clones.router(storage, hv, jobs, after_start=lambda: ports.sync_ovs()),
                        dependencies=guarded)
-    app.include_router(ova.router(storage, jobs, host_registry(settings.state_dir, storage.root)),
+    app.include_router(ova.router(storage, jobs, host_registry(settings.state_dir, storage.root),
+                                  agent.path_policy),
                        dependencies=guarded)  # OVA export/import
     # NIC hot-plug and static DHCP leases: see corral.agent.nic_routes.
     # Ports: NIC anti-spoofing and security groups (nftables; OpenFlow flows on OVS networks),

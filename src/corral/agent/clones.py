@@ -27,10 +27,11 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from corral.agent import children
 from corral.agent.hypervisor import Hypervisor
 from corral.agent.hypervisor.snapshots import SnapshotOps
 from corral.agent.jobs import JobReporter, JobRunner
-from corral.agent.storage import Progress, Storage, _run, qemu_img_info
+from corral.agent.storage import Progress, Storage, _run, private_file, qemu_img_info
 from corral.agent_api import Deleted
 from corral.agent_api.domains import DomainInfo
 from corral.agent_api.images import ImageInfo
@@ -164,7 +165,9 @@ def convert_to(source: Path | str, target: Path | str, fmt: str, options: list[s
     if snapshot is not None:  # snapshot clusters never change: safe beside a running QEMU
         argv += ["-U", "-l", f"snapshot.name={snapshot}"]
     argv += [str(source), str(tmp)]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if rename:
+        private_file(Path(tmp))  # an image or disk: not for every user (storage.IMAGE_MODE)
+    proc = children.popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         assert proc.stdout is not None
         buf = b""
@@ -228,6 +231,7 @@ def template(storage: Storage, vm: str, name: str, boot_from: str | None,
                     if origin.with_suffix(suffix).exists():
                         shutil.copyfile(origin.with_suffix(suffix), target.with_suffix(suffix))
             convert(src, target, report, what=f"writing template {name}")
+            storage.seal(name)
         except BaseException:
             storage.delete_image(name)
             raise

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from corral.agent import children
 from corral.errors import HostError, InsufficientResources, InvalidInput, Unavailable
 from corral.images import guestspec
 
@@ -138,15 +139,15 @@ def appliance_kernel(build_dir: Path, report: Report) -> tuple[Path, Path, str]:
             dest.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=".unpack-", dir=dest.parent))
             try:
-                subprocess.run(["dpkg-deb", "-x", str(kernel_deb), str(tmp)], check=True,
-                               capture_output=True, timeout=300)
+                children.run(["dpkg-deb", "-x", str(kernel_deb), str(tmp)], check=True,
+                             capture_output=True, timeout=300)
                 kernels = sorted((tmp / "boot").glob("vmlinuz-*"))
                 if not kernels:
                     raise HostError(f"{kernel_deb.name} has no boot/vmlinuz-*")
                 version = kernels[-1].name.removeprefix("vmlinuz-")
                 if shutil.which("depmod"):  # supermin reads modules.dep (the .deb has none)
-                    subprocess.run(["depmod", "-b", str(tmp), version], check=False,
-                                   capture_output=True, timeout=300)
+                    children.run(["depmod", "-b", str(tmp), version], check=False,
+                                 capture_output=True, timeout=300)
                 os.replace(tmp, dest)
             except (OSError, subprocess.SubprocessError) as exc:
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -209,8 +210,8 @@ def run_virt_customize(argv: list[str], env: dict[str, str], spec: Spec, report:
                        timeout: float = TIMEOUT_S) -> list[str]:
     """Run it; progress from its ``[  12.3] Step`` lines; its output lines are returned."""
     try:
-        proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, text=True, start_new_session=True)
+        proc = children.popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              stdin=subprocess.DEVNULL, text=True, start_new_session=True)
     except FileNotFoundError as exc:
         raise Unavailable(f"libguestfs is missing: {TOOL} is not installed; {INSTALL_HINT}") from exc
     assert proc.stdout is not None
@@ -271,8 +272,8 @@ def customize_disk(disk: Path, spec: Spec, build_dir: Path, *, tcg: bool, report
     with tempfile.TemporaryDirectory(prefix=".customize-", dir=build_dir) as tmp:
         try:
             report(4, f"copying {disk.name}")
-            subprocess.run(["cp", "--sparse=always", "--preserve=mode,ownership,timestamps",
-                            str(disk), str(copy)], check=True, capture_output=True, timeout=3600)
+            children.run(["cp", "--sparse=always", "--preserve=mode,ownership,timestamps",
+                          str(disk), str(copy)], check=True, capture_output=True, timeout=3600)
             lines = run_virt_customize(build_argv(copy, spec, Path(tmp)), env, spec, report)
             os.replace(copy, disk)
         except subprocess.CalledProcessError as exc:

@@ -9,7 +9,13 @@ bytes are not written but skipped (the file stays sparse, as ``cp --sparse`` wou
 it): raw disk images are mostly zeros, and ``qemu-img convert`` then skips the holes
 instead of reading them.
 
-Errors (corral.errors): 404/410 -> NotFound; other HTTP errors, unreachable hosts, a body
+Where it may connect: corral.safeurls (``guard``; by default no loopback, link-local or
+host address). The URL's host is resolved and checked before anything connects, every
+connection goes to an address so checked (:class:`_GuardedBackend`: no second lookup, no
+DNS rebinding), and every request, redirects included, is checked again.
+
+Errors (corral.errors): a refused address -> InvalidInput (``source``,
+corral.safeurls.REFUSED); 404/410 -> NotFound; other HTTP errors, unreachable hosts, a body
 that stays shorter than announced -> HostError; a body larger than the free space ->
 InsufficientResources; a wrong checksum -> InvalidInput (field ``checksum``). On any error
 ``dest`` is removed.
@@ -19,18 +25,21 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import os
 import queue
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
+import httpcore
 import httpx
 
 from corral.errors import CorralError, HostError, InsufficientResources, InvalidInput, NotFound
+from corral.safeurls import UrlPolicy
 
 Progress = Callable[[int, int | None, str], None]  # (bytes so far, total or None, message)
 
@@ -67,6 +76,40 @@ class Downloaded:
 
 class _Retry(Exception):
     """The transfer stopped early; try again (resuming) if attempts are left."""
+
+
+class _GuardedBackend(httpcore.SyncBackend):
+    """Connects only to addresses the policy permits: the host is resolved here, once, each
+    address checked, and the socket connected to that address (TLS still verifies and sends
+    the URL's host name: httpcore passes it to ``start_tls``)."""
+
+    def __init__(self, guard: UrlPolicy) -> None:
+        self.guard = guard
+
+    def connect_tcp(self, host: str, port: int, timeout: float | None = None,
+                    local_address: str | None = None,
+                    socket_options: Iterable[Any] | None = None) -> httpcore.NetworkStream:
+        addresses = self.guard.addresses(host, port)  # InvalidInput when one is refused
+        if not addresses:
+            raise httpcore.ConnectError(f"cannot resolve {host}")
+        error: Exception | None = None
+        for address in addresses:
+            try:
+                return super().connect_tcp(address, port, timeout, local_address, socket_options)
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                error = exc
+        assert error is not None
+        raise error
+
+
+class _GuardedTransport(httpx.HTTPTransport):
+    """httpx's transport over :class:`_GuardedBackend` (a proxy from the environment, if
+    any, gets its own transport from httpx: the request hook still checks the URL)."""
+
+    def __init__(self, guard: UrlPolicy) -> None:
+        super().__init__()
+        self._pool = httpcore.ConnectionPool(ssl_context=httpx.create_ssl_context(),
+                                             network_backend=_GuardedBackend(guard))
 
 
 def _human(n: int) -> str:
@@ -162,17 +205,23 @@ def download(
     retries: int = 5,
     timeout: float = 60.0,
     backoff: float = 0.5,
+    guard: UrlPolicy | None = None,
 ) -> Downloaded:
     """Download ``url`` into ``dest`` (replaced); see the module docstring.
 
     The SHA-256 is computed when ``expected_sha256`` (hex) or ``sha256`` is given.
+    ``guard``: the addresses it may connect to (default: corral.safeurls' defaults).
     """
+    guard = guard or UrlPolicy()
+    guard.check_url(url)  # refused before dest is made or anything connects
     report: Progress = progress or (lambda _n, _t, _m: None)
     hasher = _Hasher() if expected_sha256 is not None or sha256 else None
     try:
-        with dest.open("wb") as f:
+        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o640)
+        os.fchmod(fd, 0o640)  # an image is not for every user of the host
+        with os.fdopen(fd, "wb") as f:
             got = _transfer(url, _Writer(f, hasher), report, free_bytes, retries, timeout,
-                            backoff)
+                            backoff, guard)
     except OSError as exc:
         dest.unlink(missing_ok=True)
         if exc.errno == errno.ENOSPC:
@@ -193,15 +242,19 @@ def download(
 
 
 def _transfer(url: str, out: _Writer, report: Progress, free_bytes: Callable[[], int] | None,
-              retries: int, timeout: float, backoff: float) -> Downloaded:
+              retries: int, timeout: float, backoff: float, guard: UrlPolicy) -> Downloaded:
     total: int | None = None
     validator: str | None = None  # ETag or Last-Modified of the first answer, for If-Range
     failures = resumes = restarts = 0
     connected = False
     last_error = ""
     timeouts = httpx.Timeout(timeout, connect=min(timeout, 15.0))
-    with httpx.Client(follow_redirects=True, timeout=timeouts,
-                      headers={"Accept-Encoding": "identity"}) as client:
+    def check(request: httpx.Request) -> None:  # every request: redirects too
+        guard.check_url(str(request.url))
+
+    with httpx.Client(transport=_GuardedTransport(guard), follow_redirects=True,
+                      timeout=timeouts, headers={"Accept-Encoding": "identity"},
+                      event_hooks={"request": [check]}) as client:
         while True:
             headers = {}
             if out.have:

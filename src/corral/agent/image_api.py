@@ -57,7 +57,8 @@ def router(agent: Agent, runner: JobRunner) -> APIRouter:
     def import_image(name: str, body: ImageImportBody, op: str | None = None) -> JobInfo:
         from corral.agent.image_import import Importer
 
-        importer = Importer(storage, name, body.source, body.format, body.checksum)
+        importer = Importer(storage, name, body.source, body.format, body.checksum,
+                            paths=agent.path_policy(), urls=agent.url_policy)
         job = runner.submit("image.import", f"image:{name}", importer.run,
                             message=f"importing {body.source}", token=op)
         return job.info()

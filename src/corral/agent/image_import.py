@@ -4,7 +4,9 @@ The steps of ``import_image`` (an agent job, see corral.agent.jobs), each report
 
 1. remove what an interrupted earlier attempt left (``NAME.download``, ``NAME.part``);
 2. an http(s) URL is downloaded into ``images/NAME.download`` (corral.agent.download:
-   resumed, sparse); a local file is read in place. The SHA-256 is computed (while the
+   resumed, sparse; only from addresses corral.safeurls permits); a local file is read in
+   place, only below an import directory (corral.safepaths: checked after symlinks, opened
+   once and then read through that open file). The SHA-256 is computed (while the
    download streams) only when a checksum is given;
 3. the checksum, when given, is compared;
 4. the format is found (``qemu-img info``; an ISO 9660 image is a raw file with ``CD001`` at
@@ -16,11 +18,13 @@ The steps of ``import_image`` (an agent job, see corral.agent.jobs), each report
    ``images/NAME.iso`` (format "iso": a CD-ROM for installs); anything else is converted to
    ``images/NAME.qcow2`` with ``qemu-img convert -p`` (its progress is parsed).
 
-Any failure removes every file of the attempt: nothing half-made stays in the store.
+Any failure removes every file of the attempt: nothing half-made stays in the store. What
+lands in the store is mode 0640 (corral.agent.storage.IMAGE_MODE): not for every user.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -31,9 +35,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from corral.agent import children
 from corral.agent.download import FREE_MARGIN, download
-from corral.agent.storage import Storage, qemu_img_info
+from corral.agent.storage import Storage, private_file, qemu_img_info
 from corral.errors import Conflict, HostError, InsufficientResources, InvalidInput
+from corral.safepaths import PathPolicy
+from corral.safeurls import UrlPolicy
 from corral.validation import validate_name
 
 FORMATS = ("auto", "qcow2", "raw", "vmdk", "vdi", "iso")
@@ -95,7 +102,15 @@ def not_an_image_reason(path: Path, size: int) -> str | None:
 
 def detect_format(path: Path, wanted: str) -> tuple[str, dict[str, Any]]:
     """The image format of ``path`` ("iso" for ISO 9660), checked against ``wanted``."""
-    info = qemu_img_info(path)
+    try:
+        info = qemu_img_info(path)
+    except HostError:
+        with path.open("rb") as f:
+            descriptor = f.read(21) == b"# Disk DescriptorFile"
+        if descriptor:  # read through its open file (safepaths): its extents are elsewhere
+            raise InvalidInput("the source VMDK has an extent in another file; import a "
+                               "monolithic VMDK", field="source") from None
+        raise
     fmt = str(info.get("format"))
     size = path.stat().st_size
     if fmt == "raw" and wanted in ("auto", "iso") and is_iso9660(path):
@@ -138,7 +153,7 @@ def run_qemu_img(argv: list[str], what: str, report: Callable[[float], None]) ->
     ``report`` may raise (a cancelled job): qemu-img is then killed and the error goes on.
     """
     try:
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=0)
+        proc = children.popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=0)
     except FileNotFoundError as exc:
         raise HostError(f"{what}: qemu-img is not installed (apt-get install qemu-utils)") from exc
     assert proc.stdout is not None
@@ -172,8 +187,8 @@ def run_qemu_img(argv: list[str], what: str, report: Callable[[float], None]) ->
 def _measure(path: Path, fmt: str) -> int:
     """Bytes a qcow2 conversion of ``path`` needs (``qemu-img measure``)."""
     try:
-        out = subprocess.run(["qemu-img", "measure", "--output=json", "-f", fmt, "-O", "qcow2",
-                              str(path)], capture_output=True, text=True, timeout=300, check=True)
+        out = children.run(["qemu-img", "measure", "--output=json", "-f", fmt, "-O", "qcow2",
+                            str(path)], capture_output=True, text=True, timeout=300, check=True)
         return int(json.loads(out.stdout)["required"])
     except (subprocess.SubprocessError, ValueError, KeyError, OSError):
         return path.stat().st_blocks * 512  # at worst what the file holds now
@@ -206,7 +221,10 @@ class Importer:
     """One import into ``storage`` (see the module docstring)."""
 
     def __init__(self, storage: Storage, name: str, source: str, fmt: str = "auto",
-                 checksum: str | None = None) -> None:
+                 checksum: str | None = None, *, paths: PathPolicy | None = None,
+                 urls: UrlPolicy | None = None) -> None:
+        """``paths``/``urls``: where a local source may be and which addresses a URL may
+        reach (the agent's settings); by default no local file and no host address."""
         self.storage = storage
         self.name = validate_name(name, "image")
         if fmt not in FORMATS:
@@ -217,6 +235,12 @@ class Importer:
         self.url = is_url(source)
         if not self.url and not Path(source).is_absolute():
             raise InvalidInput("source must be an http(s) URL or an absolute path", field="source")
+        self.paths = paths or PathPolicy()
+        self.urls = urls or UrlPolicy()
+        if self.url:
+            self.urls.check_url(source)  # refused at once, before the job
+        else:
+            self.paths.check_read(source, "source")
         self.resumes = 0  # times a dropped download went on (resumed or restarted)
         self.download = storage.images / f"{self.name}.download"
         self.part = storage.images / f"{self.name}.part"
@@ -233,22 +257,23 @@ class Importer:
         self.storage.delete_image(self.name)  # leftovers of an interrupted attempt
         self.cleanup()
         try:
-            return self._run(report)
+            with contextlib.ExitStack() as stack:
+                pinned = None if self.url else stack.enter_context(
+                    self.paths.opened(self.source, "source"))
+                return self._run(report, pinned)
         except BaseException:
             self.storage.delete_image(self.name)
             self.cleanup()
             raise
 
-    def _run(self, report: Report) -> dict[str, Any]:
+    def _run(self, report: Report, pinned: Path | None) -> dict[str, Any]:
+        """``pinned``: the local source, opened (corral.safepaths.PathPolicy.opened)."""
         digest: str | None = None
-        if self.url:
+        if pinned is None:
             src, digest = self._download(report)
             end = 60
         else:
-            src = Path(self.source)
-            if not src.is_file():
-                raise InvalidInput(f"source {src} is not a readable file on this host",
-                                   field="source")
+            src = pinned
             end = 0
             if self.sha256 is not None:
                 digest, end = _sha256_file(src, report, (0, 30)), 30
@@ -267,10 +292,12 @@ class Importer:
             _check_space(self.storage, _measure(src, fmt), f"converting the {fmt} image")
             what = f"converting {fmt} to qcow2"
             report(end, what)
+            private_file(self.part)
             run_qemu_img(
                 ["qemu-img", "convert", "-p", "-f", fmt, "-O", "qcow2", str(src), str(self.part)],
                 what, lambda pct: report(end + int((98 - end) * pct / 100), f"{what} ({pct:.0f}%)"))
             os.replace(self.part, self.storage.image_path(self.name))
+        self.storage.seal(self.name)
         self.download.unlink(missing_ok=True)
         described = self.storage.describe(self.name).model_dump()
         report(99, f"imported {self.name} ({fmt}, {described['virtual_size'] >> 20} MiB"
@@ -285,7 +312,8 @@ class Importer:
             report(span * done // total if total else 0, message)
 
         got = download(self.source, self.download, progress=progress,
-                       free_bytes=self.storage.free_bytes, sha256=self.sha256 is not None)
+                       free_bytes=self.storage.free_bytes, sha256=self.sha256 is not None,
+                       guard=self.urls)
         self.resumes = got.resumes + got.restarts
         note = f" (resumed {got.resumes}x)" if got.resumes else ""
         report(span, f"downloaded {got.size >> 20} MiB{note}")
@@ -305,6 +333,7 @@ class Importer:
             return
         _check_space(self.storage, src.stat().st_blocks * 512, f"copying the {what}")
         tmp = target.with_suffix(".part")
+        private_file(tmp)
         run_qemu_img(["qemu-img", "convert", "-p", "-f", "raw", "-O", "raw", str(src), str(tmp)],
                      f"copying the {what}",
                      lambda pct: report(end + int((98 - end) * pct / 100), f"copying the {what}"))
@@ -312,5 +341,6 @@ class Importer:
 
 
 def import_image(storage: Storage, name: str, source: str, fmt: str, checksum: str | None,
-                 report: Report) -> dict[str, Any]:
-    return Importer(storage, name, source, fmt, checksum).run(report)
+                 report: Report, *, paths: PathPolicy | None = None,
+                 urls: UrlPolicy | None = None) -> dict[str, Any]:
+    return Importer(storage, name, source, fmt, checksum, paths=paths, urls=urls).run(report)

@@ -14,6 +14,12 @@ again with the same token returns that job even once it is done, so work that fi
 while the engine was down is not done twice (a customization that appends to a file).
 Jobs live in memory: after an agent restart ``GET`` answers 404 and the next attempt of the
 engine's operation starts the work again (the work removes what an interrupted run left).
+
+A job's children (qemu-img, cp...; corral.agent.children) die with it: cancelling kills them
+at once (work blocked in a child without progress reports stops too), and any left when the
+work returns are killed. A submit under a key whose job was cancelled but still stops waits
+for it (up to ``STOP_WAIT_S``) rather than attach to it or start a second writer beside it:
+a resumed operation never collides with the orphan of an earlier attempt.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from corral.agent import children
 from corral.agent_api import Answer
 from corral.agent_api.jobs import JobInfo, JobStatus
 from corral.errors import Conflict, CorralError, NotFound
@@ -37,6 +44,7 @@ log = logging.getLogger(__name__)
 KEEP_DONE = 200  # finished jobs kept for the engine to read their result
 KEEP_DONE_S = 3600.0
 WAIT_MAX_S = 60.0
+STOP_WAIT_S = 20.0  # a submit waits this long for a cancelled job under its key to stop
 
 
 class JobCancelled(Conflict):
@@ -58,6 +66,7 @@ class Job:
     started: float = field(default_factory=time.time)
     finished: float | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
+    procs: children.Children = field(default_factory=children.Children, repr=False)
 
     @property
     def done(self) -> bool:
@@ -106,16 +115,26 @@ class JobRunner:
     def submit(self, kind: str, key: str, work: Work, message: str = "starting",
                token: str | None = None) -> Job:
         """Start ``work`` in a thread, or return the job of this kind already running under
-        ``key`` (Conflict if a job of another kind runs under it)."""
+        ``key`` (Conflict if a job of another kind runs under it). A cancelled job still
+        stopping under ``key`` is waited for (its children are killed already)."""
+        deadline = time.monotonic() + STOP_WAIT_S
         with self._changed:
-            for job in self._jobs.values():
-                if token is not None and job.token == token and job.key == key:
-                    return job
-            for job in self._jobs.values():
-                if job.key == key and not job.done:
-                    if job.kind != kind:
-                        raise Conflict(f"{key} is busy: a {job.kind} job runs on it ({job.message})")
-                    return job
+            while True:
+                for job in self._jobs.values():
+                    if token is not None and job.token == token and job.key == key:
+                        return job
+                busy = next((j for j in self._jobs.values() if j.key == key and not j.done), None)
+                if busy is None:
+                    break
+                if not busy.cancel.is_set():
+                    if busy.kind != kind:
+                        raise Conflict(f"{key} is busy: a {busy.kind} job runs on it ({busy.message})")
+                    return busy
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise Conflict(f"{key} is busy: a cancelled {busy.kind} job still stops; "
+                                   "try again")
+                self._changed.wait(left)
             self._prune()
             job = Job(id=str(uuid.uuid4()), kind=kind, key=key, message=message, token=token)
             self._jobs[job.id] = job
@@ -148,9 +167,18 @@ class JobRunner:
 
     def cancel(self, job_id: str) -> JobInfo:
         job = self.get(job_id)
-        job.cancel.set()
+        job.cancel.set()  # first: the work then sees its killed child as the cancel
+        job.procs.kill()
         self._update(job, message="cancelling")
         return job.info()
+
+    def stop_all(self) -> None:
+        """The agent exits: cancel every running job and kill every child. Takes no lock (it
+        runs in the SIGTERM handler)."""
+        for job in list(self._jobs.values()):
+            if not job.done:
+                job.cancel.set()
+        children.kill_all()
 
     def list(self) -> list[JobInfo]:
         with self._changed:
@@ -166,19 +194,26 @@ class JobRunner:
 
     def _run(self, job: Job, work: Work) -> None:
         try:
-            done = work(JobReporter(self, job))
+            with children.scope(job.procs):
+                done = work(JobReporter(self, job))
             result = done.model_dump(mode="json") if isinstance(done, Answer) else done
-        except CorralError as exc:
-            self._update(job, status="failure", error=exc.to_dict(), message=exc.message,
-                         finished=time.time())
-        except Exception as exc:  # a bug: report it rather than leave the job running
-            log.exception("job %s (%s %s) crashed", job.id, job.kind, job.key)
-            msg = f"{type(exc).__name__}: {exc}"
-            self._update(job, status="failure", error={"code": "internal", "message": msg},
-                         message=msg, finished=time.time())
+        except Exception as exc:
+            if job.cancel.is_set() and not isinstance(exc, JobCancelled):
+                exc = JobCancelled(f"{job.kind} {job.key} was cancelled")  # its child was killed
+            self._fail(job, exc)
         else:
             self._update(job, status="success", progress=100, result=result, message="done",
                          finished=time.time())
+
+    def _fail(self, job: Job, exc: Exception) -> None:
+        if isinstance(exc, CorralError):
+            self._update(job, status="failure", error=exc.to_dict(), message=exc.message,
+                         finished=time.time())
+        else:  # a bug: report it rather than leave the job running
+            log.error("job %s (%s %s) crashed", job.id, job.kind, job.key, exc_info=exc)
+            msg = f"{type(exc).__name__}: {exc}"
+            self._update(job, status="failure", error={"code": "internal", "message": msg},
+                         message=msg, finished=time.time())
 
     def _prune(self) -> None:
         """Forget old finished jobs (called with the lock held)."""

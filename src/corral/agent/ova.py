@@ -12,6 +12,10 @@
 
 Bodies and answers: corral.agent_api.images. Everything is written beside the target as
 ``.part`` and renamed at the end: a failed or cancelled job leaves no half-written OVA or image.
+
+Paths (corral.safepaths, the agent's policy): an OVA is read only from an import directory,
+through the file opened once; one is written nowhere in the system's or corral's own
+directories. Both are checked when the request comes (4xx, no job) and again in the job.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import os
 import shutil
 import tarfile
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from fastapi import APIRouter
@@ -28,7 +33,7 @@ from fastapi import APIRouter
 from corral.agent.clones import convert_to
 from corral.agent.jobs import JobReporter, JobRunner
 from corral.agent.pools import PoolRegistry
-from corral.agent.storage import Progress, Storage, qemu_img_info
+from corral.agent.storage import IMAGE_MODE, Progress, Storage, qemu_img_info
 from corral.agent_api.images import (
     OvaExportBody,
     OvaExported,
@@ -39,8 +44,9 @@ from corral.agent_api.images import (
     VolumeRef,
 )
 from corral.agent_api.jobs import JobInfo
-from corral.errors import Conflict, InvalidInput, NotFound
+from corral.errors import Conflict, HostError, InvalidInput, NotFound
 from corral.images import ovf
+from corral.safepaths import PathPolicy
 from corral.validation import validate_name
 
 
@@ -72,9 +78,37 @@ def _share(report: JobReporter | None, lo: int, span: int) -> Progress | None:
     return lambda pct, msg: report(lo + pct * span // 100, msg)
 
 
+def _check_target(policy: PathPolicy, path: str) -> Path:
+    """The OVA to write: absolute, ``.ova``, allowed by the policy, its directory there."""
+    target = Path(path)
+    if not target.is_absolute() or target.suffix != ".ova":
+        raise InvalidInput("the OVA path must be absolute and end in .ova", field="file")
+    policy.check_write(target, "file")
+    if not target.parent.is_dir():
+        raise InvalidInput(f"directory {target.parent} does not exist", field="file")
+    return target
+
+
+def _write_tar(part: Path, members: list[Path]) -> None:
+    """The OVA's tar at ``part``: made new (never through a symlink), mode 0640."""
+    try:
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, IMAGE_MODE)
+    except FileExistsError:
+        part.unlink()  # an earlier attempt's (or a symlink put there): never written through
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, IMAGE_MODE)
+    with os.fdopen(fd, "wb") as f, tarfile.open(fileobj=f, mode="w",
+                                                format=tarfile.USTAR_FORMAT) as tar:
+        for p in members:  # descriptor first (OVF spec)
+            info = tar.gettarinfo(str(p), arcname=p.name)
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            with p.open("rb") as src:
+                tar.addfile(info, src)
+
+
 def export_ova(storage: Storage, pools: PoolRegistry, vm: str, body: OvaExportBody,
-               report: JobReporter | None) -> OvaExported:
-    target = Path(body.path)
+               report: JobReporter | None, policy: PathPolicy | None = None) -> OvaExported:
+    target = _check_target(policy or PathPolicy(), body.path)
     root = storage.disk_path(vm)
     if not root.exists():
         raise NotFound(f"the disk of VM {vm} is not on this host")
@@ -104,14 +138,11 @@ def export_ova(storage: Storage, pools: PoolRegistry, vm: str, body: OvaExportBo
             report(95, "writing the OVA")
         part = target.with_name(target.name + ".part")
         try:
-            with tarfile.open(part, "w", format=tarfile.USTAR_FORMAT) as tar:
-                for p in (descriptor, manifest, *vmdks):  # descriptor first (OVF spec)
-                    info = tar.gettarinfo(str(p), arcname=p.name)
-                    info.uid = info.gid = 0
-                    info.uname = info.gname = ""
-                    with p.open("rb") as f:
-                        tar.addfile(info, f)
+            _write_tar(part, [descriptor, manifest, *vmdks])
             os.replace(part, target)
+        except OSError as exc:
+            raise HostError(f"cannot write {target}: {exc.strerror or exc}",
+                            field="file") from None
         finally:
             part.unlink(missing_ok=True)
     return OvaExported(path=str(target), size=target.stat().st_size, created=True)
@@ -153,6 +184,7 @@ def import_ova(storage: Storage, name: str, path: Path, report: JobReporter | No
                 convert_to(member_path, target, "qcow2", [],
                            (lambda p, m: report(30 + p * 7 // 10, m)) if report else None,
                            what=f"converting {disk.file}")
+                storage.seal(name)
             except BaseException:
                 storage.delete_image(name)
                 raise
@@ -186,22 +218,31 @@ def fill_volume(storage: Storage, pools: PoolRegistry, pool: str, volume: str, p
                         virtual_size=int(qemu_img_info(target)["virtual-size"]))
 
 
-def router(storage: Storage, jobs: JobRunner, pools: PoolRegistry) -> APIRouter:
+def _source(policy: PathPolicy, path: str) -> Path:
+    """An OVA to read, checked now (the job opens it: PathPolicy.opened)."""
+    if not Path(path).is_absolute():
+        raise InvalidInput(f"{path} is not a readable file on this host", field="file")
+    resolved = policy.check_read(path, "file")
+    if not resolved.is_file():
+        raise InvalidInput(f"{path} is not a readable file on this host", field="file")
+    return Path(path)
+
+
+def router(storage: Storage, jobs: JobRunner, pools: PoolRegistry,
+           paths: Callable[[], PathPolicy] = PathPolicy) -> APIRouter:
+    """``paths``: the agent's path policy now (its pools change); by default nothing may
+    be read and only system and corral directories are refused for writes."""
     r = APIRouter()
 
     @r.post("/v1/disks/{vm}/export-ova")
     def export(vm: str, body: OvaExportBody, op: str | None = None) -> JobInfo:
         validate_name(vm, "vm")
-        target = Path(body.path)
-        if not target.is_absolute() or target.suffix != ".ova":
-            raise InvalidInput("the OVA path must be absolute and end in .ova", field="file")
-        if not target.parent.is_dir():
-            raise InvalidInput(f"directory {target.parent} does not exist", field="file")
-        if target.exists() and op is None:
+        target = _check_target(paths(), body.path)
+        if (target.exists() or target.is_symlink()) and op is None:
             raise Conflict(f"{target} exists already", field="file")
 
         def work(report: JobReporter) -> OvaExported:
-            return export_ova(storage, pools, vm, body, report)
+            return export_ova(storage, pools, vm, body, report, paths())
 
         return jobs.submit("vm.export_ova", f"disk:{vm}", work, message="exporting",
                            token=op).info()
@@ -209,12 +250,11 @@ def router(storage: Storage, jobs: JobRunner, pools: PoolRegistry) -> APIRouter:
     @r.post("/v1/images/{name}/import-ova")
     def import_(name: str, body: OvaImportBody, op: str | None = None) -> JobInfo:
         validate_name(name, "image")
-        path = Path(body.path)
-        if not path.is_absolute() or not path.is_file():
-            raise InvalidInput(f"{path} is not a readable file on this host", field="file")
+        path = _source(paths(), body.path)
 
         def work(report: JobReporter) -> OvaImported:
-            return import_ova(storage, name, path, report)
+            with paths().opened(path, "file") as pinned:
+                return import_ova(storage, name, pinned, report)
 
         return jobs.submit("image.import_ova", f"image:{name}", work, message="importing",
                            token=op).info()
@@ -222,13 +262,12 @@ def router(storage: Storage, jobs: JobRunner, pools: PoolRegistry) -> APIRouter:
     @r.post("/v1/pools/{pool}/volumes/{volume}/import-ova")
     def fill(pool: str, volume: str, body: OvaFillBody, op: str | None = None) -> JobInfo:
         validate_name(volume, "volume")
-        path = Path(body.path)
-        if not path.is_absolute() or not path.is_file():
-            raise InvalidInput(f"{path} is not a readable file on this host", field="file")
+        path = _source(paths(), body.path)
         file_source(pools, (pool, volume))  # refused now, not in the job
 
         def work(report: JobReporter) -> VolumeFilled:
-            return fill_volume(storage, pools, pool, volume, path, body.disk, report)
+            with paths().opened(path, "file") as pinned:
+                return fill_volume(storage, pools, pool, volume, pinned, body.disk, report)
 
         return jobs.submit("volume.import_ova", f"volume:{pool}/{volume}", work,
                            message="importing", token=op).info()

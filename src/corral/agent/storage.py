@@ -8,28 +8,77 @@ Layout under the storage dir::
     images/NAME.download|.part   an import under way (corral.agent.image_import)
     vms/NAME.qcow2               VM disks: qcow2 overlays backed by an image (O(1) to create)
     vms/NAME-cidata.iso          cloud-init NoCloud seed of a VM (read-only CD-ROM)
+
+Partial files (``*.part``, ``*.download``, ``*.customize``, ``.ova-*`` work dirs) belong to a
+running job only: at start the agent knows no jobs, and :meth:`Storage.sweep_leftovers`
+removes them (an import never resumes a ``.download`` across restarts: it starts over).
+
+Images and VM disks are mode 0640 (:data:`IMAGE_MODE`, owner root): not readable by every
+user of the host. QEMU still opens them: libvirt's DAC driver (dynamic_ownership, the
+default) gives every file of a VM, the whole backing chain of its disk included (the image
+under a VM disk), kernel, initrd and CD-ROMs too, to QEMU's user (libvirt-qemu) when the
+VM starts, as it does for the 0600 volumes of dir pools. 0640 rather than 0600: a host that
+runs QEMU in root's group (or with dynamic_ownership off and a group ACL) still works.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import shutil
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from corral.agent import children
 from corral.agent_api.images import ImageInfo
 from corral.errors import Conflict, HostError, InvalidInput, NotFound
 from corral.validation import validate_name
 
 Progress = Callable[[int, str], None]
+IMAGE_MODE = 0o640
+log = logging.getLogger(__name__)
+
+# What interrupted jobs leave in the storage dir, by directory (relative to its root).
+LEFTOVERS = (("images", ("*.part", "*.download", "*.customize")),
+             ("vms", ("*.part", "*.customize")), ("vms/bases", ("*.part",)),
+             (".", (".ova-*",)), ("build", (".customize-*",)),
+             ("build/appliance-kernel", (".unpack-*",)))
+
+
+def remove_leftover(path: Path, why: str) -> bool:
+    """Remove a partial file (or work dir) of an interrupted job, and log it."""
+    try:
+        st = path.lstat()
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        log.warning("cannot remove %s (%s): %s", path, why, exc)
+        return False
+    log.warning("removed %s (%d MiB): %s", path, st.st_blocks * 512 >> 20, why)
+    return True
+
+
+def private_file(path: Path) -> None:
+    """Create ``path`` empty with :data:`IMAGE_MODE` (not through a symlink), for a tool
+    that then writes it (qemu-img keeps the mode of a file it overwrites): what it
+    writes is never readable by other users, not even while it is being written."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, IMAGE_MODE)
+    try:
+        os.fchmod(fd, IMAGE_MODE)
+    finally:
+        os.close(fd)
 
 
 def _run(argv: list[str], what: str, timeout: float = 3600) -> str:
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+        proc = children.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
     except FileNotFoundError as exc:
         raise HostError(f"{what}: {argv[0]} is not installed (apt-get install qemu-utils)") from exc
     if proc.returncode != 0:
@@ -50,6 +99,18 @@ class Storage:
         self.vms = root / "vms"
         for d in (self.images, self.vms):
             d.mkdir(parents=True, exist_ok=True)
+
+    def sweep_leftovers(self) -> list[Path]:
+        """Remove the partial files of jobs that died with an earlier agent (call at start,
+        before any job runs)."""
+        removed = []
+        for sub, patterns in LEFTOVERS:
+            d = self.root / sub
+            for pattern in patterns:
+                for path in sorted(d.glob(pattern)) if d.is_dir() else []:
+                    if remove_leftover(path, "left by a job of an earlier agent"):
+                        removed.append(path)
+        return removed
 
     # -- paths: every name is validated before it becomes a path --------------------------
     def image_path(self, name: str) -> Path:
@@ -107,12 +168,20 @@ class Storage:
             shutil.copyfile(tiny.initrd, target.with_suffix(".initrd"))
             target.with_suffix(".cmdline").write_text(tiny.cmdline + "\n")
             os.replace(tiny.disk, target)
+            self.seal(name)
         except BaseException:
             self.delete_image(name)
             raise
         finally:
             shutil.rmtree(work, ignore_errors=True)
         return self.describe(name)
+
+    def seal(self, name: str) -> None:
+        """Give the files of image NAME :data:`IMAGE_MODE` (whatever made them)."""
+        path = self.image_path(name)
+        for suffix in (".qcow2", ".iso", ".vmlinuz", ".initrd", ".cmdline"):
+            with contextlib.suppress(FileNotFoundError):
+                path.with_suffix(suffix).chmod(IMAGE_MODE)
 
     def delete_image(self, name: str) -> None:
         path = self.image_path(name)
@@ -142,6 +211,7 @@ class Storage:
         if size is not None:
             argv.append(str(size))
         try:
+            private_file(tmp)
             _run(argv, f"create disk of {vm}")
             os.replace(tmp, path)
         finally:
@@ -156,6 +226,7 @@ class Storage:
             return {"path": str(path), "created": False}
         tmp = path.with_suffix(".part")
         try:
+            private_file(tmp)
             _run(["qemu-img", "create", "-q", "-f", "qcow2", str(tmp), str(size)],
                  f"create disk of {vm}")
             os.replace(tmp, path)

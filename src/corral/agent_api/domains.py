@@ -25,6 +25,7 @@ class HostFacts(Answer):
     console_dir: str
     storage_free: int
     qos: str = "libvirt"  # who polices NIC bandwidth: libvirt <bandwidth>, or "nftables"
+    state_dir: str | None = None  # the agent's own files (corral.safepaths: never a user's)
 
 
 class DomainInfo(Answer):

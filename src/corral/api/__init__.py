@@ -2,6 +2,8 @@
 
 from corral.api.models import (
     CloudInit,
+    ConsoleTicket,
+    ErrorBody,
     Event,
     GuestCustomize,
     GuestFile,
@@ -42,6 +44,8 @@ from corral.api.storage import (
 
 __all__ = [
     "CloudInit",
+    "ConsoleTicket",
+    "ErrorBody",
     "Event",
     "GuestCustomize",
     "GuestFile",

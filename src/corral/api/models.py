@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from corral.cloudinit import validate as cloudcheck
 from corral.errors import InvalidInput
 from corral.images import guestspec
-from corral.validation import parse_size, validate_name
+from corral.validation import MEMORY_MAX, NAME_MAX, SIZE_MAX, parse_size, validate_name
+
+# XML 1.0's Char production, negated: what no XML document may contain.
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+# A resource name in the OpenAPI document (the validator of _name_field says why one is
+# refused): 1-63 ASCII letters, digits, '-' or '_', starting with a letter or digit.
+NAME_SCHEMA = {"pattern": "^[A-Za-z0-9][A-Za-z0-9_-]*$", "minLength": 1, "maxLength": NAME_MAX}
+Name = Annotated[str, Field(json_schema_extra=NAME_SCHEMA)]
 
 
 def _name_field(field: str) -> Any:
@@ -28,15 +38,31 @@ def _name_field(field: str) -> Any:
     return field_validator(field)(check)
 
 
-def _size(value: object, field: str, unit: str) -> int:
+def _size(value: object, field: str, unit: str, most: int = SIZE_MAX) -> int:
     try:
-        return parse_size(value, field, unit)
+        return parse_size(value, field, unit, most)
     except InvalidInput as exc:
         raise ValueError(exc.message) from None
 
 
 class _Request(BaseModel):
+    """A request body: unknown fields refused, and no text that XML cannot hold (NUL and
+    other control characters, lone surrogates, U+FFFE/U+FFFF) in any string field: names,
+    descriptions and user-data reach domain XML, OVF descriptors and files."""
+
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _xml_text(cls, v: Any) -> Any:
+        for text in (v if isinstance(v, list) else [v]):
+            if isinstance(text, str):
+                bad = _NOT_XML.search(text)
+                if bad:
+                    raise ValueError(f"contains U+{ord(bad.group()):04X}, a character XML "
+                                     "cannot hold (control characters other than tab and "
+                                     "newline are refused)")
+        return v
 
 
 class VmState(StrEnum):
@@ -156,17 +182,17 @@ class VmAddress(BaseModel):
 
 
 class VmCreate(_Request):
-    name: str
-    image: str | None = Field(None, description="Image the root disk is a linked clone of")
-    iso: str | None = Field(None, description="ISO image to install from: attached as a CD-ROM, "
+    name: Name
+    image: Name | None = Field(None, description="Image the root disk is a linked clone of")
+    iso: Name | None = Field(None, description="ISO image to install from: attached as a CD-ROM, "
                             "the root disk is blank (needs disk)")
     cpus: int = Field(1, ge=1, le=64)
     memory: str | int = "512M"
     disk: str | int | None = Field(None, description="Root disk size (grows the image); default: image size")
-    network: str = "default"
+    network: Name = "default"
     start: bool = False
     cloud_init: CloudInit | None = Field(None, description="Attach a cloud-init NoCloud seed")
-    pool: str | None = Field(None, description="Storage pool of the root disk (dir, shared or "
+    pool: Name | None = Field(None, description="Storage pool of the root disk (dir, shared or "
                              "rbd); default: the host's storage dir (pool `default`)")
     security_groups: list[str] = Field([], description="Security groups of the first NIC")
 
@@ -189,7 +215,7 @@ class VmCreate(_Request):
     @field_validator("memory")
     @classmethod
     def _memory(cls, v: str | int) -> str | int:
-        if _size(v, "memory", "M") < 16 << 20:
+        if _size(v, "memory", "M", MEMORY_MAX) < 16 << 20:
             raise ValueError("memory must be at least 16M")
         return v
 
@@ -202,7 +228,7 @@ class VmCreate(_Request):
 
     @property
     def memory_mib(self) -> int:
-        return parse_size(self.memory, "memory", "M") >> 20
+        return parse_size(self.memory, "memory", "M", MEMORY_MAX) >> 20
 
     @property
     def disk_bytes(self) -> int | None:
@@ -233,7 +259,7 @@ class Vm(BaseModel):
 
 
 class ImageImport(_Request):
-    name: str
+    name: Name
     source: str = Field(description="http(s) URL (downloaded by the host's agent) or absolute "
                                     "path of an image file on the host")
     format: str = Field("auto", pattern="^(auto|qcow2|raw|vmdk|vdi|iso)$",
@@ -334,7 +360,7 @@ class GuestCustomize(_Request):
 
 
 class ImageBuildTiny(_Request):
-    name: str = "tiny"
+    name: Name = "tiny"
 
     _name = _name_field("name")
 
@@ -372,7 +398,7 @@ class NetworkOverlay(StrEnum):
 
 
 class NetworkCreate(_Request):
-    name: str
+    name: Name
     mode: NetworkMode = NetworkMode.NAT
     backend: NetworkBackend = NetworkBackend.LINUXBRIDGE
     subnet: str | None = Field(None, description="IPv4 CIDR; default: a free /24 of 10.210.0.0/16")
@@ -459,3 +485,24 @@ class Status(BaseModel):
     running_vms: int
     images: int
     data_dir: str
+
+
+class ErrorDetail(BaseModel):
+    """What went wrong: ``code`` is stable (corral.errors), ``message`` meant for a person,
+    ``field`` the request field at fault."""
+
+    code: str
+    message: str
+    field: str | None = None
+    details: dict[str, Any] | None = None
+
+
+class ErrorBody(BaseModel):
+    """Every error answer of the API, whatever its status."""
+
+    error: ErrorDetail
+
+
+class ConsoleTicket(BaseModel):
+    ticket: str = Field(description="Open /api/v1/vms/NAME/console?ticket=TICKET with it, once")
+    expires_in: int = Field(description="Seconds it stays valid")

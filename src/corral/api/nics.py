@@ -7,7 +7,7 @@ import re
 
 from pydantic import BaseModel, Field, field_validator
 
-from corral.api.models import Reservation, _Request
+from corral.api.models import Name, Reservation, _Request
 from corral.errors import InvalidInput
 from corral.validation import validate_name
 
@@ -37,6 +37,8 @@ def _kbps(v: int | None) -> int | None:
     return v
 
 _MAC_RE = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
+# What the schema says a MAC looks like (normalize_mac also takes upper case and '-').
+MAC_PATTERN = "^[0-9A-Fa-f]{2}([:-][0-9A-Fa-f]{2}){5}$"
 
 
 def normalize_mac(value: str) -> str:
@@ -52,8 +54,9 @@ def normalize_mac(value: str) -> str:
 
 
 class NicCreate(_Request):
-    network: str = Field(description="network the NIC joins")
-    mac: str | None = Field(None, description="MAC address (default: a free 52:54:00:xx:xx:xx)")
+    network: Name = Field(description="network the NIC joins")
+    mac: str | None = Field(None, description="MAC address (default: a free 52:54:00:xx:xx:xx)",
+                            json_schema_extra={"pattern": MAC_PATTERN})
     ip: str | None = Field(None, description="static IPv4 address: a DHCP reservation")
     security_groups: list[str] = Field([], description="security groups (none: unfiltered)")
     inbound_kbps: int | None = Field(None, description="QoS: average rate to the guest, KiB/s")

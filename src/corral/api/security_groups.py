@@ -13,7 +13,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from corral.api.models import _Request
+from corral.api.models import Name, _Request
 from corral.errors import InvalidInput
 from corral.validation import validate_name
 
@@ -55,7 +55,7 @@ def parse_port_range(value: str) -> tuple[int, int]:
 
 
 class SecurityGroupCreate(_Request):
-    name: str = Field(description="group name (1-63 letters, digits, '-', '_')")
+    name: Name = Field(description="group name (1-63 letters, digits, '-', '_')")
     description: str = Field("", max_length=255, description="free text")
 
     @field_validator("name")

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from corral.api.models import _name_field, _Request
+from corral.api.models import Name, _name_field, _Request
 
 
 class SnapshotCreate(_Request):
@@ -15,10 +15,10 @@ class SnapshotCreate(_Request):
 
     ``quiesce`` freezes the guest's file systems around it (needs the QEMU guest agent)."""
 
-    name: str
+    name: Name
     memory: bool = False
     quiesce: bool = False
-    description: str | None = None
+    description: str | None = Field(None, max_length=1024)
 
     _name = _name_field("name")
 
@@ -44,9 +44,9 @@ class CloneMode(StrEnum):
 
 
 class VmClone(_Request):
-    name: str
+    name: Name
     mode: CloneMode | None = None  # default: linked, full with a snapshot
-    snapshot: str | None = None  # clone the disk as it was in this snapshot (a full copy)
+    snapshot: Name | None = None  # clone the disk as it was in this snapshot (a full copy)
     start: bool = False
 
     _name = _name_field("name")
@@ -57,8 +57,8 @@ class TemplateCreate(_Request):
     """A template is an image made from a stopped VM's disk (flattened): create VMs from it
     with ``vm create --template NAME`` (the same as ``--image NAME``)."""
 
-    name: str
-    vm: str
+    name: Name
+    vm: Name
 
     _name = _name_field("name")
     _vm = _name_field("vm")
@@ -73,8 +73,8 @@ class OvaImport(_Request):
     other disks become volumes ``default/NAME-diskN`` attached to the VM."""
 
     file: str  # absolute path on this node's machine
-    name: str | None = None  # default: the descriptor's VirtualSystem name
-    network: str = "default"
+    name: Name | None = None  # default: the descriptor's VirtualSystem name
+    network: Name = "default"
     start: bool = False
 
     _name = _name_field("name")

@@ -8,7 +8,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from corral.api.models import _name_field, _Request, _size
+from corral.api.models import Name, _name_field, _Request, _size
 from corral.errors import InvalidInput
 from corral.validation import parse_size, validate_name
 
@@ -55,7 +55,7 @@ def check_host_path(value: str, field: str) -> str:
 
 
 class PoolCreate(_Request):
-    name: str
+    name: Name
     type: PoolType = PoolType.DIR
     path: str | None = Field(None, description="dir: default DATA/agent/storage/pools/NAME; "
                              "shared: the mount point every host has (required)")
@@ -115,7 +115,7 @@ class Pool(BaseModel):
 
 
 class VolumeCreate(_Request):
-    name: str
+    name: Name
     size: str | int = Field(description="e.g. 10G; a number alone is in GiB; rounded up to MiB")
     format: VolumeFormat | None = Field(None, description="default: qcow2 in dir and shared "
                                         "pools, raw in rbd pools (RBD images are raw)")

@@ -26,15 +26,29 @@ def up(
              "per node on a machine (e.g. corral1 with --subnet 10.211.0.0/24)"),
     libvirt_uri: str = typer.Option("qemu:///system", "--libvirt-uri"),
     detach: bool = typer.Option(False, "--detach", "-d", help="Run in the background"),
+    import_dir: list[Path] | None = typer.Option(
+        None, "--import-dir",
+        help="Another directory `image import` and `vm import-ova` may read local files from "
+             "(repeat it); DATA_DIR/import always is one. corral's own directories, storage "
+             "pools and /etc, /proc, /sys, /dev never are"),
+    import_allow_cidr: list[str] | None = typer.Option(
+        None, "--import-allow-cidr",
+        help="A range import URLs may reach although it is loopback, link-local or this "
+             "host's (refused by default), e.g. 127.0.0.0/8 for a mirror on this host "
+             "(repeat it)"),
 ) -> None:
     """Start corral on this host: engine (HTTPS API) + local agent; libvirtd if none runs."""
     from corral.agent_api.networks import validate_bridge_name
     from corral.node import up as node_up  # the engine's imports are heavy: only here
+    from corral.safeurls import parse_cidrs
 
     opts = node_up.UpOptions(data_dir=data_dir or default_data_dir(), listen=listen, port=port,
-                             subnet=subnet, libvirt_uri=libvirt_uri, bridge=bridge)
+                             subnet=subnet, libvirt_uri=libvirt_uri, bridge=bridge,
+                             import_dirs=tuple(p.absolute() for p in import_dir or ()),
+                             import_allow_cidrs=tuple(import_allow_cidr or ()))
     with handled():
         validate_bridge_name(bridge)  # before anything starts
+        parse_cidrs(opts.import_allow_cidrs)
         if detach:
             node_up.start_detached(opts)
             out.print(f"corral is up (data dir {opts.data_dir}, API https://{listen}:{port}); "

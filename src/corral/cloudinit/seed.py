@@ -32,7 +32,7 @@ from typing import Any
 import pycdlib
 
 from corral.cloudinit import yamlout
-from corral.cloudinit.validate import is_cloud_config
+from corral.cloudinit.validate import MAX_DOC, is_cloud_config, network_document
 from corral.errors import InvalidInput
 
 LABEL = "cidata"
@@ -92,6 +92,9 @@ def render_user_data(
                 field="cloud_init.user_data",
             )
         return user_data
+    if user_data is not None and len(user_data.encode()) > MAX_DOC:
+        raise InvalidInput(f"cloud_init.user_data is larger than {MAX_DOC // 1024} KiB",
+                           field="cloud_init.user_data")
     base = yamlout.load_mapping(user_data, "cloud_init.user_data", "#cloud-config user-data") \
         if user_data is not None else {}
     cfg: dict[str, Any] = {"hostname": hostname, **base}
@@ -121,10 +124,7 @@ def render_user_data(
 
 def render_network_config(network_config: str | None, mac: str | None) -> str | None:
     if network_config is not None:
-        data = yamlout.load_mapping(network_config, "cloud_init.network_config", "network-config")
-        if set(data) == {"network"} and isinstance(data["network"], dict):
-            data = data["network"]  # the wrapper cloud-init also strips
-        return yamlout.dump(data)
+        return yamlout.dump(network_document(network_config, "cloud_init.network_config"))
     if mac is None:
         return None
     return yamlout.dump({"version": 2, "ethernets": {

@@ -1,4 +1,10 @@
-"""Checks of cloud-init input at the API edge: each bad value is an InvalidInput naming its field."""
+"""Checks of cloud-init input at the API edge: each bad value is an InvalidInput naming its field.
+
+The checks the API types run (pydantic validators, which FastAPI runs on the server's event
+loop) are cheap: sizes, patterns. The YAML of user-data and network-config is parsed (with a
+bounded cost, :func:`corral.cloudinit.yamlout.load_mapping`) when the seed is rendered, which
+the engine does once when the settings are written, in a worker thread, never on a read.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ import base64
 import binascii
 import re
 import struct
+from typing import Any
 
 from corral.cloudinit.yamlout import load_mapping
 from corral.errors import InvalidInput
@@ -98,17 +105,23 @@ def is_cloud_config(text: str) -> bool:
 
 
 def user_data(value: str, field: str) -> str:
-    """Any user-data cloud-init takes; a ``#cloud-config`` one must be a YAML mapping."""
+    """Any user-data cloud-init takes, at most MAX_DOC bytes (a ``#cloud-config`` one must be a
+    YAML mapping: checked when rendered, see the module's docstring)."""
     _size(value, field)
-    if is_cloud_config(value):
-        load_mapping(value, field, "#cloud-config user-data")
-    elif not value.strip():
+    if not is_cloud_config(value) and not value.strip():
         raise InvalidInput(f"{field} is empty", field=field)
     return value
 
 
 def network_config(value: str, field: str) -> str:
-    """Network config version 1 or 2 (optionally under a top-level ``network:`` key)."""
+    """At most MAX_DOC bytes (its YAML is checked when rendered: :func:`network_document`)."""
+    _size(value, field)
+    return value
+
+
+def network_document(value: str, field: str) -> dict[str, Any]:
+    """Network config version 1 or 2 (optionally under a top-level ``network:`` key), parsed;
+    the wrapper is taken off (as cloud-init does)."""
     _size(value, field)
     data = load_mapping(value, field, "network-config")
     if set(data) == {"network"} and isinstance(data["network"], dict):
@@ -116,7 +129,7 @@ def network_config(value: str, field: str) -> str:
     if data.get("version") not in (1, 2):
         raise InvalidInput(f"{field} must say 'version: 1' or 'version: 2' (cloud-init network "
                            "config)", field=field)
-    return value
+    return data
 
 
 def key_file_hint(value: str, field: str) -> str:

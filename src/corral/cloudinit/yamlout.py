@@ -12,6 +12,11 @@ the same (which lets the tiny guest read it with a few lines of awk):
 - empty collections are ``{}`` and ``[]``.
 
 The output is plain YAML 1.1 and 1.2: real cloud-init reads it like any other file.
+
+User input is read by :func:`load_mapping` with a bounded cost: no anchors or aliases (so what
+is parsed is never larger than what was sent: no "billion laughs"), at most ``MAX_DEPTH``
+nested collections and ``MAX_NODES`` nodes, no integer of more than ``MAX_INT_CHARS``
+characters; each refusal is an InvalidInput naming the field.
 """
 
 from __future__ import annotations
@@ -27,6 +32,53 @@ import yaml
 from corral.errors import InvalidInput
 
 _PLAIN_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+
+MAX_DEPTH = 32  # nested collections of one document
+MAX_NODES = 10_000  # scalars and collections of one document
+MAX_INT_CHARS = 64  # an integer scalar (its decimal or base-60 form costs more with length)
+
+
+class _Refused(yaml.YAMLError):
+    def __init__(self, problem: str, mark: Any) -> None:  # a yaml Mark (pure or libyaml's)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        super().__init__(problem + where)
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader that refuses anchors and aliases and bounds nesting, nodes and integers."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._nodes = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise _Refused("YAML anchors and aliases (&name, *name) are not allowed",
+                           event.start_mark)
+        self._nodes += 1
+        if self._nodes > MAX_NODES:
+            raise _Refused(f"more than {MAX_NODES} YAML nodes", event.start_mark)
+        if not isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+            return super().compose_node(parent, index)
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise _Refused(f"YAML nested more than {MAX_DEPTH} levels deep", event.start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        if len(node.value) > MAX_INT_CHARS:
+            raise _Refused(f"an integer of more than {MAX_INT_CHARS} characters (quote it to "
+                           "make it a string)", node.start_mark)
+        value: int = super().construct_yaml_int(node)
+        return value
+
+
+_BoundedLoader.add_constructor("tag:yaml.org,2002:int", _BoundedLoader.construct_yaml_int)
 
 
 def _plain(value: Any) -> Any:
@@ -92,8 +144,10 @@ def dump(data: Mapping[str, Any], header: str | None = None) -> str:
 def load_mapping(text: str, field: str, what: str) -> dict[str, Any]:
     """Parse a YAML document that must be a mapping (or empty); InvalidInput naming ``field``."""
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
+        data = yaml.load(text, Loader=_BoundedLoader)
+    except _Refused as exc:
+        raise InvalidInput(f"{what}: {exc}", field=field) from None
+    except (yaml.YAMLError, ValueError, RecursionError) as exc:  # ValueError: a bad date
         raise InvalidInput(f"{what} is not valid YAML: {exc}".replace("\n", " "), field=field) from None
     if data is None:
         return {}

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
 import corral
+from corral.api import ErrorBody
 from corral.engine.context import EngineContext, EngineSettings
 from corral.engine.db.session import migrate
 from corral.engine.reconciler import Reconciler
@@ -30,7 +33,7 @@ from corral.engine.services import vm_nics as vm_nic_service
 from corral.engine.services import vm_snapshots as vm_snapshot_service
 from corral.engine.services import vms as vm_service
 from corral.engine.services import volumes as volume_service
-from corral.httpserve import install_error_handlers
+from corral.httpserve import BodyLimit, install_error_handlers
 
 
 def build_context(settings: EngineSettings) -> EngineContext:
@@ -53,7 +56,14 @@ def build_context(settings: EngineSettings) -> EngineContext:
     return ctx
 
 
+# The event loop shares the GIL with the threads that run the routes: each time it wakes
+# (a socket, a timer) it waits up to this long for a busy thread to let go (Python's default
+# is 5 ms, a few of which add up for every request while a thread parses a large body).
+SWITCH_INTERVAL_S = 0.001
+
+
 def create_app(ctx: EngineContext) -> FastAPI:
+    sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
     reconciler = Reconciler(ctx)
 
     @asynccontextmanager
@@ -71,18 +81,33 @@ def create_app(ctx: EngineContext) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.ctx = ctx
+    app.add_middleware(BodyLimit)
     install_error_handlers(app)
 
-    @app.get("/api/v1/health", tags=["status"])
-    def health() -> dict[str, str]:
+    @app.get("/api/v1/health", tags=["status"], responses=ERRORS)
+    async def health() -> dict[str, str]:  # no work: answered on the event loop, no thread hop
         return {"status": "ok", "version": corral.__version__}
 
-    for module in (vms, images, operations, events, hosts, networks):
-        app.include_router(module.router)
-    app.include_router(customize_routes.router)
-    for storage_routes in (pool_routes, volume_routes, vm_disk_routes):
-        app.include_router(storage_routes.router)
-    app.include_router(vm_snapshot_routes.router)
-    app.include_router(vm_nic_routes.router)
-    app.include_router(sg_routes.router)
+    for module in (vms, images, operations, events, hosts, networks, customize_routes,
+                   pool_routes, volume_routes, vm_disk_routes, vm_snapshot_routes,
+                   vm_nic_routes, sg_routes):
+        app.include_router(module.router, responses=ERRORS)
     return app
+
+
+# What any route may answer besides its success, all in one shape (corral.api.ErrorBody):
+# declared on every route, so that the OpenAPI document says what clients will get.
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": why} for status, why in [
+        (400, "The body could not be read"),
+        (401, "No token, or not a valid one"),
+        (404, "No such resource"),
+        (409, "Conflict: the name is taken, the resource is in use or in the wrong state"),
+        (413, "The body is too large"),
+        (422, "A field is not valid (``error.field`` names it)"),
+        (500, "A bug: the engine's log has the details"),
+        (502, "A host's agent failed or could not be reached"),
+        (503, "A dependency is missing or not running"),
+        (504, "A host's agent did not answer in time"),
+    ]
+}

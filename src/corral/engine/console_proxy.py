@@ -10,27 +10,43 @@ from fastapi import WebSocket, WebSocketDisconnect
 
 from corral.engine.context import EngineContext
 from corral.engine.db.models import Host, Vm
+from corral.engine.services import console_tickets
 from corral.engine.services.auth import check_token
-from corral.errors import CorralError
+from corral.errors import CorralError, Unauthorized
 from corral.httpserve import client_bytes
+
+
+def _agent_of(ctx: EngineContext, ws: WebSocket, name: str) -> tuple[str, str] | None:
+    """(agent URL, agent token) of the VM's host; None: no such VM. The client shows an API
+    token (``Authorization: Bearer``, as every route takes it) or a console ticket
+    (``?ticket=``, for browsers); no bare token, and no token in the URL, where logs keep
+    it. Blocking (database)."""
+    ticket = ws.query_params.get("ticket")
+    if ticket is not None:
+        console_tickets.redeem(ticket, name)
+    else:
+        scheme, _, secret = ws.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not secret.strip():
+            raise Unauthorized("send Authorization: Bearer TOKEN, or ?ticket= from "
+                               f"POST /api/v1/vms/{name}/console-ticket")
+        check_token(ctx, secret.strip())
+    with ctx.db.session() as s:
+        vm = s.query(Vm).filter_by(name=name).one_or_none()
+        host = s.get(Host, vm.host_id) if vm and vm.host_id else None
+        return None if vm is None or host is None else (host.url, host.token)
 
 
 async def proxy_console(ws: WebSocket, name: str) -> None:
     ctx: EngineContext = ws.app.state.ctx
-    secret = ws.headers.get("authorization", "").removeprefix("Bearer ").strip()
-    secret = secret or ws.query_params.get("token", "")
-    try:
-        check_token(ctx, secret)
-        with ctx.db.session() as s:
-            vm = s.query(Vm).filter_by(name=name).one_or_none()
-            host = s.get(Host, vm.host_id) if vm and vm.host_id else None
-            if vm is None or host is None:
-                await ws.close(code=4404, reason=f"VM {name} not found")
-                return
-            url, token = host.url, host.token
+    try:  # off the event loop, as sync routes are
+        agent = await asyncio.to_thread(_agent_of, ctx, ws, name)
     except CorralError as exc:
         await ws.close(code=4401, reason=exc.message)
         return
+    if agent is None:
+        await ws.close(code=4404, reason=f"VM {name} not found")
+        return
+    url, token = agent
     await ws.accept()
     agent_url = url.replace("http", "ws", 1) + f"/v1/domains/{name}/console"
     try:

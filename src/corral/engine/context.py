@@ -25,10 +25,23 @@ class EngineSettings:
     # How long a host's agent must stay unreachable (over at least two polls) before the
     # host is taken as unresponsive: one slow answer or a restart must not fence it.
     host_grace_s: float = 30.0
+    # Thin provisioning: a new disk's virtual size may be this many times the free space of
+    # its pool (1.0: it must fit, as if fully written; `corral up --storage-overcommit`).
+    storage_overcommit: float = 1.0
+    # Local files image and OVA imports may read (corral.safepaths): DATA_DIR/import, then
+    # these (`corral up --import-dir`); the agent checks them again with its own.
+    import_dirs: tuple[Path, ...] = ()
+    # Ranges an import URL may reach although they are loopback, link-local or this host's
+    # (corral.safeurls; `corral up --import-allow-cidr`): none by default.
+    import_allow_cidrs: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.db_url:
             self.db_url = f"sqlite:///{self.data_dir / 'corral.db'}"
+
+    @property
+    def all_import_dirs(self) -> tuple[Path, ...]:
+        return (self.data_dir / "import", *self.import_dirs)
 
 
 @dataclass

@@ -33,6 +33,7 @@ import sqlalchemy as sa
 
 from corral.api import Operation as OperationOut
 from corral.api import OperationStatus
+from corral.engine.db import claims
 from corral.engine.db.models import Host, Operation, utcnow
 from corral.engine.db.session import Database
 from corral.engine.events import EventBus
@@ -78,6 +79,9 @@ class OpType:
     prereq: Executor | None = None  # under the locks, before execute; raises to refuse
     undo: Executor | None = None  # a dropped (never started) one: revert the service's marks
     may_cancel: bool = False  # execute checks the cancel flag while it runs
+    # A run that failed (or crashed): move the marks on to where a retry or a delete can
+    # start again (an ``error`` state), so no row stays "deleting" for ever.
+    failed: Executor | None = None
 
 
 @dataclass
@@ -87,6 +91,16 @@ class _Live:
     phase: str  # waiting (for locks) | ready (locks held, for a worker) | running | dropped
     attempts: int = 0
     cancel: threading.Event = field(default_factory=threading.Event)
+
+
+def _refuse_taken(s: Any, resources: dict[str, list[str]], kinds: Sequence[str]) -> None:
+    wanted = {(k, v) for k in kinds for v in resources.get(k, [])}
+    for other in s.query(Operation).filter(Operation.status.in_(ACTIVE)):
+        taken = wanted & {(k, v) for k in kinds for v in (other.resources or {}).get(k, [])}
+        if taken:
+            kind, value = sorted(taken)[0]
+            raise Conflict(f"{value} is in use by operation {other.id} ({other.type}): wait "
+                           "for it to end", field=kind, operation=other.id)
 
 
 class OperationRunner:
@@ -112,21 +126,27 @@ class OperationRunner:
                              daemon=True).start()
 
     def register(self, type_: str, executor: Executor, *, prereq: Executor | None = None,
-                 undo: Executor | None = None, may_cancel: bool = False) -> None:
-        self._types[type_] = OpType(executor, prereq, undo, may_cancel)
+                 undo: Executor | None = None, may_cancel: bool = False,
+                 failed: Executor | None = None) -> None:
+        self._types[type_] = OpType(executor, prereq, undo, may_cancel, failed)
 
     # -- submitting and running ------------------------------------------------------------
 
     def submit(self, type_: str, resources: dict[str, list[str]], params: dict[str, Any],
                locks: Sequence[str] = (), *, lock: str | None = None,
                host_id: str | None = None, project: str | None = None,
-               user: str | None = None) -> OperationOut:
+               user: str | None = None, exclusive: Sequence[str] = ()) -> OperationOut:
         """Persist and queue an operation. ``locks``: every lock it needs (``lock``: one,
-        the older spelling); ``host_id``: the host it works on (its ``location``)."""
+        the older spelling); ``host_id``: the host it works on (its ``location``);
+        ``exclusive``: kinds of ``resources`` (e.g. ``files``) no other pending or running
+        operation may name at the same time — refused with a 409 instead of queued."""
         if type_ not in self._types:
             raise CorralError(f"no executor for operation type {type_}")
         names = normalize([*locks, lock or ""])
         with self.db.session() as s:
+            if exclusive:
+                claims.serialize(s, Operation)  # no other submit between check and insert
+                _refuse_taken(s, resources, exclusive)
             host = s.get(Host, host_id) if host_id else None
             op = Operation(type=type_, resources=resources, params=params, locks=names,
                            location=host.name if host else None, project=project, user=user,
@@ -188,23 +208,39 @@ class OperationRunner:
             first = op.attempts == 1
         kind = self._types[type_]
         ctx = OpContext(self, op_id, params, cancel)
+        executing = False  # prereq passed: a failure from here on is the executor's
         try:
             self.update(op_id, status=OperationStatus.RUNNING)
             if kind.prereq is not None:
                 self._prereq(kind, ctx, first)
+            executing = True
             kind.execute(ctx)
         except Cancelled as exc:
             self.update(op_id, status=OperationStatus.CANCELLED, error=exc.to_dict(),
                         message=exc.message)
         except CorralError as exc:
+            if executing:
+                self._failed(kind, ctx)
             self.update(op_id, status=OperationStatus.FAILURE, error=exc.to_dict(),
                         message=exc.message)
-        except Exception as exc:  # a bug: record it rather than leave the op running forever
+        except Exception:  # a bug: record it rather than leave the op running forever
             log.exception("operation %s (%s) crashed", op_id, type_)
-            err = {"code": "internal", "message": f"{type(exc).__name__}: {exc}"}
+            if executing:
+                self._failed(kind, ctx)
+            # The user gets no raw Python exception: the log has it, under the op's id.
+            err = {"code": "internal", "message": f"{type_} failed on an internal error; the "
+                   f"engine's log has the details (operation {op_id})"}
             self.update(op_id, status=OperationStatus.FAILURE, error=err, message=err["message"])
         else:
             self.update(op_id, status=OperationStatus.SUCCESS, progress=100)
+
+    def _failed(self, kind: OpType, ctx: OpContext) -> None:
+        if kind.failed is None:
+            return
+        try:
+            kind.failed(ctx)
+        except Exception:
+            log.exception("the failure hook of operation %s failed", ctx.id)
 
     def _prereq(self, kind: OpType, ctx: OpContext, first: bool) -> None:
         """A refused precondition ends the operation before it did anything: on its first
@@ -431,6 +467,7 @@ class OperationRunner:
                    .order_by(Operation.created_at, Operation.id)]
         resumed: list[tuple[str, list[str], int, bool]] = []
         undo: list[str] = []
+        gave_up: list[tuple[OpType, dict[str, Any], str]] = []
         for op_id in ids:
             with self._mutex:
                 ours = op_id in self._live  # alive here, its renewal late (a busy database)
@@ -453,6 +490,8 @@ class OperationRunner:
                     op.status = OperationStatus.FAILURE.value
                     op.message = f"engine restarted {op.attempts} times during this operation"
                     op.error = {"code": "interrupted", "message": op.message}
+                    if op.type in self._types:
+                        gave_up.append((self._types[op.type], dict(op.params), op_id))
                 else:
                     op.status = OperationStatus.PENDING.value
                     op.message = "resumed after its engine stopped"
@@ -462,6 +501,8 @@ class OperationRunner:
                                     bool(op.cancel_requested)))
         for op_id in undo:
             self._undo(op_id)
+        for kind, params, op_id in gave_up:  # its marks on to an error state, as on failure
+            self._failed(kind, OpContext(self, op_id, params))
         for op_id, locks, attempts, cancel in resumed:
             self._enqueue(op_id, locks, attempts, cancel)
         return [r[0] for r in resumed]

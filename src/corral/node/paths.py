@@ -30,6 +30,11 @@ class NodePaths:
         return self.data_dir / "client.json"
 
     @property
+    def import_dir(self) -> Path:
+        """Where image and OVA imports may read local files by default (corral.safepaths)."""
+        return self.data_dir / "import"
+
+    @property
     def tls_dir(self) -> Path:
         return self.data_dir / "tls"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -39,6 +40,15 @@ class UpOptions:
     subnet: str = "10.210.0.0/24"
     libvirt_uri: str = "qemu:///system"
     bridge: str = "corral0"  # of the default network: one per node on a machine
+    # Imports (corral.safepaths, corral.safeurls): local files from DATA_DIR/import and these
+    # directories; URLs to loopback/link-local/host addresses only in these ranges.
+    import_dirs: tuple[Path, ...] = ()
+    import_allow_cidrs: tuple[str, ...] = ()
+
+    def import_args(self) -> list[str]:
+        """The import settings as `corral up` options."""
+        return [*(a for d in self.import_dirs for a in ("--import-dir", str(d))),
+                *(a for c in self.import_allow_cidrs for a in ("--import-allow-cidr", c))]
 
 
 def _pid_alive(pid_file: Path) -> int | None:
@@ -69,8 +79,10 @@ def _wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes] | None = 
 class AgentSupervisor:
     """Runs the local agent and starts it again if it dies (its VMs keep running)."""
 
-    def __init__(self, paths: NodePaths, port: int, libvirt_uri: str) -> None:
+    def __init__(self, paths: NodePaths, port: int, libvirt_uri: str,
+                 settings: EngineSettings | None = None) -> None:
         self.paths, self.port, self.uri = paths, port, libvirt_uri
+        self.settings = settings or EngineSettings(data_dir=paths.data_dir)  # imports: the same
         self.url = f"http://127.0.0.1:{port}"
         self.proc: subprocess.Popen[bytes] | None = None
         self._stopping = threading.Event()
@@ -84,12 +96,24 @@ class AgentSupervisor:
     def start(self) -> None:
         old = _pid_alive(self.paths.agent_pid)
         if old is not None:  # an agent left by a killed engine: replace it
-            os.kill(old, signal.SIGTERM)
-            time.sleep(0.5)
+            os.kill(old, signal.SIGTERM)  # it stops its jobs and kills their children at once
+            deadline = time.monotonic() + 10  # gone before the new one sweeps its .part files
+            while _pid_alive(self.paths.agent_pid) == old and time.monotonic() < deadline:
+                time.sleep(0.1)
+            with contextlib.suppress(OSError):  # still that agent (not a reused pid): kill it
+                if b"corral.agent" in Path(f"/proc/{old}/cmdline").read_bytes():
+                    os.kill(old, signal.SIGKILL)  # its children die with it (corral.agent.children)
+                    time.sleep(0.2)
         self.token()
         argv = [sys.executable, "-m", "corral.agent", "--state-dir", str(self.paths.agent_dir),
                 "--listen", "127.0.0.1", "--port", str(self.port),
-                "--token-file", str(self.paths.agent_token), "--libvirt-uri", self.uri]
+                "--token-file", str(self.paths.agent_token), "--libvirt-uri", self.uri,
+                # the engine's data dir (its database) is corral's too; imports as the engine's
+                "--protect-dir", str(self.paths.data_dir)]
+        for d in self.settings.all_import_dirs:
+            argv += ["--import-dir", str(d)]
+        for cidr in self.settings.import_allow_cidrs:
+            argv += ["--import-allow-cidr", cidr]
         logf = open(self.paths.agent_log, "ab")  # noqa: SIM115 - the child keeps it
         self.proc = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL)
@@ -151,14 +175,17 @@ def run_up(opts: UpOptions) -> None:
     # 0711: QEMU (user libvirt-qemu) must reach the disks below; listing stays private.
     os.chmod(paths.data_dir, 0o711)
     check_traversable(paths.data_dir)
+    paths.import_dir.mkdir(mode=0o700, exist_ok=True)  # what image/OVA imports may read
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     virt = detect_virt_type()
     log.info("virtualization: %s (%s)", virt.type.value, virt.note)
     log.info(ensure_libvirtd(opts.libvirt_uri, hide_kvm=virt.type == VirtType.QEMU))
-    agent = AgentSupervisor(paths, opts.port + 1, opts.libvirt_uri)
+    settings = EngineSettings(data_dir=paths.data_dir, import_dirs=tuple(opts.import_dirs),
+                              import_allow_cidrs=tuple(opts.import_allow_cidrs))
+    agent = AgentSupervisor(paths, opts.port + 1, opts.libvirt_uri, settings)
     agent.start()
     try:
-        ctx = build_context(EngineSettings(data_dir=paths.data_dir))
+        ctx = build_context(settings)
         hosts.register(ctx, socket.gethostname(), agent.url, agent.token())
         try:
             networks.ensure_default(ctx, opts.subnet, opts.bridge)
@@ -191,7 +218,7 @@ def start_detached(opts: UpOptions, timeout: float = 120) -> None:
         raise Unavailable(f"corral is already running from {paths.data_dir} (`corral down`)")
     argv = [sys.executable, "-m", "corral.cli.main", "up", "--data-dir", str(opts.data_dir),
             "--listen", opts.listen, "--port", str(opts.port), "--subnet", opts.subnet,
-            "--bridge", opts.bridge, "--libvirt-uri", opts.libvirt_uri]
+            "--bridge", opts.bridge, "--libvirt-uri", opts.libvirt_uri, *opts.import_args()]
     logf = open(paths.log, "ab")  # noqa: SIM115 - the child keeps it
     start = logf.tell()  # what this start writes: its error is there, not older runs'
     proc = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

@@ -6,6 +6,7 @@ import subprocess
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
+from corral.agent import children
 from corral.agent_api.pools import PoolStats, VolumeInfo  # the drivers' answers, as sent
 from corral.errors import HostError, InsufficientResources, InvalidInput, Unavailable
 from corral.validation import validate_name
@@ -94,7 +95,7 @@ def check_grow(info: VolumeInfo, size: int) -> None:
 def run(argv: list[str], what: str, timeout: float = 120, package: str = "") -> str:
     """Run a host tool; a missing tool is Unavailable, a failure HostError with its stderr."""
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+        proc = children.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
     except FileNotFoundError as exc:
         hint = f" (apt-get install {package})" if package else ""
         raise Unavailable(f"{what}: {argv[0]} is not installed{hint}") from exc

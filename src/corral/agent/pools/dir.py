@@ -3,7 +3,8 @@
 Volumes are thin (qcow2 grows as the guest writes; raw files are sparse), made by
 ``qemu-img create`` under a hidden ``.NAME.FORMAT.part`` name and renamed into place, so a
 failed or interrupted create leaves no half-written volume. Files are 0600: libvirt gives
-them to QEMU's user while a VM uses them (dynamic ownership).
+them to QEMU's user while a VM uses them (dynamic ownership). What a job killed with an
+earlier agent left (:func:`leftover_parts`) is removed when the agent starts.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,19 @@ from corral.errors import Conflict, InvalidInput, NotFound
 from corral.validation import validate_name
 
 CREATED_MARK = ".corral-created"  # the agent made this directory: teardown may remove it
+# Partial volumes in the pool's own directory: ``.NAME.FMT.part`` (create) and
+# ``NAME.FMT.part`` (an OVA's disk written over a volume); any other file there is not ours.
+_VOLUME_PART = re.compile(r"^\.?[^/]+\.(qcow2|raw)\.part$")
+
+
+def leftover_parts(root: Path) -> list[Path]:
+    """The partial files corral's jobs write in a file pool: volumes being made, and root
+    disks and bases (``.vms``, ``.bases``, corral's own directories: every ``*.part``)."""
+    found = [p for p in root.glob("*.part") if _VOLUME_PART.match(p.name)] if root.is_dir() else []
+    for sub in (".vms", ".bases"):
+        if (root / sub).is_dir():
+            found += (root / sub).glob("*.part")
+    return sorted(p for p in found if p.is_file() and not p.is_symlink())
 
 
 def qemu_img(*args: str, what: str) -> str:

@@ -5,11 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, WebSocket
 from fastapi.responses import PlainTextResponse
 
-from corral.api import Operation, Vm, VmAddress, VmCreate, VmPatch, VmStatePut
+from corral.api import ConsoleTicket, Operation, Vm, VmAddress, VmCreate, VmPatch, VmStatePut
 from corral.engine.console_proxy import proxy_console
 from corral.engine.context import EngineContext
 from corral.engine.routes.deps import authenticated, context
-from corral.engine.services import vm_addresses, vm_cloudinit, vms
+from corral.engine.services import console_tickets, vm_addresses, vm_cloudinit, vms
 
 router = APIRouter(tags=["vms"])
 guarded = APIRouter(prefix="/api/v1/vms", dependencies=[Depends(authenticated)])
@@ -55,6 +55,14 @@ def delete_vm(name: str, force: bool = False, ctx: EngineContext = Depends(conte
 @guarded.get("/{name}/console-log", response_class=PlainTextResponse)
 def console_log(name: str, ctx: EngineContext = Depends(context)) -> str:
     return vms.console_log(ctx, name)
+
+
+@guarded.post("/{name}/console-ticket", response_model=ConsoleTicket)
+def console_ticket(name: str, ctx: EngineContext = Depends(context)) -> ConsoleTicket:
+    """A one-time ticket (30 s) that opens the VM's console WebSocket as ``?ticket=``: for
+    clients that cannot send an Authorization header there (browsers)."""
+    vms.get(ctx, name)  # 404 for no such VM
+    return ConsoleTicket(ticket=console_tickets.issue(name), expires_in=int(console_tickets.TTL_S))
 
 
 @router.websocket("/api/v1/vms/{name}/console")

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from pathlib import Path
-from urllib.parse import urlsplit
 
 from corral.agent_api.images import ImageImportBody, ImageInfo
 from corral.api import Image as ImageOut
@@ -22,9 +20,9 @@ from corral.engine.context import EngineContext
 from corral.engine.db import claims
 from corral.engine.db.models import Image, Vm
 from corral.engine.operations import OpContext
-from corral.engine.services import op_undo
+from corral.engine.services import host_files, op_undo
 from corral.engine.services.hosts import pick_host
-from corral.errors import Conflict, CorralError, InvalidInput, NotFound
+from corral.errors import Conflict, CorralError, NotFound
 
 
 def to_api(i: Image) -> ImageOut:
@@ -67,12 +65,9 @@ def set_ready(ctx: EngineContext, image_id: str, info: ImageInfo) -> None:
 
 
 def import_image(ctx: EngineContext, req: ImageImport) -> Operation:
-    if not urlsplit(req.source).scheme:  # a file: on this single node, the agent's host
-        source = Path(req.source)
-        if not source.is_absolute():
-            raise InvalidInput("source must be an http(s) URL or an absolute path", field="source")
-        if not source.is_file():
-            raise InvalidInput(f"source {source} is not a readable file", field="source")
+    # A file (on this single node, the agent's host) only from an import directory; a URL
+    # not to loopback, link-local or host addresses (corral.safepaths, corral.safeurls).
+    host_files.check_image_source(ctx, req.source)
     host = pick_host(ctx, 0)
     image_id = new_image(ctx, req.name)
     params = {"image_id": image_id, "host_id": host.id, "source": req.source,
@@ -104,11 +99,7 @@ def _finish(ctx: EngineContext, op: OpContext, make: Callable[[AgentClient, str]
         agent.delete_image(name)  # a crashed earlier attempt's leftovers
         info = make(agent, name)
     except CorralError:
-        agent.delete_image(name)
-        with ctx.db.session() as s:
-            row = s.get(Image, image_id)
-            if row is not None:
-                s.delete(row)
+        drop_new_image(ctx, agent, image_id, name)
         raise
     set_ready(ctx, image_id, info)
     ctx.bus.publish("image", {"name": name, "status": "ready"})
@@ -163,10 +154,11 @@ def delete(ctx: EngineContext, name: str) -> Operation:
         img = s.query(Image).filter_by(name=name).one_or_none()
         if img is None:
             raise NotFound(f"image {name} not found")
+        claims.hold(s, img)  # a VM create on it at the same moment: one of us sees the other
         users = [v.name for v in s.query(Vm).filter_by(image_id=img.id)]
         if users:
             raise Conflict(f"image {name} is used by VMs: {', '.join(sorted(users))}", vms=users)
-        if img.status != "ready":
+        if img.status not in ("ready", "error"):  # error: a failed delete, tried again
             raise Conflict(f"image {name} is {img.status}, not ready: wait for its operation")
         img.status = "deleting"
         image_id = img.id
@@ -192,4 +184,5 @@ def register(ctx: EngineContext) -> None:
                      may_cancel=True)  # run_job checks the flag between progress reports
     ctx.ops.register("image.build_tiny", lambda op: execute_build_tiny(ctx, op), undo=new_row)
     ctx.ops.register("image.delete", lambda op: execute_delete(ctx, op),
-                     undo=op_undo.set_fields(ctx, Image, "image_id", status="ready"))
+                     undo=op_undo.set_fields(ctx, Image, "image_id", status="ready"),
+                     failed=op_undo.set_fields(ctx, Image, "image_id", status="error"))

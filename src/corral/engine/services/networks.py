@@ -226,6 +226,7 @@ def create(ctx: EngineContext, req: NetworkCreate) -> Operation:
     # refusal (by host) is the answer, as if they had been asked one after another.
     answers(each_host(ctx, [(h, lambda a: a.check_network(spec.name, body)) for h in host_ids]))
     with ctx.db.session() as s:
+        claims.serialize(s, Network)  # no other create between this check and our row
         _check_conflicts(s, spec)  # again: a concurrent create may have won meanwhile
         row = Network(
             name=spec.name, bridge=spec.bridge, subnet=spec.subnet, gateway=spec.gateway,
@@ -282,6 +283,7 @@ def delete(ctx: EngineContext, name: str) -> Operation:
         row = s.query(Network).filter_by(name=name).one_or_none()
         if row is None:
             raise NotFound(f"network {name} not found")
+        claims.hold(s, row)  # another delete, or a NIC joining it, at the same moment
         if row.status != READY and _operation_owns(s, name):
             raise Conflict(f"network {name} is {row.status}", field="name")
         in_use = users(s, row)
@@ -291,8 +293,10 @@ def delete(ctx: EngineContext, name: str) -> Operation:
         row.status = DELETING
         net_id = row.id
     ctx.bus.publish("network", {"name": name, "status": DELETING})
+    # exclusive: a second delete that passed the checks above before the first's
+    # operation existed (a leftover "deleting" network may be deleted again) is refused.
     return ctx.ops.submit("network.delete", {"networks": [name]}, {"network_id": net_id},
-                          [f"network:{name}"])
+                          [f"network:{name}"], exclusive=["networks"])
 
 
 def execute_delete(ctx: EngineContext, op: OpContext) -> None:

@@ -38,6 +38,7 @@ from corral.engine.context import EngineContext
 from corral.engine.db.models import Image, Network, StoragePool, Vm, Volume
 from corral.engine.operations import OpContext
 from corral.engine.services import (
+    host_files,
     images,
     op_undo,
     pools,
@@ -87,7 +88,8 @@ def export(ctx: EngineContext, name: str, req: OvaExport) -> Operation:
     path = Path(req.file)
     if not path.is_absolute() or path.suffix != ".ova":
         raise InvalidInput("the OVA file must be an absolute path ending in .ova", field="file")
-    if path.exists():
+    host_files.check_write(ctx, req.file, "file")  # not /proc, /etc, corral's data... (422)
+    if path.exists() or path.is_symlink():
         raise Conflict(f"{path} exists already", field="file")
     if not path.parent.is_dir():
         raise InvalidInput(f"directory {path.parent} does not exist", field="file")
@@ -98,8 +100,8 @@ def export(ctx: EngineContext, name: str, req: OvaExport) -> Operation:
         raise Conflict(f"VM {name} has RBD volumes attached ({', '.join(rbd)}): OVA export "
                        "takes disks of dir and shared pools; detach them first", field="vm")
     params = {"vm_id": vm_id, "host_id": host_id, "vm": name, "file": str(path)}
-    return ctx.ops.submit("vm.export_ova", {"vms": [name]}, params, [f"vm:{name}"],
-                          host_id=host_id)
+    return ctx.ops.submit("vm.export_ova", {"vms": [name], "files": [str(path)]}, params,
+                          [f"vm:{name}"], host_id=host_id, exclusive=["files"])
 
 
 def _execute_export(ctx: EngineContext, op: OpContext) -> None:
@@ -121,10 +123,12 @@ def _execute_export(ctx: EngineContext, op: OpContext) -> None:
 
 def import_ova(ctx: EngineContext, req: OvaImport) -> Operation:
     path = Path(req.file)
-    if not path.is_absolute() or not path.is_file():
+    if not path.is_absolute():
         raise InvalidInput(f"{req.file} is not a readable file (give an absolute path)",
                            field="file")
-    system = ovf.parse(ovf.read_descriptor(path))  # a bad descriptor is refused now (422)
+    # Only from an import directory, read through the file opened once (corral.safepaths).
+    with host_files.check_read(ctx, req.file, "file").opened(req.file, "file") as pinned:
+        system = ovf.parse(ovf.read_descriptor(pinned))  # a bad descriptor is refused now
     name = req.name or system.name
     try:
         validate_name(name, "name")

@@ -27,10 +27,10 @@ from corral.engine.context import EngineContext
 from corral.engine.db import claims
 from corral.engine.db.models import Host, StoragePool, Vm, Volume
 from corral.engine.operations import OpContext
-from corral.engine.services import op_undo
+from corral.engine.services import host_files, op_undo
 from corral.engine.services.host_fanout import put_on_hosts
 from corral.engine.services.hosts import pick_host
-from corral.errors import Conflict, CorralError, NotFound, Unavailable
+from corral.errors import Conflict, CorralError, InsufficientResources, NotFound, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,20 @@ def agent_for(ctx: EngineContext, pool: StoragePool) -> AgentClient:
     if pool.host_id is not None:
         return ctx.agent(pool.host_id)
     return ctx.agent(pick_host(ctx, 0).id)
+
+
+def check_room(ctx: EngineContext, pool: StoragePool, need: int, what: str, field: str) -> None:
+    """A new disk of ``need`` bytes (virtual) fits in the pool's free space, times the
+    engine's ``storage_overcommit`` (thin provisioning); else 409 insufficient_resources."""
+    free = agent_for(ctx, pool).pool_stats(pool.name).available
+    room = int(free * ctx.settings.storage_overcommit)
+    if need > room:
+        more = (f" ({ctx.settings.storage_overcommit:g}x overcommit)"
+                if ctx.settings.storage_overcommit != 1 else "")
+        raise InsufficientResources(
+            f"pool {pool.name} is too full for {what}: it needs {need >> 20} MiB, "
+            f"{free >> 20} MiB free{more}", field=field, pool=pool.name, needed=need,
+            available=free)
 
 
 def usable_on(pool: StoragePool, host_id: str | None) -> bool:
@@ -142,12 +156,19 @@ def create(ctx: EngineContext, req: PoolCreate) -> Operation:
     )
     with ctx.db.session() as s:
         _check_conflicts(s, row)
+    # Not a system or corral directory, not inside or around another pool (corral.safepaths).
+    if row.path is not None:
+        host_files.check_pool_path(ctx, row.path, row.host_id)
+    if row.ceph_conf is not None:
+        host_files.check_ceph_conf(ctx, row.ceph_conf)
+    with ctx.db.session() as s:
         hosts = [row.host_id] if row.host_id else \
             [h.id for h in s.query(Host).filter_by(status="up").order_by(Host.name)]
     body = agent_body(row)
     for host_id in hosts:  # each host's dry run: nothing is made yet
         ctx.agent(host_id).check_pool(req.name, body)
     with ctx.db.session() as s:
+        claims.serialize(s, StoragePool)  # no other create between this check and our row
         _check_conflicts(s, row)  # again: a concurrent create may have won meanwhile
         s.add(row)
         with claims.unique(f"storage pool {req.name} was just created by a concurrent request",
@@ -233,6 +254,7 @@ def ensure_default(ctx: EngineContext) -> PoolOut:
 def delete(ctx: EngineContext, name: str) -> Operation:
     with ctx.db.session() as s:
         row = find(s, name)
+        claims.hold(s, row)  # a volume or VM root created in it at the same moment
         if name == DEFAULT_POOL:
             raise Conflict("the default pool holds this host's images and VM root disks; "
                            "it cannot be deleted", field="pool")

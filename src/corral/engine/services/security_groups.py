@@ -43,6 +43,7 @@ from corral.api.security_groups import SgRule as SgRuleOut
 from corral.domainxml import tap_of
 from corral.engine.agent_client import AgentClient
 from corral.engine.context import EngineContext
+from corral.engine.db import claims
 from corral.engine.db.models import (
     Host,
     Network,
@@ -110,7 +111,8 @@ def create(ctx: EngineContext, req: SecurityGroupCreate) -> SecurityGroupOut:
             raise Conflict(f"security group {req.name} already exists", field="name")
         sg = SecurityGroup(name=req.name, description=req.description)
         s.add(sg)
-        s.flush()
+        with claims.unique(f"security group {req.name} already exists", field="name"):
+            s.flush()  # a concurrent create took the name first
         s.add(SgRule(sg_id=sg.id, direction="egress", protocol="any", cidr="0.0.0.0/0"))
         s.flush()
         return to_api(s, sg)
@@ -118,6 +120,7 @@ def create(ctx: EngineContext, req: SecurityGroupCreate) -> SecurityGroupOut:
 
 def delete(ctx: EngineContext, name: str) -> None:
     with ctx.db.session() as s:
+        claims.serialize(s, SecurityGroup)  # no NIC or rule may join it while we check
         sg = find(s, name)
         users = s.query(NicSecurityGroup).filter_by(sg_id=sg.id).count()
         if users:
@@ -211,7 +214,9 @@ def set_groups(s: Session, nic_id: str, groups: list[SecurityGroup]) -> list[str
     s.query(NicSecurityGroup).filter_by(nic_id=nic_id).delete()
     for g in groups:
         s.add(NicSecurityGroup(nic_id=nic_id, sg_id=g.id))
-    s.flush()
+    with claims.unique("a security group of the NIC was just deleted by a concurrent request",
+                       field="security_groups"):
+        s.flush()
     return before
 
 

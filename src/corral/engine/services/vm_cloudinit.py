@@ -34,9 +34,24 @@ def stored(ci: CloudInit | None, revision: int = 0) -> dict[str, Any] | None:
 
 
 def from_row(data: dict[str, Any] | None) -> CloudInit | None:
+    """The settings of a row, as they were checked when written: not validated again (a read
+    never parses the user-data, see corral.cloudinit.validate)."""
     if data is None:
         return None
-    return CloudInit.model_validate({k: v for k, v in data.items() if k != "revision"})
+    return CloudInit.model_construct(**{k: v for k, v in data.items()
+                                        if k in CloudInit.model_fields})
+
+
+def check(ci: CloudInit | None, name: str) -> None:
+    """Render the seed once (placeholder instance id): what the renderer refuses (YAML that is
+    not a mapping, anchors, too large or too deep) is a 422 now, not a failed operation."""
+    if ci is not None:
+        cloudinit.render(
+            instance="check", hostname=ci.hostname or cloudinit.default_hostname(name),
+            user=ci.user, ssh_authorized_keys=ci.ssh_authorized_keys,
+            password_hash=ci.password_hash, user_data=ci.user_data,
+            network_config=ci.network_config,
+        )
 
 
 def seed_files(vm_id: str, name: str, mac: str | None, data: dict[str, Any]) -> dict[str, str]:

@@ -197,6 +197,7 @@ def add(ctx: EngineContext, vm_name: str, req: NicCreate) -> Operation:
         net = s.query(Network).filter_by(name=req.network).one_or_none()
         if net is None:
             raise NotFound(f"network {req.network} not found", field="network")
+        claims.hold(s, net)  # a delete of the network at the same moment
         networks.check_usable(net)
         if req.mac is not None:
             owner = mac_owner(s, req.mac)

@@ -12,11 +12,12 @@ from corral.api import Vm as VmOut
 from corral.engine.agent_client import AgentClient
 from corral.engine.context import EngineContext
 from corral.engine.db import claims
-from corral.engine.db.models import Host, Image, Network, Nic, Vm
+from corral.engine.db.models import Host, Image, Network, Nic, StoragePool, Vm
 from corral.engine.operations import OpContext
 from corral.engine.services import (
     networks,
     op_undo,
+    pools,
     security_groups,
     vm_cloudinit,
     vm_define,
@@ -71,6 +72,7 @@ def get(ctx: EngineContext, name: str) -> VmOut:
 
 def create(ctx: EngineContext, req: VmCreate) -> Operation:
     """Check everything first: a refused request leaves nothing behind."""
+    vm_cloudinit.check(req.cloud_init, req.name)
     host = pick_host(ctx, req.memory_mib)
     host_mem = int(host.facts.get("memory_mib") or 0)
     if host_mem and req.memory_mib > host_mem:
@@ -89,12 +91,14 @@ def create(ctx: EngineContext, req: VmCreate) -> Operation:
         raise InvalidInput("a VM installed from an ISO needs a disk size (e.g. disk 8G)",
                            field="disk")
     field, image_name = ("iso", req.iso) if req.iso else ("image", req.image)
+    _check_root_room(ctx, req, image_name)
     with ctx.db.session() as s:
         if s.query(Vm).filter_by(name=req.name).count():
             raise Conflict(f"VM {req.name} already exists", field="name")
         image = s.query(Image).filter_by(name=image_name).one_or_none()
         if image is None:
             raise NotFound(f"{field} {image_name} not found (`corral image list`)", field=field)
+        claims.hold(s, image)  # an image delete at the same moment sees this VM, or we its mark
         if image.status != "ready":
             raise Conflict(f"image {image_name} is {image.status}, not ready", field=field)
         if (image.format == "iso") != (field == "iso"):
@@ -106,6 +110,7 @@ def create(ctx: EngineContext, req: VmCreate) -> Operation:
         net = s.query(Network).filter_by(name=req.network).one_or_none()
         if net is None:
             raise NotFound(f"network {req.network} not found", field="network")
+        claims.hold(s, net)  # a delete of the network at the same moment
         networks.check_usable(net)
         groups = security_groups.resolve(s, req.security_groups, net)
         disk = req.disk_bytes or image.virtual_size
@@ -135,6 +140,19 @@ def create(ctx: EngineContext, req: VmCreate) -> Operation:
         vm_id = vm.id
     return ctx.ops.submit("vm.create", {"vms": [req.name]}, {"vm_id": vm_id, "start": req.start},
                           [f"vm:{req.name}"], host_id=host.id)
+
+
+def _check_root_room(ctx: EngineContext, req: VmCreate, image_name: str | None) -> None:
+    """The root disk fits in its pool as a volume must (409 otherwise); a name that is not
+    found is left to the checks that say so."""
+    with ctx.db.session() as s:
+        image = s.query(Image).filter_by(name=image_name).one_or_none()
+        pool = s.query(StoragePool).filter_by(name=req.pool or pools.DEFAULT_POOL).one_or_none()
+        if image is None or pool is None or pool.status != "ready":
+            return
+        need = req.disk_bytes or (0 if image.format == "iso" else image.virtual_size)
+        s.expunge(pool)
+    pools.check_room(ctx, pool, need, f"the root disk of VM {req.name}", "disk")
 
 
 def execute_create(ctx: EngineContext, op: OpContext) -> None:
@@ -246,6 +264,7 @@ def _stop(agent: AgentClient, name: str, op: OpContext) -> str:
 def delete(ctx: EngineContext, name: str, force: bool) -> Operation:
     with ctx.db.session() as s:
         vm = find_vm(s, name)
+        claims.hold(s, vm)  # two deletes at once: the second sees the first's "deleting"
         check_delete(name, VmState(vm.state), force)
         was = {"state": vm.state, "desired_power": vm.desired_power}  # for a cancel
         vm.desired_power = "stopped"
@@ -299,8 +318,11 @@ def console_log(ctx: EngineContext, name: str) -> str:
 def register(ctx: EngineContext) -> None:
     ctx.ops.register("vm.create", lambda op: execute_create(ctx, op), may_cancel=True,
                      undo=op_undo.delete_row(ctx, Vm, "vm_id", event="vm", field="state"))
+    # A failed delete leaves the VM in error: deletable again, never started by the
+    # reconciler (its desired power is already "stopped").
     ctx.ops.register("vm.delete", lambda op: execute_delete(ctx, op),
-                     undo=op_undo.restore(ctx, Vm, "vm_id"))
+                     undo=op_undo.restore(ctx, Vm, "vm_id"),
+                     failed=op_undo.set_fields(ctx, Vm, "vm_id", state=VmState.ERROR.value))
     vm_cloudinit.register(ctx)
     for action in PowerAction:
         ctx.ops.register(f"vm.{action.value}", lambda op: execute_power(ctx, op),

@@ -25,7 +25,7 @@ from corral.engine.db import claims
 from corral.engine.db.models import StoragePool, Vm, Volume
 from corral.engine.operations import OpContext
 from corral.engine.services import op_undo, pools
-from corral.errors import Conflict, CorralError, InsufficientResources, InvalidInput, NotFound
+from corral.errors import Conflict, CorralError, InvalidInput, NotFound
 
 log = logging.getLogger(__name__)
 
@@ -91,18 +91,6 @@ def get(ctx: EngineContext, pool_name: str, name: str) -> VolumeOut:
         return to_api(s, pool, vol, allocation)
 
 
-def _free(ctx: EngineContext, pool: StoragePool) -> int:
-    return pools.agent_for(ctx, pool).pool_stats(pool.name).available
-
-
-def _check_room(ctx: EngineContext, pool: StoragePool, need: int, what: str) -> None:
-    free = _free(ctx, pool)
-    if need > free:
-        raise InsufficientResources(
-            f"pool {pool.name} is too full for {what}: it needs {need >> 20} MiB, "
-            f"{free >> 20} MiB free", field="size", pool=pool.name, needed=need, available=free)
-
-
 # -- create --------------------------------------------------------------------------------
 
 def create(ctx: EngineContext, pool_name: str, req: VolumeCreate) -> Operation:
@@ -126,8 +114,13 @@ def create(ctx: EngineContext, pool_name: str, req: VolumeCreate) -> Operation:
     else:
         raise Conflict(f"pool {pool_name} already holds {info.source}, which is not a "
                        "corral volume; pick another name", field="name")
-    _check_room(ctx, pool, size, f"volume {req.name}")
+    pools.check_room(ctx, pool, size, f"volume {req.name}", "size")
     with ctx.db.session() as s:
+        held = s.get(StoragePool, pool.id)
+        if held is None:
+            raise NotFound(f"storage pool {pool_name} was just deleted", field="pool")
+        claims.hold(s, held)  # a delete of the pool at the same moment
+        pools.check_ready(held)
         if s.query(Volume).filter_by(pool_id=pool.id, name=req.name).count():
             raise Conflict(f"volume {pool_name}/{req.name} already exists", field="name")
         vol = Volume(pool_id=pool.id, name=req.name, format=fmt.value, size=size,
@@ -208,7 +201,7 @@ def resize(ctx: EngineContext, pool_name: str, name: str, req: VolumeResize) -> 
         current = vol.size
         s.expunge(pool)
     if size > current:
-        _check_room(ctx, pool, size - current, f"growing {pool_name}/{name}")
+        pools.check_room(ctx, pool, size - current, f"growing {pool_name}/{name}", "size")
     with ctx.db.session() as s:
         vol = find(s, pools.find(s, pool_name), name)
         # Claimed: an attach claiming it at the same moment must not be overwritten.
