@@ -19,6 +19,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from corral.engine.app import build_context
 from corral.engine.context import EngineContext, EngineSettings
 from corral.engine.db.models import Image, Vm
+from corral.engine.services import console_tickets
 
 
 class FakeConsole:
@@ -131,3 +132,45 @@ def _wait(check: Callable[[], bool], tries: int = 100) -> None:
             return
         time.sleep(0.05)
     raise AssertionError("condition not met within 5 s")
+
+
+def _refused(client: TestClient, path: str, headers: dict[str, str] | None = None) -> int:
+    with pytest.raises(WebSocketDisconnect) as closed, \
+            client.websocket_connect(path, headers=headers) as ws:
+        ws.receive_bytes()
+    return closed.value.code
+
+
+def test_the_token_only_as_a_bearer_header_never_bare_nor_in_the_url(
+        relay: tuple[TestClient, FakeConsole]) -> None:
+    client, fake = relay
+    token = client.headers["authorization"].removeprefix("Bearer ")
+    bare = {"Authorization": token}
+    assert _refused(client, "/api/v1/vms/web/console", bare) == 4401
+    assert _refused(client, f"/api/v1/vms/web/console?token={token}",
+                    {"Authorization": ""}) == 4401
+    assert fake.sessions == 0
+
+
+def test_a_console_ticket_opens_one_session_of_its_vm_only(
+        relay: tuple[TestClient, FakeConsole], monkeypatch: pytest.MonkeyPatch) -> None:
+    client, fake = relay
+    none = {"Authorization": ""}  # as a browser: no header on the WebSocket
+    assert client.post("/api/v1/vms/nope/console-ticket").status_code == 404
+    got = client.post("/api/v1/vms/web/console-ticket")
+    assert got.status_code == 200 and got.json()["expires_in"] == 30
+    ticket = got.json()["ticket"]
+    with client.websocket_connect(f"/api/v1/vms/web/console?ticket={ticket}",
+                                  headers=none) as ws:
+        ws.send_bytes(b"hi")
+        assert ws.receive_bytes() == b"echo:hi"
+    assert fake.sessions == 1
+    # used up; one for another VM; one past its time
+    assert _refused(client, f"/api/v1/vms/web/console?ticket={ticket}", none) == 4401
+    other = client.post("/api/v1/vms/web/console-ticket").json()["ticket"]
+    assert _refused(client, f"/api/v1/vms/nope/console?ticket={other}", none) == 4401
+    late = client.post("/api/v1/vms/web/console-ticket").json()["ticket"]
+    real = time.monotonic
+    monkeypatch.setattr(console_tickets.time, "monotonic", lambda: real() + 31)
+    assert _refused(client, f"/api/v1/vms/web/console?ticket={late}", none) == 4401
+    assert fake.sessions == 1

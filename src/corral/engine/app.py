@@ -98,7 +98,10 @@ def create_app(ctx: EngineContext) -> FastAPI:
 # What any route may answer besides its success, all in one shape (corral.api.ErrorBody):
 # declared on every route, so that the OpenAPI document says what clients will get.
 ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorBody, "description": why} for status, why in [
+    # content: JSON also where the route's own answer is not (plain text, event streams)
+    status: {"model": ErrorBody, "description": why, "content": {"application/json": {
+        "schema": {"$ref": "#/components/schemas/ErrorBody"}}}}
+    for status, why in [
         (400, "The body could not be read"),
         (401, "No token, or not a valid one"),
         (404, "No such resource"),

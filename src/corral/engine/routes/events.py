@@ -14,7 +14,9 @@ from corral.engine.routes.deps import authenticated, context
 router = APIRouter(prefix="/api/v1/events", tags=["events"], dependencies=[Depends(authenticated)])
 
 
-@router.get("")
+@router.get("", response_class=StreamingResponse, responses={200: {
+    "description": "Server-Sent Events: `event: TYPE` and `data: JSON` of each change",
+    "content": {"text/event-stream": {"schema": {"type": "string"}}}}})
 async def events(request: Request, ctx: EngineContext = Depends(context)) -> StreamingResponse:
     queue = ctx.bus.subscribe()
 
