@@ -23,10 +23,10 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
-from schemathesis.checks import positive_data_acceptance
 from api_server import QuickHost, serving
 from engine_seed import seed_node
 from hypothesis import HealthCheck, given, settings
+from schemathesis.checks import positive_data_acceptance
 
 from corral.engine.app import build_context, create_app
 from corral.engine.context import EngineContext, EngineSettings
