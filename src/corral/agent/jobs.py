@@ -211,7 +211,9 @@ class JobRunner:
                          finished=time.time())
         else:  # a bug: report it rather than leave the job running
             log.error("job %s (%s %s) crashed", job.id, job.kind, job.key, exc_info=exc)
-            msg = f"{type(exc).__name__}: {exc}"
+            # No raw Python exception for the user: the agent's log has it, under the job.
+            msg = f"{job.kind} failed on an internal error; the agent's log has the details " \
+                  f"(job {job.id})"
             self._update(job, status="failure", error={"code": "internal", "message": msg},
                          message=msg, finished=time.time())
 

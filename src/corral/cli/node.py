@@ -36,6 +36,10 @@ def up(
         help="A range import URLs may reach although it is loopback, link-local or this "
              "host's (refused by default), e.g. 127.0.0.0/8 for a mirror on this host "
              "(repeat it)"),
+    storage_overcommit: float = typer.Option(
+        1.0, "--storage-overcommit", min=1.0, max=100.0,
+        help="Thin provisioning: a new disk's size may be this many times its pool's free "
+             "space (1: every disk must fit as if fully written)"),
 ) -> None:
     """Start corral on this host: engine (HTTPS API) + local agent; libvirtd if none runs."""
     from corral.agent_api.networks import validate_bridge_name
@@ -45,7 +49,8 @@ def up(
     opts = node_up.UpOptions(data_dir=data_dir or default_data_dir(), listen=listen, port=port,
                              subnet=subnet, libvirt_uri=libvirt_uri, bridge=bridge,
                              import_dirs=tuple(p.absolute() for p in import_dir or ()),
-                             import_allow_cidrs=tuple(import_allow_cidr or ()))
+                             import_allow_cidrs=tuple(import_allow_cidr or ()),
+                             storage_overcommit=storage_overcommit)
     with handled():
         validate_bridge_name(bridge)  # before anything starts
         parse_cidrs(opts.import_allow_cidrs)

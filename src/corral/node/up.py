@@ -44,11 +44,13 @@ class UpOptions:
     # directories; URLs to loopback/link-local/host addresses only in these ranges.
     import_dirs: tuple[Path, ...] = ()
     import_allow_cidrs: tuple[str, ...] = ()
+    storage_overcommit: float = 1.0  # thin provisioning (EngineSettings.storage_overcommit)
 
-    def import_args(self) -> list[str]:
-        """The import settings as `corral up` options."""
+    def setting_args(self) -> list[str]:
+        """The import and storage settings as `corral up` options."""
         return [*(a for d in self.import_dirs for a in ("--import-dir", str(d))),
-                *(a for c in self.import_allow_cidrs for a in ("--import-allow-cidr", c))]
+                *(a for c in self.import_allow_cidrs for a in ("--import-allow-cidr", c)),
+                "--storage-overcommit", str(self.storage_overcommit)]
 
 
 def _pid_alive(pid_file: Path) -> int | None:
@@ -181,7 +183,8 @@ def run_up(opts: UpOptions) -> None:
     log.info("virtualization: %s (%s)", virt.type.value, virt.note)
     log.info(ensure_libvirtd(opts.libvirt_uri, hide_kvm=virt.type == VirtType.QEMU))
     settings = EngineSettings(data_dir=paths.data_dir, import_dirs=tuple(opts.import_dirs),
-                              import_allow_cidrs=tuple(opts.import_allow_cidrs))
+                              import_allow_cidrs=tuple(opts.import_allow_cidrs),
+                              storage_overcommit=opts.storage_overcommit)
     agent = AgentSupervisor(paths, opts.port + 1, opts.libvirt_uri, settings)
     agent.start()
     try:
@@ -218,7 +221,7 @@ def start_detached(opts: UpOptions, timeout: float = 120) -> None:
         raise Unavailable(f"corral is already running from {paths.data_dir} (`corral down`)")
     argv = [sys.executable, "-m", "corral.cli.main", "up", "--data-dir", str(opts.data_dir),
             "--listen", opts.listen, "--port", str(opts.port), "--subnet", opts.subnet,
-            "--bridge", opts.bridge, "--libvirt-uri", opts.libvirt_uri, *opts.import_args()]
+            "--bridge", opts.bridge, "--libvirt-uri", opts.libvirt_uri, *opts.setting_args()]
     logf = open(paths.log, "ab")  # noqa: SIM115 - the child keeps it
     start = logf.tell()  # what this start writes: its error is there, not older runs'
     proc = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
