@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import sys
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -56,21 +56,26 @@ def build_context(settings: EngineSettings) -> EngineContext:
     return ctx
 
 
-# The event loop shares the GIL with the threads that run the routes: each time it wakes
-# (a socket, a timer) it waits up to this long for a busy thread to let go (Python's default
-# is 5 ms, a few of which add up for every request while a thread parses a large body).
-SWITCH_INTERVAL_S = 0.001
+def freeze_start_heap() -> None:
+    """Keep the objects that exist at start out of every later garbage collection.
+
+    A full collection walks every tracked object while holding the GIL, so the event loop
+    waits (about 70 ms over the 110,000 objects the engine holds after import). What exists
+    at start lives as long as the process; collections then walk only what came after."""
+    gc.collect()
+    gc.freeze()
 
 
 def create_app(ctx: EngineContext) -> FastAPI:
-    sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
     reconciler = Reconciler(ctx)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         ctx.ops.resume_interrupted()
         reconciler.start()
+        freeze_start_heap()
         yield
+        gc.unfreeze()
         reconciler.stop()
         ctx.ops.shutdown()
 
