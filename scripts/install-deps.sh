@@ -11,6 +11,7 @@ PKGS=(
   e2fsprogs cpio xz-utils zstd
   python3-venv python3-dev gcc
   ovmf procps psmisc tini libxml2-utils
+  swtpm swtpm-tools  # --tpm: libvirt runs swtpm (TPM 2.0) per VM, swtpm_setup makes its state
   busybox-static  # udhcpc: the DHCP client of the network integration tests
   openvswitch-switch  # networks with --backend ovs (the agent starts its daemons itself)
   iperf3  # bench/network.py: TCP throughput over bridges

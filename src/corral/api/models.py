@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -181,6 +181,43 @@ class VmAddress(BaseModel):
     # "agent" (guest agent), "arp" (host ARP table)
 
 
+_CPU_MODEL = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class Hardware(_Request):
+    """What the VM's virtual machine is: firmware, machine, boot order, CPU, graphics."""
+
+    firmware: Literal["bios", "uefi"] = Field(
+        "bios", description="uefi: OVMF, with the VM's own NVRAM file kept with its disks")
+    secure_boot: bool = Field(False, description="UEFI Secure Boot with the usual keys "
+                              "enrolled (needs firmware uefi and machine q35)")
+    tpm: bool = Field(False, description="An emulated TPM 2.0 (swtpm); its state is kept "
+                      "by the host and removed with the VM")
+    machine: Literal["q35", "i440fx"] = "q35"
+    boot: list[Literal["disk", "cdrom", "network"]] = Field(
+        [], max_length=3, description="Boot order; empty: the disks, then CD-ROMs (images "
+        "with a kernel of their own boot it directly)")
+    cpu_model: str = Field("host-model", pattern=_CPU_MODEL, description=(
+        "host-model (the host's CPU as a named model: migratable to like hosts), "
+        "host-passthrough (everything the host has), or a libvirt CPU model (e.g. Haswell)"))
+    sockets: int = Field(1, ge=1, le=64, description="CPU sockets; cores = cpus / (sockets "
+                         "x threads)")
+    threads: int = Field(1, ge=1, le=8, description="Threads per core")
+    graphics: Literal["vnc", "none"] = Field(
+        "vnc", description="vnc: a VNC display on the host's loopback, reached through the "
+        "engine; none: the serial console only")
+
+    @model_validator(mode="after")
+    def _together(self) -> Hardware:
+        if self.secure_boot and self.firmware != "uefi":
+            raise ValueError("secure_boot needs firmware uefi")
+        if self.secure_boot and self.machine != "q35":
+            raise ValueError("secure_boot needs machine q35")
+        if len(set(self.boot)) != len(self.boot):
+            raise ValueError("boot names a device twice")
+        return self
+
+
 class VmCreate(_Request):
     name: Name
     image: Name | None = Field(None, description="Image the root disk is a linked clone of")
@@ -195,6 +232,7 @@ class VmCreate(_Request):
     pool: Name | None = Field(None, description="Storage pool of the root disk (dir, shared or "
                              "rbd); default: the host's storage dir (pool `default`)")
     security_groups: list[str] = Field([], description="Security groups of the first NIC")
+    hardware: Hardware = Field(default_factory=Hardware)
 
     _name = _name_field("name")
     _pool = _name_field("pool")
@@ -256,6 +294,7 @@ class Vm(BaseModel):
     created_at: datetime
     cloud_init: CloudInit | None = None
     pool: str = "default"  # storage pool of the root disk
+    hardware: Hardware = Field(default_factory=Hardware)
 
 
 class ImageImport(_Request):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from corral.api import PowerAction, VmCreate
+from corral.api import Hardware, PowerAction, VmCreate
 from corral.cli import vm_guest
 from corral.cli.console import attach_console
 from corral.cli.customize import vm_customize
@@ -52,6 +52,26 @@ def create(
     pool: str = typer.Option(None, "--pool", help="Storage pool of the root disk (dir, shared "
                              "or rbd; default: this host's storage dir)"),
     start: bool = typer.Option(False, "--start", help="Start the VM once created"),
+    firmware: str = typer.Option("bios", "--firmware", help="bios, or uefi (OVMF, with the "
+                                 "VM's own NVRAM)", rich_help_panel="Hardware"),
+    secure_boot: bool = typer.Option(False, "--secure-boot", help="UEFI Secure Boot with "
+                                     "the usual keys enrolled (implies --firmware uefi)",
+                                     rich_help_panel="Hardware"),
+    tpm: bool = typer.Option(False, "--tpm", help="An emulated TPM 2.0 (swtpm), as Windows "
+                             "11 needs", rich_help_panel="Hardware"),
+    machine: str = typer.Option("q35", "--machine", help="q35 or i440fx",
+                                rich_help_panel="Hardware"),
+    boot: str = typer.Option(None, "--boot", help="Boot order, e.g. disk,cdrom,network "
+                             "(default: disks, then CD-ROMs)", rich_help_panel="Hardware"),
+    cpu_model: str = typer.Option("host-model", "--cpu-model", help="host-model, "
+                                  "host-passthrough or a libvirt CPU model (e.g. Haswell)",
+                                  rich_help_panel="Hardware"),
+    sockets: int = typer.Option(1, "--sockets", help="CPU sockets (cores per socket: "
+                                "--cpus / (sockets x threads))", rich_help_panel="Hardware"),
+    threads: int = typer.Option(1, "--threads", help="Threads per core",
+                                rich_help_panel="Hardware"),
+    graphics: str = typer.Option("vnc", "--graphics", help="vnc (on the host's loopback) or "
+                                 "none (serial console only)", rich_help_panel="Hardware"),
     hostname: str = vm_guest.HostnameOpt, user: str = vm_guest.UserOpt,
     ssh_key: list[str] = vm_guest.SshKeyOpt, password_hash: str = vm_guest.PasswordHashOpt,
     user_data: str = vm_guest.UserDataOpt, network_config: str = vm_guest.NetworkConfigOpt,
@@ -63,6 +83,9 @@ def create(
 
     Any cloud-init option attaches a NoCloud seed CD-ROM (hostname, users, SSH keys,
     user-data, network-config) that cloud images and the tiny guest apply at boot.
+
+    Hardware: BIOS, q35, the host's CPU model and a VNC display by default. Windows 11:
+    --secure-boot --tpm. `corral vm show` prints what a VM has.
     """
     with handled():
         if template is not None:  # a template is an image made from a VM (corral template)
@@ -73,9 +96,14 @@ def create(
             hostname=hostname, user=user, ssh_key=ssh_key, password_hash=password_hash,
             user_data=user_data, network_config=network_config, force=cloud_init,
         )
+        hardware = build(Hardware, firmware="uefi" if secure_boot else firmware,
+                         secure_boot=secure_boot, tpm=tpm, machine=machine,
+                         boot=[b.strip() for b in boot.split(",") if b.strip()] if boot else [],
+                         cpu_model=cpu_model, sockets=sockets, threads=threads,
+                         graphics=graphics)
         req = build(VmCreate, name=name, image=image, iso=iso, cpus=cpus, memory=memory,
                     disk=disk, network=network, start=start, cloud_init=ci, pool=pool,
-                    security_groups=list(security_group or []))
+                    security_groups=list(security_group or []), hardware=hardware)
         with client(data_dir) as c:
             follow(c, c.create_vm(req), f"create VM {name}", wait, output)
 

@@ -3,14 +3,23 @@
 The model (:mod:`corral.domainxml.model`) only maps properties to XML; what a corral VM
 looks like is decided here (Nova's ``designer.py`` lesson):
 
-- ``q35`` machine, unless a disk sits on the IDE bus (q35 has none): then ``pc``;
+- ``q35`` machine, unless a disk sits on the IDE bus (q35 has none): then ``pc``; a
+  ``machine`` asked is kept (``pc`` is i440fx; q35 with an IDE disk is refused);
+- BIOS (SeaBIOS) by default; ``uefi``: ``<os firmware='efi'>``, libvirt picks the OVMF
+  build from the firmware descriptors by the features asked (``secure-boot`` and
+  ``enrolled-keys`` on with ``secure_boot``, both off without: never a Secure Boot firmware
+  by surprise), SMM on for Secure Boot, the NVRAM file where the caller says (kept with the
+  VM's disks, made from the firmware's template at first start, removed on undefine);
+- a TPM 2.0 emulated by swtpm with ``tpm`` (CRB on q35, TIS on pc);
 - disk targets by bus in spec order: ``vda, vdb, ...`` (virtio), ``sda, ...`` (scsi and
   sata share the ``sd`` names), ``hda, ...`` (ide), skipping the targets that disks name
   themselves (``DiskSpec.target``: volumes attached to a VM keep theirs); a CD-ROM asked on
   virtio goes on sata; SCSI disks get one ``virtio-scsi`` controller;
 - an RBD disk (``DiskSpec.protocol='rbd'``, path ``POOL/IMAGE``) is a ``type='network'``
   disk whose source names the Ceph monitors (QEMU opens it through librbd);
-- boot from the disks, then the CD-ROMs (none of that with direct kernel boot);
+- boot from the disks, then the CD-ROMs, or in the order ``boot`` names (none of that
+  with direct kernel boot);
+- a CPU topology (sockets x cores x threads = vCPUs) when one is asked;
 - NICs on a Linux bridge, ``model type='virtio'`` by default (Debian's cloud kernel has no
   e1000 driver);
 - the CPU by ``cpu_mode``: ``host-model`` by default on KVM (the host's CPU as a named
@@ -35,6 +44,7 @@ from dataclasses import dataclass
 
 from corral.domainxml.devices import (
     RNG,
+    TPM,
     Channel,
     Console,
     Controller,
@@ -44,7 +54,7 @@ from corral.domainxml.devices import (
     Serial,
     Video,
 )
-from corral.domainxml.model import Domain, Timer
+from corral.domainxml.model import Domain, FirmwareFeature, Timer
 from corral.errors import InvalidInput
 from corral.validation import validate_name
 
@@ -56,6 +66,9 @@ DISK_DEVICES = ("disk", "cdrom")
 DISK_BUSES = ("virtio", "scsi", "sata", "ide")
 DISK_PROTOCOLS = ("rbd",)
 NIC_MODELS = ("virtio", "e1000", "e1000e", "rtl8139")
+MACHINES = ("q35", "pc")  # pc: i440fx
+FIRMWARES = ("bios", "uefi")
+BOOT_DEVICES = ("hd", "cdrom", "network")
 
 MIN_MEMORY_MIB = 16
 MAX_MEMORY_MIB = 16 * 1024 * 1024  # 16 TiB
@@ -123,6 +136,13 @@ class DomainSpec:
     cpu_mode: str = "host-model"  # host-model | host-passthrough | custom (+ cpu_model)
     cpu_model: str | None = None
     hotplug_ports: int = 8  # q35: free PCIe ports for disks and NICs plugged in while running
+    machine: str | None = None  # q35 | pc; None: q35, or pc when a disk is on IDE
+    firmware: str = "bios"  # bios | uefi (OVMF)
+    secure_boot: bool = False  # uefi: the Secure Boot OVMF with enrolled keys
+    nvram: str | None = None  # uefi: the VM's NVRAM file (None: libvirt's own place)
+    tpm: bool = False  # TPM 2.0, emulated by swtpm
+    boot: tuple[str, ...] = ()  # hd | cdrom | network, in order; (): disks, then CD-ROMs
+    topology: tuple[int, int, int] | None = None  # sockets, cores, threads; product = vcpus
 
 
 def design_domain(spec: DomainSpec) -> Domain:
@@ -141,11 +161,15 @@ def design_domain(spec: DomainSpec) -> Domain:
     os = dom.os
     os.type = "hvm"
     os.arch = "x86_64"
-    os.machine = "pc" if "ide" in buses else "q35"
+    os.machine = _machine(spec, buses)
+    if spec.firmware == "uefi":
+        _design_uefi(dom, spec)
     if spec.kernel is not None:
         os.kernel = spec.kernel
         os.initrd = spec.initrd
         os.cmdline = spec.cmdline
+    elif spec.boot:
+        os.boot_devices = list(spec.boot)
     else:
         boot = ["hd"] if any(d.device == "disk" for d in spec.disks) else []
         if any(d.device == "cdrom" for d in spec.disks):
@@ -154,7 +178,11 @@ def design_domain(spec: DomainSpec) -> Domain:
 
     dom.features.acpi = True
     dom.features.apic = True
+    if spec.secure_boot:
+        dom.features.smm_state = True  # OVMF's Secure Boot build keeps its variables in SMM
     _design_cpu(dom, spec)
+    if spec.topology is not None:
+        dom.cpu.topology_sockets, dom.cpu.topology_cores, dom.cpu.topology_threads = spec.topology
 
     dom.clock.offset = "utc"
     for name, tickpolicy, present in (
@@ -174,9 +202,31 @@ def design_domain(spec: DomainSpec) -> Domain:
     _add_nics(dom, spec.nics)
     _add_console(dom, spec.console_log)
     _add_extras(dom, spec.vnc)
+    if spec.tpm:
+        tpm = TPM()
+        tpm.model = "tpm-crb" if os.machine == "q35" else "tpm-tis"
+        tpm.backend_type, tpm.backend_version = "emulator", "2.0"
+        dom.devices.add(tpm)
     if os.machine == "q35" and spec.hotplug_ports > 0:
         _add_pcie_ports(dom, spec, buses)
     return dom
+
+
+def _machine(spec: DomainSpec, buses: list[str]) -> str:
+    if spec.machine is not None:
+        return spec.machine  # validate_spec refused q35 with an IDE disk
+    return "pc" if "ide" in buses else "q35"
+
+
+def _design_uefi(dom: Domain, spec: DomainSpec) -> None:
+    os = dom.os
+    os.firmware = "efi"
+    for name in ("secure-boot", "enrolled-keys"):
+        feature = FirmwareFeature()
+        feature.name, feature.enabled = name, spec.secure_boot
+        os.firmware_features.add(feature)
+    if spec.nvram is not None:
+        os.nvram = spec.nvram
 
 
 def vm_id_of(xml: str) -> str | None:
@@ -402,6 +452,7 @@ def validate_spec(spec: DomainSpec) -> None:
     _check_int_range(spec.vcpus, 1, MAX_VCPUS, "vcpus")
     _check_int_range(spec.memory_mib, MIN_MEMORY_MIB, MAX_MEMORY_MIB, "memory_mib")
     _check_int_range(spec.hotplug_ports, 0, MAX_HOTPLUG_PORTS, "hotplug_ports")
+    _validate_platform(spec)
 
     for i, disk in enumerate(spec.disks):
         _validate_disk(disk, f"disks[{i}]")
@@ -433,6 +484,43 @@ def validate_spec(spec: DomainSpec) -> None:
             raise InvalidInput("cmdline is longer than 4096 characters", field="cmdline")
     if spec.kernel is None and not spec.disks:
         raise InvalidInput("a VM needs a disk or a kernel to boot from", field="disks")
+
+
+def _validate_platform(spec: DomainSpec) -> None:
+    """Machine, firmware, TPM, boot order and CPU topology."""
+    if spec.machine is not None:
+        _check_choice(spec.machine, MACHINES, "machine")
+        if spec.machine == "q35" and any(_disk_bus(d) == "ide" for d in spec.disks):
+            raise InvalidInput("machine q35 has no IDE bus: put the disk on sata, or choose "
+                               "machine pc (i440fx)", field="machine")
+    _check_choice(spec.firmware, FIRMWARES, "firmware")
+    if spec.secure_boot is not False:
+        if spec.secure_boot is not True:
+            raise InvalidInput("secure_boot must be true or false", field="secure_boot")
+        if spec.firmware != "uefi":
+            raise InvalidInput("secure_boot needs firmware uefi", field="secure_boot")
+        if _machine(spec, [_disk_bus(d) for d in spec.disks]) != "q35":
+            raise InvalidInput("secure_boot needs machine q35 (SMM)", field="secure_boot")
+    if spec.nvram is not None:
+        if spec.firmware != "uefi":
+            raise InvalidInput("nvram is the UEFI variable store: it needs firmware uefi",
+                               field="nvram")
+        _check_path(spec.nvram, "nvram")
+    if not isinstance(spec.tpm, bool):
+        raise InvalidInput("tpm must be true or false", field="tpm")
+    for dev in spec.boot:
+        _check_choice(dev, BOOT_DEVICES, "boot")
+    if len(set(spec.boot)) != len(spec.boot):
+        raise InvalidInput("boot names a device twice", field="boot")
+    if spec.topology is not None:
+        if len(spec.topology) != 3:
+            raise InvalidInput("topology is (sockets, cores, threads)", field="topology")
+        for part in spec.topology:
+            _check_int_range(part, 1, MAX_VCPUS, "topology")
+        sockets, cores, threads = spec.topology
+        if sockets * cores * threads != spec.vcpus:
+            raise InvalidInput(f"sockets x cores x threads ({sockets} x {cores} x {threads}) "
+                               f"must equal the {spec.vcpus} vCPUs", field="topology")
 
 
 def _validate_disk(disk: DiskSpec, where: str) -> None:

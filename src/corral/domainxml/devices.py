@@ -172,6 +172,18 @@ class Input(Device):
     bus = StrProperty("@bus")
 
 
+class TPM(Device):
+    """``<tpm model='tpm-crb'|'tpm-tis'>`` with an emulated backend (swtpm, its state kept
+    by libvirt per domain and removed when the domain is undefined)."""
+
+    TAG = "tpm"
+    CHILD_ORDER = ("backend", "alias", "address")
+
+    model = StrProperty("@model")
+    backend_type = StrProperty("backend/@type")  # emulator | passthrough
+    backend_version = StrProperty("backend/@version")  # 1.2 | 2.0
+
+
 class Graphics(Device):
     """``<graphics type='vnc'>`` with one ``<listen type='address'>``."""
 
@@ -243,6 +255,7 @@ class Devices(XMLNode):
     consoles = Children(Console)
     channels = Children(Channel)
     inputs = Children(Input)
+    tpms = Children(TPM)
     graphics = Children(Graphics)
     videos = Children(Video)
     rngs = Children(RNG)

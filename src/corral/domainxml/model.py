@@ -69,6 +69,23 @@ class Loader(XMLNode):
     secure = BoolProperty("@secure")
 
 
+class FirmwareFeature(XMLNode):
+    """``<os><firmware><feature enabled=... name=...>``: what firmware auto-selection must
+    (``yes``) or must not (``no``) offer: ``secure-boot``, ``enrolled-keys``."""
+
+    TAG = "feature"
+    name = StrProperty("@name")
+    enabled = BoolProperty("@enabled")
+
+
+class FirmwareFeatures(XMLNode):
+    """``<os><firmware>``: the features libvirt matches against the firmware descriptors
+    (/usr/share/qemu/firmware/*.json) when ``<os firmware='efi'>`` picks the firmware."""
+
+    TAG = "firmware"
+    features = Children(FirmwareFeature)
+
+
 class OS(XMLNode):
     """``<os>``: guest type, machine, firmware, direct kernel boot, boot order."""
 
@@ -82,6 +99,7 @@ class OS(XMLNode):
     arch = StrProperty("type/@arch")
     machine = StrProperty("type/@machine")
     firmware = StrProperty("@firmware")  # efi | bios (firmware auto-selection)
+    firmware_features = Child(FirmwareFeatures)
     loader = Child(Loader)
     nvram = StrProperty("nvram")
     nvram_template = StrProperty("nvram/@template")

@@ -95,7 +95,47 @@ ATTACHED_VOLUMES = DomainSpec(
     nics=[],
 )
 
+# Windows 11's needs: UEFI with Secure Boot, a TPM 2.0; a topology and a boot order asked.
+UEFI_SECURE_TPM = DomainSpec(
+    name="win11",
+    uuid="5a0f8c1e-2b7d-4c33-9e61-7d2a4b8c9f01",
+    vm_id="vm-win11",
+    vcpus=4,
+    memory_mib=4096,
+    virt_type="kvm",
+    disks=[
+        DiskSpec("/var/lib/corral/agent/storage/vms/win11.qcow2"),
+        DiskSpec("/var/lib/corral/agent/storage/images/win11.iso", format="raw",
+                 device="cdrom", bus="sata", readonly=True),
+    ],
+    nics=[NicSpec("52:54:00:00:11:01", "corralbr0")],
+    firmware="uefi",
+    secure_boot=True,
+    nvram="/var/lib/corral/agent/storage/vms/win11.nvram.fd",
+    tpm=True,
+    boot=("cdrom", "hd"),
+    topology=(1, 2, 2),
+)
+
+# UEFI without Secure Boot on i440fx; libvirt keeps the NVRAM in its own place.
+UEFI_PC = DomainSpec(
+    name="appliance",
+    uuid="9d4c2e7a-1f3b-4e8d-a6c5-0b7e9f2d4a13",
+    vm_id="vm-appliance",
+    vcpus=2,
+    memory_mib=1024,
+    virt_type="qemu",
+    disks=[DiskSpec("/srv/appliance.qcow2")],
+    nics=[],
+    machine="pc",
+    firmware="uefi",
+    tpm=True,
+    boot=("network", "hd"),
+)
+
 DESIGNED: dict[str, DomainSpec] = {
+    "designed_uefi_secure_tpm.xml": UEFI_SECURE_TPM,
+    "designed_uefi_pc.xml": UEFI_PC,
     "designed_kvm_full.xml": KVM_FULL,
     "designed_qemu_tiny.xml": QEMU_TINY,
     "designed_ide_pc.xml": IDE_PC,

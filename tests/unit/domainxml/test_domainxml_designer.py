@@ -227,6 +227,20 @@ _NIC = NicSpec("52:54:00:00:00:01", "br0")
         ({"kernel": "vmlinuz"}, "kernel"),
         ({"initrd": "/boot/\x00initrd"}, "initrd"),
         ({"cmdline": "console=ttyS0\n"}, "cmdline"),
+        ({"machine": "virt"}, "machine"),
+        ({"machine": "q35", "disks": [DiskSpec("/a", bus="ide")]}, "machine"),
+        ({"firmware": "coreboot"}, "firmware"),
+        ({"secure_boot": True}, "secure_boot"),
+        ({"secure_boot": 1, "firmware": "uefi"}, "secure_boot"),
+        ({"secure_boot": True, "firmware": "uefi", "machine": "pc"}, "secure_boot"),
+        ({"nvram": "/vm.fd"}, "nvram"),
+        ({"nvram": "vm.fd", "firmware": "uefi"}, "nvram"),
+        ({"tpm": "yes"}, "tpm"),
+        ({"boot": ("floppy",)}, "boot"),
+        ({"boot": ("hd", "hd")}, "boot"),
+        ({"topology": (1, 1)}, "topology"),
+        ({"topology": (0, 1, 1)}, "topology"),
+        ({"topology": (1, 2, 1)}, "topology"),
     ],
 )
 def test_invalid_spec(changes: dict[str, object], field: str) -> None:
@@ -236,6 +250,44 @@ def test_invalid_spec(changes: dict[str, object], field: str) -> None:
     assert info.value.field == field
     assert info.value.status == 422
     assert info.value.message
+
+
+def test_bios_by_default_and_no_secure_boot_firmware_by_surprise() -> None:
+    assert design_domain(QEMU_TINY).os.firmware is None  # SeaBIOS, libvirt's default
+    plain = design_domain(dataclasses.replace(QEMU_TINY, firmware="uefi")).os
+    assert plain.firmware == "efi"
+    assert {(f.name, f.enabled) for f in plain.firmware_features.features} == {
+        ("secure-boot", False), ("enrolled-keys", False)}
+
+
+def test_secure_boot_asks_for_enrolled_keys_and_smm() -> None:
+    dom = design_domain(dataclasses.replace(KVM_FULL, firmware="uefi", secure_boot=True,
+                                            nvram="/srv/vm.fd"))
+    assert {(f.name, f.enabled) for f in dom.os.firmware_features.features} == {
+        ("secure-boot", True), ("enrolled-keys", True)}
+    assert dom.features.smm_state is True
+    assert dom.os.nvram == "/srv/vm.fd"
+
+
+def test_tpm_is_crb_on_q35_and_tis_on_pc() -> None:
+    q35 = design_domain(dataclasses.replace(QEMU_TINY, tpm=True)).devices.tpms
+    pc = design_domain(dataclasses.replace(QEMU_TINY, tpm=True, machine="pc")).devices.tpms
+    assert [(t.model, t.backend_type, t.backend_version) for t in q35] == [
+        ("tpm-crb", "emulator", "2.0")]
+    assert [t.model for t in pc] == ["tpm-tis"]
+    assert design_domain(QEMU_TINY).devices.tpms == []
+
+
+def test_boot_order_asked_replaces_the_default_and_kernel_boot_ignores_it() -> None:
+    asked = dataclasses.replace(KVM_FULL, boot=("network", "cdrom", "hd"))
+    assert design_domain(asked).os.boot_devices == ["network", "cdrom", "hd"]
+    assert design_domain(dataclasses.replace(QEMU_TINY, boot=("network",))).os.boot_devices == []
+
+
+def test_topology_under_tcg_is_a_cpu_element_without_a_mode() -> None:
+    cpu = design_domain(dataclasses.replace(QEMU_TINY, vcpus=4, topology=(2, 2, 1))).cpu
+    assert (cpu.mode, cpu.topology_sockets, cpu.topology_cores, cpu.topology_threads) == (
+        None, 2, 2, 1)
 
 
 def test_valid_edges() -> None:

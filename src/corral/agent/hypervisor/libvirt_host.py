@@ -157,9 +157,11 @@ class Hypervisor:
         with _mapped(f"undefine {name}"):
             if dom.isActive():
                 raise WrongState(f"domain {name} is running; stop it before deleting")
-            # internal snapshots live in the disk, deleted with it: drop their metadata too
+            # internal snapshots live in the disk, deleted with it: drop their metadata too;
+            # the UEFI variables and the TPM's state go with the VM (TPM: libvirt >= 8.9)
             dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
-                              | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
+                              | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+                              | getattr(libvirt, "VIR_DOMAIN_UNDEFINE_TPM", 0))
 
     def xml(self, name: str) -> str:
         dom = self._domain(name)

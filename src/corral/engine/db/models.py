@@ -112,6 +112,8 @@ class Vm(Base):
     # dir (vms/NAME.qcow2, the `default` pool).
     root_pool_id: Mapped[str | None] = mapped_column(ForeignKey("storage_pools.id"),
                                                      nullable=True, index=True)
+    # api.Hardware as JSON (firmware, machine, boot order, CPU, graphics); NULL: its defaults.
+    hardware: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
 
 
 class Nic(Base):

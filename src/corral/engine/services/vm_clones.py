@@ -78,7 +78,7 @@ def clone(ctx: EngineContext, source: str, req: VmClone) -> Operation:
                 memory_mib=src.memory_mib, disk_bytes=src.disk_bytes,
                 desired_power="running" if req.start else "stopped",
                 state=VmState.CREATING.value, cloud_init=src.cloud_init,
-                root_pool_id=src.root_pool_id)
+                root_pool_id=src.root_pool_id, hardware=src.hardware)
         s.add(vm)
         with claims.unique(f"VM {req.name} or its MAC was just taken by a concurrent request",
                            field="name"):

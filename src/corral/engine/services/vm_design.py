@@ -14,11 +14,12 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from corral.api import Hardware
 from corral.domainxml import DiskSpec, DomainSpec, design_domain
 from corral.engine.context import EngineContext
 from corral.engine.db.models import Host, Image, StoragePool, Vm, Volume
 from corral.engine.services import vm_nics, volumes
-from corral.errors import NotFound
+from corral.errors import InvalidInput, NotFound
 
 
 def pool_disk_spec(pool: StoragePool, source: str, fmt: str, bus: str = "virtio",
@@ -73,6 +74,41 @@ def root_spec(s: Session, vm: Vm, storage_dir: str) -> DiskSpec:
     return pool_disk_spec(pool, root_source(pool, vm.name), fmt)
 
 
+def hardware_of(vm: Vm) -> Hardware:
+    """The VM's hardware settings (a VM made before they existed has the defaults)."""
+    return Hardware.model_validate(vm.hardware or {})
+
+
+def check_hardware(hw: Hardware, cpus: int) -> None:
+    """What the request model cannot see alone: the topology against the vCPU count."""
+    if cpus % (hw.sockets * hw.threads):
+        raise InvalidInput(f"{cpus} vCPUs do not split into {hw.sockets} sockets of "
+                           f"{hw.threads} threads per core", field="hardware.sockets")
+
+
+def nvram_path(facts: dict[str, Any], name: str) -> str:
+    """The UEFI variable store of VM ``name``, next to its disk on its host (libvirt makes
+    it from the firmware's template at first start and removes it with the domain)."""
+    return f"{facts['storage_dir']}/vms/{name}.nvram.fd"
+
+
+def _platform(hw: Hardware, cpus: int, facts: dict[str, Any], name: str) -> dict[str, Any]:
+    """The DomainSpec fields of ``hw``."""
+    mode, model = (hw.cpu_model, None) if hw.cpu_model.startswith("host-") \
+        else ("custom", hw.cpu_model)
+    topology = None if (hw.sockets, hw.threads) == (1, 1) else \
+        (hw.sockets, cpus // (hw.sockets * hw.threads), hw.threads)
+    boot = {"disk": "hd", "cdrom": "cdrom", "network": "network"}
+    return {
+        "machine": "pc" if hw.machine == "i440fx" else None,
+        "firmware": hw.firmware, "secure_boot": hw.secure_boot, "tpm": hw.tpm,
+        "nvram": nvram_path(facts, name) if hw.firmware == "uefi" else None,
+        "boot": tuple(boot[b] for b in hw.boot),
+        "cpu_mode": mode, "cpu_model": model, "topology": topology,
+        "vnc": hw.graphics == "vnc",
+    }
+
+
 def seed_path(facts: dict[str, Any], name: str) -> str:
     """Where the host's agent keeps the seed (corral.agent.storage.Storage.seed_path)."""
     return f"{facts['storage_dir']}/vms/{name}-cidata.iso"
@@ -108,5 +144,6 @@ def domain_xml(ctx: EngineContext, vm_id: str,
             nics=vm_nics.nic_specs(s, vm),  # every NIC (vm nic add), in order
             console_log=f"{facts['console_dir']}/{vm.name}.log",
             kernel=image.kernel, initrd=image.initrd, cmdline=image.cmdline,
+            **_platform(hardware_of(vm), vm.cpus, facts, vm.name),
         )
         return vm.name, host.id, design_domain(spec).to_xml()

@@ -47,6 +47,7 @@ def to_api(vm: Vm, image: str, first_nic: tuple[str, str] | None, host: str | No
         disk_bytes=vm.disk_bytes, network=network, mac=mac, host=host,
         state=VmState(vm.state), desired_power=vm.desired_power, created_at=vm.created_at,
         cloud_init=vm_cloudinit.from_row(vm.cloud_init),
+        hardware=vm_design.hardware_of(vm),
     )
 
 
@@ -73,6 +74,7 @@ def get(ctx: EngineContext, name: str) -> VmOut:
 def create(ctx: EngineContext, req: VmCreate) -> Operation:
     """Check everything first: a refused request leaves nothing behind."""
     vm_cloudinit.check(req.cloud_init, req.name)
+    vm_design.check_hardware(req.hardware, req.cpus)
     host = pick_host(ctx, req.memory_mib)
     host_mem = int(host.facts.get("memory_mib") or 0)
     if host_mem and req.memory_mib > host_mem:
@@ -126,6 +128,7 @@ def create(ctx: EngineContext, req: VmCreate) -> Operation:
             cpus=req.cpus, memory_mib=req.memory_mib, disk_bytes=disk,
             desired_power="running" if req.start else "stopped", state=VmState.CREATING.value,
             cloud_init=vm_cloudinit.stored(req.cloud_init),
+            hardware=req.hardware.model_dump(mode="json"),
         )
         s.add(vm)
         with claims.unique(f"VM {req.name} was just taken by a concurrent request",
