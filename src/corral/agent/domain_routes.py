@@ -21,8 +21,11 @@ from corral.agent_api.domains import (
     DomainInfo,
     HostFacts,
     InterfaceAddress,
+    LiveResources,
+    MemoryTargetBody,
     SeedBody,
     SeedInfo,
+    VcpusBody,
 )
 from corral.errors import NotFound
 from corral.validation import validate_name
@@ -63,6 +66,18 @@ def router(hv: Hypervisor, storage: Storage, console_dir: Path,
         if action == "start":
             after_start()
         return out
+
+    @r.get("/v1/domains/{name}/resources")
+    def resources(name: str) -> LiveResources:
+        return LiveResources.model_validate(hv.resources(name))
+
+    @r.put("/v1/domains/{name}/vcpus")
+    def set_vcpus(name: str, body: VcpusBody) -> LiveResources:
+        return LiveResources.model_validate(hv.set_vcpus(name, body.count))
+
+    @r.put("/v1/domains/{name}/memory-target")
+    def set_memory_target(name: str, body: MemoryTargetBody) -> LiveResources:
+        return LiveResources.model_validate(hv.set_memory_target(name, body.mib))
 
     @r.delete("/v1/domains/{name}")
     def undefine(name: str) -> Deleted:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import Field
+
 from corral.agent_api import Answer, Body
 
 DomainAction = Literal["start", "shutdown", "destroy", "reboot", "reset", "suspend", "resume"]
@@ -37,6 +39,28 @@ class DomainInfo(Answer):
 
 class DefineBody(Body):
     xml: str
+
+
+class VcpusBody(Body):
+    """``PUT /v1/domains/{name}/vcpus``: vCPUs of the running domain (up to its maximum)."""
+
+    count: int = Field(ge=1, le=255)
+
+
+class MemoryTargetBody(Body):
+    """``PUT /v1/domains/{name}/memory-target``: the balloon's target in the running domain
+    (at most the memory it booted with)."""
+
+    mib: int = Field(ge=16)
+
+
+class LiveResources(Answer):
+    """What the running domain has now: vCPUs, and memory as the balloon leaves it."""
+
+    vcpus: int
+    vcpus_max: int  # the most it can be given while it runs
+    memory_mib: int  # the memory it booted with
+    balloon_mib: int  # what the guest has, the balloon taken off
 
 
 class InterfaceAddress(Answer):

@@ -166,10 +166,6 @@ class CloudInit(_Request):
         return self
 
 
-class VmPatch(_Request):
-    """Changes to a stopped VM; a field left out is left as it is."""
-
-    cloud_init: CloudInit | None = Field(None, description="Replaces the settings (null: no seed)")
 
 
 class VmAddress(BaseModel):
@@ -206,6 +202,8 @@ class Hardware(_Request):
     graphics: Literal["vnc", "none"] = Field(
         "vnc", description="vnc: a VNC display on the host's loopback, reached through the "
         "engine; none: the serial console only")
+    cpu_max: int | None = Field(None, ge=1, le=64, description="vCPU hot-plug: the most vCPUs "
+                                "a running VM can be given (vm set --cpus); default: cpus")
 
     @model_validator(mode="after")
     def _together(self) -> Hardware:
@@ -216,6 +214,62 @@ class Hardware(_Request):
         if len(set(self.boot)) != len(self.boot):
             raise ValueError("boot names a device twice")
         return self
+
+
+class HardwarePatch(_Request):
+    """Hardware fields to change; one left out is left as it is (their rules: Hardware)."""
+
+    firmware: Literal["bios", "uefi"] | None = None
+    secure_boot: bool | None = None
+    tpm: bool | None = None
+    machine: Literal["q35", "i440fx"] | None = None
+    boot: list[Literal["disk", "cdrom", "network"]] | None = Field(None, max_length=3)
+    cpu_model: str | None = Field(None, pattern=_CPU_MODEL)
+    sockets: int | None = Field(None, ge=1, le=64)
+    threads: int | None = Field(None, ge=1, le=8)
+    graphics: Literal["vnc", "none"] | None = None
+    cpu_max: int | None = Field(None, ge=1, le=64, description="null: no hot-plug headroom")
+
+
+class VmPatch(_Request):
+    """Changes to a VM; a field left out is left as it is. Each applies live (description,
+    memory_target, cpus up to the cpu_max the VM booted with), at next boot (memory, other
+    cpus, cpu_model, cpu_max, sockets, threads, boot, graphics: listed in the VM's
+    ``pending``), or only while the VM is stopped (firmware, secure_boot, tpm, machine,
+    cloud_init: 409 otherwise)."""
+
+    cloud_init: CloudInit | None = Field(None, description="Replaces the settings (null: no seed)")
+    cpus: int | None = Field(None, ge=1, le=64)
+    memory: str | int | None = Field(None, description="e.g. 2G (next boot when running)")
+    memory_target: str | int | None = Field(
+        None, description="Balloon target: the memory the guest may use, at most memory "
+        "(live); null: all of it")
+    description: str | None = Field(None, max_length=1024)
+    hardware: HardwarePatch | None = None
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, v: str | int | None) -> str | int | None:
+        if v is not None and _size(v, "memory", "M", MEMORY_MAX) < 16 << 20:
+            raise ValueError("memory must be at least 16M")
+        return v
+
+    @field_validator("memory_target")
+    @classmethod
+    def _target(cls, v: str | int | None) -> str | int | None:
+        if v is not None and _size(v, "memory_target", "M", MEMORY_MAX) < 16 << 20:
+            raise ValueError("memory_target must be at least 16M")
+        return v
+
+    @property
+    def memory_mib(self) -> int | None:
+        return None if self.memory is None else \
+            parse_size(self.memory, "memory", "M", MEMORY_MAX) >> 20
+
+    @property
+    def memory_target_mib(self) -> int | None:
+        return None if self.memory_target is None else \
+            parse_size(self.memory_target, "memory_target", "M", MEMORY_MAX) >> 20
 
 
 class VmCreate(_Request):
@@ -233,6 +287,7 @@ class VmCreate(_Request):
                              "rbd); default: the host's storage dir (pool `default`)")
     security_groups: list[str] = Field([], description="Security groups of the first NIC")
     hardware: Hardware = Field(default_factory=Hardware)
+    description: str = Field("", max_length=1024)
 
     _name = _name_field("name")
     _pool = _name_field("pool")
@@ -295,6 +350,10 @@ class Vm(BaseModel):
     cloud_init: CloudInit | None = None
     pool: str = "default"  # storage pool of the root disk
     hardware: Hardware = Field(default_factory=Hardware)
+    description: str = ""
+    memory_target_mib: int | None = Field(None, description="Balloon target (None: all memory)")
+    pending: list[str] = Field([], description="Settings changed while the VM ran that apply "
+                               "when it is next started (e.g. memory, hardware.cpu_model)")
 
 
 class ImageImport(_Request):

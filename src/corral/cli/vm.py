@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from corral.api import Hardware, PowerAction, VmCreate
+from corral.api import Hardware, HardwarePatch, PowerAction, VmCreate, VmPatch
 from corral.cli import vm_guest
 from corral.cli.console import attach_console
 from corral.cli.customize import vm_customize
@@ -72,6 +72,10 @@ def create(
                                 rich_help_panel="Hardware"),
     graphics: str = typer.Option("vnc", "--graphics", help="vnc (on the host's loopback) or "
                                  "none (serial console only)", rich_help_panel="Hardware"),
+    cpu_max: int = typer.Option(None, "--cpu-max", help="vCPU hot-plug: the most vCPUs a "
+                                "running VM can be given with `vm set --cpus`",
+                                rich_help_panel="Hardware"),
+    description: str = typer.Option("", "--description", help="Free text shown by vm show"),
     hostname: str = vm_guest.HostnameOpt, user: str = vm_guest.UserOpt,
     ssh_key: list[str] = vm_guest.SshKeyOpt, password_hash: str = vm_guest.PasswordHashOpt,
     user_data: str = vm_guest.UserDataOpt, network_config: str = vm_guest.NetworkConfigOpt,
@@ -98,12 +102,13 @@ def create(
         )
         hardware = build(Hardware, firmware="uefi" if secure_boot else firmware,
                          secure_boot=secure_boot, tpm=tpm, machine=machine,
-                         boot=[b.strip() for b in boot.split(",") if b.strip()] if boot else [],
+                         boot=_boot_order(boot) if boot else [],
                          cpu_model=cpu_model, sockets=sockets, threads=threads,
-                         graphics=graphics)
+                         graphics=graphics, cpu_max=cpu_max)
         req = build(VmCreate, name=name, image=image, iso=iso, cpus=cpus, memory=memory,
                     disk=disk, network=network, start=start, cloud_init=ci, pool=pool,
-                    security_groups=list(security_group or []), hardware=hardware)
+                    security_groups=list(security_group or []), hardware=hardware,
+                    description=description)
         with client(data_dir) as c:
             follow(c, c.create_vm(req), f"create VM {name}", wait, output)
 
@@ -113,6 +118,87 @@ def list_vms(output: OutputFormat = OutputOpt, data_dir: Path = DataDirOpt) -> N
     """List VMs with their state."""
     with handled(), client(data_dir) as c:
         emit(c.list_vms(), output, COLUMNS)
+
+
+def _boot_order(boot: str) -> list[str]:
+    return [b.strip() for b in boot.split(",") if b.strip()]
+
+
+@app.command("set")
+def set_vm(
+    name: str = typer.Argument(..., help="VM to change"),
+    cpus: int = typer.Option(None, "--cpus", help="vCPUs: live up to the cpu-max it was "
+                             "started with, else at next start"),
+    memory: str = typer.Option(None, "--memory", "-m", help="Memory, e.g. 2G (next start "
+                               "when running)"),
+    memory_target: str = typer.Option(None, "--memory-target", help="Balloon target, e.g. "
+                                      "1G: the memory the guest may use, live; 'full': all "
+                                      "of it"),
+    description: str = typer.Option(None, "--description", help="Free text (live)"),
+    cpu_model: str = typer.Option(None, "--cpu-model", help="host-model, host-passthrough "
+                                  "or a libvirt CPU model (next start)",
+                                  rich_help_panel="Hardware"),
+    cpu_max: str = typer.Option(None, "--cpu-max", help="vCPU hot-plug ceiling (next start; "
+                                "'none': no headroom)", rich_help_panel="Hardware"),
+    sockets: int = typer.Option(None, "--sockets", help="CPU sockets (next start)",
+                                rich_help_panel="Hardware"),
+    threads: int = typer.Option(None, "--threads", help="Threads per core (next start)",
+                                rich_help_panel="Hardware"),
+    boot: str = typer.Option(None, "--boot", help="Boot order, e.g. cdrom,disk (next start)",
+                             rich_help_panel="Hardware"),
+    graphics: str = typer.Option(None, "--graphics", help="vnc or none (next start)",
+                                 rich_help_panel="Hardware"),
+    firmware: str = typer.Option(None, "--firmware", help="bios or uefi (stopped VMs only)",
+                                 rich_help_panel="Hardware"),
+    secure_boot: bool = typer.Option(None, "--secure-boot/--no-secure-boot",
+                                     help="UEFI Secure Boot (stopped VMs only)",
+                                     rich_help_panel="Hardware"),
+    tpm: bool = typer.Option(None, "--tpm/--no-tpm", help="Emulated TPM 2.0 (stopped VMs "
+                             "only)", rich_help_panel="Hardware"),
+    machine: str = typer.Option(None, "--machine", help="q35 or i440fx (stopped VMs only)",
+                                rich_help_panel="Hardware"),
+    wait: bool = WaitOpt, output: OutputFormat = OutputOpt, data_dir: Path = DataDirOpt,
+) -> None:
+    """Change a VM's settings; what is not given stays as it is.
+
+    Live on a running VM: --description, --memory-target (the virtio balloon) and --cpus up
+    to the --cpu-max it was started with. At its next start (`vm show` lists them under
+    pending until then): --memory, --cpus beyond that, --cpu-model, --cpu-max, --sockets,
+    --threads, --boot, --graphics. Only while stopped (refused otherwise): --firmware,
+    --secure-boot, --tpm, --machine.
+
+    Example: corral vm set web --cpus 4 --memory-target 1G
+    """
+    with handled():
+        hw: dict[str, object] = {k: v for k, v in {
+            "cpu_model": cpu_model, "sockets": sockets, "threads": threads,
+            "boot": _boot_order(boot) if boot is not None else None, "graphics": graphics,
+            "firmware": firmware, "secure_boot": secure_boot, "tpm": tpm, "machine": machine,
+        }.items() if v is not None}
+        if cpu_max is not None:
+            hw["cpu_max"] = None if cpu_max.lower() == "none" else _int(cpu_max, "cpu_max")
+        if secure_boot and firmware is None:
+            hw["firmware"] = "uefi"  # as with create: Secure Boot is UEFI's
+        fields: dict[str, object] = {k: v for k, v in {
+            "cpus": cpus, "memory": memory, "description": description}.items()
+            if v is not None}
+        if memory_target is not None:
+            fields["memory_target"] = None if memory_target.lower() == "full" else memory_target
+        if hw:
+            fields["hardware"] = build(HardwarePatch, **hw)
+        if not fields:
+            raise InvalidInput("nothing to change: give an option (see --help)")
+        req = build(VmPatch, **fields)
+        with client(data_dir) as c:
+            follow(c, c.update_vm(name, req), f"change VM {name}", wait, output)
+
+
+def _int(value: str, field: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise InvalidInput(f"{field} must be a whole number or 'none', not {value!r}",
+                           field=field) from None
 
 
 @app.command("show")

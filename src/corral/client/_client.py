@@ -129,8 +129,9 @@ class Client:
         return self.request("GET", f"/api/v1/vms/{name}/console-log").text
 
     def update_vm(self, name: str, req: VmPatch) -> Operation:
-        """Change a stopped VM (``VmPatch(cloud_init=...)``; ``cloud_init=None`` removes the seed)."""
-        body = req.model_dump(mode="json", include=req.model_fields_set, exclude_none=False)
+        """Change a VM: only the fields set in ``req`` are sent (``cloud_init=None`` removes
+        the seed, ``memory_target=None`` gives the guest all its memory again)."""
+        body = req.model_dump(mode="json", exclude_unset=True)
         if body.get("cloud_init"):
             body["cloud_init"] = req.cloud_init.model_dump(mode="json", exclude_none=True) \
                 if req.cloud_init else None

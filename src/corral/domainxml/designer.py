@@ -19,7 +19,9 @@ looks like is decided here (Nova's ``designer.py`` lesson):
   disk whose source names the Ceph monitors (QEMU opens it through librbd);
 - boot from the disks, then the CD-ROMs, or in the order ``boot`` names (none of that
   with direct kernel boot);
-- a CPU topology (sockets x cores x threads = vCPUs) when one is asked;
+- a CPU topology (sockets x cores x threads = the most vCPUs) when one is asked;
+- ``max_vcpus`` above ``vcpus``: ``<vcpu current=...>`` with room for vCPU hot-plug;
+  ``current_memory_mib`` below ``memory_mib``: the balloon's target (``<currentMemory>``);
 - NICs on a Linux bridge, ``model type='virtio'`` by default (Debian's cloud kernel has no
   e1000 driver);
 - the CPU by ``cpu_mode``: ``host-model`` by default on KVM (the host's CPU as a named
@@ -142,7 +144,9 @@ class DomainSpec:
     nvram: str | None = None  # uefi: the VM's NVRAM file (None: libvirt's own place)
     tpm: bool = False  # TPM 2.0, emulated by swtpm
     boot: tuple[str, ...] = ()  # hd | cdrom | network, in order; (): disks, then CD-ROMs
-    topology: tuple[int, int, int] | None = None  # sockets, cores, threads; product = vcpus
+    topology: tuple[int, int, int] | None = None  # sockets, cores, threads; product = max vCPUs
+    max_vcpus: int | None = None  # vCPU hot-plug: the most vCPUs it can run (None: vcpus)
+    current_memory_mib: int | None = None  # the balloon's target (None: memory_mib)
 
 
 def design_domain(spec: DomainSpec) -> Domain:
@@ -154,8 +158,10 @@ def design_domain(spec: DomainSpec) -> Domain:
     dom.uuid = str(uuidlib.UUID(spec.uuid))
     dom.vm_id = spec.vm_id
     dom.memory_kib = spec.memory_mib * 1024
-    dom.current_memory_kib = spec.memory_mib * 1024
-    dom.vcpu = spec.vcpus
+    dom.current_memory_kib = (spec.current_memory_mib or spec.memory_mib) * 1024
+    dom.vcpu = _max_vcpus(spec)
+    if dom.vcpu > spec.vcpus:  # the rest can be plugged in while it runs
+        dom.vcpu_current = spec.vcpus
 
     buses = [_disk_bus(d) for d in spec.disks]
     os = dom.os
@@ -450,7 +456,12 @@ def validate_spec(spec: DomainSpec) -> None:
             field="virt_type",
         )
     _check_int_range(spec.vcpus, 1, MAX_VCPUS, "vcpus")
+    if spec.max_vcpus is not None:
+        _check_int_range(spec.max_vcpus, spec.vcpus, MAX_VCPUS, "max_vcpus")
     _check_int_range(spec.memory_mib, MIN_MEMORY_MIB, MAX_MEMORY_MIB, "memory_mib")
+    if spec.current_memory_mib is not None:
+        _check_int_range(spec.current_memory_mib, MIN_MEMORY_MIB, spec.memory_mib,
+                         "current_memory_mib")
     _check_int_range(spec.hotplug_ports, 0, MAX_HOTPLUG_PORTS, "hotplug_ports")
     _validate_platform(spec)
 
@@ -518,9 +529,14 @@ def _validate_platform(spec: DomainSpec) -> None:
         for part in spec.topology:
             _check_int_range(part, 1, MAX_VCPUS, "topology")
         sockets, cores, threads = spec.topology
-        if sockets * cores * threads != spec.vcpus:
+        if sockets * cores * threads != _max_vcpus(spec):
             raise InvalidInput(f"sockets x cores x threads ({sockets} x {cores} x {threads}) "
-                               f"must equal the {spec.vcpus} vCPUs", field="topology")
+                               f"must equal the {_max_vcpus(spec)} vCPUs (the most it can "
+                               "run)", field="topology")
+
+
+def _max_vcpus(spec: DomainSpec) -> int:
+    return spec.max_vcpus if spec.max_vcpus is not None else spec.vcpus
 
 
 def _validate_disk(disk: DiskSpec, where: str) -> None:

@@ -152,6 +152,33 @@ class Hypervisor:
     def resume(self, name: str) -> DomainInfo:
         return self._act(name, "resume", lambda d: d.resume())
 
+    def set_vcpus(self, name: str, count: int) -> dict[str, int]:
+        """Plug vCPUs into the running domain (up to its maximum); the definition is the
+        engine's to change (it defines the domain again)."""
+        return self._live(name, f"set vCPUs of {name} to {count}",
+                          lambda d: d.setVcpusFlags(count, libvirt.VIR_DOMAIN_AFFECT_LIVE))
+
+    def set_memory_target(self, name: str, mib: int) -> dict[str, int]:
+        """Inflate or deflate the running domain's balloon to ``mib``; the guest gives the
+        memory back (or takes it) within seconds when its virtio_balloon driver runs."""
+        return self._live(name, f"set memory target of {name} to {mib} MiB",
+                          lambda d: d.setMemoryFlags(mib * 1024, libvirt.VIR_DOMAIN_AFFECT_LIVE))
+
+    def resources(self, name: str) -> dict[str, int]:
+        return self._live(name, f"resources of {name}", lambda d: None)
+
+    def _live(self, name: str, what: str, fn: Callable[[Any], object]) -> dict[str, int]:
+        dom = self._domain(name)
+        with _mapped(what):
+            if not dom.isActive():
+                raise WrongState(f"{what}: VM {name} is not running")
+            fn(dom)
+            _state, max_kib, balloon_kib, vcpus, _cpu_time = dom.info()
+            most = dom.vcpusFlags(libvirt.VIR_DOMAIN_AFFECT_LIVE
+                                  | libvirt.VIR_DOMAIN_VCPU_MAXIMUM)
+            return {"vcpus": int(vcpus), "vcpus_max": int(most),
+                    "memory_mib": int(max_kib) // 1024, "balloon_mib": int(balloon_kib) // 1024}
+
     def undefine(self, name: str) -> None:
         dom = self._domain(name)
         with _mapped(f"undefine {name}"):

@@ -11,8 +11,11 @@ from corral.agent_api.domains import (
     DomainInfo,
     HostFacts,
     InterfaceAddress,
+    LiveResources,
+    MemoryTargetBody,
     SeedBody,
     SeedInfo,
+    VcpusBody,
 )
 from corral.engine.agent_calls import AgentCalls
 
@@ -34,6 +37,17 @@ class DomainCalls(AgentCalls):
 
     def act(self, name: str, action: DomainAction) -> DomainInfo:
         return self._send("POST", f"/v1/domains/{name}/{action}", DomainInfo)
+
+    def resources(self, name: str) -> LiveResources:
+        return self._send("GET", f"/v1/domains/{name}/resources", LiveResources, timeout=10)
+
+    def set_vcpus(self, name: str, count: int) -> LiveResources:
+        return self._send("PUT", f"/v1/domains/{name}/vcpus", LiveResources,
+                          VcpusBody(count=count))
+
+    def set_memory_target(self, name: str, mib: int) -> LiveResources:
+        return self._send("PUT", f"/v1/domains/{name}/memory-target", LiveResources,
+                          MemoryTargetBody(mib=mib))
 
     def undefine(self, name: str) -> Deleted:
         return self._send("DELETE", f"/v1/domains/{name}", Deleted)

@@ -114,6 +114,12 @@ class Vm(Base):
                                                      nullable=True, index=True)
     # api.Hardware as JSON (firmware, machine, boot order, CPU, graphics); NULL: its defaults.
     hardware: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
+    description: Mapped[str] = mapped_column(Text, default="", server_default="")
+    # The balloon's target (vm set --memory-target); NULL: all of memory_mib.
+    memory_target_mib: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # What the running domain booted with (cpus, memory_mib, balloon_mib, hardware), set when
+    # it starts and by live changes: the settings that differ are pending (next boot).
+    booted: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
 
 
 class Nic(Base):

@@ -9,7 +9,7 @@ from corral.api import ConsoleTicket, Operation, Vm, VmAddress, VmCreate, VmPatc
 from corral.engine.console_proxy import proxy_console
 from corral.engine.context import EngineContext
 from corral.engine.routes.deps import authenticated, context
-from corral.engine.services import console_tickets, vm_addresses, vm_cloudinit, vms
+from corral.engine.services import console_tickets, vm_addresses, vm_settings, vms
 
 router = APIRouter(tags=["vms"])
 guarded = APIRouter(prefix="/api/v1/vms", dependencies=[Depends(authenticated)])
@@ -32,8 +32,10 @@ def get_vm(name: str, ctx: EngineContext = Depends(context)) -> Vm:
 
 @guarded.patch("/{name}", status_code=202, response_model=Operation)
 def update_vm(name: str, req: VmPatch, ctx: EngineContext = Depends(context)) -> Operation:
-    """Change a stopped VM (cloud-init settings: the seed is rebuilt); 409 unless stopped."""
-    return vm_cloudinit.patch(ctx, name, req)
+    """Change a VM: live (description, balloon target, vCPUs up to cpu_max), at its next
+    start (memory, CPU model, topology, boot order, graphics: listed in ``pending``), or only
+    while stopped (firmware, Secure Boot, TPM, machine, cloud-init: 409 otherwise)."""
+    return vm_settings.patch(ctx, name, req)
 
 
 @guarded.get("/{name}/addresses", response_model=list[VmAddress])

@@ -78,7 +78,8 @@ def clone(ctx: EngineContext, source: str, req: VmClone) -> Operation:
                 memory_mib=src.memory_mib, disk_bytes=src.disk_bytes,
                 desired_power="running" if req.start else "stopped",
                 state=VmState.CREATING.value, cloud_init=src.cloud_init,
-                root_pool_id=src.root_pool_id, hardware=src.hardware)
+                root_pool_id=src.root_pool_id, hardware=src.hardware,
+                memory_target_mib=src.memory_target_mib)
         s.add(vm)
         with claims.unique(f"VM {req.name} or its MAC was just taken by a concurrent request",
                            field="name"):

@@ -3,27 +3,23 @@
 The VM row keeps the settings as given (``api.CloudInit``) plus a ``revision`` that counts
 changes: the instance id is the VM id, then ``ID.N`` after N changes, so that cloud-init in
 the guest applies changed settings again (it runs users, keys and runcmd once per instance
-id). ``PATCH /api/v1/vms/{name}`` changes them while the VM is stopped; its operation
-rebuilds the seed and redefines the domain (a seed added or removed adds or removes the
-CD-ROM), and puts everything back as it was when a step fails.
+id). ``PATCH /api/v1/vms/{name}`` changes them while the VM is stopped
+(corral.engine.services.vm_settings: the seed is rebuilt and the domain defined again, a
+seed added or removed adds or removes the CD-ROM).
 """
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from corral import cloudinit
-from corral.api import CloudInit, Operation, VmPatch, VmState
+from corral.api import CloudInit
 from corral.engine.agent_client import AgentClient
 from corral.engine.context import EngineContext
 from corral.engine.db.models import Nic, Vm
-from corral.engine.operations import OpContext
-from corral.engine.services.vm_design import domain_xml
-from corral.engine.services.vm_lookup import find_vm
-from corral.errors import CorralError, InvalidInput, NotFound, WrongState
+from corral.errors import NotFound
 
 
 def stored(ci: CloudInit | None, revision: int = 0) -> dict[str, Any] | None:
@@ -66,7 +62,7 @@ def seed_files(vm_id: str, name: str, mac: str | None, data: dict[str, Any]) -> 
     return files.as_dict()
 
 
-def _first_mac(s: Session, vm: Vm) -> str | None:
+def first_mac(s: Session, vm: Vm) -> str | None:
     """The MAC cloud-init's default network config matches: the VM's first NIC's."""
     row = s.query(Nic).filter_by(vm_id=vm.id).order_by(Nic.idx).first()
     return row.mac if row is not None else None
@@ -81,66 +77,6 @@ def push_seed(ctx: EngineContext, agent: AgentClient, vm_id: str) -> bool:
         if vm.cloud_init is None:
             return False
         name = vm.name
-        files = seed_files(vm.id, vm.name, _first_mac(s, vm), vm.cloud_init)
+        files = seed_files(vm.id, vm.name, first_mac(s, vm), vm.cloud_init)
     agent.write_seed(name, files)
     return True
-
-
-def patch(ctx: EngineContext, name: str, req: VmPatch) -> Operation:
-    if "cloud_init" not in req.model_fields_set:
-        raise InvalidInput("nothing to change: give cloud_init (null removes the seed)",
-                           field="cloud_init")
-    with ctx.db.session() as s:
-        vm = find_vm(s, name)
-        if vm.state != VmState.STOPPED.value:
-            raise WrongState(f"cannot change cloud-init of VM {name}: it is {vm.state} "
-                             "(stop it first)", state=vm.state)
-        revision = int((vm.cloud_init or {}).get("revision", -1)) + 1
-        new = stored(req.cloud_init, revision)
-        if new is not None:  # a combination the renderer refuses is a 4xx now, not a failed op
-            seed_files(vm.id, vm.name, _first_mac(s, vm), new)
-        vm_id, host_id = vm.id, vm.host_id
-    return ctx.ops.submit("vm.update", {"vms": [name]}, {"vm_id": vm_id, "cloud_init": new},
-                          [f"vm:{name}"], host_id=host_id)
-
-
-def execute_patch(ctx: EngineContext, op: OpContext) -> None:
-
-    vm_id, new = op.params["vm_id"], op.params["cloud_init"]
-    with ctx.db.session() as s:
-        vm = s.get(Vm, vm_id)
-        if vm is None or vm.host_id is None:
-            raise NotFound(f"VM {vm_id} no longer exists")
-        name, host_id, old = vm.name, vm.host_id, vm.cloud_init
-    agent = ctx.agent(host_id)
-    state = str(agent.domain(name).state)
-    if state != "stopped":
-        raise WrongState(f"cannot change cloud-init of VM {name}: it is {state} (stop it first)")
-    try:
-        _set_row(ctx, vm_id, new)
-        if new is not None:
-            op.progress(30, "building the cloud-init seed")
-            push_seed(ctx, agent, vm_id)
-        op.progress(70, "updating the domain")
-        agent.define(name, domain_xml(ctx, vm_id)[2])
-        if new is None:
-            agent.delete_seed(name)
-    except CorralError:
-        _set_row(ctx, vm_id, old)
-        with contextlib.suppress(CorralError):
-            if old is not None:
-                push_seed(ctx, agent, vm_id)
-            agent.define(name, domain_xml(ctx, vm_id)[2])
-        raise
-    ctx.bus.publish("vm", {"name": name, "state": VmState.STOPPED.value, "message": "cloud-init updated"})
-
-
-def _set_row(ctx: EngineContext, vm_id: str, data: dict[str, Any] | None) -> None:
-    with ctx.db.session() as s:
-        vm = s.get(Vm, vm_id)
-        if vm is not None:
-            vm.cloud_init = data
-
-
-def register(ctx: EngineContext) -> None:
-    ctx.ops.register("vm.update", lambda op: execute_patch(ctx, op))

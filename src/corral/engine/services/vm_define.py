@@ -12,8 +12,11 @@ from corral.engine.agent_client import AgentClient
 from corral.engine.context import EngineContext
 from corral.engine.db.models import Vm
 from corral.engine.operations import OpContext
-from corral.engine.services import security_groups, vm_roots
+from corral.engine.services import security_groups, vm_design, vm_roots
 from corral.errors import CorralError, WrongState
+
+# States a VM starts (boots) from; paused, unknown and the rest resume what was running.
+_OFF = frozenset({VmState.STOPPED.value, VmState.CRASHED.value, VmState.CREATING.value})
 
 
 def set_fields(ctx: EngineContext, vm_id: str, **fields: Any) -> None:
@@ -23,8 +26,11 @@ def set_fields(ctx: EngineContext, vm_id: str, **fields: Any) -> None:
         if vm is None:
             return
         changed = fields.get("state") not in (None, vm.state)
+        boots = fields.get("state") == VmState.RUNNING.value and vm.state in _OFF
         for k, v in fields.items():
             setattr(vm, k, v)
+        if boots:  # a domain started from its definition: it runs the rows' settings now
+            vm.booted = vm_design.boot_settings(vm)
         name, state = vm.name, vm.state
     if changed:
         ctx.bus.publish("vm", {"name": name, "state": state})

@@ -79,11 +79,42 @@ def hardware_of(vm: Vm) -> Hardware:
     return Hardware.model_validate(vm.hardware or {})
 
 
+def max_vcpus(hw: Hardware, cpus: int) -> int:
+    """The most vCPUs the VM can run: its hot-plug ceiling, or its vCPUs."""
+    return hw.cpu_max if hw.cpu_max is not None else cpus
+
+
 def check_hardware(hw: Hardware, cpus: int) -> None:
-    """What the request model cannot see alone: the topology against the vCPU count."""
-    if cpus % (hw.sockets * hw.threads):
-        raise InvalidInput(f"{cpus} vCPUs do not split into {hw.sockets} sockets of "
+    """What the request model cannot see alone: the vCPU count against the hot-plug ceiling
+    and the topology (which spans the most vCPUs the VM can run)."""
+    if hw.cpu_max is not None and hw.cpu_max < cpus:
+        raise InvalidInput(f"{cpus} vCPUs exceed hardware.cpu_max {hw.cpu_max}: raise "
+                           "cpu_max too", field="hardware.cpu_max")
+    most = max_vcpus(hw, cpus)
+    if most % (hw.sockets * hw.threads):
+        raise InvalidInput(f"{most} vCPUs do not split into {hw.sockets} sockets of "
                            f"{hw.threads} threads per core", field="hardware.sockets")
+
+
+def boot_settings(vm: Vm) -> dict[str, Any]:
+    """What a domain designed from ``vm``'s rows runs with (``vms.booted`` when it starts)."""
+    return {"cpus": vm.cpus, "memory_mib": vm.memory_mib,
+            "balloon_mib": vm.memory_target_mib or vm.memory_mib,
+            "hardware": hardware_of(vm).model_dump(mode="json")}
+
+
+def pending(vm: Vm) -> list[str]:
+    """The settings of a running or paused VM that its domain does not have yet: they apply
+    when it is next started (nothing is known to be pending without ``vms.booted``)."""
+    if vm.booted is None or vm.state not in ("running", "paused", "shutting-down"):
+        return []
+    now, then = boot_settings(vm), vm.booted
+    out = [f for f, key in (("cpus", "cpus"), ("memory", "memory_mib")) if now[key] != then.get(key)]
+    if vm.memory_target_mib is not None and now["balloon_mib"] != then.get("balloon_mib"):
+        out.append("memory_target")
+    booted_hw = then.get("hardware") or {}
+    out.extend(f"hardware.{k}" for k, v in now["hardware"].items() if booted_hw.get(k, v) != v)
+    return out
 
 
 def nvram_path(facts: dict[str, Any], name: str) -> str:
@@ -96,8 +127,9 @@ def _platform(hw: Hardware, cpus: int, facts: dict[str, Any], name: str) -> dict
     """The DomainSpec fields of ``hw``."""
     mode, model = (hw.cpu_model, None) if hw.cpu_model.startswith("host-") \
         else ("custom", hw.cpu_model)
+    most = max_vcpus(hw, cpus)
     topology = None if (hw.sockets, hw.threads) == (1, 1) else \
-        (hw.sockets, cpus // (hw.sockets * hw.threads), hw.threads)
+        (hw.sockets, most // (hw.sockets * hw.threads), hw.threads)
     boot = {"disk": "hd", "cdrom": "cdrom", "network": "network"}
     return {
         "machine": "pc" if hw.machine == "i440fx" else None,
@@ -106,6 +138,7 @@ def _platform(hw: Hardware, cpus: int, facts: dict[str, Any], name: str) -> dict
         "boot": tuple(boot[b] for b in hw.boot),
         "cpu_mode": mode, "cpu_model": model, "topology": topology,
         "vnc": hw.graphics == "vnc",
+        "max_vcpus": most if most > cpus else None,
     }
 
 
@@ -144,6 +177,7 @@ def domain_xml(ctx: EngineContext, vm_id: str,
             nics=vm_nics.nic_specs(s, vm),  # every NIC (vm nic add), in order
             console_log=f"{facts['console_dir']}/{vm.name}.log",
             kernel=image.kernel, initrd=image.initrd, cmdline=image.cmdline,
+            current_memory_mib=vm.memory_target_mib,
             **_platform(hardware_of(vm), vm.cpus, facts, vm.name),
         )
         return vm.name, host.id, design_domain(spec).to_xml()

@@ -24,6 +24,7 @@ from corral.engine.services import (
     vm_design,
     vm_nics,
     vm_roots,
+    vm_settings,
 )
 from corral.engine.services.hosts import pick_host
 from corral.engine.services.vm_lookup import find_vm
@@ -47,7 +48,8 @@ def to_api(vm: Vm, image: str, first_nic: tuple[str, str] | None, host: str | No
         disk_bytes=vm.disk_bytes, network=network, mac=mac, host=host,
         state=VmState(vm.state), desired_power=vm.desired_power, created_at=vm.created_at,
         cloud_init=vm_cloudinit.from_row(vm.cloud_init),
-        hardware=vm_design.hardware_of(vm),
+        hardware=vm_design.hardware_of(vm), description=vm.description or "",
+        memory_target_mib=vm.memory_target_mib, pending=vm_design.pending(vm),
     )
 
 
@@ -128,7 +130,7 @@ def create(ctx: EngineContext, req: VmCreate) -> Operation:
             cpus=req.cpus, memory_mib=req.memory_mib, disk_bytes=disk,
             desired_power="running" if req.start else "stopped", state=VmState.CREATING.value,
             cloud_init=vm_cloudinit.stored(req.cloud_init),
-            hardware=req.hardware.model_dump(mode="json"),
+            hardware=req.hardware.model_dump(mode="json"), description=req.description,
         )
         s.add(vm)
         with claims.unique(f"VM {req.name} was just taken by a concurrent request",
@@ -326,7 +328,7 @@ def register(ctx: EngineContext) -> None:
     ctx.ops.register("vm.delete", lambda op: execute_delete(ctx, op),
                      undo=op_undo.restore(ctx, Vm, "vm_id"),
                      failed=op_undo.set_fields(ctx, Vm, "vm_id", state=VmState.ERROR.value))
-    vm_cloudinit.register(ctx)
+    vm_settings.register(ctx)
     for action in PowerAction:
         ctx.ops.register(f"vm.{action.value}", lambda op: execute_power(ctx, op),
                          undo=op_undo.restore(ctx, Vm, "vm_id"))

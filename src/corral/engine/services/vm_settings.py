@@ -1,0 +1,225 @@
+"""Changing a VM: ``PATCH /api/v1/vms/{name}`` and `corral vm set`.
+
+Every setting changes at one of three moments (Proxmox's "pending changes", oVirt's "next
+run configuration"):
+
+- live: the description (the row only), the balloon's target (``memory_target``, at most
+  the memory the domain booted with) and vCPUs up to the most the running domain can have
+  (``hardware.cpu_max`` when it booted): the running domain gets them at once;
+- next boot: memory, vCPUs beyond that, and the hardware a running domain cannot change
+  (CPU model, ``cpu_max``, topology, boot order, graphics): the domain's definition gets
+  them now, the VM lists them in ``pending`` until it is next started;
+- only while stopped: firmware, Secure Boot, TPM, machine and cloud-init (409 otherwise).
+
+The rows always hold the settings asked; ``vms.booted`` holds what the running domain was
+started with (set when it starts, moved on by live changes), so what is pending is the
+difference. Which change can be live is decided against the running domain itself (the
+agent's ``resources``), not against the rows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from corral.api import Hardware, Operation, VmPatch, VmState
+from corral.engine.context import EngineContext
+from corral.engine.db.models import Vm
+from corral.engine.operations import OpContext
+from corral.engine.services import vm_cloudinit, vm_design
+from corral.engine.services.vm_lookup import find_vm
+from corral.errors import CorralError, InvalidInput, NotFound, WrongState
+
+STOPPED_ONLY = ("firmware", "secure_boot", "tpm", "machine")  # hardware fields
+CHANGEABLE = frozenset({VmState.STOPPED, VmState.RUNNING, VmState.PAUSED, VmState.CRASHED})
+_FIELDS = ("cloud_init", "cpus", "memory", "memory_target", "description", "hardware")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The settings of a VM's row that ``vm set`` changes."""
+
+    cpus: int
+    memory_mib: int
+    memory_target_mib: int | None
+    description: str
+    hardware: dict[str, Any]
+
+    @classmethod
+    def of(cls, vm: Vm) -> Settings:
+        return cls(cpus=vm.cpus, memory_mib=vm.memory_mib,
+                   memory_target_mib=vm.memory_target_mib, description=vm.description or "",
+                   hardware=vm_design.hardware_of(vm).model_dump(mode="json"))
+
+    def write(self, vm: Vm) -> None:
+        vm.cpus, vm.memory_mib = self.cpus, self.memory_mib
+        vm.memory_target_mib, vm.description = self.memory_target_mib, self.description
+        vm.hardware = dict(self.hardware)
+
+    @property
+    def balloon_mib(self) -> int:
+        return self.memory_target_mib or self.memory_mib
+
+
+def changed_by(old: Settings, req: VmPatch) -> Settings:
+    """The settings once ``req`` is applied to ``old``; InvalidInput (422) naming the field
+    for a combination no VM can have."""
+    given = req.model_fields_set
+    cpus = req.cpus if req.cpus is not None else old.cpus
+    memory = req.memory_mib if req.memory_mib is not None else old.memory_mib
+    target = req.memory_target_mib if "memory_target" in given else old.memory_target_mib
+    if target is not None and target > memory:
+        if "memory_target" in given:
+            raise InvalidInput(f"memory_target {target} MiB is more than the VM's memory "
+                               f"({memory} MiB)", field="memory_target")
+        target = None  # memory shrank below the old target: all of the new memory
+    if target == memory:
+        target = None
+    hw = dict(old.hardware)
+    if req.hardware is not None:
+        hw.update(req.hardware.model_dump(mode="json", exclude_unset=True))
+    try:
+        hardware = Hardware.model_validate(hw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise InvalidInput(str(first["msg"]).removeprefix("Value error, "),
+                           field=f"hardware.{where}" if where else "hardware") from None
+    vm_design.check_hardware(hardware, cpus)
+    description = req.description if req.description is not None else old.description
+    return Settings(cpus=cpus, memory_mib=memory, memory_target_mib=target,
+                    description=description, hardware=hardware.model_dump(mode="json"))
+
+
+def stopped_only(old: Settings, new: Settings, cloud_init: bool) -> list[str]:
+    """The changes (field names) a running VM cannot take, not even at its next boot."""
+    out = [f"hardware.{k}" for k in STOPPED_ONLY if old.hardware.get(k) != new.hardware.get(k)]
+    return (["cloud_init"] if cloud_init else []) + out
+
+
+def _refuse_while_running(name: str, state: str, fields: list[str]) -> None:
+    if fields:
+        raise WrongState(f"{', '.join(fields)} of VM {name} can only change while it is "
+                         f"stopped (it is {state}): stop it first", state=state)
+
+
+def patch(ctx: EngineContext, name: str, req: VmPatch) -> Operation:
+    given = req.model_fields_set & set(_FIELDS)
+    if not given:
+        raise InvalidInput(f"nothing to change: give one of {', '.join(_FIELDS)}",
+                           field="body")
+    with ctx.db.session() as s:
+        vm = find_vm(s, name)
+        state = VmState(vm.state)
+        if state not in CHANGEABLE:
+            raise WrongState(f"cannot change VM {name}: it is {state.value} (wait until it "
+                             "is stopped or running)", state=state.value)
+        old = Settings.of(vm)
+        new = changed_by(old, req)
+        if state not in (VmState.STOPPED, VmState.CRASHED):
+            _refuse_while_running(name, state.value,
+                                  stopped_only(old, new, "cloud_init" in given))
+        params: dict[str, Any] = {"vm_id": vm.id, "settings": asdict(new)}
+        if "cloud_init" in given:
+            revision = int((vm.cloud_init or {}).get("revision", -1)) + 1
+            seed = vm_cloudinit.stored(req.cloud_init, revision)
+            if seed is not None:  # what the renderer refuses is a 4xx now, not a failed op
+                vm_cloudinit.seed_files(vm.id, vm.name, vm_cloudinit.first_mac(s, vm), seed)
+            params["cloud_init"] = seed
+        host_id = vm.host_id
+    return ctx.ops.submit("vm.update", {"vms": [name]}, params, [f"vm:{name}"],
+                          host_id=host_id)
+
+
+def execute(ctx: EngineContext, op: OpContext) -> None:
+    vm_id = op.params["vm_id"]
+    with ctx.db.session() as s:
+        vm = s.get(Vm, vm_id)
+        if vm is None or vm.host_id is None:
+            raise NotFound(f"VM {vm_id} no longer exists")
+        name, host_id = vm.name, vm.host_id
+        old, old_seed, old_booted = Settings.of(vm), vm.cloud_init, vm.booted
+    # An operation of an engine before `vm set` carries only cloud-init.
+    new = Settings(**op.params["settings"]) if "settings" in op.params else old
+    has_seed = "cloud_init" in op.params
+    seed = op.params.get("cloud_init")
+    agent = ctx.agent(host_id)
+    state = str(agent.domain(name).state)
+    running = state in ("running", "paused")
+    if running:  # it may have been started since the request was taken
+        _refuse_while_running(name, state, stopped_only(old, new, has_seed))
+    live = agent.resources(name) if running else None
+    cpus_live = live is not None and live.vcpus < new.cpus <= live.vcpus_max
+    # The balloon moves live for a target asked, or back to all the memory the domain has;
+    # not to a smaller memory that is only asked for the next boot.
+    balloon_live = (live is not None and new.balloon_mib <= live.memory_mib
+                    and new.balloon_mib != live.balloon_mib
+                    and (new.memory_target_mib is not None or new.memory_mib == live.memory_mib))
+    ballooned_from = live.balloon_mib if live is not None else None
+    try:
+        _store(ctx, vm_id, new, seed if has_seed else old_seed)
+        if has_seed and seed is not None:
+            op.progress(20, "building the cloud-init seed")
+            vm_cloudinit.push_seed(ctx, agent, vm_id)
+        op.progress(40, "updating the domain's definition")
+        agent.define(name, vm_design.domain_xml(ctx, vm_id)[2])
+        if balloon_live:
+            op.progress(60, f"balloon target {new.balloon_mib} MiB")
+            agent.set_memory_target(name, new.balloon_mib)
+        if cpus_live:
+            op.progress(80, f"plugging in vCPUs: {new.cpus}")
+            agent.set_vcpus(name, new.cpus)
+    except CorralError:
+        _store(ctx, vm_id, old, old_seed)
+        with contextlib.suppress(CorralError):
+            if balloon_live and ballooned_from is not None:
+                agent.set_memory_target(name, ballooned_from)
+            if has_seed and old_seed is not None:
+                vm_cloudinit.push_seed(ctx, agent, vm_id)
+            agent.define(name, vm_design.domain_xml(ctx, vm_id)[2])
+        raise
+    if has_seed and seed is None:
+        agent.delete_seed(name)
+    message = _after_live(ctx, vm_id, old_booted, live, cpus_live, balloon_live, new)
+    op.progress(100, message)
+    ctx.bus.publish("vm", {"name": name, "state": state, "message": message})
+
+
+def _store(ctx: EngineContext, vm_id: str, settings: Settings,
+           seed: dict[str, Any] | None) -> None:
+    with ctx.db.session() as s:
+        vm = s.get(Vm, vm_id)
+        if vm is not None:
+            settings.write(vm)
+            vm.cloud_init = seed
+
+
+def _after_live(ctx: EngineContext, vm_id: str, booted: dict[str, Any] | None,
+                live: Any, cpus_live: bool, balloon_live: bool, new: Settings) -> str:
+    """Move ``vms.booted`` on by what the running domain took; what to tell the user."""
+    with ctx.db.session() as s:
+        vm = s.get(Vm, vm_id)
+        if vm is None:
+            return "settings changed"
+        if live is not None:
+            was = dict(booted or {"cpus": live.vcpus, "memory_mib": live.memory_mib,
+                                  "balloon_mib": live.balloon_mib,
+                                  "hardware": vm_design.hardware_of(vm).model_dump(mode="json")})
+            if cpus_live:
+                was["cpus"] = new.cpus
+            if balloon_live:
+                was["balloon_mib"] = new.balloon_mib
+            vm.booted = was
+        later = vm_design.pending(vm)
+    done = [w for w, on in ((f"{new.cpus} vCPUs now", cpus_live),
+                            (f"balloon at {new.balloon_mib} MiB now", balloon_live)) if on]
+    if later:
+        done.append(f"at next start: {', '.join(later)}")
+    return "; ".join(done) or "settings changed"
+
+
+def register(ctx: EngineContext) -> None:
+    ctx.ops.register("vm.update", lambda op: execute(ctx, op))
