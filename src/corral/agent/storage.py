@@ -92,6 +92,18 @@ def qemu_img_info(path: Path) -> dict[str, Any]:
     return info
 
 
+def grow_qcow2(path: Path, size: int, what: str) -> int:
+    """Grow a qcow2 file to ``size`` bytes (never shrinks: 422); its capacity after. Internal
+    snapshots stay valid (QEMU grows an image that has them)."""
+    current = int(qemu_img_info(path)["virtual-size"])
+    if size < current:
+        raise InvalidInput(f"{what} is {current >> 20} MiB; disks only grow, not to "
+                           f"{size >> 20} MiB", field="size")
+    if size > current:
+        _run(["qemu-img", "resize", "-q", "-f", "qcow2", str(path), str(size)], f"grow {what}")
+    return size
+
+
 class Storage:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -236,6 +248,13 @@ class Storage:
 
     def delete_disk(self, vm: str) -> None:
         self.disk_path(vm).unlink(missing_ok=True)
+
+    def grow_disk(self, vm: str, size: int) -> int:
+        """Grow the stopped VM's root disk to ``size`` bytes; its capacity after."""
+        path = self.disk_path(vm)
+        if not path.exists():
+            raise NotFound(f"the root disk of VM {vm} is not on this host")
+        return grow_qcow2(path, size, f"root disk of VM {vm}")
 
     # -- cloud-init seeds: vms/NAME-cidata.iso, read-only CD-ROM of the VM ---------------
     def seed_path(self, vm: str) -> Path:

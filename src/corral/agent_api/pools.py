@@ -145,5 +145,12 @@ class RootDisk(Answer):
     base: str | None = None  # linked clones: the frozen base both disks now share
 
 
+class RootGrown(Answer):
+    """``POST .../roots/{vm}/grow`` (body: ResizeBody): a stopped VM's root disk grown; pool
+    ``default`` is the host's storage dir."""
+
+    capacity: int  # bytes
+
+
 class RootDeleted(Deleted):
     bases_removed: list[str] = Field(default_factory=list)  # bases no disk needs now

@@ -34,7 +34,8 @@ pool_app = typer.Typer(help="Create, list, show and delete storage pools.", no_a
 app.add_typer(pool_app, name="pool")
 volume_app = typer.Typer(help="Volumes of storage pools (POOL/NAME): thin qcow2 or raw files, "
                          "or RBD images.", no_args_is_help=True)
-disk_app = typer.Typer(help="Attach volumes to VMs and detach them (hot-plug when running).",
+disk_app = typer.Typer(help="A VM's disks: attach and detach volumes, grow the root disk (live "
+                       "when running).",
                        no_args_is_help=True)
 
 
@@ -201,6 +202,31 @@ def disk_detach(
         _ref(volume)
         with client(data_dir) as c:
             follow(c, c.detach_disk(vm, volume), f"detach {volume} from VM {vm}", wait, output)
+
+
+@disk_app.command("resize")
+def disk_resize(
+    vm: str = typer.Argument(..., help="VM name"),
+    disk: str = typer.Argument(..., help="root, or an attached volume POOL/NAME"),
+    size: str = typer.Option(..., "--size", "-s", help="The new size, e.g. 20G (only grows)"),
+    wait: bool = WaitOpt, output: OutputFormat = OutputOpt, data_dir: Path = DataDirOpt,
+) -> None:
+    """Grow a VM's disk: live on a running VM (the guest sees the new size at once), else
+    on its host. Growing the partition and file system inside is the guest's business
+    (cloud-init's growpart does it at boot).
+
+    Example: corral vm disk resize web root --size 20G
+    """
+    with handled(), client(data_dir) as c:
+        if disk == "root":
+            op = c.resize_root_disk(vm, size)
+        else:
+            if "/" not in disk:
+                raise InvalidInput(f"disk {disk!r}: give root or an attached volume "
+                                   "POOL/NAME (see `corral vm disk list VM`)", field="disk")
+            pool, name = _ref(disk)
+            op = c.resize_volume(pool, name, size)
+        follow(c, op, f"resize disk {disk} of VM {vm}", wait, output)
 
 
 @disk_app.command("list")

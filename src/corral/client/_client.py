@@ -280,6 +280,11 @@ class Client:
         body = {"volume": volume, "bus": bus}
         return Operation.model_validate(self._json("POST", f"/api/v1/vms/{vm}/disks", json=body))
 
+    def resize_root_disk(self, vm: str, size: str | int) -> Operation:
+        """Grow a VM's root disk (live when it runs); ``size`` e.g. ``"20G"``."""
+        return Operation.model_validate(self._json(  # the engine validates the size (422)
+            "POST", f"/api/v1/vms/{vm}/disks/root/resize", json={"size": size}))
+
     def detach_disk(self, vm: str, volume: str) -> Operation:
         """Detach volume ``POOL/NAME`` from a VM."""
         try:

@@ -30,6 +30,7 @@ from corral.engine.services import pools as pool_service
 from corral.engine.services import vm_clones as vm_clone_service
 from corral.engine.services import vm_disks as vm_disk_service
 from corral.engine.services import vm_nics as vm_nic_service
+from corral.engine.services import vm_root_disk as vm_root_disk_service
 from corral.engine.services import vm_snapshots as vm_snapshot_service
 from corral.engine.services import vms as vm_service
 from corral.engine.services import volumes as volume_service
@@ -47,7 +48,8 @@ def build_context(settings: EngineSettings) -> EngineContext:
     image_service.register(ctx)
     customize_service.register(ctx)
     network_service.register(ctx)
-    for storage in (pool_service, volume_service, vm_disk_service):
+    for storage in (pool_service, volume_service, vm_disk_service,
+                    vm_root_disk_service):
         storage.register(ctx)
     vm_snapshot_service.register(ctx)
     vm_clone_service.register(ctx)

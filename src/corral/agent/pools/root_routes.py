@@ -15,7 +15,14 @@ from corral.agent.pools import host_registry
 from corral.agent.pools.roots import RootDisks
 from corral.agent.storage import Storage
 from corral.agent_api.jobs import JobInfo
-from corral.agent_api.pools import RootBody, RootDeleted, RootDisk, RootTemplateBody
+from corral.agent_api.pools import (
+    ResizeBody,
+    RootBody,
+    RootDeleted,
+    RootDisk,
+    RootGrown,
+    RootTemplateBody,
+)
 from corral.agent_api.snapshots import CloneBody
 from corral.validation import validate_name
 
@@ -38,6 +45,10 @@ def router(state_dir: Path, storage: Storage, jobs: JobRunner) -> APIRouter:
     @r.delete("/v1/pools/{pool}/roots/{vm}")
     def delete_root(pool: str, vm: str) -> RootDeleted:
         return RootDeleted.model_validate(roots.delete(pool, vm))
+
+    @r.post("/v1/pools/{pool}/roots/{vm}/grow")
+    def grow_root(pool: str, vm: str, body: ResizeBody) -> RootGrown:
+        return RootGrown(capacity=roots.grow(pool, vm, body.size))
 
     @r.put("/v1/pools/{pool}/roots/{vm}/linked-clone")
     def linked(pool: str, vm: str, body: CloneBody) -> RootDisk:

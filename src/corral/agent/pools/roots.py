@@ -44,7 +44,7 @@ from corral.agent.pools import PoolRegistry
 from corral.agent.pools.base import Pool
 from corral.agent.pools.dir import DirPool, qemu_img
 from corral.agent.pools.rbd import RbdPool
-from corral.agent.storage import Progress, Storage
+from corral.agent.storage import Progress, Storage, grow_qcow2
 from corral.errors import Conflict, CorralError, InvalidInput, NotFound
 from corral.validation import validate_name
 
@@ -104,6 +104,20 @@ class RootDisks:
             return _Rbd(pool).full_clone(source, new, report)
         assert isinstance(pool, DirPool)
         return _Files(pool).full_clone(source, new, snapshot, report)
+
+    def grow(self, pool_name: str, vm: str, size: int) -> int:
+        """Grow the stopped VM's root disk to ``size`` bytes (a running VM's grows through
+        QEMU: the guest sees it); its capacity after."""
+        if pool_name == "default":
+            return self.storage.grow_disk(vm, size)
+        pool = self._pool(pool_name)
+        if isinstance(pool, RbdPool):
+            return _Rbd(pool).grow(vm, size)
+        assert isinstance(pool, DirPool)
+        path = _Files(pool).disk(vm)
+        if not path.exists():
+            raise NotFound(f"the root disk of VM {vm} is not in pool {pool_name}")
+        return grow_qcow2(path, size, f"root disk of VM {vm}")
 
     def qemu_source(self, pool_name: str, vm: str) -> str:
         """What ``qemu-img`` opens to read the VM's root disk (a template is made from it)."""
@@ -288,6 +302,20 @@ class _Rbd:
                 self.rbd("resize", "--no-progress", "--size", f"{size}B",
                          f"{self.pool.pool}/{disk}", what=f"grow {disk}")
         return {"source": f"{self.pool.pool}/{disk}", "created": True}
+
+    def grow(self, vm: str, size: int) -> int:
+        disk = self.disk(vm)
+        info = self.info(disk)
+        if info is None:
+            raise NotFound(f"the root disk of VM {vm} is not in pool {self.pool.spec.name}")
+        current = int(info["size"])
+        if size < current:
+            raise InvalidInput(f"the root disk of VM {vm} is {current >> 20} MiB; disks only "
+                               f"grow, not to {size >> 20} MiB", field="size")
+        if size > current:
+            self.rbd("resize", "--no-progress", "--size", f"{size}B",
+                     f"{self.pool.pool}/{disk}", what=f"grow {disk}")
+        return size
 
     def delete(self, vm: str) -> dict[str, Any]:
         disk = self.disk(vm)

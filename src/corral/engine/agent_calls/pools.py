@@ -21,6 +21,7 @@ from corral.agent_api.pools import (
     RootBody,
     RootDeleted,
     RootDisk,
+    RootGrown,
     RootTemplateBody,
     VolumeBody,
     VolumeFormat,
@@ -84,6 +85,11 @@ class PoolCalls(AgentCalls):
                           BlockResizeBody(target=target, size=size), timeout=120)
 
     # -- root disks of VMs in pools (create, full clone, template: jobs) ------------------
+    def grow_root(self, pool: str, vm: str, size: int) -> RootGrown:
+        """Grow a stopped VM's root disk (pool ``default``: the host's storage dir)."""
+        return self._send("POST", f"/v1/pools/{pool}/roots/{vm}/grow", RootGrown,
+                          ResizeBody(size=size), timeout=300)
+
     def delete_root(self, pool: str, vm: str) -> RootDeleted:
         return self._send("DELETE", f"/v1/pools/{pool}/roots/{vm}", RootDeleted, timeout=300)
 

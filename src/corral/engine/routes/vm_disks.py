@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
-from corral.api import DiskAttach, Operation, VmDisk
+from corral.api import DiskAttach, Operation, VmDisk, VolumeResize
 from corral.engine.context import EngineContext
 from corral.engine.routes.deps import authenticated, context
-from corral.engine.services import vm_disks
+from corral.engine.services import vm_disks, vm_root_disk
 
 router = APIRouter(prefix="/api/v1/vms/{name}/disks", tags=["vms"],
                    dependencies=[Depends(authenticated)])
@@ -30,3 +30,11 @@ def detach_disk(name: str, pool: str, volume: str,
                 ctx: EngineContext = Depends(context)) -> Operation:
     """Detach a volume; a running VM's guest releases it first."""
     return vm_disks.detach(ctx, name, f"{pool}/{volume}")
+
+
+@router.post("/root/resize", status_code=202, response_model=Operation)
+def resize_root_disk(name: str, req: VolumeResize,
+                     ctx: EngineContext = Depends(context)) -> Operation:
+    """Grow the VM's root disk (only grows): live on a running VM (the guest sees it at
+    once), else on its host. Attached volumes grow with the volume's own resize."""
+    return vm_root_disk.grow(ctx, name, req)
