@@ -18,7 +18,16 @@ from pathlib import Path
 from fastapi import Depends, FastAPI, Request, WebSocket
 
 import corral
-from corral.agent import clones, domain_routes, image_api, network_routes, nic_routes, ova, port_routes
+from corral.agent import (
+    clones,
+    domain_routes,
+    host_routes,
+    image_api,
+    network_routes,
+    nic_routes,
+    ova,
+    port_routes,
+)
 from corral.agent.console_relay import relay_console
 from corral.agent.hypervisor import Hypervisor
 from corral.agent.jobs import JobRunner
@@ -154,6 +163,8 @@ def create_app(settings: AgentSettings) -> FastAPI:
     # Domains, root disks, seeds and host facts: see corral.agent.domain_routes.
     app.include_router(domain_routes.router(hv, storage, agent.console_dir, agent.facts,
                                             after_start=ports.sync_ovs), dependencies=guarded)
+    # The host as a whole: its memory (KSM, balloons).
+    app.include_router(host_routes.router(hv), dependencies=guarded)
 
     @app.websocket("/v1/domains/{name}/console")
     async def console(ws: WebSocket, name: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from corral.cli import image, net, node, sg, snapshot, vm, vm_nic
+from corral.cli import host, image, net, node, sg, snapshot, vm, vm_nic
 from corral.cli import storage as storage_cli
 
 app = typer.Typer(
@@ -20,6 +20,7 @@ app.command("status")(node.status)
 app.command("events")(node.events)
 app.add_typer(vm.app, name="vm")
 app.add_typer(image.app, name="image")
+app.add_typer(host.app, name="host")
 app.add_typer(net.app, name="net")
 app.add_typer(sg.app, name="sg")
 app.add_typer(node.operation_app, name="operation")

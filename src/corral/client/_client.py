@@ -30,6 +30,7 @@ from corral.api import (
     VmStatePut,
 )
 from corral.api import storage as storage_api
+from corral.api.hosts import HostDetail, HostPatch
 from corral.api.nics import NicUpdate, VmNic
 from corral.api.security_groups import SecurityGroup, SecurityGroupCreate, SgRule, SgRuleCreate
 from corral.api.snapshots import (
@@ -217,6 +218,15 @@ class Client:
 
     def list_hosts(self) -> list[Host]:
         return [Host.model_validate(h) for h in self._json("GET", "/api/v1/hosts")]
+
+    def get_host(self, name: str) -> HostDetail:
+        """One host, with its live memory (KSM, balloons) when its agent answers."""
+        return HostDetail.model_validate(self._json("GET", f"/api/v1/hosts/{name}"))
+
+    def update_host(self, name: str, req: HostPatch) -> Operation:
+        """Change a host's settings (``HostPatch(ksm=True)``)."""
+        return Operation.model_validate(self._json(
+            "PATCH", f"/api/v1/hosts/{name}", json=req.model_dump(mode="json", exclude_unset=True)))
 
     # -- networks -------------------------------------------------------------------------
     def list_networks(self) -> list[Network]:

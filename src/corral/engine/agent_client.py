@@ -14,6 +14,7 @@ import httpx
 
 from corral import errors
 from corral.engine.agent_calls.domains import DomainCalls
+from corral.engine.agent_calls.host import HostCalls
 from corral.engine.agent_calls.images import ImageCalls
 from corral.engine.agent_calls.networks import NetworkCalls
 from corral.engine.agent_calls.pools import PoolCalls
@@ -25,7 +26,7 @@ from corral.errors import AgentTimeout, AgentUnreachable, HostError
 RECONNECT_S = 15.0
 
 
-class AgentClient(DomainCalls, NetworkCalls, PoolCalls, ImageCalls, PortCalls):
+class AgentClient(DomainCalls, NetworkCalls, PoolCalls, ImageCalls, PortCalls, HostCalls):
     """One typed method per agent route (the mixins of corral.engine.agent_calls).
 
     ``transport``: what carries the requests (tests pass ``httpx.MockTransport`` or an

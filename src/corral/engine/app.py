@@ -23,6 +23,7 @@ from corral.engine.routes import vm_nics as vm_nic_routes
 from corral.engine.routes import vm_snapshots as vm_snapshot_routes
 from corral.engine.routes import volumes as volume_routes
 from corral.engine.services import customize as customize_service
+from corral.engine.services import host_settings as host_settings_service
 from corral.engine.services import images as image_service
 from corral.engine.services import networks as network_service
 from corral.engine.services import ova as ova_service
@@ -45,6 +46,7 @@ def build_context(settings: EngineSettings) -> EngineContext:
         db_file.chmod(0o600)  # holds agent tokens
     ctx = EngineContext.build(settings)
     vm_service.register(ctx)
+    host_settings_service.register(ctx)
     image_service.register(ctx)
     customize_service.register(ctx)
     network_service.register(ctx)

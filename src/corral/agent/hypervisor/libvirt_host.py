@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -178,6 +179,16 @@ class Hypervisor:
                                   | libvirt.VIR_DOMAIN_VCPU_MAXIMUM)
             return {"vcpus": int(vcpus), "vcpus_max": int(most),
                     "memory_mib": int(max_kib) // 1024, "balloon_mib": int(balloon_kib) // 1024}
+
+    def memory_of_running(self) -> tuple[int, int]:
+        """(MiB the running domains were started with, MiB their balloons leave them)."""
+        booted = balloon = 0
+        with _mapped("list running domains"):
+            for dom in self._connection().listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
+                with contextlib.suppress(libvirt.libvirtError):  # it stopped meanwhile
+                    _state, max_kib, cur_kib, _vcpus, _cpu = dom.info()
+                    booted, balloon = booted + max_kib, balloon + cur_kib
+        return booted >> 10, balloon >> 10
 
     def undefine(self, name: str) -> None:
         dom = self._domain(name)
