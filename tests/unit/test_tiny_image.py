@@ -33,7 +33,7 @@ from corral.images.tiny import (
     resolve_modules,
 )
 
-SCRIPTS = ("init", "initramfs-init", "udhcpc.script", "acpi-power", "cloud-init")
+SCRIPTS = ("init", "initramfs-init", "udhcpc.script", "acpi-power", "cloud-init", "hotplug")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -126,6 +126,7 @@ VIRTIO_DEPS = {
     "cdrom": [],
     "sr_mod": ["cdrom", "scsi_mod", "scsi_common"],
     "isofs": [],
+    "virtio_balloon": ["virtio", "virtio_ring"],
 }
 
 
@@ -207,6 +208,30 @@ def test_acpi_handler_and_hostname() -> None:
     script = data_file("udhcpc.script").decode()
     for needed in ("bound|renew", "ip -4 addr add", "route add default", tiny.IP_MARKER):
         assert needed in script
+
+
+@pytest.mark.parametrize(("subsystem", "attr", "before", "after"), [
+    ("cpu", "online", "0", "1"), ("memory", "state", "offline", "online"),
+    ("cpu", "online", "1", "1"), ("memory", "state", "online", "online"),
+])
+def test_hotplug_rules_online_added_cpus_and_memory(tmp_path: Path, subsystem: str, attr: str,
+                                                    before: str, after: str) -> None:
+    """What udev does elsewhere: an added vCPU or memory block comes online (once)."""
+    sh = shutil.which("sh")
+    if sh is None:
+        pytest.skip("no sh on this host")
+    devpath = f"/devices/system/{subsystem}/{subsystem}9"
+    (tmp_path / devpath.lstrip("/")).mkdir(parents=True)
+    node = tmp_path / devpath.lstrip("/") / attr
+    node.write_text(before + "\n")
+    env = {"PATH": os.environ["PATH"], "SYSFS": str(tmp_path), "SUBSYSTEM": subsystem,
+           "DEVPATH": devpath}
+    for action in ("remove", "add"):
+        proc = subprocess.run([sh, "-c", data_file("hotplug").decode()], capture_output=True,
+                              env={**env, "ACTION": action}, timeout=10, check=False)
+        assert proc.returncode == 0, proc.stderr
+    assert node.read_text().strip() == after
+    assert "uevent /usr/lib/corral/hotplug" in data_file("init").decode()
 
 
 def test_missing_data_file_is_unavailable() -> None:

@@ -20,7 +20,7 @@ import pytest
 from engine_seed import admin_client, seed_node
 from fastapi.testclient import TestClient
 
-from corral.domainxml import Domain
+from corral.domainxml import Domain, MemoryDevice
 from corral.engine.app import build_context
 from corral.engine.context import EngineContext, EngineSettings
 from corral.engine.db.models import Image, Network, Nic, Operation, Vm
@@ -57,15 +57,23 @@ class Host:
         elif sub == "/memory-target":
             assert dom["state"] == "running" and body["mib"] <= dom["memory_mib"]
             dom["balloon_mib"] = body["mib"]
-        if sub in ("/resources", "/vcpus", "/memory-target"):
+        elif sub == "/memory":  # a DIMM: the balloon keeps what it held
+            size = int(MemoryDevice.from_xml(body["xml"]).target_size or 0) >> 10
+            assert dom["state"] == "running" and dom["memory_slots_free"] > 0
+            assert dom["memory_mib"] + size == body["total_mib"] <= dom["memory_max_mib"]
+            dom["memory_mib"] += size
+            dom["balloon_mib"] += size
+            dom["memory_slots_free"] -= 1
+        if sub in ("/resources", "/vcpus", "/memory-target", "/memory"):
             return httpx.Response(200, json={k: dom[k] for k in (
-                "vcpus", "vcpus_max", "memory_mib", "balloon_mib")})
+                "vcpus", "vcpus_max", "memory_mib", "balloon_mib", "memory_max_mib",
+                "memory_slots_free") if k in dom})
         return httpx.Response(200, json={"name": name, "uuid": dom["uuid"],
                                          "state": dom["state"]})
 
     def live_calls(self) -> list[tuple[str, Any]]:
         return [(p.rsplit("/", 1)[1], b) for m, p, b in self.calls
-                if p.endswith(("/vcpus", "/memory-target"))]
+                if p.endswith(("/vcpus", "/memory-target", "/memory"))]
 
 
 @pytest.fixture()
@@ -217,7 +225,7 @@ def test_what_needs_a_stopped_vm_is_a_409_and_changes_nothing(
     assert resp.status_code == 409, resp.text
     assert "only change while it is stopped" in resp.json()["error"]["message"]
     assert (_counts(ctx), client.get("/api/v1/vms/web").json()) == before
-    assert host.calls == []
+    assert [c for c in host.calls if not c[1].endswith("/guest-agent")] == []  # `vm show` asks
 
 
 @pytest.mark.parametrize(("body", "field"), [
@@ -232,7 +240,7 @@ def test_what_needs_a_stopped_vm_is_a_409_and_changes_nothing(
     ({"hardware": {"cpu_max": 0}}, "hardware.cpu_max"),
     ({"hardware": {"firmware": None}}, "hardware.firmware"),
     ({"hardware": {"secure_boot": True}}, "hardware"),  # BIOS has none
-    ({"hardware": {"video": "qxl"}}, "hardware.video"),
+    ({"hardware": {"sound": "ac97"}}, "hardware.sound"),  # no such setting
 ])
 def test_bad_changes_are_a_422_naming_the_field(ctx: EngineContext, client: TestClient,
                                                 body: dict[str, Any], field: str) -> None:
@@ -276,3 +284,113 @@ def test_a_vm_designed_with_hot_plug_room_and_a_balloon_target(ctx: EngineContex
     assert (dom.cpu.topology_sockets, dom.cpu.topology_cores, dom.cpu.topology_threads) == (
         2, 2, 1)
     assert (dom.memory_kib, dom.current_memory_kib) == (512 << 10, 256 << 10)
+
+
+# -- memory hot-plug -----------------------------------------------------------------
+
+
+@pytest.fixture()
+def grows(ctx: EngineContext, host: Host) -> None:
+    """``web`` started again with room for memory hot-plug: up to 2 GiB, 16 DIMM slots."""
+    with ctx.db.session() as s:
+        vm = s.query(Vm).filter_by(name="web").one()
+        vm.hardware = {"cpu_max": 4, "memory_max": 2048}
+        web_id = vm.id
+    vm_define.set_fields(ctx, web_id, state="stopped")
+    vm_define.set_fields(ctx, web_id, state="running")
+    host.domains["web"].update(memory_max_mib=2048, memory_slots_free=16)
+
+
+@pytest.mark.usefixtures("grows")
+def test_memory_grows_live_by_one_dimm_and_the_next_start_has_it(client: TestClient,
+                                                                 host: Host) -> None:
+    op = _set(client, "web", memory="768M")
+    assert op["status"] == "success", op
+    [(call, body)] = host.live_calls()
+    dimm = MemoryDevice.from_xml(body["xml"])
+    assert (call, body["total_mib"]) == ("memory", 768)
+    assert (dimm.model, dimm.target_size, dimm.target_node) == ("dimm", 256 << 10, 0)
+    assert "768 MiB of memory now" in op["message"]
+    shown = client.get("/api/v1/vms/web").json()
+    assert (shown["memory_mib"], shown["pending"]) == (768, [])
+    # the definition: all of it as boot memory, one NUMA cell, no DIMM to plug again
+    dom = Domain.from_xml(host.defined["web"])
+    assert (dom.memory_kib, dom.max_memory_kib, dom.max_memory_slots) == (
+        768 << 10, 2048 << 10, 16)
+    assert [c.memory for c in dom.cpu.numa.cells] == [768 << 10]
+    assert dom.devices.memories == []
+
+
+@pytest.mark.usefixtures("grows")
+def test_a_balloon_target_stays_where_it_was_asked_when_memory_grows(
+        client: TestClient, host: Host) -> None:
+    assert _set(client, "web", memory_target="384M")["status"] == "success"
+    op = _set(client, "web", memory="640M")
+    assert op["status"] == "success", op
+    # libvirt's balloon keeps what it held, so the guest would get 512 MiB: put it back
+    assert [c for c, _b in host.live_calls()] == ["memory-target", "memory", "memory-target"]
+    assert (host.domains["web"]["memory_mib"], host.domains["web"]["balloon_mib"]) == (640, 384)
+    shown = client.get("/api/v1/vms/web").json()
+    assert (shown["memory_mib"], shown["memory_target_mib"], shown["pending"]) == (
+        640, 384, [])
+
+
+@pytest.mark.usefixtures("grows")
+@pytest.mark.parametrize(("memory", "pending"), [
+    ("256M", ["memory"]),  # a DIMM cannot be taken out of a running guest
+    ("4G", ["memory", "hardware.memory_max"]),  # beyond the booted room
+])
+def test_less_memory_or_more_than_the_room_waits_for_the_next_start(
+        client: TestClient, host: Host, memory: str, pending: list[str]) -> None:
+    body: dict[str, Any] = {"memory": memory}
+    if memory == "4G":
+        body["hardware"] = {"memory_max": "4G"}
+    op = _set(client, "web", **body)
+    assert op["status"] == "success", op
+    assert host.live_calls() == []
+    assert client.get("/api/v1/vms/web").json()["pending"] == pending
+
+
+@pytest.mark.usefixtures("grows")
+def test_memory_with_no_slot_left_waits_for_the_next_start(client: TestClient,
+                                                           host: Host) -> None:
+    host.domains["web"]["memory_slots_free"] = 0
+    assert _set(client, "web", memory="640M")["status"] == "success"
+    assert host.live_calls() == []
+    assert client.get("/api/v1/vms/web").json()["pending"] == ["memory"]
+
+
+@pytest.mark.usefixtures("grows")
+def test_memory_that_is_no_whole_memory_block_more_is_a_422(ctx: EngineContext,
+                                                           client: TestClient) -> None:
+    before = _counts(ctx)
+    resp = client.patch("/api/v1/vms/web", json={"memory": "600M"})
+    assert resp.status_code == 422, resp.text
+    error = resp.json()["error"]
+    assert error["field"] == "memory" and "steps of 128 MiB" in error["message"]
+    assert _counts(ctx) == before
+    # a stopped VM takes any size
+    assert _set(client, "idle", memory="600M", hardware={"memory_max": "1G"})["status"] == \
+        "success"
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"memory": "1G", "hardware": {"memory_max": "768M"}}, "hardware.memory_max"),
+    ({"hardware": {"memory_max": "256M"}}, "hardware.memory_max"),  # less than its 512M
+    ({"hardware": {"memory_max": "lots"}}, "hardware.memory_max"),
+])
+def test_a_memory_max_below_the_memory_is_a_422(client: TestClient, body: dict[str, Any],
+                                                field: str) -> None:
+    resp = client.patch("/api/v1/vms/idle", json=body)
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["error"]["field"] == field
+
+
+@pytest.mark.usefixtures("grows")
+def test_a_dimm_the_host_refuses_changes_nothing(client: TestClient, host: Host) -> None:
+    host.fail.add("PUT /v1/domains/web/memory")
+    before = client.get("/api/v1/vms/web").json()
+    op = _set(client, "web", memory="768M")
+    assert op["status"] == "failure" and "libvirt said no" in op["error"]["message"]
+    assert client.get("/api/v1/vms/web").json() == before
+    assert Domain.from_xml(host.defined["web"]).memory_kib == 512 << 10

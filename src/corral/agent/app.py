@@ -21,7 +21,9 @@ import corral
 from corral.agent import (
     clones,
     domain_routes,
+    guest_routes,
     host_routes,
+    host_topology,
     image_api,
     network_routes,
     nic_routes,
@@ -60,6 +62,9 @@ class AgentSettings:
     # More of corral's own directories, never read or written for a user nor a pool (the
     # engine's data dir, which holds its database: `corral up` passes it).
     protected_dirs: tuple[Path, ...] = ()
+
+
+_ROOT = Path("/")  # where sysfs and procfs are (host_topology reads made-up trees in tests)
 
 
 def _memory_bytes() -> int:
@@ -114,6 +119,9 @@ class Agent:
             console_dir=str(self.console_dir),
             storage_free=self.storage.free_bytes(),
             qos=firewall.qos_backend(),  # libvirt <bandwidth>, or nftables policing
+            cpu_list=host_topology.online_cpus(_ROOT),  # placement: pinning, NUMA, huge pages
+            numa_nodes=host_topology.numa_nodes(_ROOT),
+            hugetlbfs=host_topology.hugetlbfs_sizes(_ROOT),
         )
 
 
@@ -163,6 +171,8 @@ def create_app(settings: AgentSettings) -> FastAPI:
     # Domains, root disks, seeds and host facts: see corral.agent.domain_routes.
     app.include_router(domain_routes.router(hv, storage, agent.console_dir, agent.facts,
                                             after_start=ports.sync_ovs), dependencies=guarded)
+    # The guest agent (ping, exec) and the displays of running domains.
+    app.include_router(guest_routes.router(hv), dependencies=guarded)
     # The host as a whole: its memory (KSM, balloons).
     app.include_router(host_routes.router(hv), dependencies=guarded)
 

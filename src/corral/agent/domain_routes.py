@@ -22,6 +22,7 @@ from corral.agent_api.domains import (
     HostFacts,
     InterfaceAddress,
     LiveResources,
+    MemoryPlugBody,
     MemoryTargetBody,
     SeedBody,
     SeedInfo,
@@ -78,6 +79,10 @@ def router(hv: Hypervisor, storage: Storage, console_dir: Path,
     @r.put("/v1/domains/{name}/memory-target")
     def set_memory_target(name: str, body: MemoryTargetBody) -> LiveResources:
         return LiveResources.model_validate(hv.set_memory_target(name, body.mib))
+
+    @r.put("/v1/domains/{name}/memory")
+    def plug_memory(name: str, body: MemoryPlugBody) -> LiveResources:
+        return LiveResources.model_validate(hv.plug_memory(name, body.xml, body.total_mib))
 
     @r.delete("/v1/domains/{name}")
     def undefine(name: str) -> Deleted:

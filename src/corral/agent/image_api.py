@@ -25,7 +25,13 @@ from fastapi import APIRouter, Body
 
 from corral.agent.jobs import JobReporter, JobRunner
 from corral.agent_api import Deleted
-from corral.agent_api.images import Customized, ImageDetail, ImageImportBody, ImageInfo
+from corral.agent_api.images import (
+    BuildTinyBody,
+    Customized,
+    ImageDetail,
+    ImageImportBody,
+    ImageInfo,
+)
 from corral.agent_api.jobs import JobInfo
 from corral.errors import Conflict, InvalidInput, NotFound, WrongState
 from corral.httpserve import validated
@@ -109,8 +115,8 @@ def router(agent: Agent, runner: JobRunner) -> APIRouter:
                              message="customizing", token=op).info()
 
     @r.post("/v1/images/{name}/build-tiny")
-    def build_tiny(name: str) -> ImageInfo:
-        return storage.build_tiny(name)
+    def build_tiny(name: str, body: BuildTinyBody | None = None) -> ImageInfo:
+        return storage.build_tiny(name, guest_agent=body is not None and body.guest_agent)
 
     @r.get("/v1/images/{name}")
     def image(name: str) -> ImageDetail:

@@ -166,7 +166,8 @@ class Storage:
         )
 
     # -- images ---------------------------------------------------------------------------
-    def build_tiny(self, name: str, progress: Progress | None = None) -> ImageInfo:
+    def build_tiny(self, name: str, progress: Progress | None = None,
+                   guest_agent: bool = False) -> ImageInfo:
         from corral.images.tiny import build_tiny_image
 
         target = self.image_path(name)
@@ -175,7 +176,8 @@ class Storage:
         work = self.root / "build" / name
         cache = self.root / "build" / "cache"
         try:
-            tiny = build_tiny_image(work, progress=progress, cache_dir=cache)
+            tiny = build_tiny_image(work, progress=progress, cache_dir=cache,
+                                    guest_agent=guest_agent)
             shutil.copyfile(tiny.kernel, target.with_suffix(".vmlinuz"))
             shutil.copyfile(tiny.initrd, target.with_suffix(".initrd"))
             target.with_suffix(".cmdline").write_text(tiny.cmdline + "\n")

@@ -13,6 +13,23 @@ DomainAction = Literal["start", "shutdown", "destroy", "reboot", "reset", "suspe
 DomainState = Literal["running", "paused", "stopped", "crashed", "unknown"]
 
 
+class HugePages(Answer):
+    """Huge pages of one size on one NUMA node (sysfs ``hugepages-SIZEkB``)."""
+
+    size_kib: int  # 2048 (2M) or 1048576 (1G) on x86-64
+    total: int
+    free: int
+
+
+class NumaNode(Answer):
+    """One of the host's NUMA nodes: its online CPUs, memory and huge pages."""
+
+    id: int
+    cpus: list[int] = Field(default_factory=list)
+    memory_mib: int = 0
+    hugepages: list[HugePages] = Field(default_factory=list)
+
+
 class HostFacts(Answer):
     """``GET /v1/host``: what the engine keeps of a host (``hosts.facts``)."""
 
@@ -28,6 +45,10 @@ class HostFacts(Answer):
     storage_free: int
     qos: str = "libvirt"  # who polices NIC bandwidth: libvirt <bandwidth>, or "nftables"
     state_dir: str | None = None  # the agent's own files (corral.safepaths: never a user's)
+    # Placement (pinning, guest NUMA, huge pages); an older agent leaves them out: None.
+    cpu_list: list[int] | None = None  # online CPUs
+    numa_nodes: list[NumaNode] | None = None
+    hugetlbfs: list[int] | None = None  # page sizes (KiB) with a hugetlbfs mount QEMU can use
 
 
 class DomainInfo(Answer):
@@ -54,13 +75,24 @@ class MemoryTargetBody(Body):
     mib: int = Field(ge=16)
 
 
+class MemoryPlugBody(Body):
+    """``PUT /v1/domains/{name}/memory``: plug the DIMM ``xml`` (designed by the engine) into
+    the running domain so that it has ``total_mib``; one that has it already is left as it
+    is (a retried call plugs nothing twice)."""
+
+    xml: str = Field(max_length=4096)
+    total_mib: int = Field(ge=16)
+
+
 class LiveResources(Answer):
     """What the running domain has now: vCPUs, and memory as the balloon leaves it."""
 
     vcpus: int
     vcpus_max: int  # the most it can be given while it runs
-    memory_mib: int  # the memory it booted with
+    memory_mib: int  # the memory it booted with, and the DIMMs plugged in since
     balloon_mib: int  # what the guest has, the balloon taken off
+    memory_max_mib: int | None = None  # memory hot-plug: the most it can have (<maxMemory>)
+    memory_slots_free: int = 0  # DIMM slots left for it
 
 
 class InterfaceAddress(Answer):
@@ -72,6 +104,45 @@ class InterfaceAddress(Answer):
     interface: str
     source: Literal["agent", "arp"]
     family: Literal["ipv4", "ipv6"]
+
+
+class GuestAgentStatus(Answer):
+    """``GET /v1/domains/{name}/guest-agent``: whether qemu-guest-agent answers a ping."""
+
+    answers: bool
+
+
+EXEC_TIMEOUT_MAX = 300  # seconds a guest command may take before the call gives up on it
+EXEC_INPUT_MAX = 1 << 20  # bytes of stdin
+
+
+class GuestExecBody(Body):
+    """``POST /v1/domains/{name}/guest-agent/exec``: run a command in the guest."""
+
+    command: list[str] = Field(min_length=1, max_length=256)  # argv; [0] in the guest's PATH
+    stdin: str | None = Field(None, max_length=EXEC_INPUT_MAX)
+    timeout: float = Field(30, gt=0, le=EXEC_TIMEOUT_MAX)
+
+
+class GuestExecResult(Answer):
+    """Its exit code (None with a signal, or still running when ``timed_out``) and
+    output, each stream cut at 1 MiB (``truncated``)."""
+
+    exit_code: int | None = None
+    signal: int | None = None
+    stdout: str = ""
+    stderr: str = ""
+    truncated: bool = False
+    timed_out: bool = False
+    pid: int | None = None
+
+
+class GraphicsInfo(Answer):
+    """``GET /v1/domains/{name}/graphics``: a display of the running domain (live XML)."""
+
+    type: str  # vnc | spice
+    port: int | None = None  # the TCP port autoport gave it
+    listen: str | None = None  # the address it listens on
 
 
 class DiskBody(Body):

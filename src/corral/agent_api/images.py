@@ -35,6 +35,13 @@ class ImageDetail(ImageInfo):
     users: list[str] = Field(default_factory=list)
 
 
+class BuildTinyBody(Body):
+    """``POST /v1/images/{name}/build-tiny``: the tiny guest, optionally with the QEMU guest
+    agent (no body: without)."""
+
+    guest_agent: bool = False
+
+
 class ImageImportBody(Body):
     """``POST /v1/images/{name}/import``: a job; its result is an ``ImageImported``."""
 

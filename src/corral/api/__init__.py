@@ -1,5 +1,6 @@
 """Request and response types shared by the engine, the SDK and the CLI."""
 
+from corral.api.guest import VmExec, VmExecResult, VmVnc
 from corral.api.models import (
     CloudInit,
     ConsoleTicket,
@@ -11,6 +12,8 @@ from corral.api.models import (
     Hardware,
     HardwarePatch,
     Host,
+    HostHugePages,
+    HostNumaNode,
     Image,
     ImageBuildTiny,
     ImageImport,
@@ -55,6 +58,8 @@ __all__ = [
     "Hardware",
     "HardwarePatch",
     "Host",
+    "HostHugePages",
+    "HostNumaNode",
     "Image",
     "ImageBuildTiny",
     "ImageImport",
@@ -70,9 +75,12 @@ __all__ = [
     "Vm",
     "VmAddress",
     "VmCreate",
+    "VmExec",
+    "VmExecResult",
     "VmPatch",
     "VmState",
     "VmStatePut",
+    "VmVnc",
 ]
 __all__ += [  # storage
     "DiskAttach", "DiskBus", "Pool", "PoolCreate", "PoolType", "VmDisk", "Volume",

@@ -7,9 +7,17 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from corral.cloudinit import validate as cloudcheck
+from corral.cpulist import format_cpu_list, parse_cpu_list
 from corral.errors import InvalidInput
 from corral.images import guestspec
 from corral.validation import MEMORY_MAX, NAME_MAX, SIZE_MAX, parse_size, validate_name
@@ -178,6 +186,45 @@ class VmAddress(BaseModel):
 
 
 _CPU_MODEL = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+Watchdog = Literal["none", "reset", "poweroff", "shutdown", "pause", "dump", "inject-nmi"]
+Video = Literal["vga", "virtio", "bochs", "qxl", "none"]
+
+
+MAX_NUMA_CELLS = 64  # at most one per vCPU
+
+
+def _memory_max_mib(value: object) -> object:
+    """``memory_max``: a size (``4G``; a bare number is MiB), kept in MiB."""
+    if value is None:
+        return None
+    mib = _size(value, "memory_max", "M", MEMORY_MAX) >> 20
+    if mib < 16:
+        raise ValueError("memory_max must be at least 16M")
+    return mib
+
+
+def _placement_value(value: object, info: ValidationInfo) -> object:
+    """``cpu_pin``: ``auto``, or a host CPU list written the short way (``0,1,2,3`` ->
+    ``0-3``); ``numa``: ``auto`` or a count of cells (``"2"`` from a command line is 2)."""
+    if value is None or value == "auto":
+        return value
+    if info.field_name == "numa":
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int) \
+                or not 1 <= value <= MAX_NUMA_CELLS:
+            raise ValueError(f"numa must be auto or a number of guest cells from 1 to "
+                             f"{MAX_NUMA_CELLS}, not {value!r}")
+        return value
+    if not isinstance(value, str):
+        raise ValueError("cpu_pin must be auto or a host CPU list like 0-3,8-11")
+    try:
+        cpus = parse_cpu_list(value)
+    except ValueError as exc:
+        raise ValueError(f"cpu_pin: {exc} (give auto or a list like 0-3,8-11)") from None
+    if not cpus:
+        raise ValueError("cpu_pin is empty: give auto or a list like 0-3,8-11")
+    return format_cpu_list(cpus)
 
 
 class Hardware(_Request):
@@ -202,8 +249,31 @@ class Hardware(_Request):
     graphics: Literal["vnc", "none"] = Field(
         "vnc", description="vnc: a VNC display on the host's loopback, reached through the "
         "engine; none: the serial console only")
+    watchdog: Watchdog = Field("none", description="none: no watchdog; else an i6300esb "
+                               "watchdog and what the host does when the guest stops "
+                               "feeding it (libvirt's actions)")
+    video: Video = Field("vga", description="The video card of the VNC display (none: no "
+                         "card); a VM with graphics none has no card whatever this says")
     cpu_max: int | None = Field(None, ge=1, le=64, description="vCPU hot-plug: the most vCPUs "
                                 "a running VM can be given (vm set --cpus); default: cpus")
+    cpu_pin: str | None = Field(None, description=(
+        "vCPU -> host CPU pinning, one host CPU per vCPU (cpu_max of them with hot-plug): "
+        "auto (picked from the host's CPUs, within one NUMA node where they fit) or a host "
+        "CPU list like 0-3,8-11 (vCPU i on its i-th CPU); QEMU's emulator threads run on "
+        "the host's other CPUs. Default: none, vCPUs float"))
+    numa: Literal["auto"] | int | None = Field(None, description=(
+        "Guest NUMA cells, vCPUs and memory split evenly: a count, or auto (as many as the "
+        "host has nodes, at most one per vCPU); each cell's memory is bound (strict) to a "
+        "host node where the host has as many nodes. Default: none"))
+    hugepages: Literal["2M", "1G"] | None = Field(None, description=(
+        "Back the memory with huge pages of this size (memory a multiple of it); a start "
+        "is refused while the host has too few free"))
+    memory_max: int | None = Field(None, description=(
+        "Memory hot-plug, in MiB (or a size like 4G): the most memory a running VM can be "
+        "given (vm set --memory grows it live in steps of 128 MiB); default: none"))
+
+    _placement = field_validator("cpu_pin", "numa", mode="before")(_placement_value)
+    _memory_max = field_validator("memory_max", mode="before")(_memory_max_mib)
 
     @model_validator(mode="after")
     def _together(self) -> Hardware:
@@ -228,19 +298,31 @@ class HardwarePatch(_Request):
     sockets: int | None = Field(None, ge=1, le=64)
     threads: int | None = Field(None, ge=1, le=8)
     graphics: Literal["vnc", "none"] | None = None
+    watchdog: Watchdog | None = None
+    video: Video | None = None
     cpu_max: int | None = Field(None, ge=1, le=64, description="null: no hot-plug headroom")
+    cpu_pin: str | None = Field(None, description="auto or a host CPU list; null: none")
+    numa: Literal["auto"] | int | None = Field(None, description="null: no guest NUMA")
+    hugepages: Literal["2M", "1G"] | None = Field(None, description="null: normal pages")
+    memory_max: int | None = Field(None, description="MiB or a size like 4G; null: no "
+                                   "memory hot-plug")
+
+    _placement = field_validator("cpu_pin", "numa", mode="before")(_placement_value)
+    _memory_max = field_validator("memory_max", mode="before")(_memory_max_mib)
 
 
 class VmPatch(_Request):
     """Changes to a VM; a field left out is left as it is. Each applies live (description,
-    memory_target, cpus up to the cpu_max the VM booted with), at next boot (memory, other
-    cpus, cpu_model, cpu_max, sockets, threads, boot, graphics: listed in the VM's
-    ``pending``), or only while the VM is stopped (firmware, secure_boot, tpm, machine,
-    cloud_init: 409 otherwise)."""
+    memory_target, cpus up to the cpu_max the VM booted with, more memory up to the
+    memory_max it booted with, in steps of 128 MiB), at next boot (other memory, other
+    cpus, cpu_model, cpu_max, memory_max, sockets, threads, boot, graphics, cpu_pin, numa,
+    hugepages: listed in the VM's ``pending``), or only while the VM is stopped (firmware,
+    secure_boot, tpm, machine, cloud_init: 409 otherwise)."""
 
     cloud_init: CloudInit | None = Field(None, description="Replaces the settings (null: no seed)")
     cpus: int | None = Field(None, ge=1, le=64)
-    memory: str | int | None = Field(None, description="e.g. 2G (next boot when running)")
+    memory: str | int | None = Field(None, description="e.g. 2G (more memory live up to "
+                                     "hardware.memory_max, else next boot when running)")
     memory_target: str | int | None = Field(
         None, description="Balloon target: the memory the guest may use, at most memory "
         "(live); null: all of it")
@@ -354,6 +436,9 @@ class Vm(BaseModel):
     memory_target_mib: int | None = Field(None, description="Balloon target (None: all memory)")
     pending: list[str] = Field([], description="Settings changed while the VM ran that apply "
                                "when it is next started (e.g. memory, hardware.cpu_model)")
+    guest_agent: bool | None = Field(None, description="Whether the QEMU guest agent in the "
+                                     "guest answers (single-VM reads only; None: not asked, "
+                                     "or the VM is not running)")
 
 
 class ImageImport(_Request):
@@ -459,6 +544,8 @@ class GuestCustomize(_Request):
 
 class ImageBuildTiny(_Request):
     name: Name = "tiny"
+    guest_agent: bool = Field(False, description="Add qemu-guest-agent (started at boot) to "
+                              "the guest, for `vm exec` and agent tests")
 
     _name = _name_field("name")
 
@@ -541,6 +628,19 @@ class Network(BaseModel):
     reservations: list[Reservation] = []
 
 
+class HostHugePages(BaseModel):
+    size: str = Field(description="Page size: 2M, 1G")
+    total: int
+    free: int
+
+
+class HostNumaNode(BaseModel):
+    id: int
+    cpus: str = Field(description="Its online CPUs, e.g. 0-7")
+    memory_mib: int
+    hugepages: list[HostHugePages] = []
+
+
 class Host(BaseModel):
     name: str
     url: str
@@ -551,6 +651,10 @@ class Host(BaseModel):
     memory_mib: int | None
     last_seen: datetime | None
     qos: str | None = None  # how NIC bandwidth limits are enforced: libvirt or nftables
+    # Placement facts (absent from an older engine's answer, or for an older agent's host).
+    cpu_list: str | None = Field(None, description="Online host CPUs, e.g. 0-15")
+    numa_nodes: list[HostNumaNode] = Field([], description="NUMA nodes: CPUs, memory, "
+                                           "huge pages")
 
 
 class Operation(BaseModel):

@@ -34,15 +34,20 @@ COLUMNS = [
 @app.command("build-tiny")
 def build_tiny(
     name: str = typer.Argument("tiny", help="Image name"),
+    guest_agent: bool = typer.Option(False, "--guest-agent", help="Add qemu-guest-agent, "
+                                     "started at boot (`vm exec`, graceful shutdown, "
+                                     "addresses from the guest)"),
     wait: bool = WaitOpt, output: OutputFormat = OutputOpt, data_dir: Path = DataDirOpt,
 ) -> None:
     """Build the tiny test guest (Debian cloud kernel + busybox; boots in seconds, even on TCG).
 
-    Downloads linux-image-cloud-amd64 and busybox-static with `apt-get download` into a
-    build dir: nothing is installed on the host.
+    Downloads linux-image-cloud-amd64 and busybox-static (and with --guest-agent
+    qemu-guest-agent and its libraries) with `apt-get download` into a build dir: nothing
+    is installed on the host.
     """
     with handled(), client(data_dir) as c:
-        follow(c, c.build_tiny(name), f"build image {name}", wait, output)
+        follow(c, c.build_tiny(name, guest_agent=guest_agent), f"build image {name}", wait,
+               output)
 
 
 @app.command("import")

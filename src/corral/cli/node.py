@@ -135,6 +135,10 @@ def status(output: OutputFormat = OutputOpt, data_dir: Path = DataDirOpt) -> Non
                       f"virtualization {virt}", highlight=False)
             if h.virt_note:
                 out.print(f"  note: {h.virt_note}", highlight=False)
+            for n in h.numa_nodes:  # placement: pinning, guest NUMA, huge pages
+                pages = ", ".join(f"{p.size} {p.free}/{p.total} free" for p in n.hugepages)
+                out.print(f"  NUMA node {n.id}: CPUs {n.cpus}, {n.memory_mib} MiB, huge pages "
+                          f"{pages or 'none'}", highlight=False)
 
 
 def events(

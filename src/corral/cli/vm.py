@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from corral.api import Hardware, HardwarePatch, PowerAction, VmCreate, VmPatch
-from corral.cli import vm_guest
+from corral.cli import vm_agent, vm_guest
 from corral.cli.console import attach_console
 from corral.cli.customize import vm_customize
 from corral.cli.output import (
@@ -75,6 +75,28 @@ def create(
     cpu_max: int = typer.Option(None, "--cpu-max", help="vCPU hot-plug: the most vCPUs a "
                                 "running VM can be given with `vm set --cpus`",
                                 rich_help_panel="Hardware"),
+    memory_max: str = typer.Option(None, "--memory-max", metavar="SIZE", help="Memory "
+                                   "hot-plug: the most memory a running VM can be given "
+                                   "with `vm set --memory` (in steps of 128M), e.g. 4G",
+                                   rich_help_panel="Hardware"),
+    cpu_pin: str = typer.Option(None, "--cpu-pin", metavar="auto|LIST", help="Pin each vCPU "
+                                "to a host CPU: auto, or a list like 0-3,8-11 with one "
+                                "host CPU per vCPU (QEMU's other threads go on the rest)",
+                                rich_help_panel="Hardware"),
+    numa: str = typer.Option(None, "--numa", metavar="auto|N", help="Guest NUMA cells, vCPUs "
+                             "and memory split evenly (auto: as many as the host's nodes); "
+                             "memory bound to the host's nodes where it has as many",
+                             rich_help_panel="Hardware"),
+    hugepages: str = typer.Option(None, "--hugepages", metavar="2M|1G", help="Back the "
+                                  "memory with huge pages (refused when the host has too "
+                                  "few free)", rich_help_panel="Hardware"),
+    watchdog: str = typer.Option("none", "--watchdog", metavar="ACTION", help="An i6300esb "
+                                 "watchdog and what to do when the guest stops feeding it: "
+                                 "reset, poweroff, shutdown, pause, dump, inject-nmi (none: "
+                                 "no watchdog)", rich_help_panel="Hardware"),
+    video: str = typer.Option("vga", "--video", metavar="MODEL", help="Video card of the "
+                              "VNC display: vga, virtio, bochs, qxl or none",
+                              rich_help_panel="Hardware"),
     description: str = typer.Option("", "--description", help="Free text shown by vm show"),
     hostname: str = vm_guest.HostnameOpt, user: str = vm_guest.UserOpt,
     ssh_key: list[str] = vm_guest.SshKeyOpt, password_hash: str = vm_guest.PasswordHashOpt,
@@ -103,8 +125,10 @@ def create(
         hardware = build(Hardware, firmware="uefi" if secure_boot else firmware,
                          secure_boot=secure_boot, tpm=tpm, machine=machine,
                          boot=_boot_order(boot) if boot else [],
+                         cpu_pin=cpu_pin, numa=numa, hugepages=hugepages,
                          cpu_model=cpu_model, sockets=sockets, threads=threads,
-                         graphics=graphics, cpu_max=cpu_max)
+                         graphics=graphics, cpu_max=cpu_max, memory_max=memory_max,
+                         watchdog=watchdog, video=video)
         req = build(VmCreate, name=name, image=image, iso=iso, cpus=cpus, memory=memory,
                     disk=disk, network=network, start=start, cloud_init=ci, pool=pool,
                     security_groups=list(security_group or []), hardware=hardware,
@@ -148,6 +172,20 @@ def set_vm(
                              rich_help_panel="Hardware"),
     graphics: str = typer.Option(None, "--graphics", help="vnc or none (next start)",
                                  rich_help_panel="Hardware"),
+    memory_max: str = typer.Option(None, "--memory-max", metavar="SIZE|none", help="Memory "
+                                   "hot-plug ceiling (next start; 'none': no hot-plug)",
+                                   rich_help_panel="Hardware"),
+    cpu_pin: str = typer.Option(None, "--cpu-pin", metavar="auto|LIST|none", help="vCPU "
+                                "pinning (next start)", rich_help_panel="Hardware"),
+    numa: str = typer.Option(None, "--numa", metavar="auto|N|none", help="Guest NUMA cells "
+                             "(next start)", rich_help_panel="Hardware"),
+    hugepages: str = typer.Option(None, "--hugepages", metavar="2M|1G|none", help="Huge "
+                                  "pages backing the memory (next start)",
+                                  rich_help_panel="Hardware"),
+    watchdog: str = typer.Option(None, "--watchdog", metavar="ACTION", help="Watchdog "
+                                 "action, or none (next start)", rich_help_panel="Hardware"),
+    video: str = typer.Option(None, "--video", metavar="MODEL", help="vga, virtio, bochs, "
+                              "qxl or none (next start)", rich_help_panel="Hardware"),
     firmware: str = typer.Option(None, "--firmware", help="bios or uefi (stopped VMs only)",
                                  rich_help_panel="Hardware"),
     secure_boot: bool = typer.Option(None, "--secure-boot/--no-secure-boot",
@@ -161,11 +199,13 @@ def set_vm(
 ) -> None:
     """Change a VM's settings; what is not given stays as it is.
 
-    Live on a running VM: --description, --memory-target (the virtio balloon) and --cpus up
-    to the --cpu-max it was started with. At its next start (`vm show` lists them under
-    pending until then): --memory, --cpus beyond that, --cpu-model, --cpu-max, --sockets,
-    --threads, --boot, --graphics. Only while stopped (refused otherwise): --firmware,
-    --secure-boot, --tpm, --machine.
+    Live on a running VM: --description, --memory-target (the virtio balloon), --cpus up
+    to the --cpu-max it was started with, and more --memory up to the --memory-max it was
+    started with (in steps of 128M). At its next start (`vm show` lists them under pending
+    until then): other --memory, --cpus beyond that, --cpu-model, --cpu-max, --memory-max,
+    --cpu-pin,
+    --numa, --hugepages, --sockets, --threads, --boot, --graphics, --watchdog, --video.
+    Only while stopped (refused otherwise): --firmware, --secure-boot, --tpm, --machine.
 
     Example: corral vm set web --cpus 4 --memory-target 1G
     """
@@ -173,10 +213,15 @@ def set_vm(
         hw: dict[str, object] = {k: v for k, v in {
             "cpu_model": cpu_model, "sockets": sockets, "threads": threads,
             "boot": _boot_order(boot) if boot is not None else None, "graphics": graphics,
+            "watchdog": watchdog, "video": video,
             "firmware": firmware, "secure_boot": secure_boot, "tpm": tpm, "machine": machine,
         }.items() if v is not None}
         if cpu_max is not None:
             hw["cpu_max"] = None if cpu_max.lower() == "none" else _int(cpu_max, "cpu_max")
+        for key, value in (("cpu_pin", cpu_pin), ("numa", numa), ("hugepages", hugepages),
+                           ("memory_max", memory_max)):
+            if value is not None:  # 'none' takes the setting away
+                hw[key] = None if value.lower() == "none" else value
         if secure_boot and firmware is None:
             hw["firmware"] = "uefi"  # as with create: Secure Boot is UEFI's
         fields: dict[str, object] = {k: v for k, v in {
@@ -225,11 +270,12 @@ def start(name: str, wait: bool = WaitOpt, output: OutputFormat = OutputOpt,
 @app.command("stop")
 def stop(
     name: str,
-    force: bool = typer.Option(False, "--force", help="Power off at once (no ACPI shutdown)"),
+    force: bool = typer.Option(False, "--force", help="Power off at once (no graceful shutdown)"),
     timeout: int = typer.Option(60, "--timeout", help="Seconds to wait for the guest before forcing"),
     wait: bool = WaitOpt, output: OutputFormat = OutputOpt, data_dir: Path = DataDirOpt,
 ) -> None:
-    """Shut a VM down: ACPI power button, then forced off after --timeout seconds."""
+    """Shut a VM down: through its guest agent when one answers, else the ACPI power
+    button; forced off after --timeout seconds."""
     _power(PowerAction.STOP, name, wait, output, data_dir, force=force, timeout=timeout)
 
 
@@ -280,6 +326,7 @@ def console(
 
 
 vm_guest.register(app)
+vm_agent.register(app)  # vm exec, vm vnc
 
 
 app.command("customize")(vm_customize)  # offline changes to a stopped VM's disk (libguestfs)

@@ -26,8 +26,11 @@ from corral.api import (
     Vm,
     VmAddress,
     VmCreate,
+    VmExec,
+    VmExecResult,
     VmPatch,
     VmStatePut,
+    VmVnc,
 )
 from corral.api import storage as storage_api
 from corral.api.hosts import HostDetail, HostPatch
@@ -138,6 +141,16 @@ class Client:
                 if req.cloud_init else None
         return Operation.model_validate(self._json("PATCH", f"/api/v1/vms/{name}", json=body))
 
+    def exec_vm(self, name: str, req: VmExec) -> VmExecResult:
+        """Run a command in a running guest through its QEMU guest agent; waits for it."""
+        return VmExecResult.model_validate(self._json(
+            "POST", f"/api/v1/vms/{name}/exec", json=req.model_dump(exclude_none=True),
+            timeout=req.timeout + 60))
+
+    def vm_vnc(self, name: str) -> VmVnc:
+        """Where a running VM's VNC display listens (its host's loopback)."""
+        return VmVnc.model_validate(self._json("GET", f"/api/v1/vms/{name}/vnc"))
+
     def vm_addresses(self, name: str) -> list[VmAddress]:
         return [VmAddress.model_validate(a) for a in self._json("GET", f"/api/v1/vms/{name}/addresses")]
 
@@ -149,8 +162,9 @@ class Client:
         return Operation.model_validate(
             self._json("POST", "/api/v1/images", json=req.model_dump()))
 
-    def build_tiny(self, name: str = "tiny") -> Operation:
-        body = ImageBuildTiny(name=name).model_dump()
+    def build_tiny(self, name: str = "tiny", guest_agent: bool = False) -> Operation:
+        """Build the tiny test guest; ``guest_agent``: with qemu-guest-agent in it."""
+        body = ImageBuildTiny(name=name, guest_agent=guest_agent).model_dump()
         return Operation.model_validate(self._json("POST", "/api/v1/images/build-tiny", json=body))
 
     def customize_image(self, name: str, req: GuestCustomize) -> Operation:

@@ -15,6 +15,7 @@ from corral.domainxml.designer import (
     DiskSpec,
     DomainSpec,
     NicSpec,
+    design_dimm,
     design_disk,
     design_domain,
     design_nic,
@@ -35,8 +36,10 @@ from corral.domainxml.devices import (
     Input,
     Interface,
     MemBalloon,
+    MemoryDevice,
     Serial,
     Video,
+    Watchdog,
 )
 from corral.domainxml.model import CPU, OS, Clock, Domain, Features, Loader, Timer
 from corral.domainxml.xmlnode import CORRAL_NS, XMLNode
@@ -64,11 +67,14 @@ __all__ = [
     "Interface",
     "Loader",
     "MemBalloon",
+    "MemoryDevice",
     "NicSpec",
     "Serial",
     "Timer",
     "Video",
+    "Watchdog",
     "XMLNode",
+    "design_dimm",
     "design_disk",
     "design_domain",
     "design_nic",

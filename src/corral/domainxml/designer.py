@@ -22,6 +22,14 @@ looks like is decided here (Nova's ``designer.py`` lesson):
 - a CPU topology (sockets x cores x threads = the most vCPUs) when one is asked;
 - ``max_vcpus`` above ``vcpus``: ``<vcpu current=...>`` with room for vCPU hot-plug;
   ``current_memory_mib`` below ``memory_mib``: the balloon's target (``<currentMemory>``);
+- ``memory_max_mib``: ``<maxMemory>`` with MEMORY_SLOTS DIMM slots and a guest NUMA cell
+  (libvirt plugs DIMMs into one; a VM without NUMA cells gets one of everything); the
+  definition never holds DIMMs: memory plugged in while it runs is part of ``memory_mib``
+  at its next start (``design_dimm`` makes the DIMM to plug in);
+- placement as the engine resolved it from the host's facts: vCPU i pinned to
+  ``vcpu_pins[i]``, emulator threads on ``emulator_cpus``; ``numa_cells`` guest cells of
+  consecutive vCPUs with an even share of the memory, bound strictly to ``numa_nodes``
+  when given; all the memory on huge pages of ``hugepage_kib`` (whole pages per cell);
 - NICs on a Linux bridge, ``model type='virtio'`` by default (Debian's cloud kernel has no
   e1000 driver);
 - the CPU by ``cpu_mode``: ``host-model`` by default on KVM (the host's CPU as a named
@@ -30,7 +38,10 @@ looks like is decided here (Nova's ``designer.py`` lesson):
   under TCG (``qemu``) no ``<cpu>`` unless a custom model is asked: QEMU's default model;
 - a pty serial port (with ``<log file=... append='on'/>`` when a console log is asked) and
   its console, the qemu-guest-agent channel, virtio RNG from ``/dev/urandom``, a virtio
-  balloon, VNC on 127.0.0.1 with a VGA card when ``vnc`` is on;
+  balloon, VNC on 127.0.0.1 with a video card (``video``: VGA by default, ``none``: no
+  card) when ``vnc`` is on, none without a display;
+- an i6300esb watchdog with ``watchdog``'s action (what the host does when the guest stops
+  feeding it) when one is asked;
 - ``q35``: a ``pcie-root`` and enough ``pcie-root-port`` controllers for the PCIe devices
   designed plus ``hotplug_ports`` free ones (libvirt alone leaves one free: a second disk or
   NIC hot-plugged into a running VM would find no slot); ``pc`` hot-plugs on its PCI bus;
@@ -44,6 +55,7 @@ import re
 import uuid as uuidlib
 from dataclasses import dataclass
 
+from corral.cpulist import MAX_CPU, format_cpu_list
 from corral.domainxml.devices import (
     RNG,
     TPM,
@@ -53,10 +65,13 @@ from corral.domainxml.devices import (
     Disk,
     Graphics,
     Interface,
+    MemoryDevice,
     Serial,
     Video,
+    Watchdog,
 )
 from corral.domainxml.model import Domain, FirmwareFeature, Timer
+from corral.domainxml.placement import HugePage, MemNode, NumaCell, VcpuPin
 from corral.errors import InvalidInput
 from corral.validation import validate_name
 
@@ -71,12 +86,16 @@ NIC_MODELS = ("virtio", "e1000", "e1000e", "rtl8139")
 MACHINES = ("q35", "pc")  # pc: i440fx
 FIRMWARES = ("bios", "uefi")
 BOOT_DEVICES = ("hd", "cdrom", "network")
+VIDEO_MODELS = ("vga", "virtio", "bochs", "qxl", "none")
+WATCHDOG_ACTIONS = ("reset", "poweroff", "shutdown", "pause", "dump", "inject-nmi")
 
 MIN_MEMORY_MIB = 16
 MAX_MEMORY_MIB = 16 * 1024 * 1024  # 16 TiB
 MAX_VCPUS = 255  # x86 without interrupt remapping
 MAX_IDE_DISKS = 4  # two channels, master and slave
 MAX_HOTPLUG_PORTS = 64
+MEMORY_SLOTS = 16  # DIMM slots of a VM with memory hot-plug (one per live memory increase)
+DIMM_STEP_MIB = 128  # Linux onlines hot-added memory in blocks of 128 MiB (x86-64)
 
 _TARGET_PREFIX = {"virtio": "vd", "scsi": "sd", "sata": "sd", "ide": "hd"}
 _MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
@@ -135,6 +154,8 @@ class DomainSpec:
     initrd: str | None = None
     cmdline: str | None = None
     vnc: bool = True
+    video: str = "vga"  # the card behind VNC: vga | virtio | bochs | qxl | none (no card)
+    watchdog: str | None = None  # an i6300esb watchdog with this action; None: no watchdog
     cpu_mode: str = "host-model"  # host-model | host-passthrough | custom (+ cpu_model)
     cpu_model: str | None = None
     hotplug_ports: int = 8  # q35: free PCIe ports for disks and NICs plugged in while running
@@ -147,6 +168,13 @@ class DomainSpec:
     topology: tuple[int, int, int] | None = None  # sockets, cores, threads; product = max vCPUs
     max_vcpus: int | None = None  # vCPU hot-plug: the most vCPUs it can run (None: vcpus)
     current_memory_mib: int | None = None  # the balloon's target (None: memory_mib)
+    # Placement on the host (resolved from the host's facts by the engine's vm_placement):
+    vcpu_pins: tuple[int, ...] = ()  # the host CPU of each vCPU, up to the most it can run
+    emulator_cpus: tuple[int, ...] = ()  # host CPUs of QEMU's emulator threads
+    numa_cells: int = 0  # guest NUMA cells (0: none), vCPUs and memory split evenly
+    numa_nodes: tuple[int, ...] = ()  # host node bound (strict) per cell; (): cells unbound
+    hugepage_kib: int | None = None  # memory backed by huge pages of this size
+    memory_max_mib: int | None = None  # memory hot-plug: DIMMs can take it up to this
 
 
 def design_domain(spec: DomainSpec) -> Domain:
@@ -189,6 +217,8 @@ def design_domain(spec: DomainSpec) -> Domain:
     _design_cpu(dom, spec)
     if spec.topology is not None:
         dom.cpu.topology_sockets, dom.cpu.topology_cores, dom.cpu.topology_threads = spec.topology
+    _design_placement(dom, spec)
+    _design_memory_hotplug(dom, spec)
 
     dom.clock.offset = "utc"
     for name, tickpolicy, present in (
@@ -207,7 +237,11 @@ def design_domain(spec: DomainSpec) -> Domain:
     _add_disks(dom, spec.disks, buses)
     _add_nics(dom, spec.nics)
     _add_console(dom, spec.console_log)
-    _add_extras(dom, spec.vnc)
+    _add_extras(dom, spec.vnc, spec.video)
+    if spec.watchdog is not None:
+        watchdog = Watchdog()
+        watchdog.model, watchdog.action = "i6300esb", spec.watchdog
+        dom.devices.add(watchdog)
     if spec.tpm:
         tpm = TPM()
         tpm.model = "tpm-crb" if os.machine == "q35" else "tpm-tis"
@@ -233,6 +267,77 @@ def _design_uefi(dom: Domain, spec: DomainSpec) -> None:
         os.firmware_features.add(feature)
     if spec.nvram is not None:
         os.nvram = spec.nvram
+
+
+def split_evenly(total: int, parts: int) -> list[int]:
+    """``total`` in ``parts`` as even as whole numbers go, the first ones larger."""
+    base, extra = divmod(total, parts)
+    return [base + (1 if i < extra else 0) for i in range(parts)]
+
+
+def _design_placement(dom: Domain, spec: DomainSpec) -> None:
+    """vCPU i on host CPU ``vcpu_pins[i]``, the emulator threads on ``emulator_cpus``; guest
+    NUMA cells of consecutive vCPUs and an even share of the memory (whole huge pages with
+    ``hugepage_kib``, else whole MiB), each bound strictly to its host node when
+    ``numa_nodes`` names them; huge pages for all the memory."""
+    for vcpu, cpu in enumerate(spec.vcpu_pins):
+        pin = VcpuPin()
+        pin.vcpu, pin.cpuset = vcpu, str(cpu)
+        dom.cputune.add(pin)
+    if spec.emulator_cpus:
+        dom.cputune.emulatorpin_cpuset = format_cpu_list(spec.emulator_cpus)
+    if spec.numa_cells:
+        unit = spec.hugepage_kib or 1024
+        first = 0
+        for cell_id, (vcpus, units) in enumerate(zip(
+                split_evenly(_max_vcpus(spec), spec.numa_cells),
+                split_evenly(spec.memory_mib * 1024 // unit, spec.numa_cells), strict=True)):
+            cell = NumaCell()
+            cell.id, cell.cpus = cell_id, format_cpu_list(range(first, first + vcpus))
+            cell.memory, cell.unit = units * unit, "KiB"
+            dom.cpu.numa.add(cell)
+            first += vcpus
+    if spec.numa_nodes:
+        dom.numatune.memory_mode = "strict"
+        dom.numatune.memory_nodeset = format_cpu_list(spec.numa_nodes)
+        for cell_id, node in enumerate(spec.numa_nodes):
+            memnode = MemNode()
+            memnode.cellid, memnode.mode, memnode.nodeset = cell_id, "strict", str(node)
+            dom.numatune.add(memnode)
+    if spec.hugepage_kib is not None:
+        page = HugePage()
+        page.size, page.unit = spec.hugepage_kib, "KiB"
+        dom.memory_backing.hugepages.add(page)
+
+
+def _design_memory_hotplug(dom: Domain, spec: DomainSpec) -> None:
+    """``<maxMemory slots=...>``, and the guest NUMA cell libvirt needs for DIMMs (one cell
+    of every vCPU and all the memory, unless the VM has NUMA cells already)."""
+    if spec.memory_max_mib is None:
+        return
+    dom.max_memory_kib = spec.memory_max_mib * 1024
+    dom.max_memory_slots = MEMORY_SLOTS
+    if not dom.cpu.numa.cells:
+        cell = NumaCell()
+        cell.id, cell.cpus = 0, format_cpu_list(range(_max_vcpus(spec)))
+        cell.memory, cell.unit = spec.memory_mib * 1024, "KiB"
+        dom.cpu.numa.add(cell)
+
+
+def design_dimm(size_mib: int, node: int = 0) -> MemoryDevice:
+    """A ``<memory model='dimm'>`` of ``size_mib`` (a whole number of DIMM_STEP_MIB: the
+    guest onlines memory in such blocks) for guest NUMA cell ``node``, to plug into a
+    running domain that has ``<maxMemory>``."""
+    _check_int_range(size_mib, DIMM_STEP_MIB, MAX_MEMORY_MIB, "dimm")
+    if size_mib % DIMM_STEP_MIB:
+        raise InvalidInput(f"memory is plugged in steps of {DIMM_STEP_MIB} MiB (the guest's "
+                           f"memory blocks), not {size_mib} MiB", field="dimm")
+    _check_int_range(node, 0, MAX_NUMA_NODE, "node")
+    dimm = MemoryDevice()
+    dimm.model = "dimm"
+    dimm.target_size, dimm.target_size_unit = size_mib * 1024, "KiB"
+    dimm.target_node = node
+    return dimm
 
 
 def vm_id_of(xml: str) -> str | None:
@@ -377,7 +482,7 @@ def _add_pcie_ports(dom: Domain, spec: DomainSpec, buses: list[str]) -> None:
         dom.devices.add(port)
 
 
-def _add_extras(dom: Domain, vnc: bool) -> None:
+def _add_extras(dom: Domain, vnc: bool, video_model: str) -> None:
     agent = Channel()
     agent.type = "unix"
     agent.source_mode = "bind"
@@ -394,7 +499,7 @@ def _add_extras(dom: Domain, vnc: bool) -> None:
         graphics.listen_address = "127.0.0.1"
         dom.devices.add(graphics)
         video = Video()
-        video.model_type = "vga"
+        video.model_type = video_model
         dom.devices.add(video)
 
     dom.devices.memballoon.model = "virtio"
@@ -464,6 +569,9 @@ def validate_spec(spec: DomainSpec) -> None:
                          "current_memory_mib")
     _check_int_range(spec.hotplug_ports, 0, MAX_HOTPLUG_PORTS, "hotplug_ports")
     _validate_platform(spec)
+    _validate_placement(spec)
+    if spec.memory_max_mib is not None:
+        _check_int_range(spec.memory_max_mib, spec.memory_mib, MAX_MEMORY_MIB, "memory_max_mib")
 
     for i, disk in enumerate(spec.disks):
         _validate_disk(disk, f"disks[{i}]")
@@ -519,6 +627,9 @@ def _validate_platform(spec: DomainSpec) -> None:
         _check_path(spec.nvram, "nvram")
     if not isinstance(spec.tpm, bool):
         raise InvalidInput("tpm must be true or false", field="tpm")
+    _check_choice(spec.video, VIDEO_MODELS, "video")
+    if spec.watchdog is not None:
+        _check_choice(spec.watchdog, WATCHDOG_ACTIONS, "watchdog")
     for dev in spec.boot:
         _check_choice(dev, BOOT_DEVICES, "boot")
     if len(set(spec.boot)) != len(spec.boot):
@@ -533,6 +644,43 @@ def _validate_platform(spec: DomainSpec) -> None:
             raise InvalidInput(f"sockets x cores x threads ({sockets} x {cores} x {threads}) "
                                f"must equal the {_max_vcpus(spec)} vCPUs (the most it can "
                                "run)", field="topology")
+
+
+HUGEPAGE_KIB = (2048, 1024 * 1024)  # x86-64: 2M and 1G
+MAX_NUMA_NODE = 1023  # the kernel's MAX_NUMNODES ceiling
+
+
+def _validate_placement(spec: DomainSpec) -> None:
+    """vCPU pins, emulator CPUs, guest NUMA cells and their host nodes, huge pages."""
+    most = _max_vcpus(spec)
+    if spec.vcpu_pins and len(spec.vcpu_pins) != most:
+        raise InvalidInput(f"vcpu_pins names {len(spec.vcpu_pins)} host CPUs for {most} vCPUs: "
+                           "one host CPU per vCPU", field="vcpu_pins")
+    for field in ("vcpu_pins", "emulator_cpus"):
+        for cpu in getattr(spec, field):
+            _check_int_range(cpu, 0, MAX_CPU, field)
+    _check_int_range(spec.numa_cells, 0, most, "numa_cells")
+    if spec.numa_nodes:
+        if len(spec.numa_nodes) != spec.numa_cells:
+            raise InvalidInput(f"numa_nodes binds {len(spec.numa_nodes)} cells of "
+                               f"{spec.numa_cells}: one host node per guest cell",
+                               field="numa_nodes")
+        for node in spec.numa_nodes:
+            _check_int_range(node, 0, MAX_NUMA_NODE, "numa_nodes")
+    unit_kib = 1024
+    if spec.hugepage_kib is not None:
+        if spec.hugepage_kib not in HUGEPAGE_KIB:
+            raise InvalidInput(f"hugepage_kib {spec.hugepage_kib!r} is not one of "
+                               f"{', '.join(map(str, HUGEPAGE_KIB))}", field="hugepage_kib")
+        unit_kib = spec.hugepage_kib
+        if (spec.memory_mib * 1024) % unit_kib:
+            raise InvalidInput(f"memory {spec.memory_mib} MiB is not a whole number of "
+                               f"{unit_kib // 1024} MiB huge pages", field="memory_mib")
+    if spec.numa_cells and spec.memory_mib * 1024 // unit_kib < spec.numa_cells:
+        raise InvalidInput(f"memory {spec.memory_mib} MiB does not split into "
+                           f"{spec.numa_cells} NUMA cells of whole "
+                           f"{'huge pages' if spec.hugepage_kib else 'MiB'}",
+                           field="numa_cells")
 
 
 def _max_vcpus(spec: DomainSpec) -> int:

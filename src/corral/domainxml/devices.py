@@ -212,6 +212,17 @@ class Video(Device):
     model_primary = BoolProperty("model/@primary")
 
 
+class Watchdog(Device):
+    """``<watchdog model='i6300esb' action=...>``: what the host does when the guest's
+    watchdog driver stops feeding it (reset, poweroff, shutdown, pause, dump, inject-nmi)."""
+
+    TAG = "watchdog"
+    CHILD_ORDER = ("alias", "address")
+
+    model = StrProperty("@model")  # i6300esb | ib700 | diag288 | itco
+    action = StrProperty("@action")
+
+
 class RNG(Device):
     """``<rng model='virtio'><backend model='random'>/dev/urandom</backend></rng>``."""
 
@@ -236,6 +247,20 @@ class MemBalloon(Device):
     stats_period = IntProperty("stats/@period")
 
 
+class MemoryDevice(Device):
+    """``<memory model='dimm'><target><size unit='KiB'>N</size><node>C</node></target>``:
+    memory plugged into a running guest (libvirt fills its ``<address type='dimm'>``)."""
+
+    TAG = "memory"
+    CHILD_ORDER = ("source", "target", "alias", "address")
+
+    model = StrProperty("@model")  # dimm | nvdimm | virtio-mem | ...
+    target_size = IntProperty("target/size")  # in target_size_unit (libvirt writes KiB)
+    target_size_unit = StrProperty("target/size/@unit")
+    target_node = IntProperty("target/node")  # the guest NUMA cell it joins
+    address_slot = IntProperty("address/@slot")
+
+
 class Devices(XMLNode):
     """``<devices>``: add with ``devices.add(Disk())``, remove with ``devices.remove(d)``."""
 
@@ -258,5 +283,7 @@ class Devices(XMLNode):
     tpms = Children(TPM)
     graphics = Children(Graphics)
     videos = Children(Video)
+    watchdogs = Children(Watchdog)
     rngs = Children(RNG)
     memballoon = Child(MemBalloon)
+    memories = Children(MemoryDevice)

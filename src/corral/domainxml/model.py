@@ -9,6 +9,7 @@ from __future__ import annotations
 from lxml import etree
 
 from corral.domainxml.devices import Devices
+from corral.domainxml.placement import CPUTune, MemoryBacking, Numa, NumaTune
 from corral.domainxml.xmlnode import (
     BoolProperty,
     Child,
@@ -147,7 +148,8 @@ class Features(XMLNode):
 
 
 class CPU(XMLNode):
-    """``<cpu>``: mode (``host-passthrough``, ``host-model``, ``custom``), model, topology."""
+    """``<cpu>``: mode (``host-passthrough``, ``host-model``, ``custom``), model, topology,
+    guest NUMA cells."""
 
     TAG = "cpu"
     CHILD_ORDER = ("model", "vendor", "topology", "cache", "maxphysaddr", "feature", "numa")
@@ -162,6 +164,7 @@ class CPU(XMLNode):
     topology_dies = IntProperty("topology/@dies")
     topology_cores = IntProperty("topology/@cores")
     topology_threads = IntProperty("topology/@threads")
+    numa = Child(Numa)
 
 
 class Timer(XMLNode):
@@ -204,9 +207,14 @@ class Domain(XMLNode):
 
     memory_kib = MemoryProperty("memory")
     current_memory_kib = MemoryProperty("currentMemory")
+    max_memory_kib = MemoryProperty("maxMemory")  # memory hot-plug: the most it can have
+    max_memory_slots = IntProperty("maxMemory/@slots")  # DIMM slots for it
     vcpu = IntProperty("vcpu")
     vcpu_placement = StrProperty("vcpu/@placement")
     vcpu_current = IntProperty("vcpu/@current")
+    memory_backing = Child(MemoryBacking)
+    cputune = Child(CPUTune)
+    numatune = Child(NumaTune)
 
     os = Child(OS)
     features = Child(Features)

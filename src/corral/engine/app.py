@@ -19,6 +19,7 @@ from corral.engine.routes import events, hosts, images, networks, operations, vm
 from corral.engine.routes import pools as pool_routes
 from corral.engine.routes import security_groups as sg_routes
 from corral.engine.routes import vm_disks as vm_disk_routes
+from corral.engine.routes import vm_guest as vm_guest_routes
 from corral.engine.routes import vm_nics as vm_nic_routes
 from corral.engine.routes import vm_snapshots as vm_snapshot_routes
 from corral.engine.routes import volumes as volume_routes
@@ -99,7 +100,7 @@ def create_app(ctx: EngineContext) -> FastAPI:
 
     for module in (vms, images, operations, events, hosts, networks, customize_routes,
                    pool_routes, volume_routes, vm_disk_routes, vm_snapshot_routes,
-                   vm_nic_routes, sg_routes):
+                   vm_nic_routes, sg_routes, vm_guest_routes):
         app.include_router(module.router, responses=ERRORS)
     return app
 

@@ -37,6 +37,7 @@ from importlib import resources
 from pathlib import Path
 
 from corral.errors import HostError, Unavailable
+from corral.images.tiny_agent import AGENT_MODULES, fetch_agent_packages, install_guest_agent
 from corral.images.tiny_ssh import fetch_ssh_packages, install_dropbear
 
 __all__ = [
@@ -72,6 +73,7 @@ INITRAMFS_MODULES: tuple[str, ...] = (
     "virtio_scsi",  # the cloud-init seed CD-ROM (the cloud kernel has no AHCI for sata)
     "sr_mod",  # /dev/sr0
     "isofs",  # the seed's ISO 9660 filesystem
+    "virtio_balloon",  # the balloon every corral VM has (vm set --memory-target)
 )
 DISK_SIZE_MIB = 64
 
@@ -106,6 +108,7 @@ _ROOTFS_FILES: tuple[tuple[str, str, int], ...] = (
     ("shells", "etc/shells", 0o644),
     ("cloud-init", "usr/lib/corral/cloud-init", 0o755),
     ("yamlflat.awk", "usr/lib/corral/yamlflat.awk", 0o644),
+    ("hotplug", "usr/lib/corral/hotplug", 0o755),
 )
 _ROOTFS_DIRS: tuple[tuple[str, int], ...] = (
     ("bin", 0o755),
@@ -657,12 +660,14 @@ def build_tiny_image(
     *,
     progress: Callable[[int, str], None] | None = None,
     cache_dir: Path | None = None,
+    guest_agent: bool = False,
 ) -> TinyImage:
     """Build the tiny test guest into ``out_dir`` (``disk.qcow2``, ``vmlinuz``, ``initrd.img``).
 
     The downloaded .debs are kept in ``cache_dir`` (default ``out_dir/.cache``): a second
     build needs no network. Raises Unavailable when a host tool is missing or the packages
-    cannot be downloaded, HostError when a build step fails.
+    cannot be downloaded, HostError when a build step fails. ``guest_agent``: with
+    qemu-guest-agent, started at boot (:mod:`corral.images.tiny_agent`).
     """
     report: Progress = progress if progress is not None else (lambda _percent, _msg: None)
     out_dir = Path(out_dir)
@@ -675,6 +680,8 @@ def build_tiny_image(
 
     kernel_deb, busybox_deb = fetch_packages(cache, report)
     ssh_debs = fetch_ssh_packages(cache, report)
+    agent_debs = fetch_agent_packages(cache, report) if guest_agent else []
+    wanted = INITRAMFS_MODULES + (AGENT_MODULES if guest_agent else ())
 
     with tempfile.TemporaryDirectory(prefix=".build-", dir=out_dir) as tmp:
         work = Path(tmp)
@@ -687,7 +694,7 @@ def build_tiny_image(
         vmlinuz, moddir = _kernel_parts(work / "kernel")
 
         report(50, "resolving kernel modules " + ", ".join(INITRAMFS_MODULES))
-        modules = resolve_modules(moddir, INITRAMFS_MODULES)
+        modules = resolve_modules(moddir, wanted)
 
         report(60, "building initramfs (" + ", ".join(m.name for m in modules) + ")")
         initrd_tmp = work / INITRD_NAME
@@ -701,6 +708,9 @@ def build_tiny_image(
         populate_rootfs(rootfs, busybox, busybox_applets(busybox))
         report(80, "adding the SSH server (dropbear) and its libraries")
         install_dropbear(rootfs, ssh_debs, work / "ssh")
+        if guest_agent:
+            report(85, "adding the QEMU guest agent (qemu-ga) and its libraries")
+            install_guest_agent(rootfs, agent_debs, work / "agent")
         disk_tmp = work / DISK_NAME
         make_ext4_qcow2(rootfs, work / "disk.raw", disk_tmp)
 

@@ -23,8 +23,9 @@ udev makes it, bound over /dev/kvm in its mount namespace. Guests still have to 
 
 Layout of ``root_dir``: etc/ (copy of /etc/libvirt, kept across restarts), run/ (removed by
 stop), lib/libvirt, log/libvirt (+ holder.log), cache/libvirt, dev/kvm, hosts (bound over
-/etc/hosts: the machine's plus ``<address> corral-<name>``). The lab host's hostname (own
-UTS namespace) is ``corral-<name>``.
+/etc/hosts: the machine's plus ``<address> corral-<name>``), hugepages/SIZEkB (a hugetlbfs
+per page size, mounted in the lab host only). The lab host's hostname (own UTS namespace)
+is ``corral-<name>``.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ _BINDS: tuple[tuple[str, str], ...] = (
     ("log/openvswitch", "/var/log/openvswitch"),
 )
 _HOST_CAPS_CACHE = Path("/var/cache/libvirt/qemu/capabilities")
+_HUGEPAGE_POOLS = Path("/sys/kernel/mm/hugepages")
 # QEMU capability cache files of the lab hosts that came up in this process: file name ->
 # contents, the seed of the next lab host's cache.
 _CAPS_SEED: dict[str, bytes] = {}
@@ -189,6 +191,7 @@ class LabHost:
             self._create_network()
             self._start_holder()
             self._bind_mounts()
+            self._mount_hugetlbfs()
             self._start_daemons()
             self._wait_ready()
             self._remember_caps_cache()
@@ -331,6 +334,21 @@ class LabHost:
                 target.mkdir(parents=True)
             self.run(["mount", "--bind", str(src), str(target)])
 
+    def _hugetlbfs_dirs(self) -> list[tuple[str, Path]]:
+        """(page size, mount point) for each huge page size the kernel offers."""
+        sizes = sorted(p.name.removeprefix("hugepages-").removesuffix("kB")
+                       for p in _HUGEPAGE_POOLS.glob("hugepages-*kB"))
+        return [(f"{kib}K", self.root_dir / "hugepages" / f"{kib}kB") for kib in sizes]
+
+    def _mount_hugetlbfs(self) -> None:
+        """A hugetlbfs per page size, as systemd mounts /dev/hugepages on a real host: libvirt
+        finds them when it starts and gives QEMU its huge pages from them (none are reserved
+        here unless a test reserves some)."""
+        for size, target in self._hugetlbfs_dirs():
+            target.mkdir(parents=True, exist_ok=True)
+            self.run(["mount", "-t", "hugetlbfs", "-o", f"pagesize={size}", "hugetlbfs",
+                      str(target)])
+
     def _start_daemons(self) -> None:
         self.run(["virtlogd", "-d", "-p", str(self._run / "virtlogd.pid")])
         self.run(["libvirtd", "-d", "--listen", "-p", str(self._run / "libvirtd.pid")])
@@ -421,6 +439,7 @@ class LabHost:
         if _procs.ns_id(holder, "mnt") in (None, _procs.ns_id("self", "mnt")):
             return  # never unmount anything in the machine's own mount namespace
         targets = [target for _, target in _BINDS] + ["/etc/hosts", "/dev/kvm"]
+        targets += [str(target) for _, target in self._hugetlbfs_dirs()]
         for target in reversed(targets):
             try:
                 subprocess.run(

@@ -133,7 +133,63 @@ UEFI_PC = DomainSpec(
     boot=("network", "hd"),
 )
 
+# vCPU and memory hot-plug on the tiny guest: room for a second vCPU, memory up to 1 GiB.
+MEMORY_HOTPLUG = DomainSpec(
+    name="grow",
+    uuid="2e6b1f0a-5c3d-4b7e-8a91-3f2d6c7e8b45",
+    vm_id="vm-grow",
+    vcpus=1,
+    max_vcpus=2,
+    memory_mib=256,
+    current_memory_mib=192,
+    memory_max_mib=1024,
+    virt_type="qemu",
+    disks=[DiskSpec("/var/lib/corral/agent/storage/vms/grow.qcow2")],
+    nics=[],
+    kernel="/var/lib/corral/images/tiny/vmlinuz",
+    initrd="/var/lib/corral/images/tiny/initrd.img",
+    cmdline="console=ttyS0 root=/dev/vda rw quiet",
+    vnc=False,
+)
+
+# Placed on a two-node host: vCPUs pinned one to one (emulator threads on the other CPUs),
+# two guest cells bound to the host's nodes, memory on 2M huge pages; cells split unevenly
+# (3 vCPUs, 1030 MiB = 515 pages: 2+1 vCPUs, 258+257 pages).
+PLACED = DomainSpec(
+    name="placed",
+    uuid="8c2d4e6f-1a3b-4c5d-9e7f-0a1b2c3d4e5f",
+    vm_id="vm-placed",
+    vcpus=3,
+    memory_mib=1030,
+    virt_type="kvm",
+    disks=[DiskSpec("/var/lib/corral/agent/storage/vms/placed.qcow2")],
+    nics=[],
+    vnc=False,
+    vcpu_pins=(4, 5, 12),
+    emulator_cpus=(0, 1, 2, 3, 6, 7, 8, 9, 10, 11, 13, 14, 15),
+    numa_cells=2,
+    numa_nodes=(0, 1),
+    hugepage_kib=2048,
+)
+
+# A VM that resets itself when its guest hangs (i6300esb watchdog), with a virtio video card.
+WATCHDOG_VIDEO = DomainSpec(
+    name="kiosk",
+    uuid="4f7a9c2e-6b1d-4e3f-8a5c-9d0e1f2a3b4c",
+    vm_id="vm-kiosk",
+    vcpus=1,
+    memory_mib=512,
+    virt_type="qemu",
+    disks=[DiskSpec("/var/lib/corral/agent/storage/vms/kiosk.qcow2")],
+    nics=[NicSpec("52:54:00:00:22:01", "corralbr0")],
+    video="virtio",
+    watchdog="reset",
+)
+
 DESIGNED: dict[str, DomainSpec] = {
+    "designed_watchdog_video.xml": WATCHDOG_VIDEO,
+    "designed_placed.xml": PLACED,
+    "designed_memory_hotplug.xml": MEMORY_HOTPLUG,
     "designed_uefi_secure_tpm.xml": UEFI_SECURE_TPM,
     "designed_uefi_pc.xml": UEFI_PC,
     "designed_kvm_full.xml": KVM_FULL,

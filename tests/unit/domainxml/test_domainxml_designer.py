@@ -12,7 +12,9 @@ from corral.domainxml import (
     DiskSpec,
     Domain,
     DomainSpec,
+    MemoryDevice,
     NicSpec,
+    design_dimm,
     design_domain,
     vm_id_of,
 )
@@ -342,3 +344,36 @@ def test_cpu_policy_refuses_bad_values(mode: str, model: str | None, field: str)
     with pytest.raises(InvalidInput) as info:
         design_domain(dataclasses.replace(KVM_FULL, cpu_mode=mode, cpu_model=model))
     assert info.value.field == field
+
+
+def test_memory_hotplug_gets_max_memory_slots_and_one_numa_cell() -> None:
+    from domainxml_specs import MEMORY_HOTPLUG
+
+    dom = design_domain(MEMORY_HOTPLUG)
+    assert (dom.max_memory_kib, dom.max_memory_slots) == (1024 * 1024, 16)
+    assert dom.memory_kib == 256 * 1024  # the definition holds no DIMMs
+    assert not dom.devices.memories
+    [cell] = dom.cpu.numa.cells
+    assert (cell.id, cell.cpus, cell.memory, cell.unit) == (0, "0,1", 256 * 1024, "KiB")
+    plain = design_domain(QEMU_TINY)
+    assert plain.max_memory_kib is None and not plain.cpu.numa.cells
+    with pytest.raises(InvalidInput) as err:
+        design_domain(dataclasses.replace(MEMORY_HOTPLUG, memory_max_mib=255))
+    assert err.value.field == "memory_max_mib"
+
+
+def test_a_dimm_is_whole_memory_blocks_and_reads_back_with_its_slot() -> None:
+    dimm = design_dimm(384, node=0)
+    assert (dimm.model, dimm.target_size, dimm.target_size_unit, dimm.target_node) == (
+        "dimm", 384 * 1024, "KiB", 0)
+    for bad in (100, 0, 130):
+        with pytest.raises(InvalidInput) as err:
+            design_dimm(bad)
+        assert err.value.field == "dimm"
+    # libvirt's live XML: the DIMM with the slot and address it was given
+    dom = design_domain(dataclasses.replace(QEMU_TINY, memory_max_mib=1024))
+    live = MemoryDevice.from_xml(dimm.to_xml())
+    live.address_slot, live.alias = 0, "dimm0"
+    dom.devices.add(live)
+    [back] = Domain.from_xml(dom.to_xml()).devices.memories
+    assert (back.address_slot, back.target_size) == (0, 384 * 1024)

@@ -56,7 +56,8 @@ def test_define_start_and_read_back(conn: Any, filename: str) -> None:
     assert (live.type, live.name, live.uuid) == (spec.virt_type, spec.name, designed.uuid)
     assert live.vm_id == spec.vm_id
     assert live.memory_kib == spec.memory_mib * 1024
-    assert live.vcpu == spec.vcpus
+    assert live.vcpu == (spec.max_vcpus or spec.vcpus)  # <vcpu> is the most it can run
+    assert live.max_memory_kib == (spec.memory_max_mib and spec.memory_max_mib * 1024)
     assert live.os.machine == designed.os.machine
     assert live.os.kernel == spec.kernel
     assert live.os.cmdline == spec.cmdline

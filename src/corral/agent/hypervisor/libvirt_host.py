@@ -10,9 +10,17 @@ from typing import Any, TypeVar
 
 import libvirt
 
+from corral.agent.hypervisor import guest_agent
 from corral.agent_api.domains import DomainInfo
-from corral.domainxml import vm_id_of
-from corral.errors import CorralError, HypervisorError, NotFound, Unavailable, WrongState
+from corral.domainxml import Domain, MemoryDevice, vm_id_of
+from corral.errors import (
+    CorralError,
+    HypervisorError,
+    InvalidInput,
+    NotFound,
+    Unavailable,
+    WrongState,
+)
 
 T = TypeVar("T")
 
@@ -36,6 +44,16 @@ def _silence(_ctx: object, _err: object) -> None:
 
 
 libvirt.registerErrorHandler(_silence, None)
+
+
+def _shutdown(dom: Any) -> None:
+    if guest_agent.answers(dom):
+        try:
+            dom.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_GUEST_AGENT)
+            return
+        except libvirt.libvirtError:
+            pass  # the agent went away meanwhile: the power button still works
+    dom.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN)
 
 
 @contextmanager
@@ -133,10 +151,9 @@ class Hypervisor:
         return self._act(name, "start", lambda d: d.create())
 
     def shutdown(self, name: str) -> DomainInfo:
-        """Ask the guest to power off (ACPI power button)."""
-        return self._act(
-            name, "shutdown", lambda d: d.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN)
-        )
+        """Ask the guest to power off: through its guest agent when one answers (a clean
+        shutdown even where nothing listens to the power button), else ACPI power button."""
+        return self._act(name, "shutdown", _shutdown)
 
     def destroy(self, name: str) -> DomainInfo:
         return self._act(name, "force off", lambda d: d.destroy())
@@ -151,24 +168,61 @@ class Hypervisor:
         return self._act(name, "pause", lambda d: d.suspend())
 
     def resume(self, name: str) -> DomainInfo:
-        return self._act(name, "resume", lambda d: d.resume())
+        def resume(dom: Any) -> None:
+            dom.resume()
+            guest_agent.sync_time(dom)  # its clock stood still while paused
 
-    def set_vcpus(self, name: str, count: int) -> dict[str, int]:
+        return self._act(name, "resume", resume)
+
+    def guest_agent_answers(self, name: str) -> bool:
+        dom = self._domain(name)
+        with _mapped(f"guest agent of {name}"):
+            return guest_agent.answers(dom)
+
+    def guest_exec(self, name: str, argv: list[str], stdin: str | None,
+                   timeout: float) -> dict[str, Any]:
+        dom = self._domain(name)
+        with _mapped(f"run a command in {name}"):
+            return guest_agent.run(dom, name, argv, stdin, timeout)
+
+    def set_vcpus(self, name: str, count: int) -> dict[str, int | None]:
         """Plug vCPUs into the running domain (up to its maximum); the definition is the
         engine's to change (it defines the domain again)."""
         return self._live(name, f"set vCPUs of {name} to {count}",
                           lambda d: d.setVcpusFlags(count, libvirt.VIR_DOMAIN_AFFECT_LIVE))
 
-    def set_memory_target(self, name: str, mib: int) -> dict[str, int]:
+    def set_memory_target(self, name: str, mib: int) -> dict[str, int | None]:
         """Inflate or deflate the running domain's balloon to ``mib``; the guest gives the
         memory back (or takes it) within seconds when its virtio_balloon driver runs."""
         return self._live(name, f"set memory target of {name} to {mib} MiB",
                           lambda d: d.setMemoryFlags(mib * 1024, libvirt.VIR_DOMAIN_AFFECT_LIVE))
 
-    def resources(self, name: str) -> dict[str, int]:
+    def plug_memory(self, name: str, dimm_xml: str, total_mib: int) -> dict[str, int | None]:
+        """Plug a DIMM (the engine's ``<memory model='dimm'>``) into the running domain so
+        that it has ``total_mib``; the guest onlines the new memory blocks (udev's rules, or
+        the kernel's memhp_default_state). One that has ``total_mib`` already is left as it
+        is (a retry plugs nothing twice); the definition is the engine's to change."""
+        dimm = MemoryDevice.from_xml(dimm_xml)
+        if dimm.model != "dimm" or dimm.target_size is None or dimm.target_size_unit != "KiB":
+            raise InvalidInput("the memory device is not a DIMM with a size in KiB", field="xml")
+        size_mib = dimm.target_size // 1024
+
+        def plug(dom: Any) -> None:
+            have = int(dom.info()[1]) // 1024
+            if have == total_mib:
+                return
+            if have + size_mib != total_mib:
+                raise WrongState(f"VM {name} has {have} MiB of memory: a DIMM of {size_mib} "
+                                 f"MiB does not make it {total_mib} MiB")
+            dom.attachDeviceFlags(dimm.to_xml(), libvirt.VIR_DOMAIN_AFFECT_LIVE)
+
+        return self._live(name, f"plug {size_mib} MiB of memory into {name}", plug)
+
+    def resources(self, name: str) -> dict[str, int | None]:
         return self._live(name, f"resources of {name}", lambda d: None)
 
-    def _live(self, name: str, what: str, fn: Callable[[Any], object]) -> dict[str, int]:
+    def _live(self, name: str, what: str,
+              fn: Callable[[Any], object]) -> dict[str, int | None]:
         dom = self._domain(name)
         with _mapped(what):
             if not dom.isActive():
@@ -177,8 +231,13 @@ class Hypervisor:
             _state, max_kib, balloon_kib, vcpus, _cpu_time = dom.info()
             most = dom.vcpusFlags(libvirt.VIR_DOMAIN_AFFECT_LIVE
                                   | libvirt.VIR_DOMAIN_VCPU_MAXIMUM)
+            live = Domain.from_xml(dom.XMLDesc(0))  # memory hot-plug room: <maxMemory>
+            hotplug_kib = live.max_memory_kib
+            slots_free = (live.max_memory_slots or 0) - len(live.devices.memories)
             return {"vcpus": int(vcpus), "vcpus_max": int(most),
-                    "memory_mib": int(max_kib) // 1024, "balloon_mib": int(balloon_kib) // 1024}
+                    "memory_mib": int(max_kib) // 1024, "balloon_mib": int(balloon_kib) // 1024,
+                    "memory_max_mib": None if hotplug_kib is None else hotplug_kib // 1024,
+                    "memory_slots_free": max(0, slots_free)}
 
     def memory_of_running(self) -> tuple[int, int]:
         """(MiB the running domains were started with, MiB their balloons leave them)."""
@@ -205,6 +264,15 @@ class Hypervisor:
         dom = self._domain(name)
         with _mapped(f"domain {name}"):
             return str(dom.XMLDesc(0))
+
+    def graphics(self, name: str) -> list[dict[str, Any]]:
+        """The running domain's displays as its live XML says (the port VNC got)."""
+        dom = self._domain(name)
+        with _mapped(f"displays of {name}"):
+            if not dom.isActive():
+                raise WrongState(f"VM {name} is not running: it has no display now")
+            return [{"type": g.type, "port": g.port, "listen": g.listen_address or g.listen}
+                    for g in Domain.from_xml(dom.XMLDesc(0)).devices.graphics]
 
     def interface_addresses(self, name: str) -> list[dict[str, Any]]:
         """Guest addresses from the guest agent, then the host's ARP table; best effort.

@@ -22,6 +22,7 @@ from typing import Any
 import libvirt
 from lxml import etree
 
+from corral.agent.hypervisor import guest_agent
 from corral.agent.hypervisor.libvirt_host import Hypervisor, _mapped
 from corral.errors import Conflict, NotFound, WrongState
 
@@ -124,6 +125,8 @@ class SnapshotOps:
                     dom.destroy()
             else:
                 dom.revertToSnapshot(snap, 0)
+                if dom.isActive():
+                    guest_agent.sync_time(dom)  # the guest's clock is back at the snapshot's
         return self.hv.get(vm).model_dump()
 
     def delete(self, vm: str, name: str) -> bool:

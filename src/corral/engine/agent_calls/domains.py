@@ -9,9 +9,14 @@ from corral.agent_api.domains import (
     DiskInfo,
     DomainAction,
     DomainInfo,
+    GraphicsInfo,
+    GuestAgentStatus,
+    GuestExecBody,
+    GuestExecResult,
     HostFacts,
     InterfaceAddress,
     LiveResources,
+    MemoryPlugBody,
     MemoryTargetBody,
     SeedBody,
     SeedInfo,
@@ -49,6 +54,10 @@ class DomainCalls(AgentCalls):
         return self._send("PUT", f"/v1/domains/{name}/memory-target", LiveResources,
                           MemoryTargetBody(mib=mib))
 
+    def plug_memory(self, name: str, dimm_xml: str, total_mib: int) -> LiveResources:
+        return self._send("PUT", f"/v1/domains/{name}/memory", LiveResources,
+                          MemoryPlugBody(xml=dimm_xml, total_mib=total_mib))
+
     def undefine(self, name: str) -> Deleted:
         return self._send("DELETE", f"/v1/domains/{name}", Deleted)
 
@@ -57,6 +66,20 @@ class DomainCalls(AgentCalls):
 
     def addresses(self, vm: str) -> list[InterfaceAddress]:
         return self._send_list("GET", f"/v1/domains/{vm}/addresses", InterfaceAddress,
+                               timeout=10)
+
+    def guest_agent(self, name: str) -> GuestAgentStatus:
+        # A ping of a few seconds at most; `vm show` waits for it, but not for a host that
+        # is gone (no reconnect: the answer is then "not known").
+        return self._send("GET", f"/v1/domains/{name}/guest-agent", GuestAgentStatus,
+                          timeout=10, reconnect=False)
+
+    def guest_exec(self, name: str, body: GuestExecBody) -> GuestExecResult:
+        return self._send("POST", f"/v1/domains/{name}/guest-agent/exec", GuestExecResult,
+                          body, timeout=body.timeout + 30)
+
+    def graphics(self, name: str) -> list[GraphicsInfo]:
+        return self._send_list("GET", f"/v1/domains/{name}/graphics", GraphicsInfo,
                                timeout=10)
 
     def create_disk(self, vm: str, image: str | None, size: int | None) -> DiskInfo:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from corral.agent_api import Deleted
 from corral.agent_api.domains import DomainInfo
 from corral.agent_api.images import (
+    BuildTinyBody,
     Customized,
     ImageDetail,
     ImageImportBody,
@@ -47,9 +48,10 @@ class ImageCalls(JobCalls):
         """Idempotent; 409 while a job of the agent works on the image."""
         return self._send("DELETE", f"/v1/images/{name}", Deleted, timeout=60)
 
-    def build_tiny(self, name: str) -> ImageInfo:
+    def build_tiny(self, name: str, guest_agent: bool = False) -> ImageInfo:
         # Not a job: downloads a kernel and busybox, then builds; minutes at worst.
-        return self._send("POST", f"/v1/images/{name}/build-tiny", ImageInfo, timeout=3600)
+        return self._send("POST", f"/v1/images/{name}/build-tiny", ImageInfo,
+                          BuildTinyBody(guest_agent=guest_agent), timeout=3600)
 
     def import_image_job(self, name: str, body: ImageImportBody) -> JobStart[ImageImported]:
         return JobStart(f"/v1/images/{name}/import", body, ImageImported)

@@ -9,7 +9,13 @@ from corral.api import ConsoleTicket, Operation, Vm, VmAddress, VmCreate, VmPatc
 from corral.engine.console_proxy import proxy_console
 from corral.engine.context import EngineContext
 from corral.engine.routes.deps import authenticated, context
-from corral.engine.services import console_tickets, vm_addresses, vm_settings, vms
+from corral.engine.services import (
+    console_tickets,
+    vm_addresses,
+    vm_guest_agent,
+    vm_settings,
+    vms,
+)
 
 router = APIRouter(tags=["vms"])
 guarded = APIRouter(prefix="/api/v1/vms", dependencies=[Depends(authenticated)])
@@ -27,7 +33,8 @@ def create_vm(req: VmCreate, ctx: EngineContext = Depends(context)) -> Operation
 
 @guarded.get("/{name}", response_model=Vm)
 def get_vm(name: str, ctx: EngineContext = Depends(context)) -> Vm:
-    return vms.get(ctx, name)
+    """One VM; when it runs, also whether its guest agent answers (the list does not ask)."""
+    return vm_guest_agent.with_agent_status(ctx, vms.get(ctx, name))
 
 
 @guarded.patch("/{name}", status_code=202, response_model=Operation)

@@ -79,7 +79,7 @@ def import_image(ctx: EngineContext, req: ImageImport) -> Operation:
 def build_tiny(ctx: EngineContext, req: ImageBuildTiny) -> Operation:
     host = pick_host(ctx, 0)
     image_id = new_image(ctx, req.name)
-    params = {"image_id": image_id, "host_id": host.id}
+    params = {"image_id": image_id, "host_id": host.id, "guest_agent": req.guest_agent}
     return ctx.ops.submit("image.build_tiny", {"images": [req.name]}, params,
                           [f"image:{req.name}"], host_id=host.id)
 
@@ -132,8 +132,10 @@ def execute_import(ctx: EngineContext, op: OpContext) -> None:
 
 
 def execute_build_tiny(ctx: EngineContext, op: OpContext) -> None:
-    op.progress(5, "downloading kernel and busybox, building the tiny guest")
-    _finish(ctx, op, lambda agent, name: agent.build_tiny(name))
+    with_agent = bool(op.params.get("guest_agent"))
+    op.progress(5, "downloading kernel and busybox, building the tiny guest"
+                + (" with qemu-guest-agent" if with_agent else ""))
+    _finish(ctx, op, lambda agent, name: agent.build_tiny(name, guest_agent=with_agent))
 
 
 def list_images(ctx: EngineContext) -> list[ImageOut]:

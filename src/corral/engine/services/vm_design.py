@@ -18,7 +18,7 @@ from corral.api import Hardware
 from corral.domainxml import DiskSpec, DomainSpec, design_domain
 from corral.engine.context import EngineContext
 from corral.engine.db.models import Host, Image, StoragePool, Vm, Volume
-from corral.engine.services import vm_nics, volumes
+from corral.engine.services import vm_nics, vm_placement, volumes
 from corral.errors import InvalidInput, NotFound
 
 
@@ -96,6 +96,14 @@ def check_hardware(hw: Hardware, cpus: int) -> None:
                            f"{hw.threads} threads per core", field="hardware.sockets")
 
 
+def check_memory(hw: Hardware, memory_mib: int) -> None:
+    """The memory against the hot-plug ceiling (``hardware.memory_max``)."""
+    if hw.memory_max is not None and hw.memory_max < memory_mib:
+        raise InvalidInput(f"memory {memory_mib} MiB exceeds hardware.memory_max "
+                           f"{hw.memory_max} MiB: raise memory_max too",
+                           field="hardware.memory_max")
+
+
 def boot_settings(vm: Vm) -> dict[str, Any]:
     """What a domain designed from ``vm``'s rows runs with (``vms.booted`` when it starts)."""
     return {"cpus": vm.cpus, "memory_mib": vm.memory_mib,
@@ -137,8 +145,10 @@ def _platform(hw: Hardware, cpus: int, facts: dict[str, Any], name: str) -> dict
         "nvram": nvram_path(facts, name) if hw.firmware == "uefi" else None,
         "boot": tuple(boot[b] for b in hw.boot),
         "cpu_mode": mode, "cpu_model": model, "topology": topology,
-        "vnc": hw.graphics == "vnc",
+        "vnc": hw.graphics == "vnc", "video": hw.video,
+        "watchdog": None if hw.watchdog == "none" else hw.watchdog,
         "max_vcpus": most if most > cpus else None,
+        "memory_max_mib": hw.memory_max,
     }
 
 
@@ -179,5 +189,7 @@ def domain_xml(ctx: EngineContext, vm_id: str,
             kernel=image.kernel, initrd=image.initrd, cmdline=image.cmdline,
             current_memory_mib=vm.memory_target_mib,
             **_platform(hardware_of(vm), vm.cpus, facts, vm.name),
+            # pinning `auto` and the NUMA cells' host nodes: from this host's facts
+            **vm_placement.resolve(hardware_of(vm), vm.cpus, facts, host.name).spec_fields(),
         )
         return vm.name, host.id, design_domain(spec).to_xml()

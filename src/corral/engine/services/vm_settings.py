@@ -4,11 +4,17 @@ Every setting changes at one of three moments (Proxmox's "pending changes", oVir
 run configuration"):
 
 - live: the description (the row only), the balloon's target (``memory_target``, at most
-  the memory the domain booted with) and vCPUs up to the most the running domain can have
-  (``hardware.cpu_max`` when it booted): the running domain gets them at once;
-- next boot: memory, vCPUs beyond that, and the hardware a running domain cannot change
-  (CPU model, ``cpu_max``, topology, boot order, graphics): the domain's definition gets
-  them now, the VM lists them in ``pending`` until it is next started;
+  the memory the domain has), vCPUs up to the most the running domain can have
+  (``hardware.cpu_max`` when it booted) and more memory up to the most it can have
+  (``hardware.memory_max`` when it booted, while it has a DIMM slot free): the running
+  domain gets them at once. Memory grows by one DIMM of the difference, a whole number of
+  128 MiB blocks (what Linux onlines; another step is a 422); the definition holds the new
+  total and no DIMM, so the next start boots with all of it;
+- next boot: less memory (a DIMM cannot be taken back live) or more than that room, vCPUs
+  beyond that, and the hardware a running domain cannot change (CPU model, ``cpu_max``,
+  ``memory_max``, topology, boot order, graphics, pinning, guest NUMA, huge pages): the
+  domain's definition gets them now, the VM lists them in ``pending`` until it is next
+  started;
 - only while stopped: firmware, Secure Boot, TPM, machine and cloud-init (409 otherwise).
 
 The rows always hold the settings asked; ``vms.booted`` holds what the running domain was
@@ -26,10 +32,12 @@ from typing import Any
 from pydantic import ValidationError
 
 from corral.api import Hardware, Operation, VmPatch, VmState
+from corral.domainxml import design_dimm
+from corral.domainxml.designer import DIMM_STEP_MIB
 from corral.engine.context import EngineContext
 from corral.engine.db.models import Vm
 from corral.engine.operations import OpContext
-from corral.engine.services import vm_cloudinit, vm_design
+from corral.engine.services import hosts, vm_cloudinit, vm_design, vm_placement
 from corral.engine.services.vm_lookup import find_vm
 from corral.errors import CorralError, InvalidInput, NotFound, WrongState
 
@@ -89,6 +97,8 @@ def changed_by(old: Settings, req: VmPatch) -> Settings:
         raise InvalidInput(str(first["msg"]).removeprefix("Value error, "),
                            field=f"hardware.{where}" if where else "hardware") from None
     vm_design.check_hardware(hardware, cpus)
+    vm_design.check_memory(hardware, memory)
+    vm_placement.check_settings(hardware, cpus, memory)
     description = req.description if req.description is not None else old.description
     return Settings(cpus=cpus, memory_mib=memory, memory_target_mib=target,
                     description=description, hardware=hardware.model_dump(mode="json"))
@@ -98,6 +108,25 @@ def stopped_only(old: Settings, new: Settings, cloud_init: bool) -> list[str]:
     """The changes (field names) a running VM cannot take, not even at its next boot."""
     out = [f"hardware.{k}" for k in STOPPED_ONLY if old.hardware.get(k) != new.hardware.get(k)]
     return (["cloud_init"] if cloud_init else []) + out
+
+
+def _memory_room(booted_mib: int, memory_max_mib: int | None, new_mib: int) -> int:
+    """MiB of memory a running domain that has ``booted_mib`` (of at most
+    ``memory_max_mib``) is to be given live for ``new_mib``; 0: none (at next start)."""
+    if memory_max_mib is None or not booted_mib < new_mib <= memory_max_mib:
+        return 0
+    return new_mib - booted_mib
+
+
+def _check_memory_step(booted: dict[str, Any], new_mib: int) -> None:
+    grow = _memory_room(int(booted.get("memory_mib") or 0),
+                        (booted.get("hardware") or {}).get("memory_max"), new_mib)
+    if grow % DIMM_STEP_MIB:
+        have = new_mib - grow
+        raise InvalidInput(
+            f"memory grows live in steps of {DIMM_STEP_MIB} MiB (the guest's memory blocks): "
+            f"{have} MiB + {grow} MiB is not one; give {have} MiB plus a multiple of "
+            f"{DIMM_STEP_MIB} MiB, or stop the VM to give it any size", field="memory")
 
 
 def _refuse_while_running(name: str, state: str, fields: list[str]) -> None:
@@ -119,9 +148,13 @@ def patch(ctx: EngineContext, name: str, req: VmPatch) -> Operation:
                              "is stopped or running)", state=state.value)
         old = Settings.of(vm)
         new = changed_by(old, req)
+        if vm.host_id is not None:  # a pin list names CPUs the host has (409 otherwise)
+            hosts.check_placement(ctx, vm.host_id, Hardware.model_validate(new.hardware),
+                                  new.cpus, new.memory_mib, starting=False)
         if state not in (VmState.STOPPED, VmState.CRASHED):
             _refuse_while_running(name, state.value,
                                   stopped_only(old, new, "cloud_init" in given))
+            _check_memory_step(vm.booted or vm_design.boot_settings(vm), new.memory_mib)
         params: dict[str, Any] = {"vm_id": vm.id, "settings": asdict(new)}
         if "cloud_init" in given:
             revision = int((vm.cloud_init or {}).get("revision", -1)) + 1
@@ -153,12 +186,18 @@ def execute(ctx: EngineContext, op: OpContext) -> None:
         _refuse_while_running(name, state, stopped_only(old, new, has_seed))
     live = agent.resources(name) if running else None
     cpus_live = live is not None and live.vcpus < new.cpus <= live.vcpus_max
+    grow = 0  # MiB plugged in as a DIMM (the balloon keeps what it holds: it grows too)
+    if live is not None and live.memory_slots_free > 0:
+        grow = _memory_room(live.memory_mib, live.memory_max_mib, new.memory_mib)
+        grow = 0 if grow % DIMM_STEP_MIB else grow  # refused by patch(); a race: next start
+    memory_after = live.memory_mib + grow if live is not None else 0
+    balloon_after = live.balloon_mib + grow if live is not None else 0
     # The balloon moves live for a target asked, or back to all the memory the domain has;
     # not to a smaller memory that is only asked for the next boot.
-    balloon_live = (live is not None and new.balloon_mib <= live.memory_mib
-                    and new.balloon_mib != live.balloon_mib
-                    and (new.memory_target_mib is not None or new.memory_mib == live.memory_mib))
-    ballooned_from = live.balloon_mib if live is not None else None
+    balloon_live = (live is not None and new.balloon_mib <= memory_after
+                    and new.balloon_mib != balloon_after
+                    and (new.memory_target_mib is not None or new.memory_mib == memory_after))
+    ballooned_from = balloon_after if live is not None else None
     try:
         _store(ctx, vm_id, new, seed if has_seed else old_seed)
         if has_seed and seed is not None:
@@ -166,6 +205,9 @@ def execute(ctx: EngineContext, op: OpContext) -> None:
             vm_cloudinit.push_seed(ctx, agent, vm_id)
         op.progress(40, "updating the domain's definition")
         agent.define(name, vm_design.domain_xml(ctx, vm_id)[2])
+        if grow:
+            op.progress(50, f"plugging in {grow} MiB of memory")
+            agent.plug_memory(name, design_dimm(grow).to_xml(), new.memory_mib)
         if balloon_live:
             op.progress(60, f"balloon target {new.balloon_mib} MiB")
             agent.set_memory_target(name, new.balloon_mib)
@@ -180,10 +222,14 @@ def execute(ctx: EngineContext, op: OpContext) -> None:
             if has_seed and old_seed is not None:
                 vm_cloudinit.push_seed(ctx, agent, vm_id)
             agent.define(name, vm_design.domain_xml(ctx, vm_id)[2])
+            if grow and agent.resources(name).memory_mib == memory_after:
+                # a DIMM cannot be taken back live: the domain has it until it stops
+                _after_live(ctx, vm_id, old_booted, live, False, False, old, memory_after)
         raise
     if has_seed and seed is None:
         agent.delete_seed(name)
-    message = _after_live(ctx, vm_id, old_booted, live, cpus_live, balloon_live, new)
+    message = _after_live(ctx, vm_id, old_booted, live, cpus_live, balloon_live, new,
+                          memory_after if grow else None)
     op.progress(100, message)
     ctx.bus.publish("vm", {"name": name, "state": state, "message": message})
 
@@ -198,8 +244,10 @@ def _store(ctx: EngineContext, vm_id: str, settings: Settings,
 
 
 def _after_live(ctx: EngineContext, vm_id: str, booted: dict[str, Any] | None,
-                live: Any, cpus_live: bool, balloon_live: bool, new: Settings) -> str:
-    """Move ``vms.booted`` on by what the running domain took; what to tell the user."""
+                live: Any, cpus_live: bool, balloon_live: bool, new: Settings,
+                memory_mib: int | None = None) -> str:
+    """Move ``vms.booted`` on by what the running domain took (``memory_mib``: what it has
+    once a DIMM went in); what to tell the user."""
     with ctx.db.session() as s:
         vm = s.get(Vm, vm_id)
         if vm is None:
@@ -210,11 +258,15 @@ def _after_live(ctx: EngineContext, vm_id: str, booted: dict[str, Any] | None,
                                   "hardware": vm_design.hardware_of(vm).model_dump(mode="json")})
             if cpus_live:
                 was["cpus"] = new.cpus
+            if memory_mib is not None:
+                was["balloon_mib"] = int(was["balloon_mib"]) + memory_mib - int(was["memory_mib"])
+                was["memory_mib"] = memory_mib
             if balloon_live:
                 was["balloon_mib"] = new.balloon_mib
             vm.booted = was
         later = vm_design.pending(vm)
     done = [w for w, on in ((f"{new.cpus} vCPUs now", cpus_live),
+                            (f"{memory_mib} MiB of memory now", memory_mib is not None),
                             (f"balloon at {new.balloon_mib} MiB now", balloon_live)) if on]
     if later:
         done.append(f"at next start: {', '.join(later)}")

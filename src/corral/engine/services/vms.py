@@ -15,6 +15,7 @@ from corral.engine.db import claims
 from corral.engine.db.models import Host, Image, Network, Nic, StoragePool, Vm
 from corral.engine.operations import OpContext
 from corral.engine.services import (
+    hosts,
     networks,
     op_undo,
     pools,
@@ -23,6 +24,7 @@ from corral.engine.services import (
     vm_define,
     vm_design,
     vm_nics,
+    vm_placement,
     vm_roots,
     vm_settings,
 )
@@ -77,7 +79,11 @@ def create(ctx: EngineContext, req: VmCreate) -> Operation:
     """Check everything first: a refused request leaves nothing behind."""
     vm_cloudinit.check(req.cloud_init, req.name)
     vm_design.check_hardware(req.hardware, req.cpus)
+    vm_design.check_memory(req.hardware, req.memory_mib)
+    vm_placement.check_settings(req.hardware, req.cpus, req.memory_mib)
     host = pick_host(ctx, req.memory_mib)
+    hosts.check_placement(ctx, host.id, req.hardware, req.cpus, req.memory_mib,
+                          starting=req.start)  # pins on its CPUs, huge pages free (409)
     host_mem = int(host.facts.get("memory_mib") or 0)
     if host_mem and req.memory_mib > host_mem:
         raise InsufficientResources(
@@ -195,7 +201,20 @@ def execute_create(ctx: EngineContext, op: OpContext) -> None:
     vm_define.set_fields(ctx, vm_id, state=state.value)
 
 
+def _check_start(ctx: EngineContext, name: str) -> None:
+    """A stopped VM's placement fits its host now (its huge pages free): 409 before the
+    start is taken, and again when it runs (the pages may have gone meanwhile)."""
+    with ctx.db.session() as s:
+        vm = find_vm(s, name)
+        if vm.host_id is None or vm.state not in (VmState.STOPPED.value, VmState.CRASHED.value):
+            return  # check_action says what is wrong with starting it
+        args = (vm.host_id, vm_design.hardware_of(vm), vm.cpus, vm.memory_mib)
+    hosts.check_placement(ctx, *args, starting=True)
+
+
 def change_state(ctx: EngineContext, name: str, req: VmStatePut) -> Operation:
+    if req.action == PowerAction.START:
+        _check_start(ctx, name)
     with ctx.db.session() as s:
         vm = find_vm(s, name)
         state = VmState(vm.state)
@@ -234,6 +253,7 @@ def execute_power(ctx: EngineContext, op: OpContext) -> None:
     current = str(agent.domain(name).state)
     if action == PowerAction.START:
         if current != "running":  # idempotent: a resumed operation may find it running
+            _check_start(ctx, name)
             name_xml = vm_design.domain_xml(ctx, vm_id)[2]
             security_groups.push_vm(ctx, vm_id)  # its NICs' ports, on this host
             agent.define(name, name_xml)  # the engine's design wins over a drifted domain
@@ -254,7 +274,7 @@ def _stop(agent: AgentClient, name: str, op: OpContext) -> str:
         return "stopped"
     if not op.params.get("force"):
         timeout = float(op.params.get("timeout", 60))
-        op.progress(5, f"ACPI shutdown, forcing off after {timeout:g} s")
+        op.progress(5, f"shutdown (guest agent, else ACPI), forcing off after {timeout:g} s")
         with contextlib.suppress(WrongState):  # e.g. paused: fall through to forced off
             agent.act(name, "shutdown")
         if _wait_state(agent, name, {"stopped"}, timeout, op) == "stopped":
