@@ -70,6 +70,28 @@ def _mapped(what: str) -> Iterator[None]:
         raise HypervisorError(msg) from exc
 
 
+class ConsoleStream:
+    """A domain's serial console as a blocking byte stream; ``abort`` ends it and closes
+    the libvirt connection it has to itself."""
+
+    def __init__(self, conn: Any, stream: Any) -> None:
+        self._conn, self._stream = conn, stream
+
+    def recv(self, size: int) -> bytes | int:
+        data: bytes | int = self._stream.recv(size)
+        return data
+
+    def send(self, data: bytes) -> int:
+        return int(self._stream.send(data))
+
+    def abort(self) -> None:
+        try:
+            self._stream.abort()
+        finally:
+            with contextlib.suppress(libvirt.libvirtError):
+                self._conn.close()
+
+
 class Hypervisor:
     """One libvirt connection, reopened when libvirtd restarts."""
 
@@ -295,11 +317,21 @@ class Hypervisor:
                                   "family": "ipv6" if addr.get("type") == 1 else "ipv4"})
         return found
 
-    def open_console(self, name: str) -> Any:
-        """A blocking libvirt stream on the domain's serial console (for the console relay)."""
-        dom = self._domain(name)
-        conn = self._connection()
+    def open_console(self, name: str) -> ConsoleStream:
+        """A blocking stream on the domain's serial console (for the console relay), on a
+        libvirt connection of its own: a recv blocked on a quiet guest must not hold up the
+        agent's other calls on the shared connection (they waited up to 2 s each)."""
         with _mapped(f"console of {name}"):
-            stream = conn.newStream(0)
-            dom.openConsole(None, stream, libvirt.VIR_DOMAIN_CONSOLE_FORCE)
-            return stream
+            try:
+                conn = libvirt.open(self.uri)
+            except libvirt.libvirtError as exc:
+                raise Unavailable(f"cannot connect to libvirt at {self.uri}: "
+                                  f"{exc.get_error_message()}") from exc
+            try:
+                stream = conn.newStream(0)
+                conn.lookupByName(name).openConsole(None, stream,
+                                                    libvirt.VIR_DOMAIN_CONSOLE_FORCE)
+            except libvirt.libvirtError:
+                conn.close()
+                raise
+            return ConsoleStream(conn, stream)
