@@ -10,27 +10,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from libvirt_node import private_node_uri
 
 from corral.agent.hypervisor import Hypervisor
 from corral.domainxml import DiskSpec, DomainSpec, design_dimm, design_domain
 from corral.errors import InvalidInput, WrongState
 
-NODE_XML = """\
-<node>
-  <cpu>
-    <nodes>1</nodes><sockets>1</sockets><cores>2</cores><threads>1</threads>
-    <active>2</active><mhz>2000</mhz><model>x86_64</model>
-  </cpu>
-  <memory>4194304</memory>
-</node>
-"""
-
 
 @pytest.fixture
 def hv(tmp_path: Path) -> Iterator[Hypervisor]:
-    node = tmp_path / "node.xml"
-    node.write_text(NODE_XML)
-    yield Hypervisor("test://" + str(node))
+    yield Hypervisor(private_node_uri(tmp_path))
 
 
 def _running(hv: Hypervisor, memory_max_mib: int | None) -> str:

@@ -18,67 +18,23 @@ there. ``guest-shutdown`` runs ``/sbin/shutdown -P +0``, which busybox lacks: a 
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-from corral.errors import HostError, Unavailable
+from corral.errors import HostError
+from corral.images.guest_debs import Progress, fetch_debs
 from corral.images.tiny_ssh import GUEST_LIB_DIR, LIB_DIRS, elf_interpreter, elf_needed
 
-Progress = Callable[[int, str], None]
-
 AGENT_PACKAGES: tuple[str, ...] = ("qemu-guest-agent", "libglib2.0-0", "libnuma1", "liburing2")
-AGENT_DEB_GLOBS: tuple[str, ...] = tuple(f"{p}_*.deb" for p in AGENT_PACKAGES)
 AGENT_BINARY = "usr/sbin/qemu-ga"
 AGENT_MODULES: tuple[str, ...] = ("virtio_console",)  # the virtio-serial port of the channel
 SHUTDOWN_SCRIPT = ("qga-shutdown", "sbin/shutdown")  # tiny_files/ name, path in the guest
 
 
-def cached_agent_packages(cache_dir: Path) -> list[Path] | None:
-    """The newest .deb of each of :data:`AGENT_PACKAGES` in the cache, if all are there."""
-    debs = cache_dir / "debs"
-    found = []
-    for pattern in AGENT_DEB_GLOBS:
-        matches = sorted(debs.glob(pattern), key=lambda p: (p.stat().st_mtime, p.name))
-        if not matches:
-            return None
-        found.append(matches[-1])
-    return found
-
-
 def fetch_agent_packages(cache_dir: Path, progress: Progress) -> list[Path]:
-    """The .debs of :data:`AGENT_PACKAGES`: from the cache, else ``apt-get download`` (with
-    one ``apt-get update`` when the package lists are stale)."""
-    from corral.images.tiny import _apt_options, _apt_update, _run, _tool
-
-    cached = cached_agent_packages(cache_dir)
-    if cached is not None:
-        return cached
-    debs = cache_dir / "debs"
-    debs.mkdir(parents=True, exist_ok=True)
-    what = f"apt-get download {' '.join(AGENT_PACKAGES)} (no network or apt mirror reachable?)"
-    for attempt in (1, 2):
-        download = Path(tempfile.mkdtemp(prefix=".download-", dir=cache_dir))
-        try:
-            progress(27, f"downloading {', '.join(AGENT_PACKAGES)}")
-            _run([_tool("apt-get"), *_apt_options(), "download", *AGENT_PACKAGES], what,
-                 cwd=download, unavailable=True)
-            for deb in download.glob("*.deb"):
-                os.replace(deb, debs / deb.name)
-        except Unavailable:
-            if attempt == 2 or os.geteuid() != 0:
-                raise
-            _apt_update(progress, 27, "download failed; the package lists may be stale")
-            continue
-        finally:
-            shutil.rmtree(download, ignore_errors=True)
-        break
-    found = cached_agent_packages(cache_dir)
-    if found is None:
-        raise HostError(f"apt-get download did not produce all of {', '.join(AGENT_PACKAGES)}")
-    return found
+    """The .debs of :data:`AGENT_PACKAGES`: from the cache, else ``apt-get download``."""
+    return fetch_debs(cache_dir, AGENT_PACKAGES, progress, 27)
 
 
 def _find_lib(soname: str, trees: Sequence[Path]) -> Path:

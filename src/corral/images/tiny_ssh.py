@@ -10,19 +10,16 @@ searched first in the unpacked packages, then on the host.
 
 from __future__ import annotations
 
-import os
 import shutil
 import struct
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-from corral.errors import HostError, Unavailable
-
-Progress = Callable[[int, str], None]
+from corral.errors import HostError
+from corral.images.guest_debs import Progress, cached_debs, deb_globs, fetch_debs
 
 SSH_PACKAGES: tuple[str, ...] = ("dropbear-bin", "libtomcrypt1", "libtommath1", "libgmp10")
-SSH_DEB_GLOBS: tuple[str, ...] = tuple(f"{p}_*.deb" for p in SSH_PACKAGES)
+SSH_DEB_GLOBS: tuple[str, ...] = deb_globs(SSH_PACKAGES)
 SSH_BINARIES: tuple[tuple[str, str], ...] = (
     ("usr/sbin/dropbear", "usr/sbin/dropbear"),
     ("usr/bin/dropbearkey", "usr/bin/dropbearkey"),
@@ -34,46 +31,12 @@ _DT_NEEDED = 1
 
 
 def cached_ssh_packages(cache_dir: Path) -> list[Path] | None:
-    debs = cache_dir / "debs"
-    found = []
-    for pattern in SSH_DEB_GLOBS:
-        matches = sorted(debs.glob(pattern), key=lambda p: (p.stat().st_mtime, p.name))
-        if not matches:
-            return None
-        found.append(matches[-1])
-    return found
+    return cached_debs(cache_dir, SSH_PACKAGES)
 
 
 def fetch_ssh_packages(cache_dir: Path, progress: Progress) -> list[Path]:
     """The .debs of :data:`SSH_PACKAGES`: from the cache, else ``apt-get download``."""
-    from corral.images.tiny import _apt_options, _apt_update, _run, _tool
-
-    cached = cached_ssh_packages(cache_dir)
-    if cached is not None:
-        return cached
-    debs = cache_dir / "debs"
-    debs.mkdir(parents=True, exist_ok=True)
-    what = f"apt-get download {' '.join(SSH_PACKAGES)} (no network or apt mirror reachable?)"
-    for attempt in (1, 2):
-        download = Path(tempfile.mkdtemp(prefix=".download-", dir=cache_dir))
-        try:
-            progress(25, f"downloading {', '.join(SSH_PACKAGES)}")
-            _run([_tool("apt-get"), *_apt_options(), "download", *SSH_PACKAGES], what, cwd=download,
-                 unavailable=True)
-            for deb in download.glob("*.deb"):
-                os.replace(deb, debs / deb.name)
-        except Unavailable:
-            if attempt == 2 or os.geteuid() != 0:
-                raise
-            _apt_update(progress, 25, "download failed; the package lists may be stale")
-            continue
-        finally:
-            shutil.rmtree(download, ignore_errors=True)
-        break
-    found = cached_ssh_packages(cache_dir)
-    if found is None:
-        raise HostError(f"apt-get download did not produce all of {', '.join(SSH_PACKAGES)}")
-    return found
+    return fetch_debs(cache_dir, SSH_PACKAGES, progress, 25)
 
 
 def elf_needed(data: bytes) -> list[str]:
