@@ -8,9 +8,10 @@ tiny image and starts one guest (1 vCPU of at most 2, 256 MiB; TCG). Each measur
 starts a wait loop in the background of the guest's shell, typed on its serial console
 (corral.lab.guest_console, through the engine's console WebSocket as `corral vm console`):
 it reads the state every 5 ms with shell builtins and prints a SEEN marker on the console
-once the change is there. The console is closed once the loop runs (in trials with it open,
-each of corral's agent calls on the VM took up to 2 s more: the console's blocking stream
-read shares the agent's libvirt connection); then the clock starts and the change is asked
+once the change is there. The console is closed once the loop runs (before 593feb9 an open
+console made each of corral's agent calls on the VM wait up to 2 s: its blocking stream read
+shared the agent's libvirt connection; each console has its own now); then the clock starts
+and the change is asked
 at once; it stops when SEEN is in the guest's console log file (virtlogd's, read every
 5 ms). So both sides include the same way out of the guest, and corral's includes its whole
 path: the PATCH, the operation, the redefinition of the domain, the agent's libvirt call.
@@ -245,9 +246,9 @@ def section(res: Result, runs: int) -> str:
               "redefinition (the next start keeps the change) and the agent's HTTPS call "
               "before libvirt's; the guest's part (ACPI hot-plug and onlining, the balloon "
               "driver giving pages back) is the same for both. The guest's console is closed "
-              "while a change is timed: in trials with it open (`corral vm console`, the web "
-              "console), corral's side took 1.4 to 6 s, each agent call on the VM waiting up "
-              "to 2 s (its libvirt connection carries the console's blocking stream read).",
+              "while a change is timed (before 593feb9 an open console made each agent call "
+              "on the VM wait up to 2 s; each console has a libvirt connection of its own "
+              "now).",
               ""]
     for error in res.errors:
         lines += sections.error_lines("**Error:**", error)
