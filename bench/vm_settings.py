@@ -11,8 +11,7 @@ it reads the state every 5 ms with shell builtins and prints a SEEN marker on th
 once the change is there. The console is closed once the loop runs (before 593feb9 an open
 console made each of corral's agent calls on the VM wait up to 2 s: its blocking stream read
 shared the agent's libvirt connection; each console has its own now); then the clock starts
-and the change is asked
-at once; it stops when SEEN is in the guest's console log file (virtlogd's, read every
+and the change is asked at once; it stops when SEEN is in the guest's console log file (virtlogd's, read every
 5 ms). So both sides include the same way out of the guest, and corral's includes its whole
 path: the PATCH, the operation, the redefinition of the domain, the agent's libvirt call.
 
