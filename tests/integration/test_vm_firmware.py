@@ -1,5 +1,6 @@
 """UEFI and TPM on a real guest: the tiny guest boots under OVMF with an emulated TPM 2.0,
-its NVRAM file is its own and goes with `vm delete`, and the guest's kernel sees UEFI."""
+its NVRAM file is its own and goes with `vm delete`, and the guest's kernel sees UEFI, Secure
+Boot on only when asked, and the TPM."""
 
 from __future__ import annotations
 
@@ -38,13 +39,37 @@ def test_uefi_with_tpm_boots_and_its_nvram_goes_with_the_vm(node: Node) -> None:
         assert nvram.stat().st_size > 0  # made from the firmware's template at first start
         tpm_state = _swtpm_state_dir(live.findtext("uuid") or "?")
         assert _is_dir_in(node, tpm_state)  # libvirt keeps it in the host's own swtpm dir
-        # what the guest sees: booted by UEFI firmware
+        # what the guest sees: booted by UEFI firmware, Secure Boot off (not asked)
         assert node.console_run("efi1", "test -d /sys/firmware/efi").status == 0
+        assert "Secure boot disabled" in _secureboot_lines(node, "efi1")
     finally:
         node.cli("vm", "delete", "efi1", "--force")
     assert not nvram.exists()
     assert not _is_dir_in(node, tpm_state)
     assert node.virsh("domstate", "efi1") == ""
+
+
+def test_secure_boot_is_on_in_the_guest_and_so_is_its_tpm(node: Node) -> None:
+    node.cli("vm", "create", "sb1", "--image", "tiny", "--memory", "256M", "--secure-boot",
+             "--tpm", "--start")
+    try:
+        wait_for("sb1 to boot under Secure Boot", lambda: BOOT_MARKER in node.console_log("sb1"),
+                 timeout=180)
+        live = etree.fromstring(node.virsh("dumpxml", "sb1").encode())
+        loader = live.find("os/loader")
+        assert loader is not None and loader.get("secure") == "yes"
+        # The guest's kernel reads the firmware's SecureBoot variable: the keys are enrolled
+        # and enforcing (it locks itself down as it does on a real Secure Boot machine).
+        assert "Secure boot enabled" in _secureboot_lines(node, "sb1")
+        # The emulated TPM 2.0 is a device the guest's kernel found.
+        assert node.console_run("sb1", "ls /sys/class/tpm").output == "tpm0"
+    finally:
+        node.cli("vm", "delete", "sb1", "--force")
+
+
+def _secureboot_lines(node: Node, vm: str) -> str:
+    """What the guest's kernel said of Secure Boot at boot (``secureboot: ...``)."""
+    return node.console_run(vm, "dmesg | grep -i 'secure boot'").output
 
 
 def _is_dir_in(node: Node, path: Path) -> bool:
