@@ -11,16 +11,10 @@ The only place corral writes domain XML (never f-strings or templates)::
 """
 
 from corral.domainxml.designer import (
-    GUEST_AGENT_CHANNEL,
-    DiskSpec,
-    DomainSpec,
-    NicSpec,
     design_dimm,
     design_disk,
     design_domain,
     design_nic,
-    tap_of,
-    validate_spec,
     vm_id_of,
 )
 from corral.domainxml.devices import (
@@ -42,6 +36,8 @@ from corral.domainxml.devices import (
     Watchdog,
 )
 from corral.domainxml.model import CPU, OS, Clock, Domain, Features, Loader, Timer
+from corral.domainxml.spec import GUEST_AGENT_CHANNEL, DiskSpec, DomainSpec, NicSpec, tap_of
+from corral.domainxml.spec_checks import validate_spec
 from corral.domainxml.xmlnode import CORRAL_NS, XMLNode
 
 __all__ = [

@@ -51,11 +51,9 @@ looks like is decided here (Nova's ``designer.py`` lesson):
 
 from __future__ import annotations
 
-import re
 import uuid as uuidlib
-from dataclasses import dataclass
 
-from corral.cpulist import MAX_CPU, format_cpu_list
+from corral.cpulist import format_cpu_list
 from corral.domainxml.devices import (
     RNG,
     TPM,
@@ -72,109 +70,22 @@ from corral.domainxml.devices import (
 )
 from corral.domainxml.model import Domain, FirmwareFeature, Timer
 from corral.domainxml.placement import HugePage, MemNode, NumaCell, VcpuPin
+from corral.domainxml.spec import (
+    DIMM_STEP_MIB,
+    GUEST_AGENT_CHANNEL,
+    MAX_MEMORY_MIB,
+    MAX_NUMA_NODE,
+    MEMORY_SLOTS,
+    TARGET_PREFIX,
+    DiskSpec,
+    DomainSpec,
+    NicSpec,
+    disk_bus,
+    machine_type,
+    max_vcpus,
+)
+from corral.domainxml.spec_checks import check_int_range, validate_disk, validate_nic, validate_spec
 from corral.errors import InvalidInput
-from corral.validation import validate_name
-
-GUEST_AGENT_CHANNEL = "org.qemu.guest_agent.0"
-
-VIRT_TYPES = ("kvm", "qemu")
-DISK_FORMATS = ("qcow2", "raw")
-DISK_DEVICES = ("disk", "cdrom")
-DISK_BUSES = ("virtio", "scsi", "sata", "ide")
-DISK_PROTOCOLS = ("rbd",)
-NIC_MODELS = ("virtio", "e1000", "e1000e", "rtl8139")
-MACHINES = ("q35", "pc")  # pc: i440fx
-FIRMWARES = ("bios", "uefi")
-BOOT_DEVICES = ("hd", "cdrom", "network")
-VIDEO_MODELS = ("vga", "virtio", "bochs", "qxl", "none")
-WATCHDOG_ACTIONS = ("reset", "poweroff", "shutdown", "pause", "dump", "inject-nmi")
-
-MIN_MEMORY_MIB = 16
-MAX_MEMORY_MIB = 16 * 1024 * 1024  # 16 TiB
-MAX_VCPUS = 255  # x86 without interrupt remapping
-MAX_IDE_DISKS = 4  # two channels, master and slave
-MAX_HOTPLUG_PORTS = 64
-MEMORY_SLOTS = 16  # DIMM slots of a VM with memory hot-plug (one per live memory increase)
-DIMM_STEP_MIB = 128  # Linux onlines hot-added memory in blocks of 128 MiB (x86-64)
-
-_TARGET_PREFIX = {"virtio": "vd", "scsi": "sd", "sata": "sd", "ide": "hd"}
-_MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
-_BRIDGE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
-_VM_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
-_RBD_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}/[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-_HOST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.:-]{0,252}$")  # a DNS name, IPv4 or IPv6
-_TARGET_RE = re.compile(r"^(vd|sd|hd)[a-z]{1,3}$")
-
-
-@dataclass(frozen=True)
-class DiskSpec:
-    path: str
-    format: str = "qcow2"  # qcow2|raw
-    device: str = "disk"  # disk|cdrom
-    bus: str = "virtio"  # virtio|scsi|sata|ide
-    readonly: bool = False
-    target: str | None = None  # e.g. "vdb"; None: the next free name of the bus
-    protocol: str | None = None  # "rbd": a network disk, path is "POOL/IMAGE"
-    hosts: tuple[tuple[str, int], ...] = ()  # (address, port) of the Ceph monitors
-
-
-def tap_of(mac: str) -> str:
-    """The host tap name of the NIC with ``mac``: ``cv`` + its 12 hex digits (14 characters;
-    libvirt reserves only vnet/vif). MACs are unique in the cluster, so are these, and the
-    agent's firewall can name a NIC's tap before the VM runs."""
-    return "cv" + mac.lower().replace(":", "")
-
-
-@dataclass(frozen=True)
-class NicSpec:
-    mac: str
-    bridge: str  # Linux or Open vSwitch bridge name on the host
-    model: str = "virtio"
-    virtualport: str | None = None  # "openvswitch" for an OVS bridge
-    vlan: int | None = None  # 802.1Q tag of the port (OVS only: libvirt tags OVS ports)
-    mtu: int | None = None  # below 1500 on overlay networks
-    target: str | None = None  # host tap name (<target dev>): e.g. "cv" + the MAC's 12 hex digits
-    inbound_kbps: int | None = None  # QoS <bandwidth><inbound average>: KiB/s (libvirt's unit)
-    outbound_kbps: int | None = None  # <outbound average>, KiB/s
-
-
-@dataclass(frozen=True)
-class DomainSpec:
-    name: str
-    uuid: str
-    vm_id: str  # corral's id, stored in metadata
-    vcpus: int
-    memory_mib: int
-    virt_type: str  # "kvm" or "qemu" (TCG)
-    disks: list[DiskSpec]
-    nics: list[NicSpec]
-    console_log: str | None = None  # file for <serial><log file=...>
-    kernel: str | None = None  # direct kernel boot (tiny guest)
-    initrd: str | None = None
-    cmdline: str | None = None
-    vnc: bool = True
-    video: str = "vga"  # the card behind VNC: vga | virtio | bochs | qxl | none (no card)
-    watchdog: str | None = None  # an i6300esb watchdog with this action; None: no watchdog
-    cpu_mode: str = "host-model"  # host-model | host-passthrough | custom (+ cpu_model)
-    cpu_model: str | None = None
-    hotplug_ports: int = 8  # q35: free PCIe ports for disks and NICs plugged in while running
-    machine: str | None = None  # q35 | pc; None: q35, or pc when a disk is on IDE
-    firmware: str = "bios"  # bios | uefi (OVMF)
-    secure_boot: bool = False  # uefi: the Secure Boot OVMF with enrolled keys
-    nvram: str | None = None  # uefi: the VM's NVRAM file (None: libvirt's own place)
-    tpm: bool = False  # TPM 2.0, emulated by swtpm
-    boot: tuple[str, ...] = ()  # hd | cdrom | network, in order; (): disks, then CD-ROMs
-    topology: tuple[int, int, int] | None = None  # sockets, cores, threads; product = max vCPUs
-    max_vcpus: int | None = None  # vCPU hot-plug: the most vCPUs it can run (None: vcpus)
-    current_memory_mib: int | None = None  # the balloon's target (None: memory_mib)
-    # Placement on the host (resolved from the host's facts by the engine's vm_placement):
-    vcpu_pins: tuple[int, ...] = ()  # the host CPU of each vCPU, up to the most it can run
-    emulator_cpus: tuple[int, ...] = ()  # host CPUs of QEMU's emulator threads
-    numa_cells: int = 0  # guest NUMA cells (0: none), vCPUs and memory split evenly
-    numa_nodes: tuple[int, ...] = ()  # host node bound (strict) per cell; (): cells unbound
-    hugepage_kib: int | None = None  # memory backed by huge pages of this size
-    memory_max_mib: int | None = None  # memory hot-plug: DIMMs can take it up to this
 
 
 def design_domain(spec: DomainSpec) -> Domain:
@@ -187,15 +98,15 @@ def design_domain(spec: DomainSpec) -> Domain:
     dom.vm_id = spec.vm_id
     dom.memory_kib = spec.memory_mib * 1024
     dom.current_memory_kib = (spec.current_memory_mib or spec.memory_mib) * 1024
-    dom.vcpu = _max_vcpus(spec)
+    dom.vcpu = max_vcpus(spec)
     if dom.vcpu > spec.vcpus:  # the rest can be plugged in while it runs
         dom.vcpu_current = spec.vcpus
 
-    buses = [_disk_bus(d) for d in spec.disks]
+    buses = [disk_bus(d) for d in spec.disks]
     os = dom.os
     os.type = "hvm"
     os.arch = "x86_64"
-    os.machine = _machine(spec, buses)
+    os.machine = machine_type(spec, buses)
     if spec.firmware == "uefi":
         _design_uefi(dom, spec)
     if spec.kernel is not None:
@@ -252,12 +163,6 @@ def design_domain(spec: DomainSpec) -> Domain:
     return dom
 
 
-def _machine(spec: DomainSpec, buses: list[str]) -> str:
-    if spec.machine is not None:
-        return spec.machine  # validate_spec refused q35 with an IDE disk
-    return "pc" if "ide" in buses else "q35"
-
-
 def _design_uefi(dom: Domain, spec: DomainSpec) -> None:
     os = dom.os
     os.firmware = "efi"
@@ -290,7 +195,7 @@ def _design_placement(dom: Domain, spec: DomainSpec) -> None:
         unit = spec.hugepage_kib or 1024
         first = 0
         for cell_id, (vcpus, units) in enumerate(zip(
-                split_evenly(_max_vcpus(spec), spec.numa_cells),
+                split_evenly(max_vcpus(spec), spec.numa_cells),
                 split_evenly(spec.memory_mib * 1024 // unit, spec.numa_cells), strict=True)):
             cell = NumaCell()
             cell.id, cell.cpus = cell_id, format_cpu_list(range(first, first + vcpus))
@@ -319,7 +224,7 @@ def _design_memory_hotplug(dom: Domain, spec: DomainSpec) -> None:
     dom.max_memory_slots = MEMORY_SLOTS
     if not dom.cpu.numa.cells:
         cell = NumaCell()
-        cell.id, cell.cpus = 0, format_cpu_list(range(_max_vcpus(spec)))
+        cell.id, cell.cpus = 0, format_cpu_list(range(max_vcpus(spec)))
         cell.memory, cell.unit = spec.memory_mib * 1024, "KiB"
         dom.cpu.numa.add(cell)
 
@@ -328,11 +233,11 @@ def design_dimm(size_mib: int, node: int = 0) -> MemoryDevice:
     """A ``<memory model='dimm'>`` of ``size_mib`` (a whole number of DIMM_STEP_MIB: the
     guest onlines memory in such blocks) for guest NUMA cell ``node``, to plug into a
     running domain that has ``<maxMemory>``."""
-    _check_int_range(size_mib, DIMM_STEP_MIB, MAX_MEMORY_MIB, "dimm")
+    check_int_range(size_mib, DIMM_STEP_MIB, MAX_MEMORY_MIB, "dimm")
     if size_mib % DIMM_STEP_MIB:
         raise InvalidInput(f"memory is plugged in steps of {DIMM_STEP_MIB} MiB (the guest's "
                            f"memory blocks), not {size_mib} MiB", field="dimm")
-    _check_int_range(node, 0, MAX_NUMA_NODE, "node")
+    check_int_range(node, 0, MAX_NUMA_NODE, "node")
     dimm = MemoryDevice()
     dimm.model = "dimm"
     dimm.target_size, dimm.target_size_unit = size_mib * 1024, "KiB"
@@ -346,11 +251,6 @@ def vm_id_of(xml: str) -> str | None:
 
 
 # -- devices -------------------------------------------------------------------------
-
-
-def _disk_bus(disk: DiskSpec) -> str:
-    # virtio-blk cannot hold removable media.
-    return "sata" if disk.device == "cdrom" and disk.bus == "virtio" else disk.bus
 
 
 def target_name(prefix: str, index: int) -> str:
@@ -369,7 +269,7 @@ def _add_disks(dom: Domain, disks: list[DiskSpec], buses: list[str]) -> None:
     for spec, bus in zip(disks, buses, strict=True):
         target = spec.target
         if target is None:
-            prefix = _TARGET_PREFIX[bus]
+            prefix = TARGET_PREFIX[bus]
             index = counters.get(prefix, 0)
             while target_name(prefix, index) in taken:
                 index += 1
@@ -412,15 +312,15 @@ def _disk(spec: DiskSpec, bus: str, target: str) -> Disk:
 def design_disk(spec: DiskSpec) -> Disk:
     """One ``<disk>`` device to hot-plug into a defined domain: ``spec.target`` is required
     (the caller knows which names the domain uses); validated like a domain's disks."""
-    _validate_disk(spec, "disk")
+    validate_disk(spec, "disk")
     if spec.target is None:
         raise InvalidInput("a hot-plugged disk needs a target name", field="disk.target")
-    return _disk(spec, _disk_bus(spec), spec.target)
+    return _disk(spec, disk_bus(spec), spec.target)
 
 
 def design_nic(spec: NicSpec) -> Interface:
     """One ``<interface>`` (a domain's NIC, or one to hot-plug) on a host bridge."""
-    _validate_nic(spec, "nic")
+    validate_nic(spec, "nic")
     nic = Interface()
     nic.type = "bridge"
     nic.mac = spec.mac.lower()
@@ -512,9 +412,6 @@ def _add_extras(dom: Domain, vnc: bool, video_model: str) -> None:
     dom.devices.add(rng)
 
 
-# -- validation ----------------------------------------------------------------------
-
-
 def _design_cpu(dom: Domain, spec: DomainSpec) -> None:
     """The CPU policy (see the module docstring); validate_spec checked the values."""
     if spec.cpu_mode == "custom":
@@ -533,252 +430,3 @@ def _design_cpu(dom: Domain, spec: DomainSpec) -> None:
     else:
         dom.cpu.mode = "host-model"
         dom.cpu.check = "partial"
-
-
-CPU_MODES = ("host-model", "host-passthrough", "custom")
-_CPU_MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-
-
-def validate_spec(spec: DomainSpec) -> None:
-    """Raise :class:`InvalidInput` (with ``field``) for the first bad value in ``spec``."""
-    validate_name(spec.name, "name")
-    if spec.cpu_mode not in CPU_MODES:
-        raise InvalidInput(f"cpu_mode must be one of {', '.join(CPU_MODES)}", field="cpu_mode")
-    if (spec.cpu_mode == "custom") != (spec.cpu_model is not None) or (
-            spec.cpu_model is not None and not _CPU_MODEL_RE.match(spec.cpu_model)):
-        raise InvalidInput("cpu_model names a libvirt CPU model (e.g. Haswell, qemu64: letters, "
-                           "digits, '_', '.', '-') and goes with cpu_mode custom only",
-                           field="cpu_model")
-    try:
-        uuidlib.UUID(str(spec.uuid))
-    except ValueError:
-        raise InvalidInput(f"uuid {spec.uuid!r} is not a UUID", field="uuid") from None
-    if not isinstance(spec.vm_id, str) or not _VM_ID_RE.match(spec.vm_id):
-        raise InvalidInput("vm_id must be 1-128 ASCII letters, digits, '_', '.', ':' or '-'", field="vm_id")
-    if spec.virt_type not in VIRT_TYPES:
-        raise InvalidInput(
-            f"virt_type {spec.virt_type!r} is not one of {', '.join(VIRT_TYPES)}",
-            field="virt_type",
-        )
-    _check_int_range(spec.vcpus, 1, MAX_VCPUS, "vcpus")
-    if spec.max_vcpus is not None:
-        _check_int_range(spec.max_vcpus, spec.vcpus, MAX_VCPUS, "max_vcpus")
-    _check_int_range(spec.memory_mib, MIN_MEMORY_MIB, MAX_MEMORY_MIB, "memory_mib")
-    if spec.current_memory_mib is not None:
-        _check_int_range(spec.current_memory_mib, MIN_MEMORY_MIB, spec.memory_mib,
-                         "current_memory_mib")
-    _check_int_range(spec.hotplug_ports, 0, MAX_HOTPLUG_PORTS, "hotplug_ports")
-    _validate_platform(spec)
-    _validate_placement(spec)
-    if spec.memory_max_mib is not None:
-        _check_int_range(spec.memory_max_mib, spec.memory_mib, MAX_MEMORY_MIB, "memory_max_mib")
-
-    for i, disk in enumerate(spec.disks):
-        _validate_disk(disk, f"disks[{i}]")
-    targets = [d.target for d in spec.disks if d.target is not None]
-    if len(targets) != len(set(targets)):
-        raise InvalidInput("two disks name the same target", field="disks")
-    ide = sum(1 for d in spec.disks if _disk_bus(d) == "ide")
-    if ide > MAX_IDE_DISKS:
-        raise InvalidInput(f"at most {MAX_IDE_DISKS} disks fit on the IDE bus", field="disks")
-    seen: set[str] = set()
-    for i, nic in enumerate(spec.nics):
-        _validate_nic(nic, f"nics[{i}]")
-        if nic.mac.lower() in seen:
-            raise InvalidInput(f"MAC address {nic.mac} is used twice", field=f"nics[{i}].mac")
-        seen.add(nic.mac.lower())
-
-    for field in ("console_log", "kernel", "initrd"):
-        value = getattr(spec, field)
-        if value is not None:
-            _check_path(value, field)
-    if spec.kernel is None:
-        for field in ("initrd", "cmdline"):
-            if getattr(spec, field) is not None:
-                raise InvalidInput(f"{field} needs kernel (direct kernel boot)", field=field)
-    if spec.cmdline is not None:
-        if not isinstance(spec.cmdline, str) or _CONTROL_RE.search(spec.cmdline):
-            raise InvalidInput("cmdline must be text without control characters", field="cmdline")
-        if len(spec.cmdline) > 4096:
-            raise InvalidInput("cmdline is longer than 4096 characters", field="cmdline")
-    if spec.kernel is None and not spec.disks:
-        raise InvalidInput("a VM needs a disk or a kernel to boot from", field="disks")
-
-
-def _validate_platform(spec: DomainSpec) -> None:
-    """Machine, firmware, TPM, boot order and CPU topology."""
-    if spec.machine is not None:
-        _check_choice(spec.machine, MACHINES, "machine")
-        if spec.machine == "q35" and any(_disk_bus(d) == "ide" for d in spec.disks):
-            raise InvalidInput("machine q35 has no IDE bus: put the disk on sata, or choose "
-                               "machine pc (i440fx)", field="machine")
-    _check_choice(spec.firmware, FIRMWARES, "firmware")
-    if spec.secure_boot is not False:
-        if spec.secure_boot is not True:
-            raise InvalidInput("secure_boot must be true or false", field="secure_boot")
-        if spec.firmware != "uefi":
-            raise InvalidInput("secure_boot needs firmware uefi", field="secure_boot")
-        if _machine(spec, [_disk_bus(d) for d in spec.disks]) != "q35":
-            raise InvalidInput("secure_boot needs machine q35 (SMM)", field="secure_boot")
-    if spec.nvram is not None:
-        if spec.firmware != "uefi":
-            raise InvalidInput("nvram is the UEFI variable store: it needs firmware uefi",
-                               field="nvram")
-        _check_path(spec.nvram, "nvram")
-    if not isinstance(spec.tpm, bool):
-        raise InvalidInput("tpm must be true or false", field="tpm")
-    _check_choice(spec.video, VIDEO_MODELS, "video")
-    if spec.watchdog is not None:
-        _check_choice(spec.watchdog, WATCHDOG_ACTIONS, "watchdog")
-    for dev in spec.boot:
-        _check_choice(dev, BOOT_DEVICES, "boot")
-    if len(set(spec.boot)) != len(spec.boot):
-        raise InvalidInput("boot names a device twice", field="boot")
-    if spec.topology is not None:
-        if len(spec.topology) != 3:
-            raise InvalidInput("topology is (sockets, cores, threads)", field="topology")
-        for part in spec.topology:
-            _check_int_range(part, 1, MAX_VCPUS, "topology")
-        sockets, cores, threads = spec.topology
-        if sockets * cores * threads != _max_vcpus(spec):
-            raise InvalidInput(f"sockets x cores x threads ({sockets} x {cores} x {threads}) "
-                               f"must equal the {_max_vcpus(spec)} vCPUs (the most it can "
-                               "run)", field="topology")
-
-
-HUGEPAGE_KIB = (2048, 1024 * 1024)  # x86-64: 2M and 1G
-MAX_NUMA_NODE = 1023  # the kernel's MAX_NUMNODES ceiling
-
-
-def _validate_placement(spec: DomainSpec) -> None:
-    """vCPU pins, emulator CPUs, guest NUMA cells and their host nodes, huge pages."""
-    most = _max_vcpus(spec)
-    if spec.vcpu_pins and len(spec.vcpu_pins) != most:
-        raise InvalidInput(f"vcpu_pins names {len(spec.vcpu_pins)} host CPUs for {most} vCPUs: "
-                           "one host CPU per vCPU", field="vcpu_pins")
-    for field in ("vcpu_pins", "emulator_cpus"):
-        for cpu in getattr(spec, field):
-            _check_int_range(cpu, 0, MAX_CPU, field)
-    _check_int_range(spec.numa_cells, 0, most, "numa_cells")
-    if spec.numa_nodes:
-        if len(spec.numa_nodes) != spec.numa_cells:
-            raise InvalidInput(f"numa_nodes binds {len(spec.numa_nodes)} cells of "
-                               f"{spec.numa_cells}: one host node per guest cell",
-                               field="numa_nodes")
-        for node in spec.numa_nodes:
-            _check_int_range(node, 0, MAX_NUMA_NODE, "numa_nodes")
-    unit_kib = 1024
-    if spec.hugepage_kib is not None:
-        if spec.hugepage_kib not in HUGEPAGE_KIB:
-            raise InvalidInput(f"hugepage_kib {spec.hugepage_kib!r} is not one of "
-                               f"{', '.join(map(str, HUGEPAGE_KIB))}", field="hugepage_kib")
-        unit_kib = spec.hugepage_kib
-        if (spec.memory_mib * 1024) % unit_kib:
-            raise InvalidInput(f"memory {spec.memory_mib} MiB is not a whole number of "
-                               f"{unit_kib // 1024} MiB huge pages", field="memory_mib")
-    if spec.numa_cells and spec.memory_mib * 1024 // unit_kib < spec.numa_cells:
-        raise InvalidInput(f"memory {spec.memory_mib} MiB does not split into "
-                           f"{spec.numa_cells} NUMA cells of whole "
-                           f"{'huge pages' if spec.hugepage_kib else 'MiB'}",
-                           field="numa_cells")
-
-
-def _max_vcpus(spec: DomainSpec) -> int:
-    return spec.max_vcpus if spec.max_vcpus is not None else spec.vcpus
-
-
-def _validate_disk(disk: DiskSpec, where: str) -> None:
-    if disk.protocol is None:
-        _check_path(disk.path, f"{where}.path")
-        if disk.hosts:
-            raise InvalidInput("hosts are for network disks (protocol)", field=f"{where}.hosts")
-    else:
-        _validate_network_disk(disk, where)
-    _check_choice(disk.format, DISK_FORMATS, f"{where}.format")
-    _check_choice(disk.device, DISK_DEVICES, f"{where}.device")
-    _check_choice(disk.bus, DISK_BUSES, f"{where}.bus")
-    if disk.target is not None:
-        if not isinstance(disk.target, str) or not _TARGET_RE.match(disk.target):
-            raise InvalidInput(f"target {disk.target!r} is not a disk name like vdb or sdc",
-                               field=f"{where}.target")
-        if not disk.target.startswith(_TARGET_PREFIX[_disk_bus(disk)]):
-            raise InvalidInput(f"target {disk.target} does not fit the {_disk_bus(disk)} bus",
-                               field=f"{where}.target")
-
-
-def _validate_network_disk(disk: DiskSpec, where: str) -> None:
-    _check_choice(disk.protocol, DISK_PROTOCOLS, f"{where}.protocol")
-    if not isinstance(disk.path, str) or not _RBD_NAME_RE.match(disk.path):
-        raise InvalidInput(f"RBD source {disk.path!r} must be POOL/IMAGE (letters, digits, "
-                           "'_', '.', '-')", field=f"{where}.path")
-    if not disk.hosts:
-        raise InvalidInput("an RBD disk needs the addresses of its Ceph monitors",
-                           field=f"{where}.hosts")
-    for host, port in disk.hosts:
-        if not isinstance(host, str) or not _HOST_RE.match(host):
-            raise InvalidInput(f"monitor address {host!r} is not a host name or IP address",
-                               field=f"{where}.hosts")
-        _check_int_range(port, 1, 65535, f"{where}.hosts")
-
-
-def _validate_nic(nic: NicSpec, where: str) -> None:
-    if not isinstance(nic.mac, str) or not _MAC_RE.match(nic.mac.lower()):
-        raise InvalidInput(
-            f"MAC address {nic.mac!r} is not six hex pairs like 52:54:00:12:34:56",
-            field=f"{where}.mac",
-        )
-    if int(nic.mac[:2], 16) & 1:
-        raise InvalidInput(
-            f"MAC address {nic.mac} is multicast; a NIC needs a unicast address",
-            field=f"{where}.mac",
-        )
-    if not isinstance(nic.bridge, str) or not _BRIDGE_RE.match(nic.bridge) or nic.bridge in (".", ".."):
-        raise InvalidInput(
-            f"bridge {nic.bridge!r} must be 1-15 characters of letters, digits, '_', '.' or '-'",
-            field=f"{where}.bridge",
-        )
-    _check_choice(nic.model, NIC_MODELS, f"{where}.model")
-    if nic.virtualport is not None:
-        _check_choice(nic.virtualport, ("openvswitch",), f"{where}.virtualport")
-    if nic.vlan is not None:
-        _check_int_range(nic.vlan, 1, 4094, f"{where}.vlan")
-        if nic.virtualport != "openvswitch":
-            raise InvalidInput("libvirt tags a port with a VLAN only on an Open vSwitch bridge",
-                               field=f"{where}.vlan")
-    if nic.mtu is not None:
-        _check_int_range(nic.mtu, 576, 65535, f"{where}.mtu")
-    if nic.target is not None and (
-            not isinstance(nic.target, str) or not _TAP_RE.fullmatch(nic.target)
-            or nic.target.startswith(("vnet", "vif", "macvtap", "macvlan"))):
-        raise InvalidInput(f"target {nic.target!r} must be 1-15 letters, digits, '_' or '-' "
-                           "and not start with a prefix libvirt reserves (vnet, vif, macv*)",
-                           field=f"{where}.target")
-    for name in ("inbound_kbps", "outbound_kbps"):
-        value = getattr(nic, name)
-        if value is not None:
-            _check_int_range(value, 1, MAX_BANDWIDTH_KBPS, f"{where}.{name}")
-
-
-_TAP_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,14}")
-MAX_BANDWIDTH_KBPS = 2**32 - 1  # libvirt keeps rates in an unsigned int (KiB/s)
-
-
-def _check_int_range(value: object, low: int, high: int, field: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidInput(f"{field} must be an integer", field=field)
-    if not low <= value <= high:
-        raise InvalidInput(f"{field} must be between {low} and {high}, not {value}", field=field)
-
-
-def _check_choice(value: object, choices: tuple[str, ...], field: str) -> None:
-    if value not in choices:
-        raise InvalidInput(f"{field} {value!r} is not one of {', '.join(choices)}", field=field)
-
-
-def _check_path(value: object, field: str) -> None:
-    if not isinstance(value, str) or not value.startswith("/"):
-        raise InvalidInput(f"{field} must be an absolute path", field=field)
-    if _CONTROL_RE.search(value):
-        raise InvalidInput(f"{field} must not contain control characters", field=field)
-    if len(value) > 4096:
-        raise InvalidInput(f"{field} is longer than 4096 characters", field=field)

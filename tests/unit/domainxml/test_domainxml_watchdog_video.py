@@ -9,7 +9,7 @@ import pytest
 from domainxml_specs import KVM_FULL, QEMU_TINY, WATCHDOG_VIDEO
 
 from corral.domainxml import Domain, Watchdog, design_domain
-from corral.domainxml.designer import VIDEO_MODELS, WATCHDOG_ACTIONS
+from corral.domainxml.spec import VIDEO_MODELS, WATCHDOG_ACTIONS
 from corral.errors import InvalidInput
 
 

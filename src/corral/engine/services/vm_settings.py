@@ -33,7 +33,7 @@ from pydantic import ValidationError
 
 from corral.api import Hardware, Operation, VmPatch, VmState
 from corral.domainxml import design_dimm
-from corral.domainxml.designer import DIMM_STEP_MIB
+from corral.domainxml.spec import DIMM_STEP_MIB
 from corral.engine.context import EngineContext
 from corral.engine.db.models import Vm
 from corral.engine.operations import OpContext
