@@ -43,7 +43,7 @@ test: venv
 # bench/all.py runs every one of them (one failing does not skip the others), then prints
 # which passed, missed a target or failed; it fails when one failed. `make bench BENCHES=run`
 # runs one.
-BENCHES := run node_createstart provision image_import network snapshots storage_throughput firmware_boot vm_settings
+BENCHES := run node_createstart provision image_import network snapshots storage_throughput firmware_boot vm_settings scheduler
 
 bench: venv
 	@$(PY) bench/all.py $(BENCHES)
