@@ -24,9 +24,9 @@ import libvirt
 import libvirt_qemu
 from lxml import etree
 
+from corral.domainxml import GUEST_AGENT_CHANNEL
 from corral.errors import Conflict
 
-CHANNEL = "org.qemu.guest_agent.0"
 PING_TIMEOUT_S = 2  # an agent that answers does so in milliseconds, even under TCG
 COMMAND_TIMEOUT_S = 10  # one agent command (not the guest command it starts)
 OUTPUT_MAX = 1 << 20  # bytes of stdout (and of stderr) handed back
@@ -45,7 +45,7 @@ def channel_connected(xml: str) -> bool:
     root = etree.fromstring(xml.encode())
     for channel in root.iterfind("devices/channel"):
         target = channel.find("target")
-        if target is not None and target.get("name") == CHANNEL:
+        if target is not None and target.get("name") == GUEST_AGENT_CHANNEL:
             return target.get("state", "connected") == "connected"
     return False
 

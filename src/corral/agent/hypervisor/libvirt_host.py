@@ -109,14 +109,18 @@ class Hypervisor:
                         return self._conn
                 except libvirt.libvirtError:
                     pass
-            try:
-                self._conn = libvirt.open(self.uri)
-            except libvirt.libvirtError as exc:
-                raise Unavailable(
-                    f"cannot connect to libvirt at {self.uri}: {exc.get_error_message()} "
-                    "(is libvirtd running? `corral up` starts it)"
-                ) from exc
+            self._conn = self._open()
             return self._conn
+
+    def _open(self) -> Any:
+        """A new connection to libvirtd; 503 when none answers."""
+        try:
+            return libvirt.open(self.uri)
+        except libvirt.libvirtError as exc:
+            raise Unavailable(
+                f"cannot connect to libvirt at {self.uri}: {exc.get_error_message()} "
+                "(is libvirtd running? `corral up` starts it)"
+            ) from exc
 
     def _call(self, what: str, fn: Callable[[Any], T]) -> T:
         with _mapped(what):
@@ -321,12 +325,8 @@ class Hypervisor:
         """A blocking stream on the domain's serial console (for the console relay), on a
         libvirt connection of its own: a recv blocked on a quiet guest must not hold up the
         agent's other calls on the shared connection (they waited up to 2 s each)."""
+        conn = self._open()
         with _mapped(f"console of {name}"):
-            try:
-                conn = libvirt.open(self.uri)
-            except libvirt.libvirtError as exc:
-                raise Unavailable(f"cannot connect to libvirt at {self.uri}: "
-                                  f"{exc.get_error_message()}") from exc
             try:
                 stream = conn.newStream(0)
                 conn.lookupByName(name).openConsole(None, stream,

@@ -79,29 +79,22 @@ def hardware_of(vm: Vm) -> Hardware:
     return Hardware.model_validate(vm.hardware or {})
 
 
-def max_vcpus(hw: Hardware, cpus: int) -> int:
-    """The most vCPUs the VM can run: its hot-plug ceiling, or its vCPUs."""
-    return hw.cpu_max if hw.cpu_max is not None else cpus
-
-
-def check_hardware(hw: Hardware, cpus: int) -> None:
-    """What the request model cannot see alone: the vCPU count against the hot-plug ceiling
-    and the topology (which spans the most vCPUs the VM can run)."""
+def check_hardware(hw: Hardware, cpus: int, memory_mib: int) -> None:
+    """What the request model cannot see alone, for a create and a `vm set` alike: the vCPU
+    count and the memory against their hot-plug ceilings, the topology (which spans the
+    most vCPUs the VM can run) and the placement settings (vm_placement.check_settings)."""
     if hw.cpu_max is not None and hw.cpu_max < cpus:
         raise InvalidInput(f"{cpus} vCPUs exceed hardware.cpu_max {hw.cpu_max}: raise "
                            "cpu_max too", field="hardware.cpu_max")
-    most = max_vcpus(hw, cpus)
+    most = vm_placement.most_vcpus(hw, cpus)
     if most % (hw.sockets * hw.threads):
         raise InvalidInput(f"{most} vCPUs do not split into {hw.sockets} sockets of "
                            f"{hw.threads} threads per core", field="hardware.sockets")
-
-
-def check_memory(hw: Hardware, memory_mib: int) -> None:
-    """The memory against the hot-plug ceiling (``hardware.memory_max``)."""
     if hw.memory_max is not None and hw.memory_max < memory_mib:
         raise InvalidInput(f"memory {memory_mib} MiB exceeds hardware.memory_max "
                            f"{hw.memory_max} MiB: raise memory_max too",
                            field="hardware.memory_max")
+    vm_placement.check_settings(hw, cpus, memory_mib)
 
 
 def boot_settings(vm: Vm) -> dict[str, Any]:
@@ -135,7 +128,7 @@ def _platform(hw: Hardware, cpus: int, facts: dict[str, Any], name: str) -> dict
     """The DomainSpec fields of ``hw``."""
     mode, model = (hw.cpu_model, None) if hw.cpu_model.startswith("host-") \
         else ("custom", hw.cpu_model)
-    most = max_vcpus(hw, cpus)
+    most = vm_placement.most_vcpus(hw, cpus)
     topology = None if (hw.sockets, hw.threads) == (1, 1) else \
         (hw.sockets, most // (hw.sockets * hw.threads), hw.threads)
     boot = {"disk": "hd", "cdrom": "cdrom", "network": "network"}
@@ -180,6 +173,7 @@ def domain_xml(ctx: EngineContext, vm_id: str,
         if image.format == "iso":  # an install: the blank disk does not boot, the CD-ROM does
             disks.append(DiskSpec(path=f"{facts['storage_dir']}/images/{image.name}.iso",
                                   format="raw", device="cdrom", bus="sata", readonly=True))
+        hw = hardware_of(vm)
         spec = DomainSpec(
             name=vm.name, uuid=vm.id, vm_id=vm.id, vcpus=vm.cpus, memory_mib=vm.memory_mib,
             virt_type=str(facts.get("virt_type", "qemu")),
@@ -188,8 +182,8 @@ def domain_xml(ctx: EngineContext, vm_id: str,
             console_log=f"{facts['console_dir']}/{vm.name}.log",
             kernel=image.kernel, initrd=image.initrd, cmdline=image.cmdline,
             current_memory_mib=vm.memory_target_mib,
-            **_platform(hardware_of(vm), vm.cpus, facts, vm.name),
+            **_platform(hw, vm.cpus, facts, vm.name),
             # pinning `auto` and the NUMA cells' host nodes: from this host's facts
-            **vm_placement.resolve(hardware_of(vm), vm.cpus, facts, host.name).spec_fields(),
+            **vm_placement.resolve(hw, vm.cpus, facts, host.name).spec_fields(),
         )
         return vm.name, host.id, design_domain(spec).to_xml()

@@ -84,6 +84,7 @@ def online_cpus(facts: dict[str, Any]) -> list[int]:
 
 
 def most_vcpus(hw: Hardware, cpus: int) -> int:
+    """The most vCPUs the VM can run: its hot-plug ceiling, or its vCPUs."""
     return hw.cpu_max if hw.cpu_max is not None else cpus
 
 

@@ -37,7 +37,7 @@ from corral.domainxml.spec import DIMM_STEP_MIB
 from corral.engine.context import EngineContext
 from corral.engine.db.models import Vm
 from corral.engine.operations import OpContext
-from corral.engine.services import hosts, vm_cloudinit, vm_design, vm_placement
+from corral.engine.services import hosts, vm_cloudinit, vm_design
 from corral.engine.services.vm_lookup import find_vm
 from corral.errors import CorralError, InvalidInput, NotFound, WrongState
 
@@ -96,9 +96,7 @@ def changed_by(old: Settings, req: VmPatch) -> Settings:
         where = ".".join(str(p) for p in first["loc"])
         raise InvalidInput(str(first["msg"]).removeprefix("Value error, "),
                            field=f"hardware.{where}" if where else "hardware") from None
-    vm_design.check_hardware(hardware, cpus)
-    vm_design.check_memory(hardware, memory)
-    vm_placement.check_settings(hardware, cpus, memory)
+    vm_design.check_hardware(hardware, cpus, memory)
     description = req.description if req.description is not None else old.description
     return Settings(cpus=cpus, memory_mib=memory, memory_target_mib=target,
                     description=description, hardware=hardware.model_dump(mode="json"))

@@ -24,7 +24,6 @@ from corral.engine.services import (
     vm_define,
     vm_design,
     vm_nics,
-    vm_placement,
     vm_roots,
     vm_settings,
 )
@@ -78,9 +77,7 @@ def get(ctx: EngineContext, name: str) -> VmOut:
 def create(ctx: EngineContext, req: VmCreate) -> Operation:
     """Check everything first: a refused request leaves nothing behind."""
     vm_cloudinit.check(req.cloud_init, req.name)
-    vm_design.check_hardware(req.hardware, req.cpus)
-    vm_design.check_memory(req.hardware, req.memory_mib)
-    vm_placement.check_settings(req.hardware, req.cpus, req.memory_mib)
+    vm_design.check_hardware(req.hardware, req.cpus, req.memory_mib)
     host = pick_host(ctx, req.memory_mib)
     hosts.check_placement(ctx, host.id, req.hardware, req.cpus, req.memory_mib,
                           starting=req.start)  # pins on its CPUs, huge pages free (409)
