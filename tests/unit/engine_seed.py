@@ -16,7 +16,7 @@ def seed_node(s: Session, storage_dir: str, console_dir: str,
               dns_domain: str | None = None) -> Host:
     """Host ``h1`` (4 GiB, 2 CPUs, TCG), image ``tiny`` (64 MiB) and network ``default``
     (10.210.0.0/24, DHCP .128-.254); the host, flushed (its id is set)."""
-    host = Host(name="h1", url="http://127.0.0.1:9", token="x", status="up",
+    host = Host(name="h1", url="http://127.0.0.1:9", status="up",
                 facts={"memory_mib": 4096, "cpus": 2, "virt_type": "qemu",
                        "storage_dir": storage_dir, "console_dir": console_dir})
     s.add(host)

@@ -241,7 +241,7 @@ def test_agent_start_sweeps_partial_files_and_keeps_finished_ones(tmp_path: Path
                                                "path": str(shared)}))
     (pools / "bad.json").write_text("{not json")
 
-    agent = Agent(AgentSettings(state_dir=tmp_path / "state", token="t",
+    agent = Agent(AgentSettings(state_dir=tmp_path / "state",
                                 libvirt_uri="test:///default"))
 
     removed = {p if p.parent.name not in (".ova-abc", ".customize-x") else p.parent
@@ -249,7 +249,7 @@ def test_agent_start_sweeps_partial_files_and_keeps_finished_ones(tmp_path: Path
     assert set(agent.leftovers) == removed
     assert all(f.exists() for f in keep)
     assert not any(p.exists() for p in removed)
-    assert Agent(AgentSettings(state_dir=tmp_path / "state", token="t")).leftovers == []
+    assert Agent(AgentSettings(state_dir=tmp_path / "state")).leftovers == []
 
 
 # -- (d) the same clone started twice: one job, one qemu-img ----------------------------------

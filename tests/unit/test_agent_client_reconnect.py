@@ -59,20 +59,20 @@ def late_server() -> Iterator[tuple[int, threading.Event]]:
 
 def test_a_restarting_agent_is_waited_for(late_server: tuple[int, threading.Event]) -> None:
     port, up = late_server
-    client = AgentClient(f"http://127.0.0.1:{port}", "t", reconnect_s=10)
+    client = AgentClient(f"http://127.0.0.1:{port}", reconnect_s=10)
     assert client.domain("vm1").state == "running"
     assert up.is_set()
 
 
 def test_the_reconcilers_poll_does_not_wait(late_server: tuple[int, threading.Event]) -> None:
     port, up = late_server
-    client = AgentClient(f"http://127.0.0.1:{port}", "t", reconnect_s=10)
+    client = AgentClient(f"http://127.0.0.1:{port}", reconnect_s=10)
     with pytest.raises(HostError, match="unreachable"):
         client.domains()
     assert not up.is_set()  # it failed before the agent came back
 
 
 def test_an_agent_that_stays_down_is_reported() -> None:
-    client = AgentClient(f"http://127.0.0.1:{_free_port()}", "t", reconnect_s=0.5)
+    client = AgentClient(f"http://127.0.0.1:{_free_port()}", reconnect_s=0.5)
     with pytest.raises(HostError, match=r"agent at .* unreachable"):
         client.act("x", "start")

@@ -17,7 +17,7 @@ Handler = Callable[[httpx.Request], httpx.Response]
 
 
 def _client(handler: Handler) -> AgentClient:
-    return AgentClient("http://agent.test:8", "t", reconnect_s=0,
+    return AgentClient("http://agent.test:8", reconnect_s=0,
                        transport=httpx.MockTransport(handler))
 
 

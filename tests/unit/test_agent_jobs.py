@@ -112,7 +112,7 @@ def agent() -> Iterator[tuple[AgentClient, JobRunner, FastAPI]]:
     app = FastAPI()
     install_error_handlers(app)
     app.include_router(jobs_router(runner))
-    client = AgentClient("http://agent", "token", reconnect_s=0, transport=in_process(app))
+    client = AgentClient("http://agent", reconnect_s=0, transport=in_process(app))
     yield client, runner, app
     client.close()
 
@@ -228,7 +228,7 @@ def test_the_typed_job_calls_against_the_agents_job_router() -> None:
         return runner.submit("thing.grow", f"thing:{name}", work, token=op).info()
 
     seen: list[str] = []
-    client = AgentClient("http://agent", "t", reconnect_s=0, transport=in_process(app, noting_paths(seen)))
+    client = AgentClient("http://agent", reconnect_s=0, transport=in_process(app, noting_paths(seen)))
     start = JobStart("/v1/things/a/grow", None, Size)
     job = client.start_job(start, "op-9")
     assert job.kind == "thing.grow" and job.key == "thing:a" and job.status == "running"

@@ -92,7 +92,7 @@ def test_invalid_vm_create(engine: tuple[TestClient, EngineContext], body: Any, 
         ({"name": "ok", "image": "tiny", "network": "nonet"}, 404, "not_found", "network nonet"),
         ({"name": "busy", "image": "tiny"}, 409, "conflict", "already exists"),
         ({"name": "ok", "image": "tiny", "memory": "1T"}, 409, "insufficient_resources",
-         "more than host"),
+         "refused by memory on 1"),
         ({"name": "ok", "image": "tiny", "disk": "1M"}, 409, "conflict", "smaller than image"),
     ],
 )

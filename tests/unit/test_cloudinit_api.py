@@ -119,7 +119,7 @@ def test_a_domain_designed_for_another_host_carries_that_hosts_paths(
     dirs) names none of h1's paths."""
     _, ctx = engine
     with ctx.db.session() as s:
-        h2 = Host(name="h2", url="http://127.0.0.1:9", token="x", status="up",
+        h2 = Host(name="h2", url="http://127.0.0.1:9", status="up",
                   facts={"virt_type": "qemu", "storage_dir": "/data/h2",
                          "console_dir": "/log/h2"})
         s.add(h2)

@@ -98,7 +98,9 @@ class Api:
 
 @pytest.fixture()
 def api(tmp_path: Path) -> Iterator[Api]:
-    ctx = build_context(EngineSettings(data_dir=tmp_path, agent_reconnect_s=0))
+    # CPU overcommit 16: the N stopped VMs below take more vCPUs than the seed host's 2 x 4
+    ctx = build_context(EngineSettings(data_dir=tmp_path, agent_reconnect_s=0,
+                                       cpu_overcommit=16.0))
     host = QuickHost()
     ctx.agent_transport = httpx.MockTransport(host)
     with ctx.db.session() as s:

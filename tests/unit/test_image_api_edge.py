@@ -23,7 +23,7 @@ from corral.engine.services.auth import create_token
 def engine(tmp_path: Path) -> Iterator[tuple[TestClient, EngineContext]]:
     ctx = build_context(EngineSettings(data_dir=tmp_path, agent_reconnect_s=0))
     with ctx.db.session() as s:
-        host = Host(name="h1", url="http://127.0.0.1:9", token="x", status="up",
+        host = Host(name="h1", url="http://127.0.0.1:9", status="up",
                     facts={"memory_mib": 4096, "cpus": 2, "storage_dir": str(tmp_path)})
         s.add(host)
         for name, fmt in (("tiny", "qcow2"), ("free", "qcow2"), ("cd", "iso")):

@@ -53,7 +53,7 @@ def agent(tmp_path: Path) -> Iterator[tuple[AgentClient, Storage, list[str]]]:
     app.include_router(ova.router(storage, runner, host_registry(state, storage.root),
                                   lambda: paths))
     seen: list[str] = []
-    client = AgentClient("http://agent", "t", reconnect_s=0, transport=in_process(app, noting_paths(seen)))
+    client = AgentClient("http://agent", reconnect_s=0, transport=in_process(app, noting_paths(seen)))
     yield client, storage, seen
     client.close()
 

@@ -113,11 +113,11 @@ def _engine(tmp_path: Path, **settings: Any) -> tuple[TestClient, EngineContext]
     ctx = build_context(EngineSettings(data_dir=data, agent_reconnect_s=0, **settings))
     storage = data / "agent" / "storage"
     with ctx.db.session() as s:
-        host = Host(name="h1", url="http://127.0.0.1:9", token="x", status="up",
+        host = Host(name="h1", url="http://127.0.0.1:9", status="up",
                     facts={"memory_mib": 4096, "cpus": 2, "storage_dir": str(storage),
                            "state_dir": str(data / "agent"), "console_dir": str(data / "c")})
         s.add(host)
-        s.add(Host(name="h2", url="http://192.0.2.77:8444", token="x", status="down", facts={}))
+        s.add(Host(name="h2", url="http://192.0.2.77:8444", status="down", facts={}))
         s.flush()
         s.add(StoragePool(name="default", type="dir", path=str(storage), host_id=host.id,
                           status="ready"))

@@ -67,7 +67,7 @@ def wired(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     app.include_router(network_routes.router(nets))
     app.include_router(nic_routes.router(None, nets.spec, tmp_path))  # type: ignore[arg-type]
     sent: list[tuple[str, str, Any]] = []
-    client = AgentClient("http://agent", "t", reconnect_s=0, transport=in_process(app, noting_json(sent)))
+    client = AgentClient("http://agent", reconnect_s=0, transport=in_process(app, noting_json(sent)))
     yield client, host, sent
     client.close()
 
@@ -97,7 +97,7 @@ def two_hosts(tmp_path: Path) -> Iterator[EngineContext]:
     ctx = build_context(EngineSettings(data_dir=tmp_path, agent_reconnect_s=0))
     with ctx.db.session() as s:
         seed_node(s, str(tmp_path), str(tmp_path))
-        s.add(Host(name="h2", url="http://127.0.0.2:9", token="x", status="up", facts={}))
+        s.add(Host(name="h2", url="http://127.0.0.2:9", status="up", facts={}))
     yield ctx
     ctx.ops.shutdown()
 

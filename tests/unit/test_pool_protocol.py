@@ -61,7 +61,7 @@ def agent(tmp_path: Path) -> Iterator[Agent]:
     app.include_router(pools_router(state, storage.root, Hypervisor("test:///default")))
     app.include_router(root_routes.router(state, storage, JobRunner()))
     sent: list[tuple[str, str, Any]] = []
-    client = AgentClient("http://agent", "token", reconnect_s=0,
+    client = AgentClient("http://agent", reconnect_s=0,
                          transport=in_process(app, noting_json(sent)))
     yield Agent(client, state, storage, sent)
     client.close()
@@ -170,7 +170,7 @@ def test_answers_from_another_agent_version(tmp_path: Path) -> None:
     def handle(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, json=answers[request.url.path])
 
-    client = AgentClient("http://agent", "t", transport=httpx.MockTransport(handle))
+    client = AgentClient("http://agent", transport=httpx.MockTransport(handle))
     assert client.pool_stats("p").available == 2
     with pytest.raises(HostError, match=r"cannot read.*allocation"):
         client.volume("p", "v")
@@ -191,7 +191,7 @@ def _hosts(failing: str | None, seen: list[tuple[str, str]]) -> dict[str, AgentC
                                                            "message": "no marker here"}})
             return httpx.Response(200, json={"capacity": 9, "allocation": 1, "available": 8})
 
-        return AgentClient(f"http://{name}", "t", transport=httpx.MockTransport(handle))
+        return AgentClient(f"http://{name}", transport=httpx.MockTransport(handle))
 
     return {name: agent(name) for name in ("h1", "h2", "h3")}
 

@@ -344,7 +344,7 @@ H1, H2 = "127.0.0.1", "127.0.0.2"  # the agents' addresses: h1 (seed_node), h2
 def _nics_on_two_hosts(ctx: EngineContext) -> list[str]:
     """Host h2 with VM d (NIC MAC_D); the ids of a's NIC (on h1) and d's."""
     with ctx.db.session() as s:
-        h2 = Host(name="h2", url=f"http://{H2}:9", token="x", status="up", facts={})
+        h2 = Host(name="h2", url=f"http://{H2}:9", status="up", facts={})
         s.add(h2)
         s.flush()
         net_id = s.query(Network).filter_by(name="default").one().id

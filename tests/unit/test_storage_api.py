@@ -80,7 +80,7 @@ def node(tmp_path: Path) -> Iterator[Node]:
     ctx = build_context(EngineSettings(data_dir=tmp_path / "engine", agent_reconnect_s=0))
     try:
         with ctx.db.session() as s:
-            s.add(Host(name="h1", url=f"http://127.0.0.1:{port}", token="x", status="up",
+            s.add(Host(name="h1", url=f"http://127.0.0.1:{port}", status="up",
                        facts={"storage_dir": str(storage), "console_dir": str(tmp_path)}))
         pools.ensure_default(ctx)
         api = TestClient(create_app(ctx),

@@ -64,6 +64,8 @@ class Host:
             return _json({"deleted": True})
         if kind == "networks" and rest == ["leases"]:
             return _json([])
+        if kind == "images" and rest == ["files"]:  # the image is on this host (1 MiB)
+            return _json({"files": [{"kind": "qcow2", "size": 1 << 20}]})
         return httpx.Response(404, json={"error": {"code": "not_found", "message": "no"}})
 
     def _domain(self, name: str) -> dict[str, Any]:
@@ -97,7 +99,7 @@ def _create(client: TestClient, **extra: Any) -> dict[str, Any]:
 
 
 WITH_SEED = {"cloud_init": {"user_data": "#cloud-config\n{}\n"}}
-STEPS = ["PUT /v1/disks/web", "PUT /v1/seeds/web", "PUT /v1/ports/.*", "PUT /v1/domains/web",
+STEPS = ["GET /v1/images/tiny/files", "PUT /v1/disks/web", "PUT /v1/seeds/web", "PUT /v1/ports/.*", "PUT /v1/domains/web",
          "POST /v1/domains/web/start"]
 
 

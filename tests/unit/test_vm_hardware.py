@@ -30,7 +30,9 @@ from corral.engine.services.auth import create_token
 def ctx(tmp_path: Path) -> Iterator[EngineContext]:
     """One host, the tiny image, the default network, and ``old``: a VM made before VMs had
     hardware settings (its column is NULL)."""
-    ctx = build_context(EngineSettings(data_dir=tmp_path, agent_reconnect_s=0))
+    # CPU overcommit 8: `win` has 8 vCPUs on the seed's 2 CPUs, beside `old`'s one
+    ctx = build_context(EngineSettings(data_dir=tmp_path, agent_reconnect_s=0,
+                                       cpu_overcommit=8.0))
     host = QuickHost()
     host.close()
     ctx.agent_transport = httpx.MockTransport(host)

@@ -1,4 +1,8 @@
-"""`python -m corral.agent`: the agent process (started by `corral up`, or alone on a host)."""
+"""`python -m corral.agent join|run`: the agent process of a host (`corral up` starts one).
+
+`join URL --token T` joins a cluster once (corral.agent.join) and serves; `run` serves with
+the identity kept at join. The agent serves HTTPS with mutual TLS only.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +22,10 @@ import uvicorn
 
 from corral.agent import children
 from corral.agent.app import AgentSettings, create_app
-from corral.errors import InvalidInput
+from corral.agent.identity import Identity
+from corral.agent.reporter import Reporter
+from corral.errors import Conflict, CorralError, InvalidInput
+from corral.node.daemons import ensure_libvirtd
 from corral.safeurls import parse_cidrs
 
 # mallopt(3) parameters of glibc
@@ -64,12 +72,11 @@ class _Server(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(prog="corral-agent", description=__doc__)
-    p.add_argument("--state-dir", type=Path, required=True)
-    p.add_argument("--listen", default="127.0.0.1")
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--state-dir", type=Path, required=True,
+                   help="the agent's files: its identity (after join), storage, networks")
+    p.add_argument("--listen", default="0.0.0.0", help="address to serve the engine on")
     p.add_argument("--port", type=int, default=8444)
-    p.add_argument("--token-file", type=Path, required=True)
     p.add_argument("--libvirt-uri", default="qemu:///system")
     p.add_argument("--import-dir", type=Path, action="append", default=None,
                    help="directory image and OVA imports may read files from (repeat it); "
@@ -80,23 +87,85 @@ def main() -> None:
     p.add_argument("--protect-dir", type=Path, action="append", default=[],
                    help="another directory of corral's (the engine's data dir): never read, "
                         "written or made a pool for a user (repeat it)")
-    args = p.parse_args()
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="corral-agent", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    join = sub.add_parser("join", help="join a cluster with a token, then serve",
+                          description="Join the cluster of the engine at URL once (the token "
+                          "from `corral host token` names the engine's CA, checked first), "
+                          "then serve it; later starts: `run`.")
+    join.add_argument("engine_url", metavar="URL", help="the engine, https://HOST:PORT")
+    join.add_argument("--token", required=True, help="from `corral host token` on the engine")
+    join.add_argument("--name", default=None, help="this host's name (default: its hostname)")
+    join.add_argument("--address", default=None,
+                      help="where the engine reaches this agent (default: --listen, or the "
+                           "address this host reaches the engine from)")
+    _common(join)
+    run = sub.add_parser("run", help="serve with the identity kept at join")
+    _common(run)
+    for cmd in (join, run):
+        cmd.add_argument("--heartbeat-interval", type=float, default=1.0, metavar="S",
+                         help="seconds between reports to the engine (lifecycle events go "
+                              "at once)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = parser()
+    args = p.parse_args(argv)
     try:
         parse_cidrs(args.import_allow_cidr)
     except InvalidInput as exc:
         p.error(exc.message)
-    tune_malloc()
+    if not 0.05 <= args.heartbeat_interval <= 60:
+        p.error("--heartbeat-interval is 0.05 to 60 seconds")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s agent %(levelname)s %(message)s")
-    settings = AgentSettings(state_dir=args.state_dir, token=args.token_file.read_text().strip(),
-                             libvirt_uri=args.libvirt_uri,
+    identity = Identity.of(args.state_dir)
+    try:
+        if args.command == "join":
+            _join(args, identity)
+        identity.require()
+    except CorralError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        sys.exit(2)
+    serve(args, identity)
+
+
+def _join(args: argparse.Namespace, identity: Identity) -> None:
+    from corral.agent import join as agent_join  # once per host: not kept by the idle agent
+
+    if identity.exists():
+        raise Conflict(f"this agent already joined the engine at {identity.engine_url} as "
+                       f"{identity.name} ({identity.dir}): start it with `corral agent run`, "
+                       "or remove that directory to join again")
+    address = args.address or (args.listen if args.listen not in ("0.0.0.0", "::")
+                               else agent_join.source_address(args.engine_url))
+    name = args.name or socket.gethostname()
+    host = f"[{address}]" if ":" in address else address
+    agent_join.join(args.engine_url, args.token, name, f"https://{host}:{args.port}",
+                    [address], identity)
+    logging.info("joined the engine at %s as host %s", identity.engine_url, name)
+
+
+def serve(args: argparse.Namespace, identity: Identity) -> None:
+    """Serve the engine over mutual TLS until SIGTERM/SIGINT."""
+    tune_malloc()
+    log_daemons = logging.getLogger("corral.agent")
+    log_daemons.info(ensure_libvirtd(args.libvirt_uri))  # as `corral up`: none answers, start it
+    settings = AgentSettings(state_dir=args.state_dir, libvirt_uri=args.libvirt_uri,
                              import_dirs=None if args.import_dir is None else
                              tuple(args.import_dir),
                              import_allow_cidrs=tuple(args.import_allow_cidr),
                              protected_dirs=tuple(args.protect_dir))
     atexit.register(children.kill_all)  # PDEATHSIG kills the children too; this their groups
     app = create_app(settings)
+    reporter = Reporter(identity, app.state.agent.hv, args.heartbeat_interval)
+    reporter.start()
     config = uvicorn.Config(app, host=args.listen, port=args.port, log_level="warning",
-                            access_log=False)
+                            access_log=False,
+                            ssl_context_factory=lambda _cfg, _default: identity.server_context())
     server = _Server(config, app.state.jobs.stop_all)
     with contextlib.suppress(KeyboardInterrupt):
         server.run()

@@ -15,13 +15,14 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from fastapi import Depends, FastAPI, Request, WebSocket
+from fastapi import FastAPI, WebSocket
 
 import corral
 from corral.agent import (
     clones,
     domain_routes,
     guest_routes,
+    host_facts,
     host_routes,
     host_topology,
     image_api,
@@ -39,8 +40,7 @@ from corral.agent.pools import host_registry, root_routes
 from corral.agent.pools.routes import router as pools_router
 from corral.agent.storage import Storage
 from corral.agent_api.domains import HostFacts
-from corral.errors import Unauthorized
-from corral.httpserve import bearer, install_error_handlers, same_secret
+from corral.httpserve import install_error_handlers
 from corral.safepaths import PathPolicy
 from corral.safeurls import UrlPolicy
 from corral.virt_type import detect_virt_type
@@ -51,7 +51,6 @@ log = logging.getLogger(__name__)
 @dataclass
 class AgentSettings:
     state_dir: Path
-    token: str
     libvirt_uri: str = "qemu:///system"
     # Where image and OVA imports may read local files (corral.safepaths); None:
     # STATE_DIR/import, made at start. `corral up` passes DATA_DIR/import and --import-dir's.
@@ -122,6 +121,7 @@ class Agent:
             cpu_list=host_topology.online_cpus(_ROOT),  # placement: pinning, NUMA, huge pages
             numa_nodes=host_topology.numa_nodes(_ROOT),
             hugetlbfs=host_topology.hugetlbfs_sizes(_ROOT),
+            **host_facts.reported(self.hv),  # CPU model/flags, QEMU version, free memory
         )
 
 
@@ -129,40 +129,35 @@ def create_app(settings: AgentSettings) -> FastAPI:
     agent = Agent(settings)
     agent.networks.restore()  # networks first: ports and NICs plug into them
 
-    def auth(request: Request) -> None:
-        if not same_secret(bearer(request), settings.token):
-            raise Unauthorized("bad agent token")
-
     app = FastAPI(title="corral agent", version=corral.__version__)
     install_error_handlers(app)
     app.state.agent = agent
     hv, storage = agent.hv, agent.storage
-    guarded = [Depends(auth)]
+    # Who may call: decided by TLS before any route runs (corral.agent.identity: only the
+    # engine's client certificate passes the handshake).
     # Long work (image import, customization) runs as jobs: see corral.agent.jobs.
     jobs = JobRunner()
     app.state.jobs = jobs  # stopped on SIGTERM (corral.agent.__main__)
-    app.include_router(jobs_router(jobs), dependencies=guarded)
-    app.include_router(image_api.router(agent, jobs), dependencies=guarded)
+    app.include_router(jobs_router(jobs))
+    app.include_router(image_api.router(agent, jobs))
     # Storage pools, volumes and hot-plug of disks: see corral.agent.pools.
-    app.include_router(pools_router(settings.state_dir, storage.root, hv), dependencies=guarded)
+    app.include_router(pools_router(settings.state_dir, storage.root, hv))
     # Root disks of VMs in pools (vm create --pool): see corral.agent.pools.roots.
-    app.include_router(root_routes.router(settings.state_dir, storage, jobs), dependencies=guarded)
+    app.include_router(root_routes.router(settings.state_dir, storage, jobs))
     # Snapshots, linked/full clones and templates: see corral.agent.clones.
-    app.include_router(clones.router(storage, hv, jobs, after_start=lambda: ports.sync_ovs()),
-                       dependencies=guarded)
+    app.include_router(clones.router(storage, hv, jobs, after_start=lambda: ports.sync_ovs()))
     app.include_router(ova.router(storage, jobs, host_registry(settings.state_dir, storage.root),
-                                  agent.path_policy),
-                       dependencies=guarded)  # OVA export/import
+                                  agent.path_policy))  # OVA export/import
     # NIC hot-plug and static DHCP leases: see corral.agent.nic_routes.
     # Ports: NIC anti-spoofing and security groups (nftables; OpenFlow flows on OVS networks),
     # re-applied at every start; OVS flows need the tap: synced after a start or hot-plug.
     ports = port_routes.make_firewall(settings.state_dir, agent.networks.spec, agent.net_dir)
     ports.restore()
     app.include_router(nic_routes.router(hv, agent.networks.spec, agent.net_dir,
-                                         after_plug=ports.sync_ovs), dependencies=guarded)
-    app.include_router(port_routes.router(ports), dependencies=guarded)
+                                         after_plug=ports.sync_ovs))
+    app.include_router(port_routes.router(ports))
     # Networks (build, remove, status, dry run, leases): see corral.agent.network_routes.
-    app.include_router(network_routes.router(agent.networks), dependencies=guarded)
+    app.include_router(network_routes.router(agent.networks))
 
     @app.get("/v1/health")
     def health() -> dict[str, str]:
@@ -170,18 +165,14 @@ def create_app(settings: AgentSettings) -> FastAPI:
 
     # Domains, root disks, seeds and host facts: see corral.agent.domain_routes.
     app.include_router(domain_routes.router(hv, storage, agent.console_dir, agent.facts,
-                                            after_start=ports.sync_ovs), dependencies=guarded)
+                                            after_start=ports.sync_ovs))
     # The guest agent (ping, exec) and the displays of running domains.
-    app.include_router(guest_routes.router(hv), dependencies=guarded)
+    app.include_router(guest_routes.router(hv))
     # The host as a whole: its memory (KSM, balloons).
-    app.include_router(host_routes.router(hv), dependencies=guarded)
+    app.include_router(host_routes.router(hv))
 
     @app.websocket("/v1/domains/{name}/console")
     async def console(ws: WebSocket, name: str) -> None:
-        if not same_secret(ws.headers.get("authorization", "").removeprefix("Bearer "),
-                           settings.token):
-            await ws.close(code=4401)
-            return
         await ws.accept()
         await relay_console(ws, hv, name)
 

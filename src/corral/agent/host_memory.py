@@ -54,6 +54,11 @@ def _meminfo() -> dict[str, int]:
     return out
 
 
+def available_mib() -> int:
+    """MemAvailable: what new processes (VMs) can have without swapping."""
+    return _meminfo().get("MemAvailable", 0) >> 10
+
+
 def report(hv: Hypervisor) -> HostMemory:
     info = _meminfo()
     on, saved = ksm_state()

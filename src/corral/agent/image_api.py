@@ -6,6 +6,7 @@
     POST   /v1/images/{name}/build-tiny                   -> ImageInfo (the tiny guest)
     GET    /v1/images/{name}                              -> ImageDetail
     DELETE /v1/images/{name}                              -> Deleted (409 while a job runs on it)
+    GET|PUT /v1/images/{name}/files[/{kind}]              -> copies between hosts (image_files)
 
 Models: corral.agent_api.images. A job route answers at once with the job; bad input is
 refused before the job starts (4xx).
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Body
 
+from corral.agent import image_files
 from corral.agent.jobs import JobReporter, JobRunner
 from corral.agent_api import Deleted
 from corral.agent_api.images import (
@@ -131,4 +133,6 @@ def router(agent: Agent, runner: JobRunner) -> APIRouter:
         storage.delete_image(name)
         return Deleted(deleted=True)
 
+    # Reading and writing an image's files one by one: copies from host to host.
+    r.include_router(image_files.router(storage, runner))
     return r

@@ -49,6 +49,13 @@ class HostFacts(Answer):
     cpu_list: list[int] | None = None  # online CPUs
     numa_nodes: list[NumaNode] | None = None
     hugetlbfs: list[int] | None = None  # page sizes (KiB) with a hugetlbfs mount QEMU can use
+    # The cluster's host facts (agent/host_facts.py); an older agent leaves them out: None.
+    cpu_model: str | None = None  # libvirt's name of the host CPU
+    cpu_vendor: str | None = None
+    cpu_flags: list[str] | None = None  # features beyond the model's own
+    hypervisor_type: str | None = None  # libvirt's driver: QEMU (TEST under the test driver)
+    hypervisor_version: str | None = None  # QEMU's version on the qemu driver
+    memory_free_mib: int | None = None  # MemAvailable when reported
 
 
 class DomainInfo(Answer):

@@ -1,6 +1,7 @@
 """Request and response types shared by the engine, the SDK and the CLI."""
 
 from corral.api.guest import VmExec, VmExecResult, VmVnc
+from corral.api.host_state import HostState
 from corral.api.models import (
     CloudInit,
     ConsoleTicket,
@@ -12,6 +13,7 @@ from corral.api.models import (
     Hardware,
     HardwarePatch,
     Host,
+    HostAllocation,
     HostHugePages,
     HostNumaNode,
     Image,
@@ -58,8 +60,10 @@ __all__ = [
     "Hardware",
     "HardwarePatch",
     "Host",
+    "HostAllocation",
     "HostHugePages",
     "HostNumaNode",
+    "HostState",
     "Image",
     "ImageBuildTiny",
     "ImageImport",

@@ -16,6 +16,8 @@ from pydantic import (
     model_validator,
 )
 
+from corral.api.host_state import HostState
+from corral.api.tags import TAG_SCHEMA, validate_tag
 from corral.cloudinit import validate as cloudcheck
 from corral.cpulist import format_cpu_list, parse_cpu_list
 from corral.errors import InvalidInput
@@ -74,7 +76,9 @@ class _Request(BaseModel):
 
 
 class VmState(StrEnum):
-    """What a VM is doing; ``creating`` and ``deleting`` are set by the engine."""
+    """What a VM is doing; ``creating`` and ``deleting`` are set by the engine. ``unknown``:
+    no host reports it (its host was removed with `host remove --force`, or its domain
+    state could not be read); nothing restarts it, `vm delete` removes it."""
 
     CREATING = "creating"
     STOPPED = "stopped"
@@ -370,8 +374,17 @@ class VmCreate(_Request):
     security_groups: list[str] = Field([], description="Security groups of the first NIC")
     hardware: Hardware = Field(default_factory=Hardware)
     description: str = Field("", max_length=1024)
+    # Placement (corral.engine.scheduler): hard rules; the policy chooses among the hosts
+    # that pass them all.
+    host: Name | None = Field(None, description="Pin to this host (it must still pass every "
+                              "rule: capacity, tags, group...)")
+    host_tags: list[Annotated[str, Field(json_schema_extra=TAG_SCHEMA)]] = Field(
+        [], max_length=32, description="Tags the host must have (`corral host tag`)")
+    group: Name | None = Field(None, description="Affinity group of the VM (`corral vm group`)")
 
     _name = _name_field("name")
+    _host = _name_field("host")
+    _group = _name_field("group")
     _pool = _name_field("pool")
     _image = _name_field("image")
     _iso = _name_field("iso")
@@ -386,6 +399,16 @@ class VmCreate(_Request):
             except InvalidInput as exc:
                 raise ValueError(exc.message) from None
         return list(dict.fromkeys(v))
+
+    @field_validator("host_tags")
+    @classmethod
+    def _host_tags(cls, v: list[str]) -> list[str]:
+        for tag in v:
+            try:
+                validate_tag(tag, "host_tags")
+            except InvalidInput as exc:
+                raise ValueError(exc.message) from None
+        return sorted(set(v))
 
     @field_validator("memory")
     @classmethod
@@ -436,6 +459,7 @@ class Vm(BaseModel):
     memory_target_mib: int | None = Field(None, description="Balloon target (None: all memory)")
     pending: list[str] = Field([], description="Settings changed while the VM ran that apply "
                                "when it is next started (e.g. memory, hardware.cpu_model)")
+    group: str | None = Field(None, description="Its affinity group (`corral vm group`)")
     guest_agent: bool | None = Field(None, description="Whether the QEMU guest agent in the "
                                      "guest answers (single-VM reads only; None: not asked, "
                                      "or the VM is not running)")
@@ -641,10 +665,18 @@ class HostNumaNode(BaseModel):
     hugepages: list[HostHugePages] = []
 
 
+class HostAllocation(BaseModel):
+    """What the VMs defined on a host take of it (stopped ones too: they keep their place)."""
+
+    vms: int = 0
+    cpus: int = Field(0, description="vCPUs of its VMs")
+    memory_mib: int = Field(0, description="Memory of its VMs")
+
+
 class Host(BaseModel):
     name: str
     url: str
-    status: str
+    status: HostState
     virt_type: str | None
     virt_note: str | None
     cpus: int | None
@@ -655,6 +687,20 @@ class Host(BaseModel):
     cpu_list: str | None = Field(None, description="Online host CPUs, e.g. 0-15")
     numa_nodes: list[HostNumaNode] = Field([], description="NUMA nodes: CPUs, memory, "
                                            "huge pages")
+    # Facts of the cluster issue (None: an older agent did not report them).
+    address: str | None = Field(None, description="Where the engine reaches its agent")
+    cpu_model: str | None = Field(None, description="libvirt's name of the host CPU")
+    cpu_vendor: str | None = None
+    cpu_flags: list[str] = Field([], description="CPU features libvirt reports beyond the "
+                                 "model's own")
+    memory_free_mib: int | None = Field(None, description="Memory available when the agent "
+                                        "last reported (`host show` asks it anew)")
+    libvirt_version: str | None = None
+    qemu_version: str | None = None
+    corral_version: str | None = Field(None, description="The agent's corral version")
+    allocated: HostAllocation = Field(default_factory=HostAllocation)
+    tags: list[str] = Field([], description="Labels VMs can require (`vm create "
+                            "--host-tag`), sorted")
 
 
 class Operation(BaseModel):

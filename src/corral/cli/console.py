@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import ssl
 import sys
 import termios
 import threading
@@ -21,7 +20,7 @@ ESCAPE = b"\x1d"  # Ctrl-]
 
 def attach_console(c: Client, name: str) -> None:
     url = c.url.replace("https://", "wss://").replace("http://", "ws://")
-    ctx = ssl.create_default_context(cafile=c.ca) if url.startswith("wss") else None
+    ctx = c.tls if url.startswith("wss") else None  # a remote's pinned CA included
     try:
         ws = connect(f"{url}/api/v1/vms/{name}/console", ssl=ctx,
                      additional_headers={"Authorization": f"Bearer {c.token}"})

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from corral.api.hosts import HostPatch
+from corral.cli import host_tag
 from corral.cli.output import (
     DataDirOpt,
     OutputFormat,
@@ -15,6 +16,7 @@ from corral.cli.output import (
     build,
     client,
     emit,
+    err,
     follow,
     handled,
     show_one,
@@ -24,17 +26,28 @@ from corral.errors import InvalidInput
 app = typer.Typer(help="The hosts VMs run on: list them, show one, change its settings.",
                   no_args_is_help=True)
 
+def _of(used: int, total: int | None, unit: str = "") -> str:
+    """What VMs take of the host's capacity: 3/4 (vCPUs), 1536/4096 MiB."""
+    return f"{used}/{total if total is not None else '?'}{unit}"
+
+
 COLUMNS = [
-    ("NAME", lambda h: h.name), ("STATUS", lambda h: h.status),
-    ("VIRT", lambda h: h.virt_type or "-"), ("CPUS", lambda h: h.cpus or "-"),
-    ("MEMORY", lambda h: f"{h.memory_mib} MiB" if h.memory_mib else "-"),
-    ("URL", lambda h: h.url),
+    ("NAME", lambda h: h.name), ("STATE", lambda h: h.status),
+    ("CPUS", lambda h: _of(h.allocated.cpus, h.cpus)),
+    ("MEMORY", lambda h: _of(h.allocated.memory_mib, h.memory_mib, " MiB")),
+    ("VMS", lambda h: h.allocated.vms), ("VIRT", lambda h: h.virt_type or "-"),
+    ("TAGS", lambda h: ",".join(h.tags) or "-"),
+    ("ADDRESS", lambda h: h.address or h.url),
 ]
 
 
 @app.command("list")
 def list_hosts(output: OutputFormat = OutputOpt, data_dir: Path = DataDirOpt) -> None:
-    """Every host: status, KVM or TCG, CPUs and memory."""
+    """Every host: its state, the vCPUs and memory its VMs take of its CPUs and memory
+    (allocated/total: stopped VMs count, they keep their place), its VMs, KVM or TCG.
+
+    States: up (takes new VMs), maintenance (takes none until `host activate`),
+    unresponsive (its agent stopped answering), down."""
     with handled(), client(data_dir) as c:
         emit(c.list_hosts(), output, COLUMNS)
 
@@ -68,3 +81,85 @@ def set_host(
         req = build(HostPatch, ksm=ksm == "on")
         with client(data_dir) as c:
             follow(c, c.update_host(name, req), f"KSM {ksm} on host {name}", wait, output)
+
+
+NameArg = typer.Argument(..., help="Host name (`corral host list`)")
+
+
+@app.command("maintenance")
+def maintenance(name: str = NameArg, wait: bool = WaitOpt, output: OutputFormat = OutputOpt,
+                data_dir: Path = DataDirOpt) -> None:
+    """Put a host in maintenance: no new VMs are placed on it, and it stays so (whatever its
+    agent does) until `corral host activate`.
+
+    The VMs already on it keep running there: this does not move them (evacuation comes
+    with live migration). Refused (409) for a host that is already in maintenance.
+
+    Example: corral host maintenance h2
+    """
+    with handled(), client(data_dir) as c:
+        follow(c, c.host_maintenance(name), f"host {name} to maintenance", wait, output)
+
+
+@app.command("activate")
+def activate(name: str = NameArg, wait: bool = WaitOpt, output: OutputFormat = OutputOpt,
+             data_dir: Path = DataDirOpt) -> None:
+    """Take a host out of maintenance: it takes new VMs again. Its agent must answer (its
+    facts are read anew); refused (409) for a host that is not in maintenance.
+
+    Example: corral host activate h2
+    """
+    with handled(), client(data_dir) as c:
+        follow(c, c.host_activate(name), f"activating host {name}", wait, output)
+
+
+@app.command("remove")
+def remove(
+    name: str = NameArg,
+    force: bool = typer.Option(False, "--force", help="For a dead host (unresponsive or "
+                               "down) only: its VMs stay listed as `unknown`, on no host; "
+                               "nothing restarts them anywhere (`vm delete` removes them)"),
+    wait: bool = WaitOpt, output: OutputFormat = OutputOpt, data_dir: Path = DataDirOpt,
+) -> None:
+    """Forget a host: its certificate is no longer accepted, its own `dir` pools are
+    forgotten (their files stay on it); networks, shared pools and images stay.
+
+    Refused while VMs are defined on it (the error names them): delete or move them first.
+
+    Example: corral host remove h3
+    """
+    with handled(), client(data_dir) as c:
+        follow(c, c.remove_host(name, force), f"removing host {name}", wait, output)
+
+
+app.add_typer(host_tag.app, name="tag")  # corral host tag add|remove HOST TAG
+
+
+_TTL_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _ttl_seconds(text: str) -> int:
+    unit = text[-1:].lower()
+    number = text[:-1] if unit in _TTL_UNITS else text
+    if not number.isdigit():
+        raise InvalidInput(f"--ttl {text!r}: a duration like 30m, 1h or 2d", field="ttl")
+    return int(number) * _TTL_UNITS.get(unit, 1)
+
+
+@app.command("token")
+def token(ttl: str = typer.Option("1h", "--ttl", help="How long it stays valid: 30m, 1h, 2d "
+                                  "(1 min to 7 days)"),
+          data_dir: Path = DataDirOpt) -> None:
+    """Print a one-time token a new host joins this cluster with.
+
+    On the new host (corral installed, `make` done there):
+
+        corral agent join https://ENGINE:8443 --token TOKEN
+
+    The token names this engine's CA fingerprint, which the host checks before it trusts
+    the engine; it works once, until it expires, and is kept only hashed."""
+    with handled(), client(data_dir) as c:
+        made = c.create_join_token(_ttl_seconds(ttl))
+        typer.echo(made.token)  # plain: a console would wrap it
+        err.print(f"valid until {made.expires_at:%Y-%m-%d %H:%M:%S} UTC, once; "
+                          f"CA fingerprint {made.ca_fingerprint}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from corral.cli import host, image, net, node, sg, snapshot, vm, vm_nic
+from corral.cli import agent, host, image, lab, net, node, output, remote, sg, snapshot, vm, vm_nic
 from corral.cli import storage as storage_cli
 
 app = typer.Typer(
@@ -14,6 +14,18 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+
+
+@app.callback()
+def _global(
+    remote_name: str | None = typer.Option(
+        None, "--remote", envvar="CORRAL_REMOTE", metavar="NAME",
+        help="The remote to talk to for this command (`corral remote list`); beats "
+             "CORRAL_URL/CORRAL_TOKEN/CORRAL_DATA_DIR and the current remote"),
+) -> None:
+    output.selected_remote = remote_name
+
+
 app.command("up")(node.up)
 app.command("down")(node.down)
 app.command("status")(node.status)
@@ -21,6 +33,7 @@ app.command("events")(node.events)
 app.add_typer(vm.app, name="vm")
 app.add_typer(image.app, name="image")
 app.add_typer(host.app, name="host")
+app.add_typer(agent.app, name="agent")
 app.add_typer(net.app, name="net")
 app.add_typer(sg.app, name="sg")
 app.add_typer(node.operation_app, name="operation")
@@ -33,6 +46,8 @@ vm.app.command("clone")(snapshot.clone)
 vm.app.command("export")(snapshot.export)
 vm.app.command("import-ova")(snapshot.import_ova)
 app.add_typer(snapshot.template_app, name="template")
+app.add_typer(remote.app, name="remote")
+app.add_typer(lab.app, name="lab")
 
 if __name__ == "__main__":
     app()

@@ -9,6 +9,7 @@ import typer
 
 from corral.api import OperationStatus
 from corral.cli.output import DataDirOpt, OutputFormat, OutputOpt, client, emit, err, handled, out
+from corral.errors import InvalidInput
 from corral.node.paths import default_data_dir
 
 
@@ -40,6 +41,21 @@ def up(
         1.0, "--storage-overcommit", min=1.0, max=100.0,
         help="Thin provisioning: a new disk's size may be this many times its pool's free "
              "space (1: every disk must fit as if fully written)"),
+    cpu_overcommit: float = typer.Option(
+        4.0, "--cpu-overcommit", min=0.1, max=1000.0,
+        help="The scheduler gives a host up to this many vCPUs per CPU it has (Nova's 4.0)"),
+    memory_overcommit: float = typer.Option(
+        1.0, "--memory-overcommit", min=0.1, max=1000.0,
+        help="The scheduler gives a host up to this many times its memory (1: VMs' memory "
+             "must fit; above 1 counts on KSM and balloons)"),
+    placement: str = typer.Option(
+        "spread", "--placement", metavar="spread|pack",
+        help="Where new VMs go: spread (the host with most free first: load evens out) or "
+             "pack (the fullest host that fits: whole hosts stay free for big VMs)"),
+    local_agent: bool = typer.Option(
+        True, "--local-agent/--no-local-agent",
+        help="Run VMs on this machine too (an agent that joins the engine at once); "
+             "--no-local-agent: the engine alone, hosts join it (`corral host token`)"),
 ) -> None:
     """Start corral on this host: engine (HTTPS API) + local agent; libvirtd if none runs."""
     from corral.agent_api.networks import validate_bridge_name
@@ -50,8 +66,14 @@ def up(
                              subnet=subnet, libvirt_uri=libvirt_uri, bridge=bridge,
                              import_dirs=tuple(p.absolute() for p in import_dir or ()),
                              import_allow_cidrs=tuple(import_allow_cidr or ()),
-                             storage_overcommit=storage_overcommit)
+                             storage_overcommit=storage_overcommit,
+                             cpu_overcommit=cpu_overcommit,
+                             memory_overcommit=memory_overcommit, placement=placement,
+                             local_agent=local_agent)
     with handled():
+        if placement not in ("spread", "pack"):
+            raise InvalidInput(f"--placement is spread or pack, not {placement!r}",
+                               field="placement")
         validate_bridge_name(bridge)  # before anything starts
         parse_cidrs(opts.import_allow_cidrs)
         if detach:

@@ -36,7 +36,14 @@ DataDirOpt = typer.Option(None, "--data-dir", envvar="CORRAL_DATA_DIR",
 WaitOpt = typer.Option(True, "--wait/--no-wait", help="Wait for the operation and show progress")
 
 
+# The global `--remote` (or CORRAL_REMOTE), set by the app's callback for this invocation.
+selected_remote: str | None = None
+
+
 def client(data_dir: Path | None = None) -> Client:
+    """The chosen remote beats --data-dir/CORRAL_DATA_DIR; see corral.client.remotes."""
+    if selected_remote:
+        return Client.from_config(remote=selected_remote)
     return Client.from_config(data_dir)
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import typer
 
 from corral.api import Hardware, HardwarePatch, PowerAction, VmCreate, VmPatch
-from corral.cli import vm_agent, vm_guest
+from corral.api.scheduling import Placement
+from corral.cli import vm_agent, vm_group, vm_guest
 from corral.cli.console import attach_console
 from corral.cli.customize import vm_customize
 from corral.cli.output import (
@@ -18,12 +19,13 @@ from corral.cli.output import (
     build,
     client,
     emit,
+    err,
     follow,
     handled,
     human_bytes,
     show_one,
 )
-from corral.errors import InvalidInput
+from corral.errors import InsufficientResources, InvalidInput
 
 app = typer.Typer(help="Create, run and delete virtual machines.", no_args_is_help=True)
 
@@ -98,6 +100,16 @@ def create(
                               "VNC display: vga, virtio, bochs, qxl or none",
                               rich_help_panel="Hardware"),
     description: str = typer.Option("", "--description", help="Free text shown by vm show"),
+    host: str = typer.Option(None, "--host", help="Pin to this host; it must still pass every "
+                             "rule (room, tags, group...)", rich_help_panel="Placement"),
+    host_tag: list[str] = typer.Option(None, "--host-tag", metavar="TAG", help="A tag the "
+                                       "host must have, e.g. ssd (repeatable; `corral host "
+                                       "tag`)", rich_help_panel="Placement"),
+    group: str = typer.Option(None, "--group", help="Affinity group to join (`corral vm "
+                              "group create`)", rich_help_panel="Placement"),
+    explain: bool = typer.Option(False, "--explain", help="Dry run: print where the VM would "
+                                 "go and how every host was judged (which rule refused it, "
+                                 "with figures); create nothing", rich_help_panel="Placement"),
     hostname: str = vm_guest.HostnameOpt, user: str = vm_guest.UserOpt,
     ssh_key: list[str] = vm_guest.SshKeyOpt, password_hash: str = vm_guest.PasswordHashOpt,
     user_data: str = vm_guest.UserDataOpt, network_config: str = vm_guest.NetworkConfigOpt,
@@ -112,6 +124,11 @@ def create(
 
     Hardware: BIOS, q35, the host's CPU model and a VNC display by default. Windows 11:
     --secure-boot --tpm. `corral vm show` prints what a VM has.
+
+    Placement: the scheduler takes the hosts that pass every rule (up, free vCPUs and
+    memory, --host-tag, pool and network, CPU model, --group) and picks by the engine's
+    policy (spread or pack). A refusal says which rule each host failed; --explain shows
+    it without creating anything.
     """
     with handled():
         if template is not None:  # a template is an image made from a VM (corral template)
@@ -132,14 +149,57 @@ def create(
         req = build(VmCreate, name=name, image=image, iso=iso, cpus=cpus, memory=memory,
                     disk=disk, network=network, start=start, cloud_init=ci, pool=pool,
                     security_groups=list(security_group or []), hardware=hardware,
-                    description=description)
+                    description=description, host=host, host_tags=list(host_tag or []),
+                    group=group)
         with client(data_dir) as c:
-            follow(c, c.create_vm(req), f"create VM {name}", wait, output)
+            if explain:
+                _print_placement(c.explain_vm(req), output)
+                return
+            try:
+                op = c.create_vm(req)
+            except InsufficientResources as exc:
+                _print_refusal(exc)
+                raise
+            follow(c, op, f"create VM {name}", wait, output)
+
+
+def _print_refusal(exc: InsufficientResources) -> None:
+    """Each host's reasons of a refused placement, before the error line says the gist."""
+    hosts = exc.details.get("hosts")
+    if isinstance(hosts, dict) and hosts:
+        width = max(len(h) for h in hosts)
+        for host, reasons in hosts.items():
+            err.print(f"  {host:{width}}  {'; '.join(reasons) or 'eligible'}", highlight=False,
+                      markup=False)
+
+
+def _print_placement(p: Placement, output: OutputFormat) -> None:
+    """The explanation; exit 2 when no host can take the VM (as a refused create does)."""
+    if output == OutputFormat.JSON:
+        print(p.model_dump_json(indent=2))
+    else:
+        for line in p.text:  # plain: a table of its own that must not wrap
+            print(line)
+    if p.chosen is None and p.current is None:
+        raise typer.Exit(2)
+
+
+@app.command("placement")
+def placement(name: str = typer.Argument(..., help="VM name"),
+              output: OutputFormat = OutputOpt, data_dir: Path = DataDirOpt) -> None:
+    """Where a VM runs, and how every host would be judged for it now by the rules a create
+    follows (its own vCPUs and memory left out): eligible or not, which rule refused each
+    host with figures, and the ranking of those that could take it."""
+    with handled(), client(data_dir) as c:
+        _print_placement(c.vm_placement(name), output)
 
 
 @app.command("list")
 def list_vms(output: OutputFormat = OutputOpt, data_dir: Path = DataDirOpt) -> None:
-    """List VMs with their state."""
+    """List VMs with their state.
+
+    `unknown` with no host: its host was removed while dead (`corral host remove --force`);
+    nothing restarts it anywhere, `corral vm delete` removes it."""
     with handled(), client(data_dir) as c:
         emit(c.list_vms(), output, COLUMNS)
 
@@ -248,7 +308,7 @@ def _int(value: str, field: str) -> int:
 
 @app.command("show")
 def show(name: str, output: OutputFormat = OutputOpt, data_dir: Path = DataDirOpt) -> None:
-    """Show one VM."""
+    """Show one VM (state `unknown`, host None: its dead host was removed; see `vm list`)."""
     with handled(), client(data_dir) as c:
         show_one(c.get_vm(name), output)
 
@@ -330,3 +390,4 @@ vm_agent.register(app)  # vm exec, vm vnc
 
 
 app.command("customize")(vm_customize)  # offline changes to a stopped VM's disk (libguestfs)
+app.add_typer(vm_group.app, name="group")  # corral vm group create|list|show|delete

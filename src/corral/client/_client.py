@@ -33,8 +33,10 @@ from corral.api import (
     VmVnc,
 )
 from corral.api import storage as storage_api
+from corral.api.cluster import JoinToken
 from corral.api.hosts import HostDetail, HostPatch
 from corral.api.nics import NicUpdate, VmNic
+from corral.api.scheduling import Placement, VmGroup, VmGroupCreate
 from corral.api.security_groups import SecurityGroup, SecurityGroupCreate, SgRule, SgRuleCreate
 from corral.api.snapshots import (
     OvaExport,
@@ -44,6 +46,7 @@ from corral.api.snapshots import (
     TemplateCreate,
     VmClone,
 )
+from corral.client import remotes
 from corral.node.paths import load_client_config
 
 _BY_STATUS = {401: "unauthorized", 404: "not_found", 409: "conflict", 422: "invalid_input",
@@ -66,17 +69,47 @@ def _error_of(resp: httpx.Response) -> errors.CorralError:
     return errors.from_dict(body)
 
 
+def _tls_refusal(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate check that failed under an httpx error, if that is what failed."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # a short chain: httpx -> httpcore -> ssl
+        if seen is None or isinstance(seen, ssl.SSLCertVerificationError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 class Client:
-    def __init__(self, url: str, token: str, ca: str | None = None, timeout: float = 30.0) -> None:
-        verify: bool | ssl.SSLContext = ssl.create_default_context(cafile=ca) if ca else True
+    """``ca``: a CA file; ``ca_pem``: a CA certificate itself (a pinned remote, which
+    ``remote`` and ``fingerprint`` name in errors); neither: the system's CAs."""
+
+    def __init__(self, url: str, token: str, ca: str | None = None, timeout: float = 30.0, *,
+                 ca_pem: str | None = None, remote: str | None = None,
+                 fingerprint: str | None = None) -> None:
+        verify: bool | ssl.SSLContext = True
+        if ca_pem:  # only this CA: create_default_context then loads no system CA
+            verify = ssl.create_default_context(cadata=ca_pem)
+        elif ca:
+            verify = ssl.create_default_context(cafile=ca)
         self.url = url
         self.token = token
         self.ca = ca
+        self.remote = remote
+        self.fingerprint = fingerprint
+        # what other connections to this engine verify it with (the console's WebSocket)
+        self.tls = verify if isinstance(verify, ssl.SSLContext) else ssl.create_default_context()
         self._http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"},
                                   verify=verify, timeout=timeout)
 
     @classmethod
-    def from_config(cls, data_dir: Path | None = None) -> Client:
+    def from_config(cls, data_dir: Path | None = None, *, remote: str | None = None) -> Client:
+        """The node of ``data_dir`` when given; else the remote named, ``CORRAL_REMOTE``,
+        ``CORRAL_URL``/``CORRAL_TOKEN``/``CORRAL_DATA_DIR``, the current remote, the local
+        node: the first that applies (corral.client.remotes)."""
+        if data_dir is None:
+            t = remotes.resolve(remote)
+            return cls(t.url, t.token, t.ca, ca_pem=t.ca_pem, remote=t.remote,
+                       fingerprint=t.fingerprint)
         cfg = load_client_config(data_dir)
         if not cfg.get("url") or not cfg.get("token"):
             raise errors.Unavailable(
@@ -98,13 +131,28 @@ class Client:
         try:
             resp = self._http.request(method, path, **kwargs)
         except httpx.ConnectError as exc:
-            raise errors.Unavailable(f"cannot reach corral at {self.url}: {exc} "
-                                     "(is it running? `corral up`)") from exc
+            raise self._unreachable(exc) from exc
         except httpx.HTTPError as exc:
             raise errors.Unavailable(f"request to {self.url} failed: {exc}") from exc
         if resp.status_code >= 400:
             raise _error_of(resp)
         return resp
+
+    def _unreachable(self, exc: httpx.ConnectError) -> errors.CorralError:
+        refusal = _tls_refusal(exc)
+        if refusal is None:
+            return errors.Unavailable(f"cannot reach corral at {self.url}: {exc} "
+                                      "(is it running? `corral up`)")
+        why = refusal.verify_message or str(refusal)
+        if self.remote is None or "mismatch" in why.lower():
+            return errors.Unavailable(f"the server at {self.url} is not trusted: its "
+                                      f"certificate does not verify ({why})")
+        return errors.Unavailable(
+            f"the server at {self.url} is not the one pinned for remote {self.remote!r}: its "
+            f"certificate is not signed by the pinned CA (SHA-256 {self.fingerprint}; {why}). "
+            "If that engine's CA was replaced on purpose, pin the new one: "
+            f"`corral remote remove {self.remote}` then "
+            f"`corral remote add {self.remote} {self.url} --token TOKEN`")
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         return self.request(method, path, **kwargs).json()
@@ -119,6 +167,34 @@ class Client:
     def create_vm(self, req: VmCreate) -> Operation:
         return Operation.model_validate(
             self._json("POST", "/api/v1/vms", json=req.model_dump(exclude_none=True)))
+
+    # -- placement and affinity groups (corral.api.scheduling) ----------------------------
+    def explain_vm(self, req: VmCreate) -> Placement:
+        """The dry run of ``create_vm``: where it would go and why; nothing is created."""
+        return Placement.model_validate(self._json(
+            "POST", "/api/v1/vms", params={"explain": True},
+            json=req.model_dump(exclude_none=True)))
+
+    def vm_placement(self, name: str) -> Placement:
+        return Placement.model_validate(self._json("GET", f"/api/v1/vms/{name}/placement"))
+
+    def list_vm_groups(self) -> list[VmGroup]:
+        return [VmGroup.model_validate(g) for g in self._json("GET", "/api/v1/vm-groups")]
+
+    def get_vm_group(self, name: str) -> VmGroup:
+        return VmGroup.model_validate(self._json("GET", f"/api/v1/vm-groups/{name}"))
+
+    def create_vm_group(self, req: VmGroupCreate) -> VmGroup:
+        return VmGroup.model_validate(
+            self._json("POST", "/api/v1/vm-groups", json=req.model_dump(mode="json")))
+
+    def delete_vm_group(self, name: str) -> None:
+        self.request("DELETE", f"/api/v1/vm-groups/{name}")
+
+    def tag_host(self, name: str, tag: str, present: bool = True) -> Host:
+        """Add (``present``) or remove a host tag; the host as it is then."""
+        return Host.model_validate(self._json("PUT" if present else "DELETE",
+                                              f"/api/v1/hosts/{name}/tags/{tag}"))
 
     def vm_action(self, name: str, action: PowerAction, *, force: bool = False,
                   timeout: int = 60) -> Operation:
@@ -219,19 +295,28 @@ class Client:
 
     def events(self, timeout: float | None = None) -> Iterator[Event]:
         """Server-Sent Events, as they come (the stream ends when the engine stops)."""
-        with self._http.stream("GET", "/api/v1/events", timeout=httpx.Timeout(10, read=timeout)) as r:
-            if r.status_code >= 400:
-                r.read()
-                raise errors.from_dict(r.json().get("error") or {})
-            for line in r.iter_lines():
-                if line.startswith("data: "):
-                    yield Event.model_validate(json.loads(line[6:]))
+        try:
+            with self._http.stream("GET", "/api/v1/events",
+                                   timeout=httpx.Timeout(10, read=timeout)) as r:
+                if r.status_code >= 400:
+                    r.read()
+                    raise errors.from_dict(r.json().get("error") or {})
+                for line in r.iter_lines():
+                    if line.startswith("data: "):
+                        yield Event.model_validate(json.loads(line[6:]))
+        except httpx.ConnectError as exc:
+            raise self._unreachable(exc) from exc
 
     def status(self) -> Status:
         return Status.model_validate(self._json("GET", "/api/v1/status"))
 
     def list_hosts(self) -> list[Host]:
         return [Host.model_validate(h) for h in self._json("GET", "/api/v1/hosts")]
+
+    def create_join_token(self, ttl_s: int = 3600) -> JoinToken:
+        """A one-time token a new host joins with (`corral agent join`)."""
+        return JoinToken.model_validate(self._json("POST", "/api/v1/hosts/tokens",
+                                                   json={"ttl_s": ttl_s}))
 
     def get_host(self, name: str) -> HostDetail:
         """One host, with its live memory (KSM, balloons) when its agent answers."""
@@ -241,6 +326,20 @@ class Client:
         """Change a host's settings (``HostPatch(ksm=True)``)."""
         return Operation.model_validate(self._json(
             "PATCH", f"/api/v1/hosts/{name}", json=req.model_dump(mode="json", exclude_unset=True)))
+
+    def host_maintenance(self, name: str) -> Operation:
+        """Put a host in maintenance: no new VMs go there; those on it keep running."""
+        return Operation.model_validate(self._json("POST", f"/api/v1/hosts/{name}/maintenance"))
+
+    def host_activate(self, name: str) -> Operation:
+        """Take a host out of maintenance (its agent must answer)."""
+        return Operation.model_validate(self._json("POST", f"/api/v1/hosts/{name}/activate"))
+
+    def remove_host(self, name: str, force: bool = False) -> Operation:
+        """Forget a host; Conflict while VMs are defined on it (``force``: a dead host's
+        VMs become ``unknown``)."""
+        return Operation.model_validate(
+            self._json("DELETE", f"/api/v1/hosts/{name}", params={"force": force}))
 
     # -- networks -------------------------------------------------------------------------
     def list_networks(self) -> list[Network]:

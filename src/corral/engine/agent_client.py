@@ -7,6 +7,7 @@ the code the agent sent. Only the first may make the reconciler doubt a host is 
 
 from __future__ import annotations
 
+import ssl
 import time
 from typing import Any
 
@@ -29,18 +30,17 @@ RECONNECT_S = 15.0
 class AgentClient(DomainCalls, NetworkCalls, PoolCalls, ImageCalls, PortCalls, HostCalls):
     """One typed method per agent route (the mixins of corral.engine.agent_calls).
 
-    ``transport``: what carries the requests (tests pass ``httpx.MockTransport`` or an
-    in-process agent app); the network when None."""
+    ``tls``: the engine's side of mutual TLS (corral.engine.tls.agent_ssl_context): its CA
+    and client certificate. ``transport``: what carries the requests (tests pass
+    ``httpx.MockTransport`` or an in-process agent app); the network when None."""
 
-    def __init__(self, url: str, token: str, timeout: float = 60.0,
+    def __init__(self, url: str, tls: ssl.SSLContext | None = None, timeout: float = 60.0,
                  reconnect_s: float = RECONNECT_S,
                  transport: httpx.BaseTransport | None = None) -> None:
         self.url = url
         self.reconnect_s = reconnect_s
-        self._http = httpx.Client(
-            base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout,
-            transport=transport,
-        )
+        self._http = httpx.Client(base_url=url, verify=tls if tls is not None else True,
+                                  timeout=timeout, transport=transport)
 
     def _request(self, method: str, path: str, *, json: Any = None,
                  timeout: float | None = None, text: bool = False,

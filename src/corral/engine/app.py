@@ -14,16 +14,18 @@ from corral.api import ErrorBody
 from corral.engine.context import EngineContext, EngineSettings
 from corral.engine.db.session import migrate
 from corral.engine.reconciler import Reconciler
+from corral.engine.routes import cluster, events, hosts, images, networks, operations, vms
 from corral.engine.routes import customize as customize_routes
-from corral.engine.routes import events, hosts, images, networks, operations, vms
 from corral.engine.routes import pools as pool_routes
 from corral.engine.routes import security_groups as sg_routes
 from corral.engine.routes import vm_disks as vm_disk_routes
+from corral.engine.routes import vm_groups as vm_group_routes
 from corral.engine.routes import vm_guest as vm_guest_routes
 from corral.engine.routes import vm_nics as vm_nic_routes
 from corral.engine.routes import vm_snapshots as vm_snapshot_routes
 from corral.engine.routes import volumes as volume_routes
 from corral.engine.services import customize as customize_service
+from corral.engine.services import host_lifecycle as host_lifecycle_service
 from corral.engine.services import host_settings as host_settings_service
 from corral.engine.services import images as image_service
 from corral.engine.services import networks as network_service
@@ -48,6 +50,7 @@ def build_context(settings: EngineSettings) -> EngineContext:
     ctx = EngineContext.build(settings)
     vm_service.register(ctx)
     host_settings_service.register(ctx)
+    host_lifecycle_service.register(ctx)
     image_service.register(ctx)
     customize_service.register(ctx)
     network_service.register(ctx)
@@ -91,6 +94,7 @@ def create_app(ctx: EngineContext) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.ctx = ctx
+    app.state.reconciler = reconciler  # agents' reports go to it (routes/cluster.py)
     app.add_middleware(BodyLimit)
     install_error_handlers(app)
 
@@ -98,9 +102,9 @@ def create_app(ctx: EngineContext) -> FastAPI:
     async def health() -> dict[str, str]:  # no work: answered on the event loop, no thread hop
         return {"status": "ok", "version": corral.__version__}
 
-    for module in (vms, images, operations, events, hosts, networks, customize_routes,
+    for module in (cluster, vms, images, operations, events, hosts, networks, customize_routes,
                    pool_routes, volume_routes, vm_disk_routes, vm_snapshot_routes,
-                   vm_nic_routes, sg_routes, vm_guest_routes):
+                   vm_nic_routes, sg_routes, vm_guest_routes, vm_group_routes):
         app.include_router(module.router, responses=ERRORS)
     return app
 

@@ -16,8 +16,8 @@ from corral.errors import CorralError, Unauthorized
 from corral.httpserve import client_bytes
 
 
-def _agent_of(ctx: EngineContext, ws: WebSocket, name: str) -> tuple[str, str] | None:
-    """(agent URL, agent token) of the VM's host; None: no such VM. The client shows an API
+def _agent_of(ctx: EngineContext, ws: WebSocket, name: str) -> str | None:
+    """The agent URL of the VM's host; None: no such VM. The client shows an API
     token (``Authorization: Bearer``, as every route takes it) or a console ticket
     (``?ticket=``, for browsers); no bare token, and no token in the URL, where logs keep
     it. Blocking (database)."""
@@ -33,7 +33,7 @@ def _agent_of(ctx: EngineContext, ws: WebSocket, name: str) -> tuple[str, str] |
     with ctx.db.session() as s:
         vm = s.query(Vm).filter_by(name=name).one_or_none()
         host = s.get(Host, vm.host_id) if vm and vm.host_id else None
-        return None if vm is None or host is None else (host.url, host.token)
+        return None if vm is None or host is None else host.url
 
 
 async def proxy_console(ws: WebSocket, name: str) -> None:
@@ -46,14 +46,12 @@ async def proxy_console(ws: WebSocket, name: str) -> None:
     if agent is None:
         await ws.close(code=4404, reason=f"VM {name} not found")
         return
-    url, token = agent
     await ws.accept()
-    agent_url = url.replace("http", "ws", 1) + f"/v1/domains/{name}/console"
+    agent_url = agent.replace("http", "ws", 1) + f"/v1/domains/{name}/console"
+    tls = ctx.agent_tls() if agent_url.startswith("wss:") else None  # mutual TLS, as calls
     try:
-        upstream = await websockets.connect(
-            agent_url, additional_headers={"Authorization": f"Bearer {token}"}, max_size=None,
-            open_timeout=10, close_timeout=5,
-        )
+        upstream = await websockets.connect(agent_url, ssl=tls, max_size=None,
+                                            open_timeout=10, close_timeout=5)
         try:
             await _relay(ws, upstream)
         finally:

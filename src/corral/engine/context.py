@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +14,7 @@ from corral.engine.db.models import Host
 from corral.engine.db.session import Database
 from corral.engine.events import EventBus
 from corral.engine.operations import OperationRunner
+from corral.engine.tls import agent_ssl_context
 from corral.errors import NotFound
 
 
@@ -20,11 +22,10 @@ from corral.errors import NotFound
 class EngineSettings:
     data_dir: Path
     db_url: str = ""
-    reconcile_interval: float = 2.0
     agent_reconnect_s: float = RECONNECT_S  # how long a call waits for a restarting agent
-    # How long a host's agent must stay unreachable (over at least two polls) before the
-    # host is taken as unresponsive: one slow answer or a restart must not fence it.
-    host_grace_s: float = 30.0
+    # A host whose agent has not reported for this long is unresponsive (HA fences on it):
+    # a few missed heartbeats (1 s apart) of a loaded machine must not do it.
+    heartbeat_timeout_s: float = 5.0
     # Thin provisioning: a new disk's virtual size may be this many times the free space of
     # its pool (1.0: it must fit, as if fully written; `corral up --storage-overcommit`).
     storage_overcommit: float = 1.0
@@ -34,10 +35,21 @@ class EngineSettings:
     # Ranges an import URL may reach although they are loopback, link-local or this host's
     # (corral.safeurls; `corral up --import-allow-cidr`): none by default.
     import_allow_cidrs: tuple[str, ...] = ()
+    # The scheduler (corral.engine.scheduler): how many vCPUs and how much memory a host
+    # may be given per CPU and per MiB it has (Nova's defaults), and whether new VMs spread
+    # over the hosts (most free first) or pack them (`corral up --cpu-overcommit ...`).
+    cpu_overcommit: float = 4.0
+    memory_overcommit: float = 1.0
+    placement: str = "spread"  # spread | pack
 
     def __post_init__(self) -> None:
         if not self.db_url:
             self.db_url = f"sqlite:///{self.data_dir / 'corral.db'}"
+
+    @property
+    def tls_dir(self) -> Path:
+        """The engine's CA and certificates (corral.engine.tls)."""
+        return self.data_dir / "tls"
 
     @property
     def all_import_dirs(self) -> tuple[Path, ...]:
@@ -54,6 +66,7 @@ class EngineContext:
     agent_transport: httpx.BaseTransport | None = None
     _agents: dict[str, AgentClient] = field(default_factory=dict)
     _agents_lock: threading.Lock = field(default_factory=threading.Lock)
+    _agent_tls: ssl.SSLContext | None = None
 
     @classmethod
     def build(cls, settings: EngineSettings) -> EngineContext:
@@ -69,11 +82,20 @@ class EngineContext:
                     host = s.get(Host, host_id)
                     if host is None:
                         raise NotFound(f"host {host_id} not found")
-                    client = AgentClient(host.url, host.token,
+                    client = AgentClient(host.url, self.agent_tls(),
                                          reconnect_s=self.settings.agent_reconnect_s,
                                          transport=self.agent_transport)
                 self._agents[host_id] = client
             return client
+
+    def agent_tls(self) -> ssl.SSLContext | None:
+        """The engine's CA and client certificate for calls to agents (mutual TLS); None when
+        a stand-in carries the calls (tests)."""
+        if self.agent_transport is not None:
+            return None
+        if self._agent_tls is None:
+            self._agent_tls = agent_ssl_context(self.settings.tls_dir)
+        return self._agent_tls
 
     def forget_agent(self, host_id: str) -> None:
         with self._agents_lock:

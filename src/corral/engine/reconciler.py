@@ -1,95 +1,195 @@
-"""The reconciler: compares desired state (DB) with what agents report, and closes the gap.
+"""The reconciler: acts on what agents report, and closes the gap between the database and
+the hosts.
 
-Each pass, for every host that is up:
-- records each VM's actual state (and publishes an event when it changes);
-- a VM whose domain vanished from its host is defined again (and started if it should run);
-- a VM that should run but was powered off from inside the guest is taken as stopped:
-  the guest's own shutdown is the user's intent, not a failure to undo;
-- a host whose agent has not answered (a transport error: refused, reset, timed out) for
-  ``host_grace_s`` and at least two polls becomes ``unresponsive``; HA fences on that, so
-  neither an error the agent answered with (a bug's 500) nor one slow answer may cause it.
-  An answered error is logged and the host's status left as it is; the next answer makes
-  it ``up`` again.
+Agents push (corral.agent.reporter): a heartbeat every interval with a digest of their
+domains, and a report at once when a domain's lifecycle changes. Here:
+- a report keeps its host ``up`` (or makes it up again); a host whose reports stop for
+  ``heartbeat_timeout_s`` becomes ``unresponsive`` (HA fences on that, so only silence
+  counts, never an error or one slow answer);
+- lifecycle events are published at once, and a host whose digest disagrees with the
+  engine's rows (or whose agent restarted, or reported events) is resynced: its domains
+  are listed and each VM's row brought in line, by a worker, one host at a time as reports
+  ask — there is no loop over hosts;
+- resync of one VM: a domain that vanished is defined again (and started if it should
+  run); a guest powered off from inside is taken as stopped (the user's intent).
 VMs with an operation in progress are left alone: their operation owns them.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from corral.agent_api.domains import DomainInfo
+from corral.agent_api.reports import HostReport, ReportAnswer, domains_digest
 from corral.api import VmState
 from corral.engine.context import EngineContext
 from corral.engine.db.models import Host, Vm, utcnow
-from corral.engine.services import vm_define, vm_design
-from corral.errors import AgentUnreachable, CorralError
+from corral.engine.services import host_states, host_sync, hosts, vm_define, vm_design
+from corral.engine.services.host_states import HostAction
+from corral.errors import CorralError
 
 log = logging.getLogger(__name__)
 
 # VMs being created or deleted: their operation owns them, the reconciler keeps off.
 _IN_FLUX = {VmState.CREATING.value, VmState.DELETING.value}
-MIN_MISSES = 2  # a single failed poll never makes a host unresponsive, whatever the grace
+LAST_SEEN_EVERY_S = 10.0  # how often a heartbeat is written to the database (hosts.last_seen)
+# A disagreement a resync did not mend (a VM whose operation holds it, an agent error) is
+# tried again this often, not at every heartbeat.
+RESYNC_AGAIN_S = 30.0
 
 
 @dataclass
-class _Misses:
-    """Consecutive polls of one host that got no answer, since ``first`` (clock time)."""
+class _Heartbeat:
+    """The last report of a host (clock time), and what it said."""
 
-    first: float
-    count: int = 0
+    at: float
+    boot_id: str = ""
+    digest: str = ""
+    resynced_for: tuple[str, str] = ("", "")  # (host digest, engine digest) of the last resync
+    resynced_at: float = float("-inf")
+    written: float = float("-inf")  # when last_seen was last written
 
 
 class Reconciler:
-    """``clock``: monotonic seconds; tests pass their own to step through the grace."""
+    """``clock``: monotonic seconds; tests pass their own and call ``check_heartbeats`` and
+    ``drain`` instead of starting the threads."""
 
     def __init__(self, ctx: EngineContext, clock: Callable[[], float] = time.monotonic) -> None:
         self.ctx = ctx
         self._clock = clock
-        self._misses: dict[str, _Misses] = {}
+        self._beats: dict[str, _Heartbeat] = {}
+        self._beats_lock = threading.Lock()
+        self._queue: queue.Queue[str] = queue.Queue()
+        self._queued: set[str] = set()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="reconciler", daemon=True)
+        self._threads = [threading.Thread(target=self._monitor, name="host-monitor", daemon=True),
+                         threading.Thread(target=self._worker, name="reconciler", daemon=True)]
+        self._started = self._clock()
 
     def start(self) -> None:
-        self._thread.start()
+        with self.ctx.db.session() as s:  # what changed while the engine was away
+            for host_id, in s.query(Host.id):
+                self.resync(host_id)
+        for t in self._threads:
+            t.start()
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=10)
+        self._queue.put("")  # wakes the worker
+        for t in self._threads:
+            if t.is_alive():
+                t.join(timeout=10)
 
-    def _loop(self) -> None:
-        while not self._stop.wait(self.ctx.settings.reconcile_interval):
-            try:
-                self.run_once()
-            except Exception:  # keep reconciling whatever one pass hit
-                log.exception("reconcile pass failed")
+    # -- reports ---------------------------------------------------------------------------
+    def report(self, host_id: str, report: HostReport) -> ReportAnswer:
+        """A host's report (its agent, over mutual TLS): it is alive; resync it if its
+        domains disagree with the rows, or it restarted, or something happened."""
+        now = self._clock()
+        with self._beats_lock:
+            beat = self._beats.get(host_id)
+            restarted = beat is None or beat.boot_id != report.boot_id
+            if beat is None:
+                beat = self._beats[host_id] = _Heartbeat(at=now)
+            beat.at, beat.boot_id, beat.digest = now, report.boot_id, report.digest
+            write_seen = now - beat.written >= LAST_SEEN_EVERY_S
+            if write_seen:
+                beat.written = now
+        name, status = self._host_status(host_id, HostAction.ANSWERED, "its agent reports",
+                                         write_seen=write_seen)
+        for ev in report.events:
+            self.ctx.bus.publish("domain", {"host": name, "name": ev.name, "event": ev.event,
+                                            "detail": ev.detail, "state": ev.state})
+        ours = self.engine_digest(host_id)
+        with self._beats_lock:
+            tried = (report.digest, ours) == beat.resynced_for and \
+                now - beat.resynced_at < RESYNC_AGAIN_S
+            stale = report.digest != ours and not tried
+            if restarted or report.events or stale:
+                beat.resynced_for, beat.resynced_at = (report.digest, ours), now
+        if restarted or report.events or stale:
+            self.resync(host_id, refresh_facts=restarted)
+        return ReportAnswer(host=name, status=status)
 
-    def run_once(self) -> None:
+    def engine_digest(self, host_id: str) -> str:
         with self.ctx.db.session() as s:
-            host_ids = [h.id for h in s.query(Host)]
-        for gone in self._misses.keys() - set(host_ids):  # hosts removed meanwhile
-            del self._misses[gone]
-        for host_id in host_ids:
-            self._host(host_id)
+            rows = s.query(Vm.id, Vm.state).filter(Vm.host_id == host_id,
+                                                    Vm.state.notin_(_IN_FLUX)).all()
+        return domains_digest((vm_id, state) for vm_id, state in rows)
 
-    def _host(self, host_id: str) -> None:
-        ctx = self.ctx
-        asked = self._clock()
+    def check_heartbeats(self) -> None:
+        """Every host that is up and has not reported for the timeout becomes unresponsive.
+        A host never heard from since the engine started counts from the start."""
+        timeout = self.ctx.settings.heartbeat_timeout_s
+        now = self._clock()
+        with self.ctx.db.session() as s:
+            up = [h.id for h in s.query(Host).filter_by(status="up")]
+        for host_id in up:
+            with self._beats_lock:
+                beat = self._beats.get(host_id)
+                last = beat.at if beat is not None else self._started
+            silent = now - last
+            if silent >= timeout:
+                self._host_status(host_id, HostAction.LOST,
+                                  f"no heartbeat for {silent:.1f} s (timeout {timeout:g} s)")
+
+    def _monitor(self) -> None:
+        tick = min(0.5, self.ctx.settings.heartbeat_timeout_s / 4)
+        while not self._stop.wait(tick):
+            try:
+                self.check_heartbeats()
+            except Exception:  # keep watching whatever one check hit
+                log.exception("heartbeat check failed")
+
+    # -- resync ----------------------------------------------------------------------------
+    def resync(self, host_id: str, refresh_facts: bool = False) -> None:
+        """Queue a resync of the host (once, however often asked before it runs)."""
+        key = f"{host_id}+facts" if refresh_facts else host_id
+        with self._beats_lock:
+            if key in self._queued:
+                return
+            self._queued.add(key)
+        self._queue.put(key)
+
+    def drain(self) -> None:
+        """Run every queued resync now, on this thread (tests)."""
+        while True:
+            try:
+                key = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            self._run(key)
+
+    def _worker(self) -> None:
+        while not self._stop.is_set():
+            key = self._queue.get()
+            if key:
+                self._run(key)
+
+    def _run(self, key: str) -> None:
+        with self._beats_lock:
+            self._queued.discard(key)
+        host_id, _, facts = key.partition("+")
         try:
-            reported = ctx.agent(host_id).domains()
-        except AgentUnreachable as exc:
-            self._missed(host_id, asked, exc)
-            return
+            if facts:  # a restarted agent (a new version, a host that booted again)
+                hosts.refresh_facts(self.ctx, host_id)
+                # A host that just joined or restarted gets the cluster's networks, pools
+                # and ports before its VMs are resynced (they may need them to start).
+                host_sync.catch_up(self.ctx, host_id)
+            self.resync_host(host_id)
         except CorralError as exc:
-            # It answered, so it is reachable: not a miss, and no grounds to fence it.
-            self._misses.pop(host_id, None)
-            log.warning("host %s: poll failed (status left as it is): %s", host_id, exc)
-            return
-        self._misses.pop(host_id, None)
-        self._host_status(host_id, "up", "agent answered")
+            log.warning("resync of host %s: %s", host_id, exc)
+        except Exception:  # keep reconciling whatever one host hit
+            log.exception("resync of host %s failed", host_id)
+
+    def resync_host(self, host_id: str) -> None:
+        """List the host's domains and bring each VM's row in line (now, on this thread)."""
+        ctx = self.ctx
+        reported = ctx.agent(host_id).domains()
         by_id = {d.vm_id: d for d in reported if d.vm_id}
         with ctx.db.session() as s:
             rows = [(v.id, v.name, v.state, v.desired_power)
@@ -127,27 +227,19 @@ class Reconciler:
             fields["desired_power"] = "stopped"  # shut down from inside the guest
         vm_define.set_fields(ctx, vm_id, **fields)
 
-    def _missed(self, host_id: str, asked: float, exc: AgentUnreachable) -> None:
-        # Unreachable since the first unanswered poll was sent, not since it gave up.
-        now = self._clock()
-        misses = self._misses.setdefault(host_id, _Misses(first=asked))
-        misses.count += 1
-        gone_s = now - misses.first
-        log.info("host %s: poll %d without an answer (%.0f s): %s",
-                 host_id, misses.count, gone_s, exc)
-        if misses.count >= MIN_MISSES and gone_s >= self.ctx.settings.host_grace_s:
-            self._host_status(host_id, "unresponsive",
-                              f"no answer for {gone_s:.0f} s ({misses.count} polls): {exc}")
-
-    def _host_status(self, host_id: str, status: str, reason: str) -> None:
+    def _host_status(self, host_id: str, action: HostAction, reason: str,
+                     write_seen: bool = False) -> tuple[str, str]:
+        """(name, status) after ``action``; through the state table: a host in maintenance
+        stays there when its agent reports."""
         with self.ctx.db.session() as s:
             host = s.get(Host, host_id)
             if host is None:
-                return
-            changed = host.status != status
-            host.status = status
-            if status == "up":
+                return host_id, "removed"
+            before, status = host_states.apply(s, host_id, action)
+            changed = before is not status
+            if action is HostAction.ANSWERED and (write_seen or changed):
                 host.last_seen = utcnow()
             name = host.name
         if changed:
             self.ctx.bus.publish("host", {"name": name, "status": status, "reason": reason})
+        return name, str(status)

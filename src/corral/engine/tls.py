@@ -1,28 +1,78 @@
-"""A self-signed CA made on the engine's first start, and the server certificate it signs."""
+"""The engine's CA (made on first start, kept) and what it signs: the engine's server
+certificate (remade at each start), its client certificate for agents, and hosts' certificates.
+
+Engine and agents authenticate each other with these (mutual TLS): the agent accepts only
+the engine's client certificate (CN ``corral engine``, a name no host can have), the engine
+only a certificate its CA issued to a registered host (by fingerprint, so removing the host
+revokes it).
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
 import socket
+import ssl
 from pathlib import Path
 
 import psutil
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from corral.errors import InvalidInput
+from corral.pki import key_pem, load_key, write_private
 
 _YEARS = 10
+ENGINE_CN = "corral engine"
 
 
-def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
-    data = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def ensure_ca(tls_dir: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """The CA of this engine: made once, kept across starts (hosts' certificates hang on it)."""
+    tls_dir.mkdir(parents=True, exist_ok=True)
+    ca_pem, ca_key_path = tls_dir / "ca.pem", tls_dir / "ca.key"
+    if ca_pem.exists() and ca_key_path.exists():
+        return x509.load_pem_x509_certificate(ca_pem.read_bytes()), load_key(ca_key_path)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "corral CA")])
+    now = _now()
+    ca_cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=365 * _YEARS))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False,
+                                     False), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    write_private(ca_key_path, key_pem(ca_key))
+    ca_pem.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    return ca_cert, ca_key
+
+
+def _issue(tls_dir: Path, cn: str, public_key: ec.EllipticCurvePublicKey,
+           sans: list[x509.GeneralName], usages: list[x509.ObjectIdentifier]) -> bytes:
+    ca_cert, ca_key = ensure_ca(tls_dir)
+    now = _now()
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+        .issuer_name(ca_cert.subject).public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=365 * _YEARS))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+    )
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    return builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
 
 
 def _local_names() -> tuple[list[str], list[str]]:
@@ -36,30 +86,9 @@ def _local_names() -> tuple[list[str], list[str]]:
 
 
 def ensure_tls(tls_dir: Path, extra_names: list[str] | None = None) -> tuple[Path, Path, Path]:
-    """(ca.pem, server.pem, server.key); the server cert is remade at each start, the CA kept."""
-    tls_dir.mkdir(parents=True, exist_ok=True)
-    ca_pem, ca_key_path = tls_dir / "ca.pem", tls_dir / "ca.key"
-    now = dt.datetime.now(dt.UTC)
-    if ca_pem.exists() and ca_key_path.exists():
-        ca_cert = x509.load_pem_x509_certificate(ca_pem.read_bytes())
-        loaded = serialization.load_pem_private_key(ca_key_path.read_bytes(), None)
-        assert isinstance(loaded, ec.EllipticCurvePrivateKey)
-        ca_key = loaded
-    else:
-        ca_key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "corral CA")])
-        ca_cert = (
-            x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=365 * _YEARS))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False,
-                                         False), critical=True)
-            .sign(ca_key, hashes.SHA256())
-        )
-        _write_key(ca_key_path, ca_key)
-        ca_pem.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    """(ca.pem, server.pem, server.key); the server cert is remade at each start (this
+    machine's addresses may have changed), the CA kept."""
+    ensure_ca(tls_dir)
     names, ips = _local_names()
     for extra in extra_names or []:
         try:
@@ -69,19 +98,56 @@ def ensure_tls(tls_dir: Path, extra_names: list[str] | None = None) -> tuple[Pat
     key = ec.generate_private_key(ec.SECP256R1())
     sans: list[x509.GeneralName] = [x509.DNSName(n) for n in dict.fromkeys(names)]
     sans += [x509.IPAddress(ipaddress.ip_address(i)) for i in dict.fromkeys(ips)]
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, socket.gethostname())]))
-        .issuer_name(ca_cert.subject).public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=365 * _YEARS))
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]),
-                       critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
+    cert = _issue(tls_dir, socket.gethostname(), key.public_key(), sans,
+                  [ExtendedKeyUsageOID.SERVER_AUTH])
     server_pem, server_key = tls_dir / "server.pem", tls_dir / "server.key"
-    _write_key(server_key, key)
-    server_pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return ca_pem, server_pem, server_key
+    write_private(server_key, key_pem(key))
+    server_pem.write_bytes(cert)
+    return tls_dir / "ca.pem", server_pem, server_key
+
+
+def ensure_engine_client(tls_dir: Path) -> tuple[Path, Path]:
+    """(engine.pem, engine.key): the certificate the engine shows agents; kept, since agents
+    pin it at join."""
+    pem, key_path = tls_dir / "engine.pem", tls_dir / "engine.key"
+    if not (pem.exists() and key_path.exists()):
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = _issue(tls_dir, ENGINE_CN, key.public_key(), [],
+                      [ExtendedKeyUsageOID.CLIENT_AUTH])
+        write_private(key_path, key_pem(key))
+        pem.write_bytes(cert)
+    return pem, key_path
+
+
+def sign_host(tls_dir: Path, csr_pem: str, name: str) -> bytes:
+    """A client + server certificate for host ``name`` from its CSR: CN and the first DNS
+    name are the host's name whatever the CSR says; its other names and addresses are kept
+    (the engine reaches the agent at one of them)."""
+    try:
+        csr = x509.load_pem_x509_csr(csr_pem.encode())
+    except ValueError as exc:
+        raise InvalidInput(f"not a PEM certificate signing request: {exc}", field="csr") from exc
+    if not csr.is_signature_valid:
+        raise InvalidInput("the CSR's signature does not match its key", field="csr")
+    public_key = csr.public_key()
+    if not isinstance(public_key, ec.EllipticCurvePublicKey):
+        raise InvalidInput("the CSR's key must be an EC key (P-256)", field="csr")
+    sans: list[x509.GeneralName] = [x509.DNSName(name)]
+    try:
+        asked = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        asked = x509.SubjectAlternativeName([])
+    for n in asked.get_values_for_type(x509.DNSName):
+        if n != name and n not in ("localhost", ENGINE_CN):
+            sans.append(x509.DNSName(n))
+    sans += [x509.IPAddress(ip) for ip in asked.get_values_for_type(x509.IPAddress)]
+    return _issue(tls_dir, name, public_key, sans,
+                  [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH])
+
+
+def agent_ssl_context(tls_dir: Path) -> ssl.SSLContext:
+    """How the engine calls agents: it trusts its CA only and shows its client certificate."""
+    pem, key = ensure_engine_client(tls_dir)  # and the CA, on a first start
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(tls_dir / "ca.pem"))
+    ctx.load_cert_chain(str(pem), str(key))
+    return ctx

@@ -396,6 +396,66 @@ class LabHost:
                 return pid
         return None
 
+    # -- another process's lab host, power loss ----------------------------------------
+
+    def attach(self) -> bool:
+        """Take over a lab host started by another process (``corral lab``: every command is
+        a new process); False when its namespace holder is gone."""
+        holder = self._find_holder()
+        self._holder_pid = holder
+        return holder is not None
+
+    def processes(self) -> list[int]:
+        """Every process of the lab host but its holder: those in its network namespace
+        (QEMU too: libvirt gives it a mount namespace of its own) or its mount namespace."""
+        holder = self._find_holder()
+        found = set(_net.netns_pids(self.netns))
+        if holder is not None:
+            mnt = _procs.ns_id(holder, "mnt")
+            if mnt is not None and mnt != _procs.ns_id("self", "mnt"):
+                found.update(_procs.pids_in_ns("mnt", mnt))
+            found.discard(holder)
+        return sorted(p for p in found if _procs.is_alive(p))
+
+    def power_off(self) -> list[int]:
+        """SIGKILL every process of the lab host at once, as a power loss: namespaces,
+        mounts and disks stay, so :meth:`power_on` can boot it again. Returns the pids
+        killed; raises HostError if some survived."""
+        victims = self.processes()
+        left = _procs.kill_and_wait(victims)
+        if left:
+            raise HostError(f"lab host {self.name!r}: processes survived SIGKILL: {left}")
+        return victims
+
+    def power_on(self) -> None:
+        """Start virtlogd and libvirtd where they do not run (after :meth:`power_off`, or a
+        daemon killed alone) and wait for libvirtd."""
+        if not self.attach():
+            raise WrongState(f"lab host {self.name!r} has no namespaces: start it instead")
+        if not self.processes():
+            # A power loss: /run is a tmpfs on a real host and comes back empty (libvirt's
+            # domain status files too, so libvirtd finds its guests shut off). Not after a
+            # daemon was killed alone: its guests still run and libvirtd must find them.
+            for sub in ("run/libvirt", "run/openvswitch"):
+                for entry in (self.root_dir / sub).glob("*"):
+                    if entry.is_dir() and not entry.is_symlink():
+                        shutil.rmtree(entry, ignore_errors=True)
+                    else:
+                        entry.unlink(missing_ok=True)
+        if self.daemon_pid("virtlogd") is None:
+            self.run(["virtlogd", "-d", "-p", str(self._run / "virtlogd.pid")])
+        if self.daemon_pid("libvirtd") is None:
+            self.run(["libvirtd", "-d", "--listen", "-p", str(self._run / "libvirtd.pid")])
+        self._wait_ready()
+
+    def daemon_pid(self, daemon: str) -> int | None:
+        """The live pid of ``virtlogd`` or ``libvirtd`` (from its pid file in run/)."""
+        try:
+            pid = int((self._run / f"{daemon}.pid").read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if _procs.is_alive(pid) and _procs.comm(pid) == daemon else None
+
     def stop(self) -> None:
         """Kill everything in the lab host, unmount, remove the veth and the netns.
 

@@ -16,6 +16,11 @@ def default_data_dir() -> Path:
     env = os.environ.get("CORRAL_DATA_DIR")
     if env:
         return Path(env)
+    return machine_data_dir()
+
+
+def machine_data_dir() -> Path:
+    """This user's own node (`corral up` without --data-dir), whatever CORRAL_DATA_DIR says."""
     if os.geteuid() == 0:
         return DEFAULT_DATA_DIR
     return Path.home() / ".local" / "share" / "corral"
@@ -41,10 +46,6 @@ class NodePaths:
     @property
     def agent_dir(self) -> Path:
         return self.data_dir / "agent"
-
-    @property
-    def agent_token(self) -> Path:
-        return self.agent_dir / "token"
 
     @property
     def engine_pid(self) -> Path:

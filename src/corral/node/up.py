@@ -6,9 +6,10 @@ import contextlib
 import json
 import logging
 import os
-import secrets
+import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -19,14 +20,19 @@ from pathlib import Path
 import httpx
 import uvicorn
 
+from corral.agent.identity import Identity
+from corral.api.cluster import JoinRequest
 from corral.engine.app import build_context, create_app
 from corral.engine.context import EngineContext, EngineSettings
-from corral.engine.services import auth, hosts, networks, pools
+from corral.engine.db.models import Host
+from corral.engine.services import auth, host_join, hosts, networks, pools
 from corral.engine.tls import ensure_tls
 from corral.errors import Conflict, CorralError, Unavailable
 from corral.node import hostnet
 from corral.node.daemons import ensure_libvirtd
 from corral.node.paths import DEFAULT_DATA_DIR, USER_CONFIG, NodePaths, write_private
+from corral.peercert import PeerCertProtocol
+from corral.pki import fingerprint, make_csr
 from corral.virt_type import VirtType, detect_virt_type
 
 log = logging.getLogger("corral.up")
@@ -45,12 +51,21 @@ class UpOptions:
     import_dirs: tuple[Path, ...] = ()
     import_allow_cidrs: tuple[str, ...] = ()
     storage_overcommit: float = 1.0  # thin provisioning (EngineSettings.storage_overcommit)
+    # False: the engine alone (hosts join it: `corral lab up`, a cluster's engine machine).
+    local_agent: bool = True
+    # The scheduler (EngineSettings.cpu_overcommit, memory_overcommit, placement).
+    cpu_overcommit: float = 4.0
+    memory_overcommit: float = 1.0
+    placement: str = "spread"
 
     def setting_args(self) -> list[str]:
-        """The import and storage settings as `corral up` options."""
+        """The import, storage and scheduler settings as `corral up` options."""
         return [*(a for d in self.import_dirs for a in ("--import-dir", str(d))),
                 *(a for c in self.import_allow_cidrs for a in ("--import-allow-cidr", c)),
-                "--storage-overcommit", str(self.storage_overcommit)]
+                "--storage-overcommit", str(self.storage_overcommit),
+                "--cpu-overcommit", str(self.cpu_overcommit),
+                "--memory-overcommit", str(self.memory_overcommit),
+                "--placement", self.placement]
 
 
 def _pid_alive(pid_file: Path) -> int | None:
@@ -64,7 +79,7 @@ def _pid_alive(pid_file: Path) -> int | None:
 
 
 def _wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes] | None = None,
-               verify: bool | str = True) -> None:
+               verify: bool | str | ssl.SSLContext = True) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -79,21 +94,43 @@ def _wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes] | None = 
 
 
 class AgentSupervisor:
-    """Runs the local agent and starts it again if it dies (its VMs keep running)."""
+    """Runs the local agent and starts it again if it dies (its VMs keep running).
+
+    The local agent joins the engine as any host does (corral.engine.services.host_join),
+    only in-process: a one-time token is made and spent at once for its CSR."""
 
     def __init__(self, paths: NodePaths, port: int, libvirt_uri: str,
                  settings: EngineSettings | None = None) -> None:
         self.paths, self.port, self.uri = paths, port, libvirt_uri
         self.settings = settings or EngineSettings(data_dir=paths.data_dir)  # imports: the same
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = f"https://127.0.0.1:{port}"
+        self.identity = Identity.of(paths.agent_dir)
         self.proc: subprocess.Popen[bytes] | None = None
         self._stopping = threading.Event()
+        self._tls: ssl.SSLContext | None = None
 
-    def token(self) -> str:
-        f = self.paths.agent_token
-        if not f.exists():
-            write_private(f, secrets.token_urlsafe(32))
-        return f.read_text().strip()
+    def join(self, ctx: EngineContext, name: str, engine_url: str) -> None:
+        """Join the engine once; later starts keep the identity. A host row made before
+        certificates existed (no fingerprint) is taken over by this join."""
+        self._tls = ctx.agent_tls()
+        if self.identity.exists() and (self.identity.url, self.identity.engine_url) == \
+                (self.url, engine_url):
+            with ctx.db.session() as s:
+                row = s.query(Host).filter_by(name=name).one_or_none()
+                fp = fingerprint(self.identity.cert.read_bytes())
+                if row is not None and row.cert_fingerprint == fp:
+                    return
+        shutil.rmtree(self.identity.dir, ignore_errors=True)  # another engine's, or stale
+        with ctx.db.session() as s:
+            row = s.query(Host).filter_by(name=name).one_or_none()
+            if row is not None:
+                row.cert_fingerprint = None  # this node's own host: it joins again
+        token = host_join.create_token(ctx, ttl_s=60).token
+        key_pem, csr = make_csr(name, ["127.0.0.1"])
+        answer = host_join.join(ctx, JoinRequest(token=token, name=name, url=self.url,
+                                                 csr=csr.decode()))
+        self.identity.save(key_pem, answer.certificate, answer.ca, answer.engine_certificate,
+                           engine_url, name, self.url)
 
     def start(self) -> None:
         old = _pid_alive(self.paths.agent_pid)
@@ -106,10 +143,9 @@ class AgentSupervisor:
                 if b"corral.agent" in Path(f"/proc/{old}/cmdline").read_bytes():
                     os.kill(old, signal.SIGKILL)  # its children die with it (corral.agent.children)
                     time.sleep(0.2)
-        self.token()
-        argv = [sys.executable, "-m", "corral.agent", "--state-dir", str(self.paths.agent_dir),
-                "--listen", "127.0.0.1", "--port", str(self.port),
-                "--token-file", str(self.paths.agent_token), "--libvirt-uri", self.uri,
+        argv = [sys.executable, "-m", "corral.agent", "run", "--state-dir",
+                str(self.paths.agent_dir), "--listen", "127.0.0.1", "--port", str(self.port),
+                "--libvirt-uri", self.uri,
                 # the engine's data dir (its database) is corral's too; imports as the engine's
                 "--protect-dir", str(self.paths.data_dir)]
         for d in self.settings.all_import_dirs:
@@ -120,7 +156,8 @@ class AgentSupervisor:
         self.proc = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL)
         self.paths.agent_pid.write_text(str(self.proc.pid))
-        _wait_http(f"{self.url}/v1/health", 60, self.proc)
+        _wait_http(f"{self.url}/v1/health", 60, self.proc,
+                   verify=self._tls if self._tls is not None else True)
 
     def watch(self) -> None:
         def loop() -> None:
@@ -181,31 +218,43 @@ def run_up(opts: UpOptions) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     virt = detect_virt_type()
     log.info("virtualization: %s (%s)", virt.type.value, virt.note)
-    log.info(ensure_libvirtd(opts.libvirt_uri, hide_kvm=virt.type == VirtType.QEMU))
+    if opts.local_agent:
+        log.info(ensure_libvirtd(opts.libvirt_uri, hide_kvm=virt.type == VirtType.QEMU))
     settings = EngineSettings(data_dir=paths.data_dir, import_dirs=tuple(opts.import_dirs),
                               import_allow_cidrs=tuple(opts.import_allow_cidrs),
-                              storage_overcommit=opts.storage_overcommit)
+                              storage_overcommit=opts.storage_overcommit,
+                              cpu_overcommit=opts.cpu_overcommit,
+                              memory_overcommit=opts.memory_overcommit,
+                              placement=opts.placement)
+    ctx = build_context(settings)
+    ca, cert, key = ensure_tls(paths.tls_dir, [opts.listen])
     agent = AgentSupervisor(paths, opts.port + 1, opts.libvirt_uri, settings)
-    agent.start()
+    if opts.local_agent:
+        here = "127.0.0.1" if opts.listen in ("0.0.0.0", "::") else opts.listen
+        agent.join(ctx, socket.gethostname(), f"https://{here}:{opts.port}")
+        agent.start()
     try:
-        ctx = build_context(settings)
-        hosts.register(ctx, socket.gethostname(), agent.url, agent.token())
-        try:
-            networks.ensure_default(ctx, opts.subnet, opts.bridge)
-        except Conflict as exc:  # e.g. another node's bridge: say what to pass instead
-            if exc.field not in ("bridge", "subnet"):
-                raise
-            extra = f" --port {opts.port}" if opts.port != UpOptions.port else ""
-            raise hostnet.explain(exc, paths.data_dir, opts.subnet, opts.bridge,
-                                  extra) from exc
-        pools.ensure_default(ctx)  # the `default` dir pool: the agent's storage dir
-        ca, cert, key = ensure_tls(paths.tls_dir, [opts.listen])
+        if opts.local_agent:
+            hosts.refresh(ctx, hosts.by_name(ctx, socket.gethostname()))
+            try:
+                networks.ensure_default(ctx, opts.subnet, opts.bridge)
+            except Conflict as exc:  # e.g. another node's bridge: say what to pass instead
+                if exc.field not in ("bridge", "subnet"):
+                    raise
+                extra = f" --port {opts.port}" if opts.port != UpOptions.port else ""
+                raise hostnet.explain(exc, paths.data_dir, opts.subnet, opts.bridge,
+                                      extra) from exc
+            pools.ensure_default(ctx)  # the `default` dir pool: the agent's storage dir
         _client_config(ctx, paths, opts, ca)
         paths.engine_pid.write_text(str(os.getpid()))
-        agent.watch()
+        if opts.local_agent:
+            agent.watch()
+        # Clients without a certificate (the CLI, browsers) are welcome; an agent shows its
+        # host's, which must be of this CA (checked here) and of a registered host (routes).
         config = uvicorn.Config(
             create_app(ctx), host=opts.listen, port=opts.port, ssl_certfile=str(cert),
-            ssl_keyfile=str(key), log_level="warning", access_log=False, lifespan="on",
+            ssl_keyfile=str(key), ssl_ca_certs=str(ca), ssl_cert_reqs=ssl.CERT_OPTIONAL,
+            http=PeerCertProtocol, log_level="warning", access_log=False, lifespan="on",
         )
         uvicorn.Server(config).run()
     finally:
@@ -221,7 +270,8 @@ def start_detached(opts: UpOptions, timeout: float = 120) -> None:
         raise Unavailable(f"corral is already running from {paths.data_dir} (`corral down`)")
     argv = [sys.executable, "-m", "corral.cli.main", "up", "--data-dir", str(opts.data_dir),
             "--listen", opts.listen, "--port", str(opts.port), "--subnet", opts.subnet,
-            "--bridge", opts.bridge, "--libvirt-uri", opts.libvirt_uri, *opts.setting_args()]
+            "--bridge", opts.bridge, "--libvirt-uri", opts.libvirt_uri, *opts.setting_args(),
+            *([] if opts.local_agent else ["--no-local-agent"])]
     logf = open(paths.log, "ab")  # noqa: SIM115 - the child keeps it
     start = logf.tell()  # what this start writes: its error is there, not older runs'
     proc = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import libvirt
 
-from corral.agent.hypervisor import guest_agent
+from corral.agent.hypervisor import guest_agent, host_caps
 from corral.agent_api.domains import DomainInfo
 from corral.domainxml import Domain, MemoryDevice, vm_id_of
 from corral.errors import (
@@ -142,8 +142,17 @@ class Hypervisor:
         return DomainInfo(name=dom.name(), uuid=uuid, vm_id=self._vm_ids[uuid], state=state)
 
     def version(self) -> str:
-        v = self._call("version", lambda c: c.getLibVersion())
-        return f"{v // 1000000}.{v // 1000 % 1000}.{v % 1000}"
+        return host_caps.dotted(self._call("version", lambda c: c.getLibVersion()))
+
+    def host_cpu(self) -> host_caps.HostCpu:
+        """The host CPU as libvirt names it (capabilities: model, vendor, features)."""
+        return host_caps.parse_host_cpu(self._call("capabilities",
+                                                   lambda c: c.getCapabilities()))
+
+    def hypervisor(self) -> tuple[str, str]:
+        """(type, version) of what libvirt drives: ("QEMU", "7.2.0") on the qemu driver."""
+        kind, v = self._call("hypervisor version", lambda c: (c.getType(), c.getVersion()))
+        return str(kind), host_caps.dotted(int(v))
 
     def list_domains(self) -> list[DomainInfo]:
         """Every domain libvirt knows, running or not; transient ones vanish while listed."""

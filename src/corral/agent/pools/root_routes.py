@@ -14,6 +14,7 @@ from corral.agent.jobs import JobReporter, JobRunner
 from corral.agent.pools import host_registry
 from corral.agent.pools.roots import RootDisks
 from corral.agent.storage import Storage
+from corral.agent_api.image_files import ImageInPool
 from corral.agent_api.jobs import JobInfo
 from corral.agent_api.pools import (
     ResizeBody,
@@ -41,6 +42,10 @@ def router(state_dir: Path, storage: Storage, jobs: JobRunner) -> APIRouter:
 
         return jobs.submit("root.create", f"disk:{vm}", work, message="creating root disk",
                            token=op).info()
+
+    @r.get("/v1/pools/{pool}/bases/{image}")
+    def base(pool: str, image: str) -> ImageInPool:
+        return ImageInPool(present=roots.has_base(pool, image))
 
     @r.delete("/v1/pools/{pool}/roots/{vm}")
     def delete_root(pool: str, vm: str) -> RootDeleted:

@@ -73,13 +73,23 @@ class RootDisks:
                report: Progress | None = None) -> dict[str, Any]:
         pool = self._pool(pool_name)
         base = self.storage.image_path(image)
-        if not base.exists():
+        # A pool that holds the image's base already (shared: another host put it there)
+        # makes the disk from it: the image need not be in this host's images/ dir.
+        if not base.exists() and not self.has_base(pool_name, image):
             raise NotFound(f"image {image} not found on this host (an ISO cannot be a root "
                            "disk in a pool)", field="image")
         if isinstance(pool, RbdPool):
             return _Rbd(pool).create(vm, image, base, size, report)
         assert isinstance(pool, DirPool)
         return _Files(pool).create(vm, image, base, size, report)
+
+    def has_base(self, pool_name: str, image: str) -> bool:
+        """Whether the pool holds image ``image``'s base (made whole, then renamed)."""
+        pool = self._pool(pool_name)
+        if isinstance(pool, RbdPool):
+            return _Rbd(pool).exists(f"img.{_name(image, 'image')}")
+        assert isinstance(pool, DirPool)
+        return (_Files(pool).bases / f"img.{_name(image, 'image')}.qcow2").exists()
 
     def delete(self, pool_name: str, vm: str) -> dict[str, Any]:
         pool = self._pool(pool_name)

@@ -33,13 +33,14 @@ from corral.agent_api.snapshots import (
     SnapshotInfo,
     TemplateBody,
 )
+from corral.engine.agent_calls.image_files import ImageFileCalls
 from corral.engine.agent_calls.jobs import JobCalls, JobStart
 
 if TYPE_CHECKING:
     from corral.api import GuestCustomize
 
 
-class ImageCalls(JobCalls):
+class ImageCalls(JobCalls, ImageFileCalls):  # ImageFileCalls: copies between hosts
     # -- images ----------------------------------------------------------------------------
     def image(self, name: str) -> ImageDetail:
         return self._send("GET", f"/v1/images/{name}", ImageDetail, timeout=30)

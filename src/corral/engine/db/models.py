@@ -46,10 +46,14 @@ class Host(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(63), unique=True)
     url: Mapped[str] = mapped_column(String(255))
-    token: Mapped[str] = mapped_column(String(128))
+    # sha256 of the DER certificate the engine's CA issued it at join: the one client
+    # certificate the engine takes from this host (a removed host's no longer matches).
+    cert_fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True)
     status: Mapped[str] = mapped_column(String(20), default="up")
     facts: Mapped[dict[str, Any]] = mapped_column(default=dict)
     last_seen: Mapped[datetime | None] = mapped_column(nullable=True)
+    # Labels VMs can require (`vm create --host-tag ssd`), sorted; set by `corral host tag`.
+    tags: Mapped[list[Any]] = mapped_column(JSON, default=list, server_default="[]")
 
 
 class Image(Base):
@@ -120,6 +124,23 @@ class Vm(Base):
     # What the running domain booted with (cpus, memory_mib, balloon_mib, hardware), set when
     # it starts and by live changes: the settings that differ are pending (next boot).
     booted: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
+    # Its affinity group (`vm create --group`): the scheduler keeps members together or apart.
+    group_id: Mapped[str | None] = mapped_column(ForeignKey("vm_groups.id"), nullable=True,
+                                                 index=True)
+    # The host tags it requires (`vm create --host-tag`), sorted: every placement asks them.
+    host_tags: Mapped[list[Any]] = mapped_column(JSON, default=list, server_default="[]")
+
+
+class VmGroup(Base):
+    """An affinity group: its VMs on one host (affinity) or on different hosts
+    (anti-affinity); strict is a rule placement never breaks, soft only a preference."""
+
+    __tablename__ = "vm_groups"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    policy: Mapped[str] = mapped_column(String(20))  # affinity | anti-affinity
+    strict: Mapped[bool] = mapped_column(default=True, server_default=sa.true())
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Nic(Base):
@@ -211,6 +232,18 @@ class Token(Base):
     secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
     role: Mapped[str] = mapped_column(String(20), default="admin")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class JoinToken(Base):
+    """A one-time token a new host joins with (`corral host token`): stored hashed."""
+
+    __tablename__ = "join_tokens"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+    used_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    used_by: Mapped[str | None] = mapped_column(String(63), nullable=True)
 
 
 class StoragePool(Base):

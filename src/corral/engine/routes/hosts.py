@@ -9,7 +9,7 @@ from corral.api import Host, Operation, Status, VmState
 from corral.api.hosts import HostDetail, HostPatch
 from corral.engine.context import EngineContext
 from corral.engine.routes.deps import authenticated, context
-from corral.engine.services import host_settings, hosts, images, vms
+from corral.engine.services import host_lifecycle, host_settings, host_tags, hosts, images, vms
 
 router = APIRouter(prefix="/api/v1", tags=["hosts"], dependencies=[Depends(authenticated)])
 
@@ -30,6 +30,42 @@ def update_host(name: str, req: HostPatch, ctx: EngineContext = Depends(context)
     """Change a host: ``ksm`` turns kernel same-page merging on (identical pages of VMs are
     merged: memory overcommit) or off (merged pages are split again)."""
     return host_settings.patch(ctx, name, req)
+
+
+@router.post("/hosts/{name}/maintenance", status_code=202, response_model=Operation)
+def host_maintenance(name: str, ctx: EngineContext = Depends(context)) -> Operation:
+    """Put a host in maintenance: it takes no new VMs and stays so, whatever its agent does,
+    until ``activate``; the VMs on it keep running (evacuating them is not done here).
+    409 from a state it is not allowed from (the error names the state)."""
+    return host_lifecycle.maintenance(ctx, name)
+
+
+@router.post("/hosts/{name}/activate", status_code=202, response_model=Operation)
+def host_activate(name: str, ctx: EngineContext = Depends(context)) -> Operation:
+    """Take a host out of maintenance: its agent must answer (its facts are read anew)."""
+    return host_lifecycle.activate(ctx, name)
+
+
+@router.delete("/hosts/{name}", status_code=202, response_model=Operation)
+def remove_host(name: str, force: bool = False,
+                ctx: EngineContext = Depends(context)) -> Operation:
+    """Forget a host (its certificate is no longer accepted). 409 while VMs are defined on
+    it, naming them; ``force`` (only for a host that is unresponsive or down) keeps its VMs
+    as ``unknown``, on no host, and restarts none of them."""
+    return host_lifecycle.remove(ctx, name, force)
+
+
+@router.put("/hosts/{name}/tags/{tag}", response_model=Host)
+def add_tag(name: str, tag: str, ctx: EngineContext = Depends(context)) -> Host:
+    """Tag a host (lowercase a-z, 0-9, '-', '_', '.'; at most 63): VMs created with
+    ``host_tags`` go only to hosts with every one of them. Idempotent."""
+    return host_tags.set_tag(ctx, name, tag, present=True)
+
+
+@router.delete("/hosts/{name}/tags/{tag}", response_model=Host)
+def remove_tag(name: str, tag: str, ctx: EngineContext = Depends(context)) -> Host:
+    """Take a tag off a host (VMs already on it stay). Idempotent."""
+    return host_tags.set_tag(ctx, name, tag, present=False)
 
 
 @router.get("/status", response_model=Status)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, WebSocket
-from fastapi.responses import PlainTextResponse
+from fastapi import APIRouter, Depends, Query, WebSocket
+from fastapi.responses import JSONResponse, PlainTextResponse
 
 from corral.api import ConsoleTicket, Operation, Vm, VmAddress, VmCreate, VmPatch, VmStatePut
+from corral.api.scheduling import Placement
 from corral.engine.console_proxy import proxy_console
 from corral.engine.context import EngineContext
 from corral.engine.routes.deps import authenticated, context
@@ -13,6 +14,7 @@ from corral.engine.services import (
     console_tickets,
     vm_addresses,
     vm_guest_agent,
+    vm_scheduling,
     vm_settings,
     vms,
 )
@@ -26,8 +28,16 @@ def list_vms(ctx: EngineContext = Depends(context)) -> list[Vm]:
     return vms.list_vms(ctx)
 
 
-@guarded.post("", status_code=202, response_model=Operation)
-def create_vm(req: VmCreate, ctx: EngineContext = Depends(context)) -> Operation:
+@guarded.post("", status_code=202, response_model=Operation, responses={
+    200: {"model": Placement, "description": "explain=true: where it would go, and how every "
+          "host was judged; nothing is created"}})
+def create_vm(req: VmCreate, explain: bool = Query(False, description="A dry run: answer the "
+                                                   "placement explanation (200), create nothing"),
+              ctx: EngineContext = Depends(context)) -> Operation | JSONResponse:
+    """Create a VM on the host the scheduler chooses (a 409 ``insufficient_resources``
+    explains a refusal, host by host, in its details)."""
+    if explain:
+        return JSONResponse(vm_scheduling.explain(ctx, req).model_dump(mode="json"))
     return vms.create(ctx, req)
 
 
@@ -35,6 +45,13 @@ def create_vm(req: VmCreate, ctx: EngineContext = Depends(context)) -> Operation
 def get_vm(name: str, ctx: EngineContext = Depends(context)) -> Vm:
     """One VM; when it runs, also whether its guest agent answers (the list does not ask)."""
     return vm_guest_agent.with_agent_status(ctx, vms.get(ctx, name))
+
+
+@guarded.get("/{name}/placement", response_model=Placement)
+def placement(name: str, ctx: EngineContext = Depends(context)) -> Placement:
+    """Where the VM runs and how every host would be judged for it now (its own allocation
+    left out), by the rules a create follows."""
+    return vm_scheduling.of_vm(ctx, name)
 
 
 @guarded.patch("/{name}", status_code=202, response_model=Operation)

@@ -9,18 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from corral.api.host_state import HostState as HostState  # the API's one enum, re-exported
 from corral.errors import InvalidInput
 
 # libvirt's CPU modes that copy the host's CPU instead of naming a model
 HOST_PASSTHROUGH, HOST_MODEL = "host-passthrough", "host-model"
 HOST_CPU_MODES = frozenset({HOST_PASSTHROUGH, HOST_MODEL})
-
-
-class HostState(StrEnum):
-    UP = "up"
-    MAINTENANCE = "maintenance"
-    UNRESPONSIVE = "unresponsive"
-    DOWN = "down"
 
 
 class GroupPolicy(StrEnum):

@@ -13,6 +13,7 @@ from corral.api.hosts import HostDetail, HostMemory, HostPatch
 from corral.engine.context import EngineContext
 from corral.engine.db.models import Host
 from corral.engine.operations import OpContext
+from corral.engine.services import host_facts
 from corral.engine.services.hosts import to_api
 from corral.errors import HostError, InvalidInput, NotFound
 
@@ -32,7 +33,9 @@ def show(ctx: EngineContext, name: str) -> HostDetail:
     # A host that does not answer is still shown, from what the engine knows.
     with contextlib.suppress(HostError):
         memory = HostMemory.model_validate(ctx.agent(host.id).memory().model_dump())
-    return HostDetail(**to_api(host).model_dump(), memory=memory)
+    with ctx.db.session() as s:
+        allocated = host_facts.allocations(s, host.id).get(host.id)
+    return HostDetail(**to_api(host, allocated).model_dump(), memory=memory)
 
 
 def patch(ctx: EngineContext, name: str, req: HostPatch) -> Operation:

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from corral.api import Hardware, HostHugePages, HostNumaNode
+from corral.api import Hardware, HostAllocation, HostHugePages, HostNumaNode
 from corral.api import Host as HostOut
 from corral.cpulist import format_cpu_list
 from corral.engine.context import EngineContext
 from corral.engine.db.models import Host, utcnow
-from corral.engine.services import vm_placement
-from corral.errors import Unavailable
+from corral.engine.services import host_facts, host_states, vm_placement
+from corral.engine.services.host_states import HostAction
+from corral.errors import NotFound, Unavailable
 
 
-def to_api(h: Host) -> HostOut:
+def to_api(h: Host, allocated: HostAllocation | None = None) -> HostOut:
+    """``allocated``: what its VMs take (host_facts.allocations); None: nothing counted."""
     cpu_list = h.facts.get("cpu_list")
     return HostOut(
         name=h.name, url=h.url, status=h.status,
@@ -22,6 +24,8 @@ def to_api(h: Host) -> HostOut:
         qos=h.facts.get("qos"),
         cpu_list=format_cpu_list(cpu_list) if cpu_list else None,
         numa_nodes=[_numa_node(n) for n in h.facts.get("numa_nodes") or []],
+        **host_facts.api_fields(h, allocated),  # address, CPU model, versions, allocation
+        tags=list(h.tags or []),
     )
 
 
@@ -50,25 +54,32 @@ def refresh_placement(ctx: EngineContext, host_id: str) -> dict[str, Any]:
         return dict(host.facts)
 
 
-def register(ctx: EngineContext, name: str, url: str, token: str) -> HostOut:
-    """Add or update a host; its agent must answer with its facts."""
-    from corral.engine.agent_client import AgentClient
-
-    probe = AgentClient(url, token)
-    try:
-        facts = probe.facts().model_dump()
-    finally:
-        probe.close()
+def by_name(ctx: EngineContext, name: str) -> str:
     with ctx.db.session() as s:
         host = s.query(Host).filter_by(name=name).one_or_none()
         if host is None:
-            host = Host(name=name, url=url, token=token)
-            s.add(host)
-        host.url, host.token, host.facts = url, token, facts
-        host.status, host.last_seen = "up", utcnow()
-        s.flush()
-        ctx.forget_agent(host.id)
-        return to_api(host)
+            raise NotFound(f"host {name} not found", field="name")
+        return host.id
+
+
+def refresh_facts(ctx: EngineContext, host_id: str) -> None:
+    """Ask a joined host's agent for its facts now (over mutual TLS) and keep them."""
+    facts = ctx.agent(host_id).facts().model_dump()
+    with ctx.db.session() as s:
+        host = s.get(Host, host_id)
+        if host is None:
+            raise NotFound(f"host {host_id} not found")
+        host.facts = {**host.facts, **facts}
+
+
+def refresh(ctx: EngineContext, host_id: str) -> None:
+    """Its facts, and the host taken as up: its agent just answered (`corral up`)."""
+    refresh_facts(ctx, host_id)
+    with ctx.db.session() as s:
+        host_states.apply(s, host_id, HostAction.ANSWERED)
+        host = s.get(Host, host_id)
+        if host is not None:
+            host.last_seen = utcnow()
 
 
 def check_placement(ctx: EngineContext, host_id: str, hw: Hardware, cpus: int,
@@ -92,7 +103,8 @@ def check_placement(ctx: EngineContext, host_id: str, hw: Hardware, cpus: int,
 
 def list_hosts(ctx: EngineContext) -> list[HostOut]:
     with ctx.db.session() as s:
-        return [to_api(h) for h in s.query(Host).order_by(Host.name)]
+        used = host_facts.allocations(s)
+        return [to_api(h, used.get(h.id)) for h in s.query(Host).order_by(Host.name)]
 
 
 def pick_host(ctx: EngineContext, memory_mib: int) -> Host:

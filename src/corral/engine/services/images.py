@@ -20,7 +20,7 @@ from corral.engine.context import EngineContext
 from corral.engine.db import claims
 from corral.engine.db.models import Image, Vm
 from corral.engine.operations import OpContext
-from corral.engine.services import host_files, op_undo
+from corral.engine.services import host_files, image_copies, op_undo
 from corral.engine.services.hosts import pick_host
 from corral.errors import Conflict, CorralError, NotFound
 
@@ -172,7 +172,7 @@ def delete(ctx: EngineContext, name: str) -> Operation:
 
 def execute_delete(ctx: EngineContext, op: OpContext) -> None:
     name = op.params["name"]
-    ctx.agent(op.params["host_id"]).delete_image(name)
+    image_copies.delete_everywhere(ctx, name)  # its copies on other hosts too
     with ctx.db.session() as s:
         img = s.query(Image).filter_by(name=name).one_or_none()
         if img is not None:

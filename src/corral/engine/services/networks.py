@@ -130,6 +130,12 @@ def _host_bodies(s: Any, n: Network) -> list[tuple[str, NetworkBody]]:
     return out
 
 
+def host_bodies(s: Any, n: Network) -> dict[str, NetworkBody]:
+    """Host id -> that host's agent body of ``n`` (as a create builds it everywhere): what
+    services/host_sync.py pushes to a host that joins, and to the VXLAN peers of one."""
+    return dict(_host_bodies(s, n))
+
+
 def _ensure(name: str, body: NetworkBody) -> Callable[[AgentClient], NetworkStatus]:
     """A host's build of the network (its own body: an overlay's differ per host)."""
     return lambda agent: agent.ensure_network(name, body)

@@ -145,6 +145,11 @@ def _platform(hw: Hardware, cpus: int, facts: dict[str, Any], name: str) -> dict
     }
 
 
+def boot_file(facts: dict[str, Any], image: str, kind: str) -> str:
+    """A direct-boot file of an image on the host (corral.agent.storage's layout)."""
+    return f"{facts['storage_dir']}/images/{image}.{kind}"
+
+
 def seed_path(facts: dict[str, Any], name: str) -> str:
     """Where the host's agent keeps the seed (corral.agent.storage.Storage.seed_path)."""
     return f"{facts['storage_dir']}/vms/{name}-cidata.iso"
@@ -180,7 +185,10 @@ def domain_xml(ctx: EngineContext, vm_id: str,
             disks=disks,
             nics=vm_nics.nic_specs(s, vm),  # every NIC (vm nic add), in order
             console_log=f"{facts['console_dir']}/{vm.name}.log",
-            kernel=image.kernel, initrd=image.initrd, cmdline=image.cmdline,
+            # Direct boot: the files beside the image on this host (copied with it).
+            kernel=boot_file(facts, image.name, "vmlinuz") if image.kernel else None,
+            initrd=boot_file(facts, image.name, "initrd") if image.initrd else None,
+            cmdline=image.cmdline,
             current_memory_mib=vm.memory_target_mib,
             **_platform(hw, vm.cpus, facts, vm.name),
             # pinning `auto` and the NUMA cells' host nodes: from this host's facts

@@ -12,10 +12,11 @@ from corral.api import Vm as VmOut
 from corral.engine.agent_client import AgentClient
 from corral.engine.context import EngineContext
 from corral.engine.db import claims
-from corral.engine.db.models import Host, Image, Network, Nic, StoragePool, Vm
+from corral.engine.db.models import Host, Image, Network, Nic, StoragePool, Vm, VmGroup
 from corral.engine.operations import OpContext
 from corral.engine.services import (
     hosts,
+    image_copies,
     networks,
     op_undo,
     pools,
@@ -25,15 +26,14 @@ from corral.engine.services import (
     vm_design,
     vm_nics,
     vm_roots,
+    vm_scheduling,
     vm_settings,
 )
-from corral.engine.services.hosts import pick_host
 from corral.engine.services.vm_lookup import find_vm
 from corral.engine.services.vm_states import DESIRED, check_action, check_delete
 from corral.errors import (
     Conflict,
     CorralError,
-    InsufficientResources,
     InvalidInput,
     NotFound,
     WrongState,
@@ -41,7 +41,7 @@ from corral.errors import (
 
 
 def to_api(vm: Vm, image: str, first_nic: tuple[str, str] | None, host: str | None,
-           pool: str = vm_roots.DEFAULT) -> VmOut:
+           pool: str = vm_roots.DEFAULT, group: str | None = None) -> VmOut:
     """``first_nic``: (network, MAC) of the VM's first NIC."""
     network, mac = first_nic or (None, None)
     return VmOut(
@@ -50,7 +50,7 @@ def to_api(vm: Vm, image: str, first_nic: tuple[str, str] | None, host: str | No
         state=VmState(vm.state), desired_power=vm.desired_power, created_at=vm.created_at,
         cloud_init=vm_cloudinit.from_row(vm.cloud_init),
         hardware=vm_design.hardware_of(vm), description=vm.description or "",
-        memory_target_mib=vm.memory_target_mib, pending=vm_design.pending(vm),
+        memory_target_mib=vm.memory_target_mib, pending=vm_design.pending(vm), group=group,
     )
 
 
@@ -60,8 +60,10 @@ def _out(s: Any, vm: Vm) -> VmOut:
     host = s.get(Host, vm.host_id) if vm.host_id else None
     root = vm_design.root_pool(s, vm)
     nic = (first[1].name, first[0].mac) if first else None
+    group = s.get(VmGroup, vm.group_id) if vm.group_id else None
     return to_api(vm, image.name if image else "?", nic,
-                  host.name if host else None, root.name if root else vm_roots.DEFAULT)
+                  host.name if host else None, root.name if root else vm_roots.DEFAULT,
+                  group.name if group else None)
 
 
 def list_vms(ctx: EngineContext) -> list[VmOut]:
@@ -78,19 +80,14 @@ def create(ctx: EngineContext, req: VmCreate) -> Operation:
     """Check everything first: a refused request leaves nothing behind."""
     vm_cloudinit.check(req.cloud_init, req.name)
     vm_design.check_hardware(req.hardware, req.cpus, req.memory_mib)
-    host = pick_host(ctx, req.memory_mib)
-    hosts.check_placement(ctx, host.id, req.hardware, req.cpus, req.memory_mib,
-                          starting=req.start)  # pins on its CPUs, huge pages free (409)
-    host_mem = int(host.facts.get("memory_mib") or 0)
-    if host_mem and req.memory_mib > host_mem:
-        raise InsufficientResources(
-            f"memory {req.memory_mib} MiB is more than host {host.name} has ({host_mem} MiB)",
-            field="memory",
-        )
-    host_cpus = int(host.facts.get("cpus") or 0)
-    if host_cpus and req.cpus > host_cpus * 8:
-        raise InsufficientResources(f"{req.cpus} vCPUs is too many for host {host.name}",
-                                    field="cpus")
+    hw = req.hardware
+    host_bound = hw.cpu_pin is not None or hw.numa is not None or hw.hugepages is not None
+    likely = None
+    if host_bound:  # pins on its CPUs, huge pages free (409): asks the likely host's agent now,
+        # not while the placement lock is held below
+        with ctx.db.session() as s:
+            likely = vm_scheduling.choose(ctx, s, req)[0].id
+        hosts.check_placement(ctx, likely, hw, req.cpus, req.memory_mib, starting=req.start)
     if (req.image is None) == (req.iso is None):
         raise InvalidInput("give either an image (linked clone) or an iso (install from CD-ROM)",
                            field="image")
@@ -100,6 +97,9 @@ def create(ctx: EngineContext, req: VmCreate) -> Operation:
     field, image_name = ("iso", req.iso) if req.iso else ("image", req.image)
     _check_root_room(ctx, req, image_name)
     with ctx.db.session() as s:
+        # The placement lock, first: what is read next includes every VM placed before, and
+        # no other create places until this VM's row (its reservation) is committed.
+        claims.serialize(s, Vm)
         if s.query(Vm).filter_by(name=req.name).count():
             raise Conflict(f"VM {req.name} already exists", field="name")
         image = s.query(Image).filter_by(name=image_name).one_or_none()
@@ -127,6 +127,9 @@ def create(ctx: EngineContext, req: VmCreate) -> Operation:
                 f"({image.virtual_size >> 20} MiB)",
                 field="disk",
             )
+        host, group = vm_scheduling.choose(ctx, s, req)  # the 409 explains a refusal
+        if host_bound and host.id != likely:  # another create took the likely host meanwhile
+            hosts.check_placement(ctx, host.id, hw, req.cpus, req.memory_mib, starting=False)
         root_pool_id = vm_roots.pick(s, req.pool, host, image.format == "iso")
         vm = Vm(
             name=req.name, image_id=image.id, host_id=host.id, root_pool_id=root_pool_id,
@@ -134,6 +137,7 @@ def create(ctx: EngineContext, req: VmCreate) -> Operation:
             desired_power="running" if req.start else "stopped", state=VmState.CREATING.value,
             cloud_init=vm_cloudinit.stored(req.cloud_init),
             hardware=req.hardware.model_dump(mode="json"), description=req.description,
+            group_id=group.id if group else None, host_tags=req.host_tags,
         )
         s.add(vm)
         with claims.unique(f"VM {req.name} was just taken by a concurrent request",
@@ -178,6 +182,7 @@ def execute_create(ctx: EngineContext, op: OpContext) -> None:
     agent = ctx.agent(host_id)
     try:
         op.check_cancelled()  # safe points: a cancel rolls back like any failure
+        image_copies.ensure_for_vm(ctx, op, vm_id)  # a host without the image gets it
         op.progress(10, "creating disk")
         # The NICs' ports (anti-spoofing, groups) need not wait for the disk, only be in
         # place before the domain exists: pushed meanwhile, they cost a create no time.

@@ -1,0 +1,107 @@
+"""The agent reports to the engine: a heartbeat every interval, and at once when a domain's
+lifecycle changes (libvirt's events), over mutual TLS with its host certificate.
+
+A report the engine did not take (down, cut off) is not lost: its events go with the next
+one. The engine decides liveness from these reports alone (corral.engine.reconciler).
+Sent with the standard library's http.client over one kept-alive connection: the idle
+agent does not load httpx (corral.agent.__main__, test_agent_imports).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from urllib.parse import urlsplit
+
+from corral.agent import host_memory
+from corral.agent.hypervisor import Hypervisor
+from corral.agent.hypervisor.events import DomainWatcher
+from corral.agent.identity import Identity
+from corral.agent_api.reports import DomainEvent, HostReport, domains_digest
+from corral.errors import CorralError
+
+log = logging.getLogger(__name__)
+
+MAX_PENDING = 1000  # events kept while the engine cannot be reached; the oldest go first
+COMPLAIN_EVERY_S = 30.0
+
+
+class Reporter:
+    def __init__(self, identity: Identity, hv: Hypervisor, interval_s: float = 1.0) -> None:
+        self.identity, self.hv, self.interval_s = identity, hv, interval_s
+        self.boot_id = uuid.uuid4().hex  # a new one per start: the engine resyncs
+        self._pending: list[DomainEvent] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._watcher = DomainWatcher(hv.uri, self._on_event, on_lost=self._wake.set)
+        self._thread = threading.Thread(target=self._loop, name="reporter", daemon=True)
+
+    def start(self) -> None:
+        self._watcher.start()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._watcher.stop()
+
+    def _on_event(self, event: DomainEvent) -> None:
+        with self._lock:
+            self._pending = [*self._pending, event][-MAX_PENDING:]
+        self._wake.set()  # report now, not at the next heartbeat
+
+    def build(self, seq: int) -> tuple[HostReport, int]:
+        """The report to send now, and how many pending events it carries."""
+        with self._lock:
+            events = list(self._pending)
+        try:
+            domains = self.hv.list_domains()
+        except CorralError as exc:  # libvirtd down: still alive; the digest says nothing
+            log.debug("no domain list for the report: %s", exc)
+            domains = []
+        return HostReport(
+            boot_id=self.boot_id, seq=seq, interval_s=self.interval_s,
+            digest=domains_digest((d.vm_id, d.state) for d in domains if d.vm_id),
+            domains=len(domains), load_1m=os.getloadavg()[0],
+            memory_available_mib=host_memory.available_mib(), events=events,
+        ), len(events)
+
+    def _post(self, conn: http.client.HTTPSConnection, body: bytes) -> None:
+        conn.request("POST", "/api/v1/agent/report", body=body,
+                     headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        answer = resp.read()
+        if resp.status != 200:
+            raise OSError(f"HTTP {resp.status}: {answer[:300]!r}")
+
+    def _loop(self) -> None:
+        url = urlsplit(self.identity.engine_url)
+        # A stuck request must not stall heartbeats for long.
+        conn = http.client.HTTPSConnection(url.hostname or "", url.port or 443,
+                                           timeout=max(2.0, 2 * self.interval_s),
+                                           context=self.identity.engine_context())
+        seq, complained = 0, float("-inf")
+        try:
+            while not self._stop.is_set():
+                self._wake.clear()
+                report, sent = self.build(seq)
+                try:
+                    self._post(conn, json.dumps(report.model_dump(mode="json")).encode())
+                    with self._lock:
+                        self._pending = self._pending[sent:]
+                except (OSError, http.client.HTTPException) as exc:
+                    conn.close()  # the next request opens a new connection
+                    if time.monotonic() - complained >= COMPLAIN_EVERY_S:
+                        complained = time.monotonic()
+                        log.warning("report to the engine at %s failed: %s",
+                                    self.identity.engine_url, exc)
+                seq += 1
+                self._wake.wait(self.interval_s)
+        finally:
+            conn.close()

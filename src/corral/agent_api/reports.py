@@ -1,0 +1,50 @@
+"""What agents push to the engine (``POST /api/v1/agent/report``, mutual TLS): a heartbeat
+every interval, and at once when a domain's lifecycle changes (libvirt's events).
+
+The other way round from the rest of this package: the agent sends these, the engine
+answers. A report carries a digest of the host's domains, not the list: the engine compares
+it with its own view and asks the agent for the list only when they differ.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+
+from pydantic import Field
+
+from corral.agent_api import Answer, Body
+
+
+class DomainEvent(Body):
+    """One libvirt lifecycle event of a domain, as it happened."""
+
+    name: str
+    vm_id: str | None = None
+    event: str  # started, stopped, crashed, suspended, resumed, shutdown, defined, undefined
+    detail: str = ""  # libvirt's detail, e.g. "destroyed", "migrated", "shutdown"
+    state: str  # the domain's state after it (corral.agent_api.domains.DomainState)
+
+
+class HostReport(Body):
+    boot_id: str = Field(description="Changes each time the agent starts: a new one means "
+                         "the engine must ask again what it knows of the host")
+    seq: int = Field(ge=0, description="Counts the agent's reports since it started")
+    interval_s: float = Field(gt=0, description="When the next heartbeat is due at the latest")
+    digest: str = Field(description="domains_digest of the host's domains of corral VMs")
+    domains: int = Field(ge=0, description="How many domains the host has")
+    load_1m: float = Field(ge=0, description="The host's load average over a minute")
+    memory_available_mib: int = Field(ge=0)
+    events: list[DomainEvent] = Field(default_factory=list, max_length=1000)
+
+
+class ReportAnswer(Answer):
+    host: str  # the name the engine knows this host by
+    status: str  # the host's state as the engine sees it now
+
+
+def domains_digest(states: Iterable[tuple[str, str]]) -> str:
+    """SHA-256 over (VM id, state) pairs in any order: equal on both sides exactly when the
+    engine's rows and the host's domains agree."""
+    lines = sorted(f"{vm_id}={state}" for vm_id, state in states)
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()

@@ -1,0 +1,129 @@
+"""`corral lab ...`: a multi-host cluster on this one machine, to try and to test with."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import typer
+
+from corral.cli.output import OutputFormat, OutputOpt, err, handled, out
+
+app = typer.Typer(
+    help="A cluster on this one machine: an engine of its own and lab hosts (network + mount "
+         "namespaces, each with its own libvirtd and a corral agent that joined with a token). "
+         "Never touches the node of `corral up`. Needs root.\n\n"
+         "Example: corral lab up --hosts 3; corral host list; "
+         "corral lab fault lab2 power-off; corral lab down",
+    no_args_is_help=True)
+
+RootOpt = typer.Option(None, "--root", envvar="CORRAL_LAB_ROOT",
+                       help="The lab's directory: state file, engine data, lab hosts "
+                            "(default /var/lib/corral-lab)")
+
+
+def _lab(root: Path | None):  # type: ignore[no-untyped-def]
+    from corral.lab.cluster import Lab  # heavy imports only when a lab command runs
+
+    return Lab(root)
+
+
+@app.command("up")
+def up(
+    hosts: int = typer.Option(2, "--hosts", "-n", min=1, max=99, help="How many lab hosts"),
+    storage: str = typer.Option(
+        "none", "--storage", metavar="none|shared|rbd",
+        help="shared: a directory every lab host sees, as storage pool `shared`; rbd: a "
+             "small Ceph cluster (mon, mgr, 3 OSDs) as storage pool `rbd`. VMs on either can "
+             "move between hosts without copying their disks"),
+    prefix: str = typer.Option(
+        "lab", "--prefix", help="Names of the lab: hosts PREFIX1, PREFIX2...; namespaces "
+                                "corral-PREFIXn (1-5 letters)"),
+    remote: bool = typer.Option(True, "--remote/--no-remote",
+                                help="Add remote `lab` and switch the CLI to it"),
+    root: Path = RootOpt,
+) -> None:
+    """Start the lab's engine and N lab hosts; returns when every host is `up`.
+
+    The CLI then talks to the lab (remote `lab`; `corral remote switch local` goes back).
+    """
+    with handled():
+        lab = _lab(root)
+        st = lab.up(hosts, storage, prefix, remote=remote)
+        assert st.engine is not None
+        out.print(f"lab up: engine https://{st.engine.address}:{st.engine.port}, hosts "
+                  f"{', '.join(sorted(st.hosts))}", highlight=False)
+        if st.remote:
+            out.print(f"the CLI now talks to the lab (remote {st.remote!r}); "
+                      f"`corral lab down` removes it all", highlight=False)
+        else:
+            out.print(f"talk to it with CORRAL_DATA_DIR={st.engine.data_dir}", highlight=False)
+
+
+@app.command("add-host")
+def add_host(
+    name: str = typer.Option(None, "--name", help="PREFIX<number> (default: the next number)"),
+    root: Path = RootOpt,
+) -> None:
+    """Add one more lab host to the running lab; it joins with a new token."""
+    with handled():
+        rec = _lab(root).add_host(name)
+        out.print(f"lab host {rec.name} joined ({rec.address})", highlight=False)
+
+
+@app.command("status")
+def status(output: OutputFormat = OutputOpt, root: Path = RootOpt) -> None:
+    """The lab's engine and hosts: state as the engine sees it, power, network, pids."""
+    with handled():
+        st = _lab(root).status()
+        if output == OutputFormat.JSON:
+            print(json.dumps(asdict(st), indent=2))
+            return
+        out.print(f"lab {st.prefix!r} at {st.root}, storage {st.storage}", highlight=False)
+        out.print(f"engine {st.engine_url or '-'} (pid {st.engine_pid or 'not running'})",
+                  highlight=False)
+        out.print(f"{'HOST':<8} {'ADDRESS':<15} {'ENGINE SEES':<13} {'POWER':<6} "
+                  f"{'NETWORK':<8} {'LIBVIRTD':<9} AGENT", highlight=False)
+        for h in st.hosts:
+            out.print(f"{h.name:<8} {h.address:<15} {h.engine_status:<13} "
+                      f"{'on' if h.powered else 'off':<6} {h.network:<8} "
+                      f"{h.libvirtd_pid or '-'!s:<9} {h.agent_pid or '-'}", highlight=False)
+
+
+@app.command("fault")
+def fault(
+    host: str = typer.Argument(..., help="Lab host name (`corral lab status`)"),
+    action: str = typer.Argument(
+        ..., metavar="power-off|power-on|cut-network|heal|kill-agent|kill-libvirtd",
+        help="power-off: SIGKILL every process of the host at once, its QEMUs included (a "
+             "power loss; disks stay). power-on: start libvirtd and the agent again (it "
+             "rejoins with the identity saved at its join). cut-network: drop all the host's "
+             "traffic both ways, everything keeps running; heal: undo it. kill-agent, "
+             "kill-libvirtd: SIGKILL that daemon (power-on starts it again)"),
+    wait: bool = typer.Option(True, "--wait/--no-wait",
+                              help="power-on: wait until the engine sees the host `up`"),
+    root: Path = RootOpt,
+) -> None:
+    """Inject a fault into a lab host.
+
+    Example: corral lab fault lab2 power-off
+    """
+    with handled():
+        out.print(_lab(root).fault(host, action, wait=wait), highlight=False)
+
+
+@app.command("down")
+def down(
+    prefix: str = typer.Option(None, "--prefix",
+                               help="Sweep this lab's names although no state file is left"),
+    root: Path = RootOpt,
+) -> None:
+    """Remove every trace of the lab: processes (QEMU included), namespaces, veths, nftables
+    tables, its directory, remote `lab` (the CLI switches back). Works after a crash too."""
+    with handled():
+        left = _lab(root).down(prefix)
+        if left:
+            err.print(f"lab down: could not remove {', '.join(left)}", highlight=False)
+            raise typer.Exit(1)
+        out.print("lab down: nothing of it is left", highlight=False)

@@ -1,0 +1,38 @@
+"""/api/v1/vm-groups: affinity groups (the scheduler keeps their VMs together or apart)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Response
+
+from corral.api.scheduling import VmGroup, VmGroupCreate
+from corral.engine.context import EngineContext
+from corral.engine.routes.deps import authenticated, context
+from corral.engine.services import vm_groups
+
+router = APIRouter(prefix="/api/v1/vm-groups", tags=["vm-groups"],
+                   dependencies=[Depends(authenticated)])
+
+
+@router.get("", response_model=list[VmGroup])
+def list_groups(ctx: EngineContext = Depends(context)) -> list[VmGroup]:
+    return vm_groups.list_groups(ctx)
+
+
+@router.post("", status_code=201, response_model=VmGroup)
+def create_group(req: VmGroupCreate, ctx: EngineContext = Depends(context)) -> VmGroup:
+    """A group VMs join at creation (``group`` of a VM create): ``anti-affinity`` puts each
+    on a host of its own, ``affinity`` all on one; ``strict`` refuses a VM that cannot keep
+    the rule, soft only prefers the hosts that keep it."""
+    return vm_groups.create(ctx, req)
+
+
+@router.get("/{name}", response_model=VmGroup)
+def get_group(name: str, ctx: EngineContext = Depends(context)) -> VmGroup:
+    return vm_groups.get(ctx, name)
+
+
+@router.delete("/{name}", status_code=204)
+def delete_group(name: str, ctx: EngineContext = Depends(context)) -> Response:
+    """Refused (409) while VMs are in it."""
+    vm_groups.delete(ctx, name)
+    return Response(status_code=204)

@@ -1,0 +1,518 @@
+"""``corral lab``: a cluster on this one machine: an engine and N lab hosts, each a
+:class:`corral.lab.LabHost` (namespaces, its own libvirtd/virtlogd) whose agent joined the
+engine through the real join path (``corral host token``, ``python -m corral.agent join``).
+
+Layout (``ROOT``, default /var/lib/corral-lab)::
+
+    lab.json            the state file (corral.lab.state): written before anything is made
+    .corral-lab         marker: `lab down` removes ROOT only where it finds it
+    engine/             the engine's data dir (never the `corral up` node's)
+    hosts/<name>/       the lab host's root_dir; agent/ its agent's state dir, agent.log
+    shared/             --storage shared: the directory every lab host sees (pool `shared`)
+    ceph/               --storage rbd: the Ceph cluster (corral.lab.ceph; pool `rbd`), its
+                        daemons in the engine's namespace
+
+The engine runs in a network namespace of its own, ``corral-<prefix>0``, linked to the
+machine (the CLI reaches it there) and to the lab's router like a lab host, so the agents
+reach it over the shared underlay (10.209.0.0/16) and it reaches their agents; nothing of
+it listens outside the lab's addresses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from corral.api import OperationStatus, PoolCreate, PoolType
+from corral.client import Client
+from corral.errors import Conflict, CorralError, HostError, InvalidInput, NotFound, Unavailable
+from corral.lab import _net, _procs, state
+from corral.lab.ceph import CephCluster
+from corral.lab.host import INDEX_MAX, LabHost
+from corral.lab.netns import NetnsPlace
+from corral.lab.state import EngineRecord, HostRecord, LabState
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ROOT = Path("/var/lib/corral-lab")
+DEFAULT_PREFIX = "lab"
+REMOTE = "lab"
+CEPH_POOL = "rbd"
+ENGINE_PORT = 8443
+AGENT_PORT = 8444
+MARKER = ".corral-lab"
+# The lab's default network (inside the lab hosts' namespaces): not the node's 10.210.0.0/24
+# nor its corral0, so nothing reads as the node's.
+LAB_SUBNET = "10.212.0.0/24"
+LAB_BRIDGE = "crlab0"
+JOIN_TIMEOUT_S = 90.0
+CORRAL = [sys.executable, "-m", "corral.cli.main"]
+AGENT = [sys.executable, "-m", "corral.agent"]
+STORAGE = ("none", "shared", "rbd")
+FAULTS = ("power-off", "power-on", "cut-network", "heal", "kill-agent", "kill-libvirtd")
+
+
+@dataclass
+class HostStatus:
+    name: str
+    address: str
+    powered: bool
+    network: str  # ok | cut
+    engine_status: str  # as the engine sees it, or "-" when the engine does not answer
+    libvirtd_pid: int | None
+    agent_pid: int | None
+
+
+@dataclass
+class LabStatus:
+    root: str
+    prefix: str
+    engine_url: str | None
+    engine_pid: int | None
+    storage: str
+    hosts: list[HostStatus]
+
+
+def default_root() -> Path:
+    return Path(os.environ.get("CORRAL_LAB_ROOT") or DEFAULT_ROOT)
+
+
+class Lab:
+    """One lab, found by its root directory; every method re-reads the state file."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = (root or default_root()).absolute()
+
+    # -- state --------------------------------------------------------------------------
+
+    def state(self) -> LabState:
+        st = state.load(self.root)
+        if st is None:
+            raise NotFound(f"no lab at {self.root} (`corral lab up`)")
+        return st
+
+    def _host(self, st: LabState, name: str) -> tuple[HostRecord, LabHost]:
+        rec = st.hosts.get(name)
+        if rec is None:
+            known = ", ".join(sorted(st.hosts)) or "none"
+            raise NotFound(f"no lab host {name!r} (lab hosts: {known})", field="host")
+        return rec, LabHost(rec.name, rec.index, Path(rec.root_dir))
+
+    # -- the engine -----------------------------------------------------------------------
+
+    def _engine_env(self, st: LabState) -> dict[str, str]:
+        assert st.engine is not None
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("CORRAL_URL", "CORRAL_TOKEN", "CORRAL_CA", "CORRAL_REMOTE")}
+        return {**env, "CORRAL_DATA_DIR": st.engine.data_dir}
+
+    def client(self, st: LabState | None = None) -> Client:
+        st = st or self.state()
+        if st.engine is None:
+            raise Unavailable("the lab has no engine")
+        return Client.from_config(Path(st.engine.data_dir))
+
+    def _start_engine(self, st: LabState) -> None:
+        index = _free_index(st.used_indexes())
+        name = state.host_name(st.prefix, 0)
+        base = f"10.209.{index}"  # LabHost's plan: .1 machine, .2 inside, .5/.6 router
+        st.engine = EngineRecord(netns=f"corral-{name}", veth=f"crl-{name}", index=index,
+                                 address=f"{base}.2", port=ENGINE_PORT,
+                                 data_dir=str(self.root / "engine"))
+        state.save(st)  # recorded before it exists
+        subnet = ipaddress.IPv4Network(f"{base}.0/30")
+        _net.check_free(st.engine.netns, st.engine.veth, subnet)
+        _net.create(st.engine.netns, st.engine.veth, "lab0", subnet, f"{base}.1", f"{base}.2")
+        _net.connect_router(st.engine.netns, name, subnet)
+        data_dir = Path(st.engine.data_dir)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        argv = ["nsenter", f"--net=/run/netns/{st.engine.netns}", "--", *CORRAL, "up",
+                "--data-dir", str(data_dir), "--listen", st.engine.address,
+                "--port", str(st.engine.port), "--no-local-agent",
+                "--subnet", LAB_SUBNET, "--bridge", LAB_BRIDGE, "--detach"]
+        _run(argv, timeout=180, what="starting the lab's engine")
+        with contextlib.suppress(OSError, ValueError):
+            st.engine.pid = int((data_dir / "engine.pid").read_text().strip())
+        state.save(st)
+
+    def _token(self, st: LabState) -> str:
+        out = _run([*CORRAL, "host", "token", "--ttl", "10m"], env=self._engine_env(st),
+                   timeout=60, what="making a join token")
+        token = "".join(out.split())  # the token alone on stdout (a narrow console folds it)
+        if not token:
+            raise HostError("`corral host token` printed no token")
+        return token
+
+    # -- hosts ----------------------------------------------------------------------------
+
+    def _start_host(self, st: LabState, name: str | None) -> HostRecord:
+        number = st.next_number() if name is None else state.number_of(st.prefix, name)
+        if number is None or number < 1:
+            raise InvalidInput(f"lab host name {name!r} must be {st.prefix}<1-99> "
+                               f"(the lab's prefix and a number)", field="name")
+        name = state.host_name(st.prefix, number)
+        if name in st.hosts:
+            raise Conflict(f"lab host {name!r} exists", field="name")
+        index = _free_index(st.used_indexes())
+        root_dir = self.root / "hosts" / name
+        host = LabHost(name, index, root_dir)
+        rec = HostRecord(name=name, number=number, index=index, root_dir=str(root_dir),
+                         address=host.address)
+        st.hosts[name] = rec
+        state.save(st)  # recorded before it exists
+        root_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(root_dir, 0o711)  # QEMU (libvirt-qemu) reaches the disks below
+        host.start()
+        assert st.engine is not None
+        token = self._token(st)
+        rec.agent_pid = self._spawn_agent(host, rec, [
+            "join", f"https://{st.engine.address}:{st.engine.port}", "--token", token,
+            "--name", name])
+        state.save(st)
+        return rec
+
+    def _spawn_agent(self, host: LabHost, rec: HostRecord, args: list[str]) -> int:
+        """Start the agent inside the lab host, in the background (a session of its own, so
+        the CLI that started it may exit)."""
+        root_dir = Path(rec.root_dir)
+        agent_dir = root_dir / "agent"
+        agent_dir.mkdir(exist_ok=True)
+        os.chmod(agent_dir, 0o711)
+        with open(root_dir / "agent.log", "ab") as logf:
+            proc = host.popen([*AGENT, *args, "--state-dir", str(agent_dir),
+                               "--listen", rec.address, "--port", str(AGENT_PORT)],
+                              stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+                              start_new_session=True)
+        return proc.pid
+
+    def _wait_up(self, st: LabState, names: list[str], timeout: float = JOIN_TIMEOUT_S) -> None:
+        """Until the engine sees every host of ``names`` `up`; bounded."""
+        deadline = time.monotonic() + timeout
+        seen: dict[str, str] = {}
+        while True:
+            with contextlib.suppress(CorralError), self.client(st) as c:
+                seen = {h.name: h.status for h in c.list_hosts()}
+            if all(seen.get(n) == "up" for n in names):
+                return
+            for n in names:  # an agent that died will never join: say so at once
+                rec = st.hosts[n]
+                if rec.agent_pid is not None and not _procs.is_alive(rec.agent_pid):
+                    raise HostError(f"the agent of lab host {n} exited; see "
+                                    f"{Path(rec.root_dir) / 'agent.log'}")
+            if time.monotonic() > deadline:
+                raise Unavailable(f"lab hosts not up after {timeout:g} s: "
+                                  + ", ".join(f"{n}={seen.get(n, 'absent')}" for n in names))
+            time.sleep(0.5)
+
+    # -- up, add-host, down ---------------------------------------------------------------
+
+    def up(self, hosts: int, storage: str = "none", prefix: str = DEFAULT_PREFIX,
+           remote: bool = True) -> LabState:
+        """Build the lab; on any failure everything made so far is removed again."""
+        if not 1 <= hosts <= state.MAX_HOSTS:
+            raise InvalidInput(f"--hosts must be 1 to {state.MAX_HOSTS}", field="hosts")
+        if storage not in STORAGE:
+            raise InvalidInput(f"--storage {storage!r}: one of {', '.join(STORAGE)}",
+                               field="storage")
+        state.check_prefix(prefix)
+        if os.geteuid() != 0:
+            raise Unavailable("corral lab needs root (network namespaces, libvirtd)")
+        if state.load(self.root) is not None:
+            raise Conflict(f"a lab is up at {self.root} (`corral lab status`, "
+                           "`corral lab down`)")
+        leftovers = _existing_names(prefix)
+        if leftovers:
+            raise Conflict(f"namespaces or links of a lab {prefix!r} exist ({', '.join(leftovers)}): "
+                           f"`corral lab down --prefix {prefix}` removes them", field="prefix")
+        self.root.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.root, 0o711)
+        (self.root / MARKER).write_text("corral lab root: `corral lab down` removes it\n")
+        st = LabState(root=str(self.root), prefix=prefix, storage=storage)
+        state.save(st)
+        try:
+            self._start_engine(st)
+            if storage == "rbd":
+                self._start_ceph(st)
+            names = [self._start_host(st, None).name for _ in range(hosts)]
+            self._wait_up(st, names)
+            if storage == "shared":
+                self._shared_pool(st)
+            elif storage == "rbd":
+                self._rbd_pool(st)
+            if remote:
+                self._add_remote(st)
+        except BaseException:
+            log.warning("lab up failed: removing what it made")
+            self.down()
+            raise
+        return st
+
+    def add_host(self, name: str | None = None) -> HostRecord:
+        st = self.state()
+        rec = self._start_host(st, name)  # if it fails, its record stays for `lab down`
+        self._wait_up(st, [rec.name])
+        return rec
+
+    def _shared_pool(self, st: LabState) -> None:
+        shared = self.root / "shared"
+        shared.mkdir(exist_ok=True)
+        os.chmod(shared, 0o755)
+        st.shared_dir = str(shared)
+        state.save(st)
+        self._create_pool(st, PoolCreate(name="shared", type=PoolType.SHARED, path=str(shared)))
+
+    def _start_ceph(self, st: LabState) -> None:
+        """The one-machine Ceph cluster (mon, mgr, 3 OSDs), in the engine's namespace, so
+        every lab host reaches it over the router; pool `rbd` made in it."""
+        assert st.engine is not None
+        st.ceph_dir = str(self.root / "ceph")
+        state.save(st)  # recorded first; its daemons go with the engine's namespace
+        ceph = CephCluster(Path(st.ceph_dir), NetnsPlace(st.engine.netns, st.engine.address))
+        ceph.start()  # cleans up after itself if it fails
+        ceph.create_pool(CEPH_POOL)
+
+    def _rbd_pool(self, st: LabState) -> None:
+        assert st.ceph_dir is not None
+        self._create_pool(st, PoolCreate(name="rbd", type=PoolType.RBD, ceph_pool=CEPH_POOL,
+                                         ceph_conf=str(Path(st.ceph_dir) / "ceph.conf")))
+
+    def _create_pool(self, st: LabState, req: PoolCreate) -> None:
+        with self.client(st) as c:
+            op = c.create_pool(req)
+            done = c.wait(op.id, timeout=120)
+        if done.status != OperationStatus.SUCCESS:
+            raise HostError(f"pool {req.name} was not made: {done.error or done.message}")
+
+    def _add_remote(self, st: LabState) -> None:
+        from corral.client import remotes
+
+        assert st.engine is not None
+        data_dir = Path(st.engine.data_dir)
+        cfg = json.loads((data_dir / "client.json").read_text())
+        ca_pem = Path(cfg["ca"]).read_text()
+        st.previous_remote = remotes.current()
+        remotes.add_remote(REMOTE, cfg["url"], cfg["token"], ca_pem, switch=True, replace=True)
+        st.remote = REMOTE
+        state.save(st)
+
+    def down(self, prefix: str | None = None) -> list[str]:
+        """Remove every trace of the lab: what the state file records and whatever is named
+        like the lab's (after a crash, a kill -9). Never raises for what is already gone;
+        returns what could not be removed (empty when all went)."""
+        try:
+            st = state.load(self.root)
+        except InvalidInput:
+            log.warning("unreadable %s: sweeping by name", state.state_path(self.root))
+            st = None
+        pfx = prefix or (st.prefix if st else DEFAULT_PREFIX)
+        if st is not None and st.engine is not None and st.engine.pid is not None:
+            _kill_if_corral(st.engine.pid)
+        netns, links, rlinks = _list_names()
+        targets = state.sweep_targets(st, pfx, netns, links, rlinks)
+        for ns in targets.netns:
+            name = ns.removeprefix("corral-")
+            rec = st.hosts.get(name) if st else None
+            root_dir = Path(rec.root_dir) if rec else self.root / "hosts" / name
+            index = rec.index if rec else 1  # stop() does not use it
+            LabHost(name, index, root_dir).stop()
+        if st is not None and st.remote:
+            with contextlib.suppress(CorralError):
+                from corral.client import remotes
+
+                remotes.remove_remote(st.remote, switch_to=st.previous_remote)
+        if (self.root / MARKER).exists():
+            shutil.rmtree(self.root, ignore_errors=True)
+        elif st is not None:
+            state.remove(self.root)
+        return _existing_names(pfx)
+
+    # -- status ---------------------------------------------------------------------------
+
+    def status(self) -> LabStatus:
+        st = self.state()
+        seen: dict[str, str] = {}
+        url = None
+        if st.engine is not None:
+            url = f"https://{st.engine.address}:{st.engine.port}"
+            with contextlib.suppress(CorralError, OSError, ValueError), self.client(st) as c:
+                seen = {h.name: h.status for h in c.list_hosts()}
+        rows = []
+        for rec in sorted(st.hosts.values(), key=lambda r: r.number):
+            host = LabHost(rec.name, rec.index, Path(rec.root_dir))
+            agent = rec.agent_pid if rec.agent_pid and _procs.is_alive(rec.agent_pid) else None
+            rows.append(HostStatus(name=rec.name, address=rec.address, powered=rec.powered,
+                                   network="cut" if rec.cut else "ok",
+                                   engine_status=seen.get(rec.name, "-"),
+                                   libvirtd_pid=host.daemon_pid("libvirtd"), agent_pid=agent))
+        engine_pid = None
+        if st.engine is not None and st.engine.pid and _procs.is_alive(st.engine.pid):
+            engine_pid = st.engine.pid
+        return LabStatus(root=st.root, prefix=st.prefix, engine_url=url, engine_pid=engine_pid,
+                         storage=st.storage, hosts=rows)
+
+    # -- faults ---------------------------------------------------------------------------
+
+    def fault(self, name: str, action: str, wait: bool = True) -> str:
+        """Inject a fault into lab host ``name``; a line saying what was done."""
+        if action not in FAULTS:
+            raise InvalidInput(f"fault {action!r}: one of {', '.join(FAULTS)}", field="fault")
+        st = self.state()
+        rec, host = self._host(st, name)
+        if action == "power-off":
+            if not host.processes():
+                raise Conflict(f"{name} is already off (`corral lab fault {name} power-on`)",
+                               field="host")
+            killed = host.power_off()
+            rec.powered, rec.agent_pid = False, None
+            state.save(st)
+            return f"{name}: powered off ({len(killed)} processes killed, disks kept)"
+        if action == "power-on":
+            return self._power_on(st, rec, host, wait)
+        if action in ("cut-network", "heal"):
+            cut = action == "cut-network"
+            _set_cut(host.netns, cut)
+            rec.cut = cut
+            state.save(st)
+            return f"{name}: network {'cut (all traffic dropped)' if cut else 'healed'}"
+        if action == "kill-agent":
+            pid = _agent_pid(rec)
+            if pid is None:
+                raise Conflict(f"the agent of {name} is not running", field="host")
+            _procs.kill_and_wait([pid])
+            rec.agent_pid = None
+            state.save(st)
+            return f"{name}: agent {pid} killed"
+        pid = host.daemon_pid("libvirtd")
+        if pid is None:
+            raise Conflict(f"libvirtd of {name} is not running", field="host")
+        _procs.kill_and_wait([pid])
+        return f"{name}: libvirtd {pid} killed"
+
+    def _power_on(self, st: LabState, rec: HostRecord, host: LabHost, wait: bool) -> str:
+        """Start what is not running: libvirtd (virtlogd), then the agent, which rejoins
+        with the identity it saved at its join (no token)."""
+        started = []
+        if host.daemon_pid("libvirtd") is None:
+            host.power_on()
+            started.append("libvirtd")
+        if _agent_pid(rec) is None:
+            if not host.attach():
+                raise Conflict(f"lab host {rec.name} has no namespaces", field="host")
+            rec.agent_pid = self._spawn_agent(host, rec, ["run"])
+            started.append("agent")
+        if not started:
+            raise Conflict(f"{rec.name} is already on (libvirtd and agent run)", field="host")
+        rec.powered = True
+        state.save(st)
+        if wait:
+            self._wait_up(st, [rec.name])
+        return f"{rec.name}: powered on ({', '.join(started)} started)"
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+def _run(argv: list[str], *, timeout: float, what: str,
+         env: dict[str, str] | None = None) -> str:
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env,
+                              check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise HostError(f"{what}: no answer in {timeout:g} s", argv=argv) from exc
+    if proc.returncode != 0:
+        raise HostError(f"{what} failed (exit {proc.returncode}): "
+                        f"{(proc.stderr or proc.stdout).strip()[-2000:]}", argv=argv,
+                        returncode=proc.returncode)
+    return proc.stdout
+
+
+def _free_index(used: set[int]) -> int:
+    """The first lab index (counting from 1) that no lab host, route or namespace uses."""
+    start = int(os.environ.get("CORRAL_LAB_INDEX_BASE", "1"))
+    for index in range(start, INDEX_MAX + 1):
+        if index in used:
+            continue
+        subnet = ipaddress.IPv4Network(f"10.209.{index}.0/30")
+        try:
+            _net.check_free("corral-lab-index-probe", "crl-probe-none", subnet)
+        except Conflict:
+            continue
+        return index
+    raise Conflict("every lab index is in use (`ip -o -4 addr | grep 10.209.`)")
+
+
+def _list_names() -> tuple[list[str], list[str], list[str]]:
+    """Namespaces, links of the machine and links of the router namespace, as named now."""
+    ns_out = _net.ip("netns", "list", check=False).stdout
+    netns = [line.split()[0] for line in ns_out.splitlines() if line.strip()]
+    links = [link.get("ifname", "")
+             for link in json.loads(_net.ip("-j", "link", "show", check=False).stdout or "[]")]
+    rlinks: list[str] = []
+    if _net.ROUTER_NETNS in netns:
+        out = _net.ip("-j", "-n", _net.ROUTER_NETNS, "link", "show", check=False).stdout
+        rlinks = [link.get("ifname", "") for link in json.loads(out or "[]")]
+    return netns, links, rlinks
+
+
+def _existing_names(prefix: str) -> list[str]:
+    """Namespaces and links of the lab ``prefix`` that exist now (what `down` must remove)."""
+    netns, links, rlinks = _list_names()
+    found = state.sweep_targets(None, prefix, netns, links, rlinks)
+    existing = set(netns) | set(links) | set(rlinks)
+    return [n for n in [*found.netns, *found.veths, *found.router_links] if n in existing]
+
+
+def _kill_if_corral(pid: int) -> None:
+    """SIGKILL ``pid`` if it still is a corral process (not a pid reused since)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return
+    if b"corral" in cmdline:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        _procs.kill_and_wait([pid], timeout=5)
+
+
+def _agent_pid(rec: HostRecord) -> int | None:
+    pid = rec.agent_pid
+    if pid is None or not _procs.is_alive(pid):
+        return None
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return pid if b"corral.agent" in cmdline else None
+
+
+def _cut_rules() -> str:
+    # Everything but loopback, both ways; priority before any other filter of the host.
+    return (f"table inet {state.CUT_TABLE} {{\n"
+            "  chain input { type filter hook input priority -400; policy drop;"
+            " iifname \"lo\" accept; }\n"
+            "  chain output { type filter hook output priority -400; policy drop;"
+            " oifname \"lo\" accept; }\n"
+            "  chain forward { type filter hook forward priority -400; policy drop; }\n"
+            "}\n")
+
+
+def _set_cut(netns: str, cut: bool) -> None:
+    """Add (cut) or delete (heal) the lab's nftables table in ``netns``; idempotent."""
+    base = ["nsenter", f"--net=/run/netns/{netns}", "--", "nft"]
+    # Deleting first makes both idempotent (a table "add" of an existing one would merge).
+    subprocess.run([*base, "delete", "table", "inet", state.CUT_TABLE], capture_output=True,
+                   text=True, timeout=30, check=False)
+    if cut:
+        proc = subprocess.run([*base, "-f", "-"], input=_cut_rules(), capture_output=True,
+                              text=True, timeout=30, check=False)
+        if proc.returncode != 0:
+            raise HostError(f"nft in {netns} failed: {proc.stderr.strip()}")

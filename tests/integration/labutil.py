@@ -1,0 +1,150 @@
+"""Helpers of the `corral lab` tests: the CLI of one lab with its own root, names and HOME,
+what a user would check after `lab down`, and a lab per module (:func:`lab_session`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from corral.lab import _procs
+from corral.lab.host import LabHost
+
+CORRAL = [sys.executable, "-m", "corral.cli.main"]
+
+
+class LabCli:
+    def __init__(self, root: Path, home: Path, prefix: str) -> None:
+        self.root, self.home, self.prefix = root, home, prefix
+        self.env = {k: v for k, v in os.environ.items()
+                    if not k.startswith("CORRAL_")}
+        self.env.update(HOME=str(home), CORRAL_LAB_ROOT=str(root), CORRAL_LAB_INDEX_BASE="50",
+                        COLUMNS="200")
+
+    def run(self, *args: str, check: bool = True, timeout: float = 300,
+            ) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run([*CORRAL, *args], env=self.env, capture_output=True, text=True,
+                              timeout=timeout, check=False)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"corral {' '.join(args)} failed ({proc.returncode}):\n"
+                                 f"{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.run(*args, "--output", "json").stdout)
+
+    def status(self) -> dict[str, Any]:
+        st: dict[str, Any] = self.json("lab", "status")
+        return st
+
+    def hosts(self) -> dict[str, dict[str, Any]]:
+        return {h["name"]: h for h in self.status()["hosts"]}
+
+    def state(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads((self.root / "lab.json").read_text())
+        return data
+
+    def lab_host(self, name: str) -> LabHost:
+        rec = self.state()["hosts"][name]
+        host = LabHost(name, rec["index"], Path(rec["root_dir"]))
+        host.attach()
+        return host
+
+
+def _ip(*args: str) -> str:
+    return subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30,
+                          check=False).stdout
+
+
+def reachable(address: str, port: int) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def pids_mentioning(text: str) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if text.encode() in cmdline and _procs.is_alive(int(entry)):
+            found.append(int(entry))
+    return found
+
+
+def qemu_pid(host: LabHost, vm: str) -> int | None:
+    try:
+        pid = int((host.root_dir / "run" / "libvirt" / "qemu" / f"{vm}.pid").read_text())
+    except (OSError, ValueError):
+        return None
+    return pid if _procs.is_alive(pid) else None
+
+
+def assert_nothing_left(lab: LabCli) -> None:
+    """What a user would check: no namespace, veth, router link, bridge, process or
+    directory of the lab (its nftables tables lived in its namespaces)."""
+    p = lab.prefix
+    assert [n for n in _ip("netns", "list").split() if n.startswith(f"corral-{p}")] == []
+    links = [link["ifname"] for link in json.loads(_ip("-j", "link", "show") or "[]")]
+    assert [n for n in links if n.startswith((f"crl-{p}", "crlab"))] == []
+    if "corral-lab-router" in _ip("netns", "list").split():
+        rlinks = json.loads(_ip("-j", "-n", "corral-lab-router", "link", "show") or "[]")
+        assert [r["ifname"] for r in rlinks if r["ifname"].startswith(f"crr-{p}")] == []
+    assert pids_mentioning(str(lab.root)) == []
+    assert not lab.root.exists()
+    remotes = lab.home / ".config" / "corral" / "remotes.json"
+    if remotes.exists():
+        cfg = json.loads(remotes.read_text())
+        assert "lab" not in cfg["remotes"] and cfg["current"] == "local"
+
+
+def pid_prefix(first: str) -> str:
+    """``first`` and two letters drawn from our pid, none a hex digit (so never a name of
+    test_lab_host's ``t<hex>`` hosts or the node fixture's ``n<hex>``)."""
+    letters = "ghijklmnopqrstuvwxyz"
+    pid = os.getpid()
+    return first + letters[pid % 20] + letters[(pid // 20) % 20]
+
+
+@contextmanager
+def lab_dirs(prefix: str) -> Iterator[LabCli]:
+    """A LabCli with a root of its own under /var/tmp (QEMU must traverse to the lab hosts'
+    disks), lab indexes from 50 (the node fixture uses 100-199, test_lab_host 200 and up)
+    and HOME a temporary directory (the remotes `lab up` adds are not the user's); at the
+    end `corral lab down` (a no-op when the test did it) and the directory's removal."""
+    if os.geteuid() != 0:
+        pytest.fail("integration tests need root (namespaces, libvirtd); run them as root")
+    base = Path(tempfile.mkdtemp(prefix="corral-lab-it-", dir="/var/tmp"))
+    base.chmod(0o711)
+    cli = LabCli(base / "lab", base / "home", prefix)
+    (base / "home").mkdir()
+    try:
+        yield cli
+    finally:
+        cli.run("lab", "down", "--prefix", prefix, check=False, timeout=120)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@contextmanager
+def lab_session(hosts: int, storage: str, up_timeout: float = 400) -> Iterator[LabCli]:
+    """`corral lab up` (prefix ``lq<2 letters>``), brought down at the end."""
+    with lab_dirs(pid_prefix("lq")) as cli:
+        cli.run("lab", "up", "--hosts", str(hosts), "--storage", storage, "--prefix",
+                cli.prefix, timeout=up_timeout)
+        yield cli
