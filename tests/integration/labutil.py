@@ -142,9 +142,11 @@ def lab_dirs(prefix: str) -> Iterator[LabCli]:
 
 
 @contextmanager
-def lab_session(hosts: int, storage: str, up_timeout: float = 400) -> Iterator[LabCli]:
-    """`corral lab up` (prefix ``lq<2 letters>``), brought down at the end."""
-    with lab_dirs(pid_prefix("lq")) as cli:
+def lab_session(hosts: int, storage: str, up_timeout: float = 400, first: str = "lq",
+                *up_args: str) -> Iterator[LabCli]:
+    """`corral lab up` (prefix ``<first><2 letters>``; ``up_args`` added, else
+    ``--no-image``: most lab tests need no guest image), brought down at the end."""
+    with lab_dirs(pid_prefix(first)) as cli:
         cli.run("lab", "up", "--hosts", str(hosts), "--storage", storage, "--prefix",
-                cli.prefix, timeout=up_timeout)
+                cli.prefix, *(up_args or ("--no-image",)), timeout=up_timeout)
         yield cli

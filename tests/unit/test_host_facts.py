@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from corral.agent import host_facts
 from corral.agent.hypervisor import Hypervisor
-from corral.agent.hypervisor.host_caps import dotted, parse_host_cpu
+from corral.agent.hypervisor.host_caps import dotted, parse_cpu_models, parse_host_cpu
 from corral.agent_api.domains import HostFacts
 from corral.cli import host as host_cli
 from corral.cli.main import app as cli_app
@@ -48,6 +48,22 @@ def test_capabilities_without_a_cpu_give_nothing_rather_than_fail() -> None:
     assert parse_host_cpu("<capabilities><host/></capabilities>").model is None
 
 
+DOMCAPS = """<domainCapabilities><cpu>
+  <mode name='host-passthrough' supported='yes'/>
+  <mode name='custom' supported='yes'>
+    <model usable='yes' vendor='Intel'>Broadwell</model>
+    <model usable='no' vendor='Intel'>Skylake-Client</model>
+    <model usable='yes' vendor='AMD'>EPYC</model>
+    <model usable='unknown'>qemu64</model>
+  </mode></cpu></domainCapabilities>"""
+
+
+def test_the_models_a_guest_may_have_are_the_usable_custom_ones() -> None:
+    assert parse_cpu_models(DOMCAPS) == ["Broadwell", "EPYC"]
+    off = DOMCAPS.replace("name='custom' supported='yes'", "name='custom' supported='no'")
+    assert parse_cpu_models(off) == []
+
+
 def test_versions_are_unpacked_as_libvirt_packs_them() -> None:
     assert dotted(7002000) == "7.2.0" and dotted(9000000) == "9.0.0" and dotted(2) == "0.0.2"
 
@@ -60,8 +76,9 @@ def test_the_test_driver_reports_its_cpu_and_hypervisor(tmp_path: Path) -> None:
     assert kind == "TEST" and version.count(".") == 2
     facts = HostFacts(hostname="h", agent_version="1", cpus=2, memory_mib=4096,
                       virt_type="qemu", libvirt_version=hv.version(), storage_dir="/s",
-                      console_dir="/c", storage_free=0, **host_facts.reported(hv))
+                      console_dir="/c", storage_free=0, **host_facts.reported(hv, "qemu"))
     assert facts.hypervisor_type == "TEST" and facts.cpu_flags == ["nonpae", "pae"]
+    assert facts.cpu_models is None  # the test driver has no domain capabilities: unknown
     assert facts.memory_free_mib is not None and facts.memory_free_mib > 0
 
 

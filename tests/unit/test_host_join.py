@@ -15,7 +15,6 @@ import pytest
 from fastapi import FastAPI
 from https_serve import serve_https
 
-from corral.agent.identity import Identity
 from corral.agent.join import join
 from corral.engine.app import build_context, create_app
 from corral.engine.context import EngineContext, EngineSettings
@@ -23,6 +22,7 @@ from corral.engine.db.models import Host, JoinToken
 from corral.engine.services.auth import create_token
 from corral.engine.tls import ensure_engine_client, ensure_tls
 from corral.errors import Conflict, InvalidInput, Unauthorized
+from corral.host_identity import Identity
 from corral.peercert import PeerCertProtocol
 from corral.pki import fingerprint, join_token
 

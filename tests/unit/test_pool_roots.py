@@ -99,3 +99,30 @@ def test_refusals(setup: tuple[RootDisks, Storage, Path]) -> None:
 
 def _shared_disk(setup: tuple[RootDisks, Storage, Path], vm: str) -> Path:
     return setup[2] / ".vms" / f"{vm}.qcow2"
+
+
+def test_a_host_without_the_image_makes_its_disk_from_the_pool_base(
+        setup: tuple[RootDisks, Storage, Path]) -> None:
+    """A second host of a shared pool needs no copy of the image: the base another host
+    put in the pool is enough (and the agent's route says whether it is there)."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from corral.agent.jobs import JobRunner
+    from corral.agent.pools import root_routes
+
+    roots, _storage, shared = setup
+    other = Storage(shared.parent / "other-host")  # its images/ dir is empty
+    app = FastAPI()
+    app.include_router(root_routes.router(shared.parent / "state", other, JobRunner()))
+    with TestClient(app) as client:
+        assert client.get("/v1/pools/sh/bases/img").json() == {"present": False}
+        roots.create("sh", "a", "img", None)  # the first host copies its image in
+        assert client.get("/v1/pools/sh/bases/img").json() == {"present": True}
+    second = RootDisks(roots.pools, other)
+    second.create("sh", "b", "img", None)
+    info = qemu_img_info(shared / ".vms" / "b.qcow2")
+    assert info["backing-filename"] == str(shared / ".bases" / "img.img.qcow2")
+    assert _byte(shared / ".vms" / "b.qcow2", 0) == 0x61
+    with pytest.raises(NotFound):  # neither on the host nor in the pool
+        second.create("sh", "c", "ghost", None)

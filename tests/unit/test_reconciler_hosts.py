@@ -216,6 +216,28 @@ def test_a_restarted_agent_is_resynced_with_fresh_facts(engine: Engine) -> None:
         assert host is not None and host.facts["libvirt_version"] == "9.0.0"
 
 
+def test_facts_that_could_not_be_read_are_read_at_the_next_report(engine: Engine) -> None:
+    """A new agent reports before its own server listens: the engine's call back fails,
+    and the next report (same boot id) tries again rather than never."""
+    with engine.ctx.db.session() as s:
+        host = s.get(Host, engine.host_id)
+        assert host is not None
+        host.facts = {}
+    engine.agent.mode = "500"
+    engine.report(boot_id="boot-2")
+    with engine.ctx.db.session() as s:
+        host = s.get(Host, engine.host_id)
+        assert host is not None and "libvirt_version" not in host.facts
+    engine.agent.mode = "ok"
+    engine.report(boot_id="boot-2")
+    with engine.ctx.db.session() as s:
+        host = s.get(Host, engine.host_id)
+        assert host is not None and host.facts["libvirt_version"] == "9.0.0"
+    asked = engine.agent.asked
+    engine.report(boot_id="boot-2")  # read once: an ordinary heartbeat asks nothing
+    assert engine.agent.asked == asked
+
+
 def test_a_vanished_domain_is_defined_again(engine: Engine) -> None:
     del engine.agent.domains["vm1"]
     defined: list[str] = []

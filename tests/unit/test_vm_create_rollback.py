@@ -99,7 +99,8 @@ def _create(client: TestClient, **extra: Any) -> dict[str, Any]:
 
 
 WITH_SEED = {"cloud_init": {"user_data": "#cloud-config\n{}\n"}}
-STEPS = ["GET /v1/images/tiny/files", "PUT /v1/disks/web", "PUT /v1/seeds/web", "PUT /v1/ports/.*", "PUT /v1/domains/web",
+STEPS = ["GET /v1/images/tiny/files",  # is the image on the host (else it is copied)
+         "PUT /v1/disks/web", "PUT /v1/seeds/web", "PUT /v1/ports/.*", "PUT /v1/domains/web",
          "POST /v1/domains/web/start"]
 
 

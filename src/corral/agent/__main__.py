@@ -22,9 +22,9 @@ import uvicorn
 
 from corral.agent import children
 from corral.agent.app import AgentSettings, create_app
-from corral.agent.identity import Identity
 from corral.agent.reporter import Reporter
 from corral.errors import Conflict, CorralError, InvalidInput
+from corral.host_identity import Identity
 from corral.node.daemons import ensure_libvirtd
 from corral.safeurls import parse_cidrs
 

@@ -121,7 +121,8 @@ class Agent:
             cpu_list=host_topology.online_cpus(_ROOT),  # placement: pinning, NUMA, huge pages
             numa_nodes=host_topology.numa_nodes(_ROOT),
             hugetlbfs=host_topology.hugetlbfs_sizes(_ROOT),
-            **host_facts.reported(self.hv),  # CPU model/flags, QEMU version, free memory
+            # CPU model/flags and usable models, QEMU version, free memory
+            **host_facts.reported(self.hv, self.virt.type.value),
         )
 
 
@@ -133,7 +134,7 @@ def create_app(settings: AgentSettings) -> FastAPI:
     install_error_handlers(app)
     app.state.agent = agent
     hv, storage = agent.hv, agent.storage
-    # Who may call: decided by TLS before any route runs (corral.agent.identity: only the
+    # Who may call: decided by TLS before any route runs (corral.host_identity: only the
     # engine's client certificate passes the handshake).
     # Long work (image import, customization) runs as jobs: see corral.agent.jobs.
     jobs = JobRunner()

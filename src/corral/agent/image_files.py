@@ -1,7 +1,7 @@
 """The files of an image, read and written one by one: the two ends of a copy of an image
 from host to host, which the engine relays (corral.engine.services.image_copies).
 
-    GET /v1/images/{name}/files?digest=BOOL        -> ImageFiles (404: none here)
+    GET /v1/images/{name}/files?digest=BOOL[&kind=K...]  -> ImageFiles (404: none here)
     GET /v1/images/{name}/files/{kind}             -> the file's bytes, streamed
     PUT /v1/images/{name}/files/{kind}?size=N&sha256=HEX   body: the bytes -> ImageFile
 
@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -61,15 +61,19 @@ def router(storage: Storage, runner: JobRunner) -> APIRouter:
     r = APIRouter()
 
     @r.get("/v1/images/{name}/files")
-    def files(name: str, digest: bool = False) -> ImageFiles:
+    def files(name: str, digest: bool = False,
+              kind: list[FileKind] = Query(default=[])) -> ImageFiles:
+        """``kind`` (repeated): only those files (a digest reads a file through)."""
         found = []
-        for kind in (*BOOT_KINDS, *MAIN_KINDS):  # the image file last: see the module doc
-            path = file_path(storage, name, kind)
+        for k in (*BOOT_KINDS, *MAIN_KINDS):  # the image file last: see the module doc
+            if kind and k not in kind:
+                continue
+            path = file_path(storage, name, k)
             try:
                 size = path.stat().st_size
             except FileNotFoundError:
                 continue
-            found.append(ImageFile(kind=kind, size=size,
+            found.append(ImageFile(kind=k, size=size,
                                    sha256=sha256_of(path) if digest else None))
         if not found:
             raise NotFound(f"image {name} not found on this host", field="image")

@@ -4,7 +4,7 @@
    with the fingerprint the token carries: a man in the middle fails here.
 2. Make a key and a CSR (the host's name and the address the engine will reach it at) and
    send them with the token, now verifying the engine with that CA.
-3. Keep what comes back (corral.agent.identity): from then on engine and agent speak
+3. Keep what comes back (corral.host_identity): from then on engine and agent speak
    mutual TLS only, and the token is spent.
 """
 
@@ -16,10 +16,10 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from corral.agent.identity import Identity
 from corral.api.cluster import JoinAnswer, JoinRequest
 from corral.errors import CorralError, HostError, InvalidInput, Unauthorized, Unavailable
 from corral.errors import from_dict as error_from_dict
+from corral.host_identity import Identity
 from corral.pki import fingerprint, make_csr, split_join_token
 
 TIMEOUT_S = 30.0
@@ -47,21 +47,14 @@ def source_address(engine_url: str) -> str:
 
 def fetch_ca(engine_url: str, expected_fp: str) -> str:
     """The engine's CA, once its fingerprint matched ``expected_fp``."""
-    try:
-        resp = httpx.get(f"{engine_url}/api/v1/ca.pem", verify=False,  # pinned below
-                         timeout=TIMEOUT_S)
-    except httpx.HTTPError as exc:
-        raise Unavailable(f"engine at {engine_url} unreachable: {exc}") from exc
-    if resp.status_code != 200:
-        raise HostError(f"engine at {engine_url} gave no CA (HTTP {resp.status_code})")
-    try:
-        got = fingerprint(resp.text)
-    except ValueError as exc:
-        raise HostError(f"engine at {engine_url} sent a CA that is not a certificate") from exc
+    from corral.client.remotes import fetch_ca as unverified_ca  # as `corral remote add`
+
+    pem = unverified_ca(engine_url)
+    got = fingerprint(pem)
     if got != expected_fp.lower():
         raise Unauthorized(f"the engine at {engine_url} shows CA {got}, not the {expected_fp} "
                            "the token names: wrong URL, or someone in between")
-    return resp.text
+    return pem
 
 
 def join(engine_url: str, token: str, name: str, url: str, addresses: list[str],

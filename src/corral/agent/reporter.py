@@ -21,9 +21,9 @@ from urllib.parse import urlsplit
 from corral.agent import host_memory
 from corral.agent.hypervisor import Hypervisor
 from corral.agent.hypervisor.events import DomainWatcher
-from corral.agent.identity import Identity
 from corral.agent_api.reports import DomainEvent, HostReport, domains_digest
 from corral.errors import CorralError
+from corral.host_identity import Identity
 
 log = logging.getLogger(__name__)
 

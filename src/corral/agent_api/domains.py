@@ -53,6 +53,8 @@ class HostFacts(Answer):
     cpu_model: str | None = None  # libvirt's name of the host CPU
     cpu_vendor: str | None = None
     cpu_flags: list[str] | None = None  # features beyond the model's own
+    # Named CPU models a guest may have here (libvirt's domain capabilities); None: unknown
+    cpu_models: list[str] | None = None
     hypervisor_type: str | None = None  # libvirt's driver: QEMU (TEST under the test driver)
     hypervisor_version: str | None = None  # QEMU's version on the qemu driver
     memory_free_mib: int | None = None  # MemAvailable when reported

@@ -42,15 +42,38 @@ def up(
                                 "corral-PREFIXn (1-5 letters)"),
     remote: bool = typer.Option(True, "--remote/--no-remote",
                                 help="Add remote `lab` and switch the CLI to it"),
+    heartbeat_timeout: float | None = typer.Option(
+        None, "--heartbeat-timeout", min=0.5, max=600.0,
+        help="The engine's `corral up --heartbeat-timeout`: seconds of agent silence before "
+             "a host is unresponsive (default: the engine's, 5)"),
+    cpu_overcommit: float | None = typer.Option(
+        None, "--cpu-overcommit", min=0.1, max=1000.0,
+        help="The engine's `corral up --cpu-overcommit`: vCPUs a host may be given per CPU "
+             "(default: the engine's, 4). Every lab host shows this machine's CPUs: raise it "
+             "to place more small VMs on each"),
+    image: bool = typer.Option(
+        True, "--image/--no-image",
+        help="Build image `tiny` (a small guest with a shell on its console) on the first "
+             "host; VMs on other hosts get it copied. Its .debs are downloaded here (the lab "
+             "hosts have no route to the mirror) unless --deb-cache has them"),
+    deb_cache: Path = typer.Option(
+        None, "--deb-cache", file_okay=False,
+        help="A directory with the tiny guest's .debs in debs/ (filled on first use, reused "
+             "after; default ROOT/tiny-cache, gone with `lab down`)"),
     root: Path = RootOpt,
 ) -> None:
-    """Start the lab's engine and N lab hosts; returns when every host is `up`.
+    """Start the lab's engine and N lab hosts; returns when every host is `up`, with
+    network `default` spanning the hosts (VXLAN, 10.212.0.0/24, isolated: guests reach
+    each other, nothing beyond the lab; a VM keeps its address on any host) and image
+    `tiny`.
 
     The CLI then talks to the lab (remote `lab`; `corral remote switch local` goes back).
     """
     with handled():
         lab = _lab(root)
-        st = lab.up(hosts, storage, prefix, remote=remote)
+        st = lab.up(hosts, storage, prefix, remote=remote, heartbeat_timeout=heartbeat_timeout,
+                    cpu_overcommit=cpu_overcommit,
+                    image=image, deb_cache=deb_cache)
         assert st.engine is not None
         out.print(f"lab up: engine https://{st.engine.address}:{st.engine.port}, hosts "
                   f"{', '.join(sorted(st.hosts))}", highlight=False)

@@ -52,6 +52,11 @@ def up(
         "spread", "--placement", metavar="spread|pack",
         help="Where new VMs go: spread (the host with most free first: load evens out) or "
              "pack (the fullest host that fits: whole hosts stay free for big VMs)"),
+    heartbeat_timeout: float = typer.Option(
+        5.0, "--heartbeat-timeout", min=0.5, max=600.0,
+        help="Seconds without a report from a host's agent (it reports every second) before "
+             "the engine marks the host unresponsive, which HA fences on; too low and a "
+             "loaded machine's late heartbeats fence healthy hosts"),
     local_agent: bool = typer.Option(
         True, "--local-agent/--no-local-agent",
         help="Run VMs on this machine too (an agent that joins the engine at once); "
@@ -69,7 +74,7 @@ def up(
                              storage_overcommit=storage_overcommit,
                              cpu_overcommit=cpu_overcommit,
                              memory_overcommit=memory_overcommit, placement=placement,
-                             local_agent=local_agent)
+                             heartbeat_timeout_s=heartbeat_timeout, local_agent=local_agent)
     with handled():
         if placement not in ("spread", "pack"):
             raise InvalidInput(f"--placement is spread or pack, not {placement!r}",

@@ -21,7 +21,6 @@ For code (``corral lab up`` / ``lab down``)::
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import re
@@ -33,10 +32,9 @@ from typing import Any
 
 import httpx
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from pydantic import BaseModel, Field, ValidationError
 
-from corral import errors
+from corral import errors, pki
 from corral.node import paths
 
 LOCAL = "local"
@@ -89,8 +87,8 @@ def config_path() -> Path:
 
 def fingerprint(ca_pem: str) -> str:
     """SHA-256 of the certificate (DER), lowercase hex: what `remote add` shows and pins."""
-    cert = _load_cert(ca_pem)
-    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+    _load_cert(ca_pem)  # a clear 422 for what is not a certificate
+    return pki.fingerprint(ca_pem)
 
 
 def normalize_fingerprint(value: str, field: str = "fingerprint") -> str:

@@ -176,7 +176,11 @@ class Reconciler:
         host_id, _, facts = key.partition("+")
         try:
             if facts:  # a restarted agent (a new version, a host that booted again)
-                hosts.refresh_facts(self.ctx, host_id)
+                try:
+                    hosts.refresh_facts(self.ctx, host_id)
+                except Exception:
+                    self._forget_boot(host_id)
+                    raise
                 # A host that just joined or restarted gets the cluster's networks, pools
                 # and ports before its VMs are resynced (they may need them to start).
                 host_sync.catch_up(self.ctx, host_id)
@@ -185,6 +189,14 @@ class Reconciler:
             log.warning("resync of host %s: %s", host_id, exc)
         except Exception:  # keep reconciling whatever one host hit
             log.exception("resync of host %s failed", host_id)
+
+    def _forget_boot(self, host_id: str) -> None:
+        """The facts of a restarted agent could not be read (a new agent reports before its
+        own server listens): its next report counts as a restart again, and retries."""
+        with self._beats_lock:
+            beat = self._beats.get(host_id)
+            if beat is not None:
+                beat.boot_id = ""
 
     def resync_host(self, host_id: str) -> None:
         """List the host's domains and bring each VM's row in line (now, on this thread)."""

@@ -11,6 +11,15 @@ Layout (``ROOT``, default /var/lib/corral-lab)::
     shared/             --storage shared: the directory every lab host sees (pool `shared`)
     ceph/               --storage rbd: the Ceph cluster (corral.lab.ceph; pool `rbd`), its
                         daemons in the engine's namespace
+    tiny-cache/         the tiny guest's .debs, when `lab up` downloaded them (no --deb-cache)
+
+What `lab up` makes in the engine, once the hosts joined: network ``default``, one VXLAN
+segment over every lab host (10.212.0.0/24, isolated: guests reach each other and the DHCP/DNS
+server, nothing beyond the lab; one host serves DHCP, so no address is handed out twice and a
+VM keeps its address on any host), and image ``tiny`` (built on the first host; the others get
+it copied when a VM needs it there). The lab hosts have no route to the package mirror: the
+.debs of the tiny guest are downloaded here, in the machine's namespace (or taken from
+``--deb-cache``), and put into the building host's cache.
 
 The engine runs in a network namespace of its own, ``corral-<prefix>0``, linked to the
 machine (the CLI reaches it there) and to the lab's router like a lab host, so the agents
@@ -33,7 +42,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from corral.api import OperationStatus, PoolCreate, PoolType
+from corral.api import (
+    NetworkCreate,
+    NetworkMode,
+    NetworkOverlay,
+    OperationStatus,
+    PoolCreate,
+    PoolType,
+)
 from corral.client import Client
 from corral.errors import Conflict, CorralError, HostError, InvalidInput, NotFound, Unavailable
 from corral.lab import _net, _procs, state
@@ -55,6 +71,9 @@ MARKER = ".corral-lab"
 # nor its corral0, so nothing reads as the node's.
 LAB_SUBNET = "10.212.0.0/24"
 LAB_BRIDGE = "crlab0"
+LAB_VNI = 212
+NETWORK = "default"
+IMAGE = "tiny"
 JOIN_TIMEOUT_S = 90.0
 CORRAL = [sys.executable, "-m", "corral.cli.main"]
 AGENT = [sys.executable, "-m", "corral.agent"]
@@ -122,7 +141,8 @@ class Lab:
             raise Unavailable("the lab has no engine")
         return Client.from_config(Path(st.engine.data_dir))
 
-    def _start_engine(self, st: LabState) -> None:
+    def _start_engine(self, st: LabState, heartbeat_timeout: float | None = None,
+                      cpu_overcommit: float | None = None) -> None:
         index = _free_index(st.used_indexes())
         name = state.host_name(st.prefix, 0)
         base = f"10.209.{index}"  # LabHost's plan: .1 machine, .2 inside, .5/.6 router
@@ -140,6 +160,10 @@ class Lab:
                 "--data-dir", str(data_dir), "--listen", st.engine.address,
                 "--port", str(st.engine.port), "--no-local-agent",
                 "--subnet", LAB_SUBNET, "--bridge", LAB_BRIDGE, "--detach"]
+        if heartbeat_timeout is not None:
+            argv += ["--heartbeat-timeout", str(heartbeat_timeout)]
+        if cpu_overcommit is not None:
+            argv += ["--cpu-overcommit", str(cpu_overcommit)]
         _run(argv, timeout=180, what="starting the lab's engine")
         with contextlib.suppress(OSError, ValueError):
             st.engine.pid = int((data_dir / "engine.pid").read_text().strip())
@@ -196,12 +220,14 @@ class Lab:
         return proc.pid
 
     def _wait_up(self, st: LabState, names: list[str], timeout: float = JOIN_TIMEOUT_S) -> None:
-        """Until the engine sees every host of ``names`` `up`; bounded."""
+        """Until the engine sees every host of ``names`` `up`, its facts read (the scheduler
+        needs its CPUs and memory); bounded."""
         deadline = time.monotonic() + timeout
         seen: dict[str, str] = {}
         while True:
             with contextlib.suppress(CorralError), self.client(st) as c:
-                seen = {h.name: h.status for h in c.list_hosts()}
+                seen = {h.name: h.status if h.cpus else "up, facts not read yet"
+                        for h in c.list_hosts()}
             if all(seen.get(n) == "up" for n in names):
                 return
             for n in names:  # an agent that died will never join: say so at once
@@ -217,8 +243,15 @@ class Lab:
     # -- up, add-host, down ---------------------------------------------------------------
 
     def up(self, hosts: int, storage: str = "none", prefix: str = DEFAULT_PREFIX,
-           remote: bool = True) -> LabState:
-        """Build the lab; on any failure everything made so far is removed again."""
+           remote: bool = True, heartbeat_timeout: float | None = None,
+           cpu_overcommit: float | None = None,
+           image: bool = True, deb_cache: Path | None = None) -> LabState:
+        """Build the lab; on any failure everything made so far is removed again.
+        ``heartbeat_timeout``, ``cpu_overcommit``: the engine's `corral up
+        --heartbeat-timeout`, `--cpu-overcommit` (None: its default). ``image``: build
+        image ``tiny`` (its .debs from ``deb_cache``, a directory
+        holding ``debs/`` as ``corral.images.tiny.fetch_packages`` fills it, else downloaded
+        into ROOT/tiny-cache)."""
         if not 1 <= hosts <= state.MAX_HOSTS:
             raise InvalidInput(f"--hosts must be 1 to {state.MAX_HOSTS}", field="hosts")
         if storage not in STORAGE:
@@ -240,7 +273,7 @@ class Lab:
         st = LabState(root=str(self.root), prefix=prefix, storage=storage)
         state.save(st)
         try:
-            self._start_engine(st)
+            self._start_engine(st, heartbeat_timeout, cpu_overcommit)
             if storage == "rbd":
                 self._start_ceph(st)
             names = [self._start_host(st, None).name for _ in range(hosts)]
@@ -249,6 +282,9 @@ class Lab:
                 self._shared_pool(st)
             elif storage == "rbd":
                 self._rbd_pool(st)
+            self._default_network(st)
+            if image:
+                self._tiny_image(st, min(names), deb_cache)
             if remote:
                 self._add_remote(st)
         except BaseException:
@@ -270,6 +306,34 @@ class Lab:
         st.shared_dir = str(shared)
         state.save(st)
         self._create_pool(st, PoolCreate(name="shared", type=PoolType.SHARED, path=str(shared)))
+
+    def _default_network(self, st: LabState) -> None:
+        """Network `default` across the lab hosts: a VXLAN overlay, isolated (see above)."""
+        req = NetworkCreate(name=NETWORK, mode=NetworkMode.ISOLATED, subnet=LAB_SUBNET,
+                            bridge=LAB_BRIDGE, overlay=NetworkOverlay.VXLAN, vni=LAB_VNI)
+        with self.client(st) as c:
+            op = c.create_network(req)
+            done = c.wait(op.id, timeout=120)
+        if done.status != OperationStatus.SUCCESS:
+            raise HostError(f"network {NETWORK} was not made: {done.error or done.message}")
+
+    def _tiny_image(self, st: LabState, builder: str, deb_cache: Path | None) -> None:
+        """Image `tiny`, built by the engine on ``builder`` (the first host by name, where a
+        build goes) from .debs fetched here: the lab hosts have no route to the mirror."""
+        from corral.images.tiny import fetch_packages
+        from corral.images.tiny_ssh import fetch_ssh_packages
+
+        cache = deb_cache or self.root / "tiny-cache"
+        fetch_packages(cache, lambda _pct, _msg: None)  # no download when cache has them
+        fetch_ssh_packages(cache, lambda _pct, _msg: None)
+        target = Path(st.hosts[builder].root_dir) / "agent" / "storage" / "build" / "cache"
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(cache / "debs", target / "debs", dirs_exist_ok=True)
+        with self.client(st) as c:
+            op = c.build_tiny(IMAGE)
+            done = c.wait(op.id, timeout=900)
+        if done.status != OperationStatus.SUCCESS:
+            raise HostError(f"image {IMAGE} was not built: {done.error or done.message}")
 
     def _start_ceph(self, st: LabState) -> None:
         """The one-machine Ceph cluster (mon, mgr, 3 OSDs), in the engine's namespace, so

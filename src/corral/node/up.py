@@ -20,7 +20,6 @@ from pathlib import Path
 import httpx
 import uvicorn
 
-from corral.agent.identity import Identity
 from corral.api.cluster import JoinRequest
 from corral.engine.app import build_context, create_app
 from corral.engine.context import EngineContext, EngineSettings
@@ -28,6 +27,7 @@ from corral.engine.db.models import Host
 from corral.engine.services import auth, host_join, hosts, networks, pools
 from corral.engine.tls import ensure_tls
 from corral.errors import Conflict, CorralError, Unavailable
+from corral.host_identity import Identity
 from corral.node import hostnet
 from corral.node.daemons import ensure_libvirtd
 from corral.node.paths import DEFAULT_DATA_DIR, USER_CONFIG, NodePaths, write_private
@@ -57,15 +57,17 @@ class UpOptions:
     cpu_overcommit: float = 4.0
     memory_overcommit: float = 1.0
     placement: str = "spread"
+    heartbeat_timeout_s: float = 5.0  # EngineSettings.heartbeat_timeout_s
 
     def setting_args(self) -> list[str]:
-        """The import, storage and scheduler settings as `corral up` options."""
+        """The import, storage, scheduler and heartbeat settings as `corral up` options."""
         return [*(a for d in self.import_dirs for a in ("--import-dir", str(d))),
                 *(a for c in self.import_allow_cidrs for a in ("--import-allow-cidr", c)),
                 "--storage-overcommit", str(self.storage_overcommit),
                 "--cpu-overcommit", str(self.cpu_overcommit),
                 "--memory-overcommit", str(self.memory_overcommit),
-                "--placement", self.placement]
+                "--placement", self.placement,
+                "--heartbeat-timeout", str(self.heartbeat_timeout_s)]
 
 
 def _pid_alive(pid_file: Path) -> int | None:
@@ -225,7 +227,8 @@ def run_up(opts: UpOptions) -> None:
                               storage_overcommit=opts.storage_overcommit,
                               cpu_overcommit=opts.cpu_overcommit,
                               memory_overcommit=opts.memory_overcommit,
-                              placement=opts.placement)
+                              placement=opts.placement,
+                              heartbeat_timeout_s=opts.heartbeat_timeout_s)
     ctx = build_context(settings)
     ca, cert, key = ensure_tls(paths.tls_dir, [opts.listen])
     agent = AgentSupervisor(paths, opts.port + 1, opts.libvirt_uri, settings)

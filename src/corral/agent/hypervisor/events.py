@@ -74,6 +74,7 @@ class DomainWatcher:
         self.uri, self.on_event, self.on_lost = uri, on_event, on_lost
         self._stop = threading.Event()
         self._closed = threading.Event()
+        self.watching = threading.Event()  # set while events are being delivered
         self._conn: Any = None
 
     def start(self) -> None:
@@ -93,7 +94,9 @@ class DomainWatcher:
                          exc.get_error_message())
                 self._stop.wait(RECONNECT_S)
                 continue
+            self.watching.set()
             self._closed.wait()
+            self.watching.clear()
             if self._stop.is_set():
                 break
             self.on_lost()

@@ -43,3 +43,17 @@ def parse_host_cpu(caps_xml: str) -> HostCpu:
 def dotted(version: int) -> str:
     """libvirt's packed version (major * 1,000,000 + minor * 1,000 + micro) as 7.2.0."""
     return f"{version // 1000000}.{version // 1000 % 1000}.{version % 1000}"
+
+
+def parse_cpu_models(domcaps_xml: str) -> list[str]:
+    """The named CPU models a guest may have here (domain capabilities: custom mode, the
+    models libvirt marks usable for this host and virtualization type), sorted."""
+    try:
+        root = etree.fromstring(domcaps_xml.encode(), _PARSER)
+    except etree.XMLSyntaxError as exc:
+        raise HypervisorError(f"libvirt domain capabilities are not XML: {exc}") from exc
+    custom = root.find("cpu/mode[@name='custom']")
+    if custom is None or custom.get("supported") != "yes":
+        return []
+    return sorted({m.text.strip() for m in custom.findall("model")
+                   if m.get("usable") == "yes" and m.text and m.text.strip()})

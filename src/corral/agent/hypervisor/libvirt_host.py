@@ -149,6 +149,16 @@ class Hypervisor:
         return host_caps.parse_host_cpu(self._call("capabilities",
                                                    lambda c: c.getCapabilities()))
 
+    def cpu_models(self, virt_type: str) -> list[str] | None:
+        """The named CPU models a guest may have under ``virt_type`` (kvm, qemu); None when
+        libvirt cannot say (a driver without domain capabilities): unknown, not none."""
+        try:
+            xml = self._call("domain capabilities", lambda c: c.getDomainCapabilities(
+                None, None, None, virt_type, 0))
+        except CorralError:
+            return None
+        return host_caps.parse_cpu_models(xml)
+
     def hypervisor(self) -> tuple[str, str]:
         """(type, version) of what libvirt drives: ("QEMU", "7.2.0") on the qemu driver."""
         kind, v = self._call("hypervisor version", lambda c: (c.getType(), c.getVersion()))

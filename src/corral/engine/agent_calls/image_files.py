@@ -5,7 +5,8 @@ never holding a whole file in memory (corral.engine.services.image_copies relays
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from urllib.parse import urlencode
 
 import httpx
 from pydantic import ValidationError
@@ -17,7 +18,8 @@ from corral.errors import AgentTimeout, AgentUnreachable, CorralError, HostError
 CHUNK = 1 << 20
 # Per read or write on the socket (httpx), not for the whole file: a big image streams for
 # as long as it takes while each step stays bounded.
-STREAM_TIMEOUT = httpx.Timeout(120.0)
+# A target answers a PUT once the file is on its disk (fsync): a longer read.
+STREAM_TIMEOUT = httpx.Timeout(120.0, read=600.0)
 
 
 @contextlib.contextmanager
@@ -42,11 +44,13 @@ def _error(resp: httpx.Response) -> CorralError:
 class ImageFileCalls(AgentCalls):
     _http: httpx.Client
 
-    def image_files(self, name: str, digest: bool = False) -> ImageFiles:
-        """The image's files on the host (404: none); ``digest``: with their SHA-256, which
-        reads every file through (a long call for a big image)."""
-        return self._send("GET", f"/v1/images/{name}/files?digest={str(digest).lower()}",
-                          ImageFiles, timeout=3600 if digest else 30)
+    def image_files(self, name: str, digest: bool = False,
+                    kinds: Sequence[FileKind] = ()) -> ImageFiles:
+        """The image's files on the host (404: none), or only ``kinds``; ``digest``: with
+        their SHA-256, which reads each file through (a long call for a big image)."""
+        query = urlencode([("digest", str(digest).lower()), *(("kind", k) for k in kinds)])
+        return self._send("GET", f"/v1/images/{name}/files?{query}", ImageFiles,
+                          timeout=3600 if digest else 30)
 
     def image_in_pool(self, pool: str, image: str) -> ImageInPool:
         return self._send("GET", f"/v1/pools/{pool}/bases/{image}", ImageInPool, timeout=60)

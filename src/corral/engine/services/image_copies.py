@@ -123,7 +123,7 @@ def _copy(ctx: EngineContext, op: OpContext, host_id: str, name: str, need: list
         dst_name = host.name if host is not None else host_id
     source, target = ctx.agent(src_id), ctx.agent(host_id)
     op.progress(span[0], f"image {name} is not on host {dst_name}: hashing it on {src_name}")
-    listed = {f.kind: f for f in source.image_files(name, digest=True).files}
+    listed = {f.kind: f for f in source.image_files(name, digest=True, kinds=need).files}
     files = [listed[k] for k in need if k in listed]
     if len(files) != len(need):  # removed from the source in between
         raise Unavailable(f"image {name} changed on host {src_name} while being copied",

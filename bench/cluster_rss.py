@@ -1,0 +1,210 @@
+"""`python bench/cluster_rss.py`: resident memory of the engine and of each agent on the 3-host
+lab (bench/benchlab.py) with 10 VMs on each host. Writes its own section
+(``<!-- cluster_rss -->``) of docs/benchmarks.md. Needs root (the lab).
+
+Method: `corral lab up --hosts 3 --cpu-overcommit 8` (every lab host shows this machine's
+CPUs, 2 here: 10 VMs of 1 vCPU need more than the default 4 vCPUs per CPU), with the tiny
+image and network `default` it makes. VmRSS of the engine and of each agent
+(/proc/PID/status: the process itself; its children, QEMU and libvirtd are not counted) is
+read once the lab is up (no VM: for context); then 10 VMs of 128M are pinned on each host
+(``vm create --host H --start``), every guest booted (its console shows the tiny guest's
+boot line) and its QEMU running (the lab host's libvirt pid file), ~10 s of quiet, and 5
+readings a second apart: the highest counts. ``--stopped`` defines the 30 VMs without
+starting them (nothing boots; the report says so). Targets as for one node: engine
+< 150 MB, agent < 80 MB (MB = 10^6 bytes). Each lab host's libvirtd is read too, for scale
+(the raw tool's own daemon).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import outcome
+import sections
+from benchlab import (
+    IMAGE,
+    agent_pids,
+    check_guests,
+    engine_pid,
+    host_names,
+    lab_host,
+    lab_up,
+    machine_facts,
+    mb,
+    rss_mib,
+    sigterm_exits,
+)
+from corral.api import VmCreate
+from corral.client import Client
+from corral.lab import _procs
+from corral.lab.cluster import Lab
+from guests import wait_booted
+from timing import BenchError, say
+
+REPO = Path(__file__).resolve().parents[1]
+REPORT = REPO / "docs" / "benchmarks.md"
+SECTION = "cluster_rss"
+PREFIX = "br"
+VMS_PER_HOST = 10
+MEMORY = "128M"
+SETTLE_S = 10.0
+SAMPLES = 5
+BOOT_TIMEOUT_S = 900.0
+ENGINE_TARGET_MB = 150.0
+AGENT_TARGET_MB = 80.0
+# Each lab host shows this machine's 2 CPUs: 10 VMs of 1 vCPU need more than the default 4.
+CPU_OVERCOMMIT = 8.0
+
+
+@dataclass
+class Result:
+    started_vms: bool
+    vms: dict[str, list[str]] = field(default_factory=dict)  # host -> VM names
+    running: dict[str, int] = field(default_factory=dict)  # host -> QEMUs running
+    idle_mib: dict[str, float] = field(default_factory=dict)  # with no VM, for context
+    samples_mib: dict[str, list[float]] = field(default_factory=dict)
+    create_s: float = 0.0
+    boot_s: float = 0.0
+    errors: list[str] = field(default_factory=list)
+    facts: dict[str, str] = field(default_factory=dict)
+
+    def peak(self, which: str) -> float:
+        return max(self.samples_mib.get(which) or [float("nan")])
+
+
+def sample(lab: Lab) -> dict[str, float]:
+    """engine, agent HOST and libvirtd HOST: VmRSS in MiB."""
+    out = {"engine": rss_mib(engine_pid(lab))}
+    for host, pid in sorted(agent_pids(lab).items()):
+        out[f"agent {host}"] = rss_mib(pid)
+    for host in host_names(lab):
+        daemon = lab_host(lab, host).daemon_pid("libvirtd")
+        if daemon is not None:
+            out[f"libvirtd {host}"] = rss_mib(daemon)
+    return out
+
+
+def qemus_running(lab: Lab, host: str, names: list[str]) -> int:
+    """How many of ``names`` have a live QEMU on lab host ``host`` (libvirt's pid files)."""
+    run_dir = Path(lab.state().hosts[host].root_dir) / "run" / "libvirt" / "qemu"
+    alive = 0
+    for name in names:
+        try:
+            pid = int((run_dir / f"{name}.pid").read_text())
+        except (OSError, ValueError):
+            continue
+        if _procs.is_alive(pid):
+            alive += 1
+    return alive
+
+
+def measure(res: Result, lab: Lab, client: Client) -> None:
+    res.idle_mib = sample(lab)
+    t0 = time.monotonic()
+    hosts = host_names(lab)
+    for i in range(VMS_PER_HOST):
+        for host in hosts:
+            name = f"rss-{host}-{i:02d}"
+            op = client.create_vm(VmCreate(name=name, image=IMAGE, memory=MEMORY, cpus=1,
+                                           host=host, start=res.started_vms))
+            client.wait(op.id, timeout=300)
+            res.vms.setdefault(host, []).append(name)
+        say(f"rss: {(i + 1) * len(hosts)}/{VMS_PER_HOST * len(hosts)} VMs "
+            f"{'started' if res.started_vms else 'defined'}")
+    res.create_s = time.monotonic() - t0
+    if res.started_vms:
+        every = [n for names in res.vms.values() for n in names]
+        res.boot_s = wait_booted(client, every, timeout=BOOT_TIMEOUT_S, every=3.0)
+        for host, names in res.vms.items():
+            res.running[host] = qemus_running(lab, host, names)
+            if res.running[host] != len(names):
+                raise BenchError(f"{host}: {res.running[host]} of {len(names)} QEMUs running")
+        say(f"rss: every guest booted ({res.boot_s:.0f} s); settling {SETTLE_S:g} s")
+    time.sleep(SETTLE_S)
+    for _ in range(SAMPLES):
+        for which, value in sample(lab).items():
+            res.samples_mib.setdefault(which, []).append(value)
+        time.sleep(1.0)
+
+
+def section(res: Result, started: str, duration_s: float) -> tuple[str, list[str]]:
+    n = sum(len(v) for v in res.vms.values())
+    how = (f"{n} running 128M VMs, {VMS_PER_HOST} pinned on each host, all booted "
+           f"({res.create_s:.0f} s to create and start them, {res.boot_s:.0f} s more until "
+           "every console showed the boot line)" if res.started_vms else
+           f"{n} VMs of 128M defined and NOT started (`--stopped`), {VMS_PER_HOST} per host")
+    lines = [
+        "## Cluster: engine and agent memory, 3-host lab (`bench/cluster_rss.py`)", "",
+        f"Run {started}, {duration_s:.0f} s. Method: see the docstring of "
+        f"`bench/cluster_rss.py`: `corral lab up --hosts 3 --cpu-overcommit "
+        f"{CPU_OVERCOMMIT:g}` (each lab host shows this machine's CPUs); {how}; then {SETTLE_S:g} s of "
+        f"quiet and {SAMPLES} readings of VmRSS (/proc/PID/status, the process alone: QEMU "
+        "and libvirtd not counted) a second apart; the highest counts. MB = 10^6 bytes.", "",
+        "| process | no VM (MiB) | readings (MiB) | highest | target | verdict |",
+        "|---|---|---|---|---|---|",
+    ]
+    missed: list[str] = []
+    for which in res.samples_mib:
+        peak = res.peak(which)
+        target = (ENGINE_TARGET_MB if which == "engine" else
+                  AGENT_TARGET_MB if which.startswith("agent") else None)
+        verdict, shown = "info", "-"
+        if target is not None:
+            ok = peak * 1048576 / 1e6 < target
+            verdict, shown = f"**{'PASS' if ok else 'MISS'}**", f"< {target:g} MB"
+            if not ok:
+                missed.append(f"{which} RSS {peak * 1048576 / 1e6:.1f} MB (target < "
+                              f"{target:g} MB)")
+        idle = res.idle_mib.get(which)
+        lines.append(f"| {which} | {f'{idle:.1f}' if idle is not None else '-'} | "
+                     f"{', '.join(f'{x:.1f}' for x in res.samples_mib[which])} | "
+                     f"{mb(peak)} | {shown} | {verdict} |")
+    if not res.samples_mib:
+        lines.append("| engine, agents | not measured | | | < 150 MB / < 80 MB | n/a |")
+    if res.running:
+        lines += ["", "QEMUs running per host when read: " + ", ".join(
+            f"{h} {k}" for h, k in sorted(res.running.items())) + "."]
+    lines.append("")
+    for error in res.errors:
+        lines += sections.error_lines("**Error:**", error)
+    lines += ["Facts: " + "; ".join(f"{k}: {v}" for k, v in res.facts.items())]
+    return "\n".join(lines), missed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--stopped", action="store_true",
+                        help="define the VMs without starting them (nothing boots)")
+    parser.add_argument("--root", type=Path, default=Path("/var/tmp/corral-bench-cluster-rss"))
+    parser.add_argument("--report", type=Path, default=REPORT)
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("bench/cluster_rss.py needs root (the lab: namespaces, libvirtd)",
+              file=sys.stderr)
+        return 2
+    sigterm_exits()
+    measured = sections.Measured.now()
+    res = Result(started_vms=not args.stopped, facts=machine_facts())
+    t0 = time.monotonic()
+    try:
+        with lab_up(args.root, PREFIX, cpu_overcommit=CPU_OVERCOMMIT) as lab, lab.client() as client:
+            res.facts["lab set-up (`lab up`, 3 hosts)"] = f"{time.monotonic() - t0:.0f} s"
+            res.facts["guests"] = check_guests(client)
+            measure(res, lab, client)
+    except (Exception, KeyboardInterrupt, SystemExit) as exc:
+        res.errors.append(f"{type(exc).__name__}: {exc}")
+        say(f"benchmark failed: {res.errors[-1].splitlines()[0]}")
+    res.facts["load average at the end"] = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    text, missed = section(res, f"{measured.started:%Y-%m-%d %H:%M} UTC", time.monotonic() - t0)
+    sections.write_section(args.report, SECTION, text, measured)
+    print(text)
+    return outcome.finish("\n".join(res.errors) or None, missed)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
