@@ -77,12 +77,29 @@ def lab_up(root: Path, prefix: str, hosts: int = HOSTS, heartbeat_timeout: float
         wait_facts(lab)
         say("lab up: every host is up, its CPUs and memory known")
         yield lab
+    except BaseException:
+        keep_logs(root)
+        raise
     finally:
         say("lab down")
         left = lab.down(prefix)
         shutil.rmtree(root, ignore_errors=True)
         if left:
             say(f"lab down could not remove: {', '.join(left)}")
+
+
+def keep_logs(root: Path) -> None:
+    """Copy the engine's and the agents' logs next to ROOT (ROOT-logs/) before `lab down`
+    removes them: what a failed run needs to be understood."""
+    dest = root.with_name(root.name + "-logs")
+    shutil.rmtree(dest, ignore_errors=True)
+    logs = [*root.glob("engine/*.log"), *root.glob("hosts/*/agent.log")]
+    for log in logs:
+        target = dest / log.relative_to(root)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(log, target)
+    if logs:
+        say(f"logs kept in {dest}")
 
 
 def wait_facts(lab: Lab, timeout: float = 60.0) -> None:

@@ -138,6 +138,9 @@ def section(res: Result, started: str, duration_s: float) -> tuple[str, list[str
            f"({res.create_s:.0f} s to create and start them, {res.boot_s:.0f} s more until "
            "every console showed the boot line)" if res.started_vms else
            f"{n} VMs of 128M defined and NOT started (`--stopped`), {VMS_PER_HOST} per host")
+    if res.errors:
+        how = f"{n} VMs of 128M created ({'started' if res.started_vms else 'stopped'}) " \
+              "when the run failed"
     lines = [
         "## Cluster: engine and agent memory, 3-host lab (`bench/cluster_rss.py`)", "",
         f"Run {started}, {duration_s:.0f} s. Method: see the docstring of "

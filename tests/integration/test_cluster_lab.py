@@ -98,24 +98,34 @@ def test_a_bad_a_reused_token_and_a_foreign_certificate_are_refused(
         lab.run("host", "remove", "ghost2", "--force", check=False)
     assert "ghost2" not in engine.host_states()
 
-    # A certificate of another CA (another engine's), on both sides of the mutual TLS.
+    # A certificate of another CA (another engine's), on both sides of the mutual TLS; the
+    # same request with the certificate the lab gave (a host's, the engine's) is answered.
     other = tmp_path / "other-ca"
     ensure_ca(other)
     key, csr = make_csr("intruder", ["10.209.254.4"])
-    (tmp_path / "intruder.pem").write_bytes(sign_host(other, csr.decode(), "intruder"))
-    (tmp_path / "intruder.key").write_bytes(key)
-    cfg = engine.config()
-    for url, ca in ((f"{engine.url}/api/v1/agent/report", cfg["ca"]),
-                    (f"https://{lab.hosts()[host(lab, 2)]['address']}:8444/v1/host", None)):
-        ctx = ssl.create_default_context(cafile=ca) if ca else ssl._create_unverified_context()
-        ctx.load_cert_chain(tmp_path / "intruder.pem", tmp_path / "intruder.key")
-        try:
-            resp = httpx.post(url, json={}, verify=ctx, timeout=10)
-        except httpx.HTTPError as exc:  # the TLS handshake refused the certificate
-            assert isinstance(exc, (httpx.ConnectError, httpx.ReadError,
-                                    httpx.RemoteProtocolError)), exc
-        else:
-            assert resp.status_code in (401, 403), (url, resp.status_code, resp.text)
+    intruder = (tmp_path / "intruder.pem", tmp_path / "intruder.key")
+    intruder[0].write_bytes(sign_host(other, csr.decode(), "intruder"))
+    intruder[1].write_bytes(key)
+    member = Path(lab.state()["hosts"][host(lab, 1)]["root_dir"]) / "agent" / "identity"
+    tls = engine.data_dir / "tls"
+    agent_url = f"https://{lab.hosts()[host(lab, 2)]['address']}:8444/v1/host"
+    for method, url, ca, good in (
+            ("POST", f"{engine.url}/api/v1/agent/report", engine.config()["ca"],
+             (member / "cert.pem", member / "key.pem")),
+            ("GET", agent_url, None, (tls / "engine.pem", tls / "engine.key"))):
+        assert _tls_call(method, url, ca, good) is not None  # answered (422, 200)
+        assert _tls_call(method, url, ca, intruder) is None, url  # refused in the handshake
+
+
+def _tls_call(method: str, url: str, ca: str | None, cert: tuple[Path, Path]) -> int | None:
+    """The HTTP status of a call showing ``cert``, or None when TLS refused it."""
+    ctx = ssl.create_default_context(cafile=ca) if ca else ssl._create_unverified_context()
+    ctx.load_cert_chain(*cert)
+    try:
+        return httpx.request(method, url, json={} if method == "POST" else None, verify=ctx,
+                             timeout=10).status_code
+    except (httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError):
+        return None
 
 
 def test_a_create_on_a_host_without_the_image_fetches_it_and_boots(

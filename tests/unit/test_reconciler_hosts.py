@@ -135,8 +135,10 @@ def test_silence_past_the_timeout_is_unresponsive_and_a_report_brings_it_back(
     assert lost["status"] == "unresponsive"
     assert f"no heartbeat for {TIMEOUT_S:.1f} s" in lost["reason"]
 
+    asked = engine.agent.asked
     assert engine.report() == "up"
     assert [e["status"] for e in engine.host_events()] == ["unresponsive", "up"]
+    assert engine.agent.asked == asked + 1  # back from silence: caught up and resynced
 
 
 def test_heartbeats_keep_a_host_up_however_long(engine: Engine) -> None:

@@ -99,8 +99,10 @@ class Reconciler:
             write_seen = now - beat.written >= LAST_SEEN_EVERY_S
             if write_seen:
                 beat.written = now
-        name, status = self._host_status(host_id, HostAction.ANSWERED, "its agent reports",
-                                         write_seen=write_seen)
+        name, status, back = self._host_status(host_id, HostAction.ANSWERED,
+                                               "its agent reports", write_seen=write_seen)
+        # Back after a silence (cut off, not restarted): what changed meanwhile reaches it too.
+        restarted = restarted or back
         for ev in report.events:
             self.ctx.bus.publish("domain", {"host": name, "name": ev.name, "event": ev.event,
                                             "detail": ev.detail, "state": ev.state})
@@ -240,13 +242,13 @@ class Reconciler:
         vm_define.set_fields(ctx, vm_id, **fields)
 
     def _host_status(self, host_id: str, action: HostAction, reason: str,
-                     write_seen: bool = False) -> tuple[str, str]:
-        """(name, status) after ``action``; through the state table: a host in maintenance
-        stays there when its agent reports."""
+                     write_seen: bool = False) -> tuple[str, str, bool]:
+        """(name, status after ``action``, whether it changed); through the state table: a
+        host in maintenance stays there when its agent reports."""
         with self.ctx.db.session() as s:
             host = s.get(Host, host_id)
             if host is None:
-                return host_id, "removed"
+                return host_id, "removed", False
             before, status = host_states.apply(s, host_id, action)
             changed = before is not status
             if action is HostAction.ANSWERED and (write_seen or changed):
@@ -254,4 +256,4 @@ class Reconciler:
             name = host.name
         if changed:
             self.ctx.bus.publish("host", {"name": name, "status": status, "reason": reason})
-        return name, str(status)
+        return name, str(status), changed
