@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import uvicorn
-from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 LIST_ROUTES = ("leases", "volumes", "disks", "snapshots", "ports", "nics", "domains")
 
@@ -65,13 +65,14 @@ def quick_answer(req: httpx.Request) -> httpx.Response:
 
 
 @contextmanager
-def serving(app: FastAPI) -> Iterator[str]:
-    """``app`` served on 127.0.0.1 (a free port) while the block runs; its base URL."""
+def serving(app: ASGIApp, port: int = 0, **tls: Any) -> Iterator[str]:
+    """``app`` served on 127.0.0.1 (``port``, or a free one) while the block runs; its base
+    URL. ``tls``: uvicorn's TLS settings (ssl_certfile, ssl_context_factory, ...): HTTPS."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind(("127.0.0.1", port))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", **tls))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
@@ -80,7 +81,7 @@ def serving(app: FastAPI) -> Iterator[str]:
             if time.monotonic() > deadline or not thread.is_alive():
                 raise RuntimeError("the test API server did not start")
             time.sleep(0.02)
-        yield f"http://127.0.0.1:{port}"
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(10)

@@ -8,15 +8,13 @@ from __future__ import annotations
 import json
 import socket
 import stat
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-import uvicorn
+from api_server import serving
 from click.testing import Result
 from fastapi import FastAPI
 from typer.testing import CliRunner
@@ -37,25 +35,8 @@ def _https(app: FastAPI, tls_dir: Path, port: int = 0) -> Iterator[int]:
     """``app`` over HTTPS on 127.0.0.1 (``port``, or a free one) with the certificate
     ensure_tls makes in ``tls_dir``; the port."""
     _ca, cert, key = ensure_tls(tls_dir)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", port))
-    config = uvicorn.Config(app, log_level="warning", lifespan="off",
-                            ssl_certfile=str(cert), ssl_keyfile=str(key))
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 10
-        while not server.started:
-            if time.monotonic() > deadline or not thread.is_alive():
-                raise RuntimeError("the test engine did not start")
-            time.sleep(0.02)
-        yield sock.getsockname()[1]
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
+    with serving(app, port, ssl_certfile=str(cert), ssl_keyfile=str(key)) as url:
+        yield int(url.rsplit(":", 1)[1])
 
 
 @dataclass

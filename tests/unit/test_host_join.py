@@ -12,8 +12,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from api_server import serving
 from fastapi import FastAPI
-from https_serve import serve_https
 
 from corral.agent.join import join
 from corral.engine.app import build_context, create_app
@@ -50,10 +50,9 @@ class Engine:
 def _engine_on(data: Path) -> Iterator[Engine]:
     ctx = build_context(EngineSettings(data_dir=data))
     ca, cert, key = ensure_tls(ctx.settings.tls_dir)
-    with serve_https(create_app(ctx), ssl_certfile=str(cert), ssl_keyfile=str(key),
-                     ssl_ca_certs=str(ca), ssl_cert_reqs=ssl.CERT_OPTIONAL,
-                     http=PeerCertProtocol) as port:
-        url = f"https://127.0.0.1:{port}"
+    with serving(create_app(ctx), ssl_certfile=str(cert), ssl_keyfile=str(key),
+                 ssl_ca_certs=str(ca), ssl_cert_reqs=ssl.CERT_OPTIONAL,
+                 http=PeerCertProtocol) as url:
         admin = httpx.Client(base_url=url, verify=ssl.create_default_context(cafile=ca), headers={
             "Authorization": f"Bearer {create_token(ctx, 'admin')}"})
         with admin:
@@ -146,9 +145,9 @@ def test_the_agent_accepts_the_engine_and_nobody_else(engine: Engine, tmp_path: 
     agent = _join(engine, engine.token(), "h2", tmp_path)
     other = _join(engine, engine.token(), "h3", tmp_path)
     ca = str(agent.ca)
-    with serve_https(_agent_app(),
-                     ssl_context_factory=lambda _c, _d: agent.server_context()) as port:
-        url = f"https://127.0.0.1:{port}/v1/health"
+    with serving(_agent_app(),
+                 ssl_context_factory=lambda _c, _d: agent.server_context()) as base:
+        url = f"{base}/v1/health"
         # The engine: its CA-issued client certificate, pinned by the agent at join.
         assert httpx.get(url, verify=engine.ctx.agent_tls()).json() == {"status": "ok"}
         refused: list[httpx.Client] = [

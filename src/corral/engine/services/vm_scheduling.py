@@ -41,7 +41,7 @@ from corral.engine.scheduler import (
     summary,
 )
 from corral.engine.scheduler.model import HOST_CPU_MODES
-from corral.engine.services import pools, vm_design
+from corral.engine.services import host_facts, pools, vm_design
 from corral.engine.services.vm_lookup import find_vm
 from corral.errors import InvalidInput, NotFound
 
@@ -84,15 +84,17 @@ def host_views(s: Session, req: Request, skip_vm: str | None = None) -> list[Hos
     """Every host as the scheduler sees it; ``skip_vm``'s own allocation left out (to judge
     where a VM that exists could go)."""
     guests: dict[str, list[GuestOnHost]] = defaultdict(list)
-    used: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    used = {h: [a.cpus, a.memory_mib] for h, a in host_facts.allocations(s).items()}
     rows = (s.query(Vm.id, Vm.name, Vm.host_id, Vm.cpus, Vm.memory_mib, VmGroup.name)
             .outerjoin(VmGroup, Vm.group_id == VmGroup.id).filter(Vm.host_id.is_not(None)))
     for vm_id, name, host_id, cpus, memory, group in rows:
-        if vm_id == skip_vm or host_id is None:
+        if host_id is None:
+            continue
+        if vm_id == skip_vm:  # judged as if it were not there yet
+            used[host_id][0] -= cpus
+            used[host_id][1] -= memory
             continue
         guests[host_id].append(GuestOnHost(name, frozenset({group} if group else ())))
-        used[host_id][0] += cpus
-        used[host_id][1] += memory
     everywhere: set[str] = set()
     local: dict[str, set[str]] = defaultdict(set)
     for name, host_id in s.query(StoragePool.name, StoragePool.host_id).filter_by(
@@ -107,8 +109,9 @@ def host_views(s: Session, req: Request, skip_vm: str | None = None) -> list[Hos
             frozenset({req.cpu_model} if req.cpu_model else ())  # unknown: not refused
         views.append(HostView(
             name=h.name, state=_state(h.status), cpus=int(facts.get("cpus") or 0),
-            memory_mib=int(facts.get("memory_mib") or 0), used_vcpus=used[h.id][0],
-            used_memory_mib=used[h.id][1], tags=frozenset(h.tags or ()),
+            memory_mib=int(facts.get("memory_mib") or 0),
+            used_vcpus=used.get(h.id, [0, 0])[0], used_memory_mib=used.get(h.id, [0, 0])[1],
+            tags=frozenset(h.tags or ()),
             pools=frozenset(everywhere | local[h.id]), networks=networks, cpu_models=known,
             vms=tuple(guests[h.id])))
     return views
