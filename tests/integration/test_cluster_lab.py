@@ -151,6 +151,14 @@ def test_vms_spread_across_hosts_boot_and_reach_each_other(
     ping = engine.console_run("v1", f"ping -c 1 -W 5 {addresses['far']} >/dev/null && echo ok",
                               timeout=60)
     assert ping.output == "ok", (where, addresses, ping)
+    # Isolated: nothing beyond the segment, neither the lab's engine nor this machine.
+    engine_ip = lab.state()["engine"]["address"]
+    machine_ip = engine_ip.rsplit(".", 1)[0] + ".1"
+    for outside in (engine_ip, machine_ip):
+        probe = engine.console_run(
+            "v1", f"ping -c 1 -W 2 {outside} >/dev/null 2>&1 && echo reached || echo no",
+            timeout=30)
+        assert probe.output == "no", (outside, probe)
 
 
 def test_strict_anti_affinity_keeps_two_apart_and_refuses_a_third(lab: LabCli) -> None:

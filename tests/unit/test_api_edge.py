@@ -92,7 +92,7 @@ def test_invalid_vm_create(engine: tuple[TestClient, EngineContext], body: Any, 
         ({"name": "ok", "image": "tiny", "network": "nonet"}, 404, "not_found", "network nonet"),
         ({"name": "busy", "image": "tiny"}, 409, "conflict", "already exists"),
         ({"name": "ok", "image": "tiny", "memory": "1T"}, 409, "insufficient_resources",
-         "refused by memory on 1"),
+         "host h1 refuses it: memory: needs 1048576 MiB"),
         ({"name": "ok", "image": "tiny", "disk": "1M"}, 409, "conflict", "smaller than image"),
     ],
 )

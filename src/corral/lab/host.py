@@ -466,13 +466,7 @@ class LabHost:
         holder = None
         try:
             holder = self._find_holder()
-            victims = set(_net.netns_pids(self.netns))
-            if holder is not None:
-                mnt = _procs.ns_id(holder, "mnt")
-                if mnt is not None and mnt != _procs.ns_id("self", "mnt"):
-                    victims.update(_procs.pids_in_ns("mnt", mnt))
-                victims.discard(holder)
-            left = _procs.kill_and_wait(victims)
+            left = _procs.kill_and_wait(set(self.processes()))
             if left:
                 log.warning("lab host %s: processes survived SIGKILL: %s", self.name, left)
         except Exception:

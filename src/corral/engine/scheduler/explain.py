@@ -63,6 +63,10 @@ def summary(p: Placement) -> str:
             return f"no host can take {what}: there is no host named {pin}"
         return (f"no host can take {what}: pinned host {pin} refuses it: "
                 + "; ".join(str(r) for r in mine[0].reasons))
+    if len(verdicts) == 1:  # one host (a single node): its reasons, with their figures
+        only = verdicts[0]
+        return (f"no host can take {what} ({p.request.describe()}): host {only.host.name} "
+                "refuses it: " + "; ".join(str(r) for r in only.reasons))
     counts = Counter(r.filter for v in verdicts for r in v.reasons)
     why = ", ".join(f"{f} on {n}" for f, n in counts.most_common())
     return (f"no host can take {what} ({p.request.describe()}): {len(verdicts)} hosts, "
