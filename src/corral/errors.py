@@ -79,6 +79,20 @@ class Unauthorized(CorralError):
     status = 401
 
 
+class Forbidden(CorralError):
+    """A valid token whose role lacks the permission the route declares."""
+
+    code = "forbidden"
+    status = 403
+
+
+class RateLimited(CorralError):
+    """Too many failed logins: ``details.retry_after_s`` says when to try again."""
+
+    code = "rate_limited"
+    status = 429
+
+
 class InsufficientResources(CorralError):
     code = "insufficient_resources"
     status = 409
@@ -113,6 +127,7 @@ _BY_CODE: dict[str, type[CorralError]] = {
     cls.code: cls
     for cls in (
         CorralError, InvalidInput, NotFound, Conflict, WrongState, Cancelled, Unauthorized,
+        Forbidden, RateLimited,
         InsufficientResources, HostError, HypervisorError, AgentUnreachable, AgentTimeout,
         Unavailable,
     )

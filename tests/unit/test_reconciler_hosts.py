@@ -209,6 +209,15 @@ def test_a_guest_shutdown_reported_as_an_event_is_taken_as_the_users_intent(
                      "state": "stopped"}
 
 
+def test_a_guest_seen_shutting_down_then_stopped_shut_itself_down(engine: Engine) -> None:
+    engine.agent.domains["vm1"]["state"] = "shutting-down"
+    engine.report(events=[DomainEvent(name="vm1", event="shutdown", state="running")])
+    assert engine.vm() == ("shutting-down", "running")
+    engine.agent.domains["vm1"]["state"] = "stopped"
+    engine.report(events=[DomainEvent(name="vm1", event="stopped", state="stopped")])
+    assert engine.vm() == ("stopped", "stopped")
+
+
 def test_a_restarted_agent_is_resynced_with_fresh_facts(engine: Engine) -> None:
     asked = engine.agent.asked
     engine.report(boot_id="boot-2")

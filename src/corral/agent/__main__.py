@@ -63,9 +63,15 @@ class _Server(uvicorn.Server):
     (a job's long poll holds one up to a minute): a new agent started meanwhile must not find
     an old qemu-img still writing the ``.part`` it is about to write."""
 
-    def __init__(self, config: uvicorn.Config, stop: Callable[[], None]) -> None:
+    def __init__(self, config: uvicorn.Config, stop: Callable[[], None],
+                 started: Callable[[], None]) -> None:
         super().__init__(config)
-        self._stop = stop
+        self._stop, self._started = stop, started
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:  # listening: the engine, told of us, can call back at once
+            self._started()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self._stop()
@@ -162,11 +168,10 @@ def serve(args: argparse.Namespace, identity: Identity) -> None:
     atexit.register(children.kill_all)  # PDEATHSIG kills the children too; this their groups
     app = create_app(settings)
     reporter = Reporter(identity, app.state.agent.hv, args.heartbeat_interval)
-    reporter.start()
     config = uvicorn.Config(app, host=args.listen, port=args.port, log_level="warning",
                             access_log=False,
                             ssl_context_factory=lambda _cfg, _default: identity.server_context())
-    server = _Server(config, app.state.jobs.stop_all)
+    server = _Server(config, app.state.jobs.stop_all, started=reporter.start)
     with contextlib.suppress(KeyboardInterrupt):
         server.run()
     if not server.started:  # as uvicorn.run: the port was taken, or the app did not start

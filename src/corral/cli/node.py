@@ -61,6 +61,10 @@ def up(
         True, "--local-agent/--no-local-agent",
         help="Run VMs on this machine too (an agent that joins the engine at once); "
              "--no-local-agent: the engine alone, hosts join it (`corral host token`)"),
+    admin_password_file: Path | None = typer.Option(
+        None, "--admin-password-file", metavar="FILE",
+        help="On first start, the password of the user `admin` (the file's first line, 8 "
+             "characters or more); without it a random one is made and logged once"),
 ) -> None:
     """Start corral on this host: engine (HTTPS API) + local agent; libvirtd if none runs."""
     from corral.agent_api.networks import validate_bridge_name
@@ -74,13 +78,17 @@ def up(
                              storage_overcommit=storage_overcommit,
                              cpu_overcommit=cpu_overcommit,
                              memory_overcommit=memory_overcommit, placement=placement,
-                             heartbeat_timeout_s=heartbeat_timeout, local_agent=local_agent)
+                             heartbeat_timeout_s=heartbeat_timeout, local_agent=local_agent,
+                             admin_password_file=admin_password_file.absolute()
+                             if admin_password_file else None)
     with handled():
         if placement not in ("spread", "pack"):
             raise InvalidInput(f"--placement is spread or pack, not {placement!r}",
                                field="placement")
         validate_bridge_name(bridge)  # before anything starts
         parse_cidrs(opts.import_allow_cidrs)
+        if opts.admin_password_file:
+            node_up.read_password_file(opts.admin_password_file)  # before anything starts
         if detach:
             node_up.start_detached(opts)
             out.print(f"corral is up (data dir {opts.data_dir}, API https://{listen}:{port}); "

@@ -47,6 +47,7 @@ from corral.api.snapshots import (
     VmClone,
 )
 from corral.client import remotes
+from corral.client._users import UsersApi
 from corral.node.paths import load_client_config
 
 _BY_STATUS = {401: "unauthorized", 404: "not_found", 409: "conflict", 422: "invalid_input",
@@ -79,7 +80,7 @@ def _tls_refusal(exc: BaseException) -> ssl.SSLCertVerificationError | None:
     return None
 
 
-class Client:
+class Client(UsersApi):
     """``ca``: a CA file; ``ca_pem``: a CA certificate itself (a pinned remote, which
     ``remote`` and ``fingerprint`` name in errors); neither: the system's CAs."""
 

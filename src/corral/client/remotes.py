@@ -47,6 +47,8 @@ _FETCH_TIMEOUT = 15.0
 class RemoteEntry(BaseModel):
     url: str
     token: str = Field(repr=False)
+    # `corral login`'s session token: used instead of ``token`` until `corral logout`
+    session_token: str | None = Field(None, repr=False)
     ca_pem: str
     fingerprint: str
 
@@ -195,10 +197,16 @@ def _unknown(name: str, cfg: RemotesFile) -> errors.NotFound:
 
 def local_config() -> dict[str, Any]:
     """{url, ca, token} of this machine's own node, whatever the environment says."""
+    f = local_config_file()
+    return paths.with_session(dict(json.loads(f.read_text()))) if f is not None else {}
+
+
+def local_config_file() -> Path | None:
+    """The client.json of this machine's own node, if there is one."""
     for f in (paths.USER_CONFIG, paths.machine_data_dir() / "client.json"):
         if f.exists():
-            return dict(json.loads(f.read_text()))
-    return {}
+            return f
+    return None
 
 
 # -- the API --------------------------------------------------------------------------------
@@ -284,6 +292,14 @@ def switch_remote(name: str) -> None:
             cfg.previous, cfg.current = cfg.current, name
 
 
+def set_session(name: str, token: str | None) -> None:
+    """Keep (or, None, forget) a `corral login` session token for a named remote."""
+    with _editing() as cfg:
+        if name not in cfg.remotes:
+            raise _unknown(name, cfg)
+        cfg.remotes[name].session_token = token
+
+
 def fetch_ca(url: str) -> str:
     """The engine's CA (GET /api/v1/ca.pem), over TLS that is NOT verified yet: the caller
     trusts it only once its fingerprint is confirmed."""
@@ -332,8 +348,8 @@ def resolve(remote: str | None = None) -> Target:
     if name == LOCAL:
         return _local_target(local_config())
     entry = get(name)
-    return Target(url=entry.url, token=entry.token, ca_pem=entry.ca_pem, remote=name,
-                  fingerprint=entry.fingerprint)
+    return Target(url=entry.url, token=entry.session_token or entry.token,
+                  ca_pem=entry.ca_pem, remote=name, fingerprint=entry.fingerprint)
 
 
 def _local_target(cfg: dict[str, Any]) -> Target:

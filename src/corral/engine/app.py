@@ -18,6 +18,7 @@ from corral.engine.routes import cluster, events, hosts, images, networks, opera
 from corral.engine.routes import customize as customize_routes
 from corral.engine.routes import pools as pool_routes
 from corral.engine.routes import security_groups as sg_routes
+from corral.engine.routes import users as user_routes
 from corral.engine.routes import vm_disks as vm_disk_routes
 from corral.engine.routes import vm_groups as vm_group_routes
 from corral.engine.routes import vm_guest as vm_guest_routes
@@ -104,7 +105,7 @@ def create_app(ctx: EngineContext) -> FastAPI:
 
     for module in (cluster, vms, images, operations, events, hosts, networks, customize_routes,
                    pool_routes, volume_routes, vm_disk_routes, vm_snapshot_routes,
-                   vm_nic_routes, sg_routes, vm_guest_routes, vm_group_routes):
+                   vm_nic_routes, sg_routes, vm_guest_routes, vm_group_routes, user_routes):
         app.include_router(module.router, responses=ERRORS)
     return app
 
@@ -118,10 +119,12 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     for status, why in [
         (400, "The body could not be read"),
         (401, "No token, or not a valid one"),
+        (403, "The token's role lacks the permission the route needs"),
         (404, "No such resource"),
         (409, "Conflict: the name is taken, the resource is in use or in the wrong state"),
         (413, "The body is too large"),
         (422, "A field is not valid (``error.field`` names it)"),
+        (429, "Too many failed logins: wait (``error.details.retry_after_s``)"),
         (500, "A bug: the engine's log has the details"),
         (502, "A host's agent failed or could not be reached"),
         (503, "A dependency is missing or not running"),

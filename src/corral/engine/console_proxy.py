@@ -10,9 +10,10 @@ from fastapi import WebSocket, WebSocketDisconnect
 
 from corral.engine.context import EngineContext
 from corral.engine.db.models import Host, Vm
+from corral.engine.permissions import allowed
 from corral.engine.services import console_tickets
 from corral.engine.services.auth import check_token
-from corral.errors import CorralError, Unauthorized
+from corral.errors import CorralError, Forbidden, Unauthorized
 from corral.httpserve import client_bytes
 
 
@@ -29,7 +30,9 @@ def _agent_of(ctx: EngineContext, ws: WebSocket, name: str) -> str | None:
         if scheme.lower() != "bearer" or not secret.strip():
             raise Unauthorized("send Authorization: Bearer TOKEN, or ?ticket= from "
                                f"POST /api/v1/vms/{name}/console-ticket")
-        check_token(ctx, secret.strip())
+        role = check_token(ctx, secret.strip())
+        if not allowed(role, "vm.console"):  # as POST .../console-ticket declares it
+            raise Forbidden(f"role {role} lacks permission vm.console", permission="vm.console")
     with ctx.db.session() as s:
         vm = s.query(Vm).filter_by(name=name).one_or_none()
         host = s.get(Host, vm.host_id) if vm and vm.host_id else None
@@ -41,7 +44,7 @@ async def proxy_console(ws: WebSocket, name: str) -> None:
     try:  # off the event loop, as sync routes are
         agent = await asyncio.to_thread(_agent_of, ctx, ws, name)
     except CorralError as exc:
-        await ws.close(code=4401, reason=exc.message)
+        await ws.close(code=4403 if isinstance(exc, Forbidden) else 4401, reason=exc.message)
         return
     if agent is None:
         await ws.close(code=4404, reason=f"VM {name} not found")

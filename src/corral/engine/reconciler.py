@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 
 # VMs being created or deleted: their operation owns them, the reconciler keeps off.
 _IN_FLUX = {VmState.CREATING.value, VmState.DELETING.value}
+# A guest that stops from one of these states shut itself down (events catch it midway,
+# shutting-down, where a poll saw only running).
+_GUEST_UP = {VmState.RUNNING.value, VmState.SHUTTING_DOWN.value}
 LAST_SEEN_EVERY_S = 10.0  # how often a heartbeat is written to the database (hosts.last_seen)
 # A disagreement a resync did not mend (a VM whose operation holds it, an agent error) is
 # tried again this often, not at every heartbeat.
@@ -237,7 +240,7 @@ class Reconciler:
                 # changed the VM since. Ask again now that nothing else can.
                 actual = agent.domain(name).state
         fields: dict[str, str] = {"state": VmState(actual).value}
-        if desired == "running" and actual == "stopped" and state == "running":
+        if desired == "running" and actual == "stopped" and state in _GUEST_UP:
             fields["desired_power"] = "stopped"  # shut down from inside the guest
         vm_define.set_fields(ctx, vm_id, **fields)
 

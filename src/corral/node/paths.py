@@ -71,9 +71,9 @@ def write_private(path: Path, text: str) -> None:
         f.write(text)
 
 
-def load_client_config(data_dir: Path | None = None) -> dict[str, Any]:
-    """{url, ca, token}: from the node's data dir, else ~/.config/corral; env vars override."""
-    cfg: dict[str, Any] = {}
+def client_config_file(data_dir: Path | None = None) -> Path | None:
+    """The client.json that load_client_config reads: the node's data dir's, else
+    ~/.config/corral's; None when there is none."""
     candidates = [data_dir] if data_dir else []
     if not data_dir and not os.environ.get("CORRAL_DATA_DIR") and USER_CONFIG.exists():
         candidates.append(USER_CONFIG.parent)
@@ -82,8 +82,21 @@ def load_client_config(data_dir: Path | None = None) -> dict[str, Any]:
     for d in candidates:
         f = d / "client.json" if d is not None else None
         if f is not None and f.exists():
-            cfg = json.loads(f.read_text())
-            break
+            return f
+    return None
+
+
+def with_session(cfg: dict[str, Any]) -> dict[str, Any]:
+    """A client config whose `corral login` session, while there is one, beats its token."""
+    if cfg.get("session_token"):
+        cfg["token"] = cfg["session_token"]
+    return cfg
+
+
+def load_client_config(data_dir: Path | None = None) -> dict[str, Any]:
+    """{url, ca, token}: from the node's data dir, else ~/.config/corral; env vars override."""
+    f = client_config_file(data_dir)
+    cfg: dict[str, Any] = with_session(json.loads(f.read_text())) if f is not None else {}
     if os.environ.get("CORRAL_URL"):
         cfg["url"] = os.environ["CORRAL_URL"]
     if os.environ.get("CORRAL_TOKEN"):

@@ -24,9 +24,9 @@ from corral.api.cluster import JoinRequest
 from corral.engine.app import build_context, create_app
 from corral.engine.context import EngineContext, EngineSettings
 from corral.engine.db.models import Host
-from corral.engine.services import auth, host_join, hosts, networks, pools
+from corral.engine.services import auth, host_join, hosts, networks, passwords, pools, users
 from corral.engine.tls import ensure_tls
-from corral.errors import Conflict, CorralError, Unavailable
+from corral.errors import Conflict, CorralError, InvalidInput, Unavailable
 from corral.host_identity import Identity
 from corral.node import hostnet
 from corral.node.daemons import ensure_libvirtd
@@ -58,6 +58,8 @@ class UpOptions:
     memory_overcommit: float = 1.0
     placement: str = "spread"
     heartbeat_timeout_s: float = 5.0  # EngineSettings.heartbeat_timeout_s
+    # The password of the `admin` user made on first start (else a random one, logged once).
+    admin_password_file: Path | None = None
 
     def setting_args(self) -> list[str]:
         """The import, storage, scheduler and heartbeat settings as `corral up` options."""
@@ -67,7 +69,9 @@ class UpOptions:
                 "--cpu-overcommit", str(self.cpu_overcommit),
                 "--memory-overcommit", str(self.memory_overcommit),
                 "--placement", self.placement,
-                "--heartbeat-timeout", str(self.heartbeat_timeout_s)]
+                "--heartbeat-timeout", str(self.heartbeat_timeout_s),
+                *(["--admin-password-file", str(self.admin_password_file)]
+                  if self.admin_password_file else [])]
 
 
 def _pid_alive(pid_file: Path) -> int | None:
@@ -189,14 +193,31 @@ def _client_config(ctx: EngineContext, paths: NodePaths, opts: UpOptions, ca: Pa
     host = "127.0.0.1" if opts.listen in ("0.0.0.0", "::") else opts.listen
     url = f"https://{host}:{opts.port}"
     cfg = json.loads(paths.client_config.read_text()) if paths.client_config.exists() else {}
+    made = users.ensure_admin(ctx, read_password_file(opts.admin_password_file)
+                              if opts.admin_password_file else None)
+    if made is not None:  # the one time it is shown
+        log.warning("user %s made with password %s (shown this once: `corral login` with "
+                    "it; `corral user passwd` changes it)", users.ADMIN, made)
     if not cfg.get("token"):
-        cfg["token"] = auth.create_token(ctx, "admin")
+        cfg["token"] = auth.create_token(ctx, "admin", user=users.ADMIN)
     cfg.update(url=url, ca=str(ca), data_dir=str(paths.data_dir))
     write_private(paths.client_config, json.dumps(cfg, indent=2) + "\n")
     # Only the machine's own node is everybody's default: a node started with another data
     # dir (CORRAL_DATA_DIR included) must not take over ~/.config/corral/client.json.
     if paths.data_dir == DEFAULT_DATA_DIR and os.geteuid() == 0:
         write_private(USER_CONFIG, json.dumps(cfg, indent=2) + "\n")
+
+
+def read_password_file(path: Path) -> str:
+    """The password in a file (its first line), checked as `corral user create` checks one."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {path}: {exc.strerror}",
+                           field="admin_password_file") from exc
+    password = text.splitlines()[0] if text else ""
+    passwords.check_strength(password, field="admin_password_file")
+    return password
 
 
 def check_traversable(path: Path) -> None:

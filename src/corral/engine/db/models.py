@@ -224,14 +224,36 @@ class Operation(Base):
     cancel_requested: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
 
 
-class Token(Base):
-    __tablename__ = "tokens"
+class User(Base):
+    """A person (or a service) who logs in: a local password (argon2id hash) and a role."""
+
+    __tablename__ = "users"
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(63), unique=True)
+    # argon2id, never returned by the API; None: no password login (API tokens only)
+    password_hash: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    role: Mapped[str] = mapped_column(String(20), default="user")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Token(Base):
+    """An API token (``kind`` api, named by its user) or a login's session token; names are
+    unique per user. A token without a user is the engine's own (tests, older nodes)."""
+
+    __tablename__ = "tokens"
+    __table_args__ = (sa.UniqueConstraint("user_id", "name", name="uq_tokens_user_name"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(63))
     # sha256 of the secret: a stolen database does not give API access.
     secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # the most the token may do; its user's role caps it at each request
     role: Mapped[str] = mapped_column(String(20), default="admin")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    user_id: Mapped[str | None] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), nullable=True, index=True)
+    kind: Mapped[str] = mapped_column(String(10), default="api", server_default="api")
+    expires_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
 class JoinToken(Base):

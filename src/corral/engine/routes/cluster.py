@@ -9,7 +9,7 @@ from corral.agent_api.reports import HostReport, ReportAnswer
 from corral.api.cluster import JoinAnswer, JoinRequest, JoinToken, JoinTokenRequest
 from corral.engine.context import EngineContext
 from corral.engine.reconciler import Reconciler
-from corral.engine.routes.deps import authenticated, context, reporting_host
+from corral.engine.routes.deps import context, need, reporting_host
 from corral.engine.services import host_join
 from corral.engine.tls import ensure_ca
 
@@ -28,7 +28,7 @@ def ca_certificate(ctx: EngineContext = Depends(context)) -> PlainTextResponse:
 
 
 @router.post("/hosts/tokens", status_code=201, response_model=JoinToken,
-             dependencies=[Depends(authenticated)])
+             dependencies=need("host.create"))
 def create_join_token(req: JoinTokenRequest | None = None,
                       ctx: EngineContext = Depends(context)) -> JoinToken:
     """A one-time token a new host joins with (`corral agent join URL --token T`): it expires

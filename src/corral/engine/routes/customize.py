@@ -9,19 +9,21 @@ from fastapi import APIRouter, Depends
 
 from corral.api import GuestCustomize, Operation
 from corral.engine.context import EngineContext
-from corral.engine.routes.deps import authenticated, context
+from corral.engine.routes.deps import authenticated, context, need
 from corral.engine.services import customize
 
 router = APIRouter(prefix="/api/v1", tags=["customize"], dependencies=[Depends(authenticated)])
 
 
-@router.post("/images/{name}/customize", status_code=202, response_model=Operation)
+@router.post("/images/{name}/customize", dependencies=need("image.update"),
+             status_code=202, response_model=Operation)
 def customize_image(name: str, req: GuestCustomize, ctx: EngineContext = Depends(context)) -> Operation:
     """Set a hostname, inject files, set passwords, run commands in an image no VM uses yet."""
     return customize.customize_image(ctx, name, req)
 
 
-@router.post("/vms/{name}/customize", status_code=202, response_model=Operation)
+@router.post("/vms/{name}/customize", dependencies=need("vm.update"),
+             status_code=202, response_model=Operation)
 def customize_vm(name: str, req: GuestCustomize, ctx: EngineContext = Depends(context)) -> Operation:
     """The same on the disk of a stopped VM."""
     return customize.customize_vm(ctx, name, req)

@@ -9,12 +9,12 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 
 from corral.engine.context import EngineContext
-from corral.engine.routes.deps import authenticated, context
+from corral.engine.routes.deps import authenticated, context, need
 
 router = APIRouter(prefix="/api/v1/events", tags=["events"], dependencies=[Depends(authenticated)])
 
 
-@router.get("", response_class=StreamingResponse, responses={200: {
+@router.get("", dependencies=need("event.read"), response_class=StreamingResponse, responses={200: {
     "description": "Server-Sent Events: `event: TYPE` and `data: JSON` of each change",
     "content": {"text/event-stream": {"schema": {"type": "string"}}}}})
 async def events(request: Request, ctx: EngineContext = Depends(context)) -> StreamingResponse:

@@ -8,31 +8,32 @@ import corral
 from corral.api import Host, Operation, Status, VmState
 from corral.api.hosts import HostDetail, HostPatch
 from corral.engine.context import EngineContext
-from corral.engine.routes.deps import authenticated, context
+from corral.engine.routes.deps import authenticated, context, need
 from corral.engine.services import host_lifecycle, host_settings, host_tags, hosts, images, vms
 
 router = APIRouter(prefix="/api/v1", tags=["hosts"], dependencies=[Depends(authenticated)])
 
 
-@router.get("/hosts", response_model=list[Host])
+@router.get("/hosts", dependencies=need("host.read"), response_model=list[Host])
 def list_hosts(ctx: EngineContext = Depends(context)) -> list[Host]:
     return hosts.list_hosts(ctx)
 
 
-@router.get("/hosts/{name}", response_model=HostDetail)
+@router.get("/hosts/{name}", dependencies=need("host.read"), response_model=HostDetail)
 def get_host(name: str, ctx: EngineContext = Depends(context)) -> HostDetail:
     """One host, with its memory now (KSM, what balloons took back) when its agent answers."""
     return host_settings.show(ctx, name)
 
 
-@router.patch("/hosts/{name}", status_code=202, response_model=Operation)
+@router.patch("/hosts/{name}", dependencies=need("host.update"), status_code=202, response_model=Operation)
 def update_host(name: str, req: HostPatch, ctx: EngineContext = Depends(context)) -> Operation:
     """Change a host: ``ksm`` turns kernel same-page merging on (identical pages of VMs are
     merged: memory overcommit) or off (merged pages are split again)."""
     return host_settings.patch(ctx, name, req)
 
 
-@router.post("/hosts/{name}/maintenance", status_code=202, response_model=Operation)
+@router.post("/hosts/{name}/maintenance", dependencies=need("host.update"),
+             status_code=202, response_model=Operation)
 def host_maintenance(name: str, ctx: EngineContext = Depends(context)) -> Operation:
     """Put a host in maintenance: it takes no new VMs and stays so, whatever its agent does,
     until ``activate``; the VMs on it keep running (evacuating them is not done here).
@@ -40,13 +41,14 @@ def host_maintenance(name: str, ctx: EngineContext = Depends(context)) -> Operat
     return host_lifecycle.maintenance(ctx, name)
 
 
-@router.post("/hosts/{name}/activate", status_code=202, response_model=Operation)
+@router.post("/hosts/{name}/activate", dependencies=need("host.update"),
+             status_code=202, response_model=Operation)
 def host_activate(name: str, ctx: EngineContext = Depends(context)) -> Operation:
     """Take a host out of maintenance: its agent must answer (its facts are read anew)."""
     return host_lifecycle.activate(ctx, name)
 
 
-@router.delete("/hosts/{name}", status_code=202, response_model=Operation)
+@router.delete("/hosts/{name}", dependencies=need("host.delete"), status_code=202, response_model=Operation)
 def remove_host(name: str, force: bool = False,
                 ctx: EngineContext = Depends(context)) -> Operation:
     """Forget a host (its certificate is no longer accepted). 409 while VMs are defined on
@@ -55,20 +57,20 @@ def remove_host(name: str, force: bool = False,
     return host_lifecycle.remove(ctx, name, force)
 
 
-@router.put("/hosts/{name}/tags/{tag}", response_model=Host)
+@router.put("/hosts/{name}/tags/{tag}", dependencies=need("host.update"), response_model=Host)
 def add_tag(name: str, tag: str, ctx: EngineContext = Depends(context)) -> Host:
     """Tag a host (lowercase a-z, 0-9, '-', '_', '.'; at most 63): VMs created with
     ``host_tags`` go only to hosts with every one of them. Idempotent."""
     return host_tags.set_tag(ctx, name, tag, present=True)
 
 
-@router.delete("/hosts/{name}/tags/{tag}", response_model=Host)
+@router.delete("/hosts/{name}/tags/{tag}", dependencies=need("host.update"), response_model=Host)
 def remove_tag(name: str, tag: str, ctx: EngineContext = Depends(context)) -> Host:
     """Take a tag off a host (VMs already on it stay). Idempotent."""
     return host_tags.set_tag(ctx, name, tag, present=False)
 
 
-@router.get("/status", response_model=Status)
+@router.get("/status", dependencies=need("status.read"), response_model=Status)
 def status(ctx: EngineContext = Depends(context)) -> Status:
     all_vms = vms.list_vms(ctx)
     return Status(

@@ -8,33 +8,33 @@ from fastapi import APIRouter, Depends
 
 from corral.api import Network, NetworkCreate, Operation
 from corral.engine.context import EngineContext
-from corral.engine.routes.deps import authenticated, context
+from corral.engine.routes.deps import authenticated, context, need
 from corral.engine.services import networks
 
 router = APIRouter(prefix="/api/v1/networks", tags=["networks"],
                    dependencies=[Depends(authenticated)])
 
 
-@router.get("", response_model=list[Network])
+@router.get("", dependencies=need("network.read"), response_model=list[Network])
 def list_networks(ctx: EngineContext = Depends(context)) -> list[Network]:
     return networks.list_networks(ctx)
 
 
-@router.post("", status_code=202, response_model=Operation)
+@router.post("", dependencies=need("network.create"), status_code=202, response_model=Operation)
 def create_network(req: NetworkCreate, ctx: EngineContext = Depends(context)) -> Operation:
     return networks.create(ctx, req)
 
 
-@router.get("/{name}", response_model=Network)
+@router.get("/{name}", dependencies=need("network.read"), response_model=Network)
 def get_network(name: str, ctx: EngineContext = Depends(context)) -> Network:
     return networks.get(ctx, name)
 
 
-@router.delete("/{name}", status_code=202, response_model=Operation)
+@router.delete("/{name}", dependencies=need("network.delete"), status_code=202, response_model=Operation)
 def delete_network(name: str, ctx: EngineContext = Depends(context)) -> Operation:
     return networks.delete(ctx, name)
 
 
-@router.get("/{name}/leases")
+@router.get("/{name}/leases", dependencies=need("network.read"))
 def network_leases(name: str, ctx: EngineContext = Depends(context)) -> list[dict[str, Any]]:
     return networks.leases(ctx, name)

@@ -8,13 +8,13 @@ from fastapi import APIRouter, Depends, Query
 
 from corral.api import Operation, OperationStatus
 from corral.engine.context import EngineContext
-from corral.engine.routes.deps import authenticated, context
+from corral.engine.routes.deps import authenticated, context, need
 
 router = APIRouter(prefix="/api/v1/operations", tags=["operations"],
                    dependencies=[Depends(authenticated)])
 
 
-@router.get("", response_model=list[Operation])
+@router.get("", dependencies=need("operation.read"), response_model=list[Operation])
 def list_operations(
     limit: int = Query(50, ge=1, le=1000),
     status: list[OperationStatus] = Query([], description="Only these (repeatable)"),
@@ -29,12 +29,12 @@ def list_operations(
     return ctx.ops.listing(status=status, type_=type_, limit=limit, after=after)
 
 
-@router.get("/{op_id}", response_model=Operation)
+@router.get("/{op_id}", dependencies=need("operation.read"), response_model=Operation)
 def get_operation(op_id: str, ctx: EngineContext = Depends(context)) -> Operation:
     return ctx.ops.get(op_id)
 
 
-@router.delete("/{op_id}", response_model=Operation)
+@router.delete("/{op_id}", dependencies=need("operation.cancel"), response_model=Operation)
 def cancel_operation(op_id: str, ctx: EngineContext = Depends(context)) -> Operation:
     """Cancel: a pending operation is dropped (``cancelled``); a running one whose type
     allows it (``may_cancel``) is asked to stop and ends ``cancelled`` at its next safe
@@ -42,7 +42,7 @@ def cancel_operation(op_id: str, ctx: EngineContext = Depends(context)) -> Opera
     return ctx.ops.cancel(op_id)
 
 
-@router.get("/{op_id}/wait", response_model=Operation)
+@router.get("/{op_id}/wait", dependencies=need("operation.read"), response_model=Operation)
 async def wait_operation(op_id: str, timeout: float = Query(300, ge=0, le=3600),
                          ctx: EngineContext = Depends(context)) -> Operation:
     """Blocks until the operation is done or ``timeout`` seconds pass; returns it either way."""

@@ -6,19 +6,19 @@ from fastapi import APIRouter, Depends, Response
 
 from corral.api.scheduling import VmGroup, VmGroupCreate
 from corral.engine.context import EngineContext
-from corral.engine.routes.deps import authenticated, context
+from corral.engine.routes.deps import authenticated, context, need
 from corral.engine.services import vm_groups
 
 router = APIRouter(prefix="/api/v1/vm-groups", tags=["vm-groups"],
                    dependencies=[Depends(authenticated)])
 
 
-@router.get("", response_model=list[VmGroup])
+@router.get("", dependencies=need("vm_group.read"), response_model=list[VmGroup])
 def list_groups(ctx: EngineContext = Depends(context)) -> list[VmGroup]:
     return vm_groups.list_groups(ctx)
 
 
-@router.post("", status_code=201, response_model=VmGroup)
+@router.post("", dependencies=need("vm_group.create"), status_code=201, response_model=VmGroup)
 def create_group(req: VmGroupCreate, ctx: EngineContext = Depends(context)) -> VmGroup:
     """A group VMs join at creation (``group`` of a VM create): ``anti-affinity`` puts each
     on a host of its own, ``affinity`` all on one; ``strict`` refuses a VM that cannot keep
@@ -26,12 +26,12 @@ def create_group(req: VmGroupCreate, ctx: EngineContext = Depends(context)) -> V
     return vm_groups.create(ctx, req)
 
 
-@router.get("/{name}", response_model=VmGroup)
+@router.get("/{name}", dependencies=need("vm_group.read"), response_model=VmGroup)
 def get_group(name: str, ctx: EngineContext = Depends(context)) -> VmGroup:
     return vm_groups.get(ctx, name)
 
 
-@router.delete("/{name}", status_code=204)
+@router.delete("/{name}", dependencies=need("vm_group.delete"), status_code=204)
 def delete_group(name: str, ctx: EngineContext = Depends(context)) -> Response:
     """Refused (409) while VMs are in it."""
     vm_groups.delete(ctx, name)

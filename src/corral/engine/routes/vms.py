@@ -9,7 +9,7 @@ from corral.api import ConsoleTicket, Operation, Vm, VmAddress, VmCreate, VmPatc
 from corral.api.scheduling import Placement
 from corral.engine.console_proxy import proxy_console
 from corral.engine.context import EngineContext
-from corral.engine.routes.deps import authenticated, context
+from corral.engine.routes.deps import authenticated, context, need
 from corral.engine.services import (
     console_tickets,
     vm_addresses,
@@ -23,12 +23,12 @@ router = APIRouter(tags=["vms"])
 guarded = APIRouter(prefix="/api/v1/vms", dependencies=[Depends(authenticated)])
 
 
-@guarded.get("", response_model=list[Vm])
+@guarded.get("", dependencies=need("vm.read"), response_model=list[Vm])
 def list_vms(ctx: EngineContext = Depends(context)) -> list[Vm]:
     return vms.list_vms(ctx)
 
 
-@guarded.post("", status_code=202, response_model=Operation, responses={
+@guarded.post("", dependencies=need("vm.create"), status_code=202, response_model=Operation, responses={
     200: {"model": Placement, "description": "explain=true: where it would go, and how every "
           "host was judged; nothing is created"}})
 def create_vm(req: VmCreate, explain: bool = Query(False, description="A dry run: answer the "
@@ -41,20 +41,20 @@ def create_vm(req: VmCreate, explain: bool = Query(False, description="A dry run
     return vms.create(ctx, req)
 
 
-@guarded.get("/{name}", response_model=Vm)
+@guarded.get("/{name}", dependencies=need("vm.read"), response_model=Vm)
 def get_vm(name: str, ctx: EngineContext = Depends(context)) -> Vm:
     """One VM; when it runs, also whether its guest agent answers (the list does not ask)."""
     return vm_guest_agent.with_agent_status(ctx, vms.get(ctx, name))
 
 
-@guarded.get("/{name}/placement", response_model=Placement)
+@guarded.get("/{name}/placement", dependencies=need("vm.read"), response_model=Placement)
 def placement(name: str, ctx: EngineContext = Depends(context)) -> Placement:
     """Where the VM runs and how every host would be judged for it now (its own allocation
     left out), by the rules a create follows."""
     return vm_scheduling.of_vm(ctx, name)
 
 
-@guarded.patch("/{name}", status_code=202, response_model=Operation)
+@guarded.patch("/{name}", dependencies=need("vm.update"), status_code=202, response_model=Operation)
 def update_vm(name: str, req: VmPatch, ctx: EngineContext = Depends(context)) -> Operation:
     """Change a VM: live (description, balloon target, vCPUs up to cpu_max), at its next
     start (memory, CPU model, topology, boot order, graphics: listed in ``pending``), or only
@@ -62,28 +62,28 @@ def update_vm(name: str, req: VmPatch, ctx: EngineContext = Depends(context)) ->
     return vm_settings.patch(ctx, name, req)
 
 
-@guarded.get("/{name}/addresses", response_model=list[VmAddress])
+@guarded.get("/{name}/addresses", dependencies=need("vm.read"), response_model=list[VmAddress])
 def addresses(name: str, ctx: EngineContext = Depends(context)) -> list[VmAddress]:
     """The guest's addresses: DHCP lease of its network, guest agent, host ARP table."""
     return vm_addresses.addresses(ctx, name)
 
 
-@guarded.put("/{name}/state", status_code=202, response_model=Operation)
+@guarded.put("/{name}/state", dependencies=need("vm.power"), status_code=202, response_model=Operation)
 def change_state(name: str, req: VmStatePut, ctx: EngineContext = Depends(context)) -> Operation:
     return vms.change_state(ctx, name, req)
 
 
-@guarded.delete("/{name}", status_code=202, response_model=Operation)
+@guarded.delete("/{name}", dependencies=need("vm.delete"), status_code=202, response_model=Operation)
 def delete_vm(name: str, force: bool = False, ctx: EngineContext = Depends(context)) -> Operation:
     return vms.delete(ctx, name, force)
 
 
-@guarded.get("/{name}/console-log", response_class=PlainTextResponse)
+@guarded.get("/{name}/console-log", dependencies=need("vm.console"), response_class=PlainTextResponse)
 def console_log(name: str, ctx: EngineContext = Depends(context)) -> str:
     return vms.console_log(ctx, name)
 
 
-@guarded.post("/{name}/console-ticket", response_model=ConsoleTicket)
+@guarded.post("/{name}/console-ticket", dependencies=need("vm.console"), response_model=ConsoleTicket)
 def console_ticket(name: str, ctx: EngineContext = Depends(context)) -> ConsoleTicket:
     """A one-time ticket (30 s) that opens the VM's console WebSocket as ``?ticket=``: for
     clients that cannot send an Authorization header there (browsers)."""

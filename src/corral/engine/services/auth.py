@@ -1,30 +1,125 @@
-"""API tokens: random secrets shown once, stored as sha256 hashes."""
+"""API tokens and login sessions: random secrets shown once, stored as sha256 hashes.
+
+A token belongs to a user (or, for the engine's own tokens, to nobody) and carries a role;
+at each request the token's role is capped by its user's current role, an expired token is
+refused, and the last use is recorded at most once a minute (no write per request).
+"""
 
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy.orm import Session
 
 from corral.engine.context import EngineContext
-from corral.engine.db.models import Token
-from corral.errors import Unauthorized
+from corral.engine.db.models import Token, User, utcnow
+from corral.engine.permissions import cap, check_role
+from corral.errors import Conflict, NotFound, Unauthorized
 from corral.httpserve import hash_token
 
+SESSION_TTL = timedelta(hours=12)
+_LAST_USE_EVERY = timedelta(minutes=1)
+INVALID = "invalid or expired API token"
 
-def create_token(ctx: EngineContext, name: str, role: str = "admin") -> str:
-    secret = "crl_" + secrets.token_urlsafe(32)
+
+@dataclass(frozen=True)
+class Principal:
+    """Who calls: the user (None: an engine token without a user), the role in effect
+    (the token's, capped by the user's) and the token shown."""
+
+    user: str | None
+    role: str
+    token_id: str
+    token_name: str
+    kind: str
+
+
+def _new_secret() -> str:
+    return "crl_" + secrets.token_urlsafe(32)
+
+
+def create_token(ctx: EngineContext, name: str, role: str = "admin", *, user: str | None = None,
+                 kind: str = "api", expires_at: datetime | None = None,
+                 replace: bool = True) -> str:
+    """A new token's secret (shown once). ``user``: its owner, whose role caps ``role``;
+    ``replace``: a token of that name and owner is replaced, else a Conflict."""
+    check_role(role)
+    secret = _new_secret()
     with ctx.db.session() as s:
-        old = s.query(Token).filter_by(name=name).one_or_none()
+        owner = _user(s, user) if user is not None else None
+        uid = owner.id if owner is not None else None
+        old = s.query(Token).filter_by(name=name, user_id=uid).one_or_none()
         if old is not None:
+            if not replace:
+                raise Conflict(f"a token named {name!r} exists; revoke it first", field="name")
             s.delete(old)
             s.flush()
-        s.add(Token(name=name, secret_hash=hash_token(secret), role=role))
+        s.add(Token(name=name, secret_hash=hash_token(secret), role=role, user_id=uid,
+                    kind=kind, expires_at=expires_at))
     return secret
 
 
-def check_token(ctx: EngineContext, secret: str) -> str:
-    """The token's role, or Unauthorized."""
+def _user(s: Session, name: str) -> User:
+    user = s.query(User).filter_by(name=name).one_or_none()
+    if user is None:
+        raise NotFound(f"user {name} not found", field="user")
+    return user
+
+
+def authenticate(ctx: EngineContext, secret: str) -> Principal:
+    """Who the secret belongs to, or Unauthorized (unknown, revoked or expired: at once)."""
+    now = utcnow()
     with ctx.db.session() as s:
         tok = s.query(Token).filter_by(secret_hash=hash_token(secret)).one_or_none()
+        if tok is None or (tok.expires_at is not None and tok.expires_at <= now):
+            raise Unauthorized(INVALID)
+        role, user = tok.role, None
+        if tok.user_id is not None:
+            owner = s.get(User, tok.user_id)
+            if owner is None:
+                raise Unauthorized(INVALID)
+            role, user = cap(tok.role, owner.role), owner.name
+        if tok.last_used_at is None or now - tok.last_used_at >= _LAST_USE_EVERY:
+            tok.last_used_at = now
+        return Principal(user=user, role=role, token_id=tok.id, token_name=tok.name,
+                         kind=tok.kind)
+
+
+def check_token(ctx: EngineContext, secret: str) -> str:
+    """The token's role in effect, or Unauthorized."""
+    return authenticate(ctx, secret).role
+
+
+def start_session(ctx: EngineContext, user: str, ttl: timedelta = SESSION_TTL) -> tuple[str, datetime]:
+    """A login's token (its user's role) and when it expires."""
+    with ctx.db.session() as s:
+        role = _user(s, user).role
+    expires = utcnow() + ttl
+    name = "session-" + secrets.token_hex(4)
+    return create_token(ctx, name, role, user=user, kind="session", expires_at=expires,
+                        replace=False), expires
+
+
+def revoke(ctx: EngineContext, token_id: str) -> None:
+    with ctx.db.session() as s:
+        tok = s.get(Token, token_id)
+        if tok is not None:
+            s.delete(tok)
+
+
+def list_tokens(ctx: EngineContext, user: str) -> list[Token]:
+    with ctx.db.session() as s:
+        uid = _user(s, user).id
+        return list(s.query(Token).filter_by(user_id=uid).order_by(Token.created_at).all())
+
+
+def revoke_named(ctx: EngineContext, user: str, name: str) -> None:
+    with ctx.db.session() as s:
+        uid = _user(s, user).id
+        tok = s.query(Token).filter_by(user_id=uid, name=name).one_or_none()
         if tok is None:
-            raise Unauthorized("invalid API token")
-        return tok.role
+            raise NotFound(f"token {name} of user {user} not found", field="name")
+        s.delete(tok)
+

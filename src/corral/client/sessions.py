@@ -1,0 +1,53 @@
+"""Where `corral login` keeps its session token: in the named remote's entry
+(remotes.json), or in the node's client.json (key ``session_token``) for the local node and
+``--data-dir``. The token the config had stays as it was: `corral logout` goes back to it."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from corral import errors
+from corral.client import remotes
+from corral.node import paths
+
+
+def _remote_name(remote: str | None) -> str | None:
+    """The named remote a client without --data-dir talks to (None: a local config file),
+    as remotes.resolve chooses it."""
+    name = remote or os.environ.get("CORRAL_REMOTE") or None
+    if name is None:
+        if any(os.environ.get(v) for v in ("CORRAL_URL", "CORRAL_TOKEN", "CORRAL_DATA_DIR")):
+            return None
+        name = remotes.current()
+    return None if name == remotes.LOCAL else name
+
+
+def _config_file(remote: str | None, data_dir: Path | None) -> Path:
+    if data_dir is None and (remote or os.environ.get("CORRAL_REMOTE")) == remotes.LOCAL:
+        f = remotes.local_config_file()
+    else:
+        f = paths.client_config_file(data_dir)
+    if f is None:
+        raise errors.Unavailable("no client config to keep the session in: run `corral up`, "
+                                 "or add a remote (`corral remote add`)")
+    return f
+
+
+def store(token: str | None, *, remote: str | None = None, data_dir: Path | None = None) -> str:
+    """Keep a session token (None: forget it); where it went, in words."""
+    name = _remote_name(remote) if data_dir is None else None
+    if name is not None:
+        remotes.set_session(name, token)
+        return f"remote {name}"
+    f = _config_file(remote, data_dir)
+    cfg = json.loads(f.read_text())
+    if token is None:
+        cfg.pop("session_token", None)
+    else:
+        cfg["session_token"] = token
+    tmp = f.with_name(f.name + ".tmp")
+    paths.write_private(tmp, json.dumps(cfg, indent=2) + "\n")
+    os.replace(tmp, f)
+    return str(f)
