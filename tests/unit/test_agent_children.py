@@ -208,7 +208,7 @@ def test_sigterm_stops_the_jobs_and_their_children_before_uvicorn_drains(
     pid = wait_until(lambda: job.procs.pids(), timeout=5)
     assert pid, "the job did not start its child"
     reaper.append(psutil.Process(pid[0]))
-    server = _Server(uvicorn.Config(FastAPI()), runner.stop_all)
+    server = _Server(uvicorn.Config(FastAPI()), runner.stop_all, started=lambda: None)
     server.handle_exit(signal.SIGTERM, None)
     assert server.should_exit
     done = wait_done(runner, job.id, 5)

@@ -5,7 +5,8 @@ of the engine, requests generated from the schema (valid ones and broken ones) n
 The engine runs for real (uvicorn on loopback, SQLite, every route and service) over a
 stand-in host (tests/unit/api_server.QuickHost); its database starts with a VM, a network,
 a pool and a volume so that lookups of generated names hit something now and then.
-Bounded: ``EXAMPLES`` per operation, derandomized (the same requests every run).
+Bounded: ``EXAMPLES`` per operation, derandomized (the same requests every run). Each
+operation is probed as an admin and as a viewer (whose refusals are 403s).
 
 Every check of schemathesis runs but one: a schema-valid request may still be refused
 with a 422, because some rules span fields (an image or an ISO, not both) or sizes are
@@ -31,6 +32,7 @@ from schemathesis.checks import positive_data_acceptance
 from corral.engine.app import build_context, create_app
 from corral.engine.context import EngineContext, EngineSettings
 from corral.engine.db.models import Image, StoragePool, Vm, Volume
+from corral.engine.services import users
 from corral.engine.services.auth import create_token
 
 EXAMPLES = 25
@@ -77,10 +79,21 @@ def api_schema(engine: tuple[str, str, EngineContext]) -> Any:
     return schemathesis.openapi.from_url(f"{url}/openapi.json")
 
 
+@pytest.fixture(scope="module")
+def viewer_token(engine: tuple[str, str, EngineContext]) -> str:
+    """A read-only user's token: its refusals (403) must match the document too."""
+    _url, _token, ctx = engine
+    users.create(ctx, "fuzzviewer", "viewer", None)
+    return create_token(ctx, "fuzz", "viewer", user="fuzzviewer")
+
+
+@pytest.mark.parametrize("role", ["admin", "viewer"])
 @pytest.mark.parametrize("label", _operations())
 def test_every_operation_answers_as_its_schema_says_and_never_5xx(
-        engine: tuple[str, str, EngineContext], api_schema: Any, label: str) -> None:
-    url, token, _ctx = engine
+        engine: tuple[str, str, EngineContext], api_schema: Any, viewer_token: str,
+        label: str, role: str) -> None:
+    url, admin_token, _ctx = engine
+    token = admin_token if role == "admin" else viewer_token
     method, path = label.split(" ", 1)
     operation = api_schema[path][method].ok() if hasattr(api_schema[path][method], "ok") \
         else api_schema[path][method]

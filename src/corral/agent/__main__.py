@@ -132,11 +132,28 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if args.command == "join":
             _join(args, identity)
+            # Serve as a fresh `run`: the join's imports (httpx, cryptography, the API
+            # models: about 26 MiB) would stay resident in this process for good.
+            os.execv(sys.executable, [sys.executable, "-m", "corral.agent", *_run_argv(args)])
         identity.require()
     except CorralError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         sys.exit(2)
     serve(args, identity)
+
+
+def _run_argv(args: argparse.Namespace) -> list[str]:
+    """``run`` with the serving options of ``args``."""
+    argv = ["run", "--state-dir", str(args.state_dir), "--listen", args.listen,
+            "--port", str(args.port), "--libvirt-uri", args.libvirt_uri,
+            "--heartbeat-interval", str(args.heartbeat_interval)]
+    for d in args.import_dir or []:
+        argv += ["--import-dir", str(d)]
+    for cidr in args.import_allow_cidr:
+        argv += ["--import-allow-cidr", cidr]
+    for d in args.protect_dir:
+        argv += ["--protect-dir", str(d)]
+    return argv
 
 
 def _join(args: argparse.Namespace, identity: Identity) -> None:

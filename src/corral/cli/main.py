@@ -6,6 +6,7 @@ import typer
 
 from corral.cli import agent, host, image, lab, net, node, output, remote, sg, snapshot, vm, vm_nic
 from corral.cli import storage as storage_cli
+from corral.cli import user as user_cli
 
 app = typer.Typer(
     help="corral: virtual machines on your own hosts.\n\n"
@@ -48,6 +49,11 @@ vm.app.command("import-ova")(snapshot.import_ova)
 app.add_typer(snapshot.template_app, name="template")
 app.add_typer(remote.app, name="remote")
 app.add_typer(lab.app, name="lab")
+app.add_typer(user_cli.app, name="user")
+app.add_typer(user_cli.token_app, name="token")
+app.command("login")(user_cli.login)
+app.command("logout")(user_cli.logout)
+app.command("whoami")(user_cli.whoami)
 
 if __name__ == "__main__":
     app()

@@ -10,7 +10,7 @@ import typer
 from corral.api import OperationStatus
 from corral.cli.output import DataDirOpt, OutputFormat, OutputOpt, client, emit, err, handled, out
 from corral.errors import InvalidInput
-from corral.node.paths import default_data_dir
+from corral.node.paths import NodePaths, default_data_dir
 
 
 def up(
@@ -90,9 +90,13 @@ def up(
         if opts.admin_password_file:
             node_up.read_password_file(opts.admin_password_file)  # before anything starts
         if detach:
+            first = not NodePaths(opts.data_dir).client_config.exists()
             node_up.start_detached(opts)
             out.print(f"corral is up (data dir {opts.data_dir}, API https://{listen}:{port}); "
                       "`corral status` shows it, `corral down` stops it")
+            if first and not opts.admin_password_file:
+                out.print(f"user admin's password is in {NodePaths(opts.data_dir).log} "
+                          "(shown once there): `corral login` with it")
         else:
             node_up.run_up(opts)
 

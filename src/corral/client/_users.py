@@ -72,6 +72,11 @@ class UsersApi:
         return [TokenInfo.model_validate(t)
                 for t in self._json("GET", f"/api/v1/users/{name}/tokens")]
 
+    def create_user_token(self, name: str, req: TokenCreate) -> TokenCreated:
+        body = req.model_dump(mode="json", exclude_none=True)
+        return TokenCreated.model_validate(
+            self._json("POST", f"/api/v1/users/{name}/tokens", json=body))
+
     def revoke_user_token(self, name: str, token: str) -> None:
         self.request("DELETE", f"/api/v1/users/{name}/tokens/{token}")
 

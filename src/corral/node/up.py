@@ -196,6 +196,8 @@ def _client_config(ctx: EngineContext, paths: NodePaths, opts: UpOptions, ca: Pa
     made = users.ensure_admin(ctx, read_password_file(opts.admin_password_file)
                               if opts.admin_password_file else None)
     if made is not None:  # the one time it is shown
+        if paths.log.exists():  # where a detached start's console goes: now holds a secret
+            paths.log.chmod(0o600)
         log.warning("user %s made with password %s (shown this once: `corral login` with "
                     "it; `corral user passwd` changes it)", users.ADMIN, made)
     if not cfg.get("token"):

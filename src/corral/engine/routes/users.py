@@ -21,7 +21,7 @@ from corral.api.users import (
 )
 from corral.engine.context import EngineContext
 from corral.engine.db.models import Token, utcnow
-from corral.engine.permissions import ROLE_NAMES, ROLES, SELF
+from corral.engine.permissions import ROLE_NAMES, ROLES, SELF, cap
 from corral.engine.routes.deps import context, need, principal
 from corral.engine.services import auth, users
 from corral.engine.services.login_guard import guard_of
@@ -50,9 +50,8 @@ def login(req: LoginRequest, request: Request,
     down per user and per client address, then locked for a while (429)."""
     address = request.client.host if request.client else None
     guard = guard_of(ctx)
-    guard.check(req.username, address)
+    guard.attempt(req.username, address)
     if not users.check_password(ctx, req.username, req.password):
-        guard.failed(req.username, address)
         raise Unauthorized(WRONG)
     guard.succeeded(req.username, address)
     token, expires = auth.start_session(ctx, req.username)
@@ -63,7 +62,11 @@ def login(req: LoginRequest, request: Request,
 @router.post("/logout", status_code=204, dependencies=need(SELF))
 def logout(who: auth.Principal = Depends(principal),
            ctx: EngineContext = Depends(context)) -> Response:
-    """Revoke the token this request shows: refused from the next request on."""
+    """End the login session this request shows: its token is refused from the next
+    request on. An API token is not a session (revoke it: DELETE /api/v1/tokens/NAME)."""
+    if who.kind != "session":
+        raise InvalidInput("this is an API token, not a login session: revoke it with "
+                           f"DELETE /api/v1/tokens/{who.token_name}", field="token")
     auth.revoke(ctx, who.token_id)
     return Response(status_code=204)
 
@@ -130,6 +133,16 @@ def list_user_tokens(name: str, ctx: EngineContext = Depends(context)) -> list[T
     return [_token_info(t) for t in auth.list_tokens(ctx, name)]
 
 
+@router.post("/users/{name}/tokens", status_code=201, response_model=TokenCreated,
+             dependencies=need("user.update"))
+def create_user_token(name: str, req: TokenCreate, who: auth.Principal = Depends(principal),
+                      ctx: EngineContext = Depends(context)) -> TokenCreated:
+    """An API token for another user (a service user without a password, say): at most
+    that user's role and the caller's; its secret is shown this once."""
+    limit = cap(users.get(ctx, name).role.value, who.role)
+    return _new_token(ctx, name, req, limit)
+
+
 @router.delete("/users/{name}/tokens/{token}", status_code=204,
                dependencies=need("user.update"))
 def revoke_user_token(name: str, token: str, ctx: EngineContext = Depends(context)) -> Response:
@@ -151,15 +164,18 @@ def create_token(req: TokenCreate, who: auth.Principal = Depends(principal),
                  ctx: EngineContext = Depends(context)) -> TokenCreated:
     """An API token of the caller's, with at most the caller's role (the user's role caps
     it again at each use); its secret is shown this once."""
-    name = _own_user(who)
-    role = req.role.value if req.role else who.role
-    if ROLE_NAMES.index(role) > ROLE_NAMES.index(who.role):
-        raise Forbidden(f"a token cannot do more than its maker: role {role} is above "
-                        f"{who.role}", field="role")
+    return _new_token(ctx, _own_user(who), req, who.role)
+
+
+def _new_token(ctx: EngineContext, user: str, req: TokenCreate, limit: str) -> TokenCreated:
+    role = req.role.value if req.role else limit
+    if ROLE_NAMES.index(role) > ROLE_NAMES.index(limit):
+        raise Forbidden(f"a token cannot do more than its user and its maker: role {role} "
+                        f"is above {limit}", field="role")
     expires = utcnow() + timedelta(seconds=req.expires_in_s) if req.expires_in_s else None
-    secret = auth.create_token(ctx, req.name, role, user=name, expires_at=expires,
+    secret = auth.create_token(ctx, req.name, role, user=user, expires_at=expires,
                                replace=False)
-    made = next(t for t in auth.list_tokens(ctx, name) if t.name == req.name)
+    made = next(t for t in auth.list_tokens(ctx, user) if t.name == req.name)
     return TokenCreated(token=secret, **_token_info(made).model_dump())
 
 

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.orm import Session
 
 from corral.engine.context import EngineContext
+from corral.engine.db import claims
 from corral.engine.db.models import Token, User, utcnow
 from corral.engine.permissions import cap, check_role
 from corral.errors import Conflict, NotFound, Unauthorized
@@ -21,7 +22,7 @@ from corral.httpserve import hash_token
 
 SESSION_TTL = timedelta(hours=12)
 _LAST_USE_EVERY = timedelta(minutes=1)
-INVALID = "invalid or expired API token"
+INVALID = "invalid, revoked or expired token (`corral login` for a new session)"
 
 
 @dataclass(frozen=True)
@@ -47,13 +48,14 @@ def create_token(ctx: EngineContext, name: str, role: str = "admin", *, user: st
     ``replace``: a token of that name and owner is replaced, else a Conflict."""
     check_role(role)
     secret = _new_secret()
-    with ctx.db.session() as s:
+    taken = f"a token named {name!r} exists; revoke it first"
+    with claims.unique(taken, field="name"), ctx.db.session() as s:  # a concurrent create
         owner = _user(s, user) if user is not None else None
         uid = owner.id if owner is not None else None
         old = s.query(Token).filter_by(name=name, user_id=uid).one_or_none()
         if old is not None:
             if not replace:
-                raise Conflict(f"a token named {name!r} exists; revoke it first", field="name")
+                raise Conflict(taken, field="name")
             s.delete(old)
             s.flush()
         s.add(Token(name=name, secret_hash=hash_token(secret), role=role, user_id=uid,

@@ -22,6 +22,7 @@ FREE_FAILURES = 3  # failures allowed before any delay
 LOCK_AFTER = 10  # failures that lock the key
 LOCK_S = 15 * 60.0
 MAX_DELAY_S = 60.0
+MAX_RECORDS = 10_000  # names and addresses tracked at once: a spray of names is bounded
 _LOOPBACK = frozenset({"127.0.0.1", "::1"})
 
 
@@ -53,14 +54,17 @@ class LoginGuard:
             return 0.0
         return min(2.0 ** (failures - FREE_FAILURES), MAX_DELAY_S)
 
-    def check(self, user: str, address: str | None) -> None:
-        """RateLimited when the user or the address must still wait (before the password is
-        even looked at: a guess during a lock tells nothing)."""
+    def attempt(self, user: str, address: str | None) -> None:
+        """A login attempt begins: RateLimited when the user or the address must still wait
+        (before the password is even looked at: a guess during a lock tells nothing). Else
+        it counts as a failure until ``succeeded`` says otherwise, so that guesses sent all
+        at once are held back as if sent one after another."""
         if self.exempt(user, address):
             return
         now = self.clock()
+        keys = self._keys(user, address)
         with self._lock:
-            for key in self._keys(user, address):
+            for key in keys:
                 rec = self._records.get(key)
                 if rec is None:
                     continue
@@ -72,16 +76,22 @@ class LoginGuard:
                         retry_after_s=int(left) + 1)
                 if rec.failures >= LOCK_AFTER:  # the lock ran out: start over
                     del self._records[key]
-
-    def failed(self, user: str, address: str | None) -> None:
-        if self.exempt(user, address):
-            return
-        now = self.clock()
-        with self._lock:
-            for key in self._keys(user, address):
+            for key in keys:
                 rec = self._records.setdefault(key, _Record())
                 rec.failures += 1
                 rec.last = now
+            if len(self._records) > MAX_RECORDS:
+                self._prune(now)
+
+    def _prune(self, now: float) -> None:
+        """Forget the records that hold nothing back any more, then, if still too many, the
+        oldest (a lock lost that way only lets one more guess through per delay)."""
+        for key in [k for k, r in self._records.items() if now - r.last > LOCK_S]:
+            del self._records[key]
+        if len(self._records) > MAX_RECORDS:
+            oldest = sorted(self._records, key=lambda k: self._records[k].last)
+            for key in oldest[:len(oldest) - MAX_RECORDS]:
+                del self._records[key]
 
     def succeeded(self, user: str, address: str | None) -> None:
         with self._lock:

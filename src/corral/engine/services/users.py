@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from corral.api.users import UserInfo
 from corral.engine.context import EngineContext
+from corral.engine.db import claims
 from corral.engine.db.models import Token, User
 from corral.engine.permissions import check_role
 from corral.engine.services import passwords
@@ -43,7 +44,7 @@ def create(ctx: EngineContext, name: str, role: str, password: str | None) -> Us
     if password is not None:
         passwords.check_strength(password)
     pw_hash = passwords.hash_password(password) if password is not None else None
-    with ctx.db.session() as s:
+    with claims.unique(f"user {name} exists", field="name"), ctx.db.session() as s:
         if s.query(User).filter_by(name=name).one_or_none() is not None:
             raise Conflict(f"user {name} exists", field="name")
         user = User(name=name, role=role, password_hash=pw_hash)
