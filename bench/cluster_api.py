@@ -174,9 +174,7 @@ def section(res: Result, started: str, duration_s: float) -> str:
                   f"{res.created / res.created_all_s:.1f} VMs created per second); placed "
                   f"{spread} (policy spread); deleting all {res.created + 3} VMs took "
                   f"{res.deleted_all_s:.1f} s.", ""]
-    for error in res.errors:
-        lines += sections.error_lines("**Error:**", error)
-    lines += ["Facts: " + "; ".join(f"{k}: {v}" for k, v in res.facts.items())]
+    lines += sections.closing_lines(res.errors, res.facts)
     return "\n".join(lines)
 
 

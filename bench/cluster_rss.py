@@ -249,9 +249,7 @@ def section(res: Result, started: str, duration_s: float) -> tuple[str, list[str
                   "and started again: " + ", ".join(
                       f"{n} ({k}x)" for n, k in sorted(res.restarted.items())) + "."]
     lines.append("")
-    for error in res.errors:
-        lines += sections.error_lines("**Error:**", error)
-    lines += ["Facts: " + "; ".join(f"{k}: {v}" for k, v in res.facts.items())]
+    lines += sections.closing_lines(res.errors, res.facts)
     return "\n".join(lines), missed
 
 

@@ -148,10 +148,8 @@ def section(res: Result, runs: int, started: str, duration_s: float
                   f"old, so detection falls between about {t - 1:g} s and "
                   f"{t + min(0.5, t / 4):g} s plus the poll."]
     lines.append("")
-    for error in res.errors:
-        lines += sections.error_lines("**Error:**", error)
     res.facts["lab set-up (`lab up`, 3 hosts)"] = f"{res.setup_s:.0f} s"
-    lines += ["Facts: " + "; ".join(f"{k}: {v}" for k, v in res.facts.items())]
+    lines += sections.closing_lines(res.errors, res.facts)
     return "\n".join(lines), missed
 
 

@@ -370,9 +370,7 @@ def section(res: Result, pairs: int) -> str:
                 lines.append(f"- {firmware} samples, {who} (s, in order): "
                              + ", ".join(f"{x:.2f}" for x in xs))
     lines.append("")
-    for error in res.errors:
-        lines += sections.error_lines("**Error:**", error)
-    lines += ["Facts: " + "; ".join(f"{k}: {v}" for k, v in res.facts.items())]
+    lines += sections.closing_lines(res.errors, res.facts)
     return "\n".join(lines)
 
 

@@ -230,9 +230,7 @@ def section(sizes: list[Size], rounds: int, started: str, duration_s: float,
               "group) makes a placement visit a few hosts instead of all; the snapshot kept for "
               "the explanation and the re-indexing of the chosen host are most of the rest. The "
               "per-host verdicts are computed only when the explanation is asked for.", ""]
-    for error in errors:
-        lines += sections.error_lines("**Error:**", error)
-    lines += ["Facts: " + "; ".join(f"{k}: {v}" for k, v in facts.items())]
+    lines += sections.closing_lines(errors, facts)
     return "\n".join(lines), missed
 
 

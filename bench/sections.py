@@ -69,6 +69,12 @@ def error_lines(lead: str, error: str) -> list[str]:
     return lines
 
 
+def closing_lines(errors: list[str], facts: dict[str, str]) -> list[str]:
+    """The end of a report: its errors (error_lines), then one line of facts."""
+    lines = [line for error in errors for line in error_lines("**Error:**", error)]
+    return [*lines, "Facts: " + "; ".join(f"{k}: {v}" for k, v in facts.items())]
+
+
 def markers(name: str) -> tuple[str, str]:
     return f"<!-- {name} -->", f"<!-- /{name} -->"
 

@@ -256,9 +256,7 @@ def section(res: Result, runs: int) -> str:
               "Internal snapshots (the only kind libvirt 9 reverts) stop the guest for the "
               "whole save of its memory and disk state: the pause is the snapshot's length.",
               ""]
-    for error in res.errors:
-        lines += sections.error_lines("**Error:**", error)
-    lines += ["Facts: " + "; ".join(f"{k}: {v}" for k, v in res.facts.items())]
+    lines += sections.closing_lines(res.errors, res.facts)
     return "\n".join(lines)
 
 

@@ -205,9 +205,7 @@ def section(res: Result, rounds: int, count: int) -> str:
               "cluster replicas cross a network to OSDs with their own disks and CPUs, so "
               "neither the figures nor the ratio carry over as they are; what does is the "
               "shape: a replicated RBD write costs several times a local qcow2 write.", ""]
-    for error in res.errors:
-        lines += sections.error_lines("**Error:**", error)
-    lines += ["Facts: " + "; ".join(f"{k}: {v}" for k, v in res.facts.items())]
+    lines += sections.closing_lines(res.errors, res.facts)
     return "\n".join(lines)
 
 

@@ -249,9 +249,7 @@ def section(res: Result, runs: int) -> str:
               "on the VM wait up to 2 s; each console has a libvirt connection of its own "
               "now).",
               ""]
-    for error in res.errors:
-        lines += sections.error_lines("**Error:**", error)
-    lines += ["Facts: " + "; ".join(f"{k}: {v}" for k, v in res.facts.items())]
+    lines += sections.closing_lines(res.errors, res.facts)
     return "\n".join(lines)
 
 

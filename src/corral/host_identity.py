@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from corral.errors import Unavailable
+from corral.node.paths import write_private
 
 
 @dataclass(frozen=True)
@@ -55,8 +56,6 @@ class Identity:
 
     def save(self, key_pem: bytes, cert_pem: str, ca_pem: str, engine_pem: str,
              engine_url: str, name: str, url: str) -> None:
-        from corral.pki import write_private  # cryptography: not for the idle agent to hold
-
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         write_private(self.key, key_pem)
         self.cert.write_text(cert_pem)

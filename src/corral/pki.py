@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-import os
 import re
 from pathlib import Path
 
@@ -18,14 +17,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from corral.errors import InvalidInput
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """Write a file only its owner reads (keys), replacing it whole."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
 
 
 def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -45,10 +36,6 @@ def fingerprint(cert_pem: bytes | str) -> str:
     data = cert_pem.encode() if isinstance(cert_pem, str) else cert_pem
     cert = x509.load_pem_x509_certificate(data)
     return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
-
-
-def der_fingerprint(der: bytes) -> str:
-    return hashlib.sha256(der).hexdigest()
 
 
 def make_csr(name: str, addresses: list[str]) -> tuple[bytes, bytes]:

@@ -22,7 +22,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from corral.errors import InvalidInput
-from corral.pki import key_pem, load_key, write_private
+from corral.node.paths import write_private
+from corral.pki import key_pem, load_key
 
 _YEARS = 10
 ENGINE_CN = "corral engine"

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from corral.errors import HostError
 from corral.images.guest_debs import Progress, fetch_debs
-from corral.images.tiny_ssh import GUEST_LIB_DIR, LIB_DIRS, elf_interpreter, elf_needed
+from corral.images.tiny_ssh import GUEST_LIB_DIR, elf_interpreter, elf_needed, find_lib
 
 AGENT_PACKAGES: tuple[str, ...] = ("qemu-guest-agent", "libglib2.0-0", "libnuma1", "liburing2")
 AGENT_BINARY = "usr/sbin/qemu-ga"
@@ -35,17 +35,6 @@ SHUTDOWN_SCRIPT = ("qga-shutdown", "sbin/shutdown")  # tiny_files/ name, path in
 def fetch_agent_packages(cache_dir: Path, progress: Progress) -> list[Path]:
     """The .debs of :data:`AGENT_PACKAGES`: from the cache, else ``apt-get download``."""
     return fetch_debs(cache_dir, AGENT_PACKAGES, progress, 27)
-
-
-def _find_lib(soname: str, trees: Sequence[Path]) -> Path:
-    for tree in trees:
-        for sub in LIB_DIRS:
-            path = tree / sub / soname
-            if path.exists():
-                return path.resolve()
-    where = ", ".join(str(t) for t in trees)
-    raise HostError(f"shared library {soname} (needed by the guest's qemu-ga) not found in "
-                    f"{where}")
 
 
 def _copy(source: Path, dest: Path, mode: int) -> None:
@@ -78,7 +67,7 @@ def install_guest_agent(root: Path, debs: Sequence[Path], work: Path) -> list[st
             if soname in seen or dest.exists():  # dropbear's libc is there already
                 continue
             seen.add(soname)
-            _copy(_find_lib(soname, search), dest, 0o755)
+            _copy(find_lib(soname, search, "qemu-ga"), dest, 0o755)
             added.append(f"{GUEST_LIB_DIR}/{soname}")
             pending.append(dest)
     interpreter = elf_interpreter(binary.read_bytes())

@@ -65,14 +65,16 @@ def elf_interpreter(data: bytes) -> str | None:
     return interp.rstrip(b"\0").decode() if interp else None
 
 
-def _find_lib(soname: str, trees: Sequence[Path]) -> Path:
+def find_lib(soname: str, trees: Sequence[Path], needed_by: str) -> Path:
+    """``soname`` in the first of ``trees`` (unpacked .debs) that has it under LIB_DIRS."""
     for tree in trees:
         for sub in LIB_DIRS:
             path = tree / sub / soname
             if path.exists():
                 return path.resolve()
     where = ", ".join(str(t) for t in trees)
-    raise HostError(f"shared library {soname} (needed by the guest's dropbear) not found in {where}")
+    raise HostError(f"shared library {soname} (needed by the guest's {needed_by}) not found "
+                    f"in {where}")
 
 
 def install_dropbear(root: Path, debs: Sequence[Path], work: Path) -> list[str]:
@@ -107,7 +109,7 @@ def install_dropbear(root: Path, debs: Sequence[Path], work: Path) -> list[str]:
             seen.add(soname)
             dest = root / GUEST_LIB_DIR / soname
             dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(_find_lib(soname, search), dest)
+            shutil.copyfile(find_lib(soname, search, "dropbear"), dest)
             dest.chmod(0o755)
             added.append(f"{GUEST_LIB_DIR}/{soname}")
             pending.append(dest)

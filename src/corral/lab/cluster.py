@@ -39,6 +39,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +47,7 @@ from corral.api import (
     NetworkCreate,
     NetworkMode,
     NetworkOverlay,
+    Operation,
     OperationStatus,
     PoolCreate,
     PoolType,
@@ -311,11 +313,7 @@ class Lab:
         """Network `default` across the lab hosts: a VXLAN overlay, isolated (see above)."""
         req = NetworkCreate(name=NETWORK, mode=NetworkMode.ISOLATED, subnet=LAB_SUBNET,
                             bridge=LAB_BRIDGE, overlay=NetworkOverlay.VXLAN, vni=LAB_VNI)
-        with self.client(st) as c:
-            op = c.create_network(req)
-            done = c.wait(op.id, timeout=120)
-        if done.status != OperationStatus.SUCCESS:
-            raise HostError(f"network {NETWORK} was not made: {done.error or done.message}")
+        self._succeed(st, lambda c: c.create_network(req), 120, f"network {NETWORK} was not made")
 
     def _tiny_image(self, st: LabState, builder: str, deb_cache: Path | None) -> None:
         """Image `tiny`, built by the engine on ``builder`` (the first host by name, where a
@@ -329,11 +327,7 @@ class Lab:
         target = Path(st.hosts[builder].root_dir) / "agent" / "storage" / "build" / "cache"
         target.mkdir(parents=True, exist_ok=True)
         shutil.copytree(cache / "debs", target / "debs", dirs_exist_ok=True)
-        with self.client(st) as c:
-            op = c.build_tiny(IMAGE)
-            done = c.wait(op.id, timeout=900)
-        if done.status != OperationStatus.SUCCESS:
-            raise HostError(f"image {IMAGE} was not built: {done.error or done.message}")
+        self._succeed(st, lambda c: c.build_tiny(IMAGE), 900, f"image {IMAGE} was not built")
 
     def _start_ceph(self, st: LabState) -> None:
         """The one-machine Ceph cluster (mon, mgr, 3 OSDs), in the engine's namespace, so
@@ -351,11 +345,16 @@ class Lab:
                                          ceph_conf=str(Path(st.ceph_dir) / "ceph.conf")))
 
     def _create_pool(self, st: LabState, req: PoolCreate) -> None:
+        self._succeed(st, lambda c: c.create_pool(req), 120, f"pool {req.name} was not made")
+
+    def _succeed(self, st: LabState, submit: Callable[[Client], Operation], timeout: float,
+                 failed: str) -> None:
+        """Submit an operation to the lab's engine and wait for it; HostError unless it
+        succeeded."""
         with self.client(st) as c:
-            op = c.create_pool(req)
-            done = c.wait(op.id, timeout=120)
+            done = c.wait(submit(c).id, timeout=timeout)
         if done.status != OperationStatus.SUCCESS:
-            raise HostError(f"pool {req.name} was not made: {done.error or done.message}")
+            raise HostError(f"{failed}: {done.error or done.message}")
 
     def _add_remote(self, st: LabState) -> None:
         from corral.client import remotes

@@ -64,11 +64,12 @@ class NodePaths:
         return self.data_dir / "agent.log"
 
 
-def write_private(path: Path, text: str) -> None:
+def write_private(path: Path, data: str | bytes) -> None:
+    """Write a file only its owner reads (tokens, keys), replacing it whole."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data.encode() if isinstance(data, str) else data)
 
 
 def client_config_file(data_dir: Path | None = None) -> Path | None:

@@ -13,32 +13,14 @@ from pydantic import ValidationError
 
 from corral.agent_api.image_files import FileKind, ImageFile, ImageFiles, ImageInPool
 from corral.engine.agent_calls import AgentCalls
-from corral.errors import AgentTimeout, AgentUnreachable, CorralError, HostError
+from corral.engine.agent_errors import answered_error, transport_errors
+from corral.errors import HostError
 
 CHUNK = 1 << 20
 # Per read or write on the socket (httpx), not for the whole file: a big image streams for
 # as long as it takes while each step stays bounded.
 # A target answers a PUT once the file is on its disk (fsync): a longer read.
 STREAM_TIMEOUT = httpx.Timeout(120.0, read=600.0)
-
-
-@contextlib.contextmanager
-def _transport(url: str, what: str) -> Iterator[None]:
-    """httpx's errors as corral's, as AgentClient maps them (no answer / no time / unreadable)."""
-    try:
-        yield
-    except httpx.TimeoutException as exc:
-        raise AgentTimeout(f"agent at {url} did not answer {what} in time: {exc!r}") from exc
-    except httpx.TransportError as exc:
-        raise AgentUnreachable(f"agent at {url} unreachable ({what}): {exc!r}") from exc
-    except httpx.HTTPError as exc:
-        raise HostError(f"agent at {url} ({what}): {exc}") from exc
-
-
-def _error(resp: httpx.Response) -> CorralError:
-    from corral.engine.agent_client import _answered_error  # the client imports this module
-
-    return _answered_error(resp)
 
 
 class ImageFileCalls(AgentCalls):
@@ -60,14 +42,14 @@ class ImageFileCalls(AgentCalls):
         """The file's bytes, in chunks, while the block runs. A read that breaks off is this
         agent's error (AgentUnreachable naming it), wherever the chunks are consumed."""
         path = f"/v1/images/{name}/files/{kind}"
-        with _transport(self.url, f"GET {path}"), \
+        with transport_errors(self.url, f"GET {path}"), \
                 self._http.stream("GET", path, timeout=STREAM_TIMEOUT) as resp:
             if resp.status_code >= 400:
                 resp.read()
-                raise _error(resp)
+                raise answered_error(resp)
 
             def chunks() -> Iterator[bytes]:
-                with _transport(self.url, f"GET {path}"):
+                with transport_errors(self.url, f"GET {path}"):
                     yield from resp.iter_bytes(CHUNK)
 
             yield chunks()
@@ -77,11 +59,11 @@ class ImageFileCalls(AgentCalls):
         """Stream ``chunks`` into the host's file; it keeps them only if ``size`` and
         ``sha256`` match (422 otherwise, and nothing is left there)."""
         path = f"/v1/images/{name}/files/{kind}"
-        with _transport(self.url, f"PUT {path}"):
+        with transport_errors(self.url, f"PUT {path}"):
             resp = self._http.put(path, params={"size": size, "sha256": sha256},
                                   content=chunks, timeout=STREAM_TIMEOUT)
         if resp.status_code >= 400:
-            raise _error(resp)
+            raise answered_error(resp)
         try:
             return ImageFile.model_validate(resp.json())
         except (ValueError, ValidationError) as exc:
