@@ -74,6 +74,11 @@ class Cancelled(Conflict):
     status = 409
 
 
+class QuotaExceeded(Conflict):
+    """A project's quota would be passed: the details name the quota, its limit, its use."""
+    code = "quota_exceeded"
+
+
 class Unauthorized(CorralError):
     code = "unauthorized"
     status = 401
@@ -127,7 +132,7 @@ _BY_CODE: dict[str, type[CorralError]] = {
     cls.code: cls
     for cls in (
         CorralError, InvalidInput, NotFound, Conflict, WrongState, Cancelled, Unauthorized,
-        Forbidden, RateLimited,
+        Forbidden, RateLimited, QuotaExceeded,
         InsufficientResources, HostError, HypervisorError, AgentUnreachable, AgentTimeout,
         Unavailable,
     )

@@ -33,6 +33,17 @@ def validate_name(value: object, field: str = "name") -> str:
     return value
 
 
+def validate_vm_name(value: object, field: str = "vm") -> str:
+    """A VM's full name, as hosts know it: ``NAME`` (the default project) or
+    ``PROJECT.NAME``, each part a name (engine/projects.py)."""
+    if isinstance(value, str) and value.count(".") == 1:
+        project, _, name = value.partition(".")
+        validate_name(project, field)
+        validate_name(name, field)
+        return value
+    return validate_name(value, field)
+
+
 def parse_size(value: object, field: str, default_unit: str = "M", most: int = SIZE_MAX) -> int:
     """Parse '512M', '2G', '1024' (in ``default_unit``) into bytes, in 1..``most``, or
     InvalidInput."""

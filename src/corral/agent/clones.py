@@ -45,7 +45,7 @@ from corral.agent_api.snapshots import (
     TemplateBody,
 )
 from corral.errors import Conflict, HostError, NotFound
-from corral.validation import validate_name
+from corral.validation import validate_name, validate_vm_name
 
 _chains = threading.Lock()  # freezing a disk and collecting bases never interleave
 _PROGRESS = re.compile(rb"\((\d+(?:\.\d+)?)/100%\)")
@@ -68,7 +68,7 @@ def _snapshot_count(path: Path) -> int:
 
 def linked_clone(storage: Storage, source: str, new: str) -> dict[str, Any]:
     """Freeze SOURCE's disk into a base and put overlays for SOURCE and NEW on it."""
-    base = bases_dir(storage) / f"{validate_name(source, 'vm')}@{validate_name(new, 'vm')}.qcow2"
+    base = bases_dir(storage) / f"{validate_vm_name(source, 'vm')}@{validate_vm_name(new, 'vm')}.qcow2"
     with _chains:
         return freeze_and_overlay(storage.disk_path(source), storage.disk_path(new), base,
                                   source)
@@ -270,8 +270,8 @@ def router(storage: Storage, hv: Hypervisor, jobs: JobRunner,
 
     @r.post("/v1/disks/{vm}/full-clone")
     def full(vm: str, body: CloneBody, op: str | None = None) -> JobInfo:
-        validate_name(vm, "vm")
-        validate_name(body.source, "source")
+        validate_vm_name(vm, "vm")
+        validate_vm_name(body.source, "source")
         if body.snapshot is not None:
             validate_name(body.snapshot, "snapshot")
 
@@ -285,7 +285,7 @@ def router(storage: Storage, hv: Hypervisor, jobs: JobRunner,
     @r.post("/v1/images/{name}/from-disk")
     def from_disk(name: str, body: TemplateBody, op: str | None = None) -> JobInfo:
         validate_name(name, "image")
-        validate_name(body.vm, "vm")
+        validate_vm_name(body.vm, "vm")
 
         def work(report: JobReporter) -> ImageInfo:
             return ImageInfo.model_validate(template(storage, body.vm, name, body.boot_from,

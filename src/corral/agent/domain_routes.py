@@ -29,7 +29,7 @@ from corral.agent_api.domains import (
     VcpusBody,
 )
 from corral.errors import NotFound
-from corral.validation import validate_name
+from corral.validation import validate_vm_name
 
 
 def router(hv: Hypervisor, storage: Storage, console_dir: Path,
@@ -38,7 +38,7 @@ def router(hv: Hypervisor, storage: Storage, console_dir: Path,
     r = APIRouter()
 
     def console_file(vm: str) -> Path:
-        return console_dir / f"{validate_name(vm, 'vm')}.log"
+        return console_dir / f"{validate_vm_name(vm, 'vm')}.log"
 
     @r.get("/v1/host")
     def host() -> HostFacts:

@@ -37,7 +37,7 @@ from corral.agent_api.images import (
 from corral.agent_api.jobs import JobInfo
 from corral.errors import Conflict, InvalidInput, NotFound, WrongState
 from corral.httpserve import validated
-from corral.validation import validate_name
+from corral.validation import validate_name, validate_vm_name
 
 if TYPE_CHECKING:
     from corral.agent.app import Agent
@@ -97,7 +97,7 @@ def router(agent: Agent, runner: JobRunner) -> APIRouter:
     @r.post("/v1/disks/{vm}/customize")
     def customize_vm_disk(vm: str, body: Any = Body(), op: str | None = None) -> JobInfo:
         spec = _customize_spec(body)
-        disk = storage.disk_path(validate_name(vm, "vm"))
+        disk = storage.disk_path(validate_vm_name(vm, "vm"))
         if not disk.exists():
             raise NotFound(f"the disk of VM {vm} is not on this host")
 

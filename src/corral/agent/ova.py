@@ -47,7 +47,7 @@ from corral.agent_api.jobs import JobInfo
 from corral.errors import Conflict, HostError, InvalidInput, NotFound
 from corral.images import ovf
 from corral.safepaths import PathPolicy
-from corral.validation import validate_name
+from corral.validation import validate_name, validate_vm_name
 
 
 def file_source(pools: PoolRegistry, ref: VolumeRef | tuple[str, str]) -> tuple[Path, str]:
@@ -236,7 +236,7 @@ def router(storage: Storage, jobs: JobRunner, pools: PoolRegistry,
 
     @r.post("/v1/disks/{vm}/export-ova")
     def export(vm: str, body: OvaExportBody, op: str | None = None) -> JobInfo:
-        validate_name(vm, "vm")
+        validate_vm_name(vm, "vm")
         target = _check_target(paths(), body.path)
         if (target.exists() or target.is_symlink()) and op is None:
             raise Conflict(f"{target} exists already", field="file")

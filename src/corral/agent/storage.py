@@ -35,7 +35,7 @@ from typing import Any
 from corral.agent import children
 from corral.agent_api.images import ImageInfo
 from corral.errors import Conflict, HostError, InvalidInput, NotFound
-from corral.validation import validate_name
+from corral.validation import validate_name, validate_vm_name
 
 Progress = Callable[[int, str], None]
 IMAGE_MODE = 0o640
@@ -139,7 +139,7 @@ class Storage:
         raise NotFound(f"image {name} not found on this host")
 
     def disk_path(self, vm: str) -> Path:
-        return self.vms / f"{validate_name(vm, 'vm')}.qcow2"
+        return self.vms / f"{validate_vm_name(vm, 'vm')}.qcow2"
 
     def free_bytes(self) -> int:
         return shutil.disk_usage(self.root).free
@@ -260,7 +260,7 @@ class Storage:
 
     # -- cloud-init seeds: vms/NAME-cidata.iso, read-only CD-ROM of the VM ---------------
     def seed_path(self, vm: str) -> Path:
-        return self.vms / f"{validate_name(vm, 'vm')}-cidata.iso"
+        return self.vms / f"{validate_vm_name(vm, 'vm')}-cidata.iso"
 
     def write_seed(self, vm: str, files: dict[str, str]) -> dict[str, Any]:
         """Build the NoCloud ISO from the engine's files; replaces any earlier seed atomically."""

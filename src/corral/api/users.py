@@ -24,11 +24,18 @@ TokenName = Annotated[str, Field(min_length=1, max_length=63,
                                  pattern="^[A-Za-z0-9][A-Za-z0-9._-]*$")]
 Password = Annotated[str, Field(min_length=1, max_length=1024)]
 TEN_YEARS_S = 10 * 365 * 86400
+RoleName = Annotated[str, Field(min_length=1, max_length=63, pattern="^[A-Za-z0-9][A-Za-z0-9_-]*$",
+                                description="A built-in role (none, viewer, user, operator, "
+                                "admin) or a custom one")]
+ProjectName = Annotated[str, Field(min_length=1, max_length=63,
+                                   pattern="^[A-Za-z0-9][A-Za-z0-9_-]*$")]
 
 
 class Role(StrEnum):
-    """Built-in roles, least to most: each holds every permission of the one before."""
+    """Built-in roles, least to most: each holds every permission of the one before.
+    Custom roles (`corral role create`) are named like any resource."""
 
+    NONE = "none"  # a user's global role when only its role assignments give it rights
     VIEWER = "viewer"  # reads everything but users
     USER = "user"  # VMs, volumes, snapshots, consoles; networks to attach
     OPERATOR = "operator"  # everything but users and hosts (which it reads)
@@ -37,18 +44,20 @@ class Role(StrEnum):
 
 class UserCreate(_Request):
     name: UserName
-    role: Role = Role.USER
+    role: RoleName = Field("user", description="Its role on every project (`none`: only what "
+                           "role assignments give it)")
     password: Password | None = Field(None, description="Write-only; none: API tokens only, "
                                       "until `corral user passwd` sets one")
 
 
 class UserPatch(_Request):
-    role: Role | None = None
+    role: RoleName | None = None
 
 
 class UserInfo(BaseModel):
     name: str
-    role: Role
+    role: str
+    source: str = Field("local", description="local, or ldap (a directory user)")
     has_password: bool
     created_at: datetime
 
@@ -68,27 +77,34 @@ class LoginAnswer(BaseModel):
     token: str = Field(description="A session token: send it as Authorization: Bearer")
     expires_at: datetime
     user: str
-    role: Role
+    role: str
 
 
 class Whoami(BaseModel):
     user: str | None = Field(description="None: an engine token that belongs to no user")
-    role: Role = Field(description="In effect: the token's role capped by the user's")
+    role: str = Field(description="The token's role: the most it may do; the user's own "
+                      "rights cap it on each project")
     token_name: str
     kind: str = Field(description="api or session")
-    permissions: list[str]
+    project: str | None = Field(None, description="The one project the token may act in")
+    permissions: list[str] = Field(description="Everything it may do on some project")
+    projects: dict[str, list[str]] = Field(
+        default_factory=dict, description="Project (or * for all) -> the roles held there")
 
 
 class TokenCreate(_Request):
     name: TokenName
-    role: Role | None = Field(None, description="At most the caller's own; none: the caller's")
+    role: RoleName | None = Field(None, description="A role whose permissions the caller "
+                                  "holds; none: all the user may (the user's rights cap it)")
+    project: ProjectName | None = Field(None, description="The one project it may act in")
     expires_in_s: int | None = Field(None, ge=1, le=TEN_YEARS_S,
                                      description="None: never expires")
 
 
 class TokenInfo(BaseModel):
     name: str
-    role: Role
+    role: str
+    project: str | None = None
     kind: str
     created_at: datetime
     expires_at: datetime | None

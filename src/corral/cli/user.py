@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from corral.api.users import Role, TokenCreate, UserCreate, UserPatch, parse_duration
+from corral.api.users import TokenCreate, UserCreate, UserPatch, parse_duration
 from corral.cli import output
 from corral.cli.output import DataDirOpt, OutputFormat, OutputOpt, build, client, emit, handled, out
 from corral.client import sessions
@@ -19,7 +19,7 @@ token_app = typer.Typer(help="Your API tokens, for scripts and CI: each has a ro
                         "than yours, an optional expiry, and is shown once.",
                         no_args_is_help=True)
 
-USER_COLUMNS = [("NAME", lambda u: u.name), ("ROLE", lambda u: u.role.value),
+USER_COLUMNS = [("NAME", lambda u: u.name), ("ROLE", lambda u: u.role), ("SOURCE", lambda u: u.source),
                 ("PASSWORD", lambda u: "set" if u.has_password else "-"),
                 ("CREATED", lambda u: u.created_at.strftime("%Y-%m-%d %H:%M"))]
 
@@ -28,7 +28,8 @@ def _when(t: datetime | None) -> str:
     return t.strftime("%Y-%m-%d %H:%M") if t is not None else "-"
 
 
-TOKEN_COLUMNS = [("NAME", lambda t: t.name), ("ROLE", lambda t: t.role.value),
+TOKEN_COLUMNS = [("NAME", lambda t: t.name), ("ROLE", lambda t: t.role),
+                 ("PROJECT", lambda t: t.project or "*"),
                  ("KIND", lambda t: t.kind), ("EXPIRES", lambda t: _when(t.expires_at)),
                  ("LAST USED", lambda t: _when(t.last_used_at))]
 ForUserOpt = typer.Option(None, "--user", metavar="NAME",
@@ -49,14 +50,9 @@ def _password(file: Path | None, prompt: str = "Password", confirm: bool = True)
     return str(typer.prompt(prompt, hide_input=True, confirmation_prompt=confirm))
 
 
-def _role(value: str | None) -> Role | None:
-    if value is None:
-        return None
-    try:
-        return Role(value)
-    except ValueError:
-        raise InvalidInput(f"--role is one of {', '.join(r.value for r in Role)}, not {value!r}",
-                           field="role") from None
+_ROLES_HELP = ("admin: everything; operator: all but users, roles, projects and hosts; "
+               "user: VMs, volumes, snapshots, consoles; viewer: read only; none: only what "
+               "`corral role assign` gives; or a custom role (`corral role create`)")
 
 
 # -- users ----------------------------------------------------------------------------------
@@ -64,9 +60,8 @@ def _role(value: str | None) -> Role | None:
 @app.command("create")
 def create(
     name: str = typer.Argument(..., help="User name: lowercase letters, digits, '.', '_', '-'"),
-    role: str = typer.Option("user", "--role", metavar="admin|operator|user|viewer",
-                             help="admin: everything; operator: all but users and hosts; "
-                             "user: VMs, volumes, snapshots, consoles; viewer: read only"),
+    role: str = typer.Option("user", "--role", metavar="ROLE",
+                             help="Its role on every project. " + _ROLES_HELP),
     password_file: Path | None = PasswordFileOpt,
     no_password: bool = typer.Option(False, "--no-password",
                                      help="No password login: API tokens only"),
@@ -74,11 +69,12 @@ def create(
 ) -> None:
     """Create a local user; its password is asked (twice) unless --password-file.
 
-    Example: corral user create alice --role operator
+    Examples: corral user create alice --role operator
+              corral user create bob --role none   (then: corral role assign bob user --project web)
     """
     with handled():
         password = None if no_password else _password(password_file)
-        req = build(UserCreate, name=name, role=_role(role), password=password)
+        req = build(UserCreate, name=name, role=role, password=password)
         with client(data_dir) as c:
             emit(c.create_user(req), output_fmt, USER_COLUMNS)
 
@@ -102,11 +98,11 @@ def show(name: str = typer.Argument(..., help="User name"),
 
 @app.command("set-role")
 def set_role(name: str = typer.Argument(..., help="User name"),
-             role: str = typer.Argument(..., metavar="ROLE", help="admin|operator|user|viewer"),
+             role: str = typer.Argument(..., metavar="ROLE", help=_ROLES_HELP),
              output_fmt: OutputFormat = OutputOpt, data_dir: Path = DataDirOpt) -> None:
-    """Change a user's role: every token of the user is capped by it at once."""
+    """Change a user's role on every project: it applies to all its tokens at once."""
     with handled(), client(data_dir) as c:
-        emit(c.update_user(name, UserPatch(role=_role(role))), output_fmt, USER_COLUMNS)
+        emit(c.update_user(name, build(UserPatch, role=role)), output_fmt, USER_COLUMNS)
 
 
 @app.command("delete")
@@ -139,8 +135,10 @@ def passwd(name: str | None = typer.Argument(None, help="The user (an admin's re
 @token_app.command("create")
 def token_create(
     name: str = typer.Option(..., "--name", help="Token name, unique among yours (e.g. ci)"),
-    role: str | None = typer.Option(None, "--role", metavar="admin|operator|user|viewer",
-                                    help="At most your own role; default: yours"),
+    role: str | None = typer.Option(None, "--role", metavar="ROLE",
+                                    help="A role whose rights you hold; default: all yours"),
+    project: str | None = typer.Option(None, "--project", metavar="PROJECT",
+                                       help="The one project it may act in; default: yours"),
     expires: str | None = typer.Option(None, "--expires", metavar="DURATION",
                                        help="e.g. 30d, 12h, 90m; default: never"),
     user: str | None = ForUserOpt,
@@ -149,10 +147,10 @@ def token_create(
     """Create an API token (yours, or --user's: a service user without a password, say);
     its secret is printed this once.
 
-    Example: corral token create --name ci --role viewer --expires 30d
+    Example: corral token create --name ci --role viewer --project web --expires 30d
     """
     with handled():
-        req = build(TokenCreate, name=name, role=_role(role),
+        req = build(TokenCreate, name=name, role=role, project=project,
                     expires_in_s=parse_duration(expires) if expires else None)
         with client(data_dir) as c:
             made = c.create_user_token(user, req) if user else c.create_token(req)
@@ -199,7 +197,7 @@ def login(user: str | None = typer.Option(None, "--user", "-u", help="User name 
             answer = c.login(name, password)
         where = sessions.store(answer.token, remote=output.selected_remote,
                                data_dir=None if output.selected_remote else data_dir)
-        out.print(f"[green]✓[/] logged in as {answer.user} ({answer.role.value}) until "
+        out.print(f"[green]✓[/] logged in as {answer.user} ({answer.role}) until "
                   f"{answer.expires_at:%Y-%m-%d %H:%M} UTC; session kept in {where}")
 
 
@@ -228,5 +226,10 @@ def whoami(output_fmt: OutputFormat = OutputOpt, data_dir: Path = DataDirOpt) ->
     if output_fmt == OutputFormat.JSON:
         print(me.model_dump_json(indent=2))
         return
-    out.print(f"user {me.user or '-'} · role {me.role.value} · {me.kind} token {me.token_name}")
+    bound = f" · project {me.project} only" if me.project else ""
+    out.print(f"user {me.user or '-'} · {me.kind} token {me.token_name} (role {me.role})"
+              + bound)
+    for project, roles in sorted(me.projects.items()):
+        out.print(f"  {'every project' if project == '*' else 'project ' + project}: "
+                  + ", ".join(sorted(roles)), highlight=False)
     out.print("permissions: " + ", ".join(me.permissions), highlight=False)

@@ -36,7 +36,7 @@ from corral.domainxml.spec import (
     max_vcpus,
 )
 from corral.errors import InvalidInput
-from corral.validation import validate_name
+from corral.validation import validate_vm_name
 
 _MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 _BRIDGE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
@@ -53,7 +53,7 @@ _CPU_MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 def validate_spec(spec: DomainSpec) -> None:
     """Raise :class:`InvalidInput` (with ``field``) for the first bad value in ``spec``."""
-    validate_name(spec.name, "name")
+    validate_vm_name(spec.name, "name")
     if spec.cpu_mode not in CPU_MODES:
         raise InvalidInput(f"cpu_mode must be one of {', '.join(CPU_MODES)}", field="cpu_mode")
     if (spec.cpu_mode == "custom") != (spec.cpu_model is not None) or (

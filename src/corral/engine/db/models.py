@@ -71,6 +71,11 @@ class Image(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # A template (`corral template create`): the VM it was made from; NULL for other images.
     template_vm: Mapped[str | None] = mapped_column(String(63), nullable=True)
+    # The project it belongs to (0015); the name is unique across the engine.
+    project: Mapped[str] = mapped_column(ForeignKey("projects.name"), index=True,
+                                         default="default", server_default="default")
+    # Shared by an admin: every project may read it and use it (not change it).
+    shared: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
 
 
 class Network(Base):
@@ -93,6 +98,11 @@ class Network(Base):
     dns_domain: Mapped[str | None] = mapped_column(String(253), nullable=True)
     # creating | ready | deleting (an operation owns the network while not ready)
     status: Mapped[str] = mapped_column(String(20), default="ready", server_default="ready")
+    # The project it belongs to (0015); the name is unique across the engine.
+    project: Mapped[str] = mapped_column(ForeignKey("projects.name"), index=True,
+                                         default="default", server_default="default")
+    # Shared by an admin: every project may read it and use it (not change it).
+    shared: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
 
 
 class Vm(Base):
@@ -129,6 +139,10 @@ class Vm(Base):
                                                  index=True)
     # The host tags it requires (`vm create --host-tag`), sorted: every placement asks them.
     host_tags: Mapped[list[Any]] = mapped_column(JSON, default=list, server_default="[]")
+    # The project it belongs to (0015); ``name`` is the full name: bare in default,
+    # PROJECT.NAME elsewhere (engine/projects.py full_name): the domain's and disks' name too.
+    project: Mapped[str] = mapped_column(ForeignKey("projects.name"), index=True,
+                                         default="default", server_default="default")
 
 
 class VmGroup(Base):
@@ -141,6 +155,9 @@ class VmGroup(Base):
     policy: Mapped[str] = mapped_column(String(20))  # affinity | anti-affinity
     strict: Mapped[bool] = mapped_column(default=True, server_default=sa.true())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The project it belongs to (0015); the name is unique across the engine.
+    project: Mapped[str] = mapped_column(ForeignKey("projects.name"), index=True,
+                                         default="default", server_default="default")
 
 
 class Nic(Base):
@@ -170,6 +187,9 @@ class SecurityGroup(Base):
     name: Mapped[str] = mapped_column(String(63), unique=True)
     description: Mapped[str] = mapped_column(String(255), default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The project it belongs to (0015); the name is unique across the engine.
+    project: Mapped[str] = mapped_column(ForeignKey("projects.name"), index=True,
+                                         default="default", server_default="default")
 
 
 class SgRule(Base):
@@ -234,6 +254,11 @@ class User(Base):
     password_hash: Mapped[str | None] = mapped_column(String(255), nullable=True)
     role: Mapped[str] = mapped_column(String(20), default="user")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # local (a password here) | ldap (the directory's password; groups and grants are
+    # refreshed at each login from the group map)
+    source: Mapped[str] = mapped_column(String(10), default="local", server_default="local")
+    groups: Mapped[list[Any]] = mapped_column(JSON, default=list, server_default="[]")
+    grants: Mapped[list[Any]] = mapped_column(JSON, default=list, server_default="[]")
 
 
 class Token(Base):
@@ -254,6 +279,8 @@ class Token(Base):
     kind: Mapped[str] = mapped_column(String(10), default="api", server_default="api")
     expires_at: Mapped[datetime | None] = mapped_column(nullable=True)
     last_used_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    # The one project it may act in (None: its user's projects)
+    project: Mapped[str | None] = mapped_column(String(63), nullable=True)
 
 
 class JoinToken(Base):
@@ -307,3 +334,84 @@ class Volume(Base):
     bus: Mapped[str | None] = mapped_column(String(10), nullable=True)
     target: Mapped[str | None] = mapped_column(String(8), nullable=True)  # vdb, sdc, ...
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The project it belongs to (0015); the name is unique across the engine.
+    project: Mapped[str] = mapped_column(ForeignKey("projects.name"), index=True,
+                                         default="default", server_default="default")
+
+
+class AuditRecord(Base):
+    """One audited request (mutating call, login, logout), chained to the one before by
+    ``hash`` = sha256(canonical JSON of the fields + ``prev_hash``): an edited row breaks
+    the chain (`corral audit verify`). ``seq`` is the chain order; no request body is kept."""
+
+    __tablename__ = "audit_log"
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    time: Mapped[datetime] = mapped_column(index=True)
+    user: Mapped[str | None] = mapped_column(String(63), nullable=True)
+    token_name: Mapped[str | None] = mapped_column(String(63), nullable=True)
+    client: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    project: Mapped[str] = mapped_column(String(63))
+    action: Mapped[str] = mapped_column(String(63))  # a permission (vm.delete), login, logout
+    target: Mapped[str] = mapped_column(String(255))  # the request's path
+    status: Mapped[int] = mapped_column(Integer)  # HTTP status answered
+    error: Mapped[str | None] = mapped_column(String(63), nullable=True)  # corral error code
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class Project(Base):
+    """A tenant: it owns VMs, networks, images, volumes, security groups and VM groups, and
+    has quotas (``{"vms": 10, "vcpus": 16, "memory": bytes, ...}``; a missing key: none)."""
+
+    __tablename__ = "projects"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="", server_default="")
+    quotas: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Role(Base):
+    """A custom role (`corral role create`): a set of permissions. The built-in roles live
+    in engine/permissions.py, not here."""
+
+    __tablename__ = "roles"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="", server_default="")
+    permissions: Mapped[list[Any]] = mapped_column(JSON, default=list, server_default="[]")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RoleAssignment(Base):
+    """A role given to a user or a directory group on one project or on all (``*``)."""
+
+    __tablename__ = "role_assignments"
+    __table_args__ = (sa.UniqueConstraint("subject_kind", "subject", "role", "project",
+                                          name="uq_role_assignments"),
+                      sa.Index("ix_role_assignments_subject", "subject_kind", "subject"))
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    subject_kind: Mapped[str] = mapped_column(String(10))  # user | group
+    subject: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(63))
+    project: Mapped[str] = mapped_column(String(63))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class LdapSettings(Base):
+    """The LDAP / Active Directory login configuration (`corral auth ldap set`): one row
+    (id 1) or none. ``group_map`` is a list of ``{"group": DN, "role": R, "project": P}``."""
+
+    __tablename__ = "auth_ldap"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False, default=1)
+    url: Mapped[str] = mapped_column(String(255))
+    bind_dn: Mapped[str] = mapped_column(String(512))
+    # sent to the directory to bind, so kept as given; never returned by the API
+    bind_password: Mapped[str] = mapped_column(String(1024))
+    base_dn: Mapped[str] = mapped_column(String(512))
+    user_filter: Mapped[str] = mapped_column(String(512))
+    group_filter: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    group_attribute: Mapped[str | None] = mapped_column(String(63), nullable=True)
+    group_map: Mapped[list[Any]] = mapped_column(JSON, default=list, server_default="[]")
+    timeout_s: Mapped[float] = mapped_column(sa.Float, default=5.0, server_default="5")
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends
 
 from corral.api import GuestCustomize, Operation
 from corral.engine.context import EngineContext
-from corral.engine.routes.deps import authenticated, context, need
+from corral.engine.routes.deps import VmName, authenticated, context, need
 from corral.engine.services import customize
 
 router = APIRouter(prefix="/api/v1", tags=["customize"], dependencies=[Depends(authenticated)])
@@ -24,6 +24,6 @@ def customize_image(name: str, req: GuestCustomize, ctx: EngineContext = Depends
 
 @router.post("/vms/{name}/customize", dependencies=need("vm.update"),
              status_code=202, response_model=Operation)
-def customize_vm(name: str, req: GuestCustomize, ctx: EngineContext = Depends(context)) -> Operation:
+def customize_vm(name: VmName, req: GuestCustomize, ctx: EngineContext = Depends(context)) -> Operation:
     """The same on the disk of a stopped VM."""
     return customize.customize_vm(ctx, name, req)

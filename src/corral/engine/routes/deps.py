@@ -1,17 +1,20 @@
-"""Dependencies shared by the routes: the engine context and the bearer-token check."""
+"""Dependencies shared by the routes: the engine context, the bearer-token check, the
+project a request acts in (``?project=``) and the permission each route declares."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 
+from corral.engine import projects
+from corral.engine.access import DEFAULT_PROJECT
 from corral.engine.context import EngineContext
-from corral.engine.permissions import PERMISSIONS, SELF, allowed
+from corral.engine.permissions import ALL_PROJECTS, PERMISSIONS, PROJECT_SCOPED, SELF
 from corral.engine.services import host_join
 from corral.engine.services.auth import Principal, authenticate
-from corral.errors import Forbidden, Unauthorized
+from corral.errors import Forbidden, NotFound, Unauthorized
 from corral.httpserve import bearer
 from corral.peercert import client_certificate
 
@@ -24,7 +27,9 @@ def context(request: Request) -> EngineContext:
 def principal(request: Request) -> Principal:
     """Who calls (a valid, unexpired token), once per request: ``authenticated`` and
     ``require`` share it."""
-    return authenticate(context(request), bearer(request))
+    who = authenticate(context(request), bearer(request))
+    request.state.principal = who  # the audit log records who called (engine/audit.py)
+    return who
 
 
 def authenticated(who: Principal = Depends(principal)) -> str:
@@ -32,21 +37,71 @@ def authenticated(who: Principal = Depends(principal)) -> str:
     return who.role
 
 
+ProjectQuery = Annotated[str | None, Query(
+    max_length=63, description="The project to act in (default: `default`, or the one "
+    "project the token is bound to); `*` on a list: every project the caller sees")]
+
+
+def request_project(request: Request, who: Principal) -> str:
+    """The project the request names (``?project=``), checked as a name; without one, the
+    token's own project or ``default``."""
+    named = request.query_params.get("project")
+    if named is None or named == "":
+        return who.access.only or DEFAULT_PROJECT
+    return named if named == ALL_PROJECTS else projects.check_name(named, field="project")
+
+
 def require(permission: str) -> Callable[..., Principal]:
     """The dependency a route declares its permission with (corral.engine.permissions):
-    ``@router.post(..., dependencies=need("vm.create"))``. 401 without a valid token, 403
-    when the caller's role lacks the permission."""
+    ``@router.post(..., dependencies=need("vm.create"))``. 401 without a valid token; 404
+    for a project the caller has no role in (as if there were none: names do not leak);
+    403 when its roles there lack the permission."""
     if permission != SELF and permission not in PERMISSIONS:
         raise ValueError(f"unknown permission {permission!r}")  # a typo fails at import
 
-    def check(who: Principal = Depends(principal)) -> Principal:
-        if not allowed(who.role, permission):
-            raise Forbidden(f"role {who.role} lacks permission {permission}",
+    def check(request: Request, project: ProjectQuery = None,
+              who: Principal = Depends(principal)) -> Principal:
+        if permission in PROJECT_SCOPED:
+            name = request_project(request, who)
+            if name == ALL_PROJECTS:
+                allowed = permission in who.access.anywhere()
+            else:
+                if not who.access.sees(name) or not projects.exists(context(request), name):
+                    raise NotFound(f"project {name} not found", field="project")
+                allowed = who.access.may(permission, name)
+        else:
+            allowed = who.access.may(permission, ALL_PROJECTS)
+        if not allowed:
+            raise Forbidden(f"{_who(who)} lacks permission {permission}"
+                            + (f" in project {request_project(request, who)}"
+                               if permission in PROJECT_SCOPED else ""),
                             permission=permission)
         return who
 
     check.permission = permission  # type: ignore[attr-defined]  # read by the route walker
     return check
+
+
+def _who(who: Principal) -> str:
+    return f"user {who.user}" if who.user else f"token {who.token_name}"
+
+
+def current_project(request: Request, who: Principal = Depends(principal)) -> str:
+    """The project a route acts in (its permission was checked there by ``require``)."""
+    return request_project(request, who)
+
+
+def caller(who: Principal = Depends(principal)) -> Principal:
+    return who
+
+
+def vm_name(name: str, project: str = Depends(current_project)) -> str:
+    """The full name of the VM ``{name}`` of the request's project (engine/projects.py)."""
+    return projects.full_name(project, name)
+
+
+VmName = Annotated[str, Depends(vm_name)]
+Project = Annotated[str, Depends(current_project)]
 
 
 def need(permission: str) -> list[Any]:

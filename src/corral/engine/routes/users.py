@@ -10,7 +10,6 @@ from corral.api.users import (
     LoginAnswer,
     LoginRequest,
     PasswordSet,
-    Role,
     TokenCreate,
     TokenCreated,
     TokenInfo,
@@ -19,21 +18,23 @@ from corral.api.users import (
     UserPatch,
     Whoami,
 )
+from corral.engine import access
 from corral.engine.context import EngineContext
 from corral.engine.db.models import Token, utcnow
-from corral.engine.permissions import ROLE_NAMES, ROLES, SELF, cap
+from corral.engine.permissions import SELF
 from corral.engine.routes.deps import context, need, principal
-from corral.engine.services import auth, users
+from corral.engine.services import auth, ldap_auth, users
 from corral.engine.services.login_guard import guard_of
-from corral.errors import Forbidden, InvalidInput, Unauthorized
+from corral.errors import Forbidden, InvalidInput, NotFound, Unauthorized
 
 router = APIRouter(prefix="/api/v1", tags=["users"])
 WRONG = "wrong user name or password"  # the same for an unknown user: names do not leak
 
 
 def _token_info(t: Token) -> TokenInfo:
-    return TokenInfo(name=t.name, role=Role(t.role), kind=t.kind, created_at=t.created_at,
-                     expires_at=t.expires_at, last_used_at=t.last_used_at)
+    return TokenInfo(name=t.name, role=t.role, project=t.project, kind=t.kind,
+                     created_at=t.created_at, expires_at=t.expires_at,
+                     last_used_at=t.last_used_at)
 
 
 def _own_user(who: auth.Principal) -> str:
@@ -49,14 +50,20 @@ def login(req: LoginRequest, request: Request,
     """A session token for a user name and password (unauthenticated). Failures are slowed
     down per user and per client address, then locked for a while (429)."""
     address = request.client.host if request.client else None
+    request.state.login_user = req.username  # the name tried, for the audit log
     guard = guard_of(ctx)
     guard.attempt(req.username, address)
+    name = req.username
     if not users.check_password(ctx, req.username, req.password):
-        raise Unauthorized(WRONG)
+        # not a local password user: the directory's, when LDAP is set (403 without a
+        # mapped group, 503 when the directory does not answer)
+        name = ldap_auth.login(ctx, req.username, req.password) or ""
+        if not name:
+            raise Unauthorized(WRONG)
     guard.succeeded(req.username, address)
-    token, expires = auth.start_session(ctx, req.username)
-    role = users.get(ctx, req.username).role
-    return LoginAnswer(token=token, expires_at=expires, user=req.username, role=role)
+    token, expires = auth.start_session(ctx, name)
+    role = users.get(ctx, name).role
+    return LoginAnswer(token=token, expires_at=expires, user=name, role=role)
 
 
 @router.post("/logout", status_code=204, dependencies=need(SELF))
@@ -73,9 +80,13 @@ def logout(who: auth.Principal = Depends(principal),
 
 @router.get("/whoami", response_model=Whoami, dependencies=need(SELF))
 def whoami(who: auth.Principal = Depends(principal)) -> Whoami:
-    """The caller: user, role in effect and what it permits."""
-    return Whoami(user=who.user, role=Role(who.role), token_name=who.token_name,
-                  kind=who.kind, permissions=sorted(ROLES[who.role]))
+    """The caller: user, token, the roles it holds per project and what they permit."""
+    projects: dict[str, list[str]] = {}
+    for role, project in who.access.grants:
+        projects.setdefault(project, []).append(role)
+    return Whoami(user=who.user, role=who.role, token_name=who.token_name, kind=who.kind,
+                  project=who.access.only, permissions=sorted(who.access.anywhere()),
+                  projects=projects)
 
 
 @router.put("/password", status_code=204, dependencies=need(SELF))
@@ -99,7 +110,7 @@ def list_users(ctx: EngineContext = Depends(context)) -> list[UserInfo]:
 @router.post("/users", status_code=201, response_model=UserInfo, dependencies=need("user.create"))
 def create_user(req: UserCreate, ctx: EngineContext = Depends(context)) -> UserInfo:
     """A local user; without a password it logs in only with API tokens an admin makes."""
-    return users.create(ctx, req.name, req.role.value, req.password)
+    return users.create(ctx, req.name, req.role, req.password)
 
 
 @router.get("/users/{name}", response_model=UserInfo, dependencies=need("user.read"))
@@ -110,7 +121,7 @@ def get_user(name: str, ctx: EngineContext = Depends(context)) -> UserInfo:
 @router.patch("/users/{name}", response_model=UserInfo, dependencies=need("user.update"))
 def update_user(name: str, req: UserPatch, ctx: EngineContext = Depends(context)) -> UserInfo:
     """A new role: it caps every token of the user from the next request on."""
-    return users.update(ctx, name, req.role.value if req.role else None)
+    return users.update(ctx, name, req.role)
 
 
 @router.delete("/users/{name}", status_code=204, dependencies=need("user.delete"))
@@ -137,10 +148,11 @@ def list_user_tokens(name: str, ctx: EngineContext = Depends(context)) -> list[T
              dependencies=need("user.update"))
 def create_user_token(name: str, req: TokenCreate, who: auth.Principal = Depends(principal),
                       ctx: EngineContext = Depends(context)) -> TokenCreated:
-    """An API token for another user (a service user without a password, say): at most
-    that user's role and the caller's; its secret is shown this once."""
-    limit = cap(users.get(ctx, name).role.value, who.role)
-    return _new_token(ctx, name, req, limit)
+    """An API token for another user (a service user without a password, say): its role
+    holds no more than the caller may; the user's own rights cap it again at each use. Its
+    secret is shown this once."""
+    users.get(ctx, name)  # 404 first
+    return _new_token(ctx, name, req, who)
 
 
 @router.delete("/users/{name}/tokens/{token}", status_code=204,
@@ -162,19 +174,34 @@ def list_tokens(who: auth.Principal = Depends(principal),
 @router.post("/tokens", status_code=201, response_model=TokenCreated, dependencies=need(SELF))
 def create_token(req: TokenCreate, who: auth.Principal = Depends(principal),
                  ctx: EngineContext = Depends(context)) -> TokenCreated:
-    """An API token of the caller's, with at most the caller's role (the user's role caps
-    it again at each use); its secret is shown this once."""
-    return _new_token(ctx, _own_user(who), req, who.role)
+    """An API token of the caller's, whose role holds no more than the caller may (the
+    user's rights cap it again at each use); its secret is shown this once."""
+    return _new_token(ctx, _own_user(who), req, who)
 
 
-def _new_token(ctx: EngineContext, user: str, req: TokenCreate, limit: str) -> TokenCreated:
-    role = req.role.value if req.role else limit
-    if ROLE_NAMES.index(role) > ROLE_NAMES.index(limit):
-        raise Forbidden(f"a token cannot do more than its user and its maker: role {role} "
-                        f"is above {limit}", field="role")
+def _new_token(ctx: EngineContext, user: str, req: TokenCreate,
+               maker: auth.Principal) -> TokenCreated:
+    """Without a role: the user's own role (``admin`` for a user whose rights all come
+    from role assignments: the token then caps nothing, the user's rights rule)."""
+    owner = users.get(ctx, user)
+    role = req.role or (owner.role if owner.role != "none" else "admin")
+    with ctx.db.session() as s:
+        wanted = access.role_sets(s).get(role)
+    if wanted is None:
+        raise InvalidInput(f"role {role} not found (`corral role list`)", field="role")
+    if req.role:
+        for whose, held in (("its maker", maker.access.anywhere()),
+                            (f"user {user}", auth.user_access(ctx, user).anywhere())):
+            beyond = sorted(wanted - held)
+            if beyond:
+                raise Forbidden(f"a token cannot do more than {whose}: role {role} holds "
+                                f"{', '.join(beyond[:4])}{', ...' if len(beyond) > 4 else ''}"
+                                f", which {whose} may not", field="role")
+    if req.project is not None and not maker.access.sees(req.project):
+        raise NotFound(f"project {req.project} not found", field="project")
     expires = utcnow() + timedelta(seconds=req.expires_in_s) if req.expires_in_s else None
     secret = auth.create_token(ctx, req.name, role, user=user, expires_at=expires,
-                               replace=False)
+                               replace=False, project=req.project)
     made = next(t for t in auth.list_tokens(ctx, user) if t.name == req.name)
     return TokenCreated(token=secret, **_token_info(made).model_dump())
 

@@ -15,7 +15,7 @@ from corral.api.snapshots import (
     VmClone,
 )
 from corral.engine.context import EngineContext
-from corral.engine.routes.deps import authenticated, context, need
+from corral.engine.routes.deps import Project, VmName, authenticated, context, need
 from corral.engine.services import ova, vm_clones, vm_snapshots
 
 router = APIRouter(tags=["vms"], dependencies=[Depends(authenticated)])
@@ -23,13 +23,13 @@ SNAPS = "/api/v1/vms/{name}/snapshots"
 
 
 @router.get(SNAPS, dependencies=need("snapshot.read"), response_model=list[Snapshot])
-def list_snapshots(name: str, ctx: EngineContext = Depends(context)) -> list[Snapshot]:
+def list_snapshots(name: VmName, ctx: EngineContext = Depends(context)) -> list[Snapshot]:
     """The VM's snapshots, oldest first; ``parent`` links make the tree."""
     return vm_snapshots.list_snapshots(ctx, name)
 
 
 @router.post(SNAPS, dependencies=need("snapshot.create"), status_code=202, response_model=Operation)
-def create_snapshot(name: str, req: SnapshotCreate,
+def create_snapshot(name: VmName, req: SnapshotCreate,
                     ctx: EngineContext = Depends(context)) -> Operation:
     """Snapshot the disk, or disk and memory (``memory``: a running VM), live."""
     return vm_snapshots.create(ctx, name, req)
@@ -37,23 +37,24 @@ def create_snapshot(name: str, req: SnapshotCreate,
 
 @router.post(SNAPS + "/{snapshot}/revert", dependencies=need("snapshot.revert"),
              status_code=202, response_model=Operation)
-def revert_snapshot(name: str, snapshot: str, ctx: EngineContext = Depends(context)) -> Operation:
+def revert_snapshot(name: VmName, snapshot: str, ctx: EngineContext = Depends(context)) -> Operation:
     """Restore the disk (and memory: the VM resumes where it was)."""
     return vm_snapshots.revert(ctx, name, snapshot)
 
 
 @router.delete(SNAPS + "/{snapshot}", dependencies=need("snapshot.delete"),
                status_code=202, response_model=Operation)
-def delete_snapshot(name: str, snapshot: str, ctx: EngineContext = Depends(context)) -> Operation:
+def delete_snapshot(name: VmName, snapshot: str, ctx: EngineContext = Depends(context)) -> Operation:
     """Delete one snapshot; its children stay (re-parented), nothing else changes."""
     return vm_snapshots.delete(ctx, name, snapshot)
 
 
 @router.post("/api/v1/vms/{name}/clone", dependencies=need("vm.create"),
              status_code=202, response_model=Operation)
-def clone_vm(name: str, req: VmClone, ctx: EngineContext = Depends(context)) -> Operation:
+def clone_vm(name: VmName, req: VmClone, project: Project,
+             ctx: EngineContext = Depends(context)) -> Operation:
     """A new VM with a linked (O(1) overlay) or full copy of this VM's disk."""
-    return vm_clones.clone(ctx, name, req)
+    return vm_clones.clone(ctx, name, req, project)
 
 
 @router.post("/api/v1/templates", dependencies=need("template.create"),
@@ -80,7 +81,7 @@ def delete_template(name: str, ctx: EngineContext = Depends(context)) -> Operati
 
 @router.post("/api/v1/vms/{name}/export-ova", dependencies=need("vm.export"),
              status_code=202, response_model=Operation)
-def export_ova(name: str, req: OvaExport, ctx: EngineContext = Depends(context)) -> Operation:
+def export_ova(name: VmName, req: OvaExport, ctx: EngineContext = Depends(context)) -> Operation:
     """Write a stopped VM as an OVA (OVF 1.0 descriptor + streamOptimized VMDK) on its host."""
     return ova.export(ctx, name, req)
 

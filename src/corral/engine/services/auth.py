@@ -1,7 +1,8 @@
 """API tokens and login sessions: random secrets shown once, stored as sha256 hashes.
 
-A token belongs to a user (or, for the engine's own tokens, to nobody) and carries a role;
-at each request the token's role is capped by its user's current role, an expired token is
+A token belongs to a user (or, for the engine's own tokens, to nobody) and carries a role,
+and maybe the one project it may act in; at each request what it may do is its role's
+permissions capped by what its user may now do (engine/access.py), an expired token is
 refused, and the last use is recorded at most once a minute (no write per request).
 """
 
@@ -13,10 +14,11 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
+from corral.engine import access
 from corral.engine.context import EngineContext
 from corral.engine.db import claims
 from corral.engine.db.models import Token, User, utcnow
-from corral.engine.permissions import cap, check_role
+from corral.engine.permissions import check_role
 from corral.errors import Conflict, NotFound, Unauthorized
 from corral.httpserve import hash_token
 
@@ -27,14 +29,15 @@ INVALID = "invalid, revoked or expired token (`corral login` for a new session)"
 
 @dataclass(frozen=True)
 class Principal:
-    """Who calls: the user (None: an engine token without a user), the role in effect
-    (the token's, capped by the user's) and the token shown."""
+    """Who calls: the user (None: an engine token without a user), the token's role, the
+    token shown, and what the two allow project by project."""
 
     user: str | None
     role: str
     token_id: str
     token_name: str
     kind: str
+    access: access.Access
 
 
 def _new_secret() -> str:
@@ -43,13 +46,14 @@ def _new_secret() -> str:
 
 def create_token(ctx: EngineContext, name: str, role: str = "admin", *, user: str | None = None,
                  kind: str = "api", expires_at: datetime | None = None,
-                 replace: bool = True) -> str:
-    """A new token's secret (shown once). ``user``: its owner, whose role caps ``role``;
-    ``replace``: a token of that name and owner is replaced, else a Conflict."""
-    check_role(role)
+                 replace: bool = True, project: str | None = None) -> str:
+    """A new token's secret (shown once). ``user``: its owner, whose rights cap ``role``'s;
+    ``project``: the one project it may act in; ``replace``: a token of that name and owner
+    is replaced, else a Conflict."""
     secret = _new_secret()
     taken = f"a token named {name!r} exists; revoke it first"
     with claims.unique(taken, field="name"), ctx.db.session() as s:  # a concurrent create
+        check_role(role, custom=access.role_sets(s))
         owner = _user(s, user) if user is not None else None
         uid = owner.id if owner is not None else None
         old = s.query(Token).filter_by(name=name, user_id=uid).one_or_none()
@@ -59,7 +63,7 @@ def create_token(ctx: EngineContext, name: str, role: str = "admin", *, user: st
             s.delete(old)
             s.flush()
         s.add(Token(name=name, secret_hash=hash_token(secret), role=role, user_id=uid,
-                    kind=kind, expires_at=expires_at))
+                    kind=kind, expires_at=expires_at, project=project))
     return secret
 
 
@@ -77,25 +81,32 @@ def authenticate(ctx: EngineContext, secret: str) -> Principal:
         tok = s.query(Token).filter_by(secret_hash=hash_token(secret)).one_or_none()
         if tok is None or (tok.expires_at is not None and tok.expires_at <= now):
             raise Unauthorized(INVALID)
-        role, user = tok.role, None
-        if tok.user_id is not None:
-            owner = s.get(User, tok.user_id)
-            if owner is None:
-                raise Unauthorized(INVALID)
-            role, user = cap(tok.role, owner.role), owner.name
+        owner = s.get(User, tok.user_id) if tok.user_id is not None else None
+        if tok.user_id is not None and owner is None:
+            raise Unauthorized(INVALID)
         if tok.last_used_at is None or now - tok.last_used_at >= _LAST_USE_EVERY:
             tok.last_used_at = now
-        return Principal(user=user, role=role, token_id=tok.id, token_name=tok.name,
-                         kind=tok.kind)
+        # a session shows its user's role now; an API token, its own (the most it may do)
+        shown = owner.role if owner is not None and tok.kind == "session" else tok.role
+        return Principal(user=owner.name if owner else None, role=shown, token_id=tok.id,
+                         token_name=tok.name, kind=tok.kind,
+                         access=access.of_user(s, owner, tok))
+
+
+def user_access(ctx: EngineContext, user: str) -> access.Access:
+    """All a user may do, project by project (no token's cap)."""
+    with ctx.db.session() as s:
+        return access.of_user(s, _user(s, user))
 
 
 def check_token(ctx: EngineContext, secret: str) -> str:
-    """The token's role in effect, or Unauthorized."""
+    """The token's role, or Unauthorized."""
     return authenticate(ctx, secret).role
 
 
 def start_session(ctx: EngineContext, user: str, ttl: timedelta = SESSION_TTL) -> tuple[str, datetime]:
-    """A login's token (its user's role) and when it expires."""
+    """A login's token and when it expires. It may do what its user may, on each project
+    (engine/access.py); its role is only shown."""
     with ctx.db.session() as s:
         role = _user(s, user).role
     expires = utcnow() + ttl

@@ -8,9 +8,10 @@ import secrets
 from sqlalchemy.orm import Session
 
 from corral.api.users import UserInfo
+from corral.engine import access
 from corral.engine.context import EngineContext
 from corral.engine.db import claims
-from corral.engine.db.models import Token, User
+from corral.engine.db.models import RoleAssignment, Token, User
 from corral.engine.permissions import check_role
 from corral.engine.services import passwords
 from corral.errors import Conflict, InvalidInput, NotFound
@@ -27,8 +28,8 @@ def check_name(name: str) -> str:
 
 
 def _info(u: User) -> UserInfo:
-    return UserInfo(name=u.name, role=u.role, has_password=u.password_hash is not None,
-                    created_at=u.created_at)
+    return UserInfo(name=u.name, role=u.role, source=u.source,
+                    has_password=u.password_hash is not None, created_at=u.created_at)
 
 
 def _get(s: Session, name: str) -> User:
@@ -40,7 +41,8 @@ def _get(s: Session, name: str) -> User:
 
 def create(ctx: EngineContext, name: str, role: str, password: str | None) -> UserInfo:
     check_name(name)
-    check_role(role)
+    with ctx.db.session() as s:
+        check_role(role, custom=access.role_sets(s))
     if password is not None:
         passwords.check_strength(password)
     pw_hash = passwords.hash_password(password) if password is not None else None
@@ -68,7 +70,7 @@ def update(ctx: EngineContext, name: str, role: str | None) -> UserInfo:
     with ctx.db.session() as s:
         user = _get(s, name)
         if role is not None:
-            user.role = check_role(role)
+            user.role = check_role(role, custom=access.role_sets(s))
         return _info(user)
 
 
@@ -79,6 +81,7 @@ def delete(ctx: EngineContext, name: str) -> None:
         if user.role == "admin" and s.query(User).filter_by(role="admin").count() == 1:
             raise Conflict(f"{name} is the last admin; make another admin first", field="name")
         s.query(Token).filter_by(user_id=user.id).delete()
+        s.query(RoleAssignment).filter_by(subject_kind="user", subject=name).delete()
         s.delete(user)
 
 

@@ -22,6 +22,7 @@ from corral.agent_api.snapshots import CloneBody, TemplateBody
 from corral.api import Image as ImageOut
 from corral.api import Operation, VmState
 from corral.api.snapshots import CloneMode, TemplateCreate, VmClone
+from corral.engine import projects
 from corral.engine.agent_jobs import run_job
 from corral.engine.context import EngineContext
 from corral.engine.db import claims
@@ -30,6 +31,7 @@ from corral.engine.operations import OpContext
 from corral.engine.services import (
     images,
     op_undo,
+    quotas,
     security_groups,
     vm_cloudinit,
     vm_define,
@@ -43,7 +45,9 @@ from corral.errors import Conflict, CorralError, InvalidInput, NotFound, WrongSt
 _STOPPED = {VmState.STOPPED, VmState.CRASHED}
 
 
-def clone(ctx: EngineContext, source: str, req: VmClone) -> Operation:
+def clone(ctx: EngineContext, source: str, req: VmClone, project: str = "default") -> Operation:
+    """A copy of VM ``source`` (a full name) in its project, named ``req.name`` there."""
+    req = req.model_copy(update={"name": projects.full_name(project, req.name)})
     mode = req.mode or (CloneMode.FULL if req.snapshot else CloneMode.LINKED)
     if req.snapshot and mode == CloneMode.LINKED:
         raise InvalidInput("a clone from a snapshot is a full copy (an internal snapshot cannot "
@@ -74,7 +78,8 @@ def clone(ctx: EngineContext, source: str, req: VmClone) -> Operation:
             while mac in macs:
                 mac = vm_nics.new_mac(s)
             macs.append(mac)
-        vm = Vm(name=req.name, image_id=src.image_id, host_id=src.host_id, cpus=src.cpus,
+        quotas.check_vm(s, project, src.cpus, src.memory_mib, src.disk_bytes)
+        vm = Vm(name=req.name, project=project, image_id=src.image_id, host_id=src.host_id, cpus=src.cpus,
                 memory_mib=src.memory_mib, disk_bytes=src.disk_bytes,
                 desired_power="running" if req.start else "stopped",
                 state=VmState.CREATING.value, cloud_init=src.cloud_init,
