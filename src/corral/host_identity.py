@@ -13,6 +13,7 @@ from pathlib import Path
 
 from corral.errors import Unavailable
 from corral.node.paths import write_private
+from corral.pki import engine_client_context
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,6 @@ class Identity:
 
     def engine_context(self) -> ssl.SSLContext:
         """The agent calling the engine: trusts the CA only, shows its host certificate."""
-        ctx = ssl.create_default_context(cafile=str(self.ca))
-        ctx.load_cert_chain(str(self.cert), str(self.key))
+        ctx = engine_client_context(cafile=str(self.ca))  # whatever certificate the
+        ctx.load_cert_chain(str(self.cert), str(self.key))  # engine shows browsers
         return ctx

@@ -7,8 +7,9 @@ import contextlib
 import hashlib
 import hmac
 import logging
-from collections.abc import AsyncIterator
-from typing import TypeVar
+import re
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, HTTPException, Request, WebSocket, WebSocketDisconnect
 from fastapi.exceptions import RequestValidationError
@@ -75,9 +76,14 @@ def _field_of(loc: tuple[object, ...]) -> str:
 BODY_MAX = 8 << 20  # bytes of one request body (the largest, guest customize, holds ~1.4 MiB)
 
 
+def _shown(limit: int) -> str:
+    return f"{limit >> 20} MiB" if limit >= 1 << 20 and not limit % (1 << 20) else f"{limit} bytes"
+
+
 class BodyTooLarge(HTTPException):
     def __init__(self, limit: int) -> None:
-        super().__init__(413, f"the request body is larger than {limit >> 20} MiB")
+        super().__init__(413, f"the request body is larger than {_shown(limit)}, the limit of "
+                         "this route; send less")
 
 
 def _too_large(exc: BodyTooLarge) -> JSONResponse:
@@ -85,21 +91,40 @@ def _too_large(exc: BodyTooLarge) -> JSONResponse:
                         status_code=exc.status_code)
 
 
-class BodyLimit:
-    """ASGI middleware: a request body of more than ``limit`` bytes is refused (413) before
-    the app holds it whole in memory and decodes it (FastAPI does both, on the event loop)."""
+# (method, path pattern, limit in bytes or None): a route whose body may be larger than the
+# default, or, None, that streams its body and bounds it itself (an image file copy).
+RouteLimit = tuple[str, re.Pattern[str], int | None]
 
-    def __init__(self, app: ASGIApp, limit: int = BODY_MAX) -> None:
+
+class BodyLimit:
+    """ASGI middleware: a request body of more than ``limit`` bytes (or the route's own, see
+    :data:`RouteLimit`) is refused (413) before the app holds it whole in memory and decodes
+    it (FastAPI does both, on the event loop): at once by its Content-Length, else (chunked)
+    as soon as the bytes counted pass it."""
+
+    def __init__(self, app: ASGIApp, limit: int = BODY_MAX,
+                 routes: Sequence[RouteLimit] = ()) -> None:
         self.app = app
         self.limit = limit
+        self.routes = tuple(routes)
+
+    def limit_of(self, method: str, path: str) -> int | None:
+        for m, pattern, limit in self.routes:
+            if m == method and pattern.fullmatch(path):
+                return limit
+        return self.limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.limit_of(scope["method"], scope["path"])
+        if limit is None:
+            await self.app(scope, receive, send)
+            return
         for name, value in scope.get("headers", ()):
-            if name == b"content-length" and value.strip().isdigit() and int(value) > self.limit:
-                await _too_large(BodyTooLarge(self.limit))(scope, receive, send)
+            if name == b"content-length" and value.strip().isdigit() and int(value) > limit:
+                await _too_large(BodyTooLarge(limit))(scope, receive, send)
                 return
         seen = 0
 
@@ -108,8 +133,8 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise BodyTooLarge(self.limit)  # FastAPI lets an HTTPException through
+                if seen > limit:
+                    raise BodyTooLarge(limit)  # FastAPI lets an HTTPException through
             return message
 
         await self.app(scope, counted, send)
@@ -128,6 +153,15 @@ def _allowed(app: FastAPI, scope: Scope) -> list[str]:
                if any(route.matches({**scope, "method": m})[0] == Match.FULL
                       for route in app.router.routes)]
     return [*methods, "HEAD"] if "GET" in methods else methods
+
+
+def _message(error: Any) -> str:
+    """What pydantic says of a field, in words for a user of the API."""
+    if error.get("type") == "extra_forbidden":  # a typo, or a field of another version
+        return "unknown field: this request takes no such field (check its spelling)"
+    if error.get("type") == "string_too_long":
+        return f"longer than {(error.get('ctx') or {}).get('max_length')} characters"
+    return str(error.get("msg", "invalid value")).removeprefix("Value error, ")
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -167,7 +201,7 @@ def install_error_handlers(app: FastAPI) -> None:
         errors = exc.errors()
         first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
         field = _field_of(tuple(first.get("loc", ())))
-        msg = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+        msg = _message(first)
         if first.get("type") == "json_invalid":
             field, msg = "body", "request body is not valid JSON"
         body = {
@@ -175,7 +209,7 @@ def install_error_handlers(app: FastAPI) -> None:
             "message": f"{field}: {msg}",
             "field": field,
             "details": {"errors": [
-                {"field": _field_of(tuple(e.get("loc", ()))), "message": str(e.get("msg"))}
+                {"field": _field_of(tuple(e.get("loc", ()))), "message": _message(e)}
                 for e in errors
             ]},
         }

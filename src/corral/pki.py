@@ -9,7 +9,9 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
+import ssl
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -73,3 +75,37 @@ def split_join_token(token: str) -> tuple[str, str]:
         raise InvalidInput(f"not a join token (expected {JOIN_PREFIX}.<CA fingerprint>.<secret>"
                            ", as `corral host token` prints it)", field="token")
     return fp, secret
+
+
+# The name agents ask the engine for (TLS SNI) and check its certificate against, whatever
+# address they reach it at: the engine then shows its own certificate (of the CA agents
+# trust), even where it serves one an admin brought (`corral up --tls-cert`) to browsers and
+# CLIs. ``.invalid`` never resolves and no public CA issues for it; the engine's CA puts it
+# in no host's certificate (corral.engine.tls.sign_host).
+ENGINE_SNI = "engine.corral.invalid"
+
+
+class EngineNameContext(ssl.SSLContext):
+    """A client context that asks for, and verifies, :data:`ENGINE_SNI` on every connection
+    (http.client and httpx pass the URL's host; it is replaced here)."""
+
+    def wrap_socket(self, sock: Any, server_side: bool = False,
+                    do_handshake_on_connect: bool = True, suppress_ragged_eofs: bool = True,
+                    server_hostname: str | bytes | None = None,
+                    session: ssl.SSLSession | None = None) -> ssl.SSLSocket:
+        return super().wrap_socket(sock, server_side, do_handshake_on_connect,
+                                   suppress_ragged_eofs, ENGINE_SNI, session)
+
+    def wrap_bio(self, incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO,
+                 server_side: bool = False, server_hostname: str | bytes | None = None,
+                 session: ssl.SSLSession | None = None) -> ssl.SSLObject:
+        return super().wrap_bio(incoming, outgoing, server_side, ENGINE_SNI, session)
+
+
+def engine_client_context(*, cafile: str | None = None,
+                          cadata: str | None = None) -> ssl.SSLContext:
+    """How an agent verifies the engine: its CA only, the name :data:`ENGINE_SNI`, TLS 1.2+."""
+    ctx = EngineNameContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies the chain and the name
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_verify_locations(cafile=cafile, cadata=cadata)
+    return ctx

@@ -37,7 +37,9 @@ def test_api_types_refuse_bad_input_naming_the_field() -> None:
         ({"files": [{"path": "/etc/../x", "content": b64(b"x")}]}, "must not contain '..'"),
         ({"files": [{"path": "/x", "content": "not base64!"}]}, "base64"),
         ({"files": [{"path": "/x", "content": b64(b"x"), "mode": "999"}]}, "octal mode"),
-        ({"files": [{"path": "/x", "content": b64(bytes(2 << 20))}]}, "more than"),
+        ({"files": [{"path": "/x", "content": b64(bytes(2 << 20))}]}, "at most"),
+        ({"files": [{"path": f"/{i}", "content": b64(bytes(600 << 10))} for i in range(2)]},
+         "more than"),
         ({"commands": ["  "]}, "must not be empty"),
         ({"hostname": "ok", "unknown": 1}, "Extra inputs"),
     ]

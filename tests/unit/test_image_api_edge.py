@@ -58,7 +58,7 @@ def _status(ctx: EngineContext, name: str) -> str | None:
     ({}, None, "nothing to do"),
     ({"passwords": [{"user": "ro ot", "password": "x"}]}, "passwords.0.user", "user name"),
     ({"files": [{"path": "/etc/x", "content": "%%%"}]}, "files.0.content", "base64"),
-    ({"commands": ["true"], "extra": 1}, "extra", "Extra inputs"),
+    ({"commands": ["true"], "extra": 1}, "extra", "unknown field"),
 ])
 def test_bad_customize_requests(engine: tuple[TestClient, EngineContext], body: dict[str, object],
                                 field: str | None, words: str) -> None:

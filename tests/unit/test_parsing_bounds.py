@@ -133,7 +133,9 @@ REFUSED = [
     pytest.param({"user_data": "#cloud-config\nk: 2020-13-45\n"}, "cloud_init.user_data",
                  "month", id="bad-date"),
     pytest.param({"user_data": "#cloud-config\n" + "x" * MAX_DOC}, "cloud_init.user_data",
-                 "larger than", id="too-large"),
+                 "longer than", id="too-large"),  # characters; bytes: "larger than"
+    pytest.param({"user_data": "#cloud-config\n#" + "é" * (MAX_DOC // 2)},
+                 "cloud_init.user_data", "larger than", id="too-many-bytes"),
     pytest.param({"network_config": "version: 2\nethernets: &e {a: {dhcp4: true}}\nx: *e\n"},
                  "cloud_init.network_config", "aliases", id="network-alias"),
 ]
@@ -167,7 +169,7 @@ def test_costly_yaml_is_refused_on_patch_and_nothing_changed(
     assert resp.json()["error"]["field"] == field and words in resp.json()["error"]["message"]
     assert elapsed < 3, f"refused after {elapsed:.1f} s"
     assert _counts(ctx) == before
-    assert client.get("/api/v1/vms/idle").json()["cloud_init"]["user_data"] == STORED_USER_DATA
+    assert client.get("/api/v1/vms/idle/cloud-init").json()["user_data"] == STORED_USER_DATA
 
 
 def test_a_large_legal_user_data_is_accepted(ctx: EngineContext, client: TestClient,
@@ -217,9 +219,11 @@ def test_reads_never_parse_the_user_data(ctx: EngineContext, client: TestClient,
     started = time.monotonic()
     listed = client.get("/api/v1/vms")
     shown = client.get("/api/v1/vms/idle")
+    whole = client.get("/api/v1/vms/idle/cloud-init")  # the user-data itself (vm.secrets)
     assert listed.status_code == 200 and shown.status_code == 200, listed.text[:500]
-    assert [vm["cloud_init"]["user_data"] for vm in listed.json()] == [STORED_USER_DATA]
-    assert shown.json()["cloud_init"]["user_data"] == STORED_USER_DATA
+    assert [vm["cloud_init"]["user_data_set"] for vm in listed.json()] == [True]
+    assert shown.json()["cloud_init"]["user_data_set"] is True
+    assert whole.status_code == 200 and whole.json()["user_data"] == STORED_USER_DATA
     assert time.monotonic() - started < 2
 
 

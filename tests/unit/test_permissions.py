@@ -105,6 +105,8 @@ def test_the_builtin_roles_nest_and_only_admins_manage_users_and_hosts() -> None
     assert {"vm.create", "vm.console", "vm.delete", "volume.create", "snapshot.create",
             "network.attach"} <= ROLES["user"]
     assert not {"network.create", "image.create", "pool.create", "host.update"} & ROLES["user"]
+    # reading cloud-init secrets back: operators and admins only (a user writes them)
+    assert "vm.secrets" in ROLES["operator"] and "vm.secrets" not in ROLES["user"]
 
 
 def test_a_viewer_gets_403_on_every_mutating_route(ctx: EngineContext) -> None:
@@ -139,7 +141,12 @@ def test_a_viewer_reads_everything_but_users_and_consoles(ctx: EngineContext) ->
     assert {p for p, (perm, _) in answers.items()
             if perm not in ROLES["viewer"] and perm != SELF} == {
         "/api/v1/users", "/api/v1/users/{name}", "/api/v1/users/{name}/tokens",
-        "/api/v1/vms/{name}/console-log", "/api/v1/vms/{name}/vnc"}
+        "/api/v1/vms/{name}/console-log", "/api/v1/vms/{name}/vnc",
+        "/api/v1/vms/{name}/cloud-init",  # user-data and password hashes: vm.secrets
+        "/api/v1/audit", "/api/v1/audit/verify",  # who did what: admins (audit.read)
+        "/api/v1/auth/ldap",  # the directory's settings: user.read
+        # which roles exist and who holds them: admins (role.read)
+        "/api/v1/roles", "/api/v1/permissions", "/api/v1/role-assignments"}
 
 
 def test_a_user_runs_vms_but_makes_no_networks_images_or_hosts(ctx: EngineContext) -> None:

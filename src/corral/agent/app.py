@@ -26,6 +26,7 @@ from corral.agent import (
     host_routes,
     host_topology,
     image_api,
+    image_files,
     network_routes,
     nic_routes,
     ova,
@@ -40,7 +41,7 @@ from corral.agent.pools import host_registry, root_routes
 from corral.agent.pools.routes import router as pools_router
 from corral.agent.storage import Storage
 from corral.agent_api.domains import HostFacts
-from corral.httpserve import install_error_handlers
+from corral.httpserve import BodyLimit, install_error_handlers
 from corral.safepaths import PathPolicy
 from corral.safeurls import UrlPolicy
 from corral.virt_type import detect_virt_type
@@ -132,6 +133,7 @@ def create_app(settings: AgentSettings) -> FastAPI:
 
     app = FastAPI(title="corral agent", version=corral.__version__)
     install_error_handlers(app)
+    app.add_middleware(BodyLimit, routes=(image_files.UPLOAD,))  # image copies stream
     app.state.agent = agent
     hv, storage = agent.hv, agent.storage
     # Who may call: decided by TLS before any route runs (corral.host_identity: only the

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,9 +30,12 @@ from corral.agent.jobs import JobRunner
 from corral.agent.storage import IMAGE_MODE, Storage, private_file
 from corral.agent_api.image_files import BOOT_KINDS, MAIN_KINDS, FileKind, ImageFile, ImageFiles
 from corral.errors import Conflict, InvalidInput, NotFound
+from corral.httpserve import RouteLimit
 from corral.validation import validate_name
 
 CHUNK = 1 << 20  # bytes read, or gathered before a write, at a time
+# The write streams its body and bounds it by its ``size``: no body limit of the app applies.
+UPLOAD: RouteLimit = ("PUT", re.compile("/v1/images/[^/]+/files/[^/]+"), None)
 
 
 def file_path(storage: Storage, name: str, kind: FileKind) -> Path:

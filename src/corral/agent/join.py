@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import socket
-import ssl
 from urllib.parse import urlsplit
 
 import httpx
@@ -20,7 +19,7 @@ from corral.api.cluster import JoinAnswer, JoinRequest
 from corral.errors import CorralError, HostError, InvalidInput, Unauthorized, Unavailable
 from corral.errors import from_dict as error_from_dict
 from corral.host_identity import Identity
-from corral.pki import fingerprint, make_csr, split_join_token
+from corral.pki import engine_client_context, fingerprint, make_csr, split_join_token
 
 TIMEOUT_S = 30.0
 
@@ -65,7 +64,7 @@ def join(engine_url: str, token: str, name: str, url: str, addresses: list[str],
     ca_pem = fetch_ca(engine_url, fp)
     key_pem, csr_pem = make_csr(name, addresses)
     body = JoinRequest(token=token.strip(), name=name, url=url, csr=csr_pem.decode())
-    verify = ssl.create_default_context(cadata=ca_pem)
+    verify = engine_client_context(cadata=ca_pem)  # its own certificate, not a brought one
     try:
         resp = httpx.post(f"{engine_url}/api/v1/hosts/join", json=body.model_dump(),
                           verify=verify, timeout=TIMEOUT_S)

@@ -4,6 +4,7 @@ from corral.api.guest import VmExec, VmExecResult, VmVnc
 from corral.api.host_state import HostState
 from corral.api.models import (
     CloudInit,
+    CloudInitShown,
     ConsoleTicket,
     ErrorBody,
     Event,
@@ -51,6 +52,7 @@ from corral.api.storage import (
 
 __all__ = [
     "CloudInit",
+    "CloudInitShown",
     "ConsoleTicket",
     "ErrorBody",
     "Event",

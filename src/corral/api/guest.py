@@ -3,6 +3,8 @@ agent) and `corral vm vnc` (where the VM's display listens)."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import BaseModel, Field
 
 from corral.api.models import _Request
@@ -11,12 +13,14 @@ __all__ = ["VmExec", "VmExecResult", "VmVnc"]
 
 EXEC_TIMEOUT_MAX = 300
 EXEC_INPUT_MAX = 1 << 20
+EXEC_ARG_MAX = 64 << 10  # characters of one argument (a script given to sh -c)
 
 
 class VmExec(_Request):
     """``POST /api/v1/vms/{name}/exec``: a command run by the guest agent, waited for."""
 
-    command: list[str] = Field(min_length=1, max_length=256, description=(
+    command: list[Annotated[str, Field(max_length=EXEC_ARG_MAX)]] = Field(
+        min_length=1, max_length=256, description=(
         "The program and its arguments (no shell: give [\"sh\", \"-c\", \"...\"] for one); "
         "the program is looked up in the guest agent's PATH"))
     stdin: str | None = Field(None, max_length=EXEC_INPUT_MAX, description="Text fed to "

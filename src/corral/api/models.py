@@ -55,12 +55,24 @@ def _size(value: object, field: str, unit: str, most: int = SIZE_MAX) -> int:
         raise ValueError(exc.message) from None
 
 
-class _Request(BaseModel):
-    """A request body: unknown fields refused, and no text that XML cannot hold (NUL and
-    other control characters, lone surrogates, U+FFFE/U+FFFF) in any string field: names,
-    descriptions and user-data reach domain XML, OVF descriptors and files."""
+# The longest string a request field takes unless the field says otherwise (names: 63,
+# descriptions: 1 KiB; free text takes more: user-data, files, a program's stdin): paths and
+# URLs fit (Linux's PATH_MAX). Longer is a 422 naming the field, before any validator runs.
+TEXT_MAX = 4096
+# SSH public keys (cloud-init, corral.cloudinit.validate.MAX_KEY_LEN) and guest files (all of
+# them together at most guestspec.FILES_MAX_BYTES, sent as base64).
+SshKey = Annotated[str, Field(max_length=cloudcheck.MAX_KEY_LEN)]
+BASE64_MAX = 4 * -(-guestspec.FILES_MAX_BYTES // 3)
 
-    model_config = ConfigDict(extra="forbid")
+
+class _Request(BaseModel):
+    """A request body: unknown fields refused (422 naming them), every string bounded
+    (:data:`TEXT_MAX` unless the field sets its own ``max_length``), and no text that XML
+    cannot hold (NUL and other control characters, lone surrogates, U+FFFE/U+FFFF) in any
+    string field: names, descriptions and user-data reach domain XML, OVF descriptors and
+    files."""
+
+    model_config = ConfigDict(extra="forbid", str_max_length=TEXT_MAX)
 
     @field_validator("*", mode="after")
     @classmethod
@@ -127,10 +139,12 @@ class CloudInit(_Request):
 
     hostname: str | None = None
     user: str | None = Field(None, description="Create this user (sudo, keys); default: the image's")
-    ssh_authorized_keys: list[str] = Field(default_factory=list, description="OpenSSH public keys")
+    ssh_authorized_keys: list[SshKey] = Field(default_factory=list, description="OpenSSH public keys")
     password_hash: str | None = Field(None, description="crypt(3) hash, e.g. from `openssl passwd -6`")
-    user_data: str | None = Field(None, description="#cloud-config (merged) or any user-data (as is)")
-    network_config: str | None = Field(None, description="network config v1/v2; default: DHCP")
+    user_data: str | None = Field(None, max_length=cloudcheck.MAX_DOC, description=(
+        "#cloud-config (merged) or any user-data (as is); at most 256 KiB"))
+    network_config: str | None = Field(None, max_length=cloudcheck.MAX_DOC, description=(
+        "network config v1/v2; default: DHCP; at most 256 KiB"))
     ssh_key_file: str | None = Field(
         None, description="Client-side hint: the public key file the keys came from (for `vm ssh`)")
 
@@ -176,6 +190,42 @@ class CloudInit(_Request):
             raise ValueError("user and password_hash can only be merged into #cloud-config "
                              "user-data; this user-data is used as is: set them in it instead")
         return self
+
+
+# Written, never read back by a VM's show or list: what a password hash or user-data (which
+# often carries passwords, tokens or keys) holds is for those with vm.secrets.
+CLOUD_INIT_SECRETS: tuple[str, ...] = ("user_data", "password_hash")
+_HIDDEN = "null here; GET /api/v1/vms/{name}/cloud-init (permission vm.secrets) returns it"
+
+
+class CloudInitShown(BaseModel):
+    """cloud-init settings as a VM's show and list give them: write-only secrets hidden.
+
+    ``user_data`` and ``password_hash`` are null; ``user_data_set`` and ``password_hash_set``
+    say whether the VM has them. ``GET /api/v1/vms/{name}/cloud-init`` (permission
+    ``vm.secrets``: operators and admins) returns the settings whole, as PATCH takes them.
+    """
+
+    hostname: str | None = None
+    user: str | None = None
+    ssh_authorized_keys: list[str] = Field(default_factory=list, description="OpenSSH public keys")
+    password_hash: str | None = Field(None, description=_HIDDEN)
+    user_data: str | None = Field(None, description=_HIDDEN)
+    network_config: str | None = None
+    ssh_key_file: str | None = None
+    password_hash_set: bool = False
+    user_data_set: bool = False
+
+    @classmethod
+    def of(cls, ci: CloudInit) -> CloudInitShown:
+        fields = ci.model_dump(exclude=set(CLOUD_INIT_SECRETS))
+        return cls(**fields, **{f"{k}_set": getattr(ci, k) is not None
+                                for k in CLOUD_INIT_SECRETS})
+
+    def settings(self) -> CloudInit:
+        """The settings shown, secrets left out (what a PATCH keeps of them without them)."""
+        return CloudInit.model_construct(**self.model_dump(
+            exclude_none=True, exclude={f"{k}_set" for k in CLOUD_INIT_SECRETS}))
 
 
 
@@ -442,6 +492,7 @@ class VmStatePut(_Request):
 class Vm(BaseModel):
     id: str
     name: str
+    project: str = Field("default", description="Its project: names are unique per project")
     image: str
     cpus: int
     memory_mib: int
@@ -452,7 +503,7 @@ class Vm(BaseModel):
     state: VmState
     desired_power: str
     created_at: datetime
-    cloud_init: CloudInit | None = None
+    cloud_init: CloudInitShown | None = None
     pool: str = "default"  # storage pool of the root disk
     hardware: Hardware = Field(default_factory=Hardware)
     description: str = ""
@@ -517,7 +568,7 @@ class GuestPassword(_Request):
 
 class GuestFile(_Request):
     path: str = Field(description="Absolute path in the guest (parent directories are made)")
-    content: str = Field(description="File content, base64")
+    content: str = Field(max_length=BASE64_MAX, description="File content, base64")
     mode: str = Field("0644", description="Octal permissions")
 
     @field_validator("path")
@@ -577,6 +628,8 @@ class ImageBuildTiny(_Request):
 class Image(BaseModel):
     id: str
     name: str
+    project: str = Field("default", description="The project it belongs to")
+    shared: bool = Field(False, description="Shared by an admin: every project may use it")
     format: str
     virtual_size: int
     file_size: int
@@ -634,6 +687,8 @@ class Reservation(BaseModel):
 
 class Network(BaseModel):
     name: str
+    project: str = Field("default", description="The project it belongs to")
+    shared: bool = Field(False, description="Shared by an admin: every project may use it")
     bridge: str
     subnet: str | None
     gateway: str | None
@@ -724,6 +779,8 @@ class Event(BaseModel):
     type: str
     time: datetime
     data: dict[str, Any]
+    project: str | None = Field(None, description="The project it concerns; none: the "
+                                "engine's or a host's (seen by engine-wide readers only)")
 
 
 class Status(BaseModel):

@@ -30,6 +30,7 @@ class VmGroupCreate(_Request):
 
 class VmGroup(BaseModel):
     name: str
+    project: str = Field("default", description="The project it belongs to")
     policy: VmGroupPolicy
     strict: bool
     members: list[str] = Field([], description="Its VMs, by name")

@@ -128,6 +128,7 @@ class SgRule(BaseModel):
 
 class SecurityGroup(BaseModel):
     name: str
+    project: str = Field("default", description="The project it belongs to")
     description: str = ""
     rules: list[SgRule] = []
     nics: list[str] = Field([], description="MACs of the NICs in the group")

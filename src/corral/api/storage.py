@@ -155,6 +155,7 @@ def round_size(size: int) -> int:
 class Volume(BaseModel):
     pool: str
     name: str
+    project: str = Field("default", description="The project it belongs to")
     format: VolumeFormat
     size: int = Field(description="virtual size in bytes")
     allocation: int | None = Field(None, description="bytes written (thin provisioning)")

@@ -5,6 +5,11 @@ from __future__ import annotations
 import typer
 
 from corral.cli import agent, host, image, lab, net, node, output, remote, sg, snapshot, vm, vm_nic
+from corral.cli import audit as audit_cli
+from corral.cli import auth as auth_cli
+from corral.cli import cert as cert_cli
+from corral.cli import project as project_cli
+from corral.cli import role as role_cli
 from corral.cli import storage as storage_cli
 from corral.cli import user as user_cli
 
@@ -23,8 +28,13 @@ def _global(
         None, "--remote", envvar="CORRAL_REMOTE", metavar="NAME",
         help="The remote to talk to for this command (`corral remote list`); beats "
              "CORRAL_URL/CORRAL_TOKEN/CORRAL_DATA_DIR and the current remote"),
+    project_name: str | None = typer.Option(
+        None, "--project", envvar="CORRAL_PROJECT", metavar="NAME",
+        help="The project this command acts in, e.g. `corral --project web vm list`; beats "
+             "the one `corral project switch` chose (default: `default`)"),
 ) -> None:
     output.selected_remote = remote_name
+    output.selected_project = project_name
 
 
 app.command("up")(node.up)
@@ -48,9 +58,14 @@ vm.app.command("export")(snapshot.export)
 vm.app.command("import-ova")(snapshot.import_ova)
 app.add_typer(snapshot.template_app, name="template")
 app.add_typer(remote.app, name="remote")
+app.add_typer(cert_cli.app, name="cert")
 app.add_typer(lab.app, name="lab")
 app.add_typer(user_cli.app, name="user")
 app.add_typer(user_cli.token_app, name="token")
+app.add_typer(project_cli.app, name="project")
+app.add_typer(role_cli.app, name="role")
+app.add_typer(audit_cli.app, name="audit")
+app.add_typer(auth_cli.app, name="auth")
 app.command("login")(user_cli.login)
 app.command("logout")(user_cli.logout)
 app.command("whoami")(user_cli.whoami)

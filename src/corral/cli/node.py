@@ -57,6 +57,11 @@ def up(
         help="Seconds without a report from a host's agent (it reports every second) before "
              "the engine marks the host unresponsive, which HA fences on; too low and a "
              "loaded machine's late heartbeats fence healthy hosts"),
+    audit_retention: int = typer.Option(
+        365, "--audit-retention", min=0, max=36500, metavar="DAYS",
+        help="Days the audit log keeps its records (`corral audit list`); older ones are "
+             "pruned hourly, and `corral audit verify` checks the chain from the oldest "
+             "kept. 0: keep them forever"),
     local_agent: bool = typer.Option(
         True, "--local-agent/--no-local-agent",
         help="Run VMs on this machine too (an agent that joins the engine at once); "
@@ -65,6 +70,15 @@ def up(
         None, "--admin-password-file", metavar="FILE",
         help="On first start, the password of the user `admin` (the file's first line, 8 "
              "characters or more); without it a random one is made and logged once"),
+    tls_cert: Path | None = typer.Option(
+        None, "--tls-cert", metavar="FILE",
+        help="A certificate (PEM; its chain after it) from your CA for this engine's DNS "
+             "name(s): shown to clients that ask for one of its names (browsers, `corral "
+             "remote add --system-ca`); agents and https://IP clients keep corral's own. "
+             "Default: the one `corral cert set` kept, if any"),
+    tls_key: Path | None = typer.Option(
+        None, "--tls-key", metavar="FILE",
+        help="The private key of --tls-cert (PEM, without a passphrase)"),
 ) -> None:
     """Start corral on this host: engine (HTTPS API) + local agent; libvirtd if none runs."""
     from corral.agent_api.networks import validate_bridge_name
@@ -79,8 +93,11 @@ def up(
                              cpu_overcommit=cpu_overcommit,
                              memory_overcommit=memory_overcommit, placement=placement,
                              heartbeat_timeout_s=heartbeat_timeout, local_agent=local_agent,
+                             audit_retention_days=audit_retention,
                              admin_password_file=admin_password_file.absolute()
-                             if admin_password_file else None)
+                             if admin_password_file else None,
+                             tls_cert=tls_cert.absolute() if tls_cert else None,
+                             tls_key=tls_key.absolute() if tls_key else None)
     with handled():
         if placement not in ("spread", "pack"):
             raise InvalidInput(f"--placement is spread or pack, not {placement!r}",
@@ -89,6 +106,7 @@ def up(
         parse_cidrs(opts.import_allow_cidrs)
         if opts.admin_password_file:
             node_up.read_password_file(opts.admin_password_file)  # before anything starts
+        opts.brought()  # readable, key and certificate match, not expired: before it starts
         if detach:
             first = not NodePaths(opts.data_dir).client_config.exists()
             node_up.start_detached(opts)

@@ -38,13 +38,16 @@ WaitOpt = typer.Option(True, "--wait/--no-wait", help="Wait for the operation an
 
 # The global `--remote` (or CORRAL_REMOTE), set by the app's callback for this invocation.
 selected_remote: str | None = None
+# The global `--project` (or CORRAL_PROJECT): beats the one `corral project switch` kept.
+selected_project: str | None = None
 
 
 def client(data_dir: Path | None = None) -> Client:
-    """The chosen remote beats --data-dir/CORRAL_DATA_DIR; see corral.client.remotes."""
+    """The chosen remote beats --data-dir/CORRAL_DATA_DIR; see corral.client.remotes. Its
+    requests act in --project, else in the project the config keeps (`project switch`)."""
     if selected_remote:
-        return Client.from_config(remote=selected_remote)
-    return Client.from_config(data_dir)
+        return Client.from_config(remote=selected_remote, project=selected_project)
+    return Client.from_config(data_dir, project=selected_project)
 
 
 @contextmanager

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 import typer
 
 from corral.cli.output import OutputFormat, OutputOpt, emit, err, handled, out
 from corral.client import remotes
-from corral.errors import Unauthorized
+from corral.errors import InvalidInput, Unauthorized
 
 app = typer.Typer(
     help="Named remotes: other corral engines, each pinned to its CA on first contact.\n\n"
@@ -44,14 +46,28 @@ def add(
              "on its machine shows it as remote local). Without it the fingerprint is shown "
              "and you are asked to confirm it"),
     switch: bool = typer.Option(False, "--switch", help="Also make it the current remote"),
+    ca: Path | None = typer.Option(
+        None, "--ca", metavar="FILE",
+        help="For an engine serving a certificate its admin brought (`corral up --tls-cert`, "
+             "`corral cert set`), reached by one of its names: the CA (PEM) that signed it, "
+             "e.g. your company's; pinned instead of the engine's own CA"),
+    system_ca: bool = typer.Option(
+        False, "--system-ca",
+        help="Likewise, for a certificate from a public CA: verify the engine with this "
+             "machine's trusted CAs (nothing is pinned)"),
 ) -> None:
     """Add a remote: fetch its engine's CA, check the CA's fingerprint (--accept-fingerprint,
     or your yes), check the token, then save it pinned to that CA.
 
     Every later command verifies that engine with this CA only: if its CA changes, commands
     fail until you re-pin it (`corral remote remove NAME`, then `add` again). Nothing is
-    saved when a check fails.
+    saved when a check fails. An engine that serves a certificate of your own CA for its
+    name is added with --ca FILE or --system-ca instead (no fingerprint to confirm).
     """
+    if ca is not None or system_ca:
+        with handled():
+            _add_brought(name, url, token, ca, system_ca, switch)
+        return
     with handled():
         remotes.check_new_name(name)
         base = remotes.normalize_url(url)
@@ -80,6 +96,22 @@ def add(
     out.print(f"remote {name} added ({base}, CA pinned)"
               + (" and current" if switch else f"; `corral remote switch {name}` makes it "
                  f"the default, `corral --remote {name} ...` uses it once"), highlight=False)
+
+
+def _add_brought(name: str, url: str, token: str, ca: Path | None, system_ca: bool,
+                 switch: bool) -> None:
+    """`remote add --ca FILE | --system-ca`: the engine's certificate is checked with that CA
+    (or the system's) when the token is."""
+    if ca is not None and system_ca:
+        raise InvalidInput("--ca and --system-ca exclude each other", field="ca")
+    remotes.check_new_name(name)
+    base = remotes.normalize_url(url)
+    ca_pem = remotes.read_ca_file(ca) if ca is not None else None
+    remotes.check(base, token, ca_pem)
+    remotes.add_remote(name, base, token, ca_pem, switch=switch)
+    how = f"CA of {ca} pinned" if ca is not None else "verified with the system's CAs"
+    out.print(f"remote {name} added ({base}, {how})" + (" and current" if switch else ""),
+              highlight=False)
 
 
 @app.command()

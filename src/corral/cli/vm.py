@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from corral.api import Hardware, HardwarePatch, PowerAction, VmCreate, VmPatch
+from corral.api.models import CLOUD_INIT_SECRETS
 from corral.api.scheduling import Placement
 from corral.cli import vm_agent, vm_group, vm_guest
 from corral.cli.console import attach_console
@@ -307,10 +308,25 @@ def _int(value: str, field: str) -> int:
 
 
 @app.command("show")
-def show(name: str, output: OutputFormat = OutputOpt, data_dir: Path = DataDirOpt) -> None:
-    """Show one VM (state `unknown`, host None: its dead host was removed; see `vm list`)."""
+def show(
+    name: str,
+    secrets: bool = typer.Option(
+        False, "--secrets", help="Also show the cloud-init user-data and password hash, which "
+        "are hidden otherwise (permission vm.secrets: operators and admins)"),
+    output: OutputFormat = OutputOpt, data_dir: Path = DataDirOpt,
+) -> None:
+    """Show one VM (state `unknown`, host None: its dead host was removed; see `vm list`).
+
+    cloud-init user-data and password hashes are write-only: shown as null, with
+    `user_data_set` / `password_hash_set` saying whether the VM has them; --secrets reads
+    them back."""
     with handled(), client(data_dir) as c:
-        show_one(c.get_vm(name), output)
+        vm = c.get_vm(name)
+        if secrets and vm.cloud_init is not None:
+            whole = c.vm_cloud_init(name)
+            vm = vm.model_copy(update={"cloud_init": vm.cloud_init.model_copy(
+                update={k: getattr(whole, k) for k in CLOUD_INIT_SECRETS})})
+        show_one(vm, output)
 
 
 def _power(action: PowerAction, name: str, wait: bool, output: OutputFormat, data_dir: Path | None,

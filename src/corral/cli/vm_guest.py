@@ -16,6 +16,7 @@ import typer
 from pydantic import ValidationError
 
 from corral.api import CloudInit, VmAddress, VmPatch
+from corral.api.models import CLOUD_INIT_SECRETS
 from corral.cli.output import (
     DataDirOpt,
     OutputFormat,
@@ -27,7 +28,8 @@ from corral.cli.output import (
     handled,
     out,
 )
-from corral.errors import InvalidInput, Unavailable
+from corral.client import Client
+from corral.errors import Forbidden, InvalidInput, Unavailable
 
 HostnameOpt = typer.Option(None, "--hostname", help="cloud-init: guest host name (default: VM name)")
 UserOpt = typer.Option(None, "--user", help="cloud-init: create this user (sudo, SSH keys)")
@@ -102,6 +104,24 @@ def cloud_init_from_flags(
         raise validation_error(exc) from None
 
 
+def current_settings(c: Client, name: str, replacing: set[str]) -> CloudInit | None:
+    """The VM's settings to change: the shown ones, or, when it has secrets (user-data,
+    password hash) not given again, the whole ones, which only vm.secrets may read back."""
+    shown = c.get_vm(name).cloud_init
+    if shown is None:
+        return None
+    kept = [k for k in CLOUD_INIT_SECRETS if getattr(shown, f"{k}_set") and k not in replacing]
+    if not kept:
+        return shown.settings()
+    try:
+        return c.vm_cloud_init(name)
+    except Forbidden:
+        flags = " and ".join("--" + k.replace("_", "-") for k in kept)
+        raise Forbidden(f"VM {name} has {' and '.join(kept)} set, which your role may not read "
+                        f"back (permission vm.secrets) to keep: give {flags} again, or "
+                        "--remove the seed", permission="vm.secrets") from None
+
+
 def set_cloud_init(
     name: str = typer.Argument(..., help="A stopped VM"),
     hostname: str = HostnameOpt, user: str = UserOpt, ssh_key: list[str] = SshKeyOpt,
@@ -115,7 +135,9 @@ def set_cloud_init(
         if remove:
             patch = VmPatch(cloud_init=None)
         else:
-            current = c.get_vm(name).cloud_init
+            replacing = {k for k, v in (("user_data", user_data),
+                                        ("password_hash", password_hash)) if v is not None}
+            current = current_settings(c, name, replacing)
             ci = cloud_init_from_flags(
                 hostname=hostname, user=user, ssh_key=ssh_key, password_hash=password_hash,
                 user_data=user_data, network_config=network_config, force=True, base=current,

@@ -12,6 +12,7 @@ import httpx
 
 from corral import errors
 from corral.api import (
+    CloudInit,
     Event,
     GuestCustomize,
     Host,
@@ -47,6 +48,9 @@ from corral.api.snapshots import (
     VmClone,
 )
 from corral.client import remotes
+from corral.client._audit import AuditApi
+from corral.client._ldap import LdapApi
+from corral.client._projects import ProjectsApi
 from corral.client._users import UsersApi
 from corral.node.paths import load_client_config
 
@@ -80,44 +84,50 @@ def _tls_refusal(exc: BaseException) -> ssl.SSLCertVerificationError | None:
     return None
 
 
-class Client(UsersApi):
+class Client(UsersApi, AuditApi, LdapApi, ProjectsApi):
     """``ca``: a CA file; ``ca_pem``: a CA certificate itself (a pinned remote, which
-    ``remote`` and ``fingerprint`` name in errors); neither: the system's CAs."""
+    ``remote`` and ``fingerprint`` name in errors); neither: the system's CAs.
+    ``project``: the project every request acts in (``?project=``) unless the call names
+    one; None: the engine's default (`default`, or the one a token is bound to)."""
 
     def __init__(self, url: str, token: str, ca: str | None = None, timeout: float = 30.0, *,
                  ca_pem: str | None = None, remote: str | None = None,
-                 fingerprint: str | None = None) -> None:
-        verify: bool | ssl.SSLContext = True
+                 fingerprint: str | None = None, project: str | None = None) -> None:
         if ca_pem:  # only this CA: create_default_context then loads no system CA
             verify = ssl.create_default_context(cadata=ca_pem)
         elif ca:
             verify = ssl.create_default_context(cafile=ca)
+        else:  # the system's store (a company CA added to it included), not certifi's
+            verify = ssl.create_default_context()
         self.url = url
         self.token = token
         self.ca = ca
         self.remote = remote
         self.fingerprint = fingerprint
+        self.project = project
         # what other connections to this engine verify it with (the console's WebSocket)
-        self.tls = verify if isinstance(verify, ssl.SSLContext) else ssl.create_default_context()
+        self.tls = verify
         self._http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"},
                                   verify=verify, timeout=timeout)
 
     @classmethod
-    def from_config(cls, data_dir: Path | None = None, *, remote: str | None = None) -> Client:
+    def from_config(cls, data_dir: Path | None = None, *, remote: str | None = None,
+                    project: str | None = None) -> Client:
         """The node of ``data_dir`` when given; else the remote named, ``CORRAL_REMOTE``,
         ``CORRAL_URL``/``CORRAL_TOKEN``/``CORRAL_DATA_DIR``, the current remote, the local
-        node: the first that applies (corral.client.remotes)."""
+        node: the first that applies (corral.client.remotes). ``project``: the one to act
+        in; None: the one `corral project switch` kept in that config, if any."""
         if data_dir is None:
             t = remotes.resolve(remote)
             return cls(t.url, t.token, t.ca, ca_pem=t.ca_pem, remote=t.remote,
-                       fingerprint=t.fingerprint)
+                       fingerprint=t.fingerprint, project=project or t.project)
         cfg = load_client_config(data_dir)
         if not cfg.get("url") or not cfg.get("token"):
             raise errors.Unavailable(
                 "no corral node found: run `corral up` (or set CORRAL_DATA_DIR, "
                 "or CORRAL_URL and CORRAL_TOKEN)"
             )
-        return cls(cfg["url"], cfg["token"], cfg.get("ca"))
+        return cls(cfg["url"], cfg["token"], cfg.get("ca"), project=project or cfg.get("project"))
 
     def __enter__(self) -> Client:
         return self
@@ -130,7 +140,7 @@ class Client(UsersApi):
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
-            resp = self._http.request(method, path, **kwargs)
+            resp = self._http.request(method, path, **self._in_project(kwargs))
         except httpx.ConnectError as exc:
             raise self._unreachable(exc) from exc
         except httpx.HTTPError as exc:
@@ -138,6 +148,23 @@ class Client(UsersApi):
         if resp.status_code >= 400:
             raise _error_of(resp)
         return resp
+
+    def _in_project(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The call's arguments with ``?project=`` set to the client's project, unless the
+        call names one (``project: None`` among its params: none at all, a filter left
+        empty rather than the default)."""
+        params = kwargs.get("params")
+        if isinstance(params, dict) and "project" in params:
+            if params["project"] is None:
+                kwargs = {**kwargs, "params": {k: v for k, v in params.items()
+                                               if k != "project"}}
+            return kwargs
+        if self.project is None:
+            return kwargs
+        query = httpx.QueryParams(params) if params is not None else httpx.QueryParams()
+        if "project" in query:
+            return kwargs
+        return {**kwargs, "params": query.set("project", self.project)}
 
     def _unreachable(self, exc: httpx.ConnectError) -> errors.CorralError:
         refusal = _tls_refusal(exc)
@@ -164,6 +191,11 @@ class Client(UsersApi):
 
     def get_vm(self, name: str) -> Vm:
         return Vm.model_validate(self._json("GET", f"/api/v1/vms/{name}"))
+
+    def vm_cloud_init(self, name: str) -> CloudInit:
+        """The VM's cloud-init settings whole, user-data and password hash included (which
+        ``get_vm`` hides); needs permission vm.secrets (403 otherwise)."""
+        return CloudInit.model_validate(self._json("GET", f"/api/v1/vms/{name}/cloud-init"))
 
     def create_vm(self, req: VmCreate) -> Operation:
         return Operation.model_validate(
@@ -298,7 +330,8 @@ class Client(UsersApi):
         """Server-Sent Events, as they come (the stream ends when the engine stops)."""
         try:
             with self._http.stream("GET", "/api/v1/events",
-                                   timeout=httpx.Timeout(10, read=timeout)) as r:
+                                   **self._in_project({"timeout": httpx.Timeout(10, read=timeout)})
+                                   ) as r:
                 if r.status_code >= 400:
                     r.read()
                     raise errors.from_dict(r.json().get("error") or {})

@@ -4,6 +4,9 @@
 before it (``lab down`` goes back to it) and, per remote, its URL, token, CA certificate
 (PEM) and the CA's SHA-256 fingerprint. The CA is pinned on first contact: every later
 connection verifies the server with that CA alone, so a server whose CA changed is refused.
+An engine that serves a certificate its admin brought (`corral up --tls-cert`) is added
+with the CA that signed it instead (``--ca FILE``: pinned the same way) or verified with
+the system's CAs (``--system-ca``: no CA kept, ``ca_pem`` None).
 
 ``local`` is implicit: the machine's own node (`corral up`), found through its client.json
 files (corral.node.paths); it is the default while no other remote was switched to.
@@ -49,8 +52,10 @@ class RemoteEntry(BaseModel):
     token: str = Field(repr=False)
     # `corral login`'s session token: used instead of ``token`` until `corral logout`
     session_token: str | None = Field(None, repr=False)
-    ca_pem: str
-    fingerprint: str
+    # `corral project switch`: the project its requests act in (None: the engine's default)
+    project: str | None = None
+    ca_pem: str | None = None  # None: verified with the system's CAs (--system-ca)
+    fingerprint: str | None = None
 
 
 class RemotesFile(BaseModel):
@@ -79,6 +84,7 @@ class Target:
     ca_pem: str | None = None
     remote: str | None = None
     fingerprint: str | None = None
+    project: str | None = None  # the project to act in (`corral project switch`)
 
 
 def config_path() -> Path:
@@ -243,16 +249,17 @@ def list_remotes() -> list[RemoteInfo]:
     return rows
 
 
-def add_remote(name: str, url: str, token: str, ca_pem: str, *, switch: bool = True,
+def add_remote(name: str, url: str, token: str, ca_pem: str | None, *, switch: bool = True,
                replace: bool = False) -> RemoteEntry:
-    """Save a remote pinned to ``ca_pem`` (checks nothing over the network: see
-    :func:`fetch_ca` and :func:`check`); ``switch``: make it current, remembering the one
-    current before. A name already known is a Conflict unless ``replace``."""
+    """Save a remote pinned to ``ca_pem`` (None: verified with the system's CAs; checks
+    nothing over the network: see :func:`fetch_ca` and :func:`check`); ``switch``: make it
+    current, remembering the one current before. A name already known is a Conflict unless
+    ``replace``."""
     check_new_name(name, replace=replace)
     if not token:
         raise errors.InvalidInput("a token is needed", field="token")
     entry = RemoteEntry(url=normalize_url(url), token=token, ca_pem=ca_pem,
-                        fingerprint=fingerprint(ca_pem))
+                        fingerprint=fingerprint(ca_pem) if ca_pem is not None else None)
     with _editing() as cfg:
         if name in cfg.remotes and not replace:
             raise errors.Conflict(f"remote {name!r} exists ({cfg.remotes[name].url}); "
@@ -300,6 +307,27 @@ def set_session(name: str, token: str | None) -> None:
         cfg.remotes[name].session_token = token
 
 
+def set_project(name: str, project: str | None) -> None:
+    """Keep (or, None, forget) the project a named remote's requests act in."""
+    with _editing() as cfg:
+        if name not in cfg.remotes:
+            raise _unknown(name, cfg)
+        cfg.remotes[name].project = project
+
+
+def read_ca_file(path: Path) -> str:
+    """A CA certificate (PEM; a bundle of them too) from a file, for ``remote add --ca``."""
+    try:
+        pem = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise errors.InvalidInput(f"cannot read {path}: {exc}", field="ca") from exc
+    try:
+        x509.load_pem_x509_certificates(pem.encode())
+    except ValueError as exc:
+        raise errors.InvalidInput(f"{path} holds no PEM certificate ({exc})", field="ca") from exc
+    return pem
+
+
 def fetch_ca(url: str) -> str:
     """The engine's CA (GET /api/v1/ca.pem), over TLS that is NOT verified yet: the caller
     trusts it only once its fingerprint is confirmed."""
@@ -323,9 +351,9 @@ def fetch_ca(url: str) -> str:
     return pem
 
 
-def check(url: str, token: str, ca_pem: str) -> None:
-    """The engine at ``url`` presents a certificate of ``ca_pem`` and accepts ``token``
-    (GET /api/v1/status); raises otherwise."""
+def check(url: str, token: str, ca_pem: str | None) -> None:
+    """The engine at ``url`` presents a certificate of ``ca_pem`` (None: of a CA the system
+    trusts) and accepts ``token`` (GET /api/v1/status); raises otherwise."""
     from corral.client import Client  # the client imports this module
 
     with Client(normalize_url(url), token, ca_pem=ca_pem) as c:
@@ -349,7 +377,8 @@ def resolve(remote: str | None = None) -> Target:
         return _local_target(local_config())
     entry = get(name)
     return Target(url=entry.url, token=entry.session_token or entry.token,
-                  ca_pem=entry.ca_pem, remote=name, fingerprint=entry.fingerprint)
+                  ca_pem=entry.ca_pem, remote=name, fingerprint=entry.fingerprint,
+                  project=entry.project)
 
 
 def _local_target(cfg: dict[str, Any]) -> Target:
@@ -357,4 +386,5 @@ def _local_target(cfg: dict[str, Any]) -> Target:
         raise errors.Unavailable(
             "no corral node found: run `corral up` (or set CORRAL_DATA_DIR, "
             "or CORRAL_URL and CORRAL_TOKEN, or add a remote: `corral remote add`)")
-    return Target(url=cfg["url"], token=cfg["token"], ca=cfg.get("ca"))
+    return Target(url=cfg["url"], token=cfg["token"], ca=cfg.get("ca"),
+                  project=cfg.get("project"))

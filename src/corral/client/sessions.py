@@ -1,6 +1,7 @@
-"""Where `corral login` keeps its session token: in the named remote's entry
-(remotes.json), or in the node's client.json (key ``session_token``) for the local node and
-``--data-dir``. The token the config had stays as it was: `corral logout` goes back to it."""
+"""Where `corral login` keeps its session token (and `corral project switch` the project to
+act in): in the named remote's entry (remotes.json), or in the node's client.json (keys
+``session_token``, ``project``) for the local node and ``--data-dir``. The token the config
+had stays as it was: `corral logout` goes back to it."""
 
 from __future__ import annotations
 
@@ -41,12 +42,27 @@ def store(token: str | None, *, remote: str | None = None, data_dir: Path | None
     if name is not None:
         remotes.set_session(name, token)
         return f"remote {name}"
+    return _keep("session_token", token, remote, data_dir)
+
+
+def store_project(project: str | None, *, remote: str | None = None,
+                  data_dir: Path | None = None) -> str:
+    """Keep the project `corral project switch` chose (None: back to the engine's default)
+    next to the token; where it went, in words."""
+    name = _remote_name(remote) if data_dir is None else None
+    if name is not None:
+        remotes.set_project(name, project)
+        return f"remote {name}"
+    return _keep("project", project, remote, data_dir)
+
+
+def _keep(key: str, value: str | None, remote: str | None, data_dir: Path | None) -> str:
     f = _config_file(remote, data_dir)
     cfg = json.loads(f.read_text())
-    if token is None:
-        cfg.pop("session_token", None)
+    if value is None:
+        cfg.pop(key, None)
     else:
-        cfg["session_token"] = token
+        cfg[key] = value
     tmp = f.with_name(f.name + ".tmp")
     paths.write_private(tmp, json.dumps(cfg, indent=2) + "\n")
     os.replace(tmp, f)

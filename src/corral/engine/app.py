@@ -11,12 +11,18 @@ from fastapi import FastAPI
 
 import corral
 from corral.api import ErrorBody
+from corral.engine import body_limit
+from corral.engine.audit import AuditLog
 from corral.engine.context import EngineContext, EngineSettings
 from corral.engine.db.session import migrate
 from corral.engine.reconciler import Reconciler
+from corral.engine.routes import audit as audit_routes
+from corral.engine.routes import auth_ldap as ldap_routes
 from corral.engine.routes import cluster, events, hosts, images, networks, operations, vms
 from corral.engine.routes import customize as customize_routes
 from corral.engine.routes import pools as pool_routes
+from corral.engine.routes import projects as project_routes
+from corral.engine.routes import roles as role_routes
 from corral.engine.routes import security_groups as sg_routes
 from corral.engine.routes import users as user_routes
 from corral.engine.routes import vm_disks as vm_disk_routes
@@ -96,7 +102,8 @@ def create_app(ctx: EngineContext) -> FastAPI:
     )
     app.state.ctx = ctx
     app.state.reconciler = reconciler  # agents' reports go to it (routes/cluster.py)
-    app.add_middleware(BodyLimit)
+    app.add_middleware(BodyLimit, limit=body_limit.DEFAULT, routes=body_limit.ROUTES)
+    app.add_middleware(AuditLog)  # outside BodyLimit: a refused body is recorded too
     install_error_handlers(app)
 
     @app.get("/api/v1/health", tags=["status"], responses=ERRORS)
@@ -105,7 +112,8 @@ def create_app(ctx: EngineContext) -> FastAPI:
 
     for module in (cluster, vms, images, operations, events, hosts, networks, customize_routes,
                    pool_routes, volume_routes, vm_disk_routes, vm_snapshot_routes,
-                   vm_nic_routes, sg_routes, vm_guest_routes, vm_group_routes, user_routes):
+                   vm_nic_routes, sg_routes, vm_guest_routes, vm_group_routes, user_routes,
+                   audit_routes, ldap_routes, project_routes, role_routes):
         app.include_router(module.router, responses=ERRORS)
     return app
 

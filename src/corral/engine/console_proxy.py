@@ -8,17 +8,19 @@ import contextlib
 import websockets
 from fastapi import WebSocket, WebSocketDisconnect
 
+from corral.engine.access import DEFAULT_PROJECT
 from corral.engine.context import EngineContext
 from corral.engine.db.models import Host, Vm
-from corral.engine.permissions import allowed
+from corral.engine.projects import full_name, project_of
 from corral.engine.services import console_tickets
-from corral.engine.services.auth import check_token
+from corral.engine.services.auth import authenticate
 from corral.errors import CorralError, Forbidden, Unauthorized
 from corral.httpserve import client_bytes
 
 
 def _agent_of(ctx: EngineContext, ws: WebSocket, name: str) -> str | None:
-    """The agent URL of the VM's host; None: no such VM. The client shows an API
+    """The agent URL of the VM's host; None: no such VM (``name``: its full name). The
+    client shows an API
     token (``Authorization: Bearer``, as every route takes it) or a console ticket
     (``?ticket=``, for browsers); no bare token, and no token in the URL, where logs keep
     it. Blocking (database)."""
@@ -30,9 +32,13 @@ def _agent_of(ctx: EngineContext, ws: WebSocket, name: str) -> str | None:
         if scheme.lower() != "bearer" or not secret.strip():
             raise Unauthorized("send Authorization: Bearer TOKEN, or ?ticket= from "
                                f"POST /api/v1/vms/{name}/console-ticket")
-        role = check_token(ctx, secret.strip())
-        if not allowed(role, "vm.console"):  # as POST .../console-ticket declares it
-            raise Forbidden(f"role {role} lacks permission vm.console", permission="vm.console")
+        who = authenticate(ctx, secret.strip())
+        project = project_of(name)
+        if not who.access.sees(project):
+            return None  # as if there were no such VM (names do not leak)
+        if not who.access.may("vm.console", project):  # as POST .../console-ticket declares
+            raise Forbidden(f"no permission vm.console in project {project}",
+                            permission="vm.console")
     with ctx.db.session() as s:
         vm = s.query(Vm).filter_by(name=name).one_or_none()
         host = s.get(Host, vm.host_id) if vm and vm.host_id else None
@@ -40,8 +46,10 @@ def _agent_of(ctx: EngineContext, ws: WebSocket, name: str) -> str | None:
 
 
 async def proxy_console(ws: WebSocket, name: str) -> None:
+    """``name``: the path's; ``?project=`` names the VM's project, as on every VM route."""
     ctx: EngineContext = ws.app.state.ctx
     try:  # off the event loop, as sync routes are
+        name = full_name(ws.query_params.get("project") or DEFAULT_PROJECT, name)
         agent = await asyncio.to_thread(_agent_of, ctx, ws, name)
     except CorralError as exc:
         await ws.close(code=4403 if isinstance(exc, Forbidden) else 4401, reason=exc.message)

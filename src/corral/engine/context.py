@@ -41,6 +41,8 @@ class EngineSettings:
     cpu_overcommit: float = 4.0
     memory_overcommit: float = 1.0
     placement: str = "spread"  # spread | pack
+    # The audit log keeps records this many days (`corral up --audit-retention`; 0: forever).
+    audit_retention_days: int = 365
 
     def __post_init__(self) -> None:
         if not self.db_url:

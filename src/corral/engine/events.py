@@ -12,6 +12,7 @@ from typing import Any
 
 from corral.api import Event
 from corral.engine.db.models import utcnow
+from corral.engine.projects import project_of
 
 _QUEUE_MAX = 1000
 
@@ -23,7 +24,7 @@ class EventBus:
         self.recent: deque[Event] = deque(maxlen=history)
 
     def publish(self, type_: str, data: dict[str, Any]) -> None:
-        event = Event(type=type_, time=utcnow(), data=data)
+        event = Event(type=type_, time=utcnow(), data=data, project=_project(type_, data))
         with self._lock:
             self.recent.append(event)
             subscribers = list(self._subscribers)
@@ -42,6 +43,14 @@ class EventBus:
     def unsubscribe(self, queue: asyncio.Queue[Event]) -> None:
         with self._lock:
             self._subscribers = [(lp, q) for lp, q in self._subscribers if q is not queue]
+
+
+def _project(type_: str, data: dict[str, Any]) -> str | None:
+    """Whose event it is: a VM's project (from its full name), an operation's."""
+    if type_ == "vm" and isinstance(data.get("name"), str):
+        return project_of(data["name"])
+    project = data.get("project")
+    return project if isinstance(project, str) else None
 
 
 def _offer(queue: asyncio.Queue[Event], event: Event) -> None:

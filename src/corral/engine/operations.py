@@ -39,6 +39,7 @@ from corral.engine.db.session import Database
 from corral.engine.events import EventBus
 from corral.engine.oplocks import LockTable, normalize
 from corral.engine.oprows import ACTIVE, orphaned, page, to_api
+from corral.engine.projects import project_of_resources
 from corral.errors import Cancelled, Conflict, CorralError, NotFound
 
 log = logging.getLogger(__name__)
@@ -143,6 +144,7 @@ class OperationRunner:
         if type_ not in self._types:
             raise CorralError(f"no executor for operation type {type_}")
         names = normalize([*locks, lock or ""])
+        project = project or project_of_resources(resources)
         with self.db.session() as s:
             if exclusive:
                 claims.serialize(s, Operation)  # no other submit between check and insert
@@ -304,11 +306,14 @@ class OperationRunner:
             return self._out(op)
 
     def listing(self, *, status: Sequence[OperationStatus] = (), type_: str | None = None,
-             limit: int = 50, after: str | None = None) -> list[OperationOut]:
+             limit: int = 50, after: str | None = None,
+             projects: Sequence[str] | None = None, engine_wide: bool = True
+             ) -> list[OperationOut]:
         """Newest first; see engine/oprows.py for the filters and ``after``."""
         with self.db.session() as s:
             return [self._out(op) for op in page(s, status=status, type_=type_, limit=limit,
-                                                 after=after)]
+                                                 after=after, projects=projects,
+                                                 engine_wide=engine_wide)]
 
     def wait(self, op_id: str, timeout: float) -> OperationOut:
         deadline = time.monotonic() + timeout

@@ -31,10 +31,15 @@ def to_api(op: Operation, may_cancel: bool = False) -> OperationOut:
 
 
 def page(s: Session, *, status: Sequence[OperationStatus] = (), type_: str | None = None,
-         limit: int = 50, after: str | None = None) -> list[Operation]:
+         limit: int = 50, after: str | None = None, projects: Sequence[str] | None = None,
+         engine_wide: bool = True) -> list[Operation]:
     """Up to ``limit`` rows, newest first; only those of ``status`` (any of them) and
-    ``type_`` where given; only those after the row ``after`` where given."""
+    ``type_`` where given; only those after the row ``after`` where given; only those of
+    ``projects`` where given, and (``engine_wide``) those of no project (hosts, pools)."""
     q = s.query(Operation)
+    if projects is not None:
+        mine = Operation.project.in_(list(projects))
+        q = q.filter(sa.or_(mine, Operation.project.is_(None)) if engine_wide else mine)
     if status:
         q = q.filter(Operation.status.in_([OperationStatus(st).value for st in status]))
     if type_:

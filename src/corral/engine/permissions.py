@@ -40,7 +40,7 @@ PERMISSIONS: tuple[str, ...] = (
 PROJECT_SCOPED: frozenset[str] = frozenset(
     p for p in PERMISSIONS
     if p.split(".")[0] in {"vm", "snapshot", "vm_group", "image", "template", "network",
-                           "sg", "volume", "operation", "event"} or p == "project.read")
+                           "sg", "volume", "operation", "event"})
 ALL_PROJECTS = "*"
 
 

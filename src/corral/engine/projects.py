@@ -8,13 +8,16 @@ project (the names VMs had before projects, kept so that nothing on a host is re
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from corral.engine.access import DEFAULT_PROJECT
-from corral.engine.context import EngineContext
 from corral.engine.db.models import Project
 from corral.errors import InvalidInput, NotFound
 from corral.validation import validate_name
+
+if TYPE_CHECKING:  # the context's modules import this one (operations: project_of)
+    from corral.engine.context import EngineContext
 
 SEP = "."
 
@@ -35,6 +38,18 @@ def full_name(project: str, name: str) -> str:
 def bare_name(full: str) -> str:
     """The name a VM is shown by inside its project."""
     return full.partition(SEP)[2] if SEP in full else full
+
+
+def project_of(full: str) -> str:
+    """The project of a VM's full name."""
+    return full.partition(SEP)[0] if SEP in full else DEFAULT_PROJECT
+
+
+def project_of_resources(resources: Mapping[str, Sequence[str]]) -> str | None:
+    """The project an operation on these resources belongs to: its VMs' (None: no VM, an
+    operation on the engine's or a host's resources)."""
+    vms = resources.get("vms") or []
+    return project_of(vms[0]) if vms else None
 
 
 def exists(ctx: EngineContext, name: str) -> bool:

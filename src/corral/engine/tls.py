@@ -23,7 +23,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from corral.errors import InvalidInput
 from corral.node.paths import write_private
-from corral.pki import key_pem, load_key
+from corral.pki import ENGINE_SNI, key_pem, load_key
 
 _YEARS = 10
 ENGINE_CN = "corral engine"
@@ -91,6 +91,7 @@ def ensure_tls(tls_dir: Path, extra_names: list[str] | None = None) -> tuple[Pat
     machine's addresses may have changed), the CA kept."""
     ensure_ca(tls_dir)
     names, ips = _local_names()
+    names.append(ENGINE_SNI)  # what agents ask for (corral.pki.EngineNameContext)
     for extra in extra_names or []:
         try:
             ips.append(str(ipaddress.ip_address(extra)))
@@ -139,7 +140,7 @@ def sign_host(tls_dir: Path, csr_pem: str, name: str) -> bytes:
     except x509.ExtensionNotFound:
         asked = x509.SubjectAlternativeName([])
     for n in asked.get_values_for_type(x509.DNSName):
-        if n != name and n not in ("localhost", ENGINE_CN):
+        if n != name and n not in ("localhost", ENGINE_CN, ENGINE_SNI):
             sans.append(x509.DNSName(n))
     sans += [x509.IPAddress(ip) for ip in asked.get_values_for_type(x509.IPAddress)]
     return _issue(tls_dir, name, public_key, sans,

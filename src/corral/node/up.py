@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import logging
 import os
@@ -21,6 +22,7 @@ import httpx
 import uvicorn
 
 from corral.api.cluster import JoinRequest
+from corral.engine import server_tls
 from corral.engine.app import build_context, create_app
 from corral.engine.context import EngineContext, EngineSettings
 from corral.engine.db.models import Host
@@ -58,8 +60,23 @@ class UpOptions:
     memory_overcommit: float = 1.0
     placement: str = "spread"
     heartbeat_timeout_s: float = 5.0  # EngineSettings.heartbeat_timeout_s
+    audit_retention_days: int = 365  # EngineSettings.audit_retention_days (0: forever)
     # The password of the `admin` user made on first start (else a random one, logged once).
     admin_password_file: Path | None = None
+    # A certificate (and its key) to serve instead of corral's own to clients that ask for
+    # one of its names (corral.engine.server_tls); else the one `corral cert set` kept.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    def brought(self) -> server_tls.Brought | None:
+        """The certificate this start serves besides corral's own, checked (a 422 when its
+        files are unreadable, do not match, or it has expired)."""
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise InvalidInput("--tls-cert and --tls-key go together",
+                               field="tls_key" if self.tls_key is None else "tls_cert")
+        files = ((self.tls_cert, self.tls_key) if self.tls_cert and self.tls_key
+                 else server_tls.stored(NodePaths(self.data_dir).tls_dir))
+        return server_tls.check_brought(*files) if files else None
 
     def setting_args(self) -> list[str]:
         """The import, storage, scheduler and heartbeat settings as `corral up` options."""
@@ -70,8 +87,11 @@ class UpOptions:
                 "--memory-overcommit", str(self.memory_overcommit),
                 "--placement", self.placement,
                 "--heartbeat-timeout", str(self.heartbeat_timeout_s),
+                "--audit-retention", str(self.audit_retention_days),
                 *(["--admin-password-file", str(self.admin_password_file)]
-                  if self.admin_password_file else [])]
+                  if self.admin_password_file else []),
+                *(["--tls-cert", str(self.tls_cert)] if self.tls_cert else []),
+                *(["--tls-key", str(self.tls_key)] if self.tls_key else [])]
 
 
 def _pid_alive(pid_file: Path) -> int | None:
@@ -251,9 +271,19 @@ def run_up(opts: UpOptions) -> None:
                               cpu_overcommit=opts.cpu_overcommit,
                               memory_overcommit=opts.memory_overcommit,
                               placement=opts.placement,
-                              heartbeat_timeout_s=opts.heartbeat_timeout_s)
+                              heartbeat_timeout_s=opts.heartbeat_timeout_s,
+                              audit_retention_days=opts.audit_retention_days)
+    brought = opts.brought()  # before anything starts: a bad file is said at once
     ctx = build_context(settings)
     ca, cert, key = ensure_tls(paths.tls_dir, [opts.listen])
+    if brought is not None:
+        log.info("HTTPS: %s for %s (valid until %s); corral's own certificate for other "
+                 "names, IP addresses and agents", brought.cert, ", ".join(brought.names),
+                 f"{brought.not_after:%Y-%m-%d}")
+        if brought.not_after - dt.datetime.now(dt.UTC) < dt.timedelta(days=14):
+            log.warning("the certificate in %s expires on %s: renew it (`corral cert set`)",
+                        brought.cert, f"{brought.not_after:%Y-%m-%d}")
+    tls = server_tls.server_context(cert, key, ca, brought)  # TLS 1.2 or newer
     agent = AgentSupervisor(paths, opts.port + 1, opts.libvirt_uri, settings)
     if opts.local_agent:
         here = "127.0.0.1" if opts.listen in ("0.0.0.0", "::") else opts.listen
@@ -276,10 +306,10 @@ def run_up(opts: UpOptions) -> None:
         if opts.local_agent:
             agent.watch()
         # Clients without a certificate (the CLI, browsers) are welcome; an agent shows its
-        # host's, which must be of this CA (checked here) and of a registered host (routes).
+        # host's, which must be of this CA (checked by `tls`) and of a registered host (routes).
         config = uvicorn.Config(
-            create_app(ctx), host=opts.listen, port=opts.port, ssl_certfile=str(cert),
-            ssl_keyfile=str(key), ssl_ca_certs=str(ca), ssl_cert_reqs=ssl.CERT_OPTIONAL,
+            create_app(ctx), host=opts.listen, port=opts.port,
+            ssl_context_factory=lambda _config, _default: tls,
             http=PeerCertProtocol, log_level="warning", access_log=False, lifespan="on",
         )
         uvicorn.Server(config).run()

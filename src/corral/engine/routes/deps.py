@@ -9,8 +9,9 @@ from typing import Annotated, Any
 from fastapi import Depends, Query, Request
 
 from corral.engine import projects
-from corral.engine.access import DEFAULT_PROJECT
+from corral.engine.access import DEFAULT_PROJECT, project_names
 from corral.engine.context import EngineContext
+from corral.engine.db.models import StoragePool, Volume
 from corral.engine.permissions import ALL_PROJECTS, PERMISSIONS, PROJECT_SCOPED, SELF
 from corral.engine.services import host_join
 from corral.engine.services.auth import Principal, authenticate
@@ -121,3 +122,53 @@ def reporting_host(request: Request) -> str:
     if cert is None:
         raise Unauthorized("agents report over mutual TLS: show the host's certificate")
     return host_join.host_by_certificate(context(request), cert)
+
+
+def owned(model: type[Any], what: str) -> Callable[..., str]:
+    """``Annotated[str, Depends(owned(Network, "network"))]``: the path's ``{name}`` of a
+    network, image, security group or VM group must be of the request's project, or
+    shared (to read or use); another
+    project's is answered 404, as if it did not exist. A name that exists nowhere goes on
+    to the service, which says so."""
+
+    def check(request: Request, name: str, project: str = Depends(current_project)) -> str:
+        with context(request).db.session() as s:
+            row = s.query(model).filter_by(name=name).one_or_none()
+            if row is None or row.project == project:
+                return name
+            if request.method == "GET" and getattr(row, "shared", False):
+                return name
+        raise NotFound(f"{what} {name} not found in project {project}", field="name")
+
+    return check
+
+
+def visible(items: list[Any], projects: list[str]) -> list[Any]:
+    """Of a list's items (with ``project`` and maybe ``shared``), those of ``projects`` and
+    the shared ones."""
+    return [i for i in items if i.project in projects or getattr(i, "shared", False)]
+
+
+def listed(permission: str) -> Callable[..., list[str]]:
+    """``Depends(listed("vm.read"))``: the projects a list shows, the request's or (``?project=*``) every
+    project where the caller holds ``permission``."""
+
+    def projects_of(request: Request, who: Principal = Depends(principal)) -> list[str]:
+        project = request_project(request, who)
+        if project != ALL_PROJECTS:
+            return [project]
+        with context(request).db.session() as s:
+            return who.access.projects_with(permission, project_names(s))
+
+    return projects_of
+
+
+def project_volume(request: Request, pool: str, name: str,
+                   project: str = Depends(current_project)) -> str:
+    """The path's volume ``{pool}/{name}`` must be of the request's project (else 404)."""
+    with context(request).db.session() as s:
+        row = s.query(Volume).join(StoragePool, Volume.pool_id == StoragePool.id) \
+            .filter(StoragePool.name == pool, Volume.name == name).one_or_none()
+        if row is None or row.project == project:
+            return name
+    raise NotFound(f"volume {pool}/{name} not found in project {project}", field="name")

@@ -8,8 +8,11 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 
+from corral.api import Event
 from corral.engine.context import EngineContext
-from corral.engine.routes.deps import authenticated, context, need
+from corral.engine.permissions import ALL_PROJECTS
+from corral.engine.routes.deps import authenticated, caller, context, need
+from corral.engine.services.auth import Principal
 
 router = APIRouter(prefix="/api/v1/events", tags=["events"], dependencies=[Depends(authenticated)])
 
@@ -17,8 +20,20 @@ router = APIRouter(prefix="/api/v1/events", tags=["events"], dependencies=[Depen
 @router.get("", dependencies=need("event.read"), response_class=StreamingResponse, responses={200: {
     "description": "Server-Sent Events: `event: TYPE` and `data: JSON` of each change",
     "content": {"text/event-stream": {"schema": {"type": "string"}}}}})
-async def events(request: Request, ctx: EngineContext = Depends(context)) -> StreamingResponse:
+async def events(request: Request, who: Principal = Depends(caller),
+                 ctx: EngineContext = Depends(context)) -> StreamingResponse:
+    """What the caller may see: the events of its projects (``?project=``: of that one
+    only), and those of the engine and its hosts when it reads every project."""
     queue = ctx.bus.subscribe()
+    only = request.query_params.get("project") or None
+    engine_wide = "event.read" in who.access.everywhere()
+
+    def visible(event: Event) -> bool:
+        if event.project is None:
+            return engine_wide and only in (None, ALL_PROJECTS)
+        if only not in (None, ALL_PROJECTS) and event.project != only:
+            return False
+        return who.access.may("event.read", event.project)
 
     async def stream() -> AsyncIterator[str]:
         try:
@@ -28,6 +43,8 @@ async def events(request: Request, ctx: EngineContext = Depends(context)) -> Str
                     event = await asyncio.wait_for(queue.get(), timeout=15)
                 except TimeoutError:
                     yield ": keep-alive\n\n"
+                    continue
+                if not visible(event):
                     continue
                 yield f"event: {event.type}\ndata: {event.model_dump_json()}\n\n"
         finally:

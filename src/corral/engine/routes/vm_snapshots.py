@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Depends
 
 from corral.api import Image, Operation
@@ -14,10 +16,14 @@ from corral.api.snapshots import (
     TemplateCreate,
     VmClone,
 )
+from corral.engine.access import DEFAULT_PROJECT
 from corral.engine.context import EngineContext
-from corral.engine.routes.deps import Project, VmName, authenticated, context, need
+from corral.engine.db.models import Image as ImageRow
+from corral.engine.routes.deps import Project, VmName, authenticated, context, listed, need, owned, visible
 from corral.engine.services import ova, vm_clones, vm_snapshots
+from corral.errors import InvalidInput
 
+TemplateName = Annotated[str, Depends(owned(ImageRow, "template"))]
 router = APIRouter(tags=["vms"], dependencies=[Depends(authenticated)])
 SNAPS = "/api/v1/vms/{name}/snapshots"
 
@@ -59,22 +65,25 @@ def clone_vm(name: VmName, req: VmClone, project: Project,
 
 @router.post("/api/v1/templates", dependencies=need("template.create"),
              status_code=202, response_model=Operation, tags=["images"])
-def create_template(req: TemplateCreate, ctx: EngineContext = Depends(context)) -> Operation:
-    """An image made from a stopped VM's disk: `vm create --template NAME` uses it."""
-    return vm_clones.create_template(ctx, req)
+def create_template(req: TemplateCreate, project: Project,
+                    ctx: EngineContext = Depends(context)) -> Operation:
+    """An image of the project made from a stopped VM's disk: `vm create --template NAME`
+    uses it."""
+    return vm_clones.create_template(ctx, req, project)
 
 
 @router.get("/api/v1/templates", dependencies=need("template.read"),
             response_model=list[Image], tags=["images"])
-def list_templates(ctx: EngineContext = Depends(context)) -> list[Image]:
+def list_templates(projects: list[str] = Depends(listed("template.read")),
+                   ctx: EngineContext = Depends(context)) -> list[Image]:
     """Images made from VMs (`template create`); `vm create --template NAME` uses them."""
-    return vm_clones.list_templates(ctx)
+    return visible(vm_clones.list_templates(ctx), projects)
 
 
 @router.delete("/api/v1/templates/{name}", dependencies=need("template.delete"),
                status_code=202, response_model=Operation,
                tags=["images"])
-def delete_template(name: str, ctx: EngineContext = Depends(context)) -> Operation:
+def delete_template(name: TemplateName, ctx: EngineContext = Depends(context)) -> Operation:
     """Delete a template (refused with 409 while VMs use it)."""
     return vm_clones.delete_template(ctx, name)
 
@@ -87,6 +96,11 @@ def export_ova(name: VmName, req: OvaExport, ctx: EngineContext = Depends(contex
 
 
 @router.post("/api/v1/ova-imports", dependencies=need("vm.create"), status_code=202, response_model=Operation)
-def import_ova(req: OvaImport, ctx: EngineContext = Depends(context)) -> Operation:
-    """A VM from an OVA file: CPUs, memory, MAC from the descriptor; the disk converted."""
+def import_ova(req: OvaImport, project: Project,
+               ctx: EngineContext = Depends(context)) -> Operation:
+    """A VM from an OVA file: CPUs, memory, MAC from the descriptor; the disk converted.
+    Into the default project only (its disks become volumes of the default pool)."""
+    if project != DEFAULT_PROJECT:
+        raise InvalidInput("an OVA is imported into the default project only",
+                           field="project")
     return ova.import_ova(ctx, req)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from corral.agent_api.images import ImageImportBody, ImageInfo
 from corral.api import Image as ImageOut
 from corral.api import ImageBuildTiny, ImageImport, Operation
+from corral.engine.access import DEFAULT_PROJECT
 from corral.engine.agent_client import AgentClient
 from corral.engine.agent_jobs import run_job
 from corral.engine.context import EngineContext
@@ -27,17 +28,18 @@ from corral.errors import Conflict, CorralError, NotFound
 
 def to_api(i: Image) -> ImageOut:
     return ImageOut(
-        id=i.id, name=i.name, format=i.format, virtual_size=i.virtual_size,
+        id=i.id, name=i.name, project=i.project, shared=i.shared, format=i.format,
+        virtual_size=i.virtual_size,
         file_size=i.file_size, kernel=i.kernel is not None, status=i.status,
         created_at=i.created_at, template_vm=i.template_vm,
     )
 
 
-def new_image(ctx: EngineContext, name: str) -> str:
+def new_image(ctx: EngineContext, name: str, project: str = DEFAULT_PROJECT) -> str:
     with ctx.db.session() as s:
         if s.query(Image).filter_by(name=name).count():
             raise Conflict(f"image {name} already exists", field="name")
-        img = Image(name=name, status="importing")
+        img = Image(name=name, status="importing", project=project)
         s.add(img)
         with claims.unique(f"image {name} already exists", field="name"):  # a concurrent one
             s.flush()
@@ -64,24 +66,26 @@ def set_ready(ctx: EngineContext, image_id: str, info: ImageInfo) -> None:
             row.kernel, row.initrd, row.cmdline = info.kernel, info.initrd, info.cmdline
 
 
-def import_image(ctx: EngineContext, req: ImageImport) -> Operation:
+def import_image(ctx: EngineContext, req: ImageImport,
+                 project: str = DEFAULT_PROJECT) -> Operation:
     # A file (on this single node, the agent's host) only from an import directory; a URL
     # not to loopback, link-local or host addresses (corral.safepaths, corral.safeurls).
     host_files.check_image_source(ctx, req.source)
     host = pick_host(ctx, 0)
-    image_id = new_image(ctx, req.name)
+    image_id = new_image(ctx, req.name, project)
     params = {"image_id": image_id, "host_id": host.id, "source": req.source,
               "format": req.format, "checksum": req.checksum}
     return ctx.ops.submit("image.import", {"images": [req.name]}, params, [f"image:{req.name}"],
-                          host_id=host.id)
+                          host_id=host.id, project=project)
 
 
-def build_tiny(ctx: EngineContext, req: ImageBuildTiny) -> Operation:
+def build_tiny(ctx: EngineContext, req: ImageBuildTiny,
+               project: str = DEFAULT_PROJECT) -> Operation:
     host = pick_host(ctx, 0)
-    image_id = new_image(ctx, req.name)
+    image_id = new_image(ctx, req.name, project)
     params = {"image_id": image_id, "host_id": host.id, "guest_agent": req.guest_agent}
     return ctx.ops.submit("image.build_tiny", {"images": [req.name]}, params,
-                          [f"image:{req.name}"], host_id=host.id)
+                          [f"image:{req.name}"], host_id=host.id, project=project)
 
 
 def _finish(ctx: EngineContext, op: OpContext, make: Callable[[AgentClient, str], ImageInfo]

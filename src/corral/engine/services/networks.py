@@ -28,13 +28,14 @@ from corral.agent_api.networks import NetworkBody, NetworkSpec, NetworkStatus, p
 from corral.api import Network as NetworkOut
 from corral.api import NetworkCreate, NetworkMode, Operation, Reservation
 from corral.domainxml import NicSpec
+from corral.engine.access import DEFAULT_PROJECT
 from corral.engine.agent_client import AgentClient
 from corral.engine.context import EngineContext
 from corral.engine.db import claims
 from corral.engine.db.models import Host, Network, Nic, Vm
 from corral.engine.db.models import Operation as OperationRow
 from corral.engine.operations import OpContext
-from corral.engine.services import op_undo
+from corral.engine.services import op_undo, quotas
 from corral.engine.services.host_fanout import answers, each_host, put_on_hosts
 from corral.errors import Conflict, CorralError, InvalidInput, NotFound
 
@@ -86,7 +87,8 @@ def reservations(s: Any, net: Network) -> list[Reservation]:
 def to_api(n: Network, vms: list[str] | None = None,
            reserved: list[Reservation] | None = None) -> NetworkOut:
     return NetworkOut(
-        name=n.name, bridge=n.bridge, subnet=n.subnet, gateway=n.gateway,
+        name=n.name, project=n.project, shared=n.shared, bridge=n.bridge, subnet=n.subnet,
+        gateway=n.gateway,
         dhcp_start=n.dhcp_start, dhcp_end=n.dhcp_end, nat=n.mode == "nat",
         mode=NetworkMode(n.mode), backend=n.backend, vlan=n.vlan,
         overlay=n.overlay, vni=n.vni, dns_domain=n.dns_domain, mtu=spec_of(n).mtu,
@@ -220,7 +222,7 @@ def _check_conflicts(s: Any, spec: NetworkSpec) -> None:
             raise Conflict(f"VNI {spec.vni} is network {other.name}'s", field="vni")
 
 
-def create(ctx: EngineContext, req: NetworkCreate) -> Operation:
+def create(ctx: EngineContext, req: NetworkCreate, project: str = DEFAULT_PROJECT) -> Operation:
     with ctx.db.session() as s:
         taken = [parse_subnet(n.subnet) for n in s.query(Network) if n.subnet]
         spec = _fill(req, taken)
@@ -234,8 +236,9 @@ def create(ctx: EngineContext, req: NetworkCreate) -> Operation:
     with ctx.db.session() as s:
         claims.serialize(s, Network)  # no other create between this check and our row
         _check_conflicts(s, spec)  # again: a concurrent create may have won meanwhile
+        quotas.check(s, project, {"networks": 1})
         row = Network(
-            name=spec.name, bridge=spec.bridge, subnet=spec.subnet, gateway=spec.gateway,
+            project=project, name=spec.name, bridge=spec.bridge, subnet=spec.subnet, gateway=spec.gateway,
             dhcp_start=spec.dhcp_start, dhcp_end=spec.dhcp_end, mode=spec.kind,
             backend=spec.backend, vlan=spec.vlan, vni=spec.vni,
             overlay=req.overlay.value if req.overlay else ("vxlan" if spec.vni else None),
@@ -248,7 +251,7 @@ def create(ctx: EngineContext, req: NetworkCreate) -> Operation:
         net_id = row.id
     ctx.bus.publish("network", {"name": spec.name, "status": CREATING})
     return ctx.ops.submit("network.create", {"networks": [spec.name]}, {"network_id": net_id},
-                          [f"network:{spec.name}"])
+                          [f"network:{spec.name}"], project=project)
 
 
 def execute_create(ctx: EngineContext, op: OpContext) -> None:

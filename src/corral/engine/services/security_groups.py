@@ -41,6 +41,7 @@ from corral.api.security_groups import SecurityGroup as SecurityGroupOut
 from corral.api.security_groups import SecurityGroupCreate, SgRuleCreate
 from corral.api.security_groups import SgRule as SgRuleOut
 from corral.domainxml import tap_of
+from corral.engine.access import DEFAULT_PROJECT
 from corral.engine.agent_client import AgentClient
 from corral.engine.context import EngineContext
 from corral.engine.db import claims
@@ -53,7 +54,7 @@ from corral.engine.db.models import (
     SgRule,
     Vm,
 )
-from corral.engine.services import host_fanout
+from corral.engine.services import host_fanout, quotas
 from corral.errors import Conflict, CorralError, HostError, InvalidInput, NotFound
 
 # The check for a duplicate rule and its insert, together (no HTTP call under it).
@@ -83,7 +84,7 @@ def _rules(s: Session, sg_id: str) -> list[SgRule]:
 def to_api(s: Session, sg: SecurityGroup) -> SecurityGroupOut:
     macs = [m for (m,) in s.query(Nic.mac).join(NicSecurityGroup, NicSecurityGroup.nic_id == Nic.id)
             .filter(NicSecurityGroup.sg_id == sg.id).order_by(Nic.mac)]
-    return SecurityGroupOut(name=sg.name, description=sg.description,
+    return SecurityGroupOut(name=sg.name, project=sg.project, description=sg.description,
                             rules=[_rule_api(s, r) for r in _rules(s, sg.id)], nics=macs)
 
 
@@ -105,11 +106,13 @@ def group_names(s: Session, nic_id: str) -> list[str]:
 
 # -- groups and rules ------------------------------------------------------------------------
 
-def create(ctx: EngineContext, req: SecurityGroupCreate) -> SecurityGroupOut:
+def create(ctx: EngineContext, req: SecurityGroupCreate,
+           project: str = DEFAULT_PROJECT) -> SecurityGroupOut:
     with ctx.db.session() as s:
         if s.query(SecurityGroup).filter_by(name=req.name).count():
             raise Conflict(f"security group {req.name} already exists", field="name")
-        sg = SecurityGroup(name=req.name, description=req.description)
+        quotas.check(s, project, {"security_groups": 1})
+        sg = SecurityGroup(name=req.name, description=req.description, project=project)
         s.add(sg)
         with claims.unique(f"security group {req.name} already exists", field="name"):
             s.flush()  # a concurrent create took the name first

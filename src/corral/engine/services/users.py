@@ -91,6 +91,9 @@ def set_password(ctx: EngineContext, name: str, password: str) -> None:
     pw_hash = passwords.hash_password(password)
     with ctx.db.session() as s:
         user = _get(s, name)
+        if user.source != "local":  # a second, local password would bypass the directory
+            raise InvalidInput(f"{name} is a directory (LDAP) user: its password is the "
+                               "directory's", field="name")
         user.password_hash = pw_hash
         s.query(Token).filter_by(user_id=user.id, kind="session").delete()
 

@@ -23,6 +23,7 @@ from corral.api import Image as ImageOut
 from corral.api import Operation, VmState
 from corral.api.snapshots import CloneMode, TemplateCreate, VmClone
 from corral.engine import projects
+from corral.engine.access import DEFAULT_PROJECT
 from corral.engine.agent_jobs import run_job
 from corral.engine.context import EngineContext
 from corral.engine.db import claims
@@ -158,7 +159,10 @@ def _execute_clone(ctx: EngineContext, op: OpContext) -> None:
     op.progress(100, f"{name}: {p['mode']} clone of {p['source']}")
 
 
-def create_template(ctx: EngineContext, req: TemplateCreate) -> Operation:
+def create_template(ctx: EngineContext, req: TemplateCreate,
+                    project: str = DEFAULT_PROJECT) -> Operation:
+    """A template of the project from its stopped VM ``req.vm``."""
+    req = req.model_copy(update={"vm": projects.full_name(project, req.vm)})
     vm_id, host_id, state = vm_snapshots._vm(ctx, req.vm)
     if state not in _STOPPED:
         raise WrongState(f"VM {req.vm} is {state.value}: stop it before making a template of "
@@ -169,7 +173,7 @@ def create_template(ctx: EngineContext, req: TemplateCreate) -> Operation:
         boot_from = origin.name if origin is not None and origin.kernel else None
         root = vm_design.root_pool(s, vm)
         pool = root.name if root is not None else None
-    image_id = images.new_image(ctx, req.name)
+    image_id = images.new_image(ctx, req.name, project)
     with ctx.db.session() as s:
         row = s.get(Image, image_id)
         if row is not None:

@@ -6,6 +6,11 @@ the guest applies changed settings again (it runs users, keys and runcmd once pe
 id). ``PATCH /api/v1/vms/{name}`` changes them while the VM is stopped
 (corral.engine.services.vm_settings: the seed is rebuilt and the domain defined again, a
 seed added or removed adds or removes the CD-ROM).
+
+The user-data and the password hash are write-only: a VM's show and list hide them
+(``api.CloudInitShown``); only ``GET /api/v1/vms/{name}/cloud-init`` returns them, to callers
+with ``vm.secrets``. No operation parameter, event or log line carries them for longer than
+the operation that writes them runs (see vm_settings).
 """
 
 from __future__ import annotations
@@ -15,10 +20,12 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from corral import cloudinit
-from corral.api import CloudInit
+from corral.api import CloudInit, CloudInitShown
+from corral.api.models import CLOUD_INIT_SECRETS
 from corral.engine.agent_client import AgentClient
 from corral.engine.context import EngineContext
 from corral.engine.db.models import Nic, Vm
+from corral.engine.services.vm_lookup import find_vm
 from corral.errors import NotFound
 
 
@@ -36,6 +43,30 @@ def from_row(data: dict[str, Any] | None) -> CloudInit | None:
         return None
     return CloudInit.model_construct(**{k: v for k, v in data.items()
                                         if k in CloudInit.model_fields})
+
+
+def shown(data: dict[str, Any] | None) -> CloudInitShown | None:
+    """The settings of a row as a VM's show and list give them: secrets hidden."""
+    ci = from_row(data)
+    return None if ci is None else CloudInitShown.of(ci)
+
+
+def settings(ctx: EngineContext, name: str) -> CloudInit:
+    """The whole settings of a VM, secrets included (``GET .../cloud-init``, vm.secrets);
+    404 for a VM without a seed."""
+    with ctx.db.session() as s:
+        ci = from_row(find_vm(s, name).cloud_init)
+    if ci is None:
+        raise NotFound(f"VM {name} has no cloud-init settings", field="name")
+    return ci
+
+
+def scrubbed(data: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Stored settings without their secrets' values (what an operation keeps once done)."""
+    if data is None:
+        return None
+    return {k: "(removed)" if k in CLOUD_INIT_SECRETS and v is not None else v
+            for k, v in data.items()}
 
 
 def check(ci: CloudInit | None, name: str) -> None:

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from corral.api.scheduling import VmGroup as VmGroupOut
 from corral.api.scheduling import VmGroupCreate, VmGroupPolicy
+from corral.engine.access import DEFAULT_PROJECT
 from corral.engine.context import EngineContext
 from corral.engine.db import claims
 from corral.engine.db.models import Host, Vm, VmGroup
@@ -22,16 +23,16 @@ def _out(s: Session, g: VmGroup) -> VmGroupOut:
     where: dict[str, list[str]] = defaultdict(list)
     for vm, host in members:
         where[host or "-"].append(vm)
-    return VmGroupOut(name=g.name, policy=VmGroupPolicy(g.policy), strict=g.strict,
+    return VmGroupOut(name=g.name, project=g.project, policy=VmGroupPolicy(g.policy), strict=g.strict,
                       members=[vm for vm, _ in members], hosts=dict(sorted(where.items())),
                       created_at=g.created_at)
 
 
-def create(ctx: EngineContext, req: VmGroupCreate) -> VmGroupOut:
+def create(ctx: EngineContext, req: VmGroupCreate, project: str = DEFAULT_PROJECT) -> VmGroupOut:
     with ctx.db.session() as s:
         if s.query(VmGroup).filter_by(name=req.name).count():
             raise Conflict(f"VM group {req.name} already exists", field="name")
-        g = VmGroup(name=req.name, policy=req.policy.value, strict=req.strict)
+        g = VmGroup(name=req.name, policy=req.policy.value, strict=req.strict, project=project)
         s.add(g)
         with claims.unique(f"VM group {req.name} was just made by a concurrent request",
                            field="name"):

@@ -40,6 +40,7 @@ from corral.agent_api.networks import ReservationEntry
 from corral.api import NicCreate, NicUpdate, Operation, VmNic
 from corral.api.nics import normalize_mac
 from corral.domainxml import NicSpec, design_nic, tap_of
+from corral.engine import projects
 from corral.engine.context import EngineContext
 from corral.engine.db import claims
 from corral.engine.db.models import Host, Network, Nic, NicSecurityGroup, SecurityGroup, Vm
@@ -197,6 +198,7 @@ def add(ctx: EngineContext, vm_name: str, req: NicCreate) -> Operation:
         net = s.query(Network).filter_by(name=req.network).one_or_none()
         if net is None:
             raise NotFound(f"network {req.network} not found", field="network")
+        projects.check_usable(net, vm.project, "network")
         claims.hold(s, net)  # a delete of the network at the same moment
         networks.check_usable(net)
         if req.mac is not None:
@@ -206,6 +208,8 @@ def add(ctx: EngineContext, vm_name: str, req: NicCreate) -> Operation:
                                vm=owner)
         ip = check_ip(s, net, req.ip) if req.ip is not None else None
         groups = sgs.resolve(s, req.security_groups, net)
+        for g in groups:
+            projects.check_usable(g, vm.project, "security_groups")
         if (req.inbound_kbps or req.outbound_kbps) and net.backend == "ovs" and \
                 not sgs.qos_in_xml(s.get(Host, vm.host_id)):
             raise Unavailable("this host's kernel lacks the tc parts libvirt's <bandwidth> "

@@ -35,6 +35,7 @@ from corral.api import Hardware, Operation, VmPatch, VmState
 from corral.domainxml import design_dimm
 from corral.domainxml.spec import DIMM_STEP_MIB
 from corral.engine.context import EngineContext
+from corral.engine.db.models import Operation as OperationRow
 from corral.engine.db.models import Vm
 from corral.engine.operations import OpContext
 from corral.engine.services import hosts, vm_cloudinit, vm_design
@@ -271,5 +272,26 @@ def _after_live(ctx: EngineContext, vm_id: str, booted: dict[str, Any] | None,
     return "; ".join(done) or "settings changed"
 
 
+def _scrub(ctx: EngineContext, op: OpContext) -> None:
+    """Once the operation is over (done, failed, given up or dropped), its parameters keep no
+    user-data or password hash: the new seed travels in them only so that an engine restart
+    can run the operation again."""
+    if op.params.get("cloud_init") is None:
+        return
+    with ctx.db.session() as s:
+        row = s.get(OperationRow, op.id)
+        if row is not None and row.params.get("cloud_init") is not None:
+            row.params = {**row.params,
+                          "cloud_init": vm_cloudinit.scrubbed(row.params["cloud_init"])}
+
+
+def _run(ctx: EngineContext, op: OpContext) -> None:
+    try:
+        execute(ctx, op)
+    finally:
+        _scrub(ctx, op)
+
+
 def register(ctx: EngineContext) -> None:
-    ctx.ops.register("vm.update", lambda op: execute(ctx, op))
+    ctx.ops.register("vm.update", lambda op: _run(ctx, op), undo=lambda op: _scrub(ctx, op),
+                     failed=lambda op: _scrub(ctx, op))

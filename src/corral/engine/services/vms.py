@@ -9,17 +9,21 @@ from typing import Any
 
 from corral.api import Operation, PowerAction, VmCreate, VmState, VmStatePut
 from corral.api import Vm as VmOut
+from corral.engine import projects
+from corral.engine.access import DEFAULT_PROJECT, Access, project_names
 from corral.engine.agent_client import AgentClient
 from corral.engine.context import EngineContext
 from corral.engine.db import claims
 from corral.engine.db.models import Host, Image, Network, Nic, StoragePool, Vm, VmGroup
 from corral.engine.operations import OpContext
+from corral.engine.permissions import ALL_PROJECTS
 from corral.engine.services import (
     hosts,
     image_copies,
     networks,
     op_undo,
     pools,
+    quotas,
     security_groups,
     vm_cloudinit,
     vm_define,
@@ -45,10 +49,11 @@ def to_api(vm: Vm, image: str, first_nic: tuple[str, str] | None, host: str | No
     """``first_nic``: (network, MAC) of the VM's first NIC."""
     network, mac = first_nic or (None, None)
     return VmOut(
-        id=vm.id, name=vm.name, image=image, cpus=vm.cpus, memory_mib=vm.memory_mib, pool=pool,
+        id=vm.id, name=projects.bare_name(vm.name), project=vm.project, image=image,
+        cpus=vm.cpus, memory_mib=vm.memory_mib, pool=pool,
         disk_bytes=vm.disk_bytes, network=network, mac=mac, host=host,
         state=VmState(vm.state), desired_power=vm.desired_power, created_at=vm.created_at,
-        cloud_init=vm_cloudinit.from_row(vm.cloud_init),
+        cloud_init=vm_cloudinit.shown(vm.cloud_init),
         hardware=vm_design.hardware_of(vm), description=vm.description or "",
         memory_target_mib=vm.memory_target_mib, pending=vm_design.pending(vm), group=group,
     )
@@ -66,9 +71,22 @@ def _out(s: Any, vm: Vm) -> VmOut:
                   group.name if group else None)
 
 
-def list_vms(ctx: EngineContext) -> list[VmOut]:
+def readable_projects(ctx: EngineContext, access: Access, project: str,
+                      permission: str) -> list[str]:
+    """The projects a list shows: the one asked, or (``*``) every one the caller may read."""
+    if project != ALL_PROJECTS:
+        return [project]
     with ctx.db.session() as s:
-        return [_out(s, vm) for vm in s.query(Vm).order_by(Vm.name)]
+        return access.projects_with(permission, project_names(s))
+
+
+def list_vms(ctx: EngineContext, in_projects: list[str] | None = None) -> list[VmOut]:
+    """The VMs of ``in_projects`` (None: all), by project and name."""
+    with ctx.db.session() as s:
+        q = s.query(Vm)
+        if in_projects is not None:
+            q = q.filter(Vm.project.in_(in_projects))
+        return [_out(s, vm) for vm in q.order_by(Vm.project, Vm.name)]
 
 
 def get(ctx: EngineContext, name: str) -> VmOut:
@@ -76,9 +94,11 @@ def get(ctx: EngineContext, name: str) -> VmOut:
         return _out(s, find_vm(s, name))
 
 
-def create(ctx: EngineContext, req: VmCreate) -> Operation:
-    """Check everything first: a refused request leaves nothing behind."""
-    vm_cloudinit.check(req.cloud_init, req.name)
+def create(ctx: EngineContext, req: VmCreate, project: str = DEFAULT_PROJECT) -> Operation:
+    """Check everything first: a refused request leaves nothing behind. From here on the VM
+    is known by its full name (engine/projects.py)."""
+    vm_cloudinit.check(req.cloud_init, req.name)  # the guest's hostname: the bare name
+    req = req.model_copy(update={"name": projects.full_name(project, req.name)})
     vm_design.check_hardware(req.hardware, req.cpus, req.memory_mib)
     hw = req.hardware
     host_bound = hw.cpu_pin is not None or hw.numa is not None or hw.hugepages is not None
@@ -105,6 +125,7 @@ def create(ctx: EngineContext, req: VmCreate) -> Operation:
         image = s.query(Image).filter_by(name=image_name).one_or_none()
         if image is None:
             raise NotFound(f"{field} {image_name} not found (`corral image list`)", field=field)
+        projects.check_usable(image, project, field)
         claims.hold(s, image)  # an image delete at the same moment sees this VM, or we its mark
         if image.status != "ready":
             raise Conflict(f"image {image_name} is {image.status}, not ready", field=field)
@@ -117,9 +138,12 @@ def create(ctx: EngineContext, req: VmCreate) -> Operation:
         net = s.query(Network).filter_by(name=req.network).one_or_none()
         if net is None:
             raise NotFound(f"network {req.network} not found", field="network")
+        projects.check_usable(net, project, "network")
         claims.hold(s, net)  # a delete of the network at the same moment
         networks.check_usable(net)
         groups = security_groups.resolve(s, req.security_groups, net)
+        for g in groups:
+            projects.check_usable(g, project, "security_groups")
         disk = req.disk_bytes or image.virtual_size
         if image.format != "iso" and disk < image.virtual_size:
             raise Conflict(
@@ -128,11 +152,14 @@ def create(ctx: EngineContext, req: VmCreate) -> Operation:
                 field="disk",
             )
         host, group = vm_scheduling.choose(ctx, s, req)  # the 409 explains a refusal
+        if group is not None:
+            projects.check_usable(group, project, "group")
         if host_bound and host.id != likely:  # another create took the likely host meanwhile
             hosts.check_placement(ctx, host.id, hw, req.cpus, req.memory_mib, starting=False)
         root_pool_id = vm_roots.pick(s, req.pool, host, image.format == "iso")
+        quotas.check_vm(s, project, req.cpus, req.memory_mib, disk)
         vm = Vm(
-            name=req.name, image_id=image.id, host_id=host.id, root_pool_id=root_pool_id,
+            name=req.name, project=project, image_id=image.id, host_id=host.id, root_pool_id=root_pool_id,
             cpus=req.cpus, memory_mib=req.memory_mib, disk_bytes=disk,
             desired_power="running" if req.start else "stopped", state=VmState.CREATING.value,
             cloud_init=vm_cloudinit.stored(req.cloud_init),

@@ -20,11 +20,12 @@ from sqlalchemy.orm import Session
 from corral.agent_api.pools import VolumeFormat as AgentVolumeFormat
 from corral.api import Operation, VolumeCreate, VolumeFormat, VolumeResize
 from corral.api import Volume as VolumeOut
+from corral.engine.access import DEFAULT_PROJECT
 from corral.engine.context import EngineContext
 from corral.engine.db import claims
 from corral.engine.db.models import StoragePool, Vm, Volume
 from corral.engine.operations import OpContext
-from corral.engine.services import op_undo, pools
+from corral.engine.services import op_undo, pools, quotas
 from corral.errors import Conflict, CorralError, InvalidInput, NotFound
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ def to_api(s: Session, pool: StoragePool, vol: Volume,
            allocation: int | None = None) -> VolumeOut:
     vm = s.get(Vm, vol.vm_id) if vol.vm_id else None
     return VolumeOut(
-        pool=pool.name, name=vol.name, format=VolumeFormat(vol.format), size=vol.size,
+        pool=pool.name, name=vol.name, project=vol.project, format=VolumeFormat(vol.format), size=vol.size,
         allocation=allocation, status=vol.status, source=source(pool, vol),
         vm=vm.name if vm else None, bus=vol.bus if vm else None,
         target=vol.target if vm else None, created_at=vol.created_at,
@@ -93,7 +94,8 @@ def get(ctx: EngineContext, pool_name: str, name: str) -> VolumeOut:
 
 # -- create --------------------------------------------------------------------------------
 
-def create(ctx: EngineContext, pool_name: str, req: VolumeCreate) -> Operation:
+def create(ctx: EngineContext, pool_name: str, req: VolumeCreate,
+           project: str = DEFAULT_PROJECT) -> Operation:
     size = req.size_bytes
     with ctx.db.session() as s:
         pool = pools.find(s, pool_name)
@@ -123,8 +125,9 @@ def create(ctx: EngineContext, pool_name: str, req: VolumeCreate) -> Operation:
         pools.check_ready(held)
         if s.query(Volume).filter_by(pool_id=pool.id, name=req.name).count():
             raise Conflict(f"volume {pool_name}/{req.name} already exists", field="name")
+        quotas.check(s, project, {"volumes": 1, "disk": size})
         vol = Volume(pool_id=pool.id, name=req.name, format=fmt.value, size=size,
-                     status=CREATING)
+                     status=CREATING, project=project)
         s.add(vol)
         with claims.unique(f"volume {pool_name}/{req.name} already exists", field="name"):
             s.flush()
@@ -132,7 +135,7 @@ def create(ctx: EngineContext, pool_name: str, req: VolumeCreate) -> Operation:
     ref = f"{pool_name}/{req.name}"
     ctx.bus.publish("volume", {"name": ref, "status": CREATING})
     return ctx.ops.submit("volume.create", {"volumes": [ref]}, {"volume_id": vol_id},
-                          [f"volume:{ref}"], host_id=pool.host_id)
+                          [f"volume:{ref}"], host_id=pool.host_id, project=project)
 
 
 def _load(ctx: EngineContext, vol_id: str) -> tuple[StoragePool, Volume] | None:
