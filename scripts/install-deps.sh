@@ -23,6 +23,9 @@ PKGS=(
   # Ceph RBD pools: the rbd/ceph CLIs (agent), QEMU's rbd block driver, and the one-machine
   # Ceph cluster (mon, mgr, OSDs) the storage tests start (tests/integration/ceph_cluster.py)
   ceph-common qemu-block-extra ceph-mon ceph-mgr ceph-osd
+  # LDAP login tests: a real OpenLDAP slapd (tests/unit/slapd_server.py starts its own on
+  # loopback; the package's system instance is stopped below) and ldapadd/ldapmodify
+  slapd ldap-utils
 )
 
 missing=()
@@ -35,6 +38,16 @@ if [ "${#missing[@]}" -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  if [[ " ${missing[*]} " == *" slapd "* ]]; then
+    # corral never uses the system's slapd (its postinst starts one where an init system
+    # lets it, listening on port 389): stop it and keep it from starting at boot.
+    if [ -d /run/systemd/system ]; then  # booted with systemd
+      systemctl disable --now slapd >/dev/null 2>&1 || true
+    else
+      invoke-rc.d slapd stop >/dev/null 2>&1 || true
+      update-rc.d slapd disable >/dev/null 2>&1 || true
+    fi
+  fi
 else
   echo "corral: system packages present"
 fi

@@ -13,6 +13,7 @@ $CORRAL status
 
 if ! $CORRAL image list -o json | grep -q '"name": "tiny"'; then
   $CORRAL image build-tiny tiny
+  $CORRAL image share tiny
 fi
 if ! $CORRAL vm list -o json | grep -q '"name": "demo"'; then
   $CORRAL vm create demo --image tiny --memory 256M --start

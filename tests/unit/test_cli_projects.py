@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 from api_server import serving
 from click.testing import Result
@@ -17,7 +18,7 @@ from engine_seed import seed_node
 from typer.testing import CliRunner
 
 from corral.cli.main import app as cli_app
-from corral.client import remotes
+from corral.client import Client, remotes
 from corral.engine.app import build_context, create_app
 from corral.engine.context import EngineContext, EngineSettings
 from corral.engine.db.models import Image, Vm
@@ -161,3 +162,21 @@ def test_roles_are_made_assigned_and_listed(node: Node) -> None:
     ok("role", "delete", "vmrunner")
     names = [r["name"] for r in json.loads(ok("role", "list", "-o", "json").stdout)]
     assert names == ["none", "viewer", "user", "operator", "admin"]
+
+
+def test_the_sdk_sends_its_project_unless_the_call_names_one() -> None:
+    seen: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url.query, "ascii"))
+        return httpx.Response(200, json=[])
+
+    with Client("http://engine", "t", project="web") as c:
+        c._http = httpx.Client(base_url="http://engine", transport=httpx.MockTransport(answer))
+        c.list_vms()
+        c.list_operations(limit=5)
+        c.list_role_assignments()  # no filter: the default project is no filter either
+        c.list_role_assignments(project="db")
+        c.unassign_role("alice", "user")
+    assert seen == ["project=web", "limit=5&project=web", "", "project=db",
+                    "subject=alice&role=user&project=%2A"]

@@ -229,3 +229,23 @@ def test_operations_and_events_are_those_the_reader_may_see(ctx: EngineContext) 
     assert {"a", "b"} <= seen
     admin = admin_client(ctx)
     assert {o["project"] for o in admin.get("/api/v1/operations?project=*").json()} >= {"a", "b"}
+
+
+def test_an_admin_shares_an_image_with_every_project(ctx: EngineContext) -> None:
+    admin, alice = admin_client(ctx), login(ctx, "alice")
+    with ctx.db.session() as s:
+        s.query(Image).filter_by(name="tiny").update({"shared": False})
+    assert create(alice, "a").json()["error"]["field"] == "image"
+    assert "tiny" not in [i["name"] for i in alice.get("/api/v1/images?project=a").json()]
+    refused = alice.put("/api/v1/images/tiny/shared?project=a", json={"shared": True})
+    assert refused.status_code == 403  # sharing is an admin's
+    assert admin.put("/api/v1/images/tiny/shared", json={"shared": True}).json() == {
+        "shared": True}
+    listed = {i["name"]: i for i in alice.get("/api/v1/images?project=a").json()}
+    assert listed["tiny"]["shared"] and listed["tiny"]["project"] == "default"
+    settle(ctx, alice, create(alice, "a"), "a")
+    # shared to use, not to change: an operator of project a deleting it does not find it
+    with ctx.db.session() as s:
+        s.add(User(name="ola", role="none", password_hash=passwords.hash_password(PASSWORD)))
+        s.add(RoleAssignment(subject_kind="user", subject="ola", role="operator", project="a"))
+    assert login(ctx, "ola").delete("/api/v1/images/tiny?project=a").status_code == 404

@@ -617,6 +617,12 @@ class GuestCustomize(_Request):
         return self
 
 
+class Shared(_Request):
+    """``PUT .../{name}/shared``: whether every project may use the image or network."""
+
+    shared: bool
+
+
 class ImageBuildTiny(_Request):
     name: Name = "tiny"
     guest_agent: bool = Field(False, description="Add qemu-guest-agent (started at boot) to "

@@ -173,8 +173,11 @@ class Client(UsersApi, AuditApi, LdapApi, ProjectsApi):
                                       "(is it running? `corral up`)")
         why = refusal.verify_message or str(refusal)
         if self.remote is None or "mismatch" in why.lower():
-            return errors.Unavailable(f"the server at {self.url} is not trusted: its "
-                                      f"certificate does not verify ({why})")
+            return errors.Unavailable(
+                f"the server at {self.url} is not trusted: its certificate does not verify "
+                f"({why}); an engine serving a certificate of another CA for its name "
+                "(`corral cert set`) is added with `corral remote add NAME URL --ca FILE` "
+                "(or --system-ca)")
         return errors.Unavailable(
             f"the server at {self.url} is not the one pinned for remote {self.remote!r}: its "
             f"certificate is not signed by the pinned CA (SHA-256 {self.fingerprint}; {why}). "
@@ -288,6 +291,11 @@ class Client(UsersApi, AuditApi, LdapApi, ProjectsApi):
 
     def delete_image(self, name: str) -> Operation:
         return Operation.model_validate(self._json("DELETE", f"/api/v1/images/{name}"))
+
+    def share(self, kind: str, name: str, shared: bool = True) -> bool:
+        """Share an image or network (``kind``) with every project, or stop (admins)."""
+        answer = self._json("PUT", f"/api/v1/{kind}s/{name}/shared", json={"shared": shared})
+        return bool(answer["shared"])
 
     # -- operations, events, node ---------------------------------------------------------
     def get_operation(self, op_id: str) -> Operation:

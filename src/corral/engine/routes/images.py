@@ -6,11 +6,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 
-from corral.api import Image, ImageBuildTiny, ImageImport, Operation
+from corral.api import Image, ImageBuildTiny, ImageImport, Operation, Shared
 from corral.engine.context import EngineContext
 from corral.engine.db.models import Image as ImageRow
 from corral.engine.routes.deps import Project, authenticated, context, listed, need, owned, visible
-from corral.engine.services import images
+from corral.engine.services import images, sharing
 
 router = APIRouter(prefix="/api/v1/images", tags=["images"], dependencies=[Depends(authenticated)])
 ImageName = Annotated[str, Depends(owned(ImageRow, "image"))]
@@ -43,3 +43,10 @@ def get_image(name: ImageName, ctx: EngineContext = Depends(context)) -> Image:
 @router.delete("/{name}", dependencies=need("image.delete"), status_code=202, response_model=Operation)
 def delete_image(name: ImageName, ctx: EngineContext = Depends(context)) -> Operation:
     return images.delete(ctx, name)
+
+
+@router.put("/{name}/shared", dependencies=need("project.update"), response_model=Shared)
+def share_image(name: str, req: Shared, ctx: EngineContext = Depends(context)) -> Shared:
+    """Share the image with every project, or stop (admins: an engine-wide right). Other
+    projects may then use it, not change or delete it."""
+    return Shared(shared=sharing.set_shared(ctx, "image", name, req.shared))

@@ -6,11 +6,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 
-from corral.api import Network, NetworkCreate, Operation
+from corral.api import Network, NetworkCreate, Operation, Shared
 from corral.engine.context import EngineContext
 from corral.engine.db.models import Network as NetworkRow
 from corral.engine.routes.deps import Project, authenticated, context, listed, need, owned, visible
-from corral.engine.services import networks
+from corral.engine.services import networks, sharing
 
 router = APIRouter(prefix="/api/v1/networks", tags=["networks"],
                    dependencies=[Depends(authenticated)])
@@ -43,3 +43,10 @@ def delete_network(name: NetworkName, ctx: EngineContext = Depends(context)) -> 
 @router.get("/{name}/leases", dependencies=need("network.read"))
 def network_leases(name: NetworkName, ctx: EngineContext = Depends(context)) -> list[dict[str, Any]]:
     return networks.leases(ctx, name)
+
+
+@router.put("/{name}/shared", dependencies=need("project.update"), response_model=Shared)
+def share_network(name: str, req: Shared, ctx: EngineContext = Depends(context)) -> Shared:
+    """Share the network with every project, or stop (admins: an engine-wide right). Other
+    projects may then use it, not change or delete it."""
+    return Shared(shared=sharing.set_shared(ctx, "network", name, req.shared))

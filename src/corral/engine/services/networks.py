@@ -359,6 +359,7 @@ def ensure_default(ctx: EngineContext, subnet: str, bridge: str = "corral0") -> 
                 name="default", bridge=bridge, subnet=str(net), gateway=first_host,
                 dhcp_start=middle, dhcp_end=last_host, mode="nat", backend="linuxbridge",
                 dns_domain=DEFAULT_DNS_DOMAIN, status=READY,
+                shared=True,  # every project's VMs may attach to it (`network share`)
             )
             s.add(row)
             s.flush()
