@@ -172,6 +172,7 @@ def test_the_sdk_sends_its_project_unless_the_call_names_one() -> None:
         return httpx.Response(200, json=[])
 
     with Client("http://engine", "t", project="web") as c:
+        c._http.close()
         c._http = httpx.Client(base_url="http://engine", transport=httpx.MockTransport(answer))
         c.list_vms()
         c.list_operations(limit=5)

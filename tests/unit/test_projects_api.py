@@ -14,7 +14,7 @@ from starlette.testclient import TestClient
 
 from corral.engine.app import build_context, create_app
 from corral.engine.context import EngineContext, EngineSettings
-from corral.engine.db.models import Image, Project, RoleAssignment, Vm
+from corral.engine.db.models import Image, Project, RoleAssignment, Token, Vm
 from corral.engine.services import users
 
 PASSWORD = "correct horse battery"
@@ -141,9 +141,12 @@ def test_deleting_a_project_drops_the_role_assignments_on_it(
                json={"subject": "alice", "role": "user", "project": "p"})
     admin.post("/api/v1/role-assignments", json={"subject": "@ops", "role": "operator",
                                                  "project": "p"})
+    bound = admin.post("/api/v1/users/alice/tokens", json={"name": "ci", "project": "p"})
+    assert bound.status_code == 201, bound.text
     assert admin.delete("/api/v1/projects/p").status_code == 204
     with ctx.db.session() as s:
         assert s.query(RoleAssignment).filter_by(project="p").count() == 0
+        assert s.query(Token).filter_by(project="p").count() == 0  # bound to it: revoked
         assert s.query(Project).filter_by(name="p").count() == 0
     # made again under the same name, it opens to nobody of the old one
     admin.post("/api/v1/projects", json={"name": "p"})

@@ -24,9 +24,10 @@ class AuditApi:
                    before: int | None = None) -> list[AuditEntry]:
         """Newest first; ``action`` may be a prefix (``vm.*``); ``before``: the next page
         (the last seq of this one)."""
-        params = {k: v for k, v in {
-            "since": since.isoformat() if since else None, "user": user, "project": project,
+        params: dict[str, Any] = {k: v for k, v in {
+            "since": since.isoformat() if since else None, "user": user,
             "action": action, "limit": limit, "before": before}.items() if v is not None}
+        params["project"] = project  # a filter here: None sends none (not the switched one)
         return [AuditEntry.model_validate(e)
                 for e in self._json("GET", "/api/v1/audit", params=params)]
 

@@ -89,7 +89,7 @@ def of_user(s: Session, user: User | None, token: Token | None = None) -> Access
                       ((token.role if token else "admin", ALL_PROJECTS),))
     scopes: dict[str, set[str]] = defaultdict(set)
     grants = {(user.role, ALL_PROJECTS)}
-    subjects = [("user", user.name)] + [("group", g) for g in user.groups or []]
+    subjects = [("user", user.name)] + [("group", g) for g in _group_names(user.groups)]
     for kind, name in subjects:
         for a in s.query(RoleAssignment).filter_by(subject_kind=kind, subject=name):
             grants.add((a.role, a.project))
@@ -98,6 +98,18 @@ def of_user(s: Session, user: User | None, token: Token | None = None) -> Access
         scopes[project] |= sets.get(role, frozenset())
     return Access({k: frozenset(v) for k, v in scopes.items()}, cap, only,
                   tuple(sorted(grants)))
+
+
+def _group_names(groups: list[str] | None) -> list[str]:
+    """What `role assign @GROUP` may name a directory group by: its DN as the directory
+    spells it, or its first RDN's value (``cn=vmadmins,ou=groups,...`` → ``vmadmins``)."""
+    names: list[str] = []
+    for dn in groups or []:
+        names.append(dn)
+        first = dn.split(",", 1)[0]
+        if "=" in first:
+            names.append(first.split("=", 1)[1].strip())
+    return names
 
 
 def project_names(s: Session) -> list[str]:
