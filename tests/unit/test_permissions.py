@@ -18,7 +18,8 @@ from starlette.websockets import WebSocketDisconnect
 
 from corral.engine.app import build_context, create_app
 from corral.engine.context import EngineContext, EngineSettings
-from corral.engine.permissions import PERMISSIONS, ROLES, SELF
+from corral.engine.db.models import Project, RoleAssignment
+from corral.engine.permissions import PERMISSIONS, PROJECT_SCOPED, ROLES, SELF
 from corral.engine.routes.deps import permission_of
 from corral.engine.services import users
 from corral.engine.services.auth import create_token
@@ -97,7 +98,7 @@ def test_every_route_declares_one_known_permission(ctx: EngineContext) -> None:
 
 
 def test_the_builtin_roles_nest_and_only_admins_manage_users_and_hosts() -> None:
-    assert ROLES["viewer"] < ROLES["user"] < ROLES["operator"] < ROLES["admin"]
+    assert ROLES["none"] < ROLES["viewer"] < ROLES["user"] < ROLES["operator"] < ROLES["admin"]
     assert ROLES["admin"] == set(PERMISSIONS)
     assert all(p.endswith(".read") for p in ROLES["viewer"])
     assert not any(p.startswith("user.") for p in ROLES["operator"])
@@ -182,3 +183,26 @@ def test_a_viewer_cannot_open_a_console(ctx: EngineContext) -> None:
         ws.receive_bytes()
     assert denied.value.code == 4403
     assert viewer.post("/api/v1/vms/x/console-ticket").status_code == 403
+
+
+def test_every_route_of_a_project_the_caller_cannot_see_is_404(ctx: EngineContext) -> None:
+    """A viewer of project ``mine`` asks every project-scoped route in project ``theirs``:
+    404 (as for a project that does not exist: names do not leak), never 403 or 200."""
+    with ctx.db.session() as s:
+        s.add_all([Project(name="mine"), Project(name="theirs")])
+    users.create(ctx, "vera", "none", None)
+    with ctx.db.session() as s:
+        s.add(RoleAssignment(subject_kind="user", subject="vera", role="viewer",
+                             project="mine"))
+    token = create_token(ctx, "t", "viewer", user="vera")
+    vera = TestClient(create_app(ctx), headers={"Authorization": f"Bearer {token}"})
+    checked = []
+    for method, path, perms in _routes(ctx):
+        if not perms or perms[0] not in PROJECT_SCOPED or path in ENDLESS or method == "WS":
+            continue
+        resp = vera.request(method, _url(path) + "?project=theirs", json={})
+        assert resp.status_code == 404, (method, path, resp.status_code)
+        assert resp.json()["error"]["field"] == "project"
+        checked.append((method, path))
+    assert len(checked) > 50
+    assert vera.get("/api/v1/vms?project=mine").status_code == 200

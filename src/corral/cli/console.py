@@ -8,6 +8,7 @@ import sys
 import termios
 import threading
 import tty
+from urllib.parse import quote
 
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
@@ -22,7 +23,8 @@ def attach_console(c: Client, name: str) -> None:
     url = c.url.replace("https://", "wss://").replace("http://", "ws://")
     ctx = c.tls if url.startswith("wss") else None  # a remote's pinned CA included
     try:
-        ws = connect(f"{url}/api/v1/vms/{name}/console", ssl=ctx,
+        query = f"?project={quote(c.project)}" if c.project else ""
+        ws = connect(f"{url}/api/v1/vms/{name}/console{query}", ssl=ctx,
                      additional_headers={"Authorization": f"Bearer {c.token}"})
     except (OSError, ConnectionClosed) as exc:
         raise Unavailable(f"cannot open the console of {name}: {exc}") from exc

@@ -14,6 +14,8 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def make_engine(url: str) -> Engine:
+    if not url.startswith("sqlite"):  # PostgreSQL (psycopg): its own defaults
+        return create_engine(url, pool_pre_ping=True)
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
     if url.startswith("sqlite"):
 

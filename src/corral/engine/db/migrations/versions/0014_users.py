@@ -17,6 +17,15 @@ down_revision = '0013_scheduler'
 _NAMES = {"uq": "uq_%(table_name)s_%(column_0_name)s"}
 
 
+def _unique_name() -> str:
+    """The name of 0001's UNIQUE(name): PostgreSQL gave it one (``tokens_name_key``);
+    SQLite's has none, and gets ``uq_tokens_name`` from ``_NAMES``."""
+    for uc in sa.inspect(op.get_bind()).get_unique_constraints('tokens'):
+        if uc['column_names'] == ['name'] and uc['name']:
+            return str(uc['name'])
+    return 'uq_tokens_name'
+
+
 def upgrade() -> None:
     op.create_table(
         'users',
@@ -27,7 +36,7 @@ def upgrade() -> None:
         sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     )
     with op.batch_alter_table('tokens', naming_convention=_NAMES) as batch:
-        batch.drop_constraint('uq_tokens_name', type_='unique')
+        batch.drop_constraint(_unique_name(), type_='unique')
         batch.add_column(sa.Column('user_id', sa.String(36), nullable=True))
         batch.add_column(sa.Column('kind', sa.String(10), nullable=False, server_default='api'))
         batch.add_column(sa.Column('expires_at', sa.DateTime(timezone=True), nullable=True))
