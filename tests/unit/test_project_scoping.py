@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from engine_seed import admin_client, seed_node
+from pg_server import PgServer, running_postgres
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
@@ -55,11 +57,23 @@ def agent() -> Agent:
     return Agent()
 
 
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PgServer]:
+    with running_postgres() as server:
+        yield server
+
+
 @pytest.fixture()
-def ctx(tmp_path: Path, agent: Agent) -> Iterator[EngineContext]:
+def ctx(tmp_path: Path, agent: Agent, request: pytest.FixtureRequest) -> Iterator[EngineContext]:
     """Projects a and b; alice has role ``user`` on a, bob on b, vic ``viewer`` on a; each
-    has no role of its own (``none``)."""
-    ctx = build_context(EngineSettings(data_dir=tmp_path, agent_reconnect_s=0))
+    has no role of its own (``none``). On SQLite, or on PostgreSQL where a test asks with
+    ``@pytest.mark.parametrize("ctx", ["sqlite", "postgresql"], indirect=True)``."""
+    cleanup = ExitStack()
+    db_url = ""  # the engine's SQLite file
+    if getattr(request, "param", "sqlite") == "postgresql":
+        db_url = cleanup.enter_context(request.getfixturevalue("postgres").database())
+    ctx = build_context(EngineSettings(data_dir=tmp_path, db_url=db_url, agent_reconnect_s=0))
+    cleanup.callback(ctx.db.engine.dispose)
     ctx.agent_transport = httpx.MockTransport(agent)
     pw = passwords.hash_password(PASSWORD)
     with ctx.db.session() as s:
@@ -81,6 +95,7 @@ def ctx(tmp_path: Path, agent: Agent) -> Iterator[EngineContext]:
         yield ctx
     finally:
         ctx.ops.shutdown()
+        cleanup.close()
 
 
 def login(ctx: EngineContext, name: str) -> TestClient:
@@ -188,6 +203,7 @@ def test_a_quota_refuses_the_vm_that_passes_it_and_names_it(ctx: EngineContext) 
     settle(ctx, bob, create(bob, "b", network="b-net", cpus=4), "b")
 
 
+@pytest.mark.parametrize("ctx", ["sqlite", "postgresql"], indirect=True)
 def test_concurrent_creates_never_pass_a_quota(ctx: EngineContext) -> None:
     alice = login(ctx, "alice")
     with ctx.db.session() as s:

@@ -11,9 +11,6 @@ import re
 from datetime import datetime
 from typing import Annotated
 
-from ldap3.core.exceptions import LDAPInvalidDnError, LDAPInvalidFilterError
-from ldap3.operation.search import parse_filter
-from ldap3.utils.dn import parse_dn
 from pydantic import BaseModel, Field, field_validator
 
 from corral.api.models import _Request
@@ -41,10 +38,15 @@ Dn = Annotated[str, Field(min_length=1, max_length=DN_MAX, description="e.g. dc=
 def normalize_dn(dn: str) -> str:
     """A DN as compared: attribute types and values lowercased, spaces around them dropped
     (directories match cn, ou and dc case-insensitively)."""
+    from ldap3.utils.dn import parse_dn  # ldap3 loads only where LDAP is used (CLI start)
+
     return "".join(f"{a.lower()}={v.lower()}{sep}" for a, v, sep in parse_dn(dn, strip=True))
 
 
 def check_dn(dn: str) -> str:
+    from ldap3.core.exceptions import LDAPInvalidDnError
+    from ldap3.utils.dn import parse_dn
+
     try:
         parse_dn(dn, strip=True)
     except LDAPInvalidDnError as exc:
@@ -54,6 +56,9 @@ def check_dn(dn: str) -> str:
 
 def check_filter(text: str, placeholder: str) -> str:
     """An LDAP filter with its ``{placeholder}``, which the engine fills in escaped."""
+    from ldap3.core.exceptions import LDAPInvalidFilterError
+    from ldap3.operation.search import parse_filter
+
     if placeholder not in text:
         raise ValueError(f"the filter must hold {placeholder}, where the engine puts the "
                          "(escaped) value, e.g. (uid={username})")

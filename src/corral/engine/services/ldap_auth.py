@@ -20,11 +20,8 @@ import logging
 import math
 import ssl
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import ldap3
-from ldap3.core.exceptions import LDAPException
-from ldap3.utils.conv import escape_filter_chars
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -66,7 +63,23 @@ class DirectoryUser:
     groups: tuple[str, ...]  # DNs, as the directory spells them
 
 
-# -- the settings ---------------------------------------------------------------------------
+if TYPE_CHECKING:
+    import ldap3
+
+
+def _ldap() -> Any:
+    """ldap3, loaded on the first directory call: an engine without LDAP never loads it."""
+    import ldap3
+    import ldap3.utils.conv
+
+    return ldap3
+
+
+def _ldap_error() -> type[Exception]:
+    from ldap3.core.exceptions import LDAPException
+
+    error: type[Exception] = LDAPException
+    return error
 
 def _conf(ctx: EngineContext) -> _Conf | None:
     with ctx.db.session() as s:
@@ -138,23 +151,23 @@ def _unreachable(conf: _Conf, exc: BaseException) -> Unavailable:
 
 
 def _close(conn: ldap3.Connection) -> None:
-    with contextlib.suppress(LDAPException):  # the server went meanwhile: nothing to close
+    with contextlib.suppress(_ldap_error()):  # the server went meanwhile: nothing to close
         conn.unbind()
 
 
 def _connect(conf: _Conf, dn: str, password: str, *, service: bool) -> ldap3.Connection | None:
     """A connection bound as ``dn``; None when the directory refuses the credentials (any
     refusal of a user: a disabled account or an expired password is the user's 401 too)."""
-    tls = ldap3.Tls(validate=ssl.CERT_REQUIRED)  # ldaps: the system's CAs, the host's name
-    server = ldap3.Server(conf.url, connect_timeout=conf.timeout_s, get_info=ldap3.NONE, tls=tls)
-    conn = ldap3.Connection(server, user=dn, password=password, read_only=True,
+    tls = _ldap().Tls(validate=ssl.CERT_REQUIRED)  # ldaps: the system's CAs, the host's name
+    server = _ldap().Server(conf.url, connect_timeout=conf.timeout_s, get_info=_ldap().NONE, tls=tls)
+    conn = _ldap().Connection(server, user=dn, password=password, read_only=True,
                             receive_timeout=math.ceil(conf.timeout_s),  # whole s (SO_RCVTIMEO)
                             auto_referrals=False,
                             raise_exceptions=False)
     try:
         if conn.bind():
             return conn
-    except LDAPException as exc:
+    except _ldap_error() as exc:
         raise _unreachable(conf, exc) from exc
     result: dict[str, Any] = conn.result or {}
     _close(conn)
@@ -176,10 +189,10 @@ def _search(conf: _Conf, conn: ldap3.Connection, search_filter: str, attributes:
             limit: int) -> list[dict[str, Any]]:
     """The entries found under the base DN (subtree), at most ``limit``."""
     try:
-        conn.search(conf.base_dn, search_filter, search_scope=ldap3.SUBTREE,
+        conn.search(conf.base_dn, search_filter, search_scope=_ldap().SUBTREE,
                     attributes=attributes, size_limit=limit,
                     time_limit=max(1, int(conf.timeout_s)))
-    except LDAPException as exc:
+    except _ldap_error() as exc:
         raise _unreachable(conf, exc) from exc
     result: dict[str, Any] = conn.result or {}
     if result.get("result") not in (0, 4):  # success, sizeLimitExceeded
@@ -190,8 +203,8 @@ def _search(conf: _Conf, conn: ldap3.Connection, search_filter: str, attributes:
 
 def _find(conf: _Conf, conn: ldap3.Connection, username: str) -> DirectoryUser | None:
     """The one user the filter finds, with its groups; None: none (or, ambiguous, several)."""
-    user_filter = conf.user_filter.replace("{username}", escape_filter_chars(username))
-    attrs = [conf.group_attribute] if conf.group_attribute else ldap3.NO_ATTRIBUTES
+    user_filter = conf.user_filter.replace("{username}", _ldap().utils.conv.escape_filter_chars(username))
+    attrs = [conf.group_attribute] if conf.group_attribute else _ldap().NO_ATTRIBUTES
     found = _search(conf, conn, user_filter, attrs, 2)
     if len(found) != 1:
         if found:
@@ -203,9 +216,9 @@ def _find(conf: _Conf, conn: ldap3.Connection, username: str) -> DirectoryUser |
         values = found[0].get("attributes", {}).get(conf.group_attribute) or []
         groups += [str(v) for v in (values if isinstance(values, list) else [values])]
     if conf.group_filter:
-        group_filter = conf.group_filter.replace("{dn}", escape_filter_chars(dn))
+        group_filter = conf.group_filter.replace("{dn}", _ldap().utils.conv.escape_filter_chars(dn))
         groups += [str(e["dn"]) for e in
-                   _search(conf, conn, group_filter, ldap3.NO_ATTRIBUTES, MAX_GROUPS)]
+                   _search(conf, conn, group_filter, _ldap().NO_ATTRIBUTES, MAX_GROUPS)]
     return DirectoryUser(dn=dn, groups=_unique_dns(groups[:MAX_GROUPS]))
 
 
@@ -214,7 +227,7 @@ def _unique_dns(dns: list[str]) -> tuple[str, ...]:
     for dn in dns:
         try:
             seen.setdefault(normalize_dn(dn), dn)
-        except LDAPException:
+        except _ldap_error():
             log.warning("LDAP group %r is not a DN: ignored", dn)
     return tuple(sorted(seen.values(), key=str.lower))
 
@@ -246,7 +259,7 @@ def grants_of(groups: tuple[str, ...] | list[str],
     for g in groups:
         try:
             have.add(normalize_dn(g))
-        except LDAPException:
+        except _ldap_error():
             continue
     return sorted({(m.role, m.project) for m in group_map if normalize_dn(m.group) in have})
 
