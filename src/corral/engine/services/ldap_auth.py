@@ -81,6 +81,9 @@ def _ldap_error() -> type[Exception]:
     error: type[Exception] = LDAPException
     return error
 
+
+# -- the settings ---------------------------------------------------------------------------
+
 def _conf(ctx: EngineContext) -> _Conf | None:
     with ctx.db.session() as s:
         row = s.get(LdapSettings, 1)
