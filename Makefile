@@ -40,12 +40,13 @@ test: venv
 	$(VENV)/bin/pytest -q --durations=25 tests
 
 # Each benchmark starts its own lab host (detection, cluster_api, cluster_rss: a 3-host
-# `corral lab up`) and writes its own section of docs/benchmarks.md.
+# `corral lab up`; scheduler none; api_projects the engine alone, `corral up
+# --no-local-agent`) and writes its own section of docs/benchmarks.md.
 # bench/all.py runs every one of them (one failing does not skip the others), then prints
 # which passed, missed a target or failed; it fails when one failed. `make bench BENCHES=run`
 # runs one.
 BENCHES := run node_createstart provision image_import network snapshots storage_throughput firmware_boot vm_settings scheduler \
-	detection cluster_api cluster_rss
+	detection cluster_api cluster_rss api_projects
 
 bench: venv
 	@$(PY) bench/all.py $(BENCHES)

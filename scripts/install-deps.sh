@@ -26,6 +26,9 @@ PKGS=(
   # LDAP login tests: a real OpenLDAP slapd (tests/unit/slapd_server.py starts its own on
   # loopback; the package's system instance is stopped below) and ldapadd/ldapmodify
   slapd ldap-utils
+  # The engine on PostgreSQL: tests/unit/pg_server.py starts a private server from these
+  # programs (the package's own cluster is stopped below)
+  postgresql
 )
 
 missing=()
@@ -47,6 +50,19 @@ if [ "${#missing[@]}" -gt 0 ]; then
       invoke-rc.d slapd stop >/dev/null 2>&1 || true
       update-rc.d slapd disable >/dev/null 2>&1 || true
     fi
+  fi
+  if [[ " ${missing[*]} " == *" postgresql "* ]]; then
+    # Nor the system's PostgreSQL: the postinst makes a cluster "main" and starts it where an
+    # init system lets it (port 5432). Stop every cluster and keep them from starting at boot.
+    if [ -d /run/systemd/system ]; then
+      systemctl disable --now postgresql >/dev/null 2>&1 || true
+    else
+      invoke-rc.d postgresql stop >/dev/null 2>&1 || true
+      update-rc.d postgresql disable >/dev/null 2>&1 || true
+    fi
+    pg_lsclusters --no-header 2>/dev/null | while read -r ver name _rest; do
+      pg_ctlcluster --mode fast "$ver" "$name" stop >/dev/null 2>&1 || true
+    done || true
   fi
 else
   echo "corral: system packages present"

@@ -165,7 +165,7 @@ def test_iso_refuses_unknown_files() -> None:
         ({"ssh_authorized_keys": [KEY + "\nssh-rsa x"]}, "ssh_authorized_keys", "one line"),
         ({"password_hash": "hunter2"}, "password_hash", "never a plain password"),
         ({"user_data": "  \n"}, "user_data", "empty"),
-        ({"user_data": "#!/bin/sh\n" + "x" * (256 * 1024)}, "user_data", "larger than"),
+        ({"user_data": "#!/bin/sh\n" + "x" * (256 * 1024)}, "user_data", "at most 262144 characters"),
         ({"user_data": "#!/bin/sh\ntrue\n", "user": "bob"}, None, "merged"),
     ],
 )

@@ -2,9 +2,10 @@
 other gets a 409 naming the conflict, never a 500; and no row is left in a transitional
 state once the operations they started have ended.
 
-The engine's real API is served by uvicorn (tests/unit/api_server.py) with SQLite; the host
-is a stand-in agent that answers at once (its jobs fail, so the operations' failure paths
-run too). Each case fires ``N`` requests from ``N`` threads released together by a barrier.
+The engine's real API is served by uvicorn (tests/unit/api_server.py), on SQLite and on
+PostgreSQL (tests/unit/pg_server.py: the claims' PostgreSQL branches); the host is a
+stand-in agent that answers at once (its jobs fail, so the operations' failure paths run
+too). Each case fires ``N`` requests from ``N`` threads released together by a barrier.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ import httpx
 import pytest
 from api_server import QuickHost, serving
 from engine_seed import seed_node
+from pg_server import PgServer, running_postgres
 
 from corral.engine.app import build_context, create_app
 from corral.engine.context import EngineContext, EngineSettings
@@ -96,11 +99,23 @@ class Api:
             time.sleep(0.05)
 
 
-@pytest.fixture()
-def api(tmp_path: Path) -> Iterator[Api]:
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PgServer]:
+    with running_postgres() as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def api(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Api]:
+    cleanup = ExitStack()
+    db_url = ""  # the engine's SQLite file
+    if request.param == "postgresql":
+        db_url = cleanup.enter_context(request.getfixturevalue("postgres").database())
     # CPU overcommit 16: the N stopped VMs below take more vCPUs than the seed host's 2 x 4
     ctx = build_context(EngineSettings(data_dir=tmp_path, agent_reconnect_s=0,
-                                       cpu_overcommit=16.0))
+                                       cpu_overcommit=16.0, db_url=db_url))
+    cleanup.callback(ctx.db.engine.dispose)
+    cleanup.callback(ctx.ops.shutdown, wait=True)  # executors end before the database goes
     host = QuickHost()
     ctx.agent_transport = httpx.MockTransport(host)
     with ctx.db.session() as s:
@@ -124,6 +139,7 @@ def api(tmp_path: Path) -> Iterator[Api]:
             yield Api(url, token, ctx, host)
     finally:
         ctx.ops.shutdown()
+        cleanup.close()
 
 
 def assert_one_wins(answers: list[httpx.Response], ok: int) -> None:

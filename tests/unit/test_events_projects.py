@@ -53,19 +53,19 @@ def test_a_project_user_hears_only_of_its_project(tmp_path: Path) -> None:
     admin = {"Authorization": f"Bearer {create_token(ctx, 'events')}"}
     body = {"name": "web", "image": "tiny", "memory": "64M"}
     try:
-        with serving(create_app(ctx)) as url, httpx.Client(base_url=url, timeout=10) as c:
-            with c.stream("GET", "/api/v1/events?project=*", headers=bob) as theirs, \
-                    c.stream("GET", "/api/v1/events", headers=admin) as everyone:
-                bob_lines, all_lines = theirs.iter_lines(), everyone.iter_lines()
-                assert next(bob_lines) == ": connected" and next(all_lines) == ": connected"
-                first = c.post("/api/v1/vms?project=a", json=body, headers=alice)
-                second = c.post("/api/v1/vms?project=b", json=body, headers=bob)
-                assert first.status_code == second.status_code == 202, first.text
-                deadline = time.monotonic() + 10
-                heard = _events(bob_lines, second.json()["id"], deadline)
-                assert {e["project"] for e in heard} == {"b"}
-                assert first.json()["id"] not in {e["data"]["id"] for e in heard}
-                heard_all = _events(all_lines, second.json()["id"], deadline)
-                assert {"a", "b"} <= {e["project"] for e in heard_all}
+        with serving(create_app(ctx)) as url, httpx.Client(base_url=url, timeout=10) as c, \
+                c.stream("GET", "/api/v1/events?project=*", headers=bob) as theirs, \
+                c.stream("GET", "/api/v1/events", headers=admin) as everyone:
+            bob_lines, all_lines = theirs.iter_lines(), everyone.iter_lines()
+            assert next(bob_lines) == ": connected" and next(all_lines) == ": connected"
+            first = c.post("/api/v1/vms?project=a", json=body, headers=alice)
+            second = c.post("/api/v1/vms?project=b", json=body, headers=bob)
+            assert first.status_code == second.status_code == 202, first.text
+            deadline = time.monotonic() + 10
+            heard = _events(bob_lines, second.json()["id"], deadline)
+            assert {e["project"] for e in heard} == {"b"}
+            assert first.json()["id"] not in {e["data"]["id"] for e in heard}
+            heard_all = _events(all_lines, second.json()["id"], deadline)
+            assert {"a", "b"} <= {e["project"] for e in heard_all}
     finally:
         ctx.ops.shutdown()

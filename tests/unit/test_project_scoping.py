@@ -74,6 +74,7 @@ def ctx(tmp_path: Path, agent: Agent, request: pytest.FixtureRequest) -> Iterato
         db_url = cleanup.enter_context(request.getfixturevalue("postgres").database())
     ctx = build_context(EngineSettings(data_dir=tmp_path, db_url=db_url, agent_reconnect_s=0))
     cleanup.callback(ctx.db.engine.dispose)
+    cleanup.callback(ctx.ops.shutdown, wait=True)  # executors end before the database goes
     ctx.agent_transport = httpx.MockTransport(agent)
     pw = passwords.hash_password(PASSWORD)
     with ctx.db.session() as s:

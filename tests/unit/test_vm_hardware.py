@@ -137,7 +137,7 @@ def test_a_clone_has_the_hardware_of_its_source(ctx: EngineContext, client: Test
     ({"threads": 2, "sockets": 2}, 2, "hardware.sockets", "do not split"),
     ({"graphics": "spice"}, 1, "hardware.graphics", "vnc"),
     ({"tpm": "maybe"}, 1, "hardware.tpm", "bool"),
-    ({"nvram": "/etc/shadow"}, 1, "hardware.nvram", "xtra"),
+    ({"nvram": "/etc/shadow"}, 1, "hardware.nvram", "unknown field"),
 ])
 def test_hardware_that_cannot_work_is_a_422_and_leaves_nothing(
         ctx: EngineContext, client: TestClient, hardware: dict[str, Any], cpus: int, field: str,
