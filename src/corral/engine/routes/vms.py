@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Query, WebSocket
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from pydantic import TypeAdapter
 
 from corral.api import (
     CloudInit,
@@ -31,14 +32,18 @@ from corral.engine.services import (
 from corral.engine.services.auth import Principal
 
 router = APIRouter(tags=["vms"])
+_VM_LIST = TypeAdapter(list[Vm])
 guarded = APIRouter(prefix="/api/v1/vms", dependencies=[Depends(authenticated)])
 
 
 @guarded.get("", dependencies=need("vm.read"), response_model=list[Vm])
 def list_vms(project: Project, who: Principal = Depends(caller),
-             ctx: EngineContext = Depends(context)) -> list[Vm]:
+             ctx: EngineContext = Depends(context)) -> Response:
     """The VMs of the project (``?project=*``: of every project the caller may read)."""
-    return vms.list_vms(ctx, vms.readable_projects(ctx, who.access, project, "vm.read"))
+    listed = vms.list_vms(ctx, vms.readable_projects(ctx, who.access, project, "vm.read"))
+    # Serialized once, from models built by the service: FastAPI would validate the list
+    # again against the response model first (a fifth of a 1,000-VM list's time).
+    return Response(_VM_LIST.dump_json(listed), media_type="application/json")
 
 
 @guarded.post("", dependencies=need("vm.create"), status_code=202, response_model=Operation, responses={
