@@ -100,6 +100,9 @@ def attach(ctx: EngineContext, vm_name: str, req: DiskAttach) -> Operation:
         pool = pools.find(s, req.pool)
         pools.check_ready(pool)
         vol = volumes.find(s, pool, req.name)
+        if vol.project != vm.project:  # another project's volume: as if there were none
+            raise NotFound(f"volume {req.volume} not found in project {vm.project}",
+                           field="volume")
         _check_free(s, vol, req.volume)  # the clear message; the claim below decides
         if not pools.usable_on(pool, vm.host_id):
             raise Conflict(f"volume {req.volume} is in dir pool {pool.name} of another host "
