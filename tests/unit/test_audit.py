@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from engine_seed import admin_client, seed_node
+from engine_seed import PASSWORD, admin_client, client_as, engine_context
 from starlette.testclient import TestClient
 
 from corral.engine.app import build_context, create_app
@@ -23,28 +23,15 @@ from corral.engine.db.models import AuditRecord, utcnow
 from corral.engine.services import audit, users
 from corral.engine.services.auth import create_token
 
-PASSWORD = "correct horse battery"
-
 
 @pytest.fixture
 def ctx(tmp_path: Path) -> Iterator[EngineContext]:
-    ctx = build_context(EngineSettings(data_dir=tmp_path, agent_reconnect_s=0))
-    with ctx.db.session() as s:
-        seed_node(s, str(tmp_path / "storage"), str(tmp_path / "console"))
-    yield ctx
-    ctx.ops.shutdown()
+    yield from engine_context(tmp_path)
 
 
 @pytest.fixture
 def admin(ctx: EngineContext) -> TestClient:
     return admin_client(ctx)
-
-
-def client_as(ctx: EngineContext, name: str, role: str, token: str = "t") -> TestClient:
-    """A client with an API token named ``token`` of a new user ``name`` of ``role``."""
-    users.create(ctx, name, role, PASSWORD)
-    secret = create_token(ctx, token, role, user=name)
-    return TestClient(create_app(ctx), headers={"Authorization": f"Bearer {secret}"})
 
 
 def records(ctx: EngineContext) -> list[AuditRecord]:
@@ -54,7 +41,7 @@ def records(ctx: EngineContext) -> list[AuditRecord]:
 
 def test_a_mutating_request_is_recorded_with_who_what_and_how_it_ended(
         ctx: EngineContext) -> None:
-    alice = client_as(ctx, "alice", "admin", token="ci")
+    alice = client_as(ctx, "admin", "alice", token="ci")
     made = alice.post("/api/v1/users", params={"project": "default"},
                       json={"name": "bob", "role": "viewer", "password": PASSWORD})
     assert made.status_code == 201, made.text
@@ -80,7 +67,7 @@ def test_reads_and_agent_reports_are_not_recorded(ctx: EngineContext, admin: Tes
 
 
 def test_refusals_are_recorded_a_viewers_403_and_a_bad_tokens_401(ctx: EngineContext) -> None:
-    viewer = client_as(ctx, "vera", "viewer", token="ro")
+    viewer = client_as(ctx, "viewer", "vera", token="ro")
     assert viewer.delete("/api/v1/networks/default").status_code == 403
     anon = TestClient(create_app(ctx), headers={"Authorization": "Bearer nope"})
     assert anon.post("/api/v1/networks", json={}).status_code == 401
@@ -112,7 +99,7 @@ def test_logins_failed_and_succeeded_and_logouts_are_recorded(
 
 
 def test_no_body_or_secret_is_kept(ctx: EngineContext) -> None:
-    alice = client_as(ctx, "alice", "admin")
+    alice = client_as(ctx, "admin", "alice")
     new_password = "another secret passphrase"
     alice.post("/api/v1/users", json={"name": "bob", "role": "user", "password": new_password})
     token = alice.post("/api/v1/tokens", json={"name": "deploy"}).json()["token"]
@@ -188,8 +175,8 @@ def test_concurrent_appends_keep_one_unbroken_chain(ctx: EngineContext) -> None:
 
 
 def test_filters_and_paging(ctx: EngineContext, admin: TestClient) -> None:
-    alice = client_as(ctx, "alice", "admin")
-    bob = client_as(ctx, "bob", "viewer")
+    alice = client_as(ctx, "admin", "alice")
+    bob = client_as(ctx, "viewer", "bob")
     alice.post("/api/v1/users", params={"project": "web"}, json={"name": "c1"})
     alice.delete("/api/v1/users/c1")
     bob.delete("/api/v1/users/alice")
@@ -217,7 +204,7 @@ def test_filters_and_paging(ctx: EngineContext, admin: TestClient) -> None:
 
 def test_only_admins_read_the_audit_log(ctx: EngineContext, admin: TestClient) -> None:
     for role in ("viewer", "user", "operator"):
-        someone = client_as(ctx, f"u-{role}", role)
+        someone = client_as(ctx, role)
         assert someone.get("/api/v1/audit").status_code == 403, role
         assert someone.get("/api/v1/audit/verify").status_code == 403, role
     assert admin.get("/api/v1/audit").status_code == 200

@@ -10,25 +10,20 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from click.testing import Result
-from engine_seed import admin_client, seed_node
+from engine_seed import admin_client, engine_context
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
 from corral.cli import audit as audit_cli
 from corral.cli.main import app as cli_app
 from corral.client import Client
-from corral.engine.app import build_context
 from corral.engine.context import EngineContext, EngineSettings
 from corral.node import up as node_up
 
 
 @pytest.fixture
 def ctx(tmp_path: Path) -> Iterator[EngineContext]:
-    ctx = build_context(EngineSettings(data_dir=tmp_path, agent_reconnect_s=0))
-    with ctx.db.session() as s:
-        seed_node(s, str(tmp_path / "storage"), str(tmp_path / "console"))
-    yield ctx
-    ctx.ops.shutdown()
+    yield from engine_context(tmp_path)
 
 
 @pytest.fixture

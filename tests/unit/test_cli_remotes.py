@@ -15,19 +15,16 @@ from pathlib import Path
 
 import pytest
 from api_server import serving
+from cli_node import cli, isolated_home
 from click.testing import Result
 from fastapi import FastAPI
-from typer.testing import CliRunner
 
-from corral.cli.main import app as cli_app
 from corral.client import Client, remotes
 from corral.engine.app import build_context, create_app
 from corral.engine.context import EngineContext, EngineSettings
 from corral.engine.services.auth import create_token
 from corral.engine.tls import ensure_tls
 from corral.node import paths
-
-ENV = ("CORRAL_URL", "CORRAL_TOKEN", "CORRAL_CA", "CORRAL_DATA_DIR", "CORRAL_REMOTE")
 
 
 @contextmanager
@@ -75,12 +72,7 @@ def _engine(data: Path) -> Iterator[Engine]:
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Engine]:
     """This machine's node, found as `corral up` leaves it: ~/.config/corral/client.json."""
-    for var in ENV:
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    user_config = tmp_path / "home" / ".config" / "corral" / "client.json"
-    monkeypatch.setattr(paths, "USER_CONFIG", user_config)
-    monkeypatch.setattr(paths, "DEFAULT_DATA_DIR", tmp_path / "no-node")
+    user_config = isolated_home(tmp_path, monkeypatch)
     with _engine(tmp_path / "home-node") as eng:
         paths.write_private(user_config, json.dumps(
             {"url": eng.url, "token": eng.token, "ca": str(eng.data / "tls" / "ca.pem"),
@@ -92,10 +84,6 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Engine]:
 def far(tmp_path: Path, home: Engine) -> Iterator[Engine]:
     with _engine(tmp_path / "far-node") as eng:
         yield eng
-
-
-def cli(*args: str, input: str | None = None) -> Result:
-    return CliRunner().invoke(cli_app, list(args), input=input)
 
 
 def said(result: Result) -> str:

@@ -12,23 +12,15 @@ import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import httpx
 import pytest
-from api_server import QuickHost, serving
-from engine_seed import seed_node
-from typer.testing import CliRunner, Result
+from api_server import QuickHost
+from cli_node import cli, serving_node
+from engine_seed import add_stopped_vm, user_token
 
 from corral.api import CloudInit
-from corral.cli.main import app as cli_app
-from corral.engine.app import build_context, create_app
-from corral.engine.context import EngineContext, EngineSettings
-from corral.engine.db.models import Image, Network, Nic, Vm
-from corral.engine.services import users, vm_cloudinit
-from corral.engine.services.auth import create_token
-from corral.engine.tls import ensure_tls
-from corral.node import paths
+from corral.engine.context import EngineContext
+from corral.engine.services import vm_cloudinit
 
-ENV = ("CORRAL_URL", "CORRAL_TOKEN", "CORRAL_CA", "CORRAL_DATA_DIR", "CORRAL_REMOTE")
 USER_DATA = "#cloud-config\nruncmd:\n- echo marker-ud-51c0aa\n"
 PASSWORD_HASH = "$6$salt51c0$" + "H" * 86
 NEW_HASH = "$6$saltnew1$" + "N" * 86
@@ -39,46 +31,14 @@ As = Callable[[str], None]  # switch the CLI's token to a new user of this role
 @pytest.fixture
 def engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[EngineContext, As]]:
     """A stopped VM ``idle`` with user-data and a password hash; the CLI as admin."""
-    for var in ENV:
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    config = tmp_path / "home" / ".config" / "corral" / "client.json"
-    monkeypatch.setattr(paths, "USER_CONFIG", config)
-    monkeypatch.setattr(paths, "DEFAULT_DATA_DIR", tmp_path / "no-node")
-    data = tmp_path / "node"
-    ctx = build_context(EngineSettings(data_dir=data, agent_reconnect_s=0))
-    ctx.agent_transport = httpx.MockTransport(QuickHost())
-    with ctx.db.session() as s:
-        host = seed_node(s, str(tmp_path), str(tmp_path))
-        vm = Vm(name="idle", image_id=s.query(Image).one().id, host_id=host.id, cpus=1,
-                memory_mib=64, disk_bytes=64 << 20, state="stopped", desired_power="stopped",
-                cloud_init=vm_cloudinit.stored(CloudInit(
-                    hostname="first", password_hash=PASSWORD_HASH, user_data=USER_DATA)))
-        s.add(vm)
-        s.flush()
-        s.add(Nic(vm_id=vm.id, network_id=s.query(Network).one().id,
-                  mac="52:54:00:00:00:02", idx=0))
-    ca, cert, key = ensure_tls(data / "tls")
-    try:
-        with serving(create_app(ctx), 0, ssl_certfile=str(cert), ssl_keyfile=str(key)) as url:
-            url = url.replace("http://", "https://")
+    idle = CloudInit(hostname="first", password_hash=PASSWORD_HASH, user_data=USER_DATA)
+    with serving_node(tmp_path, monkeypatch, QuickHost(),
+                      lambda s, host: add_stopped_vm(s, host, idle)) as node:
 
-            def as_role(role: str) -> None:
-                token = create_token(ctx, "admin")
-                if role != "admin":
-                    users.create(ctx, f"u-{role}", role, None)
-                    token = create_token(ctx, "t", role, user=f"u-{role}")
-                paths.write_private(config, json.dumps({"url": url, "token": token,
-                                                        "ca": str(ca)}))
+        def as_role(role: str) -> None:
+            node.use_token(node.token if role == "admin" else user_token(node.ctx, role))
 
-            as_role("admin")
-            yield ctx, as_role
-    finally:
-        ctx.ops.shutdown()
-
-
-def cli(*args: str) -> Result:
-    return CliRunner().invoke(cli_app, list(args))
+        yield node.ctx, as_role
 
 
 def shown(*args: str) -> dict[str, object]:

@@ -7,65 +7,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from api_server import serving
-from click.testing import Result
-from typer.testing import CliRunner
+from cli_node import Node, cli, ok, serving_node
+from engine_seed import PASSWORD
 
-from corral.cli.main import app as cli_app
 from corral.client import Client, remotes
-from corral.engine.app import build_context, create_app
-from corral.engine.context import EngineContext, EngineSettings
-from corral.engine.services.auth import create_token
-from corral.engine.tls import ensure_tls
 from corral.errors import Unauthorized
-from corral.node import paths
-
-ENV = ("CORRAL_URL", "CORRAL_TOKEN", "CORRAL_CA", "CORRAL_DATA_DIR", "CORRAL_REMOTE")
-PASSWORD = "correct horse battery"
-
-
-@dataclass
-class Node:
-    ctx: EngineContext
-    url: str
-    token: str
-    ca_pem: str
-    config: Path  # ~/.config/corral/client.json, as `corral up` leaves it
 
 
 @pytest.fixture
 def node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Node]:
-    for var in ENV:
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    config = tmp_path / "home" / ".config" / "corral" / "client.json"
-    monkeypatch.setattr(paths, "USER_CONFIG", config)
-    monkeypatch.setattr(paths, "DEFAULT_DATA_DIR", tmp_path / "no-node")
-    data = tmp_path / "node"
-    ctx = build_context(EngineSettings(data_dir=data, agent_reconnect_s=0))
-    token = create_token(ctx, "admin")
-    ca, cert, key = ensure_tls(data / "tls")
-    try:
-        with serving(create_app(ctx), 0, ssl_certfile=str(cert), ssl_keyfile=str(key)) as url:
-            url = url.replace("http://", "https://")
-            paths.write_private(config, json.dumps({"url": url, "token": token, "ca": str(ca)}))
-            yield Node(ctx=ctx, url=url, token=token, ca_pem=ca.read_text(), config=config)
-    finally:
-        ctx.ops.shutdown()
-
-
-def cli(*args: str, input: str | None = None) -> Result:
-    return CliRunner().invoke(cli_app, list(args), input=input)
-
-
-def ok(*args: str, input: str | None = None) -> Result:
-    res = cli(*args, input=input)
-    assert res.exit_code == 0, res.output
-    return res
+    with serving_node(tmp_path, monkeypatch) as node:
+        yield node
 
 
 def whoami(*args: str) -> dict[str, object]:

@@ -4,35 +4,18 @@ both."""
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 from api_server import QuickHost, serving
 from engine_seed import seed_node
+from event_stream import operation_events
 
 from corral.engine.app import build_context, create_app
 from corral.engine.context import EngineSettings
 from corral.engine.db.models import Image, Network, Project, RoleAssignment, User
 from corral.engine.services.auth import create_token
-
-
-def _events(lines: Iterator[str], until_id: str, deadline: float) -> list[dict[str, object]]:
-    """The operation events read until the one of operation ``until_id``."""
-    seen: list[dict[str, object]] = []
-    kind = None
-    for line in lines:
-        if line.startswith("event: "):
-            kind = line.removeprefix("event: ")
-        elif line.startswith("data: ") and kind == "operation":
-            event = json.loads(line.removeprefix("data: "))
-            seen.append(event)
-            if event["data"]["id"] == until_id:
-                return seen
-        assert time.monotonic() < deadline, "no event for the create in 10 s"
-    raise AssertionError("the stream ended")
 
 
 def test_a_project_user_hears_only_of_its_project(tmp_path: Path) -> None:
@@ -62,10 +45,10 @@ def test_a_project_user_hears_only_of_its_project(tmp_path: Path) -> None:
             second = c.post("/api/v1/vms?project=b", json=body, headers=bob)
             assert first.status_code == second.status_code == 202, first.text
             deadline = time.monotonic() + 10
-            heard = _events(bob_lines, second.json()["id"], deadline)
+            heard = operation_events(bob_lines, second.json()["id"], deadline)
             assert {e["project"] for e in heard} == {"b"}
             assert first.json()["id"] not in {e["data"]["id"] for e in heard}
-            heard_all = _events(all_lines, second.json()["id"], deadline)
+            heard_all = operation_events(all_lines, second.json()["id"], deadline)
             assert {"a", "b"} <= {e["project"] for e in heard_all}
     finally:
         ctx.ops.shutdown()

@@ -11,13 +11,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from engine_seed import seed_node
+from engine_seed import client_as, engine_context
 from fastapi.routing import APIRoute, APIWebSocketRoute, iter_route_contexts
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
-from corral.engine.app import build_context, create_app
-from corral.engine.context import EngineContext, EngineSettings
+from corral.engine.app import create_app
+from corral.engine.context import EngineContext
 from corral.engine.db.models import Project, RoleAssignment
 from corral.engine.permissions import PERMISSIONS, PROJECT_SCOPED, ROLES, SELF
 from corral.engine.routes.deps import permission_of
@@ -64,19 +64,7 @@ def _routes(ctx: EngineContext) -> list[tuple[str, str, list[str]]]:
 
 @pytest.fixture
 def ctx(tmp_path: Path) -> Iterator[EngineContext]:
-    ctx = build_context(EngineSettings(data_dir=tmp_path, agent_reconnect_s=0))
-    with ctx.db.session() as s:
-        seed_node(s, str(tmp_path / "storage"), str(tmp_path / "console"))
-    yield ctx
-    ctx.ops.shutdown()
-
-
-def client_as(ctx: EngineContext, role: str) -> TestClient:
-    """A client whose token belongs to a new user of ``role``."""
-    name = f"u-{role}"
-    users.create(ctx, name, role, None)
-    token = create_token(ctx, "t", role, user=name)
-    return TestClient(create_app(ctx), headers={"Authorization": f"Bearer {token}"})
+    yield from engine_context(tmp_path)
 
 
 def _url(path: str) -> str:

@@ -18,15 +18,12 @@ from pathlib import Path
 import httpx
 import pytest
 from api_server import QuickHost
-from engine_seed import admin_client, seed_node
+from engine_seed import add_stopped_vm, admin_client, client_as, engine_context
 from starlette.testclient import TestClient
 
 from corral.api import CloudInit
-from corral.engine.app import build_context, create_app
-from corral.engine.context import EngineContext, EngineSettings
-from corral.engine.db.models import Image, Network, Nic, Operation, Vm
-from corral.engine.services import users, vm_cloudinit
-from corral.engine.services.auth import create_token
+from corral.engine.context import EngineContext
+from corral.engine.db.models import Operation
 
 KEY = "ssh-ed25519 " + base64.b64encode(b"\0\0\0\x0bssh-ed25519" + b"\1" * 36).decode() + " me"
 # Markers that appear nowhere but in the secrets (JSON escapes the newlines of a whole text).
@@ -45,31 +42,9 @@ def _leaks(text: str) -> list[str]:
 def ctx(tmp_path: Path) -> Iterator[EngineContext]:
     """Host h1 (a stand-in agent), and a stopped VM ``idle`` with user-data, a password hash
     and an SSH key."""
-    ctx = build_context(EngineSettings(data_dir=tmp_path, agent_reconnect_s=0))
-    ctx.agent_transport = httpx.MockTransport(QuickHost())
-    with ctx.db.session() as s:
-        host = seed_node(s, str(tmp_path), str(tmp_path))
-        vm = Vm(name="idle", image_id=s.query(Image).one().id, host_id=host.id, cpus=1,
-                memory_mib=64, disk_bytes=64 << 20, state="stopped", desired_power="stopped",
-                cloud_init=vm_cloudinit.stored(CloudInit(
-                    user="debian", ssh_authorized_keys=[KEY], password_hash=PASSWORD_HASH,
-                    user_data=USER_DATA)))
-        s.add(vm)
-        s.flush()
-        s.add(Nic(vm_id=vm.id, network_id=s.query(Network).one().id,
-                  mac="52:54:00:00:00:02", idx=0))
-    try:
-        yield ctx
-    finally:
-        ctx.ops.shutdown()
-
-
-def client_as(ctx: EngineContext, role: str) -> TestClient:
-    """A client whose token belongs to a new user of ``role``."""
-    name = f"u-{role}"
-    users.create(ctx, name, role, None)
-    token = create_token(ctx, "t", role, user=name)
-    return TestClient(create_app(ctx), headers={"Authorization": f"Bearer {token}"})
+    yield from engine_context(tmp_path, QuickHost(), lambda s, host: add_stopped_vm(
+        s, host, CloudInit(user="debian", ssh_authorized_keys=[KEY],
+                           password_hash=PASSWORD_HASH, user_data=USER_DATA)))
 
 
 def _wait(client: TestClient, op_id: str) -> dict[str, object]:

@@ -9,36 +9,23 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from engine_seed import admin_client, seed_node
+from engine_seed import PASSWORD, admin_client, engine_context, login
 from starlette.testclient import TestClient
 
-from corral.engine.app import build_context, create_app
-from corral.engine.context import EngineContext, EngineSettings
+from corral.engine.app import create_app
+from corral.engine.context import EngineContext
 from corral.engine.db.models import Token, User, utcnow
 from corral.engine.services import users
-
-PASSWORD = "correct horse battery"
 
 
 @pytest.fixture
 def ctx(tmp_path: Path) -> Iterator[EngineContext]:
-    ctx = build_context(EngineSettings(data_dir=tmp_path, agent_reconnect_s=0))
-    with ctx.db.session() as s:
-        seed_node(s, str(tmp_path / "storage"), str(tmp_path / "console"))
-    yield ctx
-    ctx.ops.shutdown()
+    yield from engine_context(tmp_path)
 
 
 @pytest.fixture
 def admin(ctx: EngineContext) -> TestClient:
     return admin_client(ctx)
-
-
-def login(ctx: EngineContext, name: str, password: str = PASSWORD) -> TestClient:
-    anon = TestClient(create_app(ctx))
-    resp = anon.post("/api/v1/login", json={"username": name, "password": password})
-    assert resp.status_code == 200, resp.text
-    return TestClient(create_app(ctx), headers={"Authorization": f"Bearer {resp.json()['token']}"})
 
 
 def test_an_admin_creates_lists_changes_and_deletes_a_user(admin: TestClient) -> None:

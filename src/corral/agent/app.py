@@ -27,6 +27,7 @@ from corral.agent import (
     host_topology,
     image_api,
     image_files,
+    migration_routes,
     network_routes,
     nic_routes,
     ova,
@@ -169,6 +170,8 @@ def create_app(settings: AgentSettings) -> FastAPI:
     # Domains, root disks, seeds and host facts: see corral.agent.domain_routes.
     app.include_router(domain_routes.router(hv, storage, agent.console_dir, agent.facts,
                                             after_start=ports.sync_ovs))
+    # Live migration to another host's libvirtd, as a job: see corral.agent.migration_routes.
+    app.include_router(migration_routes.router(hv, jobs))
     # The guest agent (ping, exec) and the displays of running domains.
     app.include_router(guest_routes.router(hv))
     # The host as a whole: its memory (KSM, balloons).

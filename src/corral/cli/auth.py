@@ -17,7 +17,7 @@ from corral.api.ldap import (
 )
 from corral.cli import output
 from corral.cli.output import DataDirOpt, OutputFormat, OutputOpt, build, client, handled, out
-from corral.errors import InvalidInput
+from corral.secret_file import first_line
 
 app = typer.Typer(help="Where users log in from besides corral's own (local) users.",
                   no_args_is_help=True)
@@ -31,15 +31,6 @@ app.add_typer(ldap_app, name="ldap")
 
 def _mapping_text(m: GroupMapping) -> str:
     return f"{m.group}={m.role}@{m.project}"
-
-
-def _read_secret(file: Path) -> str:
-    try:
-        text = file.read_text()
-    except OSError as exc:
-        raise InvalidInput(f"cannot read {file}: {exc.strerror}",
-                           field="bind_password_file") from exc
-    return text.splitlines()[0] if text else ""
 
 
 def _show(cfg: LdapConfig, fmt: OutputFormat) -> None:
@@ -96,8 +87,8 @@ def set_ldap(
     """
     with handled():
         req = build(LdapSet, url=url, bind_dn=bind_dn,
-                    bind_password=_read_secret(bind_password_file) if bind_password_file
-                    else None,
+                    bind_password=(first_line(bind_password_file, "bind_password_file")
+                                   if bind_password_file else None),
                     base_dn=base_dn, user_filter=user_filter,
                     group_filter=group_filter or None, group_attribute=group_attribute or None,
                     group_map=[parse_group_mapping(m) for m in group_map], timeout_s=timeout)

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from corral.api import GuestCustomize, GuestFile, GuestPassword
 from corral.cli.output import DataDirOpt, OutputFormat, OutputOpt, WaitOpt, client, follow, handled
 from corral.errors import InvalidInput
+from corral.secret_file import first_line
 
 HostnameOpt = typer.Option(None, "--hostname", help="Set the guest's host name")
 PasswordOpt = typer.Option(None, "--password", metavar="USER:PASSWORD",
@@ -37,11 +38,7 @@ def build_request(hostname: str | None, passwords: list[str] | None,
     pw = [_split(p, "--password") for p in passwords or []]
     for item in password_files or []:
         user, file = _split(item, "--password-file")
-        try:
-            lines = Path(file).read_text().splitlines()
-        except OSError as exc:
-            raise InvalidInput(f"cannot read {file}: {exc.strerror}", field="password-file") from None
-        pw.append((user, lines[0] if lines else ""))
+        pw.append((user, first_line(Path(file), "password-file")))
     files = []
     for item in uploads or []:
         local, guest = _split(item, "--upload")

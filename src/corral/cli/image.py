@@ -19,8 +19,8 @@ from corral.cli.output import (
     follow,
     handled,
     human_bytes,
-    out,
 )
+from corral.cli.sharing import share_command
 
 app = typer.Typer(help="Import, build and delete guest images.", no_args_is_help=True)
 
@@ -89,19 +89,7 @@ def list_images(output: OutputFormat = OutputOpt, data_dir: Path = DataDirOpt) -
         emit(c.list_images(), output, COLUMNS)
 
 
-@app.command("share")
-def share(name: str = typer.Argument(..., help="The image"),
-          off: bool = typer.Option(False, "--off", help="Stop sharing it"),
-          data_dir: Path = DataDirOpt) -> None:
-    """Share the image with every project (admins): VMs of any project may use it; only
-    its own project may change or delete it. `--off` stops sharing (VMs using it keep it).
-
-    Example: corral image share tiny
-    """
-    with handled(), client(data_dir) as c:
-        now = c.share("image", name, not off)
-    out.print(f"[green]✓[/] image {name} " + ("shared with every project" if now
-                                               else "no longer shared"))
+app.command("share")(share_command("image", "corral image share tiny"))
 
 
 @app.command("delete")

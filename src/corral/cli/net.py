@@ -21,6 +21,7 @@ from corral.cli.output import (
     out,
     show_one,
 )
+from corral.cli.sharing import share_command
 from corral.errors import InvalidInput
 
 app = typer.Typer(help="Create, list and delete networks.", no_args_is_help=True)
@@ -91,19 +92,7 @@ def show(name: str, output: OutputFormat = OutputOpt, data_dir: Path = DataDirOp
         show_one(c.get_network(name), output, 12)
 
 
-@app.command("share")
-def share(name: str = typer.Argument(..., help="The network"),
-          off: bool = typer.Option(False, "--off", help="Stop sharing it"),
-          data_dir: Path = DataDirOpt) -> None:
-    """Share the network with every project (admins): VMs of any project may use it; only
-    its own project may change or delete it. `--off` stops sharing (VMs using it keep it).
-
-    Example: corral net share default
-    """
-    with handled(), client(data_dir) as c:
-        now = c.share("network", name, not off)
-    out.print(f"[green]✓[/] network {name} " + ("shared with every project" if now
-                                               else "no longer shared"))
+app.command("share")(share_command("network", "corral net share default"))
 
 
 @app.command("delete")

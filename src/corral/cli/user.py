@@ -12,6 +12,7 @@ from corral.cli import output
 from corral.cli.output import DataDirOpt, OutputFormat, OutputOpt, build, client, emit, handled, out
 from corral.client import sessions
 from corral.errors import InvalidInput, Unauthorized
+from corral.secret_file import first_line
 
 app = typer.Typer(help="Local users: who may log in (`corral login`) and with which role "
                   "(viewer, user, operator, admin).", no_args_is_help=True)
@@ -42,11 +43,7 @@ PasswordFileOpt = typer.Option(None, "--password-file", metavar="FILE",
 def _password(file: Path | None, prompt: str = "Password", confirm: bool = True) -> str:
     """From the file (its first line), else asked without echo."""
     if file is not None:
-        try:
-            text = file.read_text()
-        except OSError as exc:
-            raise InvalidInput(f"cannot read {file}: {exc.strerror}", field="password_file") from exc
-        return text.splitlines()[0] if text else ""
+        return first_line(file, "password_file")
     return str(typer.prompt(prompt, hide_input=True, confirmation_prompt=confirm))
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from corral.api import Hardware, HardwarePatch, PowerAction, VmCreate, VmPatch
+from corral.api.migration import VmMigrate
 from corral.api.models import CLOUD_INIT_SECRETS
 from corral.api.scheduling import Placement
 from corral.cli import vm_agent, vm_group, vm_guest
@@ -24,6 +25,7 @@ from corral.cli.output import (
     follow,
     handled,
     human_bytes,
+    out,
     show_one,
 )
 from corral.errors import InsufficientResources, InvalidInput
@@ -374,6 +376,38 @@ def resume(name: str, wait: bool = WaitOpt, output: OutputFormat = OutputOpt,
            data_dir: Path = DataDirOpt) -> None:
     """Resume a paused VM."""
     _power(PowerAction.RESUME, name, wait, output, data_dir)
+
+
+@app.command("migrate")
+def migrate(
+    name: str = typer.Argument(..., help="The running VM to move"),
+    to: str | None = typer.Option(None, "--to", help="Target host (default: the scheduler "
+                                  "picks one, every placement rule applies)"),
+    max_downtime: int | None = typer.Option(None, "--max-downtime", metavar="MS",
+                                            help="Longest pause of the guest at the switch, "
+                                            "ms (libvirt's default: 300)"),
+    bandwidth: int | None = typer.Option(None, "--bandwidth", metavar="MIB_S",
+                                         help="Cap of the transfer rate, MiB/s"),
+    postcopy: bool = typer.Option(False, "--postcopy", help="Switch to post-copy when "
+                                  "pre-copy does not converge"),
+    wait: bool = WaitOpt, output: OutputFormat = OutputOpt, data_dir: Path = DataDirOpt,
+) -> None:
+    """Move a running VM to another host while it runs (live migration).
+
+    Everything is checked first (the target is up, has room, the networks and pools the
+    VM uses, its CPU model); its disks must be on a shared or rbd pool. Progress shows the
+    memory left and the transfer rate; the end says the guest's downtime. `corral
+    operation cancel ID` aborts it: the VM keeps running where it was.
+
+    Example: corral vm migrate web1 --to h2 --max-downtime 200
+    """
+    with handled(), client(data_dir) as c:
+        req = build(VmMigrate, to=to, max_downtime_ms=max_downtime, bandwidth_mib_s=bandwidth,
+                    postcopy=postcopy)
+        op = follow(c, c.migrate_vm(name, req), f"migrate VM {name}", wait, output,
+                    timeout=24 * 3600)
+        if wait and output == OutputFormat.TABLE and op.message:
+            out.print(op.message, highlight=False)  # from, to and the downtime
 
 
 @app.command("delete")

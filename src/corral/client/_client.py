@@ -36,6 +36,7 @@ from corral.api import (
 from corral.api import storage as storage_api
 from corral.api.cluster import JoinToken
 from corral.api.hosts import HostDetail, HostPatch
+from corral.api.migration import VmMigrate
 from corral.api.nics import NicUpdate, VmNic
 from corral.api.scheduling import Placement, VmGroup, VmGroupCreate
 from corral.api.security_groups import SecurityGroup, SecurityGroupCreate, SgRule, SgRuleCreate
@@ -236,6 +237,12 @@ class Client(UsersApi, AuditApi, LdapApi, ProjectsApi):
                   timeout: int = 60) -> Operation:
         body = VmStatePut(action=action, force=force, timeout=timeout).model_dump(mode="json")
         return Operation.model_validate(self._json("PUT", f"/api/v1/vms/{name}/state", json=body))
+
+    def migrate_vm(self, name: str, req: VmMigrate) -> Operation:
+        """Live-migrate a running VM (``req.to`` None: the scheduler picks the host); the
+        operation's last message carries the downtime. ``cancel_operation`` aborts it."""
+        return Operation.model_validate(self._json(
+            "POST", f"/api/v1/vms/{name}/migrate", json=req.model_dump(exclude_none=True)))
 
     def delete_vm(self, name: str, force: bool = False) -> Operation:
         return Operation.model_validate(

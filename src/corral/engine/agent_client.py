@@ -12,6 +12,7 @@ import httpx
 from corral.engine.agent_calls.domains import DomainCalls
 from corral.engine.agent_calls.host import HostCalls
 from corral.engine.agent_calls.images import ImageCalls
+from corral.engine.agent_calls.migration import MigrationCalls
 from corral.engine.agent_calls.networks import NetworkCalls
 from corral.engine.agent_calls.pools import PoolCalls
 from corral.engine.agent_calls.ports import PortCalls
@@ -23,7 +24,8 @@ from corral.errors import AgentUnreachable, HostError
 RECONNECT_S = 15.0
 
 
-class AgentClient(DomainCalls, NetworkCalls, PoolCalls, ImageCalls, PortCalls, HostCalls):
+class AgentClient(DomainCalls, NetworkCalls, PoolCalls, ImageCalls, PortCalls, HostCalls,
+                  MigrationCalls):
     """One typed method per agent route (the mixins of corral.engine.agent_calls).
 
     ``tls``: the engine's side of mutual TLS (corral.engine.tls.agent_ssl_context): its CA

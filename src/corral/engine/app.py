@@ -28,6 +28,7 @@ from corral.engine.routes import users as user_routes
 from corral.engine.routes import vm_disks as vm_disk_routes
 from corral.engine.routes import vm_groups as vm_group_routes
 from corral.engine.routes import vm_guest as vm_guest_routes
+from corral.engine.routes import vm_migration as vm_migration_routes
 from corral.engine.routes import vm_nics as vm_nic_routes
 from corral.engine.routes import vm_snapshots as vm_snapshot_routes
 from corral.engine.routes import volumes as volume_routes
@@ -40,6 +41,7 @@ from corral.engine.services import ova as ova_service
 from corral.engine.services import pools as pool_service
 from corral.engine.services import vm_clones as vm_clone_service
 from corral.engine.services import vm_disks as vm_disk_service
+from corral.engine.services import vm_migration as vm_migration_service
 from corral.engine.services import vm_nics as vm_nic_service
 from corral.engine.services import vm_root_disk as vm_root_disk_service
 from corral.engine.services import vm_snapshots as vm_snapshot_service
@@ -68,6 +70,7 @@ def build_context(settings: EngineSettings) -> EngineContext:
     vm_clone_service.register(ctx)
     ova_service.register(ctx)
     vm_nic_service.register(ctx)
+    vm_migration_service.register(ctx)
     return ctx
 
 
@@ -113,7 +116,8 @@ def create_app(ctx: EngineContext) -> FastAPI:
     for module in (cluster, vms, images, operations, events, hosts, networks, customize_routes,
                    pool_routes, volume_routes, vm_disk_routes, vm_snapshot_routes,
                    vm_nic_routes, sg_routes, vm_guest_routes, vm_group_routes, user_routes,
-                   audit_routes, ldap_routes, project_routes, role_routes):
+                   audit_routes, ldap_routes, project_routes, role_routes,
+                   vm_migration_routes):
         app.include_router(module.router, responses=ERRORS)
     return app
 

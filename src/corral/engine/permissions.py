@@ -20,7 +20,7 @@ SELF = "self"
 PERMISSIONS: tuple[str, ...] = (
     "status.read", "event.read", "operation.read", "operation.cancel",
     "vm.read", "vm.create", "vm.update", "vm.power", "vm.console", "vm.exec", "vm.export",
-    "vm.delete", "vm.secrets",
+    "vm.delete", "vm.secrets", "vm.migrate",
     "snapshot.read", "snapshot.create", "snapshot.revert", "snapshot.delete",
     "vm_group.read", "vm_group.create", "vm_group.delete",
     "image.read", "image.create", "image.update", "image.delete",
@@ -59,9 +59,10 @@ ROLES: dict[str, frozenset[str]] = {
     "none": frozenset(),
     "viewer": _READS,
     # vm.secrets (reading cloud-init user-data and password hashes back): operators up;
-    # a user writes them, and reads them only in the guest it made.
+    # a user writes them, and reads them only in the guest it made. vm.migrate: where a VM
+    # runs is the operators' business (hosts' room, maintenance).
     "user": _READS | expand("vm.*", "snapshot.*", "volume.*", "network.attach",
-                            "operation.cancel") - {"vm.secrets"},
+                            "operation.cancel") - {"vm.secrets", "vm.migrate"},
     "operator": (expand("*") - expand("user.*", "host.*", "role.*", "project.*", "audit.*")
                  | {"host.read", "project.read"}),
     "admin": expand("*"),

@@ -29,7 +29,14 @@ from corral.agent_api.reports import HostReport, ReportAnswer, domains_digest
 from corral.api import VmState
 from corral.engine.context import EngineContext
 from corral.engine.db.models import Host, Vm, utcnow
-from corral.engine.services import host_states, host_sync, hosts, vm_define, vm_design
+from corral.engine.services import (
+    host_states,
+    host_sync,
+    hosts,
+    vm_define,
+    vm_design,
+    vm_migration,
+)
 from corral.engine.services.host_states import HostAction
 from corral.errors import CorralError
 
@@ -211,8 +218,11 @@ class Reconciler:
         with ctx.db.session() as s:
             rows = [(v.id, v.name, v.state, v.desired_power)
                     for v in s.query(Vm).filter_by(host_id=host_id)]
+            # A VM being migrated vanishes here and appears on the target: its migration
+            # records that (also one an engine crash interrupted and none runs yet).
+            moving = vm_migration.in_flight(s)
         for vm_id, name, state, desired in rows:
-            if state in _IN_FLUX:
+            if state in _IN_FLUX or name in moving:
                 continue
             with ctx.ops.try_hold([f"vm:{name}"]) as held:  # never waits, never overtakes
                 if not held:

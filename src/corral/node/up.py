@@ -35,6 +35,7 @@ from corral.node.daemons import ensure_libvirtd
 from corral.node.paths import DEFAULT_DATA_DIR, USER_CONFIG, NodePaths, write_private
 from corral.peercert import PeerCertProtocol
 from corral.pki import fingerprint, make_csr
+from corral.secret_file import first_line
 from corral.virt_type import VirtType, detect_virt_type
 
 log = logging.getLogger("corral.up")
@@ -232,12 +233,7 @@ def _client_config(ctx: EngineContext, paths: NodePaths, opts: UpOptions, ca: Pa
 
 def read_password_file(path: Path) -> str:
     """The password in a file (its first line), checked as `corral user create` checks one."""
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise InvalidInput(f"cannot read {path}: {exc.strerror}",
-                           field="admin_password_file") from exc
-    password = text.splitlines()[0] if text else ""
+    password = first_line(path, "admin_password_file")
     passwords.check_strength(password, field="admin_password_file")
     return password
 

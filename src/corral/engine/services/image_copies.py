@@ -63,9 +63,9 @@ def _held(agent: AgentClient, name: str) -> dict[str, int]:
 
 
 def ensure_for_vm(ctx: EngineContext, op: OpContext, vm_id: str,
-                  span: tuple[int, int] = (2, 9)) -> None:
-    """Bring the VM's image to the VM's host if it lacks it (its create calls this before
-    making the root disk)."""
+                  span: tuple[int, int] = (2, 9), host_id: str | None = None) -> None:
+    """Bring the VM's image to the VM's host (or ``host_id``: a migration's target) if it
+    lacks it (its create calls this before making the root disk)."""
     with ctx.db.session() as s:
         vm = s.get(Vm, vm_id)
         if vm is None or vm.host_id is None:
@@ -75,7 +75,7 @@ def ensure_for_vm(ctx: EngineContext, op: OpContext, vm_id: str,
             raise NotFound(f"the image of VM {vm.name} no longer exists", field="image")
         pool = vm_design.root_pool(s, vm)
         shared = pool.name if pool is not None and pool.type in SHARED_TYPES else None
-        host_id, name, file_size = vm.host_id, img.name, img.file_size
+        host_id, name, file_size = host_id or vm.host_id, img.name, img.file_size
         main, boot = _wanted(img)
     ensure(ctx, op, host_id, name, main, boot, file_size, shared, span)
 

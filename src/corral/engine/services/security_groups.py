@@ -364,10 +364,11 @@ class _PortOrder:
 _order = _PortOrder()
 
 
-def push_nics(ctx: EngineContext, nic_ids: Iterable[str]) -> None:
+def push_nics(ctx: EngineContext, nic_ids: Iterable[str], host_id: str | None = None) -> None:
     """Push the ports of these NICs (those of VMs with a host) to their hosts' agents: the
     hosts at once (services/host_fanout.py), each host's ports in turn. A host that
-    fails does not stop the others; the error raised at the end names each that failed."""
+    fails does not stop the others; the error raised at the end names each that failed.
+    ``host_id``: to that host instead (a migration's target, before the guest moves)."""
     gen = _order.draw()  # before the read: see _PortOrder
     work: dict[str, list[tuple[str, PortBody]]] = {}
     with ctx.db.session() as s:
@@ -378,10 +379,11 @@ def push_nics(ctx: EngineContext, nic_ids: Iterable[str]) -> None:
                 continue
             vm = s.get(Vm, nic.vm_id)
             net = s.get(Network, nic.network_id)
-            if vm is None or vm.host_id is None or net is None or not has_port(net):
+            on = host_id or (vm.host_id if vm is not None else None)
+            if vm is None or on is None or net is None or not has_port(net):
                 continue
-            body = port_body(s, nic, net, addrs, s.get(Host, vm.host_id))
-            work.setdefault(vm.host_id, []).append((tap_of(nic.mac), body))
+            body = port_body(s, nic, net, addrs, s.get(Host, on))
+            work.setdefault(on, []).append((tap_of(nic.mac), body))
         names = {h: (host.name if (host := s.get(Host, h)) else h) for h in work}
 
     def push_host(host_id: str) -> Callable[[AgentClient], None]:

@@ -151,20 +151,25 @@ def explain(ctx: EngineContext, req: VmCreate) -> PlacementOut:
         return to_api(place(host_views(s, request), request, policy(ctx)), req.name)
 
 
+def vm_request(s: Session, vm: Vm, host: str | None = None) -> Request:
+    """What an existing VM asks of a host (its rows: group, root pool, networks, CPU model,
+    tags); ``host`` pins it (a migration's target)."""
+    group = s.get(VmGroup, vm.group_id) if vm.group_id else None
+    root = vm_design.root_pool(s, vm)
+    nets = frozenset(n for (n,) in s.query(Network.name).join(
+        Nic, Nic.network_id == Network.id).filter(Nic.vm_id == vm.id))
+    return Request(vcpus=vm.cpus, memory_mib=vm.memory_mib, tags=frozenset(vm.host_tags or ()),
+                   pool=root.name if root is not None else None, networks=nets,
+                   cpu_model=_cpu_model(vm_design.hardware_of(vm)), group=_group(group),
+                   host=host, name=vm.name)
+
+
 def of_vm(ctx: EngineContext, name: str) -> PlacementOut:
     """Where a VM runs and how every host would be judged for it now (its own allocation
     left out: its host is judged as if it were not there yet)."""
     with ctx.db.session() as s:
         vm = find_vm(s, name)
-        group = s.get(VmGroup, vm.group_id) if vm.group_id else None
-        root = vm_design.root_pool(s, vm)
-        nets = frozenset(n for (n,) in s.query(Network.name).join(
-            Nic, Nic.network_id == Network.id).filter(Nic.vm_id == vm.id))
-        request = Request(vcpus=vm.cpus, memory_mib=vm.memory_mib,
-                          tags=frozenset(vm.host_tags or ()),
-                          pool=root.name if root is not None else None, networks=nets,
-                          cpu_model=_cpu_model(vm_design.hardware_of(vm)),
-                          group=_group(group), name=vm.name)
+        request = vm_request(s, vm)
         host = s.get(Host, vm.host_id) if vm.host_id else None
         p = place(host_views(s, request, skip_vm=vm.id), request, policy(ctx))
         return to_api(p, vm.name, current=host.name if host else None)

@@ -1,0 +1,55 @@
+"""Live migration of a running domain to another host (``POST /v1/domains/{name}/migrate``,
+a job: corral.agent_api.jobs). The agent of the SOURCE host runs it; its libvirtd connects
+to ``destination`` itself (peer to peer), so the engine never talks to libvirt."""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+
+from corral.agent_api import Answer, Body
+
+# libvirt transports a destination may be reached by: TCP (a trusted migration network, the
+# lab) or TLS (certificates of corral's CA in the hosts' libvirt PKI directories).
+URI_SCHEMES = ("qemu+tcp", "qemu+tls")
+
+
+class MigrateBody(Body):
+    """What the engine asks of one live migration."""
+
+    destination: str = Field(description="libvirt URI of the target's libvirtd: "
+                             "qemu+tcp://ADDR/system or qemu+tls://NAME/system")
+    # The domain as the target runs it (its disk, kernel and console paths) and keeps it
+    # defined; None: the source's (same paths on both hosts).
+    dest_xml: str | None = None
+    persist_xml: str | None = None
+    live: bool = True
+    persist: bool = Field(True, description="define it on the target and undefine it on the "
+                          "source once it runs there")
+    auto_converge: bool = True
+    max_downtime_ms: int | None = Field(None, ge=1, le=60_000)
+    bandwidth_mib_s: int | None = Field(None, ge=1, le=1_000_000)
+    postcopy: bool = Field(False, description="allow switching to post-copy when pre-copy "
+                           "does not converge within converge_timeout_s")
+    converge_timeout_s: int = Field(600, ge=5, le=86_400, description="past this, switch to "
+                                    "post-copy (if allowed) or abort with the reason")
+    copy_storage: bool = Field(False, description="copy the disks that are not shared "
+                               "(the target's disks must exist, with the same size)")
+
+    @field_validator("destination")
+    @classmethod
+    def _uri(cls, value: str) -> str:
+        scheme, sep, rest = value.partition("://")
+        if not sep or scheme not in URI_SCHEMES or not rest.split("/", 1)[0]:
+            raise ValueError(f"a libvirt URI {' or '.join(s + '://HOST/system' for s in URI_SCHEMES)}")
+        return value
+
+
+class Migrated(Answer):
+    """The result of a migration job that succeeded."""
+
+    destination: str
+    downtime_ms: int | None = None  # libvirt's measure of the guest's pause (None: unknown)
+    total_ms: int  # from the call to the guest running on the target
+    memory_bytes: int | None = None  # memory transferred
+    iterations: int | None = None
+    postcopy: bool = False  # it switched to post-copy

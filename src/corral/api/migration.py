@@ -1,0 +1,25 @@
+"""API types of live migration (``corral vm migrate``, ``POST /api/v1/vms/{name}/migrate``)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from corral.api.models import Name, _name_field, _Request
+
+__all__ = ["VmMigrate"]
+
+
+class VmMigrate(_Request):
+    """Move a running VM to another host while it runs."""
+
+    to: Name | None = Field(None, description="The target host; none: the scheduler picks "
+                            "one (every hard rule applies, the VM's own host excluded)")
+    max_downtime_ms: int | None = Field(None, ge=1, le=60_000, description="The longest "
+                                        "pause of the guest at the switch-over (libvirt's "
+                                        "default: 300 ms)")
+    bandwidth_mib_s: int | None = Field(None, ge=1, le=1_000_000, description="Cap of the "
+                                        "transfer rate, MiB/s (none: unlimited)")
+    postcopy: bool = Field(False, description="Switch to post-copy when pre-copy does not "
+                           "converge in time (the guest then runs on the target at once)")
+
+    _to = _name_field("to")

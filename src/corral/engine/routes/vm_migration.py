@@ -1,0 +1,24 @@
+"""/api/v1/vms/{name}/migrate: move a running VM to another host (live)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+
+from corral.api import Operation
+from corral.api.migration import VmMigrate
+from corral.engine.context import EngineContext
+from corral.engine.routes.deps import VmName, authenticated, context, need
+from corral.engine.services import vm_migration
+
+router = APIRouter(prefix="/api/v1/vms/{name}", tags=["vms"],
+                   dependencies=[Depends(authenticated)])
+
+
+@router.post("/migrate", dependencies=need("vm.migrate"), status_code=202,
+             response_model=Operation)
+def migrate_vm(name: VmName, req: VmMigrate, ctx: EngineContext = Depends(context)) -> Operation:
+    """Live-migrate the running VM to host ``to`` (none: the scheduler picks one). Checked
+    before anything moves: a 409 names what stops it (VM not running, target down or full,
+    a disk that would need copying...). ``DELETE /api/v1/operations/{id}`` aborts it: the
+    VM keeps running where it was. The operation ends with the measured downtime."""
+    return vm_migration.migrate(ctx, name, req)

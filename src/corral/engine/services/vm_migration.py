@@ -1,0 +1,318 @@
+"""Live migration of a running VM to another host (``corral vm migrate``).
+
+Everything is checked before anything moves (:func:`check`): the VM runs, its domain is as
+its rows say (no pending settings: the target's domain is designed from the rows), its
+disks need no copy (root disk and volumes on shared or rbd pools), the target is up, not
+its host, and passes every hard rule of the scheduler (room, pools, networks, CPU model,
+groups, tags); without ``to`` the scheduler picks among the other hosts.
+
+The operation (locks ``vm:NAME``) then brings the image's boot files and the cloud-init
+seed to the target, pushes the NICs' ports (security groups, anti-spoofing, QoS: set by
+tap name, so they are in place before the guest resumes there), and runs the migration
+as a job of the SOURCE host's agent (corral.agent.hypervisor.migration: peer to peer,
+the source's libvirtd connects to the target's), its progress relayed. Then the VM's row
+names the target, the source's ports and seed go, and an event records from, to and the
+downtime. A failure or a cancel (``abortJob``) leaves the guest running on the source and
+the row as it was; the target keeps nothing.
+
+Never two copies: whenever the outcome is in doubt (an error, a cancel racing the end, an
+engine that restarted mid-migration) both hosts are asked where the domain is, and the row
+follows the one that runs it. The reconciler keeps off a VM while a migration of it is
+pending or running (:func:`in_flight`), even an interrupted one no engine runs yet.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlparse
+
+from sqlalchemy.orm import Session
+
+from corral.agent_api.migration import MigrateBody, Migrated
+from corral.api import Operation as OperationOut
+from corral.api import VmState
+from corral.api.migration import VmMigrate
+from corral.engine.agent_client import AgentClient
+from corral.engine.agent_jobs import run_job
+from corral.engine.context import EngineContext
+from corral.engine.db.models import Host, Nic, Operation, StoragePool, Vm, Volume
+from corral.engine.operations import OpContext
+from corral.engine.oprows import ACTIVE
+from corral.engine.scheduler import insufficient, place
+from corral.engine.scheduler.placement import Placement
+from corral.engine.services import (
+    image_copies,
+    security_groups,
+    vm_cloudinit,
+    vm_design,
+    vm_scheduling,
+)
+from corral.engine.services.vm_lookup import find_vm
+from corral.errors import (
+    Conflict,
+    CorralError,
+    InsufficientResources,
+    NotFound,
+    WrongState,
+)
+
+TYPE = "vm.migrate"
+JOB_TIMEOUT_S = 6 * 3600.0
+SHARED_POOL_TYPES = frozenset({"shared", "rbd"})
+
+
+@dataclass(frozen=True)
+class Plan:
+    vm_id: str
+    source_id: str
+    source: str
+    target_id: str
+    target: str
+
+
+def migration_uri(host: Host) -> str:
+    """The libvirt URI the source's libvirtd reaches the target by: the one the target's
+    agent reports (fact ``migration_uri``: qemu+tls with the cluster's certificates), else
+    plain TCP to the address the engine reaches its agent at (the lab's libvirtds listen
+    there, on a network only the lab hosts reach)."""
+    reported = (host.facts or {}).get("migration_uri")
+    if isinstance(reported, str) and reported:
+        return reported
+    address = urlparse(host.url).hostname or host.name
+    if ":" in address:  # IPv6
+        address = f"[{address}]"
+    return f"qemu+tcp://{address}/system"
+
+
+# -- checks before anything moves --------------------------------------------------------------
+
+def _check_vm(s: Session, vm: Vm) -> Host:
+    """The VM's host; 409 when the VM cannot move live as it is."""
+    if vm.state != VmState.RUNNING.value:
+        raise WrongState(f"VM {vm.name} is {vm.state}: a live migration moves a running VM "
+                         "(start it, or wait for its operation to end)")
+    source = s.get(Host, vm.host_id) if vm.host_id else None
+    if source is None:
+        raise WrongState(f"VM {vm.name} is on no host")
+    if source.status != "up":
+        raise Conflict(f"the host of VM {vm.name}, {source.name}, is {source.status}: its "
+                       "agent runs the migration, it must be up", field="host")
+    pending = vm_design.pending(vm)
+    if pending:
+        raise Conflict(f"VM {vm.name} has settings that apply at its next start "
+                       f"({', '.join(pending)}): restart it before moving it (the target "
+                       "runs the domain as its settings say)")
+    _check_storage(s, vm, source)
+    return source
+
+
+def _check_storage(s: Session, vm: Vm, source: Host) -> None:
+    """Every disk must be reachable from every host (no copy in this version)."""
+    root = vm_design.root_pool(s, vm)
+    local: list[str] = []
+    if root is None or root.type not in SHARED_POOL_TYPES:
+        where = f"pool {root.name}" if root is not None else f"host {source.name}'s storage"
+        local.append(f"its root disk (on {where})")
+    rows = (s.query(Volume.name, StoragePool.name, StoragePool.type)
+            .join(StoragePool, Volume.pool_id == StoragePool.id)
+            .filter(Volume.vm_id == vm.id, Volume.target.isnot(None)))
+    local.extend(f"volume {pool}/{vol}" for vol, pool, kind in rows
+                 if kind not in SHARED_POOL_TYPES)
+    if local:
+        raise Conflict(f"VM {vm.name} cannot move without copying {', '.join(local)}: "
+                       "copy_storage is not supported yet; a VM whose disks are on a shared "
+                       "or rbd pool moves live", field="storage")
+
+
+def _target(ctx: EngineContext, s: Session, vm: Vm, source: Host, to: str | None) -> Host:
+    if to is not None:
+        target = s.query(Host).filter_by(name=to).one_or_none()
+        if target is None:
+            raise NotFound(f"host {to} not found (`corral host list`)", field="to")
+        if target.id == source.id:
+            raise Conflict(f"VM {vm.name} already runs on host {to}: name another host",
+                           field="to")
+        if target.status != "up":
+            raise Conflict(f"host {to} is {target.status}: a migration target must be up",
+                           field="to")
+    request = vm_scheduling.vm_request(s, vm, to)
+    # The VM's own allocation left out (it leaves its host), its host never a candidate.
+    views = [v for v in vm_scheduling.host_views(s, request, skip_vm=vm.id)
+             if v.name != source.name]
+    p = place(views, request, vm_scheduling.policy(ctx))
+    if p.chosen is None:
+        raise _refusal(p, vm.name, to)
+    return s.query(Host).filter_by(name=p.chosen).one()
+
+
+def _refusal(p: Placement, vm: str, to: str | None) -> InsufficientResources:
+    if to is None:
+        exc = insufficient(p)
+        exc.message = exc.message.replace("no host can take", "no other host can take", 1)
+        return exc
+    reasons = [str(r) for v in p.verdicts if v.host.name == to for r in v.reasons]
+    return InsufficientResources(f"host {to} cannot take VM {vm}: {'; '.join(reasons)}",
+                                 field="to", request=p.request.describe(),
+                                 hosts={to: reasons})
+
+
+def check(ctx: EngineContext, name: str, to: str | None) -> Plan:
+    """Every precondition of moving VM ``name`` (to ``to``, or where the scheduler says);
+    raises the 4xx that names the first that fails."""
+    with ctx.db.session() as s:
+        vm = find_vm(s, name)
+        source = _check_vm(s, vm)
+        target = _target(ctx, s, vm, source, to)
+        return Plan(vm.id, source.id, source.name, target.id, target.name)
+
+
+def migrate(ctx: EngineContext, name: str, req: VmMigrate) -> OperationOut:
+    plan = check(ctx, name, req.to)
+    params: dict[str, Any] = {
+        "vm_id": plan.vm_id, "source_id": plan.source_id, "target_id": plan.target_id,
+        "max_downtime_ms": req.max_downtime_ms, "bandwidth_mib_s": req.bandwidth_mib_s,
+        "postcopy": req.postcopy}
+    return ctx.ops.submit(TYPE, {"vms": [name], "hosts": [plan.target]}, params,
+                          [f"vm:{name}"], host_id=plan.source_id)
+
+
+def in_flight(s: Session) -> set[str]:
+    """Names of the VMs a migration is pending or running for (an interrupted one too): the
+    reconciler leaves them to it."""
+    rows = s.query(Operation.resources).filter(Operation.type == TYPE,
+                                               Operation.status.in_(ACTIVE))
+    return {name for (res,) in rows for name in (res or {}).get("vms", [])}
+
+
+# -- the operation -----------------------------------------------------------------------------
+
+def prereq(ctx: EngineContext, op: OpContext) -> None:
+    """Under the lock: the VM is still there and running (a resumed run may find it moved)."""
+    with ctx.db.session() as s:
+        vm = s.get(Vm, op.params["vm_id"])
+        if vm is None:
+            raise NotFound(f"VM {op.params['vm_id']} no longer exists")
+        if vm.state != VmState.RUNNING.value:
+            raise WrongState(f"VM {vm.name} is {vm.state} now: a live migration moves a "
+                             "running VM")
+
+
+def _where(source: AgentClient, target: AgentClient, name: str) -> str | None:
+    """``target`` when the guest runs there and the source no longer has it, ``source``
+    when it still runs on the source, None when neither can say."""
+    on_source = _state(source, name)
+    on_target = _state(target, name)
+    if on_target in ("running", "paused") and on_source in (None, "stopped"):
+        return "target"
+    if on_source in ("running", "paused"):
+        return "source"
+    return None
+
+
+def _state(agent: AgentClient, name: str) -> str | None:
+    try:
+        return agent.domain(name).state
+    except CorralError:
+        return None
+
+
+def execute(ctx: EngineContext, op: OpContext) -> None:
+    p = op.params
+    vm_id, source_id, target_id = p["vm_id"], p["source_id"], p["target_id"]
+    with ctx.db.session() as s:
+        vm = s.get(Vm, vm_id)
+        if vm is None:
+            raise NotFound(f"VM {vm_id} no longer exists")
+        if vm.host_id == target_id:  # an earlier run recorded the move already
+            return
+        name = vm.name
+        nic_ids = [n.id for n in s.query(Nic).filter_by(vm_id=vm_id)]
+        macs = [n.mac for n in s.query(Nic).filter_by(vm_id=vm_id)]
+        target_host = s.get(Host, target_id)
+        source_host = s.get(Host, source_id)
+        if target_host is None or source_host is None:
+            raise NotFound("a host of this migration was removed", field="to")
+        uri = migration_uri(target_host)
+        has_seed = vm.cloud_init is not None
+    source, target = ctx.agent(source_id), ctx.agent(target_id)
+    if _where(source, target, name) == "target":  # moved before the engine restarted
+        _moved(ctx, op, vm_id, source_id, target_id, macs, has_seed, None)
+        return
+    try:
+        op.progress(2, f"preparing {target_host.name}")
+        image_copies.ensure_for_vm(ctx, op, vm_id, span=(2, 8), host_id=target_id)
+        op.check_cancelled()
+        xml = vm_design.domain_xml(ctx, vm_id, target_id)[2]
+        if has_seed:
+            vm_cloudinit.push_seed(ctx, target, vm_id)
+        # The ports first: the guest's first packet on the target already meets its rules.
+        security_groups.push_nics(ctx, nic_ids, host_id=target_id)
+        op.check_cancelled()
+        op.progress(10, f"migrating to {target_host.name}")
+        body = MigrateBody(destination=uri, dest_xml=xml, persist_xml=xml,
+                           max_downtime_ms=p.get("max_downtime_ms"),
+                           bandwidth_mib_s=p.get("bandwidth_mib_s"),
+                           postcopy=bool(p.get("postcopy")))
+        done = run_job(source, op, source.migrate_job(name, body), span=(10, 97),
+                       timeout=JOB_TIMEOUT_S)
+    except CorralError:
+        if _where(source, target, name) == "target":  # it moved all the same (a late cancel)
+            _moved(ctx, op, vm_id, source_id, target_id, macs, has_seed, None)
+            return
+        _clean_target(target, name, macs, has_seed, source)
+        raise
+    _moved(ctx, op, vm_id, source_id, target_id, macs, has_seed, done)
+
+
+def _clean_target(target: AgentClient, name: str, macs: list[str], has_seed: bool,
+                  source: AgentClient) -> None:
+    """What the target got for a migration that did not happen; a domain there only while
+    the guest surely runs on the source (never the only copy)."""
+    if _state(source, name) in ("running", "paused") and _state(target, name) is not None:
+        with contextlib.suppress(CorralError):
+            target.act(name, "destroy")
+        with contextlib.suppress(CorralError):
+            target.undefine(name)
+    security_groups.drop_ports_of(target, macs)
+    if has_seed:
+        with contextlib.suppress(CorralError):
+            target.delete_seed(name)
+
+
+def _moved(ctx: EngineContext, op: OpContext, vm_id: str, source_id: str, target_id: str,
+           macs: list[str], has_seed: bool, done: Migrated | None) -> None:
+    """The guest runs on the target: the row follows, the source forgets it."""
+    with ctx.db.session() as s:
+        vm = s.get(Vm, vm_id)
+        if vm is None:
+            return
+        vm.host_id = target_id
+        name = vm.name
+        source_name = (h.name if (h := s.get(Host, source_id)) else source_id)
+        target_name = (h.name if (h := s.get(Host, target_id)) else target_id)
+    source = ctx.agent(source_id)
+    security_groups.drop_ports_of(source, macs)
+    if has_seed:
+        with contextlib.suppress(CorralError):
+            source.delete_seed(name)
+    with contextlib.suppress(CorralError):  # OVS flows need the tap, there now; remote groups
+        security_groups.push_vm(ctx, vm_id)
+    downtime = done.downtime_ms if done is not None else None
+    total = done.total_ms if done is not None else None
+    said = f"migrated from {source_name} to {target_name}"
+    if downtime is not None:
+        said += f": downtime {downtime} ms"
+    if total is not None:
+        said += f", total {total / 1000:.1f} s"
+    op.progress(99, said)
+    ctx.bus.publish("vm", {"name": name, "state": VmState.RUNNING.value,
+                           "event": "migrated", "from": source_name, "to": target_name,
+                           "downtime_ms": downtime, "total_ms": total, "operation": op.id})
+
+
+def register(ctx: EngineContext) -> None:
+    # Cancellable while it runs: the agent's job aborts the migration (abortJob).
+    ctx.ops.register(TYPE, lambda op: execute(ctx, op), prereq=lambda op: prereq(ctx, op),
+                     may_cancel=True)

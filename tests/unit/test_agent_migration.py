@@ -1,0 +1,151 @@
+"""The agent's side of a live migration (corral.agent.hypervisor.migration) against a
+stand-in libvirt domain: the flags and parameters libvirt gets, progress read from the job
+statistics, the downtime from the destination's completed job, and a cancel that aborts
+the job and leaves the guest where it was."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import libvirt
+import pytest
+
+from corral.agent.hypervisor import migration
+from corral.agent.jobs import JobCancelled
+from corral.agent_api.migration import MigrateBody
+from corral.errors import HypervisorError
+
+URI = "qemu+tcp://10.209.0.12/system"
+
+
+class FakeDomain:  # libvirt's method names
+    """migrateToURI3 runs until ``finish`` (or abortJob) is called."""
+
+    def __init__(self) -> None:
+        self.called: dict[str, Any] = {}
+        self.done = threading.Event()
+        self.aborted = False
+        self.downtime: int | None = None
+
+    def isActive(self) -> bool:
+        return True
+
+    def migrateToURI3(self, uri: str, params: dict[str, Any], flags: int) -> None:
+        self.called = {"uri": uri, "params": params, "flags": flags}
+        self.done.wait(10)
+        if self.aborted:
+            raise libvirt.libvirtError("operation aborted: migration out job: canceled by client")
+
+    def jobStats(self, flags: int = 0) -> dict[str, Any]:
+        return {"type": libvirt.VIR_DOMAIN_JOB_UNBOUNDED, "memory_total": 128 << 20,
+                "memory_remaining": 32 << 20, "memory_bps": 50 << 20,
+                "memory_dirty_rate": 256, "memory_page_size": 4096, "memory_iteration": 2}
+
+    def migrateSetMaxDowntime(self, ms: int, flags: int) -> None:
+        self.downtime = ms
+
+    def abortJob(self) -> None:
+        self.aborted = True
+        self.done.set()
+
+
+class FakeConn:
+    def __init__(self, dom: Any) -> None:
+        self.dom = dom
+
+    def lookupByName(self, name: str) -> Any:
+        return self.dom
+
+    def close(self) -> None:
+        pass
+
+
+class Completed:
+    def jobStats(self, flags: int = 0) -> dict[str, Any]:
+        assert flags == libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED
+        return {"downtime": 87, "memory_processed": 140 << 20, "memory_iteration": 3}
+
+
+class FakeHv:
+    def __init__(self, dom: FakeDomain) -> None:
+        self.dom = dom
+
+    def _open(self) -> FakeConn:
+        return FakeConn(self.dom)
+
+
+@pytest.fixture(autouse=True)
+def fast(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(migration, "POLL_S", 0.02)
+    monkeypatch.setattr(migration.libvirt, "open", lambda uri: FakeConn(Completed()))
+
+
+def test_flags_and_parameters_of_a_live_migration() -> None:
+    body = MigrateBody(destination=URI, dest_xml="<domain/>", persist_xml="<domain/>",
+                       bandwidth_mib_s=100)
+    flags = migration.flags_of(body)
+    for f in (libvirt.VIR_MIGRATE_PEER2PEER, libvirt.VIR_MIGRATE_LIVE,
+              libvirt.VIR_MIGRATE_PERSIST_DEST, libvirt.VIR_MIGRATE_UNDEFINE_SOURCE,
+              libvirt.VIR_MIGRATE_AUTO_CONVERGE):
+        assert flags & f
+    assert not flags & libvirt.VIR_MIGRATE_POSTCOPY
+    assert not flags & libvirt.VIR_MIGRATE_NON_SHARED_INC
+    assert migration.params_of(body) == {
+        libvirt.VIR_MIGRATE_PARAM_DEST_XML: "<domain/>",
+        libvirt.VIR_MIGRATE_PARAM_PERSIST_XML: "<domain/>",
+        libvirt.VIR_MIGRATE_PARAM_BANDWIDTH: 100}
+
+
+def test_a_destination_must_be_a_qemu_tcp_or_tls_uri() -> None:
+    MigrateBody(destination="qemu+tls://h2.example.org/system")
+    for bad in ("qemu:///system", "qemu+ssh://h2/system", "h2", "qemu+tcp:///system"):
+        with pytest.raises(ValueError, match="libvirt URI"):
+            MigrateBody(destination=bad)
+
+
+def test_progress_names_memory_left_rates_and_iteration() -> None:
+    percent, message = migration.progress_of(FakeDomain().jobStats())
+    assert percent == 75
+    assert message == "iteration 2: 32 MiB of 128 MiB left, 50 MiB/s, dirtying 1 MiB/s"
+    assert migration.progress_of({}) == (0, "starting")
+
+
+def test_a_migration_reports_progress_and_ends_with_the_downtime() -> None:
+    dom = FakeDomain()
+    seen: list[tuple[int, str]] = []
+
+    def report(percent: int, message: str) -> None:
+        seen.append((percent, message))
+        if len(seen) == 3:
+            dom.done.set()  # the guest runs on the target now
+
+    body = MigrateBody(destination=URI, max_downtime_ms=150)
+    done = migration.migrate(FakeHv(dom), "web", body, report)  # type: ignore[arg-type]
+    assert dom.called["uri"] == URI and dom.downtime == 150
+    assert seen[0] == (75, "iteration 2: 32 MiB of 128 MiB left, 50 MiB/s, dirtying 1 MiB/s")
+    assert done.downtime_ms == 87 and done.iterations == 3 and done.total_ms >= 0
+    assert done.memory_bytes == 140 << 20 and not done.postcopy
+
+
+def test_cancel_aborts_the_job_and_the_guest_stays() -> None:
+    dom = FakeDomain()
+
+    def report(percent: int, message: str) -> None:
+        raise JobCancelled("vm.migrate domain:web was cancelled")
+
+    with pytest.raises(JobCancelled):
+        migration.migrate(FakeHv(dom), "web", MigrateBody(destination=URI),  # type: ignore[arg-type]
+                          report)
+    assert dom.aborted
+
+
+def test_a_migration_that_does_not_converge_is_aborted_with_the_reason(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    dom = FakeDomain()
+    clock = iter(range(0, 10_000, 100))
+    monkeypatch.setattr(migration.time, "monotonic", lambda: float(next(clock)))
+    body = MigrateBody(destination=URI, converge_timeout_s=5)
+    with pytest.raises(Exception, match="did not converge in 5 s") as exc:
+        migration.migrate(FakeHv(dom), "web", body, lambda p, m: None)  # type: ignore[arg-type]
+    assert dom.aborted and not isinstance(exc.value, HypervisorError)

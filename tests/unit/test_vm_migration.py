@@ -1,0 +1,277 @@
+"""Live migration in the engine (`POST /api/v1/vms/{name}/migrate`), with stand-in agents:
+the checks that refuse before anything moves (a stopped VM, a target unknown, down, the
+VM's own host or full, a disk on a host's own storage, no permission), and the operation:
+ports pushed to the target first, the source agent's migration job, the VM's host moved,
+the source's ports dropped and an event with the downtime; a failed job leaves the VM
+where it was and nothing on the target."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from engine_seed import client_as
+from fastapi.testclient import TestClient
+
+from corral.engine.app import build_context, create_app
+from corral.engine.context import EngineContext, EngineSettings
+from corral.engine.db.models import Host, Image, Network, Nic, Operation, StoragePool, Vm
+from corral.engine.services import vm_migration
+from corral.engine.services.auth import create_token
+
+MAC = "52:54:00:00:00:01"
+
+
+@dataclass
+class Agents:
+    """Stand-in agents of h1-h3 (by the address of their URL): where domain ``web`` runs,
+    what each was asked, and how the migration job ends."""
+
+    on: str = "h1"
+    fail_job: bool = False
+    hold_job: bool = False  # the job runs until it is cancelled
+    cancelled: bool = False
+    seen: list[tuple[str, str, str]] = field(default_factory=list)  # (host, method, path)
+    bodies: dict[str, Any] = field(default_factory=dict)
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        host = {"127.0.0.1": "h1", "127.0.0.2": "h2", "127.0.0.3": "h3"}[request.url.host]
+        path, method = request.url.path, request.method
+        self.seen.append((host, method, path))
+        if path == "/v1/domains/web" and method == "GET":
+            if host != self.on:
+                return httpx.Response(404, json={"error": {"code": "not_found",
+                                                           "message": "no domain web"}})
+            return httpx.Response(200, json={"name": "web", "uuid": "u", "vm_id": None,
+                                             "state": "running"})
+        if path == "/v1/domains/web/migrate":
+            self.bodies["migrate"] = json.loads(request.content)
+            if self.hold_job:
+                return httpx.Response(200, json=_job("running"))
+            if self.fail_job:
+                return httpx.Response(200, json=_job("failure", error={
+                    "code": "hypervisor_error", "message": "target libvirtd went away"}))
+            self.on = "h2"
+            return httpx.Response(200, json=_job("success", result={
+                "destination": self.bodies["migrate"]["destination"], "downtime_ms": 42,
+                "total_ms": 3100, "memory_bytes": 1 << 27, "iterations": 3}))
+        if path == "/v1/jobs/j1":
+            if method == "DELETE":
+                self.cancelled = True
+                return httpx.Response(200, json=_job("running"))
+            time.sleep(0.05)  # a long poll that answers soon: the test's clock, not 5 s
+            if self.cancelled:  # the agent's job aborted: the guest stays on the source
+                return httpx.Response(200, json=_job("failure", error={
+                    "code": "conflict", "message": "vm.migrate domain:web was cancelled"}))
+            return httpx.Response(200, json=_job("running", progress=40,
+                                                 message="iteration 1: 60 MiB of 128 MiB left"))
+        if path == "/v1/images/tiny/files":
+            return httpx.Response(200, json={"files": [{"kind": "qcow2", "size": 1 << 20}]})
+        if path.startswith("/v1/ports/"):
+            if method == "PUT":
+                return httpx.Response(200, json={"tap": path.rsplit("/", 1)[1], "id": 1})
+            return httpx.Response(200, json={"deleted": True})
+        if path.startswith("/v1/networks/") and path.endswith("/leases"):
+            return httpx.Response(200, json=[])
+        if path.startswith("/v1/domains/web/") and method == "POST":  # destroy (cleanup)
+            return httpx.Response(404, json={"error": {"code": "not_found", "message": "no"}})
+        if path == "/v1/domains/web" and method == "DELETE":
+            return httpx.Response(200, json={"deleted": False})
+        return httpx.Response(404, json={"error": {"code": "not_found", "message": path}})
+
+    def asked(self, host: str, method: str, prefix: str) -> list[str]:
+        return [p for h, m, p in self.seen if h == host and m == method and p.startswith(prefix)]
+
+
+def _job(status: str, **fields: Any) -> dict[str, Any]:
+    return {"id": "j1", "kind": "vm.migrate", "key": "domain:web", "status": status,
+            "progress": 100 if status == "success" else 0, "version": 3, **fields}
+
+
+def _wait_for(what: str, check: Any) -> None:
+    for _ in range(400):  # 20 s at most
+        if check():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@dataclass
+class Engine:
+    ctx: EngineContext
+    client: TestClient
+    agents: Agents
+
+    def migrate(self, vm: str = "web", **body: Any) -> httpx.Response:
+        return self.client.post(f"/api/v1/vms/{vm}/migrate", json=body)
+
+    def host_of(self, vm: str = "web") -> str:
+        with self.ctx.db.session() as s:
+            row = s.query(Vm).filter_by(name=vm).one()
+            host = s.get(Host, row.host_id)
+            assert host is not None
+            return host.name
+
+    def finish(self, resp: httpx.Response) -> dict[str, Any]:
+        assert resp.status_code == 202, resp.text
+        op = resp.json()
+        assert op["type"] == "vm.migrate" and op["may_cancel"] is True
+        return self.ctx.ops.wait(op["id"], timeout=30).model_dump(mode="json")
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[Engine]:
+    ctx = build_context(EngineSettings(data_dir=tmp_path, agent_reconnect_s=0))
+    agents = Agents()
+    ctx.agent_transport = httpx.MockTransport(agents)
+    facts = {"cpus": 2, "memory_mib": 2048, "virt_type": "qemu",
+             "storage_dir": str(tmp_path), "console_dir": str(tmp_path)}
+    with ctx.db.session() as s:
+        hosts = [Host(name="h1", url="https://127.0.0.1:8444", status="up", facts=facts),
+                 Host(name="h2", url="https://127.0.0.2:8444", status="up", facts=facts),
+                 Host(name="h3", url="https://127.0.0.3:8444", status="maintenance",
+                      facts=facts)]
+        s.add_all(hosts)
+        image = Image(name="tiny", status="ready", virtual_size=64 << 20, file_size=1 << 20)
+        net = Network(name="default", bridge="corral0", subnet="10.210.0.0/24",
+                      gateway="10.210.0.1", dhcp_start="10.210.0.128", dhcp_end="10.210.0.254")
+        pool = StoragePool(name="shared", type="shared", path=str(tmp_path / "pool"),
+                           status="ready")
+        s.add_all([image, net, pool])
+        s.flush()
+        for name, root, state in (("web", pool.id, "running"), ("idle", pool.id, "stopped"),
+                                  ("local", None, "running")):
+            vm = Vm(name=name, image_id=image.id, host_id=hosts[0].id, cpus=1,
+                    memory_mib=512, disk_bytes=64 << 20, state=state,
+                    desired_power=state, root_pool_id=root)
+            s.add(vm)
+            s.flush()
+            if name == "web":
+                s.add(Nic(vm_id=vm.id, network_id=net.id, mac=MAC, idx=0))
+    token = create_token(ctx, "admin")
+    client = TestClient(create_app(ctx), headers={"Authorization": f"Bearer {token}"})
+    try:
+        yield Engine(ctx, client, agents)
+    finally:
+        ctx.ops.shutdown()
+
+
+def _error(resp: httpx.Response, status: int) -> dict[str, Any]:
+    assert resp.status_code == status, resp.text
+    error: dict[str, Any] = resp.json()["error"]
+    return error
+
+
+def test_a_stopped_vm_is_refused(engine: Engine) -> None:
+    error = _error(engine.migrate("idle", to="h2"), 409)
+    assert "idle is stopped" in error["message"] and "running VM" in error["message"]
+
+
+def test_an_unknown_a_down_and_the_same_host_are_refused(engine: Engine) -> None:
+    assert "host nope not found" in _error(engine.migrate(to="nope"), 404)["message"]
+    down = _error(engine.migrate(to="h3"), 409)
+    assert down["message"] == "host h3 is maintenance: a migration target must be up"
+    same = _error(engine.migrate(to="h1"), 409)
+    assert "already runs on host h1" in same["message"] and same["field"] == "to"
+    assert _error(engine.migrate(to="Bad Name"), 422)
+    assert engine.host_of() == "h1"
+    assert not engine.agents.asked("h1", "POST", "/v1/domains/web/migrate")
+
+
+def test_a_full_target_is_refused_with_the_schedulers_reason(engine: Engine) -> None:
+    with engine.ctx.db.session() as s:
+        h2 = s.query(Host).filter_by(name="h2").one()
+        h2.facts = {**h2.facts, "memory_mib": 256}
+    error = _error(engine.migrate(to="h2"), 409)
+    assert error["code"] == "insufficient_resources"
+    assert error["message"] == ("host h2 cannot take VM web: memory: needs 512 MiB, 256 MiB "
+                                "free of 256 MiB x1.0")
+    # Without --to the scheduler finds no other host either (h3 is in maintenance).
+    error = _error(engine.migrate(), 409)
+    assert "no other host can take web" in error["message"]
+    assert engine.host_of() == "h1"
+
+
+def test_a_root_disk_on_the_hosts_own_storage_needs_a_copy(engine: Engine) -> None:
+    error = _error(engine.migrate("local", to="h2"), 409)
+    assert "copy_storage is not supported yet" in error["message"]
+    assert "root disk (on host h1's storage)" in error["message"]
+
+
+def test_a_user_may_not_migrate_an_operator_may(engine: Engine) -> None:
+    user = client_as(engine.ctx, "user")
+    refused = _error(user.post("/api/v1/vms/web/migrate", json={"to": "h2"}), 403)
+    assert "vm.migrate" in refused["message"]
+    operator = client_as(engine.ctx, "operator")
+    assert operator.post("/api/v1/vms/idle/migrate", json={"to": "h2"}).status_code == 409
+
+
+def test_the_operation_runs_the_agents_job_and_moves_the_vm(engine: Engine) -> None:
+    done = engine.finish(engine.migrate(to="h2", max_downtime_ms=200, bandwidth_mib_s=50))
+    assert done["status"] == "success", done
+    assert done["message"] == "migrated from h1 to h2: downtime 42 ms, total 3.1 s"
+    assert engine.host_of() == "h2"
+    assert engine.client.get("/api/v1/vms/web").json()["host"] == "h2"
+    sent = engine.agents.bodies["migrate"]
+    assert sent["destination"] == "qemu+tcp://127.0.0.2/system"
+    assert sent["max_downtime_ms"] == 200 and sent["bandwidth_mib_s"] == 50
+    assert sent["live"] and sent["persist"] and sent["auto_converge"]
+    assert "<name>web</name>" in sent["dest_xml"] and sent["persist_xml"] == sent["dest_xml"]
+    # Ports on the target before the job, dropped on the source after it.
+    seen = engine.agents.seen
+    job_at = seen.index(("h1", "POST", "/v1/domains/web/migrate"))
+    put_h2 = [i for i, (h, m, p) in enumerate(seen)
+              if h == "h2" and m == "PUT" and p.startswith("/v1/ports/")]
+    assert put_h2 and put_h2[0] < job_at
+    assert [i for i, (h, m, p) in enumerate(seen)
+            if h == "h1" and m == "DELETE" and p.startswith("/v1/ports/") and i > job_at]
+    events = [e for e in engine.ctx.bus.recent if e.type == "vm"
+              and e.data.get("event") == "migrated"]
+    assert events and events[-1].data["from"] == "h1" and events[-1].data["to"] == "h2"
+    assert events[-1].data["downtime_ms"] == 42
+
+
+def test_without_a_target_the_scheduler_picks_another_host(engine: Engine) -> None:
+    done = engine.finish(engine.migrate())
+    assert done["status"] == "success", done
+    assert engine.host_of() == "h2"  # h1 is its own, h3 in maintenance
+
+
+def test_a_failed_job_leaves_the_vm_on_its_host_and_nothing_on_the_target(
+        engine: Engine) -> None:
+    engine.agents.fail_job = True
+    done = engine.finish(engine.migrate(to="h2"))
+    assert done["status"] == "failure"
+    assert "target libvirtd went away" in done["error"]["message"]
+    assert engine.host_of() == "h1"
+    assert engine.agents.asked("h2", "DELETE", "/v1/ports/")  # the ports pushed there go
+    assert not engine.agents.asked("h1", "DELETE", "/v1/ports/")  # the source keeps its own
+
+
+def test_cancel_aborts_the_agents_job_and_the_vm_stays(engine: Engine) -> None:
+    engine.agents.hold_job = True
+    resp = engine.migrate(to="h2")
+    assert resp.status_code == 202, resp.text
+    op_id = resp.json()["id"]
+    _wait_for("the job's progress", lambda: engine.client.get(
+        f"/api/v1/operations/{op_id}").json()["message"] == "iteration 1: 60 MiB of 128 MiB left")
+    assert engine.client.delete(f"/api/v1/operations/{op_id}").status_code == 200
+    done = engine.ctx.ops.wait(op_id, timeout=30)
+    assert done.status.value == "cancelled", done
+    assert engine.agents.cancelled  # DELETE /v1/jobs/j1 on the source's agent
+    assert engine.host_of() == "h1"
+    assert engine.agents.asked("h2", "DELETE", "/v1/ports/")
+
+
+def test_the_reconciler_keeps_off_a_vm_being_migrated(engine: Engine) -> None:
+    with engine.ctx.db.session() as s:
+        s.add(Operation(type="vm.migrate", resources={"vms": ["web"]}, params={},
+                        status="running", locks=[]))
+    with engine.ctx.db.session() as s:
+        assert vm_migration.in_flight(s) == {"web"}
