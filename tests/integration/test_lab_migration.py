@@ -70,8 +70,8 @@ def test_a_running_guest_moves_to_host2_and_keeps_running(
     engine.wait_booted(VM)
     # A counter on the serial console, once a second, detached from the typed command.
     started = engine.console_run(
-        VM, "(i=0; while true; do i=$((i+1)); echo MIGTICK $i >/dev/ttyS0; sleep 1; done)"
-        " </dev/null >/dev/null 2>&1 & echo started", timeout=60)
+        VM, "sh -c 'i=0; while true; do i=$((i+1)); echo MIGTICK $i >/dev/ttyS0; sleep 1;"
+        " done' </dev/null >/dev/null 2>&1 & echo started", timeout=60)
     assert started.output == "started", started
     wait_for("the counter to tick", lambda: len(ticks(engine)) >= 3, timeout=60, every=1)
     before = uptime(engine)
@@ -104,11 +104,45 @@ def test_a_running_guest_moves_to_host2_and_keeps_running(
     assert VM not in virsh(lab, 1, "list", "--all", "--name").split()
 
 
-def test_a_stopped_vm_and_its_own_host_are_refused_before_anything_moves(
-        lab: LabCli, engine: LabEngine) -> None:
+def test_its_own_host_is_refused_before_anything_moves(lab: LabCli, engine: LabEngine) -> None:
     same = lab.run("vm", "migrate", VM, "--to", host(lab, 2), check=False)
     assert same.returncode == 2 and "already runs on host" in same.stderr
     assert engine.vm(VM)["host"] == host(lab, 2)
+
+
+def test_a_cancelled_migration_leaves_the_guest_running_where_it_was(
+        lab: LabCli, engine: LabEngine) -> None:
+    before = uptime(engine)
+    # Throttled to 1 MiB/s: it runs long enough to be cancelled midway.
+    op = lab.json("vm", "migrate", VM, "--to", host(lab, 1), "--bandwidth", "1", "--no-wait")
+    sdk = engine.sdk()
+    wait_for("the migration's progress",
+             lambda: "MiB of" in (sdk.get_operation(op["id"]).message or ""), timeout=120,
+             every=0.5)
+    lab.run("operation", "cancel", op["id"])
+    ended = sdk.wait(op["id"], timeout=180)
+    assert ended.status.value == "cancelled", ended
+    assert virsh(lab, 2, "domstate", VM).strip() == "running"
+    assert VM not in virsh(lab, 1, "list", "--all", "--name").split()  # nothing left there
+    assert engine.vm(VM)["host"] == host(lab, 2)
+    assert uptime(engine) > before  # the same guest, still running
+
+
+def test_without_a_target_the_scheduler_picks_the_other_host(
+        lab: LabCli, engine: LabEngine) -> None:
+    op = lab.json("vm", "migrate", VM)
+    assert op["status"] == "success", op
+    print(f"\nmigration back: {op['message']}")
+    assert engine.vm(VM)["host"] == host(lab, 1)
+    assert virsh(lab, 1, "domstate", VM).strip() == "running"
+    assert VM not in virsh(lab, 2, "list", "--all", "--name").split()
+
+
+def test_a_stopped_vm_is_refused(lab: LabCli, engine: LabEngine) -> None:
+    lab.run("vm", "stop", VM, "--force", timeout=180)
+    refused = lab.run("vm", "migrate", VM, "--to", host(lab, 2), check=False)
+    assert refused.returncode == 2 and f"{VM} is stopped" in refused.stderr, refused.stderr
+    assert engine.vm(VM)["host"] == host(lab, 1)
 
 
 def test_lab_down_leaves_nothing(lab: LabCli) -> None:

@@ -6,11 +6,14 @@ the job and leaves the guest where it was."""
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Any
 
 import libvirt
 import pytest
+from fastapi.testclient import TestClient
 
+from corral.agent.app import AgentSettings, create_app
 from corral.agent.hypervisor import migration
 from corral.agent.jobs import JobCancelled
 from corral.agent_api.migration import MigrateBody
@@ -91,6 +94,9 @@ def test_flags_and_parameters_of_a_live_migration() -> None:
         assert flags & f
     assert not flags & libvirt.VIR_MIGRATE_POSTCOPY
     assert not flags & libvirt.VIR_MIGRATE_NON_SHARED_INC
+    assert not flags & libvirt.VIR_MIGRATE_UNSAFE  # only when the engine vouches for the disks
+    shared = MigrateBody(destination=URI, shared_storage=True)
+    assert migration.flags_of(shared) & libvirt.VIR_MIGRATE_UNSAFE
     assert migration.params_of(body) == {
         libvirt.VIR_MIGRATE_PARAM_DEST_XML: "<domain/>",
         libvirt.VIR_MIGRATE_PARAM_PERSIST_XML: "<domain/>",
@@ -149,3 +155,28 @@ def test_a_migration_that_does_not_converge_is_aborted_with_the_reason(
     with pytest.raises(Exception, match="did not converge in 5 s") as exc:
         migration.migrate(FakeHv(dom), "web", body, lambda p, m: None)  # type: ignore[arg-type]
     assert dom.aborted and not isinstance(exc.value, HypervisorError)
+
+
+def test_the_agents_route_starts_a_job_that_reports_libvirts_refusal(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real agent app on libvirt's test driver (which has domain ``test`` and no p2p
+    migration): the route is reached (not taken for a power action), answers a job, and the
+    job fails with libvirt's reason; an unknown domain is a 404 at once, a bad URI a 422."""
+    monkeypatch.undo()  # the real libvirt.open
+    app = create_app(AgentSettings(state_dir=tmp_path / "state", libvirt_uri="test:///default"))
+    agent = TestClient(app)
+    body = {"destination": "qemu+tcp://127.0.0.1:1/system"}
+    started = agent.post("/v1/domains/test/migrate", json=body)
+    assert started.status_code == 200, started.text
+    job = started.json()
+    assert job["kind"] == "vm.migrate" and job["key"] == "domain:test"
+    for _ in range(100):  # bounded: the test driver refuses at once
+        job = agent.get(f"/v1/jobs/{job['id']}?after={job['version']}&wait=1").json()
+        if job["status"] != "running":
+            break
+    assert job["status"] == "failure"
+    assert job["error"]["code"] == "hypervisor_error"
+    assert "p2p migration is not supported" in job["error"]["message"]
+    assert agent.post("/v1/domains/nope/migrate", json=body).status_code == 404
+    assert agent.post("/v1/domains/test/migrate",
+                      json={"destination": "qemu:///system"}).status_code == 422

@@ -30,10 +30,11 @@ PASSWORD = "correct horse battery"
 
 
 class Agent:
-    """The host's agent: every domain call done, and noted (method, path)."""
+    """The host's agent: every domain call done, and noted (method, path); snapshots kept."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, str]] = []
+        self.snapshots: dict[str, dict[str, dict[str, object]]] = {}
 
     def __call__(self, req: httpx.Request) -> httpx.Response:
         self.calls.append((req.method, req.url.path))
@@ -42,6 +43,18 @@ class Agent:
                 "hostname": "h1", "agent_version": "test", "virt_type": "qemu",
                 "libvirt_version": "9.0.0", "storage_dir": "/s", "console_dir": "/c",
                 "storage_free": 1 << 40, "memory_mib": 4096, "cpus": 2})
+        if "/snapshots" in req.url.path:  # kept per domain: listed, taken, deleted
+            domain, _, snap = req.url.path.removeprefix("/v1/domains/").partition("/snapshots")
+            mine = self.snapshots.setdefault(domain, {})
+            if req.method == "GET":
+                return httpx.Response(200, json=list(mine.values()))
+            if req.method == "DELETE":
+                mine.pop(snap.strip("/"), None)
+                return httpx.Response(200, json={"deleted": True})
+            name = json.loads(req.content)["name"]
+            mine[name] = {"name": name, "created_at": "2026-12-04T00:00:00Z",
+                          "state": "stopped", "memory": False, "current": True}
+            return httpx.Response(200, json=mine[name])
         if req.url.path == "/v1/images/tiny/files":  # the host holds the image
             return httpx.Response(200, json={"files": [
                 {"kind": "qcow2", "size": 1 << 20, "sha256": None}]})
@@ -266,3 +279,18 @@ def test_an_admin_shares_an_image_with_every_project(ctx: EngineContext) -> None
         s.add(User(name="ola", role="none", password_hash=passwords.hash_password(PASSWORD)))
         s.add(RoleAssignment(subject_kind="user", subject="ola", role="operator", project="a"))
     assert login(ctx, "ola").delete("/api/v1/images/tiny?project=a").status_code == 404
+
+
+def test_the_snapshot_quota_counts_what_corral_made(ctx: EngineContext) -> None:
+    alice = login(ctx, "alice")
+    settle(ctx, alice, create(alice, "a"), "a")
+    with ctx.db.session() as s:
+        s.query(Project).filter_by(name="a").update({"quotas": {"snapshots": 1}})
+    snap = "/api/v1/vms/web/snapshots?project=a"
+    settle(ctx, alice, alice.post(snap, json={"name": "one"}), "a")
+    refused = alice.post(snap, json={"name": "two"})
+    assert refused.status_code == 409
+    assert refused.json()["error"]["details"] == {
+        "quota": "snapshots", "limit": 1, "use": 1, "asked": 1}
+    settle(ctx, alice, alice.delete("/api/v1/vms/web/snapshots/one?project=a"), "a")
+    settle(ctx, alice, alice.post(snap, json={"name": "two"}), "a")

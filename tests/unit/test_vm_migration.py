@@ -222,6 +222,7 @@ def test_the_operation_runs_the_agents_job_and_moves_the_vm(engine: Engine) -> N
     assert sent["destination"] == "qemu+tcp://127.0.0.2/system"
     assert sent["max_downtime_ms"] == 200 and sent["bandwidth_mib_s"] == 50
     assert sent["live"] and sent["persist"] and sent["auto_converge"]
+    assert sent["shared_storage"] and not sent["copy_storage"]
     assert "<name>web</name>" in sent["dest_xml"] and sent["persist_xml"] == sent["dest_xml"]
     # Ports on the target before the job, dropped on the source after it.
     seen = engine.agents.seen

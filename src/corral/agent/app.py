@@ -167,11 +167,12 @@ def create_app(settings: AgentSettings) -> FastAPI:
     def health() -> dict[str, str]:
         return {"status": "ok"}
 
+    # Live migration to another host's libvirtd, as a job: see corral.agent.migration_routes.
+    # Before the domain routes: their POST /v1/domains/{name}/{action} would take "migrate".
+    app.include_router(migration_routes.router(hv, jobs))
     # Domains, root disks, seeds and host facts: see corral.agent.domain_routes.
     app.include_router(domain_routes.router(hv, storage, agent.console_dir, agent.facts,
                                             after_start=ports.sync_ovs))
-    # Live migration to another host's libvirtd, as a job: see corral.agent.migration_routes.
-    app.include_router(migration_routes.router(hv, jobs))
     # The guest agent (ping, exec) and the displays of running domains.
     app.include_router(guest_routes.router(hv))
     # The host as a whole: its memory (KSM, balloons).

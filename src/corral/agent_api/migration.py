@@ -34,6 +34,11 @@ class MigrateBody(Body):
                                     "post-copy (if allowed) or abort with the reason")
     copy_storage: bool = Field(False, description="copy the disks that are not shared "
                                "(the target's disks must exist, with the same size)")
+    # The engine checked that every disk is in a pool every host reaches (shared dir pools
+    # are verified on each host by their marker, rbd is Ceph): libvirt then need not guess.
+    # It knows NFS, GFS2, CephFS... but not a directory the hosts share by other means (a
+    # cluster mount it does not recognize, the lab's one directory), which it calls unsafe.
+    shared_storage: bool = False
 
     @field_validator("destination")
     @classmethod

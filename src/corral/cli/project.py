@@ -180,6 +180,8 @@ def quota_set(
     networks: str | None = typer.Option(None, "--networks", metavar="N", help="Networks"),
     security_groups: str | None = typer.Option(None, "--security-groups", metavar="N",
                                                help="Security groups"),
+    snapshots: str | None = typer.Option(None, "--snapshots", metavar="N",
+                                         help="Snapshots of its VMs"),
     output_fmt: OutputFormat = OutputOpt, data_dir: Path = DataDirOpt,
 ) -> None:
     """Set a project's limits; `none` clears one, those not named stay. A limit below the
@@ -191,7 +193,8 @@ def quota_set(
     with handled():
         given: dict[str, int | None] = {}
         for quota, value in (("vms", vms), ("vcpus", vcpus), ("volumes", volumes),
-                             ("networks", networks), ("security_groups", security_groups)):
+                             ("networks", networks), ("security_groups", security_groups),
+                             ("snapshots", snapshots)):
             if value is not None:
                 given[quota] = _count(value, quota)
         for quota, value in (("memory", memory), ("disk", disk)):

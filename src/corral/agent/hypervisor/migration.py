@@ -45,6 +45,8 @@ def flags_of(body: MigrateBody) -> int:
         flags |= libvirt.VIR_MIGRATE_POSTCOPY
     if body.copy_storage:
         flags |= libvirt.VIR_MIGRATE_NON_SHARED_INC
+    if body.shared_storage:  # see MigrateBody.shared_storage
+        flags |= libvirt.VIR_MIGRATE_UNSAFE
     return flags
 
 

@@ -25,7 +25,7 @@ from corral.agent_api.pools import (
     RootTemplateBody,
 )
 from corral.agent_api.snapshots import CloneBody
-from corral.validation import validate_name
+from corral.validation import validate_name, validate_vm_name
 
 
 def router(state_dir: Path, storage: Storage, jobs: JobRunner) -> APIRouter:
@@ -34,7 +34,7 @@ def router(state_dir: Path, storage: Storage, jobs: JobRunner) -> APIRouter:
 
     @r.post("/v1/pools/{pool}/roots/{vm}")
     def create_root(pool: str, vm: str, body: RootBody, op: str | None = None) -> JobInfo:
-        validate_name(vm, "vm")
+        validate_vm_name(vm, "vm")
         validate_name(body.image, "image")
 
         def work(report: JobReporter) -> dict[str, Any]:
@@ -61,8 +61,8 @@ def router(state_dir: Path, storage: Storage, jobs: JobRunner) -> APIRouter:
 
     @r.post("/v1/pools/{pool}/roots/{vm}/full-clone")
     def full(pool: str, vm: str, body: CloneBody, op: str | None = None) -> JobInfo:
-        validate_name(vm, "vm")
-        validate_name(body.source, "source")
+        validate_vm_name(vm, "vm")
+        validate_vm_name(body.source, "source")
 
         def work(report: JobReporter) -> dict[str, Any]:
             return roots.full_clone(pool, body.source, vm, body.snapshot, report)

@@ -139,6 +139,9 @@ class Vm(Base):
                                                  index=True)
     # The host tags it requires (`vm create --host-tag`), sorted: every placement asks them.
     host_tags: Mapped[list[Any]] = mapped_column(JSON, default=list, server_default="[]")
+    # Snapshots corral made of it (those being made included): the project's snapshot quota
+    # counts these, not the hosts' lists, so a check and its reservation are one write.
+    snapshots: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # The project it belongs to (0015); ``name`` is the full name: bare in default,
     # PROJECT.NAME elsewhere (engine/projects.py full_name): the domain's and disks' name too.
     project: Mapped[str] = mapped_column(ForeignKey("projects.name"), index=True,

@@ -25,6 +25,7 @@ QUOTAS: dict[str, str] = {
     "memory": "memory of its VMs (bytes)",
     "disk": "root disks and volumes (bytes)",
     "volumes": "volumes",
+    "snapshots": "snapshots of its VMs",
     "networks": "networks",
     "security_groups": "security groups",
 }
@@ -35,7 +36,8 @@ def usage(s: Session, project: str) -> dict[str, int]:
     """What the project uses now, per quota."""
     vms = s.execute(sa.select(sa.func.count(Vm.id), sa.func.coalesce(sa.func.sum(Vm.cpus), 0),
                               sa.func.coalesce(sa.func.sum(Vm.memory_mib), 0),
-                              sa.func.coalesce(sa.func.sum(Vm.disk_bytes), 0))
+                              sa.func.coalesce(sa.func.sum(Vm.disk_bytes), 0),
+                              sa.func.coalesce(sa.func.sum(Vm.snapshots), 0))
                     .where(Vm.project == project)).one()
     vols = s.execute(sa.select(sa.func.count(Volume.id),
                                sa.func.coalesce(sa.func.sum(Volume.size), 0))
@@ -43,6 +45,7 @@ def usage(s: Session, project: str) -> dict[str, int]:
     return {
         "vms": int(vms[0]), "vcpus": int(vms[1]), "memory": int(vms[2]) * MIB,
         "disk": int(vms[3]) + int(vols[1]), "volumes": int(vols[0]),
+        "snapshots": int(vms[4]),
         "networks": s.query(Network).filter_by(project=project).count(),
         "security_groups": s.query(SecurityGroup).filter_by(project=project).count(),
     }

@@ -25,6 +25,7 @@ from corral.api.models import CLOUD_INIT_SECRETS
 from corral.engine.agent_client import AgentClient
 from corral.engine.context import EngineContext
 from corral.engine.db.models import Nic, Vm
+from corral.engine.projects import bare_name
 from corral.engine.services.vm_lookup import find_vm
 from corral.errors import NotFound
 
@@ -86,7 +87,7 @@ def seed_files(vm_id: str, name: str, mac: str | None, data: dict[str, Any]) -> 
     assert ci is not None
     files = cloudinit.render(
         instance=cloudinit.instance_id(vm_id, int(data.get("revision", 0))),
-        hostname=ci.hostname or cloudinit.default_hostname(name),
+        hostname=ci.hostname or cloudinit.default_hostname(bare_name(name)),
         user=ci.user, ssh_authorized_keys=ci.ssh_authorized_keys, password_hash=ci.password_hash,
         user_data=ci.user_data, network_config=ci.network_config, mac=mac,
     )

@@ -254,7 +254,8 @@ def execute(ctx: EngineContext, op: OpContext) -> None:
         body = MigrateBody(destination=uri, dest_xml=xml, persist_xml=xml,
                            max_downtime_ms=p.get("max_downtime_ms"),
                            bandwidth_mib_s=p.get("bandwidth_mib_s"),
-                           postcopy=bool(p.get("postcopy")))
+                           postcopy=bool(p.get("postcopy")),
+                           shared_storage=True)  # check() refused every other disk
         done = run_job(source, op, source.migrate_job(name, body), span=(10, 97),
                        timeout=JOB_TIMEOUT_S)
     except CorralError:

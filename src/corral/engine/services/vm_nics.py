@@ -143,8 +143,9 @@ def check_ip(s: Session, net: Network, ip: str) -> str:
 
 
 def _label(vm_name: str, idx: int) -> str:
-    """The DHCP host name of a NIC: the VM's name (a DNS label), ``-N`` for NIC N > 0."""
-    base = vm_name.replace("_", "-").strip("-")[:58] or "vm"
+    """The DHCP host name of a NIC: the VM's name in its project (a DNS label), ``-N`` for
+    NIC N > 0. Two projects' VMs of one name on a network they share answer to one name."""
+    base = projects.bare_name(vm_name).replace("_", "-").strip("-")[:58] or "vm"
     return base if idx == 0 else f"{base}-{idx}"
 
 

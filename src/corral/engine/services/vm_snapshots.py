@@ -9,16 +9,19 @@ from __future__ import annotations
 
 from typing import Any
 
+import sqlalchemy as sa
+
 from corral.agent_api.snapshots import SnapshotBody, SnapshotInfo
 from corral.api import Operation, VmState
 from corral.api.snapshots import Snapshot, SnapshotCreate
 from corral.engine.context import EngineContext
 from corral.engine.db.models import Vm
 from corral.engine.operations import OpContext
-from corral.engine.services import vm_roots
+from corral.engine.projects import project_of
+from corral.engine.services import quotas, vm_roots
 from corral.engine.services.vm_lookup import find_vm
 from corral.errors import Conflict, NotFound, WrongState
-from corral.validation import validate_name
+from corral.validation import validate_name, validate_vm_name
 
 _BUSY = {VmState.CREATING, VmState.DELETING}
 
@@ -35,7 +38,7 @@ def _vm(ctx: EngineContext, name: str) -> tuple[str, str, VmState]:
 
 
 def _snapshots(ctx: EngineContext, host_id: str, vm: str) -> list[SnapshotInfo]:
-    return ctx.agent(host_id).snapshots(validate_name(vm, "vm"))
+    return ctx.agent(host_id).snapshots(validate_vm_name(vm, "vm"))
 
 
 def _to_api(info: SnapshotInfo) -> Snapshot:
@@ -70,8 +73,24 @@ def create(ctx: EngineContext, vm: str, req: SnapshotCreate) -> Operation:
         raise Conflict(f"VM {vm} already has a snapshot {req.name}", field="name")
     params: dict[str, Any] = {"vm_id": vm_id, "host_id": host_id, "vm": vm,
                               **req.model_dump()}
-    return ctx.ops.submit("vm.snapshot.create", {"vms": [vm], "snapshots": [req.name]}, params,
-                          [f"vm:{vm}"], host_id=host_id)
+    _count(ctx, vm_id, +1, project=project_of(vm))  # the quota's reservation
+    try:
+        return ctx.ops.submit("vm.snapshot.create", {"vms": [vm], "snapshots": [req.name]},
+                              params, [f"vm:{vm}"], host_id=host_id)
+    except BaseException:
+        _count(ctx, vm_id, -1)
+        raise
+
+
+def _count(ctx: EngineContext, vm_id: str, by: int, project: str | None = None) -> None:
+    """Change the VM's count of snapshots; with ``project``, within its snapshot quota
+    (checked and reserved in one unit of work: concurrent creates never pass it)."""
+    with ctx.db.session() as s:
+        if project is not None:
+            quotas.check(s, project, {"snapshots": by})
+        after = Vm.snapshots + by
+        s.query(Vm).filter_by(id=vm_id).update(  # never below 0 (snapshots from before 0015)
+            {Vm.snapshots: sa.case((after < 0, 0), else_=after)}, synchronize_session=False)
 
 
 def revert(ctx: EngineContext, vm: str, snap: str) -> Operation:
@@ -94,7 +113,7 @@ def delete(ctx: EngineContext, vm: str, snap: str) -> Operation:
 
 def _names(p: dict[str, Any]) -> tuple[str, str]:
     """The VM and snapshot of an operation, checked again: they become the agent's path."""
-    return validate_name(p["vm"], "vm"), validate_name(p["name"], "snapshot")
+    return validate_vm_name(p["vm"], "vm"), validate_name(p["name"], "snapshot")
 
 
 def _execute_create(ctx: EngineContext, op: OpContext) -> None:
@@ -124,9 +143,12 @@ def _execute_revert(ctx: EngineContext, op: OpContext) -> None:
 def _execute_delete(ctx: EngineContext, op: OpContext) -> None:
     p = op.params
     ctx.agent(p["host_id"]).delete_snapshot(*_names(p))
+    _count(ctx, p["vm_id"], -1)
 
 
 def register(ctx: EngineContext) -> None:
-    ctx.ops.register("vm.snapshot.create", lambda op: _execute_create(ctx, op))
+    ctx.ops.register("vm.snapshot.create", lambda op: _execute_create(ctx, op),
+                     undo=lambda op: _count(ctx, op.params["vm_id"], -1),
+                     failed=lambda op: _count(ctx, op.params["vm_id"], -1))
     ctx.ops.register("vm.snapshot.revert", lambda op: _execute_revert(ctx, op))
     ctx.ops.register("vm.snapshot.delete", lambda op: _execute_delete(ctx, op))

@@ -7,7 +7,8 @@ Every VM, network, image, volume, security group and VM group belongs to a proje
 exists today goes to ``default``. A VM's ``name`` column holds its full name: the bare name
 in ``default`` (so the domains, disks and seeds of existing VMs keep theirs), ``PROJECT.NAME``
 elsewhere ('.' is never part of a name), which is also its libvirt domain and disk name.
-Role assignments give a user or a directory group a role on one project or on all ('*');
+``vms.snapshots`` counts the snapshots corral made of a VM (the quota's use: snapshots live on
+the hosts). Role assignments give a user or a directory group a role on one project or on all ('*');
 directory users keep their groups and the grants of the group map (`corral auth ldap`).
 """
 
@@ -44,6 +45,9 @@ def upgrade() -> None:
             if table in _SHAREABLE:
                 batch.add_column(sa.Column('shared', sa.Boolean(), nullable=False,
                                            server_default=sa.false()))
+    with op.batch_alter_table('vms') as batch:
+        batch.add_column(sa.Column('snapshots', sa.Integer(), nullable=False,
+                                   server_default='0'))
     op.create_table(
         'roles',
         sa.Column('id', sa.String(36), primary_key=True),
@@ -84,6 +88,8 @@ def downgrade() -> None:
     op.drop_index('ix_role_assignments_subject', 'role_assignments')
     op.drop_table('role_assignments')
     op.drop_table('roles')
+    with op.batch_alter_table('vms') as batch:
+        batch.drop_column('snapshots')
     for table in _OWNED:
         with op.batch_alter_table(table) as batch:
             if table in _SHAREABLE:
