@@ -24,6 +24,7 @@ from nodeutil import wait_for
 pytestmark = pytest.mark.integration
 
 VM = "mover"
+LOCAL = "local"
 TICK = re.compile(r"MIGTICK (\d+)")
 
 
@@ -120,7 +121,7 @@ def test_a_cancelled_migration_leaves_the_guest_running_where_it_was(
              lambda: "MiB of" in (sdk.get_operation(op["id"]).message or ""), timeout=120,
              every=0.5)
     lab.run("operation", "cancel", op["id"])
-    ended = sdk.wait(op["id"], timeout=180)
+    ended = sdk.wait_quiet(op["id"], timeout=180)
     assert ended.status.value == "cancelled", ended
     assert virsh(lab, 2, "domstate", VM).strip() == "running"
     assert VM not in virsh(lab, 1, "list", "--all", "--name").split()  # nothing left there
@@ -136,6 +137,39 @@ def test_without_a_target_the_scheduler_picks_the_other_host(
     assert engine.vm(VM)["host"] == host(lab, 1)
     assert virsh(lab, 1, "domstate", VM).strip() == "running"
     assert VM not in virsh(lab, 2, "list", "--all", "--name").split()
+
+
+def test_a_root_disk_on_the_hosts_storage_moves_with_copy_storage(
+        lab: LabCli, engine: LabEngine) -> None:
+    h1, h2 = host(lab, 1), host(lab, 2)
+    lab.run("vm", "create", LOCAL, "--image", "tiny", "--memory", "128M", "--host", h1,
+            "--start", timeout=300)
+    try:
+        engine.wait_booted(LOCAL)
+        refused = lab.run("vm", "migrate", LOCAL, "--to", h2, check=False)
+        assert refused.returncode == 2 and "--copy-storage" in refused.stderr, refused.stderr
+        marker = engine.console_run(LOCAL, "echo kept >/root/mark && sync && echo ok",
+                                    timeout=60)
+        assert marker.output == "ok", marker
+        op = lab.json("vm", "migrate", LOCAL, "--to", h2, "--copy-storage")
+        assert op["status"] == "success", op
+        print(f"\nmigration with storage copy: {op['message']}")
+        assert virsh(lab, 2, "domstate", LOCAL).strip() == "running"
+        assert LOCAL not in virsh(lab, 1, "list", "--all", "--name").split()
+        assert engine.vm(LOCAL)["host"] == h2
+        assert _disk(lab, 2, LOCAL).exists() and not _disk(lab, 1, LOCAL).exists()
+        # What the guest wrote before the move is on the copy it runs from now (read from
+        # the disk: its page cache, which moved with its memory, dropped first).
+        read = engine.console_run(LOCAL, "echo 3 >/proc/sys/vm/drop_caches; cat /root/mark",
+                                  timeout=60)
+        assert read.output == "kept", read
+    finally:
+        lab.run("vm", "delete", LOCAL, "--force", check=False, timeout=300)
+
+
+def _disk(lab: LabCli, n: int, vm: str) -> Path:
+    root = Path(lab.state()["hosts"][host(lab, n)]["root_dir"])
+    return root / "agent" / "storage" / "vms" / f"{vm}.qcow2"
 
 
 def test_a_stopped_vm_is_refused(lab: LabCli, engine: LabEngine) -> None:

@@ -88,6 +88,12 @@ def test_two_projects_each_have_a_vm_web_and_keep_to_their_own(
         assert "project pb not found" in refused.stderr, (args, refused.stderr)
     assert node.virsh("domstate", "pb.web") == "shut off"  # untouched
 
+    # a snapshot of pa's web (its disk is pa.web's on the host)
+    _as(node, alice, "--project", "pa", "vm", "snapshot", "create", "web", "s1")
+    snaps = json.loads(_as(node, alice, "--project", "pa", "vm", "snapshot", "list", "web",
+                           "-o", "json").stdout)
+    assert [x["name"] for x in snaps] == ["s1"]
+
     # a viewer of pa reads it and cannot create there
     seen = json.loads(_as(node, vic, "--project", "pa", "vm", "list", "-o", "json").stdout)
     assert [v["name"] for v in seen] == ["web"]

@@ -33,7 +33,7 @@ class Agents:
     """Stand-in agents of h1-h3 (by the address of their URL): where domain ``web`` runs,
     what each was asked, and how the migration job ends."""
 
-    on: str = "h1"
+    on: dict[str, str] = field(default_factory=lambda: {"web": "h1", "local": "h1"})
     fail_job: bool = False
     hold_job: bool = False  # the job runs until it is cancelled
     cancelled: bool = False
@@ -44,20 +44,22 @@ class Agents:
         host = {"127.0.0.1": "h1", "127.0.0.2": "h2", "127.0.0.3": "h3"}[request.url.host]
         path, method = request.url.path, request.method
         self.seen.append((host, method, path))
-        if path == "/v1/domains/web" and method == "GET":
-            if host != self.on:
+        parts = path.split("/")  # "", "v1", "domains", NAME, ...
+        vm = parts[3] if len(parts) > 3 and parts[2] == "domains" else ""
+        if len(parts) == 4 and vm and method == "GET":
+            if host != self.on.get(vm):
                 return httpx.Response(404, json={"error": {"code": "not_found",
-                                                           "message": "no domain web"}})
-            return httpx.Response(200, json={"name": "web", "uuid": "u", "vm_id": None,
+                                                           "message": f"no domain {vm}"}})
+            return httpx.Response(200, json={"name": vm, "uuid": "u", "vm_id": None,
                                              "state": "running"})
-        if path == "/v1/domains/web/migrate":
+        if path == f"/v1/domains/{vm}/migrate":
             self.bodies["migrate"] = json.loads(request.content)
             if self.hold_job:
                 return httpx.Response(200, json=_job("running"))
             if self.fail_job:
                 return httpx.Response(200, json=_job("failure", error={
                     "code": "hypervisor_error", "message": "target libvirtd went away"}))
-            self.on = "h2"
+            self.on[vm] = "h2"
             return httpx.Response(200, json=_job("success", result={
                 "destination": self.bodies["migrate"]["destination"], "downtime_ms": 42,
                 "total_ms": 3100, "memory_bytes": 1 << 27, "iterations": 3}))
@@ -79,10 +81,14 @@ class Agents:
             return httpx.Response(200, json={"deleted": True})
         if path.startswith("/v1/networks/") and path.endswith("/leases"):
             return httpx.Response(200, json=[])
-        if path.startswith("/v1/domains/web/") and method == "POST":  # destroy (cleanup)
+        if vm and method == "POST":  # destroy (cleanup)
             return httpx.Response(404, json={"error": {"code": "not_found", "message": "no"}})
-        if path == "/v1/domains/web" and method == "DELETE":
+        if vm and method == "DELETE":
             return httpx.Response(200, json={"deleted": False})
+        if path.startswith("/v1/disks/"):
+            if method == "PUT":
+                return httpx.Response(200, json={"path": f"/s/vms/{vm}.qcow2", "created": True})
+            return httpx.Response(200, json={"deleted": True})
         return httpx.Response(404, json={"error": {"code": "not_found", "message": path}})
 
     def asked(self, host: str, method: str, prefix: str) -> list[str]:
@@ -200,8 +206,32 @@ def test_a_full_target_is_refused_with_the_schedulers_reason(engine: Engine) -> 
 
 def test_a_root_disk_on_the_hosts_own_storage_needs_a_copy(engine: Engine) -> None:
     error = _error(engine.migrate("local", to="h2"), 409)
-    assert "copy_storage is not supported yet" in error["message"]
-    assert "root disk (on host h1's storage)" in error["message"]
+    assert error["message"] == ("VM local's root disk is on host h1's own storage: moving it "
+                                "needs a storage copy (--copy-storage, copy_storage: true)")
+    assert engine.host_of("local") == "h1"
+
+
+def test_a_storage_copy_makes_the_disk_there_first_and_drops_the_sources(
+        engine: Engine) -> None:
+    done = engine.finish(engine.migrate("local", to="h2", copy_storage=True))
+    assert done["status"] == "success", done
+    assert engine.host_of("local") == "h2"
+    sent = engine.agents.bodies["migrate"]
+    assert sent["copy_storage"] and sent["copy_disks"] == ["vda"]
+    seen = engine.agents.seen
+    job_at = seen.index(("h1", "POST", "/v1/domains/local/migrate"))
+    assert seen.index(("h2", "PUT", "/v1/disks/local")) < job_at
+    assert seen.index(("h1", "DELETE", "/v1/disks/local")) > job_at
+    assert not engine.agents.asked("h2", "DELETE", "/v1/disks/")
+
+
+def test_a_failed_storage_copy_removes_the_targets_disk_only(engine: Engine) -> None:
+    engine.agents.fail_job = True
+    done = engine.finish(engine.migrate("local", to="h2", copy_storage=True))
+    assert done["status"] == "failure"
+    assert engine.host_of("local") == "h1"
+    assert engine.agents.asked("h2", "DELETE", "/v1/disks/local")
+    assert not engine.agents.asked("h1", "DELETE", "/v1/disks/")
 
 
 def test_a_user_may_not_migrate_an_operator_may(engine: Engine) -> None:

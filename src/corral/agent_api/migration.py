@@ -33,7 +33,10 @@ class MigrateBody(Body):
     converge_timeout_s: int = Field(600, ge=5, le=86_400, description="past this, switch to "
                                     "post-copy (if allowed) or abort with the reason")
     copy_storage: bool = Field(False, description="copy the disks that are not shared "
-                               "(the target's disks must exist, with the same size)")
+                               "(the target's disks must exist, with the same size and "
+                               "base: only their own layer is copied)")
+    copy_disks: list[str] = Field([], description="with copy_storage: the target devices "
+                                  "(vda) to copy; the others are shared")
     # The engine checked that every disk is in a pool every host reaches (shared dir pools
     # are verified on each host by their marker, rbd is Ceph): libvirt then need not guess.
     # It knows NFS, GFS2, CephFS... but not a directory the hosts share by other means (a

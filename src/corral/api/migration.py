@@ -21,5 +21,8 @@ class VmMigrate(_Request):
                                         "transfer rate, MiB/s (none: unlimited)")
     postcopy: bool = Field(False, description="Switch to post-copy when pre-copy does not "
                            "converge in time (the guest then runs on the target at once)")
+    copy_storage: bool = Field(False, description="Copy a root disk on the host's own "
+                               "storage to the target while the guest runs (its image base "
+                               "is brought there first, only the VM's own layer is copied)")
 
     _to = _name_field("to")

@@ -390,20 +390,23 @@ def migrate(
                                          help="Cap of the transfer rate, MiB/s"),
     postcopy: bool = typer.Option(False, "--postcopy", help="Switch to post-copy when "
                                   "pre-copy does not converge"),
+    copy_storage: bool = typer.Option(False, "--copy-storage", help="Copy a root disk on "
+                                      "the host's own storage to the target meanwhile"),
     wait: bool = WaitOpt, output: OutputFormat = OutputOpt, data_dir: Path = DataDirOpt,
 ) -> None:
     """Move a running VM to another host while it runs (live migration).
 
     Everything is checked first (the target is up, has room, the networks and pools the
-    VM uses, its CPU model); its disks must be on a shared or rbd pool. Progress shows the
-    memory left and the transfer rate; the end says the guest's downtime. `corral
-    operation cancel ID` aborts it: the VM keeps running where it was.
+    VM uses, its CPU model). Disks on a shared or rbd pool stay where they are; a root disk
+    on the host's own storage is copied with --copy-storage. Progress shows what is left
+    and the transfer rate; the end says the guest's downtime. `corral operation cancel ID`
+    aborts it: the VM keeps running where it was.
 
     Example: corral vm migrate web1 --to h2 --max-downtime 200
     """
     with handled(), client(data_dir) as c:
         req = build(VmMigrate, to=to, max_downtime_ms=max_downtime, bandwidth_mib_s=bandwidth,
-                    postcopy=postcopy)
+                    postcopy=postcopy, copy_storage=copy_storage)
         op = follow(c, c.migrate_vm(name, req), f"migrate VM {name}", wait, output,
                     timeout=24 * 3600)
         if wait and output == OutputFormat.TABLE and op.message:

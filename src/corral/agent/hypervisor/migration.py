@@ -58,6 +58,8 @@ def params_of(body: MigrateBody) -> dict[str, Any]:
         params[libvirt.VIR_MIGRATE_PARAM_PERSIST_XML] = body.persist_xml
     if body.bandwidth_mib_s:
         params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = body.bandwidth_mib_s
+    if body.copy_storage and body.copy_disks:  # else libvirt copies every writable disk
+        params[libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS] = list(body.copy_disks)
     return params
 
 
@@ -65,10 +67,16 @@ def progress_of(stats: dict[str, Any]) -> tuple[int, str]:
     """(percent, message) of a running migration's job statistics."""
     total = int(stats.get("memory_total") or 0)
     left = int(stats.get("memory_remaining") or 0)
-    if total <= 0:
+    disk_total = int(stats.get("disk_total") or 0)
+    disk_left = int(stats.get("disk_remaining") or 0)
+    if total <= 0 and disk_total <= 0:
         return 0, "starting"
-    percent = max(0, min(99, 100 * (total - left) // total))
+    # Disks (a storage copy) go first, then memory: the percent counts both.
+    percent = max(0, min(99, 100 * (total + disk_total - left - disk_left)
+                         // (total + disk_total)))
     parts = [f"{left // MIB} MiB of {total // MIB} MiB left"]
+    if disk_total:
+        parts.insert(0, f"disks {disk_left // MIB} MiB of {disk_total // MIB} MiB left")
     if stats.get("memory_bps"):
         parts.append(f"{int(stats['memory_bps']) // MIB} MiB/s")
     if stats.get("memory_dirty_rate"):  # pages per second

@@ -66,10 +66,15 @@ def root_source(pool: StoragePool, vm_name: str) -> str:
     return f"{pool.path}/.vms/{vm_name}.qcow2"
 
 
+def root_path(facts: dict[str, Any], name: str) -> str:
+    """A root disk in the host's own storage (corral.agent.storage's layout)."""
+    return f"{facts['storage_dir']}/vms/{name}.qcow2"
+
+
 def root_spec(s: Session, vm: Vm, storage_dir: str) -> DiskSpec:
     pool = root_pool(s, vm)
     if pool is None:
-        return DiskSpec(path=f"{storage_dir}/vms/{vm.name}.qcow2", format="qcow2")
+        return DiskSpec(path=root_path({"storage_dir": storage_dir}, vm.name), format="qcow2")
     fmt = "raw" if pool.type == "rbd" else "qcow2"
     return pool_disk_spec(pool, root_source(pool, vm.name), fmt)
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
+from lxml import etree
 from sqlalchemy.orm import Session
 
 from corral.agent_api.migration import MigrateBody, Migrated
@@ -37,7 +38,7 @@ from corral.api.migration import VmMigrate
 from corral.engine.agent_client import AgentClient
 from corral.engine.agent_jobs import run_job
 from corral.engine.context import EngineContext
-from corral.engine.db.models import Host, Nic, Operation, StoragePool, Vm, Volume
+from corral.engine.db.models import Host, Image, Nic, Operation, StoragePool, Vm, Volume
 from corral.engine.operations import OpContext
 from corral.engine.oprows import ACTIVE
 from corral.engine.scheduler import insufficient, place
@@ -88,7 +89,7 @@ def migration_uri(host: Host) -> str:
 
 # -- checks before anything moves --------------------------------------------------------------
 
-def _check_vm(s: Session, vm: Vm) -> Host:
+def _check_vm(s: Session, vm: Vm, copy_storage: bool) -> Host:
     """The VM's host; 409 when the VM cannot move live as it is."""
     if vm.state != VmState.RUNNING.value:
         raise WrongState(f"VM {vm.name} is {vm.state}: a live migration moves a running VM "
@@ -104,26 +105,30 @@ def _check_vm(s: Session, vm: Vm) -> Host:
         raise Conflict(f"VM {vm.name} has settings that apply at its next start "
                        f"({', '.join(pending)}): restart it before moving it (the target "
                        "runs the domain as its settings say)")
-    _check_storage(s, vm, source)
+    _check_storage(s, vm, source, copy_storage)
     return source
 
 
-def _check_storage(s: Session, vm: Vm, source: Host) -> None:
-    """Every disk must be reachable from every host (no copy in this version)."""
+def _check_storage(s: Session, vm: Vm, source: Host, copy_storage: bool) -> None:
+    """Every disk must be reachable from every host, but a root disk in the host's own
+    storage with ``copy_storage`` (copied during the migration)."""
     root = vm_design.root_pool(s, vm)
+    if root is None and not copy_storage:
+        raise Conflict(f"VM {vm.name}'s root disk is on host {source.name}'s own storage: "
+                       "moving it needs a storage copy (--copy-storage, copy_storage: true)",
+                       field="copy_storage")
     local: list[str] = []
-    if root is None or root.type not in SHARED_POOL_TYPES:
-        where = f"pool {root.name}" if root is not None else f"host {source.name}'s storage"
-        local.append(f"its root disk (on {where})")
+    if root is not None and root.type not in SHARED_POOL_TYPES:
+        local.append(f"its root disk (in dir pool {root.name})")
     rows = (s.query(Volume.name, StoragePool.name, StoragePool.type)
             .join(StoragePool, Volume.pool_id == StoragePool.id)
             .filter(Volume.vm_id == vm.id, Volume.target.isnot(None)))
     local.extend(f"volume {pool}/{vol}" for vol, pool, kind in rows
                  if kind not in SHARED_POOL_TYPES)
     if local:
-        raise Conflict(f"VM {vm.name} cannot move without copying {', '.join(local)}: "
-                       "copy_storage is not supported yet; a VM whose disks are on a shared "
-                       "or rbd pool moves live", field="storage")
+        raise Conflict(f"VM {vm.name} cannot move without copying {', '.join(local)}: only "
+                       "a root disk in the host's own storage is copied yet; disks on a "
+                       "shared or rbd pool move as they are", field="storage")
 
 
 def _target(ctx: EngineContext, s: Session, vm: Vm, source: Host, to: str | None) -> Host:
@@ -158,22 +163,22 @@ def _refusal(p: Placement, vm: str, to: str | None) -> InsufficientResources:
                                  hosts={to: reasons})
 
 
-def check(ctx: EngineContext, name: str, to: str | None) -> Plan:
+def check(ctx: EngineContext, name: str, to: str | None, copy_storage: bool = False) -> Plan:
     """Every precondition of moving VM ``name`` (to ``to``, or where the scheduler says);
     raises the 4xx that names the first that fails."""
     with ctx.db.session() as s:
         vm = find_vm(s, name)
-        source = _check_vm(s, vm)
+        source = _check_vm(s, vm, copy_storage)
         target = _target(ctx, s, vm, source, to)
         return Plan(vm.id, source.id, source.name, target.id, target.name)
 
 
 def migrate(ctx: EngineContext, name: str, req: VmMigrate) -> OperationOut:
-    plan = check(ctx, name, req.to)
+    plan = check(ctx, name, req.to, req.copy_storage)
     params: dict[str, Any] = {
         "vm_id": plan.vm_id, "source_id": plan.source_id, "target_id": plan.target_id,
         "max_downtime_ms": req.max_downtime_ms, "bandwidth_mib_s": req.bandwidth_mib_s,
-        "postcopy": req.postcopy}
+        "postcopy": req.postcopy, "copy_storage": req.copy_storage}
     return ctx.ops.submit(TYPE, {"vms": [name], "hosts": [plan.target]}, params,
                           [f"vm:{name}"], host_id=plan.source_id)
 
@@ -218,88 +223,120 @@ def _state(agent: AgentClient, name: str) -> str | None:
         return None
 
 
+@dataclass(frozen=True)
+class _Move:
+    """One migration as the executor carries it from step to step."""
+
+    vm_id: str
+    name: str
+    source_id: str
+    target_id: str
+    macs: list[str]
+    has_seed: bool
+    copy_root: bool  # the root disk is in the source's own storage: copied
+
+
 def execute(ctx: EngineContext, op: OpContext) -> None:
     p = op.params
-    vm_id, source_id, target_id = p["vm_id"], p["source_id"], p["target_id"]
     with ctx.db.session() as s:
-        vm = s.get(Vm, vm_id)
+        vm = s.get(Vm, p["vm_id"])
         if vm is None:
-            raise NotFound(f"VM {vm_id} no longer exists")
-        if vm.host_id == target_id:  # an earlier run recorded the move already
+            raise NotFound(f"VM {p['vm_id']} no longer exists")
+        if vm.host_id == p["target_id"]:  # an earlier run recorded the move already
             return
-        name = vm.name
-        nic_ids = [n.id for n in s.query(Nic).filter_by(vm_id=vm_id)]
-        macs = [n.mac for n in s.query(Nic).filter_by(vm_id=vm_id)]
-        target_host = s.get(Host, target_id)
-        source_host = s.get(Host, source_id)
-        if target_host is None or source_host is None:
+        target_host = s.get(Host, p["target_id"])
+        if target_host is None or s.get(Host, p["source_id"]) is None:
             raise NotFound("a host of this migration was removed", field="to")
-        uri = migration_uri(target_host)
-        has_seed = vm.cloud_init is not None
-    source, target = ctx.agent(source_id), ctx.agent(target_id)
-    if _where(source, target, name) == "target":  # moved before the engine restarted
-        _moved(ctx, op, vm_id, source_id, target_id, macs, has_seed, None)
+        image = s.get(Image, vm.image_id)
+        move = _Move(vm.id, vm.name, p["source_id"], p["target_id"],
+                     [n.mac for n in s.query(Nic).filter_by(vm_id=vm.id)],
+                     vm.cloud_init is not None, vm.root_pool_id is None)
+        nic_ids = [n.id for n in s.query(Nic).filter_by(vm_id=vm.id)]
+        base = image.name if image is not None and image.format != "iso" else None
+        disk_bytes, uri, target_name = vm.disk_bytes, migration_uri(target_host), target_host.name
+        root_there = vm_design.root_path(target_host.facts, vm.name)
+    source, target = ctx.agent(move.source_id), ctx.agent(move.target_id)
+    if _where(source, target, move.name) == "target":  # moved before the engine restarted
+        _moved(ctx, op, move, None)
         return
     try:
-        op.progress(2, f"preparing {target_host.name}")
-        image_copies.ensure_for_vm(ctx, op, vm_id, span=(2, 8), host_id=target_id)
+        op.progress(2, f"preparing {target_name}")
+        image_copies.ensure_for_vm(ctx, op, move.vm_id, span=(2, 8), host_id=move.target_id)
         op.check_cancelled()
-        xml = vm_design.domain_xml(ctx, vm_id, target_id)[2]
-        if has_seed:
-            vm_cloudinit.push_seed(ctx, target, vm_id)
+        xml = vm_design.domain_xml(ctx, move.vm_id, move.target_id)[2]
+        copy: list[str] = []
+        if move.copy_root:  # the same overlay on the same base there: QEMU fills it
+            target.create_disk(move.name, base, disk_bytes)
+            copy = [_root_target(xml, root_there)]
+        if move.has_seed:
+            vm_cloudinit.push_seed(ctx, target, move.vm_id)
         # The ports first: the guest's first packet on the target already meets its rules.
-        security_groups.push_nics(ctx, nic_ids, host_id=target_id)
+        security_groups.push_nics(ctx, nic_ids, host_id=move.target_id)
         op.check_cancelled()
-        op.progress(10, f"migrating to {target_host.name}")
+        op.progress(10, f"migrating to {target_name}")
         body = MigrateBody(destination=uri, dest_xml=xml, persist_xml=xml,
                            max_downtime_ms=p.get("max_downtime_ms"),
                            bandwidth_mib_s=p.get("bandwidth_mib_s"),
                            postcopy=bool(p.get("postcopy")),
+                           copy_storage=bool(copy), copy_disks=copy,
                            shared_storage=True)  # check() refused every other disk
-        done = run_job(source, op, source.migrate_job(name, body), span=(10, 97),
+        done = run_job(source, op, source.migrate_job(move.name, body), span=(10, 97),
                        timeout=JOB_TIMEOUT_S)
     except CorralError:
-        if _where(source, target, name) == "target":  # it moved all the same (a late cancel)
-            _moved(ctx, op, vm_id, source_id, target_id, macs, has_seed, None)
+        if _where(source, target, move.name) == "target":  # it moved all the same
+            _moved(ctx, op, move, None)
             return
-        _clean_target(target, name, macs, has_seed, source)
+        _clean_target(target, source, move)
         raise
-    _moved(ctx, op, vm_id, source_id, target_id, macs, has_seed, done)
+    _moved(ctx, op, move, done)
 
 
-def _clean_target(target: AgentClient, name: str, macs: list[str], has_seed: bool,
-                  source: AgentClient) -> None:
-    """What the target got for a migration that did not happen; a domain there only while
-    the guest surely runs on the source (never the only copy)."""
-    if _state(source, name) in ("running", "paused") and _state(target, name) is not None:
+def _root_target(xml: str, path: str) -> str:
+    """The device (vda) of the disk at ``path`` in the domain XML."""
+    found = etree.fromstring(xml.encode()).xpath(
+        "devices/disk[source/@file=$p]/target/@dev", p=path)
+    if not isinstance(found, list) or not found:
+        raise CorralError(f"the designed domain has no disk at {path}")
+    return str(found[0])
+
+
+def _clean_target(target: AgentClient, source: AgentClient, move: _Move) -> None:
+    """What the target got for a migration that did not happen; a domain or a disk there
+    only while the guest surely runs on the source (never the only copy)."""
+    on_source = _state(source, move.name) in ("running", "paused")
+    if on_source and _state(target, move.name) is not None:
         with contextlib.suppress(CorralError):
-            target.act(name, "destroy")
+            target.act(move.name, "destroy")
         with contextlib.suppress(CorralError):
-            target.undefine(name)
-    security_groups.drop_ports_of(target, macs)
-    if has_seed:
+            target.undefine(move.name)
+    if on_source and move.copy_root:
         with contextlib.suppress(CorralError):
-            target.delete_seed(name)
+            target.delete_disk(move.name)
+    security_groups.drop_ports_of(target, move.macs)
+    if move.has_seed:
+        with contextlib.suppress(CorralError):
+            target.delete_seed(move.name)
 
 
-def _moved(ctx: EngineContext, op: OpContext, vm_id: str, source_id: str, target_id: str,
-           macs: list[str], has_seed: bool, done: Migrated | None) -> None:
+def _moved(ctx: EngineContext, op: OpContext, move: _Move, done: Migrated | None) -> None:
     """The guest runs on the target: the row follows, the source forgets it."""
     with ctx.db.session() as s:
-        vm = s.get(Vm, vm_id)
+        vm = s.get(Vm, move.vm_id)
         if vm is None:
             return
-        vm.host_id = target_id
-        name = vm.name
-        source_name = (h.name if (h := s.get(Host, source_id)) else source_id)
-        target_name = (h.name if (h := s.get(Host, target_id)) else target_id)
-    source = ctx.agent(source_id)
-    security_groups.drop_ports_of(source, macs)
-    if has_seed:
+        vm.host_id = move.target_id
+        source_name = (h.name if (h := s.get(Host, move.source_id)) else move.source_id)
+        target_name = (h.name if (h := s.get(Host, move.target_id)) else move.target_id)
+    source = ctx.agent(move.source_id)
+    security_groups.drop_ports_of(source, move.macs)
+    if move.has_seed:
         with contextlib.suppress(CorralError):
-            source.delete_seed(name)
+            source.delete_seed(move.name)
+    if move.copy_root:  # its copy runs on the target now
+        with contextlib.suppress(CorralError):
+            source.delete_disk(move.name)
     with contextlib.suppress(CorralError):  # OVS flows need the tap, there now; remote groups
-        security_groups.push_vm(ctx, vm_id)
+        security_groups.push_vm(ctx, move.vm_id)
     downtime = done.downtime_ms if done is not None else None
     total = done.total_ms if done is not None else None
     said = f"migrated from {source_name} to {target_name}"
@@ -308,7 +345,7 @@ def _moved(ctx: EngineContext, op: OpContext, vm_id: str, source_id: str, target
     if total is not None:
         said += f", total {total / 1000:.1f} s"
     op.progress(99, said)
-    ctx.bus.publish("vm", {"name": name, "state": VmState.RUNNING.value,
+    ctx.bus.publish("vm", {"name": move.name, "state": VmState.RUNNING.value,
                            "event": "migrated", "from": source_name, "to": target_name,
                            "downtime_ms": downtime, "total_ms": total, "operation": op.id})
 
