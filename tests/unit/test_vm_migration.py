@@ -306,3 +306,14 @@ def test_the_reconciler_keeps_off_a_vm_being_migrated(engine: Engine) -> None:
                         status="running", locks=[]))
     with engine.ctx.db.session() as s:
         assert vm_migration.in_flight(s) == {"web"}
+
+
+def test_a_run_that_finds_the_guest_on_the_target_records_the_move(engine: Engine) -> None:
+    """An engine that restarted after the guest moved but before it recorded that: both
+    hosts are asked first, and the row follows the one that runs it (no second move)."""
+    engine.agents.on["web"] = "h2"
+    done = engine.finish(engine.migrate(to="h2"))
+    assert done["status"] == "success", done
+    assert done["message"] == "migrated from h1 to h2"
+    assert engine.host_of() == "h2"
+    assert not engine.agents.asked("h1", "POST", "/v1/domains/web/migrate")

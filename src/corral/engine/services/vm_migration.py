@@ -2,9 +2,11 @@
 
 Everything is checked before anything moves (:func:`check`): the VM runs, its domain is as
 its rows say (no pending settings: the target's domain is designed from the rows), its
-disks need no copy (root disk and volumes on shared or rbd pools), the target is up, not
-its host, and passes every hard rule of the scheduler (room, pools, networks, CPU model,
-groups, tags); without ``to`` the scheduler picks among the other hosts.
+disks are on shared or rbd pools, but a root disk in the host's own storage with
+``copy_storage`` (the target gets the same overlay over the image, QEMU copies the VM's own
+layer during the migration), the target is up, not its host, and passes every hard rule of
+the scheduler (room, pools, networks, CPU model, groups, tags); without ``to`` the
+scheduler picks among the other hosts.
 
 The operation (locks ``vm:NAME``) then brings the image's boot files and the cloud-init
 seed to the target, pushes the NICs' ports (security groups, anti-spoofing, QoS: set by
