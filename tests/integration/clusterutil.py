@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,20 @@ class LabEngine:
 
         wait_for(f"{vm} to boot and get an address", booted, timeout=timeout, every=1)
         return seen[-1]
+
+
+def lab_engine(lab: LabCli) -> Iterator[LabEngine]:
+    """A module's view of the lab's engine (``yield from`` it in a fixture); its SDK
+    connection closed at the end."""
+    eng = LabEngine(lab)
+    yield eng
+    if eng._sdk is not None:
+        eng._sdk.close()
+
+
+def host(lab: LabCli, n: int) -> str:
+    """The name of the lab's n-th host."""
+    return f"{lab.prefix}{n}"
 
 
 def host_has_image(lab: LabCli, host: str, image: str) -> bool:

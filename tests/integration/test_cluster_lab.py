@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from clusterutil import LabEngine, host_has_image
+from clusterutil import LabEngine, host, host_has_image, lab_engine
 from labutil import CORRAL, LabCli, assert_nothing_left, lab_session
 from nodeutil import wait_for
 
@@ -43,14 +43,7 @@ def lab(tiny_cache: Path) -> Iterator[LabCli]:
 
 @pytest.fixture(scope="module")
 def engine(lab: LabCli) -> Iterator[LabEngine]:
-    eng = LabEngine(lab)
-    yield eng
-    if eng._sdk is not None:
-        eng._sdk.close()
-
-
-def host(lab: LabCli, n: int) -> str:
-    return f"{lab.prefix}{n}"
+    yield from lab_engine(lab)
 
 
 def test_three_hosts_joined_and_the_default_network_spans_them(lab: LabCli) -> None:

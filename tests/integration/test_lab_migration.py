@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from clusterutil import LabEngine
+from clusterutil import LabEngine, host, lab_engine
 from labutil import LabCli, assert_nothing_left, lab_session
 from nodeutil import wait_for
 
@@ -36,14 +36,7 @@ def lab(tiny_cache: Path) -> Iterator[LabCli]:
 
 @pytest.fixture(scope="module")
 def engine(lab: LabCli) -> Iterator[LabEngine]:
-    eng = LabEngine(lab)
-    yield eng
-    if eng._sdk is not None:
-        eng._sdk.close()
-
-
-def host(lab: LabCli, n: int) -> str:
-    return f"{lab.prefix}{n}"
+    yield from lab_engine(lab)
 
 
 def virsh(lab: LabCli, n: int, *args: str) -> str:

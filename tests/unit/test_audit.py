@@ -7,14 +7,13 @@ retention hold; only admins read the log."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import timedelta
 from itertools import pairwise
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from engine_seed import PASSWORD, admin_client, client_as, engine_context
+from engine_seed import PASSWORD, client_as
 from starlette.testclient import TestClient
 
 from corral.engine.app import build_context, create_app
@@ -22,16 +21,6 @@ from corral.engine.context import EngineContext, EngineSettings
 from corral.engine.db.models import AuditRecord, utcnow
 from corral.engine.services import audit, users
 from corral.engine.services.auth import create_token
-
-
-@pytest.fixture
-def ctx(tmp_path: Path) -> Iterator[EngineContext]:
-    yield from engine_context(tmp_path)
-
-
-@pytest.fixture
-def admin(ctx: EngineContext) -> TestClient:
-    return admin_client(ctx)
 
 
 def records(ctx: EngineContext) -> list[AuditRecord]:

@@ -4,13 +4,12 @@ engine's app), and `corral up --audit-retention` reaching the engine's settings.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from click.testing import Result
-from engine_seed import admin_client, engine_context
+from engine_seed import admin_client
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
@@ -19,11 +18,6 @@ from corral.cli.main import app as cli_app
 from corral.client import Client
 from corral.engine.context import EngineContext, EngineSettings
 from corral.node import up as node_up
-
-
-@pytest.fixture
-def ctx(tmp_path: Path) -> Iterator[EngineContext]:
-    yield from engine_context(tmp_path)
 
 
 @pytest.fixture

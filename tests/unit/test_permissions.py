@@ -7,11 +7,9 @@ permission fails here."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from engine_seed import client_as, engine_context
+from engine_seed import client_as
 from fastapi.routing import APIRoute, APIWebSocketRoute, iter_route_contexts
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
@@ -60,11 +58,6 @@ def _routes(ctx: EngineContext) -> list[tuple[str, str, list[str]]]:
             for method in sorted(rc.methods or ()):
                 rows.append((method, str(rc.path), _permissions(rc.dependant)))
     return rows
-
-
-@pytest.fixture
-def ctx(tmp_path: Path) -> Iterator[EngineContext]:
-    yield from engine_context(tmp_path)
 
 
 def _url(path: str) -> str:

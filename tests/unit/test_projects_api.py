@@ -5,11 +5,7 @@ holds a role on, and one it does not see answers 404 as if it did not exist."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
-from engine_seed import PASSWORD, admin_client, engine_context, login
+from engine_seed import PASSWORD, login
 from starlette.testclient import TestClient
 
 from corral.engine.context import EngineContext
@@ -17,16 +13,6 @@ from corral.engine.db.models import Image, Project, RoleAssignment, Token, Vm
 from corral.engine.services import users
 
 GIB = 1 << 30
-
-
-@pytest.fixture
-def ctx(tmp_path: Path) -> Iterator[EngineContext]:
-    yield from engine_context(tmp_path)
-
-
-@pytest.fixture
-def admin(ctx: EngineContext) -> TestClient:
-    return admin_client(ctx)
 
 
 def add_vm(ctx: EngineContext, project: str, name: str, cpus: int = 2,

@@ -5,26 +5,12 @@ use is not deleted (409), built-in roles are neither made nor deleted."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
-from engine_seed import PASSWORD, admin_client, engine_context, login
+from engine_seed import PASSWORD, login
 from starlette.testclient import TestClient
 
 from corral.engine.context import EngineContext
 from corral.engine.permissions import PERMISSIONS
 from corral.engine.services import users
-
-
-@pytest.fixture
-def ctx(tmp_path: Path) -> Iterator[EngineContext]:
-    yield from engine_context(tmp_path)
-
-
-@pytest.fixture
-def admin(ctx: EngineContext) -> TestClient:
-    return admin_client(ctx)
 
 
 def test_roles_list_the_builtins_then_custom_ones(admin: TestClient) -> None:

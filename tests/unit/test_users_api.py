@@ -4,28 +4,16 @@ revoked and expired tokens are refused at once."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
-from pathlib import Path
 
-import pytest
-from engine_seed import PASSWORD, admin_client, engine_context, login
+from engine_seed import PASSWORD, login
 from starlette.testclient import TestClient
 
 from corral.engine.app import create_app
 from corral.engine.context import EngineContext
 from corral.engine.db.models import Token, User, utcnow
 from corral.engine.services import users
-
-
-@pytest.fixture
-def ctx(tmp_path: Path) -> Iterator[EngineContext]:
-    yield from engine_context(tmp_path)
-
-
-@pytest.fixture
-def admin(ctx: EngineContext) -> TestClient:
-    return admin_client(ctx)
 
 
 def test_an_admin_creates_lists_changes_and_deletes_a_user(admin: TestClient) -> None:
