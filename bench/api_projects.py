@@ -328,11 +328,11 @@ def section(res: Result, started: str, duration_s: float, n_all: int, n_one: int
         lines += ["", f"Where the {total:,}-VM list's time goes: `services.vms.list_vms` alone "
                   f"(the database rows and the API models, in this process) takes a median of "
                   f"{median(direct.latencies) * 1000:.1f} ms, {share:.0%} of the request's; the "
-                  "rest is the request around it (token, role and project checks), FastAPI's "
-                  "response model check and the JSON (its size: below), and TLS. The list reads what its "
-                  "VMs refer to (image, host, first NIC, pool, group) once for the whole list: "
-                  "when it read them per VM (four queries a VM) the same list took about "
-                  "950 ms (p50, this machine, 2026-12-04)."]
+                  "rest is the request around it (token, role and project checks), the JSON "
+                  "(serialized once, not validated again: its size below) and TLS. The list "
+                  "reads what its VMs refer to (image, host, first NIC, pool, group) once for "
+                  "the whole list, as plain rows: when it read them per VM (four queries a VM) "
+                  "the same list took about 950 ms (p50, this machine, 2026-12-04)."]
     lines += [""]
     lines += sections.closing_lines(res.errors, res.facts)
     return "\n".join(lines), missed
