@@ -81,8 +81,8 @@ def of_user(s: Session, user: User | None, token: Token | None = None) -> Access
     session, all the user may (a session's role is only shown, it caps nothing)."""
     sets = role_sets(s)
     everything = frozenset(PERMISSIONS)
-    uncapped = token is None or token.kind == "session"
-    cap = everything if uncapped or token is None else sets.get(token.role, frozenset())
+    cap = everything if token is None or token.kind == "session" \
+        else sets.get(token.role, frozenset())
     only = token.project if token is not None else None
     if user is None:
         return Access({ALL_PROJECTS: cap}, cap, only,

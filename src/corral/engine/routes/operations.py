@@ -7,10 +7,9 @@ import asyncio
 from fastapi import APIRouter, Depends, Query
 
 from corral.api import Operation, OperationStatus
-from corral.engine.access import project_names
 from corral.engine.context import EngineContext
 from corral.engine.permissions import ALL_PROJECTS
-from corral.engine.routes.deps import Project, authenticated, caller, context, need
+from corral.engine.routes.deps import Project, authenticated, caller, context, listed, need
 from corral.engine.services.auth import Principal
 from corral.errors import NotFound
 
@@ -21,6 +20,7 @@ router = APIRouter(prefix="/api/v1/operations", tags=["operations"],
 @router.get("", dependencies=need("operation.read"), response_model=list[Operation])
 def list_operations(
     project: Project,
+    projects: list[str] = Depends(listed("operation.read")),
     limit: int = Query(50, ge=1, le=1000),
     status: list[OperationStatus] = Query([], description="Only these (repeatable)"),
     type_: str | None = Query(None, alias="type", max_length=40,
@@ -34,16 +34,9 @@ def list_operations(
     the last id of a page. Those of the project (``*``: of every project the caller
     reads), and those on the engine's own resources for engine-wide readers."""
     engine_wide = "operation.read" in who.access.everywhere()
-    projects = None if engine_wide and project == ALL_PROJECTS else (
-        [project] if project != ALL_PROJECTS
-        else who.access.projects_with("operation.read", _all_projects(ctx)))
+    every = engine_wide and project == ALL_PROJECTS  # no filter: all, hosts' included
     return ctx.ops.listing(status=status, type_=type_, limit=limit, after=after,
-                           projects=projects, engine_wide=engine_wide)
-
-
-def _all_projects(ctx: EngineContext) -> list[str]:
-    with ctx.db.session() as s:
-        return project_names(s)
+                           projects=None if every else projects, engine_wide=engine_wide)
 
 
 def _seen(ctx: EngineContext, op_id: str, who: Principal, project: str,

@@ -19,7 +19,7 @@ from corral.api import (
 from corral.api.scheduling import Placement
 from corral.engine.console_proxy import proxy_console
 from corral.engine.context import EngineContext
-from corral.engine.routes.deps import Project, VmName, authenticated, caller, context, need
+from corral.engine.routes.deps import Project, VmName, authenticated, context, listed, need
 from corral.engine.services import (
     console_tickets,
     vm_addresses,
@@ -29,7 +29,6 @@ from corral.engine.services import (
     vm_settings,
     vms,
 )
-from corral.engine.services.auth import Principal
 
 router = APIRouter(tags=["vms"])
 _VM_LIST = TypeAdapter(list[Vm])
@@ -37,13 +36,13 @@ guarded = APIRouter(prefix="/api/v1/vms", dependencies=[Depends(authenticated)])
 
 
 @guarded.get("", dependencies=need("vm.read"), response_model=list[Vm])
-def list_vms(project: Project, who: Principal = Depends(caller),
+def list_vms(projects: list[str] = Depends(listed("vm.read")),
              ctx: EngineContext = Depends(context)) -> Response:
     """The VMs of the project (``?project=*``: of every project the caller may read)."""
-    listed = vms.list_vms(ctx, vms.readable_projects(ctx, who.access, project, "vm.read"))
     # Serialized once, from models built by the service: FastAPI would validate the list
     # again against the response model first (a fifth of a 1,000-VM list's time).
-    return Response(_VM_LIST.dump_json(listed), media_type="application/json")
+    return Response(_VM_LIST.dump_json(vms.list_vms(ctx, projects)),
+                    media_type="application/json")
 
 
 @guarded.post("", dependencies=need("vm.create"), status_code=202, response_model=Operation, responses={

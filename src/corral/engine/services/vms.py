@@ -12,13 +12,12 @@ import sqlalchemy as sa
 from corral.api import Operation, PowerAction, VmCreate, VmState, VmStatePut
 from corral.api import Vm as VmOut
 from corral.engine import projects
-from corral.engine.access import DEFAULT_PROJECT, Access, project_names
+from corral.engine.access import DEFAULT_PROJECT
 from corral.engine.agent_client import AgentClient
 from corral.engine.context import EngineContext
 from corral.engine.db import claims
 from corral.engine.db.models import Host, Image, Network, Nic, StoragePool, Vm, VmGroup
 from corral.engine.operations import OpContext
-from corral.engine.permissions import ALL_PROJECTS
 from corral.engine.services import (
     hosts,
     image_copies,
@@ -71,15 +70,6 @@ def _out(s: Any, vm: Vm) -> VmOut:
     return to_api(vm, image.name if image else "?", nic,
                   host.name if host else None, root.name if root else vm_roots.DEFAULT,
                   group.name if group else None)
-
-
-def readable_projects(ctx: EngineContext, access: Access, project: str,
-                      permission: str) -> list[str]:
-    """The projects a list shows: the one asked, or (``*``) every one the caller may read."""
-    if project != ALL_PROJECTS:
-        return [project]
-    with ctx.db.session() as s:
-        return access.projects_with(permission, project_names(s))
 
 
 def list_vms(ctx: EngineContext, in_projects: list[str] | None = None) -> list[VmOut]:
