@@ -18,7 +18,7 @@ from corral.engine.app import create_app
 from corral.engine.context import EngineContext
 from corral.engine.db.models import Project, RoleAssignment
 from corral.engine.permissions import PERMISSIONS, PROJECT_SCOPED, ROLES, SELF
-from corral.engine.routes.deps import permission_of
+from corral.engine.routes.deps import declared_permissions
 from corral.engine.services import users
 from corral.engine.services.auth import create_token
 
@@ -37,26 +37,16 @@ ENDLESS = {"/api/v1/events"}  # an event stream: never ends while the client rea
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 
 
-def _permissions(dependant: object) -> list[str]:
-    found: list[str] = []
-    for dep in getattr(dependant, "dependencies", []):
-        perm = permission_of(dep.call) if dep.call is not None else None
-        if perm is not None:
-            found.append(perm)
-        found += _permissions(dep)
-    return found
-
-
 def _routes(ctx: EngineContext) -> list[tuple[str, str, list[str]]]:
     """(method, path, permissions declared) of every API route of the app."""
     rows = []
     for rc in iter_route_contexts(create_app(ctx).routes):
         route = rc.original_route
         if isinstance(route, APIWebSocketRoute):
-            rows.append(("WS", str(rc.path), _permissions(rc.dependant)))
+            rows.append(("WS", str(rc.path), declared_permissions(rc.dependant)))
         elif isinstance(route, APIRoute):
             for method in sorted(rc.methods or ()):
-                rows.append((method, str(rc.path), _permissions(rc.dependant)))
+                rows.append((method, str(rc.path), declared_permissions(rc.dependant)))
     return rows
 
 

@@ -25,7 +25,7 @@ from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from corral.engine.permissions import SELF
-from corral.engine.routes.deps import permission_of
+from corral.engine.routes.deps import declared_permissions
 from corral.engine.services import audit as audit_service
 
 log = logging.getLogger(__name__)
@@ -40,23 +40,12 @@ def audited(method: str, path: str) -> bool:
     return method in MUTATING and path.startswith(API) and not path.startswith(UNAUDITED)
 
 
-def _permission(dependant: Any) -> str | None:
-    """The first permission a ``need(...)`` dependency of the route declares."""
-    for dep in getattr(dependant, "dependencies", []):
-        perm = permission_of(dep.call) if dep.call is not None else None
-        if perm is None:
-            perm = _permission(dep)
-        if perm is not None:
-            return perm
-    return None
-
-
 def action_of(scope: Scope) -> str:
     route = scope.get("route")
     if not isinstance(route, APIRoute) or scope["method"] not in (route.methods or ()):
         return "unknown"  # no such path or method (a 404 or 405)
-    perm = _permission(route.dependant)
-    return route.name if perm in (None, SELF) else str(perm)
+    perms = declared_permissions(route.dependant)
+    return route.name if not perms or perms[0] == SELF else perms[0]
 
 
 def _error_code(body: bytes) -> str | None:

@@ -115,6 +115,18 @@ def permission_of(dependency: Callable[..., Any]) -> str | None:
     return getattr(dependency, "permission", None)
 
 
+def declared_permissions(dependant: Any) -> list[str]:
+    """Every permission a route's dependencies (and theirs) declare, in order: one, for a
+    route as it should be (the audit log records it; test_permissions proves it)."""
+    found: list[str] = []
+    for dep in getattr(dependant, "dependencies", []):
+        perm = permission_of(dep.call) if dep.call is not None else None
+        if perm is not None:
+            found.append(perm)
+        found += declared_permissions(dep)
+    return found
+
+
 def reporting_host(request: Request) -> str:
     """The id of the host whose agent is calling: known by the client certificate it showed
     (mutual TLS), which must be the one its join gave it."""
