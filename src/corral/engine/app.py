@@ -19,6 +19,7 @@ from corral.engine.reconciler import Reconciler
 from corral.engine.routes import audit as audit_routes
 from corral.engine.routes import auth_ldap as ldap_routes
 from corral.engine.routes import cluster, events, hosts, images, networks, operations, vms
+from corral.engine.routes import cluster_settings as cluster_setting_routes
 from corral.engine.routes import customize as customize_routes
 from corral.engine.routes import pools as pool_routes
 from corral.engine.routes import projects as project_routes
@@ -117,7 +118,7 @@ def create_app(ctx: EngineContext) -> FastAPI:
                    pool_routes, volume_routes, vm_disk_routes, vm_snapshot_routes,
                    vm_nic_routes, sg_routes, vm_guest_routes, vm_group_routes, user_routes,
                    audit_routes, ldap_routes, project_routes, role_routes,
-                   vm_migration_routes):
+                   vm_migration_routes, cluster_setting_routes):
         app.include_router(module.router, responses=ERRORS)
     return app
 

@@ -33,7 +33,7 @@ PERMISSIONS: tuple[str, ...] = (
     "user.read", "user.create", "user.update", "user.delete",
     "role.read", "role.update",
     "project.read", "project.create", "project.update", "project.delete",
-    "audit.read",
+    "audit.read", "cluster.read", "cluster.update",
 )
 
 # Permissions that act inside one project; the others act on the whole engine.
@@ -63,8 +63,9 @@ ROLES: dict[str, frozenset[str]] = {
     # runs is the operators' business (hosts' room, maintenance).
     "user": _READS | expand("vm.*", "snapshot.*", "volume.*", "network.attach",
                             "operation.cancel") - {"vm.secrets", "vm.migrate"},
-    "operator": (expand("*") - expand("user.*", "host.*", "role.*", "project.*", "audit.*")
-                 | {"host.read", "project.read"}),
+    "operator": (expand("*") - expand("user.*", "host.*", "role.*", "project.*", "audit.*",
+                                      "cluster.*")
+                 | {"host.read", "project.read", "cluster.read"}),
     "admin": expand("*"),
 }
 ROLE_NAMES: tuple[str, ...] = tuple(ROLES)

@@ -418,3 +418,13 @@ class LdapSettings(Base):
     group_map: Mapped[list[Any]] = mapped_column(JSON, default=list, server_default="[]")
     timeout_s: Mapped[float] = mapped_column(sa.Float, default=5.0, server_default="5")
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ClusterSetting(Base):
+    """One cluster setting an admin set (`corral cluster set`); the others have their
+    default (corral.engine.services.cluster_settings.SETTINGS)."""
+
+    __tablename__ = "cluster_settings"
+    key: Mapped[str] = mapped_column(String(63), primary_key=True)
+    value: Mapped[Any] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)

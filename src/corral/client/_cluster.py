@@ -1,0 +1,36 @@
+"""The SDK's calls for the cluster's settings (a part of corral.client.Client)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from corral.api.cluster_settings import ClusterSetting, ClusterSettingSet
+
+_PATH = "/api/v1/cluster/settings"
+
+
+class ClusterApi:
+    """Mixed into Client, which does the HTTP."""
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        raise NotImplementedError
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        raise NotImplementedError
+
+    def cluster_settings(self) -> list[ClusterSetting]:
+        return [ClusterSetting.model_validate(x) for x in self._json("GET", _PATH)]
+
+    def cluster_setting(self, key: str) -> ClusterSetting:
+        return ClusterSetting.model_validate(self._json("GET", f"{_PATH}/{key}"))
+
+    def set_cluster_setting(self, key: str, value: bool | int | float | str) -> ClusterSetting:
+        """Set ``key`` (text is parsed as the setting's kind: "on", "90s", "80%")."""
+        body = ClusterSettingSet(value=value).model_dump(mode="json")
+        return ClusterSetting.model_validate(self._json("PUT", f"{_PATH}/{key}", json=body))
+
+    def unset_cluster_setting(self, key: str) -> ClusterSetting:
+        """Back to the default."""
+        return ClusterSetting.model_validate(self._json("DELETE", f"{_PATH}/{key}"))
