@@ -317,3 +317,24 @@ def test_a_run_that_finds_the_guest_on_the_target_records_the_move(engine: Engin
     assert done["message"] == "migrated from h1 to h2"
     assert engine.host_of() == "h2"
     assert not engine.agents.asked("h1", "POST", "/v1/domains/web/migrate")
+
+
+def test_explain_shows_the_choice_and_every_host_and_moves_nothing(engine: Engine) -> None:
+    resp = engine.client.post("/api/v1/vms/web/migrate", params={"explain": True}, json={})
+    assert resp.status_code == 200, resp.text
+    placed = resp.json()
+    assert placed["chosen"] == "h2" and placed["current"] == "h1"
+    judged = {h["host"]: h for h in placed["hosts"]}
+    assert set(judged) == {"h2", "h3"}  # the VM's own host is never a candidate
+    assert judged["h2"]["eligible"] and not judged["h3"]["eligible"]
+    assert any("maintenance" in line for line in placed["text"])
+    with engine.ctx.db.session() as s:
+        h2 = s.query(Host).filter_by(name="h2").one()
+        h2.facts = {**h2.facts, "memory_mib": 256}
+    full = engine.client.post("/api/v1/vms/web/migrate", params={"explain": True},
+                              json={"to": "h2"}).json()
+    assert full["chosen"] is None
+    assert any("memory: needs 512 MiB" in line for line in full["text"])
+    assert engine.host_of() == "h1" and not engine.agents.seen
+    with engine.ctx.db.session() as s:
+        assert not s.query(Operation).count()

@@ -392,6 +392,9 @@ def migrate(
                                   "pre-copy does not converge"),
     copy_storage: bool = typer.Option(False, "--copy-storage", help="Copy a root disk on "
                                       "the host's own storage to the target meanwhile"),
+    explain: bool = typer.Option(False, "--explain", help="Dry run: print where the VM "
+                                 "would go and how every other host was judged; move "
+                                 "nothing"),
     wait: bool = WaitOpt, output: OutputFormat = OutputOpt, data_dir: Path = DataDirOpt,
 ) -> None:
     """Move a running VM to another host while it runs (live migration).
@@ -407,6 +410,12 @@ def migrate(
     with handled(), client(data_dir) as c:
         req = build(VmMigrate, to=to, max_downtime_ms=max_downtime, bandwidth_mib_s=bandwidth,
                     postcopy=postcopy, copy_storage=copy_storage)
+        if explain:
+            placed = c.explain_migration(name, req)
+            _print_placement(placed, output)
+            if placed.chosen is None:  # as a refused migration does
+                raise typer.Exit(2)
+            return
         op = follow(c, c.migrate_vm(name, req), f"migrate VM {name}", wait, output,
                     timeout=24 * 3600)
         if wait and output == OutputFormat.TABLE and op.message:

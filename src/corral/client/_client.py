@@ -245,6 +245,12 @@ class Client(UsersApi, AuditApi, LdapApi, ProjectsApi, ClusterApi):
         return Operation.model_validate(self._json(
             "POST", f"/api/v1/vms/{name}/migrate", json=req.model_dump(exclude_none=True)))
 
+    def explain_migration(self, name: str, req: VmMigrate) -> Placement:
+        """The dry run of ``migrate_vm``: where the VM would go and why; nothing moves."""
+        return Placement.model_validate(self._json(
+            "POST", f"/api/v1/vms/{name}/migrate", params={"explain": True},
+            json=req.model_dump(exclude_none=True)))
+
     def delete_vm(self, name: str, force: bool = False) -> Operation:
         return Operation.model_validate(
             self._json("DELETE", f"/api/v1/vms/{name}", params={"force": force}))

@@ -37,6 +37,7 @@ from corral.agent_api.migration import MigrateBody, Migrated
 from corral.api import Operation as OperationOut
 from corral.api import VmState
 from corral.api.migration import VmMigrate
+from corral.api.scheduling import Placement as PlacementOut
 from corral.engine.agent_client import AgentClient
 from corral.engine.agent_jobs import run_job
 from corral.engine.context import EngineContext
@@ -144,14 +145,32 @@ def _target(ctx: EngineContext, s: Session, vm: Vm, source: Host, to: str | None
         if target.status != "up":
             raise Conflict(f"host {to} is {target.status}: a migration target must be up",
                            field="to")
-    request = vm_scheduling.vm_request(s, vm, to)
-    # The VM's own allocation left out (it leaves its host), its host never a candidate.
-    views = [v for v in vm_scheduling.host_views(s, request, skip_vm=vm.id)
-             if v.name != source.name]
-    p = place(views, request, vm_scheduling.policy(ctx))
+    p = _placement(ctx, s, vm, source, to)
     if p.chosen is None:
         raise _refusal(p, vm.name, to)
     return s.query(Host).filter_by(name=p.chosen).one()
+
+
+def _placement(ctx: EngineContext, s: Session, vm: Vm, source: Host, to: str | None
+               ) -> Placement:
+    """How every other host is judged for the VM: its own allocation left out (it leaves
+    its host), its host never a candidate."""
+    request = vm_scheduling.vm_request(s, vm, to)
+    views = [v for v in vm_scheduling.host_views(s, request, skip_vm=vm.id)
+             if v.name != source.name]
+    return place(views, request, vm_scheduling.policy(ctx))
+
+
+def explain(ctx: EngineContext, name: str, to: str | None) -> PlacementOut:
+    """The dry run of a migration (`corral vm migrate --explain`): where the VM would go
+    and how every other host was judged; nothing moves."""
+    with ctx.db.session() as s:
+        vm = find_vm(s, name)
+        source = s.get(Host, vm.host_id) if vm.host_id else None
+        if source is None:
+            raise WrongState(f"VM {vm.name} is on no host")
+        return vm_scheduling.to_api(_placement(ctx, s, vm, source, to), vm.name,
+                                    current=source.name)
 
 
 def _refusal(p: Placement, vm: str, to: str | None) -> InsufficientResources:
