@@ -30,6 +30,7 @@ from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 from corral.api import Operation as OperationOut
 from corral.api import OperationStatus
@@ -136,23 +137,31 @@ class OperationRunner:
     def submit(self, type_: str, resources: dict[str, list[str]], params: dict[str, Any],
                locks: Sequence[str] = (), *, lock: str | None = None,
                host_id: str | None = None, project: str | None = None,
-               user: str | None = None, exclusive: Sequence[str] = ()) -> OperationOut:
+               user: str | None = None, exclusive: Sequence[str] = (),
+               message: str | None = None,
+               claim: Callable[[Session], None] | None = None) -> OperationOut:
         """Persist and queue an operation. ``locks``: every lock it needs (``lock``: one,
         the older spelling); ``host_id``: the host it works on (its ``location``);
+        ``message``: what it says until it reports progress (why it was started);
         ``exclusive``: kinds of ``resources`` (e.g. ``files``) no other pending or running
-        operation may name at the same time — refused with a 409 instead of queued."""
+        operation may name at the same time — refused with a 409 instead of queued;
+        ``claim``: a check run in the transaction that records it, no other submit between
+        them, so it sees every operation submitted before (a migration's room on its target)."""
         if type_ not in self._types:
             raise CorralError(f"no executor for operation type {type_}")
         names = normalize([*locks, lock or ""])
         project = project or project_of_resources(resources)
         with self.db.session() as s:
-            if exclusive:
+            if exclusive or claim:
                 claims.serialize(s, Operation)  # no other submit between check and insert
+            if exclusive:
                 _refuse_taken(s, resources, exclusive)
+            if claim:
+                claim(s)
             host = s.get(Host, host_id) if host_id else None
             op = Operation(type=type_, resources=resources, params=params, locks=names,
                            location=host.name if host else None, project=project, user=user,
-                           owner=self.id, lease_until=self._lease())
+                           owner=self.id, lease_until=self._lease(), message=message)
             s.add(op)
             s.flush()
             out = self._out(op)

@@ -24,7 +24,8 @@ from corral.api import Hardware, VmCreate
 from corral.api.scheduling import HostVerdict, PlacementReason
 from corral.api.scheduling import Placement as PlacementOut
 from corral.engine.context import EngineContext
-from corral.engine.db.models import Host, Network, Nic, StoragePool, Vm, VmGroup
+from corral.engine.db.models import Host, Network, Nic, Operation, StoragePool, Vm, VmGroup
+from corral.engine.oprows import ACTIVE
 from corral.engine.scheduler import (
     Group,
     GroupPolicy,
@@ -95,6 +96,13 @@ def host_views(s: Session, req: Request, skip_vm: str | None = None) -> list[Hos
             used[host_id][1] -= memory
             continue
         guests[host_id].append(GuestOnHost(name, frozenset({group} if group else ())))
+    for moving_id, moving, vcpus, mib, its_group, target in _incoming(s):
+        if moving_id != skip_vm:  # on its way there: it takes its place there already
+            used.setdefault(target, [0, 0])
+            used[target][0] += vcpus
+            used[target][1] += mib
+            guests[target].append(GuestOnHost(moving, frozenset({its_group} if its_group
+                                                                else ())))
     everywhere: set[str] = set()
     local: dict[str, set[str]] = defaultdict(set)
     for name, host_id in s.query(StoragePool.name, StoragePool.host_id).filter_by(
@@ -115,6 +123,23 @@ def host_views(s: Session, req: Request, skip_vm: str | None = None) -> list[Hos
             pools=frozenset(everywhere | local[h.id]), networks=networks, cpu_models=known,
             vms=tuple(guests[h.id])))
     return views
+
+
+def _incoming(s: Session) -> list[tuple[str, str, int, int, str | None, str]]:
+    """The VMs a pending or running migration moves to another host (id, name, vCPUs,
+    memory, group, target host id): counted on their target as well as on their host
+    until the move is recorded."""
+    moving = {str(p["vm_id"]): str(p["target_id"])
+              for (p,) in s.query(Operation.params).filter(
+                  Operation.type.like("vm.migrate%"), Operation.status.in_(ACTIVE))
+              if isinstance(p, dict) and p.get("vm_id") and p.get("target_id")}
+    if not moving:
+        return []
+    rows = (s.query(Vm.id, Vm.name, Vm.cpus, Vm.memory_mib, VmGroup.name, Vm.host_id)
+            .outerjoin(VmGroup, Vm.group_id == VmGroup.id).filter(Vm.id.in_(moving)))
+    return [(vm_id, name, cpus, memory, group, moving[vm_id])
+            for vm_id, name, cpus, memory, group, host_id in rows
+            if host_id != moving[vm_id]]
 
 
 def request_of(s: Session, req: VmCreate) -> tuple[Request, VmGroup | None]:
