@@ -57,7 +57,7 @@ def mb(mib: float) -> str:
 
 @contextmanager
 def lab_up(root: Path, prefix: str, hosts: int = HOSTS, heartbeat_timeout: float | None = None,
-           cpu_overcommit: float | None = None) -> Iterator[Lab]:
+           cpu_overcommit: float | None = None, storage: str = "none") -> Iterator[Lab]:
     """A running lab of ``hosts`` hosts, every one `up`, with network `default` and image
     `tiny` (`lab up` makes them; the image's .debs from bench/run.py's cache, filled from
     what earlier builds left on this machine, see benchnode.seed_debs); `lab down` at the
@@ -72,7 +72,7 @@ def lab_up(root: Path, prefix: str, hosts: int = HOSTS, heartbeat_timeout: float
     seed_debs(DEBS_CACHE, DEBS_CACHE)
     say(f"lab up: {hosts} hosts, prefix {prefix}, root {root}")
     try:
-        lab.up(hosts, prefix=prefix, remote=False, heartbeat_timeout=heartbeat_timeout,
+        lab.up(hosts, storage, prefix=prefix, remote=False, heartbeat_timeout=heartbeat_timeout,
                cpu_overcommit=cpu_overcommit, deb_cache=DEBS_CACHE.parent)
         wait_facts(lab)
         say("lab up: every host is up, its CPUs and memory known")

@@ -13,11 +13,13 @@ import libvirt
 import pytest
 from fastapi.testclient import TestClient
 
+from corral.agent import host_facts, migration_pki
 from corral.agent.app import AgentSettings, create_app
 from corral.agent.hypervisor import migration
 from corral.agent.jobs import JobCancelled
 from corral.agent_api.migration import MigrateBody
-from corral.errors import HypervisorError
+from corral.errors import HypervisorError, Unavailable
+from corral.host_identity import Identity
 
 URI = "qemu+tcp://10.209.0.12/system"
 
@@ -180,3 +182,87 @@ def test_the_agents_route_starts_a_job_that_reports_libvirts_refusal(
     assert agent.post("/v1/domains/nope/migrate", json=body).status_code == 404
     assert agent.post("/v1/domains/test/migrate",
                       json={"destination": "qemu:///system"}).status_code == 422
+
+
+def test_tls_encrypts_the_stream_checked_against_the_targets_name() -> None:
+    body = MigrateBody(destination="qemu+tls://10.209.0.12/system", tls=True,
+                       tls_hostname="lab2", migrate_uri="tcp://10.30.0.12")
+    assert migration.flags_of(body) & libvirt.VIR_MIGRATE_TLS
+    assert migration.params_of(body) == {
+        libvirt.VIR_MIGRATE_PARAM_URI: "tcp://10.30.0.12",
+        libvirt.VIR_MIGRATE_PARAM_TLS_DESTINATION: "lab2"}
+    plain = MigrateBody(destination=URI, tls=False, tls_hostname="lab2")
+    assert not migration.flags_of(plain) & libvirt.VIR_MIGRATE_TLS
+    assert migration.params_of(plain) == {}
+    for bad in ("10.30.0.12", "tcp://", "tcp://10.30.0.12/x", "rdma://10.30.0.12"):
+        with pytest.raises(ValueError, match="tcp://ADDRESS"):
+            MigrateBody(destination=URI, migrate_uri=bad)
+
+
+def _identity(tmp_path: Path) -> Identity:
+    identity = Identity(tmp_path / "identity")
+    identity.dir.mkdir()
+    for path, text in ((identity.ca, "CA"), (identity.cert, "CERT"), (identity.key, "KEY")):
+        path.write_text(text)
+    return identity
+
+
+def test_the_hosts_certificate_is_laid_out_for_libvirt_and_qemu(tmp_path: Path) -> None:
+    pki = migration_pki.install(_identity(tmp_path), tmp_path)
+    assert pki == tmp_path / "migration-pki" and migration_pki.ready(pki)
+    for name in ("cacert.pem", "ca-cert.pem"):
+        assert (pki / name).read_text() == "CA"
+    for name in ("clientcert.pem", "servercert.pem", "server-cert.pem", "client-cert.pem"):
+        assert (pki / name).read_text() == "CERT"
+    for name in ("clientkey.pem", "serverkey.pem", "server-key.pem", "client-key.pem"):
+        assert (pki / name).read_text() == "KEY"
+        assert (pki / name).stat().st_mode & 0o777 == 0o640  # QEMU's group reads it
+    assert pki.stat().st_mode & 0o007 == 0  # nobody else
+
+
+def test_a_tls_destination_gets_this_hosts_certificates(tmp_path: Path) -> None:
+    body = MigrateBody(destination="qemu+tls://10.209.0.12/system")
+    with pytest.raises(Unavailable, match="no certificates for migration TLS"):
+        migration.destination_of(body, tmp_path / "migration-pki")
+    pki = migration_pki.install(_identity(tmp_path), tmp_path)
+    assert migration.destination_of(body, pki) == \
+        f"qemu+tls://10.209.0.12/system?pkipath={pki}"
+    assert migration.destination_of(MigrateBody(destination=URI), None) == URI
+
+
+def test_the_reason_of_a_migration_that_did_not_converge() -> None:
+    busy = {"memory_remaining": 200 << 20, "memory_bps": 1 << 20,
+            "memory_dirty_rate": 1024, "memory_page_size": 4096}  # 4 MiB/s dirtied
+    why = migration.unconverged("web", 120, busy)
+    assert why.startswith("the migration of web did not converge in 120 s: dirty rate "
+                          "4.0 MiB/s above transfer rate 1.0 MiB/s; aborted")
+    slow = {**busy, "memory_dirty_rate": 0}
+    assert "200 MiB left at a transfer rate of 1.0 MiB/s, dirty rate 0.0 MiB/s" in \
+        migration.unconverged("web", 120, slow)
+
+
+def test_a_migration_past_its_limit_switches_to_post_copy_when_allowed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    dom = FakeDomain()
+    switched: list[int] = []
+
+    def post_copy(flags: int) -> None:
+        switched.append(flags)
+        dom.done.set()  # the guest runs on the target from now on
+
+    dom.migrateStartPostCopy = post_copy  # type: ignore[attr-defined]
+    clock = iter(range(0, 10_000, 100))
+    monkeypatch.setattr(migration.time, "monotonic", lambda: float(next(clock)))
+    body = MigrateBody(destination=URI, converge_timeout_s=5, postcopy=True)
+    done = migration.migrate(FakeHv(dom), "web", body, lambda p, m: None)  # type: ignore[arg-type]
+    assert switched == [0] and done.postcopy and not dom.aborted
+    assert migration.flags_of(body) & libvirt.VIR_MIGRATE_POSTCOPY
+
+
+def test_a_host_reports_its_addresses_per_interface() -> None:
+    found = host_facts.addresses()
+    assert found, "this machine has an address beyond loopback"
+    for entry in found:
+        assert set(entry) == {"interface", "address", "prefix"}
+        assert not entry["address"].startswith("127.") and entry["address"] != "::1"
+        assert "%" not in entry["address"] and 0 < entry["prefix"] <= 128

@@ -175,6 +175,9 @@ class _NoDomains:
     def list_domains(self) -> list[object]:
         return []
 
+    def cpu_times(self) -> dict[str, int]:
+        return {}
+
 
 def _report_once(identity: Identity) -> None:
     from corral.agent.reporter import Reporter

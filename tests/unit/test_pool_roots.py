@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -58,6 +59,33 @@ def test_root_disks_share_one_base_copy_and_leave_nothing(
     assert roots.delete("sh", "b") == {"deleted": True, "bases_removed": ["img.img.qcow2"]}
     assert roots.delete("sh", "b")["deleted"] is False
     assert not list((shared / ".vms").iterdir()) and not list((shared / ".bases").iterdir())
+
+
+def test_a_base_under_a_running_guests_disk_stays_when_another_vm_goes(
+        setup: tuple[RootDisks, Storage, Path]) -> None:
+    """A running guest's QEMU holds its disk's write lock (plain `qemu-img info` is refused
+    then): deleting another VM of the pool must still see that the disk uses the base."""
+    roots, _storage, shared = setup
+    roots.create("sh", "running", "img", None)
+    roots.create("sh", "gone", "img", None)
+    disk = shared / ".vms" / "running.qcow2"
+    # qemu-io keeps the image open for writing (and locked) as long as it sleeps.
+    holder = subprocess.Popen(["qemu-io", "-f", "qcow2", "-c", "sleep 60000", str(disk)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):  # until the lock is taken: plain `qemu-img info` fails
+            if subprocess.run(["qemu-img", "info", str(disk)], capture_output=True,
+                              timeout=30, check=False).returncode != 0:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("qemu-io did not lock the disk")
+        assert roots.delete("sh", "gone") == {"deleted": True, "bases_removed": []}
+        assert (shared / ".bases" / "img.img.qcow2").exists()
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    assert roots.delete("sh", "running")["bases_removed"] == ["img.img.qcow2"]
 
 
 def test_linked_clone_in_the_pool_and_source_deleted_first(

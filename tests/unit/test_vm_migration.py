@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient
 from corral.engine.app import build_context, create_app
 from corral.engine.context import EngineContext, EngineSettings
 from corral.engine.db.models import Host, Image, Network, Nic, Operation, StoragePool, Vm
-from corral.engine.services import vm_migration
+from corral.engine.services import cluster_settings, vm_migration
 from corral.engine.services.auth import create_token
 
 MAC = "52:54:00:00:00:01"
@@ -62,7 +62,8 @@ class Agents:
             self.on[vm] = "h2"
             return httpx.Response(200, json=_job("success", result={
                 "destination": self.bodies["migrate"]["destination"], "downtime_ms": 42,
-                "total_ms": 3100, "memory_bytes": 1 << 27, "iterations": 3}))
+                "total_ms": 3100, "memory_bytes": 1 << 27, "iterations": 3,
+                "tls": self.bodies["migrate"]["tls"]}))
         if path == "/v1/jobs/j1":
             if method == "DELETE":
                 self.cancelled = True
@@ -245,11 +246,16 @@ def test_a_user_may_not_migrate_an_operator_may(engine: Engine) -> None:
 def test_the_operation_runs_the_agents_job_and_moves_the_vm(engine: Engine) -> None:
     done = engine.finish(engine.migrate(to="h2", max_downtime_ms=200, bandwidth_mib_s=50))
     assert done["status"] == "success", done
-    assert done["message"] == "migrated from h1 to h2: downtime 42 ms, total 3.1 s"
+    assert done["message"] == ("migrated from h1 to h2: downtime 42 ms, total 3.1 s, "
+                               "encrypted (TLS)")
     assert engine.host_of() == "h2"
     assert engine.client.get("/api/v1/vms/web").json()["host"] == "h2"
     sent = engine.agents.bodies["migrate"]
-    assert sent["destination"] == "qemu+tcp://127.0.0.2/system"
+    # libvirtd to libvirtd over TLS, QEMU's stream too (the defaults), to the agent's address
+    assert sent["destination"] == "qemu+tls://127.0.0.2/system"
+    assert sent["migrate_uri"] == "tcp://127.0.0.2"
+    assert sent["tls"] and sent["tls_hostname"] == "h2"  # the name its certificate carries
+    assert sent["converge_timeout_s"] == 600
     assert sent["max_downtime_ms"] == 200 and sent["bandwidth_mib_s"] == 50
     assert sent["live"] and sent["persist"] and sent["auto_converge"]
     assert sent["shared_storage"] and not sent["copy_storage"]
@@ -314,7 +320,7 @@ def test_a_run_that_finds_the_guest_on_the_target_records_the_move(engine: Engin
     engine.agents.on["web"] = "h2"
     done = engine.finish(engine.migrate(to="h2"))
     assert done["status"] == "success", done
-    assert done["message"] == "migrated from h1 to h2"
+    assert done["message"] == "migrated from h1 to h2, encrypted (TLS)"
     assert engine.host_of() == "h2"
     assert not engine.agents.asked("h1", "POST", "/v1/domains/web/migrate")
 
@@ -338,3 +344,82 @@ def test_explain_shows_the_choice_and_every_host_and_moves_nothing(engine: Engin
     assert engine.host_of() == "h1" and not engine.agents.seen
     with engine.ctx.db.session() as s:
         assert not s.query(Operation).count()
+
+
+def test_a_migration_under_way_takes_its_room_on_the_target(engine: Engine) -> None:
+    engine.agents.hold_job = True
+    with engine.ctx.db.session() as s:
+        h2 = s.query(Host).filter_by(name="h2").one()
+        h2.facts = {**h2.facts, "memory_mib": 800}  # room for one 512 MiB VM, not two
+        web = s.query(Vm).filter_by(name="web").one()
+        s.add(Vm(name="api", image_id=web.image_id, host_id=web.host_id, cpus=1,
+                 memory_mib=512, disk_bytes=64 << 20, state="running",
+                 desired_power="running", root_pool_id=web.root_pool_id))
+    first = engine.migrate(to="h2")
+    assert first.status_code == 202, first.text
+    error = _error(engine.migrate("api", to="h2"), 409)
+    assert error["code"] == "insufficient_resources"
+    assert "host h2 cannot take VM api: memory: needs 512 MiB, 288 MiB free" in error["message"]
+    # A new VM is judged with the incoming one counted too: h2 is not its choice.
+    placed = engine.client.get("/api/v1/vms/api/placement").json()
+    assert {h["host"]: h["eligible"] for h in placed["hosts"]}["h2"] is False
+    assert engine.client.delete(f"/api/v1/operations/{first.json()['id']}").status_code == 200
+    assert engine.ctx.ops.wait(first.json()["id"], timeout=30).status.value == "cancelled"
+    assert engine.migrate("api", to="h2").status_code == 202  # the room is free again
+
+
+def _facts_with(engine: Engine, host: str, *addresses: str) -> None:
+    with engine.ctx.db.session() as s:
+        row = s.query(Host).filter_by(name=host).one()
+        row.facts = {**row.facts, "addresses": [
+            {"interface": f"eth{i}", "address": a, "prefix": 24}
+            for i, a in enumerate(addresses)]}
+
+
+def test_the_stream_goes_to_the_targets_address_in_the_migration_network(
+        engine: Engine) -> None:
+    _facts_with(engine, "h2", "127.0.0.2", "10.30.0.12", "fd30::12")
+    cluster_settings.set_value(engine.ctx, "migration.network", "10.30.0.0/24")
+    done = engine.finish(engine.migrate(to="h2"))
+    assert done["status"] == "success", done
+    sent = engine.agents.bodies["migrate"]
+    assert sent["migrate_uri"] == "tcp://10.30.0.12"
+    assert sent["destination"] == "qemu+tls://127.0.0.2/system"  # libvirtd: its agent's address
+    cluster_settings.set_value(engine.ctx, "migration.network", "fd30::/64")
+    engine.agents.on["web"] = "h1"
+    _back_to_h1(engine)
+    assert engine.finish(engine.migrate(to="h2"))["status"] == "success"
+    assert engine.agents.bodies["migrate"]["migrate_uri"] == "tcp://[fd30::12]"
+
+
+def _back_to_h1(engine: Engine) -> None:
+    with engine.ctx.db.session() as s:
+        vm = s.query(Vm).filter_by(name="web").one()
+        vm.host_id = s.query(Host).filter_by(name="h1").one().id
+
+
+def test_a_target_without_an_address_in_the_migration_network_is_refused(
+        engine: Engine) -> None:
+    _facts_with(engine, "h2", "127.0.0.2", "10.30.0.12")
+    cluster_settings.set_value(engine.ctx, "migration.network", "10.40.0.0/24")
+    for body in ({"to": "h2"}, {}):  # named, or the scheduler's choice
+        error = _error(engine.migrate(**body), 409)
+        assert error["message"].startswith("host h2 has no address in the migration network "
+                                           "10.40.0.0/24"), error
+    assert engine.host_of() == "h1" and not engine.agents.seen
+    with engine.ctx.db.session() as s:
+        assert not s.query(Operation).count()
+
+
+def test_with_tls_off_the_stream_is_plain_and_the_operation_says_so(engine: Engine) -> None:
+    cluster_settings.set_value(engine.ctx, "migration.tls", "off")
+    cluster_settings.set_value(engine.ctx, "migration.converge_s", "2m")
+    done = engine.finish(engine.migrate(to="h2"))
+    assert done["status"] == "success", done
+    assert done["message"].endswith(", not encrypted (migration.tls is off)")
+    sent = engine.agents.bodies["migrate"]
+    assert not sent["tls"] and sent["tls_hostname"] is None
+    assert sent["destination"] == "qemu+tls://127.0.0.2/system"  # libvirtd's link stays TLS
+    assert sent["converge_timeout_s"] == 120
+    events = [e for e in engine.ctx.bus.recent if e.data.get("event") == "migrated"]
+    assert events[-1].data["tls"] is False

@@ -12,6 +12,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import shlex
 import socket
 import sys
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from types import FrameType
 
 import uvicorn
 
-from corral.agent import children
+from corral.agent import children, migration_pki
 from corral.agent.app import AgentSettings, create_app
 from corral.agent.reporter import Reporter
 from corral.errors import Conflict, CorralError, InvalidInput
@@ -90,6 +91,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--import-allow-cidr", action="append", default=[],
                    help="range an import URL may reach although it is loopback, link-local "
                         "or this host's, e.g. 127.0.0.0/8 for a local mirror (repeat it)")
+    p.add_argument("--reboot-command", default="systemctl reboot", metavar="CMD",
+                   help="what `corral host reboot` runs on this machine (split like a shell)")
+    p.add_argument("--poweroff-command", default="systemctl poweroff", metavar="CMD",
+                   help="what `corral host shutdown` runs on this machine")
     p.add_argument("--protect-dir", type=Path, action="append", default=[],
                    help="another directory of corral's (the engine's data dir): never read, "
                         "written or made a pool for a user (repeat it)")
@@ -153,6 +158,8 @@ def _run_argv(args: argparse.Namespace) -> list[str]:
         argv += ["--import-allow-cidr", cidr]
     for d in args.protect_dir:
         argv += ["--protect-dir", str(d)]
+    argv += ["--reboot-command", args.reboot_command,
+             "--poweroff-command", args.poweroff_command]
     return argv
 
 
@@ -175,13 +182,16 @@ def _join(args: argparse.Namespace, identity: Identity) -> None:
 def serve(args: argparse.Namespace, identity: Identity) -> None:
     """Serve the engine over mutual TLS until SIGTERM/SIGINT."""
     tune_malloc()
+    migration_pki.install(identity, args.state_dir)  # libvirtd and QEMU read it (TLS)
     log_daemons = logging.getLogger("corral.agent")
     log_daemons.info(ensure_libvirtd(args.libvirt_uri))  # as `corral up`: none answers, start it
     settings = AgentSettings(state_dir=args.state_dir, libvirt_uri=args.libvirt_uri,
                              import_dirs=None if args.import_dir is None else
                              tuple(args.import_dir),
                              import_allow_cidrs=tuple(args.import_allow_cidr),
-                             protected_dirs=tuple(args.protect_dir))
+                             protected_dirs=tuple(args.protect_dir),
+                             reboot_command=tuple(shlex.split(args.reboot_command)),
+                             poweroff_command=tuple(shlex.split(args.poweroff_command)))
     atexit.register(children.kill_all)  # PDEATHSIG kills the children too; this their groups
     app = create_app(settings)
     reporter = Reporter(identity, app.state.agent.hv, args.heartbeat_interval)

@@ -32,6 +32,7 @@ from corral.agent import (
     nic_routes,
     ova,
     port_routes,
+    vm_files,
 )
 from corral.agent.console_relay import relay_console
 from corral.agent.hypervisor import Hypervisor
@@ -42,6 +43,7 @@ from corral.agent.pools import host_registry, root_routes
 from corral.agent.pools.routes import router as pools_router
 from corral.agent.storage import Storage
 from corral.agent_api.domains import HostFacts
+from corral.errors import NotFound
 from corral.httpserve import BodyLimit, install_error_handlers
 from corral.safepaths import PathPolicy
 from corral.safeurls import UrlPolicy
@@ -63,6 +65,9 @@ class AgentSettings:
     # More of corral's own directories, never read or written for a user nor a pool (the
     # engine's data dir, which holds its database: `corral up` passes it).
     protected_dirs: tuple[Path, ...] = ()
+    # What `corral host reboot|shutdown` runs here (`--reboot-command`, `--poweroff-command`).
+    reboot_command: tuple[str, ...] = ("systemctl", "reboot")
+    poweroff_command: tuple[str, ...] = ("systemctl", "poweroff")
 
 
 _ROOT = Path("/")  # where sysfs and procfs are (host_topology reads made-up trees in tests)
@@ -71,6 +76,14 @@ _ROOT = Path("/")  # where sysfs and procfs are (host_topology reads made-up tre
 def _memory_bytes() -> int:
     """The host's RAM (MemTotal, as psutil.virtual_memory().total reads it; without psutil)."""
     return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def _domain_state(hv: Hypervisor, vm: str) -> str | None:
+    """The state of VM ``vm``'s domain here; None: no such domain."""
+    try:
+        return str(hv.get(vm).state)
+    except NotFound:
+        return None
 
 
 class Agent:
@@ -134,7 +147,8 @@ def create_app(settings: AgentSettings) -> FastAPI:
 
     app = FastAPI(title="corral agent", version=corral.__version__)
     install_error_handlers(app)
-    app.add_middleware(BodyLimit, routes=(image_files.UPLOAD,))  # image copies stream
+    # image copies and a stopped VM's files (offline migration) stream
+    app.add_middleware(BodyLimit, routes=(image_files.UPLOAD, vm_files.UPLOAD))
     app.state.agent = agent
     hv, storage = agent.hv, agent.storage
     # Who may call: decided by TLS before any route runs (corral.host_identity: only the
@@ -169,14 +183,18 @@ def create_app(settings: AgentSettings) -> FastAPI:
 
     # Live migration to another host's libvirtd, as a job: see corral.agent.migration_routes.
     # Before the domain routes: their POST /v1/domains/{name}/{action} would take "migrate".
-    app.include_router(migration_routes.router(hv, jobs))
+    app.include_router(migration_routes.router(hv, jobs, settings.state_dir))
+    # A stopped VM's root disk and UEFI variables, read and written whole (offline
+    # migration): see corral.agent.vm_files.
+    app.include_router(vm_files.router(storage, lambda vm: _domain_state(hv, vm)))
     # Domains, root disks, seeds and host facts: see corral.agent.domain_routes.
     app.include_router(domain_routes.router(hv, storage, agent.console_dir, agent.facts,
                                             after_start=ports.sync_ovs))
     # The guest agent (ping, exec) and the displays of running domains.
     app.include_router(guest_routes.router(hv))
     # The host as a whole: its memory (KSM, balloons).
-    app.include_router(host_routes.router(hv))
+    app.include_router(host_routes.router(hv, {
+        "reboot": list(settings.reboot_command), "poweroff": list(settings.poweroff_command)}))
 
     @app.websocket("/v1/domains/{name}/console")
     async def console(ws: WebSocket, name: str) -> None:

@@ -31,7 +31,7 @@ from corral.agent import children
 from corral.agent.hypervisor import Hypervisor
 from corral.agent.hypervisor.snapshots import SnapshotOps
 from corral.agent.jobs import JobReporter, JobRunner
-from corral.agent.storage import Progress, Storage, _run, private_file, qemu_img_info
+from corral.agent.storage import Progress, Storage, _run, private_file
 from corral.agent_api import Deleted
 from corral.agent_api.domains import DomainInfo
 from corral.agent_api.images import ImageInfo
@@ -131,10 +131,10 @@ def remove_unused_bases(bases: Path, disks: Path) -> list[str]:
         used: set[str] = set()
         users = list(disks.glob("*.qcow2")) if disks.is_dir() else []
         for disk in [*users, *found.values()]:
-            try:
-                backing = qemu_img_info(disk).get("backing-filename")
+            try:  # -U: a running guest's disk (QEMU holds its lock) must be read too
+                backing = qemu_img_info_shared(disk).get("backing-filename")
             except HostError:
-                continue
+                return removed  # a disk we cannot read may use any base: keep them all
             if backing:
                 used.add(str(backing))
         unused = [p for key, p in found.items() if key not in used]

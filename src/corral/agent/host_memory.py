@@ -59,6 +59,15 @@ def available_mib() -> int:
     return _meminfo().get("MemAvailable", 0) >> 10
 
 
+def used_percent() -> float | None:
+    """Memory in use (MemTotal less MemAvailable) in percent; None when unknown."""
+    info = _meminfo()
+    total = info.get("MemTotal", 0)
+    if total <= 0:
+        return None
+    return round(100.0 * max(0, total - info.get("MemAvailable", 0)) / total, 2)
+
+
 def report(hv: Hypervisor) -> HostMemory:
     info = _meminfo()
     on, saved = ksm_state()

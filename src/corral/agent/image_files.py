@@ -50,7 +50,7 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-def _check_digest(value: str) -> str:
+def check_digest(value: str) -> str:
     if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
         raise InvalidInput("sha256 must be 64 lowercase hex digits", field="sha256")
     return value
@@ -59,6 +59,34 @@ def _check_digest(value: str) -> str:
 def _append(out: IO[bytes], h: hashlib._Hash, data: bytes) -> None:
     out.write(data)
     h.update(data)
+
+
+async def receive(request: Request, part: Path, size: int, want: str, what: str) -> None:
+    """Stream the request's body into ``part`` (made here, private), hashing it as it
+    arrives; 422 naming ``size`` or ``sha256`` unless it is ``size`` bytes of SHA-256
+    ``want``. The caller moves ``part`` into place, and removes it whatever happens."""
+    h = hashlib.sha256()
+    got = 0
+    private_file(part)  # never readable by others, not even while written
+    with part.open("wb") as out:
+        buf = bytearray()
+        async for chunk in request.stream():
+            got += len(chunk)
+            if got > size:
+                raise InvalidInput(f"the body is longer than the {size} bytes announced",
+                                   field="size")
+            buf += chunk
+            if len(buf) >= CHUNK:
+                await run_in_threadpool(_append, out, h, bytes(buf))
+                buf.clear()
+        await run_in_threadpool(_append, out, h, bytes(buf))
+        await run_in_threadpool(os.fsync, out.fileno())
+    if got != size:
+        raise InvalidInput(f"the copy of {what} was cut short: {got} of {size} bytes",
+                           field="size")
+    if h.hexdigest() != want:
+        raise InvalidInput(f"checksum mismatch for {what}: expected sha256:{want}, "
+                           f"got sha256:{h.hexdigest()}; the copy was refused", field="sha256")
 
 
 def router(storage: Storage, runner: JobRunner) -> APIRouter:
@@ -105,7 +133,7 @@ def router(storage: Storage, runner: JobRunner) -> APIRouter:
     async def write(name: str, kind: FileKind, size: int, sha256: str,
                     request: Request) -> ImageFile:
         path = file_path(storage, name, kind)
-        want = _check_digest(sha256.lower())
+        want = check_digest(sha256.lower())
         if size < 0:
             raise InvalidInput("size must be 0 or more bytes", field="size")
         job = runner.running(f"image:{name}")
@@ -117,34 +145,12 @@ def router(storage: Storage, runner: JobRunner) -> APIRouter:
                 raise Conflict(f"image {name} on this host is the base of VM disks "
                                f"({', '.join(users)}); it is not replaced", field="image")
         part = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
-        h = hashlib.sha256()
-        got = 0
         try:
-            private_file(part)  # never readable by others, not even while written
-            with part.open("wb") as out:
-                buf = bytearray()
-                async for chunk in request.stream():
-                    got += len(chunk)
-                    if got > size:
-                        raise InvalidInput(f"the body is longer than the {size} bytes "
-                                           "announced", field="size")
-                    buf += chunk
-                    if len(buf) >= CHUNK:
-                        await run_in_threadpool(_append, out, h, bytes(buf))
-                        buf.clear()
-                await run_in_threadpool(_append, out, h, bytes(buf))
-                await run_in_threadpool(os.fsync, out.fileno())
-            if got != size:
-                raise InvalidInput(f"the copy of {path.name} was cut short: {got} of {size} "
-                                   "bytes", field="size")
-            if h.hexdigest() != want:
-                raise InvalidInput(f"checksum mismatch for {path.name}: expected sha256:{want}, "
-                                   f"got sha256:{h.hexdigest()}; the copy was refused",
-                                   field="sha256")
+            await receive(request, part, size, want, path.name)
             os.replace(part, path)
             path.chmod(IMAGE_MODE)
         finally:
             part.unlink(missing_ok=True)
-        return ImageFile(kind=kind, size=got, sha256=want)
+        return ImageFile(kind=kind, size=size, sha256=want)
 
     return r

@@ -19,6 +19,7 @@ import uuid
 from urllib.parse import urlsplit
 
 from corral.agent import host_memory
+from corral.agent.cpu_load import CpuSampler
 from corral.agent.hypervisor import Hypervisor
 from corral.agent.hypervisor.events import DomainWatcher
 from corral.agent_api.reports import DomainEvent, HostReport, domains_digest
@@ -36,6 +37,7 @@ class Reporter:
         self.identity, self.hv, self.interval_s = identity, hv, interval_s
         self.boot_id = uuid.uuid4().hex  # a new one per start: the engine resyncs
         self._pending: list[DomainEvent] = []
+        self._cpu = CpuSampler()  # the load the engine's balancer weighs hosts by
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -65,11 +67,17 @@ class Reporter:
         except CorralError as exc:  # libvirtd down: still alive; the digest says nothing
             log.debug("no domain list for the report: %s", exc)
             domains = []
+        try:
+            cpu_percent, vm_cpus = self._cpu.sample(self.hv.cpu_times())
+        except CorralError:
+            cpu_percent, vm_cpus = None, {}
         return HostReport(
             boot_id=self.boot_id, seq=seq, interval_s=self.interval_s,
             digest=domains_digest((d.vm_id, d.state) for d in domains if d.vm_id),
             domains=len(domains), load_1m=os.getloadavg()[0],
             memory_available_mib=host_memory.available_mib(), events=events,
+            cpu_percent=cpu_percent, memory_used_percent=host_memory.used_percent(),
+            vm_cpus=vm_cpus,
         ), len(events)
 
     def _post(self, conn: http.client.HTTPSConnection, body: bytes) -> None:

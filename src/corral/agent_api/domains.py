@@ -30,6 +30,15 @@ class NumaNode(Answer):
     hugepages: list[HugePages] = Field(default_factory=list)
 
 
+class HostAddress(Answer):
+    """One address of a host's interface (the engine picks the one in the cluster's
+    migration network)."""
+
+    interface: str
+    address: str  # without a zone (fe80::1, not fe80::1%eth0)
+    prefix: int  # length of the network's prefix (24 for a /24)
+
+
 class HostFacts(Answer):
     """``GET /v1/host``: what the engine keeps of a host (``hosts.facts``)."""
 
@@ -58,6 +67,8 @@ class HostFacts(Answer):
     hypervisor_type: str | None = None  # libvirt's driver: QEMU (TEST under the test driver)
     hypervisor_version: str | None = None  # QEMU's version on the qemu driver
     memory_free_mib: int | None = None  # MemAvailable when reported
+    # Every address of every interface but loopback (migration.network); None: older agent
+    addresses: list[HostAddress] | None = None
 
 
 class DomainInfo(Answer):

@@ -17,7 +17,17 @@ class MigrateBody(Body):
     """What the engine asks of one live migration."""
 
     destination: str = Field(description="libvirt URI of the target's libvirtd: "
-                             "qemu+tcp://ADDR/system or qemu+tls://NAME/system")
+                             "qemu+tcp://ADDR/system or qemu+tls://NAME/system (the source's "
+                             "agent adds its own certificates' pkipath to a qemu+tls one)")
+    # Where QEMU sends the guest's memory (and disks): the target's address on the
+    # cluster's migration network; None: where the target's libvirtd says.
+    migrate_uri: str | None = Field(None, description="tcp://ADDR of the target for the "
+                                    "migration stream (the cluster's migration network)")
+    tls: bool = Field(False, description="encrypt the migration stream with QEMU's native "
+                      "TLS (both hosts' certificates from corral's CA)")
+    tls_hostname: str | None = Field(None, max_length=253, description="with tls: the name "
+                                     "the target's certificate must carry (its host name: "
+                                     "migrate_uri is an address)")
     # The domain as the target runs it (its disk, kernel and console paths) and keeps it
     # defined; None: the source's (same paths on both hosts).
     dest_xml: str | None = None
@@ -51,6 +61,16 @@ class MigrateBody(Body):
             raise ValueError(f"a libvirt URI {' or '.join(s + '://HOST/system' for s in URI_SCHEMES)}")
         return value
 
+    @field_validator("migrate_uri")
+    @classmethod
+    def _stream_uri(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        scheme, sep, rest = value.partition("://")
+        if scheme != "tcp" or not sep or not rest or "/" in rest or "?" in rest:
+            raise ValueError("tcp://ADDRESS (an IPv6 address in brackets)")
+        return value
+
 
 class Migrated(Answer):
     """The result of a migration job that succeeded."""
@@ -61,3 +81,4 @@ class Migrated(Answer):
     memory_bytes: int | None = None  # memory transferred
     iterations: int | None = None
     postcopy: bool = False  # it switched to post-copy
+    tls: bool = False  # the stream was encrypted (QEMU's TLS)

@@ -35,6 +35,15 @@ class HostReport(Body):
     domains: int = Field(ge=0, description="How many domains the host has")
     load_1m: float = Field(ge=0, description="The host's load average over a minute")
     memory_available_mib: int = Field(ge=0)
+    # Load of the host measured from its own VMs (the load average is the machine's: lab
+    # hosts share one). Optional: an older agent sends none, and the balancer skips it.
+    cpu_percent: float | None = Field(None, ge=0, le=100, description="What the host's "
+                                      "running VMs used of its CPUs since the last report")
+    memory_used_percent: float | None = Field(None, ge=0, le=100, description="Memory in "
+                                              "use on the host (total less available)")
+    vm_cpus: dict[str, float] = Field(default_factory=dict, max_length=10_000, description=(
+        "CPUs' worth each running VM (by id) used since the last report: 1.0 is one CPU "
+        "busy all the time"))
     events: list[DomainEvent] = Field(default_factory=list, max_length=1000)
 
 

@@ -30,3 +30,13 @@ class HostPatch(_Request):
 
     ksm: bool | None = Field(None, description="Kernel same-page merging: on merges identical "
                              "pages of VMs (memory overcommit), off splits them again")
+
+
+class HostPower(_Request):
+    """``POST /api/v1/hosts/{name}/reboot`` and ``.../shutdown``: empty the host, then reboot
+    or power off its machine."""
+
+    force: bool = Field(False, description="As `host maintenance --force`: VMs that cannot "
+                        "move stay (and go down with the machine)")
+    return_vms: bool = Field(False, description="Reboot only: once the host is back, activate "
+                             "it and bring back the VMs that moved off, where the rules allow")

@@ -10,7 +10,7 @@ __all__ = ["VmMigrate"]
 
 
 class VmMigrate(_Request):
-    """Move a running VM to another host while it runs."""
+    """Move a VM to another host: a running one while it runs, a stopped one offline."""
 
     to: Name | None = Field(None, description="The target host; none: the scheduler picks "
                             "one (every hard rule applies, the VM's own host excluded)")
@@ -24,5 +24,10 @@ class VmMigrate(_Request):
     copy_storage: bool = Field(False, description="Copy a root disk on the host's own "
                                "storage to the target while the guest runs (its image base "
                                "is brought there first, only the VM's own layer is copied)")
+    offline: bool = Field(False, description="Move a stopped VM: its image, root disk (if "
+                          "in the host's own storage), UEFI variables and seed are copied, "
+                          "the domain defined on the target, then removed from the source "
+                          "(bandwidth_mib_s caps the copy; postcopy and max_downtime_ms do "
+                          "not apply)")
 
     _to = _name_field("to")

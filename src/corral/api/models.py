@@ -16,6 +16,7 @@ from pydantic import (
     model_validator,
 )
 
+from corral.api.evacuation_mode import EvacuationMode
 from corral.api.host_state import HostState
 from corral.api.tags import TAG_SCHEMA, validate_tag
 from corral.cloudinit import validate as cloudcheck
@@ -382,6 +383,8 @@ class VmPatch(_Request):
         "(live); null: all of it")
     description: str | None = Field(None, max_length=1024)
     hardware: HardwarePatch | None = None
+    evacuation: EvacuationMode | None = Field(None, description="What `host maintenance` "
+                                              "does with it: auto, migrate or stop")
 
     @field_validator("memory")
     @classmethod
@@ -431,6 +434,10 @@ class VmCreate(_Request):
     host_tags: list[Annotated[str, Field(json_schema_extra=TAG_SCHEMA)]] = Field(
         [], max_length=32, description="Tags the host must have (`corral host tag`)")
     group: Name | None = Field(None, description="Affinity group of the VM (`corral vm group`)")
+    evacuation: EvacuationMode = Field(EvacuationMode.AUTO, description="What `host "
+                                       "maintenance` does with it: auto (live migration, "
+                                       "else stop, move, start), migrate (live only), stop "
+                                       "(stopped, stays on its host)")
 
     _name = _name_field("name")
     _host = _name_field("host")
@@ -511,6 +518,8 @@ class Vm(BaseModel):
     pending: list[str] = Field([], description="Settings changed while the VM ran that apply "
                                "when it is next started (e.g. memory, hardware.cpu_model)")
     group: str | None = Field(None, description="Its affinity group (`corral vm group`)")
+    evacuation: EvacuationMode = Field(EvacuationMode.AUTO, description="What `host "
+                                       "maintenance` does with it (auto, migrate, stop)")
     guest_agent: bool | None = Field(None, description="Whether the QEMU guest agent in the "
                                      "guest answers (single-VM reads only; None: not asked, "
                                      "or the VM is not running)")

@@ -7,10 +7,12 @@ from pathlib import Path
 import typer
 
 from corral.api.cluster_settings import ClusterSetting
+from corral.cli import cluster_policy
 from corral.cli.output import DataDirOpt, OutputFormat, OutputOpt, client, emit, handled, out
 
 app = typer.Typer(help="Settings of the whole cluster: where and how VMs migrate, how many "
                   "move at once.", no_args_is_help=True)
+app.add_typer(cluster_policy.app, name="policy")
 
 
 def _text(value: object) -> str:

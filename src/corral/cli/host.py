@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import typer
 
+from corral.api import Operation
 from corral.api.hosts import HostPatch
 from corral.cli import host_tag
 from corral.cli.output import (
@@ -21,6 +23,7 @@ from corral.cli.output import (
     handled,
     show_one,
 )
+from corral.client import Client
 from corral.errors import InvalidInput
 
 app = typer.Typer(help="The hosts VMs run on: list them, show one, change its settings.",
@@ -87,18 +90,107 @@ NameArg = typer.Argument(..., help="Host name (`corral host list`)")
 
 
 @app.command("maintenance")
-def maintenance(name: str = NameArg, wait: bool = WaitOpt, output: OutputFormat = OutputOpt,
-                data_dir: Path = DataDirOpt) -> None:
-    """Put a host in maintenance: no new VMs are placed on it, and it stays so (whatever its
-    agent does) until `corral host activate`.
+def maintenance(
+    name: str = NameArg,
+    force: bool = typer.Option(False, "--force", help="Go ahead when some VMs cannot move: "
+                               "they stay on the host (those of evacuation mode stop are "
+                               "stopped), listed at the end"),
+    explain: bool = typer.Option(False, "--explain", help="Dry run: print each VM's move "
+                                 "(live, offline, stop-move-start, stop) and target, or why "
+                                 "it cannot move; move nothing"),
+    wait: bool = WaitOpt, output: OutputFormat = OutputOpt, data_dir: Path = DataDirOpt,
+) -> None:
+    """Empty a host, then keep new VMs off it until `corral host activate`.
 
-    The VMs already on it keep running there: this does not move them (evacuation comes
-    with live migration). Refused (409) for a host that is already in maintenance.
+    Each VM goes as its evacuation mode says (`corral vm set NAME --evacuation MODE`):
+    auto (default) live-migrates a running VM, or stops it, moves it and starts it on the
+    target when it cannot move live; migrate moves it live only; stop stops it and leaves
+    it on the host. Stopped VMs have their definition moved. Targets are chosen by the
+    scheduler with every rule the VM was created with (room, host tags, groups: two
+    members of an anti-affinity group never land together), a few VMs at a time
+    (`corral cluster set migration.parallel N`), each move printed as it ends.
 
-    Example: corral host maintenance h2
+    If a VM cannot move (no room, a disk that cannot be moved, a VM in the middle of an
+    operation), nothing moves and the host stays up: the error names each VM and why;
+    --force leaves those on it. A move that fails stops the evacuation: the host is up
+    again, what moved stays moved. `corral operation cancel ID` does the same on purpose.
+
+    Examples: corral host maintenance h2 --explain
+              corral host maintenance h2
     """
     with handled(), client(data_dir) as c:
-        follow(c, c.host_maintenance(name), f"host {name} to maintenance", wait, output)
+        if explain:
+            plan = c.evacuation_plan(name)
+            if output == OutputFormat.JSON:
+                print(plan.model_dump_json(indent=2))
+            else:
+                for line in plan.text:
+                    print(line)
+            if plan.blocked:
+                err.print(f"{len(plan.blocked)} VM(s) cannot move: without --force the "
+                          "maintenance is refused", highlight=False)
+            return
+        op = c.host_maintenance(name, force)
+        if wait and output == OutputFormat.TABLE:
+            op = _print_moves(c, op)
+        op = follow(c, op, f"host {name} to maintenance", wait, output)
+        if wait and output == OutputFormat.TABLE and op.message:
+            print(op.message)  # what moved, was stopped, was left (and why)
+
+
+def _print_moves(c: Client, op: Operation, timeout: float = 24 * 3600) -> Operation:
+    """Print each VM moved ("2/5 moved: web → h2 (640 ms)", the head of the evacuation's
+    message) as the polls see it, until the evacuation ends."""
+    deadline = time.monotonic() + timeout
+    said = None
+    while not op.status.done and time.monotonic() < deadline:
+        head = (op.message or "").split("; ")[0]
+        if " moved: " in head and head != said:
+            print(head, flush=True)
+            said = head
+        op = c.wait_quiet(op.id, timeout=1)
+    return op
+
+
+PowerForceOpt = typer.Option(False, "--force", help="As `host maintenance --force`: VMs "
+                             "that cannot move stay, and go down with the machine")
+
+
+@app.command("reboot")
+def reboot(
+    name: str = NameArg,
+    return_vms: bool = typer.Option(False, "--return", help="Once the host is back: activate "
+                                    "it and bring back the VMs that moved off (where the "
+                                    "rules allow; the others are named)"),
+    force: bool = PowerForceOpt,
+    wait: bool = WaitOpt, output: OutputFormat = OutputOpt, data_dir: Path = DataDirOpt,
+) -> None:
+    """Empty a host (as `corral host maintenance`, unless it is in maintenance already),
+    reboot its machine, and wait until its agent is back.
+
+    The host's agent runs the machine's reboot command (`systemctl reboot`; `corral agent
+    run --reboot-command` names another; a lab host is power-cycled). The host stays in
+    maintenance after it, unless --return.
+
+    Example: corral host reboot h2 --return
+    """
+    with handled(), client(data_dir) as c:
+        follow(c, c.host_reboot(name, return_vms, force), f"rebooting host {name}", wait,
+               output, timeout=24 * 3600)
+
+
+@app.command("shutdown")
+def shutdown(name: str = NameArg, force: bool = PowerForceOpt, wait: bool = WaitOpt,
+             output: OutputFormat = OutputOpt, data_dir: Path = DataDirOpt) -> None:
+    """Empty a host (as `corral host maintenance`), then power its machine off.
+
+    The host stays in maintenance: power it on, then `corral host activate`.
+
+    Example: corral host shutdown h2
+    """
+    with handled(), client(data_dir) as c:
+        follow(c, c.host_shutdown(name, force), f"shutting down host {name}", wait, output,
+               timeout=24 * 3600)
 
 
 @app.command("activate")

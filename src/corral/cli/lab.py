@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -118,14 +119,18 @@ def status(output: OutputFormat = OutputOpt, root: Path = RootOpt) -> None:
 def fault(
     host: str = typer.Argument(..., help="Lab host name (`corral lab status`)"),
     action: str = typer.Argument(
-        ..., metavar="power-off|power-on|cut-network|heal|kill-agent|kill-libvirtd",
+        ..., metavar="power-off|power-on|power-cycle|cut-network|heal|kill-agent|kill-libvirtd",
         help="power-off: SIGKILL every process of the host at once, its QEMUs included (a "
              "power loss; disks stay). power-on: start libvirtd and the agent again (it "
-             "rejoins with the identity saved at its join). cut-network: drop all the host's "
+             "rejoins with the identity saved at its join). power-cycle: both (a reboot: what "
+             "`corral host reboot` does to a lab host). cut-network: drop all the host's "
              "traffic both ways, everything keeps running; heal: undo it. kill-agent, "
              "kill-libvirtd: SIGKILL that daemon (power-on starts it again)"),
     wait: bool = typer.Option(True, "--wait/--no-wait",
                               help="power-on: wait until the engine sees the host `up`"),
+    from_host: bool = typer.Option(False, "--from-host", hidden=True,
+                                   help="Run from inside the lab host itself (its agent's "
+                                   "power command): go outside first"),
     root: Path = RootOpt,
 ) -> None:
     """Inject a fault into a lab host.
@@ -133,6 +138,8 @@ def fault(
     Example: corral lab fault lab2 power-off
     """
     with handled():
+        if from_host:  # not inside what power-off kills: re-run in the engine's namespaces
+            _lab(root).leave_host([a for a in sys.argv if a != "--from-host"])
         out.print(_lab(root).fault(host, action, wait=wait), highlight=False)
 
 

@@ -39,6 +39,10 @@ COLUMNS = [
     ("HOST", lambda v: v.host or "-"),
 ]
 
+EVACUATION_HELP = ("What `corral host maintenance` does with it: auto (live migration, else "
+                   "stop, move and start on the target), migrate (live only: if it cannot, "
+                   "the maintenance is refused), stop (stopped and left on its host)")
+
 
 @app.command("create")
 def create(
@@ -113,6 +117,8 @@ def create(
     explain: bool = typer.Option(False, "--explain", help="Dry run: print where the VM would "
                                  "go and how every host was judged (which rule refused it, "
                                  "with figures); create nothing", rich_help_panel="Placement"),
+    evacuation: str = typer.Option("auto", "--evacuation", metavar="MODE", help=EVACUATION_HELP,
+                                   rich_help_panel="Placement"),
     hostname: str = vm_guest.HostnameOpt, user: str = vm_guest.UserOpt,
     ssh_key: list[str] = vm_guest.SshKeyOpt, password_hash: str = vm_guest.PasswordHashOpt,
     user_data: str = vm_guest.UserDataOpt, network_config: str = vm_guest.NetworkConfigOpt,
@@ -153,7 +159,7 @@ def create(
                     disk=disk, network=network, start=start, cloud_init=ci, pool=pool,
                     security_groups=list(security_group or []), hardware=hardware,
                     description=description, host=host, host_tags=list(host_tag or []),
-                    group=group)
+                    group=group, evacuation=evacuation)
         with client(data_dir) as c:
             if explain:
                 _print_placement(c.explain_vm(req), output)
@@ -258,6 +264,7 @@ def set_vm(
                              "only)", rich_help_panel="Hardware"),
     machine: str = typer.Option(None, "--machine", help="q35 or i440fx (stopped VMs only)",
                                 rich_help_panel="Hardware"),
+    evacuation: str = typer.Option(None, "--evacuation", metavar="MODE", help=EVACUATION_HELP),
     wait: bool = WaitOpt, output: OutputFormat = OutputOpt, data_dir: Path = DataDirOpt,
 ) -> None:
     """Change a VM's settings; what is not given stays as it is.
@@ -269,6 +276,7 @@ def set_vm(
     --cpu-pin,
     --numa, --hugepages, --sockets, --threads, --boot, --graphics, --watchdog, --video.
     Only while stopped (refused otherwise): --firmware, --secure-boot, --tpm, --machine.
+    --evacuation (auto, migrate, stop) is what `host maintenance` does with it.
 
     Example: corral vm set web --cpus 4 --memory-target 1G
     """
@@ -288,8 +296,8 @@ def set_vm(
         if secure_boot and firmware is None:
             hw["firmware"] = "uefi"  # as with create: Secure Boot is UEFI's
         fields: dict[str, object] = {k: v for k, v in {
-            "cpus": cpus, "memory": memory, "description": description}.items()
-            if v is not None}
+            "cpus": cpus, "memory": memory, "description": description,
+            "evacuation": evacuation}.items() if v is not None}
         if memory_target is not None:
             fields["memory_target"] = None if memory_target.lower() == "full" else memory_target
         if hw:
@@ -380,24 +388,28 @@ def resume(name: str, wait: bool = WaitOpt, output: OutputFormat = OutputOpt,
 
 @app.command("migrate")
 def migrate(
-    name: str = typer.Argument(..., help="The running VM to move"),
+    name: str = typer.Argument(..., help="The VM to move (running; stopped: --offline)"),
     to: str | None = typer.Option(None, "--to", help="Target host (default: the scheduler "
                                   "picks one, every placement rule applies)"),
     max_downtime: int | None = typer.Option(None, "--max-downtime", metavar="MS",
                                             help="Longest pause of the guest at the switch, "
                                             "ms (libvirt's default: 300)"),
     bandwidth: int | None = typer.Option(None, "--bandwidth", metavar="MIB_S",
-                                         help="Cap of the transfer rate, MiB/s"),
+                                         help="Cap of the transfer rate, MiB/s (also of "
+                                         "an offline copy)"),
     postcopy: bool = typer.Option(False, "--postcopy", help="Switch to post-copy when "
                                   "pre-copy does not converge"),
     copy_storage: bool = typer.Option(False, "--copy-storage", help="Copy a root disk on "
                                       "the host's own storage to the target meanwhile"),
+    offline: bool = typer.Option(False, "--offline", help="Move a stopped VM: copy its "
+                                 "files, define it on the target, remove it from its host"),
     explain: bool = typer.Option(False, "--explain", help="Dry run: print where the VM "
                                  "would go and how every other host was judged; move "
                                  "nothing"),
     wait: bool = WaitOpt, output: OutputFormat = OutputOpt, data_dir: Path = DataDirOpt,
 ) -> None:
-    """Move a running VM to another host while it runs (live migration).
+    """Move a running VM to another host while it runs (live migration), or a stopped one
+    with --offline.
 
     Everything is checked first (the target is up, has room, the networks and pools the
     VM uses, its CPU model). Disks on a shared or rbd pool stay where they are; a root disk
@@ -405,11 +417,17 @@ def migrate(
     and the transfer rate; the end says the guest's downtime. `corral operation cancel ID`
     aborts it: the VM keeps running where it was.
 
+    --offline moves a stopped VM: its image (if the target lacks it), its root disk if on
+    the host's own storage, UEFI variables and cloud-init seed are copied (checked by
+    SHA-256), the VM is defined on the target, and only then removed from its old host. A
+    failure or a cancel before that leaves it where it was, with nothing on the target.
+
     Example: corral vm migrate web1 --to h2 --max-downtime 200
+             corral vm migrate db1 --offline --to h2
     """
     with handled(), client(data_dir) as c:
         req = build(VmMigrate, to=to, max_downtime_ms=max_downtime, bandwidth_mib_s=bandwidth,
-                    postcopy=postcopy, copy_storage=copy_storage)
+                    postcopy=postcopy, copy_storage=copy_storage, offline=offline)
         if explain:
             placed = c.explain_migration(name, req)
             _print_placement(placed, output)

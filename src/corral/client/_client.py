@@ -35,6 +35,7 @@ from corral.api import (
 )
 from corral.api import storage as storage_api
 from corral.api.cluster import JoinToken
+from corral.api.evacuation import EvacuationPlan
 from corral.api.hosts import HostDetail, HostPatch
 from corral.api.migration import VmMigrate
 from corral.api.nics import NicUpdate, VmNic
@@ -383,9 +384,29 @@ class Client(UsersApi, AuditApi, LdapApi, ProjectsApi, ClusterApi):
         return Operation.model_validate(self._json(
             "PATCH", f"/api/v1/hosts/{name}", json=req.model_dump(mode="json", exclude_unset=True)))
 
-    def host_maintenance(self, name: str) -> Operation:
-        """Put a host in maintenance: no new VMs go there; those on it keep running."""
-        return Operation.model_validate(self._json("POST", f"/api/v1/hosts/{name}/maintenance"))
+    def host_maintenance(self, name: str, force: bool = False) -> Operation:
+        """Evacuate a host (its VMs move to other hosts), then keep new VMs off it;
+        Conflict naming the VMs that cannot move (``force``: they stay on it)."""
+        return Operation.model_validate(self._json(
+            "POST", f"/api/v1/hosts/{name}/maintenance", json={"force": force}))
+
+    def evacuation_plan(self, name: str) -> EvacuationPlan:
+        """What ``host_maintenance`` would do now, VM by VM; moves nothing."""
+        return EvacuationPlan.model_validate(self._json(
+            "POST", f"/api/v1/hosts/{name}/maintenance", params={"explain": True}, json={}))
+
+    def host_reboot(self, name: str, return_vms: bool = False, force: bool = False
+                    ) -> Operation:
+        """Empty the host, reboot its machine, wait until it is back (``return_vms``: then
+        activate it and bring back the VMs that moved off)."""
+        return Operation.model_validate(self._json(
+            "POST", f"/api/v1/hosts/{name}/reboot",
+            json={"return_vms": return_vms, "force": force}))
+
+    def host_shutdown(self, name: str, force: bool = False) -> Operation:
+        """Empty the host, then power its machine off (it stays in maintenance)."""
+        return Operation.model_validate(self._json(
+            "POST", f"/api/v1/hosts/{name}/shutdown", json={"force": force}))
 
     def host_activate(self, name: str) -> Operation:
         """Take a host out of maintenance (its agent must answer)."""

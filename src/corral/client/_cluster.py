@@ -6,6 +6,7 @@ from typing import Any
 
 import httpx
 
+from corral.api.cluster_policy import ClusterPolicy, ClusterPolicySet
 from corral.api.cluster_settings import ClusterSetting, ClusterSettingSet
 
 _PATH = "/api/v1/cluster/settings"
@@ -34,3 +35,12 @@ class ClusterApi:
     def unset_cluster_setting(self, key: str) -> ClusterSetting:
         """Back to the default."""
         return ClusterSetting.model_validate(self._json("DELETE", f"{_PATH}/{key}"))
+
+    def cluster_policy(self) -> ClusterPolicy:
+        """The balancing policy, each host's load and the balancer's recent decisions."""
+        return ClusterPolicy.model_validate(self._json("GET", "/api/v1/cluster/policy"))
+
+    def set_cluster_policy(self, req: ClusterPolicySet) -> ClusterPolicy:
+        body = req.model_dump(mode="json", exclude_none=True)
+        return ClusterPolicy.model_validate(self._json("PUT", "/api/v1/cluster/policy",
+                                                       json=body))

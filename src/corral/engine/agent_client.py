@@ -16,6 +16,7 @@ from corral.engine.agent_calls.migration import MigrationCalls
 from corral.engine.agent_calls.networks import NetworkCalls
 from corral.engine.agent_calls.pools import PoolCalls
 from corral.engine.agent_calls.ports import PortCalls
+from corral.engine.agent_calls.vm_files import VmFileCalls
 from corral.engine.agent_errors import answered_error, transport_errors
 from corral.errors import AgentUnreachable, HostError
 
@@ -25,7 +26,7 @@ RECONNECT_S = 15.0
 
 
 class AgentClient(DomainCalls, NetworkCalls, PoolCalls, ImageCalls, PortCalls, HostCalls,
-                  MigrationCalls):
+                  MigrationCalls, VmFileCalls):
     """One typed method per agent route (the mixins of corral.engine.agent_calls).
 
     ``tls``: the engine's side of mutual TLS (corral.engine.tls.agent_ssl_context): its CA

@@ -13,12 +13,14 @@ import corral
 from corral.api import ErrorBody
 from corral.engine import body_limit
 from corral.engine.audit import AuditLog
+from corral.engine.balance_loop import Balancer
 from corral.engine.context import EngineContext, EngineSettings
 from corral.engine.db.session import migrate
 from corral.engine.reconciler import Reconciler
 from corral.engine.routes import audit as audit_routes
 from corral.engine.routes import auth_ldap as ldap_routes
 from corral.engine.routes import cluster, events, hosts, images, networks, operations, vms
+from corral.engine.routes import cluster_policy as cluster_policy_routes
 from corral.engine.routes import cluster_settings as cluster_setting_routes
 from corral.engine.routes import customize as customize_routes
 from corral.engine.routes import pools as pool_routes
@@ -35,6 +37,7 @@ from corral.engine.routes import vm_snapshots as vm_snapshot_routes
 from corral.engine.routes import volumes as volume_routes
 from corral.engine.services import customize as customize_service
 from corral.engine.services import host_lifecycle as host_lifecycle_service
+from corral.engine.services import host_power as host_power_service
 from corral.engine.services import host_settings as host_settings_service
 from corral.engine.services import images as image_service
 from corral.engine.services import networks as network_service
@@ -61,6 +64,7 @@ def build_context(settings: EngineSettings) -> EngineContext:
     vm_service.register(ctx)
     host_settings_service.register(ctx)
     host_lifecycle_service.register(ctx)
+    host_power_service.register(ctx)
     image_service.register(ctx)
     customize_service.register(ctx)
     network_service.register(ctx)
@@ -87,14 +91,17 @@ def freeze_start_heap() -> None:
 
 def create_app(ctx: EngineContext) -> FastAPI:
     reconciler = Reconciler(ctx)
+    balancer = Balancer(ctx)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         ctx.ops.resume_interrupted()
         reconciler.start()
+        balancer.start()
         freeze_start_heap()
         yield
         gc.unfreeze()
+        balancer.stop()
         reconciler.stop()
         ctx.ops.shutdown()
 
@@ -106,6 +113,7 @@ def create_app(ctx: EngineContext) -> FastAPI:
     )
     app.state.ctx = ctx
     app.state.reconciler = reconciler  # agents' reports go to it (routes/cluster.py)
+    app.state.balancer = balancer  # routes/cluster_policy.py
     app.add_middleware(BodyLimit, limit=body_limit.DEFAULT, routes=body_limit.ROUTES)
     app.add_middleware(AuditLog)  # outside BodyLimit: a refused body is recorded too
     install_error_handlers(app)
@@ -118,7 +126,7 @@ def create_app(ctx: EngineContext) -> FastAPI:
                    pool_routes, volume_routes, vm_disk_routes, vm_snapshot_routes,
                    vm_nic_routes, sg_routes, vm_guest_routes, vm_group_routes, user_routes,
                    audit_routes, ldap_routes, project_routes, role_routes,
-                   vm_migration_routes, cluster_setting_routes):
+                   vm_migration_routes, cluster_setting_routes, cluster_policy_routes):
         app.include_router(module.router, responses=ERRORS)
     return app
 

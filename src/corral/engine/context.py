@@ -13,6 +13,7 @@ from corral.engine.agent_client import RECONNECT_S, AgentClient
 from corral.engine.db.models import Host
 from corral.engine.db.session import Database
 from corral.engine.events import EventBus
+from corral.engine.load_history import LoadHistory
 from corral.engine.operations import OperationRunner
 from corral.engine.tls import agent_ssl_context
 from corral.errors import NotFound
@@ -66,6 +67,8 @@ class EngineContext:
     ops: OperationRunner
     # What carries requests to agents; None is the network (tests put a fake agent here).
     agent_transport: httpx.BaseTransport | None = None
+    # Hosts' recent loads from their reports (the balancer's input).
+    loads: LoadHistory = field(default_factory=LoadHistory)
     _agents: dict[str, AgentClient] = field(default_factory=dict)
     _agents_lock: threading.Lock = field(default_factory=threading.Lock)
     _agent_tls: ssl.SSLContext | None = None

@@ -100,6 +100,7 @@ class Reconciler:
         """A host's report (its agent, over mutual TLS): it is alive; resync it if its
         domains disagree with the rows, or it restarted, or something happened."""
         now = self._clock()
+        self.ctx.loads.record(host_id, report)  # the balancer weighs hosts by these
         with self._beats_lock:
             beat = self._beats.get(host_id)
             restarted = beat is None or beat.boot_id != report.boot_id

@@ -58,11 +58,9 @@ def _write(path: Path, text: str, mode: int) -> None:
     tmp.replace(path)
 
 
-def write_lab_configs(etc: Path, *, name: str, address: str, host_uuid: str) -> None:
-    """Write libvirtd.conf and qemu.conf of the lab host (the machine's copies are replaced)."""
-    libvirtd_conf = f"""\
-# libvirtd.conf of corral lab host {name!r}, written by corral.lab (replaces the machine's).
-#
+def _listen_conf(address: str, pki: Path | None) -> str:
+    if pki is None:
+        return f"""\
 # TCP without authentication on the lab host's own address: for live migration between lab
 # hosts (qemu+tcp://{address}/system). The address lives in the lab host's network namespace
 # and is reachable only over the lab's veth from this machine. Needs `libvirtd --listen`.
@@ -70,7 +68,42 @@ listen_tls = 0
 listen_tcp = 1
 listen_addr = "{address}"
 auth_tcp = "none"
+"""
+    return f"""\
+# TLS only, on the lab host's own address, with the certificate its agent got at its join
+# (corral.agent.migration_pki): peers' libvirtds reach it as qemu+tls://{address}/system and
+# must show a certificate of the same CA. No plain TCP port. Needs `libvirtd --listen` (once
+# the agent has written the files: libvirtd does not start without them).
+listen_tls = 1
+listen_tcp = 0
+listen_addr = "{address}"
+ca_file = "{pki / 'cacert.pem'}"
+cert_file = "{pki / 'servercert.pem'}"
+key_file = "{pki / 'serverkey.pem'}"
+tls_no_verify_certificate = 0
+"""
 
+
+def _migrate_tls_conf(pki: Path | None) -> str:
+    if pki is None:
+        return ""
+    return f"""
+# QEMU's migration stream over TLS (when the migration asks for it: VIR_MIGRATE_TLS), with
+# the same certificates; the peer must show one of the same CA.
+migrate_tls_x509_cert_dir = "{pki}"
+migrate_tls_x509_verify = 1
+"""
+
+
+def write_lab_configs(etc: Path, *, name: str, address: str, host_uuid: str,
+                      pki: Path | None = None) -> None:
+    """Write libvirtd.conf and qemu.conf of the lab host (the machine's copies are replaced).
+    ``pki``: the certificates of a lab host whose agent joined a cluster (TLS only); None: a
+    lab host on its own (plain TCP, for tests of the lab host itself)."""
+    libvirtd_conf = f"""\
+# libvirtd.conf of corral lab host {name!r}, written by corral.lab (replaces the machine's).
+#
+{_listen_conf(address, pki)}
 # Every lab host must look like a different host to libvirt, or a migration between two of
 # them is refused as a migration "to the same host" (the machine's UUID is shared).
 host_uuid = "{host_uuid}"
@@ -89,6 +122,6 @@ cgroup_controllers = [ ]
 
 # The address a migration source is told to connect to when this host is the destination.
 migration_host = "{address}"
-"""
+{_migrate_tls_conf(pki)}"""
     _write(etc / "libvirtd.conf", libvirtd_conf, 0o644)
     _write(etc / "qemu.conf", qemu_conf, 0o600)

@@ -25,6 +25,10 @@ The engine runs in a network namespace of its own, ``corral-<prefix>0``, linked 
 machine (the CLI reaches it there) and to the lab's router like a lab host, so the agents
 reach it over the shared underlay (10.209.0.0/16) and it reaches their agents; nothing of
 it listens outside the lab's addresses.
+
+A lab host's libvirtd listens for its peers (live migration) with TLS only, with the
+certificate its agent got at the join (corral.agent.migration_pki): it starts listening on
+nothing, and is restarted once its agent is up and has laid the certificate out.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import ipaddress
 import json
 import logging
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -43,6 +48,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from corral.agent.migration_pki import pki_dir
 from corral.api import (
     NetworkCreate,
     NetworkMode,
@@ -80,7 +86,8 @@ JOIN_TIMEOUT_S = 90.0
 CORRAL = [sys.executable, "-m", "corral.cli.main"]
 AGENT = [sys.executable, "-m", "corral.agent"]
 STORAGE = ("none", "shared", "rbd")
-FAULTS = ("power-off", "power-on", "cut-network", "heal", "kill-agent", "kill-libvirtd")
+FAULTS = ("power-off", "power-on", "power-cycle", "cut-network", "heal", "kill-agent",
+          "kill-libvirtd")
 
 
 @dataclass
@@ -191,7 +198,8 @@ class Lab:
             raise Conflict(f"lab host {name!r} exists", field="name")
         index = _free_index(st.used_indexes())
         root_dir = self.root / "hosts" / name
-        host = LabHost(name, index, root_dir)
+        # Its libvirtd listens with TLS only, once its agent laid its certificate out there
+        host = LabHost(name, index, root_dir, tls_pki=pki_dir(root_dir / "agent"))
         rec = HostRecord(name=name, number=number, index=index, root_dir=str(root_dir),
                          address=host.address)
         st.hosts[name] = rec
@@ -216,10 +224,33 @@ class Lab:
         os.chmod(agent_dir, 0o711)
         with open(root_dir / "agent.log", "ab") as logf:
             proc = host.popen([*AGENT, *args, "--state-dir", str(agent_dir),
-                               "--listen", rec.address, "--port", str(AGENT_PORT)],
+                               "--listen", rec.address, "--port", str(AGENT_PORT),
+                               *self._power_commands(rec.name)],
                               stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
                               start_new_session=True)
         return proc.pid
+
+    def _power_commands(self, name: str) -> list[str]:
+        """`corral host reboot|shutdown` of a lab host: the lab's power-cycle or power-off
+        of it (run by its agent, inside the host: :meth:`leave_host` first)."""
+        corral = Path(sys.executable).with_name("corral")
+        lab = [str(corral) if corral.exists() else "corral", "lab", "fault", name]
+        tail = ["--root", str(self.root), "--from-host"]
+        return ["--reboot-command", shlex.join([*lab, "power-cycle", "--no-wait", *tail]),
+                "--poweroff-command", shlex.join([*lab, "power-off", *tail])]
+
+    def leave_host(self, argv: list[str]) -> None:
+        """Run ``argv`` again in the lab engine's namespaces, in place of this process: a
+        command a lab host's agent started runs inside that host, where a power-off of it
+        would kill it too (the engine's are the machine's mounts, and no lab host's
+        network)."""
+        st = self.state()
+        pid = st.engine.pid if st.engine is not None else None
+        if not pid or not _procs.is_alive(pid):
+            raise Conflict("the lab's engine is not running: nothing outside the lab host to "
+                           "run from", field="from_host")
+        os.execvp("nsenter", ["nsenter", f"--target={pid}", "--mount", "--net", "--uts", "--",
+                              *argv])
 
     def _wait_up(self, st: LabState, names: list[str], timeout: float = JOIN_TIMEOUT_S) -> None:
         """Until the engine sees every host of ``names`` `up`, its facts read (the scheduler
@@ -280,6 +311,7 @@ class Lab:
                 self._start_ceph(st)
             names = [self._start_host(st, None).name for _ in range(hosts)]
             self._wait_up(st, names)
+            self._listen_tls(st, names)
             if storage == "shared":
                 self._shared_pool(st)
             elif storage == "rbd":
@@ -299,7 +331,20 @@ class Lab:
         st = self.state()
         rec = self._start_host(st, name)  # if it fails, its record stays for `lab down`
         self._wait_up(st, [rec.name])
+        self._listen_tls(st, [rec.name])
         return rec
+
+    def _listen_tls(self, st: LabState, names: list[str]) -> None:
+        """Restart the libvirtds of hosts whose agents joined (and so wrote their
+        certificates): they listen for their peers with TLS from now on (migration)."""
+        for name in names:
+            _, host = self._host(st, name)
+            if not host.attach():
+                raise HostError(f"lab host {name} has no namespaces")
+            if not host.listens_with_tls():
+                raise HostError(f"the agent of lab host {name} wrote no certificates for "
+                                f"libvirtd; see {Path(st.hosts[name].root_dir) / 'agent.log'}")
+            host.restart_libvirtd()
 
     def _shared_pool(self, st: LabState) -> None:
         shared = self.root / "shared"
@@ -441,6 +486,12 @@ class Lab:
             return f"{name}: powered off ({len(killed)} processes killed, disks kept)"
         if action == "power-on":
             return self._power_on(st, rec, host, wait)
+        if action == "power-cycle":  # a reboot: off as a power loss, then on again
+            killed = host.power_off() if host.processes() else []
+            rec.powered, rec.agent_pid = False, None
+            state.save(st)
+            return (f"{name}: power-cycled ({len(killed)} processes killed); "
+                    + self._power_on(st, rec, host, wait))
         if action in ("cut-network", "heal"):
             cut = action == "cut-network"
             _set_cut(host.netns, cut)

@@ -24,8 +24,9 @@ udev makes it, bound over /dev/kvm in its mount namespace. Guests still have to 
 Layout of ``root_dir``: etc/ (copy of /etc/libvirt, kept across restarts), run/ (removed by
 stop), lib/libvirt, log/libvirt (+ holder.log), cache/libvirt, dev/kvm, hosts (bound over
 /etc/hosts: the machine's plus ``<address> corral-<name>``), hugepages/SIZEkB (a hugetlbfs
-per page size, mounted in the lab host only). The lab host's hostname (own UTS namespace)
-is ``corral-<name>``.
+per page size, mounted in the lab host only), tls-pki (a cluster's lab host: the directory
+of the certificates its libvirtd listens with, TLS only). The lab host's hostname (own UTS
+namespace) is ``corral-<name>``.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from corral.agent.migration_pki import ready
 from corral.errors import HostError, InvalidInput, WrongState
 from corral.lab import _config, _net, _procs
 
@@ -79,7 +81,8 @@ _CAPS_SEED: dict[str, bytes] = {}
 class LabHost:
     """A network + mount namespace with its own libvirtd; see the module docstring."""
 
-    def __init__(self, name: str, index: int, root_dir: Path) -> None:
+    def __init__(self, name: str, index: int, root_dir: Path,
+                 tls_pki: Path | None = None) -> None:
         if not isinstance(name, str) or not NAME_RE.match(name):
             raise InvalidInput(
                 f"lab host name {name!r} must be 1-8 characters of a-z, 0-9 and '-', "
@@ -100,6 +103,10 @@ class LabHost:
         self.gateway = str(self.subnet.network_address + 1)
         self.address = str(self.subnet.network_address + 2)
         self.host_uuid = str(uuid.uuid5(uuid.NAMESPACE_DNS, f"{self.netns}.lab.corral"))
+        # A cluster's lab host: libvirtd listens with TLS only, with the certificates its
+        # agent lays out there (corral.agent.migration_pki); None: plain TCP (a lab host
+        # on its own). Kept in root_dir/tls-pki for later processes (power-on).
+        self.tls_pki = tls_pki
         self._holder: subprocess.Popen[bytes] | None = None
         self._holder_pid: int | None = None
         if len(str(self._socket_path())) > _SOCKET_PATH_MAX:
@@ -207,8 +214,17 @@ class LabHost:
             (self.root_dir / sub).mkdir(parents=True, exist_ok=True)
         _config.copy_etc(Path("/etc/libvirt"), self.root_dir / "etc")
         _config.write_lab_configs(
-            self.root_dir / "etc", name=self.name, address=self.address, host_uuid=self.host_uuid
+            self.root_dir / "etc", name=self.name, address=self.address,
+            host_uuid=self.host_uuid, pki=self.tls_pki,
         )
+        marker = self.root_dir / "tls-pki"
+        if self.tls_pki is not None:
+            # libvirtd refuses to start while qemu.conf names a directory that is not there;
+            # the agent fills it when it starts (QEMU reads the files only to migrate).
+            self.tls_pki.mkdir(mode=0o750, parents=True, exist_ok=True)
+            marker.write_text(f"{self.tls_pki}\n")
+        else:
+            marker.unlink(missing_ok=True)
         self._seed_caps_cache()
         self._make_kvm_node()
         self._write_hosts_file()
@@ -351,7 +367,34 @@ class LabHost:
 
     def _start_daemons(self) -> None:
         self.run(["virtlogd", "-d", "-p", str(self._run / "virtlogd.pid")])
-        self.run(["libvirtd", "-d", "--listen", "-p", str(self._run / "libvirtd.pid")])
+        self._start_libvirtd()
+
+    def _start_libvirtd(self) -> None:
+        self.run(["libvirtd", "-d", *self._listen(), "-p", str(self._run / "libvirtd.pid")])
+
+    def _listen(self) -> list[str]:
+        """``--listen`` unless libvirtd is to listen with TLS and its agent has not written
+        the certificates yet (libvirtd would not start): then it listens on nothing."""
+        try:
+            pki = Path((self.root_dir / "tls-pki").read_text().strip())
+        except OSError:
+            return ["--listen"]  # plain TCP, a lab host on its own
+        return ["--listen"] if ready(pki) else []
+
+    def listens_with_tls(self) -> bool:
+        """Whether libvirtd is configured for TLS and has its certificates."""
+        return (self.root_dir / "tls-pki").exists() and self._listen() == ["--listen"]
+
+    def restart_libvirtd(self) -> None:
+        """Stop libvirtd and start it again (it reads its configuration and certificates
+        only when it starts); its guests keep running and the new one adopts them."""
+        pid = self.daemon_pid("libvirtd")
+        if pid is not None:
+            left = _procs.kill_and_wait([pid])
+            if left:
+                raise HostError(f"lab host {self.name!r}: libvirtd {pid} survived SIGKILL")
+        self._start_libvirtd()
+        self._wait_ready()
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + READY_TIMEOUT_S
@@ -445,7 +488,7 @@ class LabHost:
         if self.daemon_pid("virtlogd") is None:
             self.run(["virtlogd", "-d", "-p", str(self._run / "virtlogd.pid")])
         if self.daemon_pid("libvirtd") is None:
-            self.run(["libvirtd", "-d", "--listen", "-p", str(self._run / "libvirtd.pid")])
+            self._start_libvirtd()
         self._wait_ready()
 
     def daemon_pid(self, daemon: str) -> int | None:

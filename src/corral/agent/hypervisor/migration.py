@@ -10,6 +10,12 @@ the target's incoming domain is discarded by libvirt (nothing is defined there b
 end: ``PERSIST_DEST`` defines it only once the guest runs there). The downtime is libvirt's
 own measure, read from the completed job on the destination (the source no longer has the
 domain once ``UNDEFINE_SOURCE`` removed it).
+
+Encryption (corral.agent.migration_pki): libvirtd reaches the target's libvirtd over
+``qemu+tls`` with this host's certificate (``pkipath``), and with ``tls`` QEMU's own stream
+is TLS too (``VIR_MIGRATE_TLS``), the target's certificate checked against its host name
+(``tls.destination``) while the stream goes to its address on the migration network
+(``migrate_uri``).
 """
 
 from __future__ import annotations
@@ -18,13 +24,16 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import libvirt
 
 from corral.agent.hypervisor.libvirt_host import Hypervisor, _mapped
+from corral.agent.migration_pki import ready
 from corral.agent_api.migration import MigrateBody, Migrated
-from corral.errors import Conflict, HypervisorError, WrongState
+from corral.errors import Conflict, HypervisorError, Unavailable, WrongState
 
 POLL_S = 0.5
 ABORT_WAIT_S = 60.0  # how long an aborted migration may take to give the guest back
@@ -47,6 +56,8 @@ def flags_of(body: MigrateBody) -> int:
         flags |= libvirt.VIR_MIGRATE_NON_SHARED_INC
     if body.shared_storage:  # see MigrateBody.shared_storage
         flags |= libvirt.VIR_MIGRATE_UNSAFE
+    if body.tls:
+        flags |= libvirt.VIR_MIGRATE_TLS
     return flags
 
 
@@ -60,7 +71,38 @@ def params_of(body: MigrateBody) -> dict[str, Any]:
         params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = body.bandwidth_mib_s
     if body.copy_storage and body.copy_disks:  # else libvirt copies every writable disk
         params[libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS] = list(body.copy_disks)
+    if body.migrate_uri:
+        params[libvirt.VIR_MIGRATE_PARAM_URI] = body.migrate_uri
+    if body.tls and body.tls_hostname:
+        params[libvirt.VIR_MIGRATE_PARAM_TLS_DESTINATION] = body.tls_hostname
     return params
+
+
+def destination_of(body: MigrateBody, pki: Path | None) -> str:
+    """The URI this host's libvirtd opens to the target: a ``qemu+tls`` one with this host's
+    certificates (``pkipath``), unless it names its own."""
+    uri = body.destination
+    if not uri.startswith("qemu+tls://") or "pkipath=" in uri:
+        return uri
+    if pki is None or not ready(pki):
+        raise Unavailable(f"this host has no certificates for migration TLS ({pki}): the "
+                          "agent writes them from its identity when it starts")
+    return f"{uri}{'&' if '?' in uri else '?'}pkipath={quote(str(pki), safe='/')}"
+
+
+def unconverged(name: str, seconds: int, stats: dict[str, Any]) -> str:
+    """Why a migration still in pre-copy after ``seconds`` is given up, from its job stats."""
+    left = int(stats.get("memory_remaining") or 0) // MIB
+    sent = int(stats.get("memory_bps") or 0) / MIB
+    dirty = int(stats.get("memory_dirty_rate") or 0) * int(stats.get("memory_page_size")
+                                                            or 4096) / MIB
+    why = (f"dirty rate {dirty:.1f} MiB/s above transfer rate {sent:.1f} MiB/s"
+           if dirty > 0 and dirty >= sent else
+           f"{left} MiB left at a transfer rate of {sent:.1f} MiB/s, dirty rate "
+           f"{dirty:.1f} MiB/s")
+    return (f"the migration of {name} did not converge in {seconds} s: {why}; aborted, the "
+            "VM keeps running here (allow post-copy, raise the bandwidth or the downtime "
+            "limit, or migration.converge_s)")
 
 
 def progress_of(stats: dict[str, Any]) -> tuple[int, str]:
@@ -108,9 +150,12 @@ class _Call:
         return not self._thread.is_alive()
 
 
-def migrate(hv: Hypervisor, name: str, body: MigrateBody, report: Report) -> Migrated:
+def migrate(hv: Hypervisor, name: str, body: MigrateBody, report: Report,
+            pki: Path | None = None) -> Migrated:
     """Move the running domain ``name`` to ``body.destination``; raises (the guest still
-    running here) when it fails, is cancelled or does not converge."""
+    running here) when it fails, is cancelled or does not converge. ``pki``: this host's
+    certificates for a ``qemu+tls`` destination (corral.agent.migration_pki)."""
+    uri = destination_of(body, pki)
     conn = hv._open()  # a connection of its own: the agent's other calls do not queue behind
     try:
         with _mapped(f"domain {name}"):
@@ -118,15 +163,15 @@ def migrate(hv: Hypervisor, name: str, body: MigrateBody, report: Report) -> Mig
             if not dom.isActive():
                 raise WrongState(f"domain {name} is not running: a live migration moves a "
                                  "running guest")
-        return _watch(dom, name, body, report)
+        return _watch(dom, name, body, uri, report)
     finally:
         with contextlib.suppress(libvirt.libvirtError):
             conn.close()
 
 
-def _watch(dom: Any, name: str, body: MigrateBody, report: Report) -> Migrated:
+def _watch(dom: Any, name: str, body: MigrateBody, uri: str, report: Report) -> Migrated:
     started = time.monotonic()
-    call = _Call(dom, body.destination, params_of(body), flags_of(body))
+    call = _Call(dom, uri, params_of(body), flags_of(body))
     tuned = body.max_downtime_ms is None
     switched = False
     why_aborted: str | None = None
@@ -148,10 +193,7 @@ def _watch(dom: Any, name: str, body: MigrateBody, report: Report) -> Migrated:
                         dom.migrateStartPostCopy(0)
                     switched = True
                 else:
-                    why_aborted = (f"the migration of {name} did not converge in "
-                                   f"{body.converge_timeout_s} s ({message}); aborted, the "
-                                   "VM keeps running here (allow post-copy, raise the "
-                                   "bandwidth or the downtime limit)")
+                    why_aborted = unconverged(name, body.converge_timeout_s, stats)
                     _abort(dom)
     except BaseException:  # cancelled (JobCancelled) or broken: the guest stays here
         _abort(dom)
@@ -163,11 +205,12 @@ def _watch(dom: Any, name: str, body: MigrateBody, report: Report) -> Migrated:
         raise HypervisorError(f"migration of {name} to {body.destination} failed: "
                               f"{call.error.get_error_message()}")
     total_ms = int((time.monotonic() - started) * 1000)
-    done = _completed(body.destination, name)
+    done = _completed(uri, name)
     return Migrated(destination=body.destination, total_ms=total_ms,
                     downtime_ms=_int(done.get("downtime")),
                     memory_bytes=_int(done.get("memory_processed")),
-                    iterations=_int(done.get("memory_iteration")), postcopy=switched)
+                    iterations=_int(done.get("memory_iteration")), postcopy=switched,
+                    tls=body.tls)
 
 
 def _stats(dom: Any) -> dict[str, Any]:

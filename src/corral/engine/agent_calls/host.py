@@ -1,8 +1,8 @@
-"""Calls of the host as a whole (``corral.agent_api.host``): its memory, KSM."""
+"""Calls of the host as a whole (``corral.agent_api.host``): its memory, KSM, its power."""
 
 from __future__ import annotations
 
-from corral.agent_api.host import HostMemory, KsmBody
+from corral.agent_api.host import HostMemory, KsmBody, PowerAnswer, PowerBody
 from corral.engine.agent_calls import AgentCalls
 
 
@@ -12,3 +12,12 @@ class HostCalls(AgentCalls):
 
     def set_ksm(self, on: bool) -> HostMemory:
         return self._send("PUT", "/v1/host/ksm", HostMemory, KsmBody(on=on), timeout=30)
+
+    def power_state(self) -> PowerAnswer:
+        """The agent's start id now (another one: it started again since)."""
+        return self._send("GET", "/v1/host/power", PowerAnswer, timeout=5)
+
+    def power(self, action: str) -> PowerAnswer:
+        """Reboot or power off the machine (a moment after this answers)."""
+        return self._send("POST", "/v1/host/power", PowerAnswer, PowerBody(action=action),
+                          timeout=10)

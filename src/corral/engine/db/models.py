@@ -146,6 +146,8 @@ class Vm(Base):
     # PROJECT.NAME elsewhere (engine/projects.py full_name): the domain's and disks' name too.
     project: Mapped[str] = mapped_column(ForeignKey("projects.name"), index=True,
                                          default="default", server_default="default")
+    # What `host maintenance` does with it (0019, api.EvacuationMode): auto | migrate | stop.
+    evacuation: Mapped[str] = mapped_column(String(10), default="auto", server_default="auto")
 
 
 class VmGroup(Base):

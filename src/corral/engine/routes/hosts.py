@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import JSONResponse
 
 import corral
 from corral.api import Host, Operation, Status, VmState
-from corral.api.hosts import HostDetail, HostPatch
+from corral.api.evacuation import EvacuationPlan, HostMaintenance
+from corral.api.hosts import HostDetail, HostPatch, HostPower
 from corral.engine.context import EngineContext
 from corral.engine.routes.deps import authenticated, context, need
-from corral.engine.services import host_lifecycle, host_settings, host_tags, hosts, images, vms
+from corral.engine.services import (
+    evacuation_plan,
+    host_lifecycle,
+    host_power,
+    host_settings,
+    host_tags,
+    hosts,
+    images,
+    vms,
+)
 
 router = APIRouter(prefix="/api/v1", tags=["hosts"], dependencies=[Depends(authenticated)])
 
@@ -33,12 +44,44 @@ def update_host(name: str, req: HostPatch, ctx: EngineContext = Depends(context)
 
 
 @router.post("/hosts/{name}/maintenance", dependencies=need("host.update"),
-             status_code=202, response_model=Operation)
-def host_maintenance(name: str, ctx: EngineContext = Depends(context)) -> Operation:
-    """Put a host in maintenance: it takes no new VMs and stays so, whatever its agent does,
-    until ``activate``; the VMs on it keep running (evacuating them is not done here).
-    409 from a state it is not allowed from (the error names the state)."""
-    return host_lifecycle.maintenance(ctx, name)
+             status_code=202, response_model=Operation, responses={
+                 200: {"model": EvacuationPlan, "description": "explain=true: each VM's move "
+                       "and target, or why it cannot move; nothing moves"}})
+def host_maintenance(name: str, req: HostMaintenance | None = None,
+                     explain: bool = Query(False, description="A dry run: answer the plan "
+                                           "of the evacuation (200), move nothing"),
+                     ctx: EngineContext = Depends(context)) -> Operation | JSONResponse:
+    """Evacuate a host, then keep new VMs off it until ``activate`` (whatever its agent
+    does): running VMs move by live migration (or stop, move, start for evacuation mode
+    auto when they cannot move live), stopped ones have their definition moved, those of
+    mode stop are stopped and stay; targets follow every placement rule. 409 naming each VM
+    that cannot move (nothing moves; ``force``: they stay, listed), or from a state it is
+    not allowed from. Cancelling the operation stops the evacuation: the host is up again,
+    what moved stays moved."""
+    if explain:  # every VM on the host is named: the admins' view (host.update), not a read
+        return JSONResponse(evacuation_plan.plan(ctx, name).model_dump(mode="json"))
+    return host_lifecycle.maintenance(ctx, name, force=req.force if req else False)
+
+
+@router.post("/hosts/{name}/reboot", dependencies=need("host.update"), status_code=202,
+             response_model=Operation)
+def host_reboot(name: str, req: HostPower | None = None,
+                ctx: EngineContext = Depends(context)) -> Operation:
+    """Empty the host (as ``maintenance``, ``force`` included), then reboot its machine;
+    ``return_vms``: once it is back, activate it and bring back the VMs that moved off.
+    409 for a host whose agent cannot be asked (not up nor in maintenance)."""
+    req = req or HostPower()
+    return host_power.submit(ctx, name, "reboot", req.return_vms, req.force)
+
+
+@router.post("/hosts/{name}/shutdown", dependencies=need("host.update"), status_code=202,
+             response_model=Operation)
+def host_shutdown(name: str, req: HostPower | None = None,
+                  ctx: EngineContext = Depends(context)) -> Operation:
+    """Empty the host (as ``maintenance``), then power its machine off; it stays in
+    maintenance. ``return_vms`` is for a reboot only (409)."""
+    req = req or HostPower()
+    return host_power.submit(ctx, name, "shutdown", req.return_vms, req.force)
 
 
 @router.post("/hosts/{name}/activate", dependencies=need("host.update"),

@@ -1,4 +1,4 @@
-"""/api/v1/vms/{name}/migrate: move a running VM to another host (live)."""
+"""/api/v1/vms/{name}/migrate: move a VM to another host (live, or offline if stopped)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,9 @@ def migrate_vm(name: VmName, req: VmMigrate,
     """Live-migrate the running VM to host ``to`` (none: the scheduler picks one). Checked
     before anything moves: a 409 names what stops it (VM not running, target down or full,
     a disk that would need copying...). ``DELETE /api/v1/operations/{id}`` aborts it: the
-    VM keeps running where it was. The operation ends with the measured downtime."""
+    VM keeps running where it was. The operation ends with the measured downtime.
+    ``offline: true`` moves a stopped VM instead (its files copied, then defined on the
+    target and removed from its host; a cancel before the switch leaves it where it was)."""
     if explain:
         return JSONResponse(vm_migration.explain(ctx, name, req.to).model_dump(mode="json"))
     return vm_migration.migrate(ctx, name, req)

@@ -1,8 +1,8 @@
 """`host maintenance`, `host activate` and `host remove`: operations under the host's lock
 (``host:NAME``, as `host set`), checked at once (a clear 409) and again under the lock.
 
-Maintenance only changes the state: the scheduler places nothing on a host that is not up,
-and the VMs already there keep running (moving them away is the evacuation of issue 14).
+Maintenance evacuates the host first (its VMs move to other hosts: host_evacuation.py),
+and the scheduler places nothing on a host that is not up.
 
 Removing a host forgets it: its row goes, and with it the one client certificate the engine
 took from it (``hosts.cert_fingerprint``), so the row going is the revocation. What is that
@@ -22,7 +22,7 @@ from corral.engine.context import EngineContext
 from corral.engine.db import claims
 from corral.engine.db.models import Host, StoragePool, Vm, Volume
 from corral.engine.operations import OpContext
-from corral.engine.services import host_states, host_sync, hosts
+from corral.engine.services import host_evacuation, host_states, host_sync, hosts
 from corral.engine.services.host_states import FORCE_REMOVABLE, HostAction
 from corral.errors import Conflict, NotFound, WrongState
 
@@ -47,10 +47,9 @@ def _submit(ctx: EngineContext, kind: str, name: str, host_id: str,
 
 # -- maintenance and activate -------------------------------------------------------------
 
-def maintenance(ctx: EngineContext, name: str) -> Operation:
-    host_id, state, _ = _find(ctx, name)
-    host_states.target(name, state, HostAction.MAINTENANCE)  # a wrong state: 409 now
-    return _submit(ctx, "maintenance", name, host_id, {"name": name})
+def maintenance(ctx: EngineContext, name: str, force: bool = False) -> Operation:
+    """Evacuate the host, then keep new VMs off it (corral.engine.services.host_evacuation)."""
+    return host_evacuation.maintenance(ctx, name, force)
 
 
 def activate(ctx: EngineContext, name: str) -> Operation:
@@ -67,13 +66,6 @@ def _transition(ctx: EngineContext, host_id: str, action: HostAction, reason: st
     if before is not after:
         ctx.bus.publish("host", {"name": name, "status": after.value, "reason": reason})
     return after
-
-
-def execute_maintenance(ctx: EngineContext, op: OpContext) -> None:
-    _transition(ctx, op.params["host_id"], HostAction.MAINTENANCE, "host maintenance")
-    _, _, vms = _find(ctx, op.params["name"])
-    op.progress(100, f"host {op.params['name']} is in maintenance: it takes no new VMs; "
-                f"the {len(vms)} VM(s) on it keep running there")
 
 
 def execute_activate(ctx: EngineContext, op: OpContext) -> None:
@@ -156,6 +148,6 @@ def execute_remove(ctx: EngineContext, op: OpContext) -> None:
 
 
 def register(ctx: EngineContext) -> None:
-    ctx.ops.register("host.maintenance", lambda op: execute_maintenance(ctx, op))
+    host_evacuation.register(ctx)  # host.maintenance
     ctx.ops.register("host.activate", lambda op: execute_activate(ctx, op))
     ctx.ops.register("host.remove", lambda op: execute_remove(ctx, op))

@@ -102,10 +102,11 @@ def ensure(ctx: EngineContext, op: OpContext, host_id: str, name: str, main: Fil
 
 def _source(ctx: EngineContext, host_id: str, name: str,
             need: list[FileKind]) -> tuple[str, str]:
-    """(id, name) of the first host (by name) that is up and holds every file needed."""
+    """(id, name) of the first host (by name) that is up, or in maintenance (an evacuated
+    host may hold the only copy; its agent still answers), and holds every file needed."""
     with ctx.db.session() as s:
-        others = [(h.id, h.name) for h in s.query(Host).filter(Host.id != host_id,
-                                                                  Host.status == "up")
+        others = [(h.id, h.name) for h in s.query(Host).filter(
+                      Host.id != host_id, Host.status.in_(("up", "maintenance")))
                   .order_by(Host.name)]
     outcomes = host_fanout.each_host(ctx, [(h, lambda a: _held(a, name)) for h, _ in others])
     for (h, host_name), o in zip(others, outcomes, strict=True):

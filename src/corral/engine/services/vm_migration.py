@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlparse
 
 from lxml import etree
 from sqlalchemy.orm import Session
@@ -48,11 +47,14 @@ from corral.engine.scheduler import insufficient, place
 from corral.engine.scheduler.placement import Placement
 from corral.engine.services import (
     image_copies,
+    migration_transport,
     security_groups,
     vm_cloudinit,
     vm_design,
+    vm_offline_migration,
     vm_scheduling,
 )
+from corral.engine.services.migration_transport import Transport
 from corral.engine.services.vm_lookup import find_vm
 from corral.errors import (
     Conflict,
@@ -74,20 +76,8 @@ class Plan:
     source: str
     target_id: str
     target: str
-
-
-def migration_uri(host: Host) -> str:
-    """The libvirt URI the source's libvirtd reaches the target by: the one the target's
-    agent reports (fact ``migration_uri``: qemu+tls with the cluster's certificates), else
-    plain TCP to the address the engine reaches its agent at (the lab's libvirtds listen
-    there, on a network only the lab hosts reach)."""
-    reported = (host.facts or {}).get("migration_uri")
-    if isinstance(reported, str) and reported:
-        return reported
-    address = urlparse(host.url).hostname or host.name
-    if ":" in address:  # IPv6
-        address = f"[{address}]"
-    return f"qemu+tcp://{address}/system"
+    # How it travels (migration_transport: network, TLS, convergence limit)
+    transport: Transport | None = None
 
 
 # -- checks before anything moves --------------------------------------------------------------
@@ -95,12 +85,16 @@ def migration_uri(host: Host) -> str:
 def _check_vm(s: Session, vm: Vm, copy_storage: bool) -> Host:
     """The VM's host; 409 when the VM cannot move live as it is."""
     if vm.state != VmState.RUNNING.value:
+        hint = ("move it with --offline (offline: true)" if vm.state == VmState.STOPPED.value
+                else "start it, or wait for its operation to end")
         raise WrongState(f"VM {vm.name} is {vm.state}: a live migration moves a running VM "
-                         "(start it, or wait for its operation to end)")
+                         f"({hint})")
     source = s.get(Host, vm.host_id) if vm.host_id else None
     if source is None:
         raise WrongState(f"VM {vm.name} is on no host")
-    if source.status != "up":
+    # In maintenance too: an evacuation marks its host first (nothing new lands on it),
+    # then moves its VMs off; the agent of a host in maintenance still answers.
+    if source.status not in ("up", "maintenance"):
         raise Conflict(f"the host of VM {vm.name}, {source.name}, is {source.status}: its "
                        "agent runs the migration, it must be up", field="host")
     pending = vm_design.pending(vm)
@@ -134,7 +128,9 @@ def _check_storage(s: Session, vm: Vm, source: Host, copy_storage: bool) -> None
                        "shared or rbd pool move as they are", field="storage")
 
 
-def _target(ctx: EngineContext, s: Session, vm: Vm, source: Host, to: str | None) -> Host:
+def pick_target(ctx: EngineContext, s: Session, vm: Vm, source: Host, to: str | None) -> Host:
+    """Host ``to`` if it may take the VM, else where the scheduler puts it (its own host
+    excluded, its allocation counted as placed there); the 4xx that says why not."""
     if to is not None:
         target = s.query(Host).filter_by(name=to).one_or_none()
         if target is None:
@@ -187,21 +183,45 @@ def _refusal(p: Placement, vm: str, to: str | None) -> InsufficientResources:
 def check(ctx: EngineContext, name: str, to: str | None, copy_storage: bool = False) -> Plan:
     """Every precondition of moving VM ``name`` (to ``to``, or where the scheduler says);
     raises the 4xx that names the first that fails."""
+    cfg = migration_transport.settings(ctx)
     with ctx.db.session() as s:
         vm = find_vm(s, name)
         source = _check_vm(s, vm, copy_storage)
-        target = _target(ctx, s, vm, source, to)
-        return Plan(vm.id, source.id, source.name, target.id, target.name)
+        target = pick_target(ctx, s, vm, source, to)
+        way = migration_transport.transport(target, cfg)  # 409: no address in its network
+        return Plan(vm.id, source.id, source.name, target.id, target.name, way)
 
 
-def migrate(ctx: EngineContext, name: str, req: VmMigrate) -> OperationOut:
+def migrate(ctx: EngineContext, name: str, req: VmMigrate,
+            reason: str | None = None) -> OperationOut:
+    """``reason``: why the engine moves it by itself (the balancer): the operation says so
+    from the start, and its last message too. ``req.offline``: a stopped VM's move
+    (vm_offline_migration), the same operation type."""
+    if req.offline:
+        return vm_offline_migration.migrate(ctx, name, req, reason)
     plan = check(ctx, name, req.to, req.copy_storage)
     params: dict[str, Any] = {
         "vm_id": plan.vm_id, "source_id": plan.source_id, "target_id": plan.target_id,
         "max_downtime_ms": req.max_downtime_ms, "bandwidth_mib_s": req.bandwidth_mib_s,
-        "postcopy": req.postcopy, "copy_storage": req.copy_storage}
+        "postcopy": req.postcopy, "copy_storage": req.copy_storage,
+        "transport": plan.transport.params() if plan.transport else None}
+    if reason:
+        params["reason"] = reason
     return ctx.ops.submit(TYPE, {"vms": [name], "hosts": [plan.target]}, params,
-                          [f"vm:{name}"], host_id=plan.source_id)
+                          [f"vm:{name}"], host_id=plan.source_id, message=reason,
+                          claim=lambda s: _still_room(ctx, s, plan))
+
+
+def _still_room(ctx: EngineContext, s: Session, plan: Plan) -> None:
+    """The target judged again as the operation is recorded, no other submit in between:
+    the migrations submitted before count there (vm_scheduling.host_views), so two that
+    each fit alone cannot both be let in where only one fits."""
+    vm, source = s.get(Vm, plan.vm_id), s.get(Host, plan.source_id)
+    if vm is None or source is None:
+        raise NotFound(f"VM {plan.vm_id} or its host no longer exists")
+    p = _placement(ctx, s, vm, source, plan.target)
+    if p.chosen is None:
+        raise _refusal(p, vm.name, plan.target)
 
 
 def in_flight(s: Session) -> set[str]:
@@ -216,6 +236,9 @@ def in_flight(s: Session) -> set[str]:
 
 def prereq(ctx: EngineContext, op: OpContext) -> None:
     """Under the lock: the VM is still there and running (a resumed run may find it moved)."""
+    if op.params.get("offline"):
+        vm_offline_migration.prereq(ctx, op)
+        return
     with ctx.db.session() as s:
         vm = s.get(Vm, op.params["vm_id"])
         if vm is None:
@@ -258,7 +281,12 @@ class _Move:
 
 
 def execute(ctx: EngineContext, op: OpContext) -> None:
+    if op.params.get("offline"):
+        vm_offline_migration.execute(ctx, op)
+        return
     p = op.params
+    # As the cluster's settings were when it was asked (an older operation: as they are now)
+    cfg = None if p.get("transport") else migration_transport.settings(ctx)
     with ctx.db.session() as s:
         vm = s.get(Vm, p["vm_id"])
         if vm is None:
@@ -274,7 +302,9 @@ def execute(ctx: EngineContext, op: OpContext) -> None:
                      vm.cloud_init is not None, vm.root_pool_id is None)
         nic_ids = [n.id for n in s.query(Nic).filter_by(vm_id=vm.id)]
         base = image.name if image is not None and image.format != "iso" else None
-        disk_bytes, uri, target_name = vm.disk_bytes, migration_uri(target_host), target_host.name
+        way: dict[str, Any] = p["transport"] if cfg is None else \
+            migration_transport.transport(target_host, cfg).params()
+        disk_bytes, target_name = vm.disk_bytes, target_host.name
         root_there = vm_design.root_path(target_host.facts, vm.name)
     source, target = ctx.agent(move.source_id), ctx.agent(move.target_id)
     if _where(source, target, move.name) == "target":  # moved before the engine restarted
@@ -294,8 +324,11 @@ def execute(ctx: EngineContext, op: OpContext) -> None:
         # The ports first: the guest's first packet on the target already meets its rules.
         security_groups.push_nics(ctx, nic_ids, host_id=move.target_id)
         op.check_cancelled()
-        op.progress(10, f"migrating to {target_name}")
-        body = MigrateBody(destination=uri, dest_xml=xml, persist_xml=xml,
+        op.progress(10, f"migrating to {target_name} ({_how(way)})")
+        body = MigrateBody(destination=way["destination"], dest_xml=xml, persist_xml=xml,
+                           migrate_uri=way["migrate_uri"], tls=way["tls"],
+                           tls_hostname=way["tls_hostname"],
+                           converge_timeout_s=way["converge_s"],
                            max_downtime_ms=p.get("max_downtime_ms"),
                            bandwidth_mib_s=p.get("bandwidth_mib_s"),
                            postcopy=bool(p.get("postcopy")),
@@ -310,6 +343,13 @@ def execute(ctx: EngineContext, op: OpContext) -> None:
         _clean_target(target, source, move)
         raise
     _moved(ctx, op, move, done)
+
+
+def _how(way: dict[str, Any]) -> str:
+    """How the stream travels, as the operation says it."""
+    to = str(way.get("migrate_uri", "")).removeprefix("tcp://")
+    over = f" in {way['network']}" if way.get("network") else ""
+    return f"{'TLS' if way.get('tls') else 'unencrypted'} to {to}{over}"
 
 
 def _root_target(xml: str, path: str) -> str:
@@ -365,10 +405,16 @@ def _moved(ctx: EngineContext, op: OpContext, move: _Move, done: Migrated | None
         said += f": downtime {downtime} ms"
     if total is not None:
         said += f", total {total / 1000:.1f} s"
+    way = op.params.get("transport") or {}
+    tls = done.tls if done is not None else bool(way.get("tls"))
+    said += ", encrypted (TLS)" if tls else ", not encrypted (migration.tls is off)"
+    if op.params.get("reason"):
+        said += f" ({op.params['reason']})"
     op.progress(99, said)
     ctx.bus.publish("vm", {"name": move.name, "state": VmState.RUNNING.value,
                            "event": "migrated", "from": source_name, "to": target_name,
-                           "downtime_ms": downtime, "total_ms": total, "operation": op.id})
+                           "downtime_ms": downtime, "total_ms": total, "tls": tls,
+                           "operation": op.id})
 
 
 def register(ctx: EngineContext) -> None:

@@ -44,7 +44,8 @@ from corral.errors import CorralError, InvalidInput, NotFound, WrongState
 
 STOPPED_ONLY = ("firmware", "secure_boot", "tpm", "machine")  # hardware fields
 CHANGEABLE = frozenset({VmState.STOPPED, VmState.RUNNING, VmState.PAUSED, VmState.CRASHED})
-_FIELDS = ("cloud_init", "cpus", "memory", "memory_target", "description", "hardware")
+_FIELDS = ("cloud_init", "cpus", "memory", "memory_target", "description", "hardware",
+           "evacuation")
 
 
 @dataclass(frozen=True)
@@ -56,17 +57,22 @@ class Settings:
     memory_target_mib: int | None
     description: str
     hardware: dict[str, Any]
+    # The row only (`host maintenance` reads it); None in an operation of an older engine.
+    evacuation: str | None = None
 
     @classmethod
     def of(cls, vm: Vm) -> Settings:
         return cls(cpus=vm.cpus, memory_mib=vm.memory_mib,
                    memory_target_mib=vm.memory_target_mib, description=vm.description or "",
-                   hardware=vm_design.hardware_of(vm).model_dump(mode="json"))
+                   hardware=vm_design.hardware_of(vm).model_dump(mode="json"),
+                   evacuation=vm.evacuation)
 
     def write(self, vm: Vm) -> None:
         vm.cpus, vm.memory_mib = self.cpus, self.memory_mib
         vm.memory_target_mib, vm.description = self.memory_target_mib, self.description
         vm.hardware = dict(self.hardware)
+        if self.evacuation is not None:
+            vm.evacuation = self.evacuation
 
     @property
     def balloon_mib(self) -> int:
@@ -99,8 +105,10 @@ def changed_by(old: Settings, req: VmPatch) -> Settings:
                            field=f"hardware.{where}" if where else "hardware") from None
     vm_design.check_hardware(hardware, cpus, memory)
     description = req.description if req.description is not None else old.description
+    evacuation = req.evacuation.value if req.evacuation is not None else old.evacuation
     return Settings(cpus=cpus, memory_mib=memory, memory_target_mib=target,
-                    description=description, hardware=hardware.model_dump(mode="json"))
+                    description=description, hardware=hardware.model_dump(mode="json"),
+                    evacuation=evacuation)
 
 
 def stopped_only(old: Settings, new: Settings, cloud_init: bool) -> list[str]:

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from corral.api import Operation, PowerAction, VmCreate, VmState, VmStatePut
 from corral.api import Vm as VmOut
+from corral.api.evacuation_mode import EvacuationMode
 from corral.engine import projects
 from corral.engine.access import DEFAULT_PROJECT
 from corral.engine.agent_client import AgentClient
@@ -57,6 +58,7 @@ def to_api(vm: Vm, image: str, first_nic: tuple[str, str] | None, host: str | No
         cloud_init=vm_cloudinit.shown(vm.cloud_init),
         hardware=vm_design.hardware_of(vm), description=vm.description or "",
         memory_target_mib=vm.memory_target_mib, pending=vm_design.pending(vm), group=group,
+        evacuation=EvacuationMode(vm.evacuation or EvacuationMode.AUTO),
     )
 
 
@@ -180,6 +182,7 @@ def create(ctx: EngineContext, req: VmCreate, project: str = DEFAULT_PROJECT) ->
             cloud_init=vm_cloudinit.stored(req.cloud_init),
             hardware=req.hardware.model_dump(mode="json"), description=req.description,
             group_id=group.id if group else None, host_tags=req.host_tags,
+            evacuation=req.evacuation.value,
         )
         s.add(vm)
         with claims.unique(f"VM {req.name} was just taken by a concurrent request",
