@@ -266,3 +266,12 @@ def test_a_host_reports_its_addresses_per_interface() -> None:
         assert set(entry) == {"interface", "address", "prefix"}
         assert not entry["address"].startswith("127.") and entry["address"] != "::1"
         assert "%" not in entry["address"] and 0 < entry["prefix"] <= 128
+
+
+def test_a_lost_target_libvirtd_is_named_in_the_error() -> None:
+    said = migration._explained("internal error: client socket is closed")
+    assert said.startswith("internal error: client socket is closed (the connection to the "
+                           "target host's libvirtd was lost")
+    assert "guest keeps running here" in said
+    other = "operation failed: guest CPU doesn't match specification"
+    assert migration._explained(other) == other

@@ -21,6 +21,7 @@ from corral.cli.output import (
     err,
     follow,
     handled,
+    out,
     show_one,
 )
 from corral.client import Client
@@ -175,8 +176,10 @@ def reboot(
     Example: corral host reboot h2 --return
     """
     with handled(), client(data_dir) as c:
-        follow(c, c.host_reboot(name, return_vms, force), f"rebooting host {name}", wait,
-               output, timeout=24 * 3600)
+        done = follow(c, c.host_reboot(name, return_vms, force), f"rebooting host {name}",
+                      wait, output, timeout=24 * 3600)
+        if wait and output == OutputFormat.TABLE and done.message:
+            out.print(done.message, highlight=False)  # what moved, whether all came back
 
 
 @app.command("shutdown")
@@ -189,8 +192,10 @@ def shutdown(name: str = NameArg, force: bool = PowerForceOpt, wait: bool = Wait
     Example: corral host shutdown h2
     """
     with handled(), client(data_dir) as c:
-        follow(c, c.host_shutdown(name, force), f"shutting down host {name}", wait, output,
-               timeout=24 * 3600)
+        done = follow(c, c.host_shutdown(name, force), f"shutting down host {name}", wait,
+                      output, timeout=24 * 3600)
+        if wait and output == OutputFormat.TABLE and done.message:
+            out.print(done.message, highlight=False)
 
 
 @app.command("activate")

@@ -203,7 +203,7 @@ def _watch(dom: Any, name: str, body: MigrateBody, uri: str, report: Report) -> 
         raise Conflict(why_aborted)
     if call.error is not None:
         raise HypervisorError(f"migration of {name} to {body.destination} failed: "
-                              f"{call.error.get_error_message()}")
+                              f"{_explained(call.error.get_error_message())}")
     total_ms = int((time.monotonic() - started) * 1000)
     done = _completed(uri, name)
     return Migrated(destination=body.destination, total_ms=total_ms,
@@ -211,6 +211,19 @@ def _watch(dom: Any, name: str, body: MigrateBody, uri: str, report: Report) -> 
                     memory_bytes=_int(done.get("memory_processed")),
                     iterations=_int(done.get("memory_iteration")), postcopy=switched,
                     tls=body.tls)
+
+
+# What libvirt says when the peer's libvirtd went away mid-migration (killed, host lost).
+_PEER_LOST = ("client socket is closed", "End of file while reading data",
+              "Cannot recv data", "Connection reset by peer")
+
+
+def _explained(message: str) -> str:
+    """libvirt's message, with what it means when it only names a closed socket."""
+    if any(sign in message for sign in _PEER_LOST):
+        return (f"{message} (the connection to the target host's libvirtd was lost: is it "
+                "running, and its host reachable? The guest keeps running here)")
+    return message
 
 
 def _stats(dom: Any) -> dict[str, Any]:
