@@ -283,15 +283,6 @@ def _settle(ctx: EngineContext, host_id: str) -> None:
         ctx.ops.wait(op_id, max(0.0, deadline - time.monotonic()))
 
 
-def _mark(ctx: EngineContext, host_id: str, action: HostAction, reason: str) -> None:
-    with ctx.db.session() as s:
-        before, after = host_states.apply(s, host_id, action)
-        host = s.get(Host, host_id)
-        name = host.name if host else host_id
-    if before is not after:
-        ctx.bus.publish("host", {"name": name, "status": after.value, "reason": reason})
-
-
 def _parallel(ctx: EngineContext) -> int:
     value = cluster_settings.get(ctx, "migration.parallel")
     return max(1, int(value)) if isinstance(value, int) else 2
@@ -314,12 +305,12 @@ def execute(ctx: EngineContext, op: OpContext) -> None:
     plan = evacuation_plan.plan(ctx, name)
     if plan.blocked and not force:
         raise refusal(plan)  # nothing moved, the host as it was
-    _mark(ctx, host_id, HostAction.MAINTENANCE, "host maintenance")
+    host_states.move(ctx, host_id, HostAction.MAINTENANCE, "host maintenance")
     # Planned again now that nothing new lands on it: a VM created meanwhile moves too.
     plan = evacuation_plan.plan(ctx, name, state.value)
     if plan.blocked and not force:
         if not resumed:
-            _mark(ctx, host_id, HostAction.ACTIVATE, "evacuation refused")
+            host_states.move(ctx, host_id, HostAction.ACTIVATE, "evacuation refused")
         raise refusal(plan)
     todo = [_Move(st, list(_STEPS[st.action])) for st in plan.steps if st.action in _STEPS]
     run = _Run(total=len(todo))
@@ -330,11 +321,11 @@ def execute(ctx: EngineContext, op: OpContext) -> None:
     try:
         _moves(ctx, op, run, todo, name, force, _parallel(ctx))
     except CorralError as exc:  # cancelled, or out of time: the host is not empty
-        _mark(ctx, host_id, HostAction.ACTIVATE, "evacuation ended early")
+        host_states.move(ctx, host_id, HostAction.ACTIVATE, "evacuation ended early")
         raise type(exc)(f"{exc.message}; {_summary(run, todo)}; host {name} is up again",
                         field=exc.field) from None
     if run.failed and not force:
-        _mark(ctx, host_id, HostAction.ACTIVATE, "evacuation failed")
+        host_states.move(ctx, host_id, HostAction.ACTIVATE, "evacuation failed")
         failed = "; ".join(f"{vm}: {why}" for vm, why in run.failed.items())
         raise CorralError(f"evacuation of host {name} failed: {failed}; "
                           f"{_summary(run, todo)}; host {name} is up again",

@@ -58,23 +58,13 @@ def activate(ctx: EngineContext, name: str) -> Operation:
     return _submit(ctx, "activate", name, host_id, {"name": name})
 
 
-def _transition(ctx: EngineContext, host_id: str, action: HostAction, reason: str) -> HostState:
-    with ctx.db.session() as s:
-        before, after = host_states.apply(s, host_id, action)
-        host = s.get(Host, host_id)
-        name = host.name if host else host_id
-    if before is not after:
-        ctx.bus.publish("host", {"name": name, "status": after.value, "reason": reason})
-    return after
-
-
 def execute_activate(ctx: EngineContext, op: OpContext) -> None:
     """Its agent must answer first (its facts are read anew: the host may have changed
     while it was worked on); one that does not stays in maintenance, the error says why."""
     host_id = op.params["host_id"]
     op.progress(20, "asking its agent")
     hosts.refresh_facts(ctx, host_id)
-    _transition(ctx, host_id, HostAction.ACTIVATE, "host activate")
+    host_states.move(ctx, host_id, HostAction.ACTIVATE, "host activate")
     op.progress(100, f"host {op.params['name']} is up: it takes new VMs again")
 
 

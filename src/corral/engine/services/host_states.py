@@ -15,6 +15,7 @@ from enum import StrEnum
 from sqlalchemy.orm import Session
 
 from corral.api import HostState
+from corral.engine.context import EngineContext
 from corral.engine.db import claims
 from corral.engine.db.models import Host
 from corral.errors import Conflict, NotFound, WrongState
@@ -83,3 +84,15 @@ def apply(s: Session, host_id: str, action: HostAction) -> tuple[HostState, Host
                                            {"status": after.value}):
             return before, after
     raise Conflict(f"host {host_id}: its state keeps changing; try again", field="status")
+
+
+def move(ctx: EngineContext, host_id: str, action: HostAction, reason: str) -> HostState:
+    """:func:`apply` in a unit of work of its own; a change of state is published as a
+    ``host`` event with ``reason``. The state after it."""
+    with ctx.db.session() as s:
+        before, after = apply(s, host_id, action)
+        host = s.get(Host, host_id)
+        name = host.name if host else host_id
+    if before is not after:
+        ctx.bus.publish("host", {"name": name, "status": after.value, "reason": reason})
+    return after
