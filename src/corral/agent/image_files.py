@@ -89,6 +89,19 @@ async def receive(request: Request, part: Path, size: int, want: str, what: str)
                            f"got sha256:{h.hexdigest()}; the copy was refused", field="sha256")
 
 
+def file_response(f: IO[bytes]) -> StreamingResponse:
+    """The open file's bytes, in chunks, with its length; the file is closed at the end."""
+    size = os.fstat(f.fileno()).st_size
+
+    def chunks() -> Iterator[bytes]:  # iterated in a worker thread by Starlette
+        with f:
+            while chunk := f.read(CHUNK):
+                yield chunk
+
+    return StreamingResponse(chunks(), media_type="application/octet-stream",
+                             headers={"Content-Length": str(size)})
+
+
 def router(storage: Storage, runner: JobRunner) -> APIRouter:
     r = APIRouter()
 
@@ -119,15 +132,7 @@ def router(storage: Storage, runner: JobRunner) -> APIRouter:
         except FileNotFoundError:
             raise NotFound(f"image {name} has no {kind} file on this host",
                            field="image") from None
-        size = os.fstat(f.fileno()).st_size
-
-        def chunks() -> Iterator[bytes]:  # iterated in a worker thread by Starlette
-            with f:
-                while chunk := f.read(CHUNK):
-                    yield chunk
-
-        return StreamingResponse(chunks(), media_type="application/octet-stream",
-                                 headers={"Content-Length": str(size)})
+        return file_response(f)
 
     @r.put("/v1/images/{name}/files/{kind}")
     async def write(name: str, kind: FileKind, size: int, sha256: str,

@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 from fastapi import APIRouter, Request
@@ -29,7 +29,7 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from corral.agent import children
-from corral.agent.image_files import CHUNK, check_digest, receive, sha256_of
+from corral.agent.image_files import check_digest, file_response, receive, sha256_of
 from corral.agent.storage import IMAGE_MODE, Storage, qemu_img_info
 from corral.agent_api import Deleted
 from corral.agent_api.vm_files import VM_FILE_KINDS, VmFile, VmFileKind, VmFiles
@@ -102,15 +102,7 @@ def router(storage: Storage, state_of: Callable[[str], str | None]) -> APIRouter
             f = path.open("rb")
         except FileNotFoundError:
             raise NotFound(f"VM {vm} has no {kind} file on this host", field="kind") from None
-        size = os.fstat(f.fileno()).st_size
-
-        def chunks() -> Iterator[bytes]:  # iterated in a worker thread by Starlette
-            with f:
-                while chunk := f.read(CHUNK):
-                    yield chunk
-
-        return StreamingResponse(chunks(), media_type="application/octet-stream",
-                                 headers={"Content-Length": str(size)})
+        return file_response(f)
 
     @r.put("/v1/vms/{vm}/files/{kind}")
     async def write(vm: str, kind: VmFileKind, size: int, sha256: str, request: Request,
