@@ -1,5 +1,5 @@
 """How the engine reads what went wrong with a call to an agent, for AgentClient and for the
-streamed calls that bypass its ``_request`` (corral.engine.agent_calls.image_files).
+streamed calls that bypass its ``_request`` (corral.engine.agent_calls.streams).
 
 Two kinds, as httpx draws them: no answer (httpx's transport errors) is ``AgentUnreachable``
 (``AgentTimeout`` when it ran out of time); an answer that is an error is rebuilt from the

@@ -8,14 +8,11 @@ import contextlib
 from collections.abc import Iterable, Iterator
 
 import httpx
-from pydantic import ValidationError
 
 from corral.agent_api import Deleted
 from corral.agent_api.vm_files import VmFile, VmFileKind, VmFiles
 from corral.engine.agent_calls import AgentCalls
-from corral.engine.agent_calls.image_files import CHUNK, STREAM_TIMEOUT
-from corral.engine.agent_errors import answered_error, transport_errors
-from corral.errors import HostError
+from corral.engine.agent_calls.streams import read_from, write_to
 
 
 class VmFileCalls(AgentCalls):
@@ -29,39 +26,20 @@ class VmFileCalls(AgentCalls):
 
     @contextlib.contextmanager
     def read_vm_file(self, vm: str, kind: VmFileKind) -> Iterator[Iterator[bytes]]:
-        """The file's bytes, in chunks, while the block runs; a read that breaks off is
-        this agent's error (AgentUnreachable naming it)."""
-        path = f"/v1/vms/{vm}/files/{kind}"
-        with transport_errors(self.url, f"GET {path}"), \
-                self._http.stream("GET", path, timeout=STREAM_TIMEOUT) as resp:
-            if resp.status_code >= 400:
-                resp.read()
-                raise answered_error(resp)
-
-            def chunks() -> Iterator[bytes]:
-                with transport_errors(self.url, f"GET {path}"):
-                    yield from resp.iter_bytes(CHUNK)
-
-            yield chunks()
+        """The file's bytes, in chunks, while the block runs (streams.read_from)."""
+        with read_from(self._http, self.url, f"/v1/vms/{vm}/files/{kind}") as chunks:
+            yield chunks
 
     def put_vm_file(self, vm: str, kind: VmFileKind, size: int, sha256: str,
                     chunks: Iterable[bytes], image: str | None = None) -> VmFile:
         """Stream ``chunks`` into the host's file, kept only if ``size`` and ``sha256``
         match (422 otherwise, nothing left there); ``image``: the image a root disk is
         over (its backing file becomes the host's copy)."""
-        path = f"/v1/vms/{vm}/files/{kind}"
         params: dict[str, str | int] = {"size": size, "sha256": sha256}
         if image is not None:
             params["image"] = image
-        with transport_errors(self.url, f"PUT {path}"):
-            resp = self._http.put(path, params=params, content=chunks, timeout=STREAM_TIMEOUT)
-        if resp.status_code >= 400:
-            raise answered_error(resp)
-        try:
-            return VmFile.model_validate(resp.json())
-        except (ValueError, ValidationError) as exc:
-            raise HostError(f"agent at {self.url} answered PUT {path} with what this engine "
-                            f"cannot read: {exc}") from None
+        return write_to(self._http, self.url, f"/v1/vms/{vm}/files/{kind}", params, chunks,
+                        VmFile)
 
     def delete_vm_file(self, vm: str, kind: VmFileKind) -> Deleted:
         return self._send("DELETE", f"/v1/vms/{vm}/files/{kind}", Deleted)
