@@ -71,15 +71,21 @@ def test_a_base_under_a_running_guests_disk_stays_when_another_vm_goes(
     disk = shared / ".vms" / "running.qcow2"
     # qemu-io keeps the image open for writing (and locked) as long as it sleeps.
     holder = subprocess.Popen(["qemu-io", "-f", "qcow2", "-c", "sleep 60000", str(disk)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        for _ in range(100):  # until the lock is taken: plain `qemu-img info` fails
-            if subprocess.run(["qemu-img", "info", str(disk)], capture_output=True,
-                              timeout=30, check=False).returncode != 0:
-                break
+        # Until the lock is taken, read from /proc/locks (a probe with qemu-img would take
+        # a lock of its own, which qemu-io then fails to get); bounded in time, not tries:
+        # a loaded machine starts qemu-io slowly.
+        inode = f":{disk.stat().st_ino} "
+        deadline = time.monotonic() + 60
+        while inode not in Path("/proc/locks").read_text():
+            if holder.poll() is not None:
+                pytest.fail(f"qemu-io ended: {holder.communicate()[1]}")
+            if time.monotonic() > deadline:
+                pytest.fail("qemu-io did not lock the disk in 60 s")
             time.sleep(0.05)
-        else:
-            pytest.fail("qemu-io did not lock the disk")
+        assert subprocess.run(["qemu-img", "info", str(disk)], capture_output=True,
+                              timeout=30, check=False).returncode != 0  # what delete met
         assert roots.delete("sh", "gone") == {"deleted": True, "bases_removed": []}
         assert (shared / ".bases" / "img.img.qcow2").exists()
     finally:
