@@ -29,7 +29,7 @@ from corral.api.cluster_policy import ClusterPolicySet
 pytestmark = pytest.mark.integration
 
 BURNERS = ("burn1", "burn2")
-WINDOW_S = 20
+WINDOW_S = 12
 MARGIN = 1
 
 

@@ -11,7 +11,8 @@ move), the target's libvirtd killed mid-migration (the guest stays on the source
 nothing on the target), a full target (refused before anything moves), the engine
 killed mid-migration (once restarted, the guest runs on exactly one host, the one its
 row names); and a stopped VM moved offline (`--offline`: its disk copied, started on
-host 2 with its data).
+host 2 with its data). Then how it travels: TLS on the wire by default, plain with
+`migration.tls off`, the `migration.network`, and `migration.converge_s`.
 
 One lab for the module (its own root, names and HOME; brought down at the end even when a
 test fails), driven through the CLI as a user would.
@@ -30,6 +31,7 @@ import pytest
 from clusterutil import LabEngine, host, lab_engine
 from labutil import CORRAL, LabCli, assert_nothing_left, lab_session, qemu_pid
 from nodeutil import wait_for
+from streamsniff import TLS_HANDSHAKE, sniffing
 
 from corral.lab import _procs
 from corral.lab import state as lab_state
@@ -43,6 +45,8 @@ LOCAL = "local"
 HOG = "hog"
 COLD = "cold"  # a stopped VM moved offline
 SG = "mig-ssh"
+SEALED = "sealed"  # the TLS tests' guest
+QEVM = b"QEVM".hex()
 TICK = re.compile(r"MIGTICK (\d+)")
 SEQ = re.compile(r"seq=(\d+)")
 
@@ -421,10 +425,120 @@ def test_a_stopped_vm_moves_offline_with_its_disk(lab: LabCli, engine: LabEngine
     finally:
         lab.run("vm", "delete", COLD, "--force", check=False, timeout=300)
 
+# -- how it travels: TLS, the migration network, convergence -------------------------------
+# The lab hosts' libvirtds listen with TLS only (no plain libvirt TCP port); by default
+# QEMU's stream is TLS (the frames on the target's interface start with a TLS handshake,
+# QEMU's stream magic never crosses in the clear) and the operation says so;
+# `corral cluster set migration.tls off` sends it plain; `migration.network` names the
+# network the stream goes to (a target without an address there is refused before anything
+# moves); `migration.converge_s` cancels a migration that does not converge in time.
+
+@pytest.fixture(scope="module")
+def guest(lab: LabCli, engine: LabEngine) -> str:
+    """A guest of the TLS tests (deleted by test_lab_down_leaves_nothing)."""
+    lab.run("vm", "create", SEALED, "--image", "tiny", "--memory", "128M", "--pool",
+            "shared", "--host", host(lab, 1), "--start", timeout=300)
+    engine.wait_booted(SEALED)
+    return SEALED
+
+
+def virsh_list(lab: LabCli, n: int) -> list[str]:
+    uri = lab.lab_host(host(lab, n)).libvirt_uri()
+    return subprocess.run(["virsh", "-c", uri, "list", "--all", "--name"], capture_output=True,
+                          text=True, timeout=60, check=True).stdout.split()
+
+
+def setting(lab: LabCli, key: str, value: str | None) -> None:
+    if value is None:
+        lab.run("cluster", "unset", key)
+    else:
+        lab.run("cluster", "set", key, value)
+
+
+def test_libvirtd_listens_with_tls_only_on_the_lab_hosts_address(lab: LabCli) -> None:
+    for n in (1, 2):
+        lab_host = lab.lab_host(host(lab, n))
+        listening = [line.split()[3] for line in
+                     lab_host.run(["ss", "-Hltn"]).stdout.splitlines() if line.strip()]
+        assert f"{lab_host.address}:16514" in listening, listening
+        assert not [a for a in listening if a.endswith(":16509")], listening
+
+
+def test_a_migration_is_encrypted_by_default(lab: LabCli, engine: LabEngine, guest: str,
+                                             tmp_path: Path) -> None:
+    h2 = host(lab, 2)
+    with sniffing(lab.lab_host(h2), tmp_path / "sniff.json") as seen:
+        op = lab.json("vm", "migrate", guest, "--to", h2)
+    assert op["status"] == "success", op
+    print(f"\nmigration: {op['message']}; stream: {seen[0]}")
+    assert op["message"].endswith(", encrypted (TLS)"), op["message"]
+    assert engine.vm(guest)["host"] == h2
+    assert seen[0].flows, "no migration stream crossed the target's interface"
+    assert all(first.startswith(TLS_HANDSHAKE) for first in seen[0].firsts()), seen[0]
+    assert not seen[0].qevm  # nothing of QEMU's stream readable
+
+
+def test_with_tls_off_the_stream_is_plain_and_the_operation_says_so(
+        lab: LabCli, engine: LabEngine, guest: str, tmp_path: Path) -> None:
+    h1 = host(lab, 1)
+    setting(lab, "migration.tls", "off")
+    try:
+        with sniffing(lab.lab_host(h1), tmp_path / "sniff.json") as seen:
+            op = lab.json("vm", "migrate", guest, "--to", h1)
+    finally:
+        setting(lab, "migration.tls", None)
+    assert op["status"] == "success", op
+    print(f"\nmigration: {op['message']}; stream: {seen[0]}")
+    assert op["message"].endswith(", not encrypted (migration.tls is off)"), op["message"]
+    assert engine.vm(guest)["host"] == h1
+    assert any(first.startswith(QEVM) for first in seen[0].firsts()), seen[0]
+    assert seen[0].qevm
+
+
+def test_the_stream_goes_to_the_migration_network_and_a_host_outside_is_refused(
+        lab: LabCli, engine: LabEngine, guest: str) -> None:
+    h1, h2 = host(lab, 1), host(lab, 2)
+    assert engine.vm(guest)["host"] == h1
+    setting(lab, "migration.network", "10.99.0.0/24")
+    try:
+        refused = lab.run("vm", "migrate", guest, "--to", h2, check=False)
+        assert refused.returncode == 2, refused
+        assert f"host {h2} has no address in the migration network 10.99.0.0/24" in \
+            refused.stderr, refused.stderr
+        assert engine.vm(guest)["host"] == h1 and guest not in virsh_list(lab, 2)
+        # The lab's underlay: every lab host has its address there.
+        setting(lab, "migration.network", "10.209.0.0/16")
+        op = lab.json("vm", "migrate", guest, "--to", h2)
+        assert op["status"] == "success", op
+    finally:
+        setting(lab, "migration.network", None)
+    assert engine.vm(guest)["host"] == h2
+
+
+def test_a_migration_that_does_not_converge_in_time_is_cancelled_with_the_reason(
+        lab: LabCli, engine: LabEngine, guest: str) -> None:
+    h1, h2 = host(lab, 1), host(lab, 2)
+    assert engine.vm(guest)["host"] == h2
+    setting(lab, "migration.converge_s", "10")
+    try:
+        # 1 MiB/s: 128 MiB of memory cannot be sent in 10 s.
+        op = lab.json("vm", "migrate", guest, "--to", h1, "--bandwidth", "1", "--no-wait")
+        ended = engine.sdk().wait_quiet(op["id"], timeout=180)
+    finally:
+        setting(lab, "migration.converge_s", None)
+    assert ended.status.value == "failure", ended
+    print(f"\nerror: {ended.error}")
+    assert ended.error and "did not converge in 10 s: " in ended.error["message"]
+    assert "the VM keeps running here" in ended.error["message"]
+    shown = engine.vm(guest)
+    assert shown["host"] == h2 and shown["state"] == "running"
+    assert guest not in virsh_list(lab, 1)  # nothing left on the target
+
 
 def test_lab_down_leaves_nothing(lab: LabCli) -> None:
     for vm in (VM, PINGER):
         lab.run("vm", "delete", vm, "--force", timeout=300)
+    lab.run("vm", "delete", SEALED, "--force", check=False, timeout=300)  # if TLS tests ran
     lab.run("lab", "down", timeout=120)
     assert_nothing_left(lab)
 
