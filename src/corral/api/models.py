@@ -789,6 +789,11 @@ class Operation(BaseModel):
     project: str | None = None
     user: str | None = None
 
+    def outcome(self) -> str:
+        """Why it ended as it did, in words: its error's message, else its last message,
+        else its status."""
+        return str((self.error or {}).get("message") or self.message or self.status.value)
+
 
 class Event(BaseModel):
     type: str

@@ -106,7 +106,7 @@ def follow(c: Client, op: Operation, what: str, wait: bool = True,
     if fmt == OutputFormat.JSON:
         print(op.model_dump_json(indent=2))
     if op.status.value in ("failure", "cancelled"):
-        msg = (op.error or {}).get("message") or op.message or op.status.value
+        msg = op.outcome()
         verb = "was cancelled" if op.status.value == "cancelled" else "failed"
         err.print(f"[bold red]Error[/]: {what} {verb}: {msg}", highlight=False)
         raise typer.Exit(1)

@@ -180,8 +180,7 @@ def _ended(ctx: EngineContext, op: OpContext, run: _Run, m: _Move, host: str) ->
     got = ctx.ops.get(m.op_id)
     kind = m.todo.pop(0)
     if got.status.value != "success":
-        error = (got.error or {}).get("message") or got.message or got.status.value
-        return _fail(ctx, run, m, kind, str(error), host)
+        return _fail(ctx, run, m, kind, got.outcome(), host)
     if kind == "stop" and m.step.action is Action.COLD:
         m.stopped = True
     elif kind == "start":

@@ -68,10 +68,6 @@ def _wait_child(ctx: EngineContext, op: OpContext, child: Operation) -> Operatio
     raise CorralError(f"operation {child.id} did not end in {CHILD_TIMEOUT_S:.0f} s")
 
 
-def _why(done: Operation) -> str:
-    return str((done.error or {}).get("message") or done.status.value)
-
-
 def _empty(ctx: EngineContext, op: OpContext, name: str, host_id: str, force: bool) -> None:
     """The evacuation, unless the host is in maintenance already (then nothing may still
     run on it, but with ``force``)."""
@@ -83,7 +79,7 @@ def _empty(ctx: EngineContext, op: OpContext, name: str, host_id: str, force: bo
         child = host_lifecycle.maintenance(ctx, name, force)
         done = _wait_child(ctx, op, child)
         if done.status is not OperationStatus.SUCCESS:
-            why = _why(done)
+            why = done.outcome()
             raise Conflict(f"host {name} was not emptied, it keeps running: {why}")
     running = sorted(n for n, st in _vms_on(ctx, host_id).items() if st != "stopped")
     if running and not force:
@@ -129,7 +125,7 @@ def _bring_back(ctx: EngineContext, op: OpContext, name: str, host_id: str,
     """The VMs that moved off, back where the rules allow; what could not come back."""
     done = _wait_child(ctx, op, host_lifecycle.activate(ctx, name))
     if done.status is not OperationStatus.SUCCESS:
-        raise Conflict(f"host {name} is back but could not be activated: {_why(done)}")
+        raise Conflict(f"host {name} is back but could not be activated: {done.outcome()}")
     refused: list[str] = []
     for i, (vm, state) in enumerate(sorted(moved.items()), 1):
         op.progress(80 + 18 * i // max(len(moved), 1), f"bringing {vm} back to {name}")
@@ -142,7 +138,7 @@ def _bring_back(ctx: EngineContext, op: OpContext, name: str, host_id: str,
             refused.append(f"{vm} ({exc.message})")
             continue
         if result.status is not OperationStatus.SUCCESS:
-            refused.append(f"{vm} ({_why(result)})")
+            refused.append(f"{vm} ({result.outcome()})")
     return refused
 
 
