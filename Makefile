@@ -41,13 +41,14 @@ test: venv
 
 # Each benchmark starts its own lab host (detection, cluster_api, cluster_rss: a 3-host
 # `corral lab up`; scheduler none; api_projects the engine alone, `corral up
-# --no-local-agent`; migration a 2-host lab with a shared pool) and writes its own
+# --no-local-agent`; migration a 2-host lab with a shared pool; ha_failover a 3-host lab
+# with a shared pool) and writes its own
 # section of docs/benchmarks.md.
 # bench/all.py runs every one of them (one failing does not skip the others), then prints
 # which passed, missed a target or failed; it fails when one failed. `make bench BENCHES=run`
 # runs one.
 BENCHES := run node_createstart provision image_import network snapshots storage_throughput firmware_boot vm_settings scheduler \
-	detection cluster_api cluster_rss api_projects migration
+	detection cluster_api cluster_rss api_projects migration ha_simulator ha_failover
 
 bench: venv
 	@$(PY) bench/all.py $(BENCHES)

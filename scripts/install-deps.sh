@@ -29,6 +29,10 @@ PKGS=(
   # The engine on PostgreSQL: tests/unit/pg_server.py starts a private server from these
   # programs (the package's own cluster is stopped below)
   postgresql
+  # Power fencing (HA, `corral host fence`, `corral host power`): the ClusterLabs fence agents
+  # (fence_ipmilan, fence_redfish, fence_virsh...; installs whole, about 94 MB); the fencing
+  # unit tests run its fence_dummy
+  fence-agents
 )
 
 missing=()

@@ -76,6 +76,11 @@ class DomainInfo(Answer):
     uuid: str
     vm_id: str | None = None  # the engine's VM id, from the domain's metadata
     state: str
+    # Why a stopped or crashed domain is so (libvirt's reason): shutdown (the guest powered
+    # off), destroyed, crashed (QEMU died), failed (it could not start), migrated, saved,
+    # daemon, panicked, unknown (a host that rebooted)...; "" otherwise, and from an older
+    # agent.
+    reason: str = ""
 
 
 class DefineBody(Body):

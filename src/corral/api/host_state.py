@@ -10,7 +10,7 @@ from enum import StrEnum
 class HostState(StrEnum):
     """``up``: takes new VMs. ``maintenance``: set by an admin, takes none, stays so whatever
     its agent does until `host activate`. ``unresponsive``: its agent has not answered for
-    the grace. ``down``: known to be off (the HA issue adds ``fenced``)."""
+    the grace. ``down``: known to be off (its fence device confirmed it: corral.engine.ha_loop)."""
 
     UP = "up"
     MAINTENANCE = "maintenance"

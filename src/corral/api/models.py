@@ -18,6 +18,7 @@ from pydantic import (
 
 from corral.api.evacuation_mode import EvacuationMode
 from corral.api.host_state import HostState
+from corral.api.restart_policy import RestartPolicy
 from corral.api.tags import TAG_SCHEMA, validate_tag
 from corral.cloudinit import validate as cloudcheck
 from corral.cpulist import format_cpu_list, parse_cpu_list
@@ -25,6 +26,7 @@ from corral.errors import InvalidInput
 from corral.images import guestspec
 from corral.validation import MEMORY_MAX, NAME_MAX, SIZE_MAX, parse_size, validate_name
 
+HA_PRIORITY_MIN, HA_PRIORITY_MAX = 0, 1000  # vms.ha_priority
 # XML 1.0's Char production, negated: what no XML document may contain.
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
@@ -385,6 +387,12 @@ class VmPatch(_Request):
     hardware: HardwarePatch | None = None
     evacuation: EvacuationMode | None = Field(None, description="What `host maintenance` "
                                               "does with it: auto, migrate or stop")
+    ha: bool | None = Field(None, description="High availability: restarted when it goes "
+                            "down unasked (every disk must be on a shared or rbd pool)")
+    ha_priority: int | None = Field(None, ge=HA_PRIORITY_MIN, le=HA_PRIORITY_MAX,
+                                    description="Order of HA restarts, higher first")
+    restart_policy: RestartPolicy | None = Field(None, description="always or on-failure "
+                                                 "(not after the guest's own power-off)")
 
     @field_validator("memory")
     @classmethod
@@ -438,6 +446,14 @@ class VmCreate(_Request):
                                        "maintenance` does with it: auto (live migration, "
                                        "else stop, move, start), migrate (live only), stop "
                                        "(stopped, stays on its host)")
+    ha: bool = Field(False, description="High availability: restarted in place when it "
+                     "goes down unasked, on another host when its host fails (every disk "
+                     "must be on a shared or rbd pool: give pool)")
+    ha_priority: int = Field(0, ge=HA_PRIORITY_MIN, le=HA_PRIORITY_MAX,
+                             description="Order of HA restarts, higher first")
+    restart_policy: RestartPolicy = Field(RestartPolicy.ALWAYS, description="always (any "
+                                          "stop not asked through corral) or on-failure "
+                                          "(not after the guest's own power-off)")
 
     _name = _name_field("name")
     _host = _name_field("host")
@@ -520,6 +536,11 @@ class Vm(BaseModel):
     group: str | None = Field(None, description="Its affinity group (`corral vm group`)")
     evacuation: EvacuationMode = Field(EvacuationMode.AUTO, description="What `host "
                                        "maintenance` does with it (auto, migrate, stop)")
+    ha: bool = Field(False, description="High availability (docs/ha.md)")
+    ha_priority: int = Field(0, description="Order of HA restarts, higher first")
+    restart_policy: RestartPolicy = Field(RestartPolicy.ALWAYS,
+                                          description="When an HA VM is restarted")
+    ha_reason: str | None = Field(None, description="Why HA left it down (None: it did not)")
     guest_agent: bool | None = Field(None, description="Whether the QEMU guest agent in the "
                                      "guest answers (single-VM reads only; None: not asked, "
                                      "or the VM is not running)")

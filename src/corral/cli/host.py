@@ -9,7 +9,7 @@ import typer
 
 from corral.api import Operation
 from corral.api.hosts import HostPatch
-from corral.cli import host_tag
+from corral.cli import host_fence, host_tag
 from corral.cli.output import (
     DataDirOpt,
     OutputFormat,
@@ -230,6 +230,8 @@ def remove(
 
 
 app.add_typer(host_tag.app, name="tag")  # corral host tag add|remove HOST TAG
+app.add_typer(host_fence.app, name="fence")  # corral host fence set|show|remove|test
+app.command("power")(host_fence.power)  # corral host power HOST on|off|cycle|status
 
 
 _TTL_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}

@@ -61,6 +61,10 @@ def up(
         None, "--deb-cache", file_okay=False,
         help="A directory with the tiny guest's .debs in debs/ (filled on first use, reused "
              "after; default ROOT/tiny-cache, gone with `lab down`)"),
+    fence: bool = typer.Option(
+        True, "--fence/--no-fence",
+        help="Give every host the fence method fence_corral_lab (the lab's power-off and "
+             "power-on of it), so HA can fence a lost host; --no-fence: none"),
     root: Path = RootOpt,
 ) -> None:
     """Start the lab's engine and N lab hosts; returns when every host is `up`, with
@@ -74,7 +78,7 @@ def up(
         lab = _lab(root)
         st = lab.up(hosts, storage, prefix, remote=remote, heartbeat_timeout=heartbeat_timeout,
                     cpu_overcommit=cpu_overcommit,
-                    image=image, deb_cache=deb_cache)
+                    image=image, deb_cache=deb_cache, fence=fence)
         assert st.engine is not None
         out.print(f"lab up: engine https://{st.engine.address}:{st.engine.port}, hosts "
                   f"{', '.join(sorted(st.hosts))}", highlight=False)

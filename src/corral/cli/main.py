@@ -9,6 +9,7 @@ from corral.cli import audit as audit_cli
 from corral.cli import auth as auth_cli
 from corral.cli import cert as cert_cli
 from corral.cli import cluster as cluster_cli
+from corral.cli import ha as ha_cli
 from corral.cli import project as project_cli
 from corral.cli import role as role_cli
 from corral.cli import storage as storage_cli
@@ -68,6 +69,7 @@ app.add_typer(role_cli.app, name="role")
 app.add_typer(audit_cli.app, name="audit")
 app.add_typer(auth_cli.app, name="auth")
 app.add_typer(cluster_cli.app, name="cluster")
+app.add_typer(ha_cli.app, name="ha")
 app.command("login")(user_cli.login)
 app.command("logout")(user_cli.logout)
 app.command("whoami")(user_cli.whoami)

@@ -37,11 +37,19 @@ COLUMNS = [
     ("MEMORY", lambda v: f"{v.memory_mib} MiB"), ("DISK", lambda v: human_bytes(v.disk_bytes)),
     ("IMAGE", lambda v: v.image), ("NETWORK", lambda v: v.network or "-"),
     ("HOST", lambda v: v.host or "-"),
+    ("HA", lambda v: (f"yes ({v.ha_priority})" if v.ha_priority else "yes") if v.ha else "-"),
 ]
 
 EVACUATION_HELP = ("What `corral host maintenance` does with it: auto (live migration, else "
                    "stop, move and start on the target), migrate (live only: if it cannot, "
                    "the maintenance is refused), stop (stopped and left on its host)")
+HA_HELP = ("High availability: restarted in place when it goes down unasked (at most "
+           "ha.restart_max times in ha.restart_window_s), on another host when its host "
+           "fails. Every disk must be on a shared or rbd pool (--pool)")
+HA_PRIORITY_HELP = "Order of HA restarts, 0 to 1000, higher first"
+RESTART_POLICY_HELP = ("always: any stop not asked through corral (a crash, a guest "
+                       "powering itself off); on-failure: not after the guest powered "
+                       "itself off")
 
 
 @app.command("create")
@@ -119,6 +127,13 @@ def create(
                                  "with figures); create nothing", rich_help_panel="Placement"),
     evacuation: str = typer.Option("auto", "--evacuation", metavar="MODE", help=EVACUATION_HELP,
                                    rich_help_panel="Placement"),
+    ha: bool = typer.Option(False, "--ha", help=HA_HELP,
+                            rich_help_panel="High availability"),
+    ha_priority: int = typer.Option(0, "--ha-priority", metavar="N", help=HA_PRIORITY_HELP,
+                                    rich_help_panel="High availability"),
+    restart_policy: str = typer.Option("always", "--restart-policy",
+                                       metavar="always|on-failure", help=RESTART_POLICY_HELP,
+                                       rich_help_panel="High availability"),
     hostname: str = vm_guest.HostnameOpt, user: str = vm_guest.UserOpt,
     ssh_key: list[str] = vm_guest.SshKeyOpt, password_hash: str = vm_guest.PasswordHashOpt,
     user_data: str = vm_guest.UserDataOpt, network_config: str = vm_guest.NetworkConfigOpt,
@@ -138,6 +153,9 @@ def create(
     memory, --host-tag, pool and network, CPU model, --group) and picks by the engine's
     policy (spread or pack). A refusal says which rule each host failed; --explain shows
     it without creating anything.
+
+    High availability: --ha (every disk on a shared or rbd pool, e.g. --pool shared1).
+    Example: corral vm create db --image debian --pool shared1 --ha --ha-priority 100
     """
     with handled():
         if template is not None:  # a template is an image made from a VM (corral template)
@@ -159,7 +177,8 @@ def create(
                     disk=disk, network=network, start=start, cloud_init=ci, pool=pool,
                     security_groups=list(security_group or []), hardware=hardware,
                     description=description, host=host, host_tags=list(host_tag or []),
-                    group=group, evacuation=evacuation)
+                    group=group, evacuation=evacuation, ha=ha, ha_priority=ha_priority,
+                    restart_policy=restart_policy)
         with client(data_dir) as c:
             if explain:
                 _print_placement(c.explain_vm(req), output)
@@ -265,6 +284,13 @@ def set_vm(
     machine: str = typer.Option(None, "--machine", help="q35 or i440fx (stopped VMs only)",
                                 rich_help_panel="Hardware"),
     evacuation: str = typer.Option(None, "--evacuation", metavar="MODE", help=EVACUATION_HELP),
+    ha: bool = typer.Option(None, "--ha/--no-ha", help=HA_HELP,
+                            rich_help_panel="High availability"),
+    ha_priority: int = typer.Option(None, "--ha-priority", metavar="N", help=HA_PRIORITY_HELP,
+                                    rich_help_panel="High availability"),
+    restart_policy: str = typer.Option(None, "--restart-policy",
+                                       metavar="always|on-failure", help=RESTART_POLICY_HELP,
+                                       rich_help_panel="High availability"),
     wait: bool = WaitOpt, output: OutputFormat = OutputOpt, data_dir: Path = DataDirOpt,
 ) -> None:
     """Change a VM's settings; what is not given stays as it is.
@@ -277,8 +303,10 @@ def set_vm(
     --numa, --hugepages, --sockets, --threads, --boot, --graphics, --watchdog, --video.
     Only while stopped (refused otherwise): --firmware, --secure-boot, --tpm, --machine.
     --evacuation (auto, migrate, stop) is what `host maintenance` does with it.
+    --ha/--no-ha, --ha-priority, --restart-policy: high availability (docs/ha.md).
 
     Example: corral vm set web --cpus 4 --memory-target 1G
+    Example: corral vm set db --ha --ha-priority 100 --restart-policy on-failure
     """
     with handled():
         hw: dict[str, object] = {k: v for k, v in {
@@ -297,7 +325,8 @@ def set_vm(
             hw["firmware"] = "uefi"  # as with create: Secure Boot is UEFI's
         fields: dict[str, object] = {k: v for k, v in {
             "cpus": cpus, "memory": memory, "description": description,
-            "evacuation": evacuation}.items() if v is not None}
+            "evacuation": evacuation, "ha": ha, "ha_priority": ha_priority,
+            "restart_policy": restart_policy}.items() if v is not None}
         if memory_target is not None:
             fields["memory_target"] = None if memory_target.lower() == "full" else memory_target
         if hw:

@@ -52,6 +52,7 @@ from corral.api.snapshots import (
 from corral.client import remotes
 from corral.client._audit import AuditApi
 from corral.client._cluster import ClusterApi
+from corral.client._fencing import FencingApi
 from corral.client._ldap import LdapApi
 from corral.client._projects import ProjectsApi
 from corral.client._users import UsersApi
@@ -87,7 +88,7 @@ def _tls_refusal(exc: BaseException) -> ssl.SSLCertVerificationError | None:
     return None
 
 
-class Client(UsersApi, AuditApi, LdapApi, ProjectsApi, ClusterApi):
+class Client(UsersApi, AuditApi, LdapApi, ProjectsApi, ClusterApi, FencingApi):
     """``ca``: a CA file; ``ca_pem``: a CA certificate itself (a pinned remote, which
     ``remote`` and ``fingerprint`` name in errors); neither: the system's CAs.
     ``project``: the project every request acts in (``?project=``) unless the call names

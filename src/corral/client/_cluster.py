@@ -8,6 +8,7 @@ import httpx
 
 from corral.api.cluster_policy import ClusterPolicy, ClusterPolicySet
 from corral.api.cluster_settings import ClusterSetting, ClusterSettingSet
+from corral.api.ha import HaStatus
 
 _PATH = "/api/v1/cluster/settings"
 
@@ -44,3 +45,7 @@ class ClusterApi:
         body = req.model_dump(mode="json", exclude_none=True)
         return ClusterPolicy.model_validate(self._json("PUT", "/api/v1/cluster/policy",
                                                        json=body))
+
+    def ha_status(self) -> HaStatus:
+        """Hosts' HA state (silence, fencing, quorum) and the HA VMs, with why any waits."""
+        return HaStatus.model_validate(self._json("GET", "/api/v1/ha"))

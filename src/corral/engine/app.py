@@ -16,6 +16,7 @@ from corral.engine.audit import AuditLog
 from corral.engine.balance_loop import Balancer
 from corral.engine.context import EngineContext, EngineSettings
 from corral.engine.db.session import migrate
+from corral.engine.ha_loop import HaLoop
 from corral.engine.reconciler import Reconciler
 from corral.engine.routes import audit as audit_routes
 from corral.engine.routes import auth_ldap as ldap_routes
@@ -23,6 +24,8 @@ from corral.engine.routes import cluster, events, hosts, images, networks, opera
 from corral.engine.routes import cluster_policy as cluster_policy_routes
 from corral.engine.routes import cluster_settings as cluster_setting_routes
 from corral.engine.routes import customize as customize_routes
+from corral.engine.routes import ha as ha_routes
+from corral.engine.routes import host_fence as host_fence_routes
 from corral.engine.routes import pools as pool_routes
 from corral.engine.routes import projects as project_routes
 from corral.engine.routes import roles as role_routes
@@ -36,6 +39,7 @@ from corral.engine.routes import vm_nics as vm_nic_routes
 from corral.engine.routes import vm_snapshots as vm_snapshot_routes
 from corral.engine.routes import volumes as volume_routes
 from corral.engine.services import customize as customize_service
+from corral.engine.services import fencing as fencing_service
 from corral.engine.services import host_lifecycle as host_lifecycle_service
 from corral.engine.services import host_power as host_power_service
 from corral.engine.services import host_settings as host_settings_service
@@ -47,6 +51,7 @@ from corral.engine.services import vm_clones as vm_clone_service
 from corral.engine.services import vm_disks as vm_disk_service
 from corral.engine.services import vm_migration as vm_migration_service
 from corral.engine.services import vm_nics as vm_nic_service
+from corral.engine.services import vm_recovery as vm_recovery_service
 from corral.engine.services import vm_root_disk as vm_root_disk_service
 from corral.engine.services import vm_snapshots as vm_snapshot_service
 from corral.engine.services import vms as vm_service
@@ -65,6 +70,7 @@ def build_context(settings: EngineSettings) -> EngineContext:
     host_settings_service.register(ctx)
     host_lifecycle_service.register(ctx)
     host_power_service.register(ctx)
+    fencing_service.register(ctx)
     image_service.register(ctx)
     customize_service.register(ctx)
     network_service.register(ctx)
@@ -76,6 +82,7 @@ def build_context(settings: EngineSettings) -> EngineContext:
     ova_service.register(ctx)
     vm_nic_service.register(ctx)
     vm_migration_service.register(ctx)
+    vm_recovery_service.register(ctx)
     return ctx
 
 
@@ -92,15 +99,18 @@ def freeze_start_heap() -> None:
 def create_app(ctx: EngineContext) -> FastAPI:
     reconciler = Reconciler(ctx)
     balancer = Balancer(ctx)
+    ha = HaLoop(ctx, reconciler.last_heard, reconciler.clock)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         ctx.ops.resume_interrupted()
         reconciler.start()
         balancer.start()
+        ha.start()
         freeze_start_heap()
         yield
         gc.unfreeze()
+        ha.stop()
         balancer.stop()
         reconciler.stop()
         ctx.ops.shutdown()
@@ -114,6 +124,7 @@ def create_app(ctx: EngineContext) -> FastAPI:
     app.state.ctx = ctx
     app.state.reconciler = reconciler  # agents' reports go to it (routes/cluster.py)
     app.state.balancer = balancer  # routes/cluster_policy.py
+    app.state.ha = ha  # routes/ha.py
     app.add_middleware(BodyLimit, limit=body_limit.DEFAULT, routes=body_limit.ROUTES)
     app.add_middleware(AuditLog)  # outside BodyLimit: a refused body is recorded too
     install_error_handlers(app)
@@ -126,7 +137,9 @@ def create_app(ctx: EngineContext) -> FastAPI:
                    pool_routes, volume_routes, vm_disk_routes, vm_snapshot_routes,
                    vm_nic_routes, sg_routes, vm_guest_routes, vm_group_routes, user_routes,
                    audit_routes, ldap_routes, project_routes, role_routes,
-                   vm_migration_routes, cluster_setting_routes, cluster_policy_routes):
+                   vm_migration_routes, cluster_setting_routes, cluster_policy_routes,
+                   ha_routes,
+                   host_fence_routes):
         app.include_router(module.router, responses=ERRORS)
     return app
 

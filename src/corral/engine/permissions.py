@@ -30,6 +30,9 @@ PERMISSIONS: tuple[str, ...] = (
     "pool.read", "pool.create", "pool.delete",
     "volume.read", "volume.create", "volume.update", "volume.delete",
     "host.read", "host.create", "host.update", "host.delete",
+    # host.fence: fence methods (BMC credentials) and their test; host.power: power a host
+    # off and on through them. Admins only (host.*), as every other host change.
+    "host.fence", "host.power",
     "user.read", "user.create", "user.update", "user.delete",
     "role.read", "role.update",
     "project.read", "project.create", "project.update", "project.delete",

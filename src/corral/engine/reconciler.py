@@ -11,12 +11,14 @@ domains, and a report at once when a domain's lifecycle changes. Here:
   are listed and each VM's row brought in line, by a worker, one host at a time as reports
   ask — there is no loop over hosts;
 - resync of one VM: a domain that vanished is defined again (and started if it should
-  run); a guest powered off from inside is taken as stopped (the user's intent).
+  run); a guest powered off from inside is taken as stopped (the user's intent), but an HA
+  VM that went down unasked is restarted in place (engine/services/vm_restart.py).
 VMs with an operation in progress are left alone: their operation owns them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -28,17 +30,20 @@ from corral.agent_api.domains import DomainInfo
 from corral.agent_api.reports import HostReport, ReportAnswer, domains_digest
 from corral.api import VmState
 from corral.engine.context import EngineContext
-from corral.engine.db.models import Host, Vm, utcnow
+from corral.engine.db.models import Host, Nic, Operation, Vm, utcnow
 from corral.engine.services import (
     host_states,
     host_sync,
     hosts,
+    security_groups,
     vm_define,
     vm_design,
     vm_migration,
+    vm_recovery,
+    vm_restart,
 )
 from corral.engine.services.host_states import HostAction
-from corral.errors import CorralError
+from corral.errors import CorralError, WrongState
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +53,9 @@ _IN_FLUX = {VmState.CREATING.value, VmState.DELETING.value}
 # shutting-down, where a poll saw only running).
 _GUEST_UP = {VmState.RUNNING.value, VmState.SHUTTING_DOWN.value}
 LAST_SEEN_EVERY_S = 10.0  # how often a heartbeat is written to the database (hosts.last_seen)
+# A host reporting from these is coming back after HA found it safe and may have started its
+# VMs elsewhere (ha_loop: fenced): stale copies go before it is up.
+_BACK_FROM = {"down"}
 # A disagreement a resync did not mend (a VM whose operation holds it, an agent error) is
 # tried again this often, not at every heartbeat.
 RESYNC_AGAIN_S = 30.0
@@ -110,6 +118,18 @@ class Reconciler:
             write_seen = now - beat.written >= LAST_SEEN_EVERY_S
             if write_seen:
                 beat.written = now
+        if self._coming_back(host_id):
+            # Before it counts as up: what it still holds of VMs that run elsewhere now
+            # (recovered by HA while it was gone) is destroyed there. Not done: it stays
+            # out of use, and its next report tries again.
+            try:
+                self.clear_moved(host_id)
+            except Exception as exc:  # any failure keeps it out of use
+                log.warning("host %s is back, but its stale domains stay: %s", host_id, exc)
+                with self.ctx.db.session() as s:
+                    host = s.get(Host, host_id)
+                    return ReportAnswer(host=host.name if host else host_id,
+                                        status=host.status if host else "removed")
         name, status, back = self._host_status(host_id, HostAction.ANSWERED,
                                                "its agent reports", write_seen=write_seen)
         # Back after a silence (cut off, not restarted): what changed meanwhile reaches it too.
@@ -127,6 +147,53 @@ class Reconciler:
         if restarted or report.events or stale:
             self.resync(host_id, refresh_facts=restarted)
         return ReportAnswer(host=name, status=status)
+
+    def clock(self) -> float:
+        return self._clock()
+
+    def last_heard(self, host_id: str) -> float:
+        """When the host last reported (this clock); the engine's start if not since."""
+        with self._beats_lock:
+            beat = self._beats.get(host_id)
+            return beat.at if beat is not None else self._started
+
+    def _coming_back(self, host_id: str) -> bool:
+        """It reports from ``down`` and HA has recovered VMs of it elsewhere."""
+        with self.ctx.db.session() as s:
+            host = s.get(Host, host_id)
+            if host is None or host.status not in _BACK_FROM:
+                return False
+            return any(isinstance(p, dict) and p.get("from_id") == host_id
+                       for (p,) in s.query(Operation.params).filter(
+                           Operation.type == vm_recovery.TYPE))
+
+    def clear_moved(self, host_id: str) -> list[str]:
+        """Destroy and undefine on the host every domain of a VM whose row names another
+        host (HA started it there while this one was fenced or cut off); the names. Disks
+        stay: they are the VM's, on shared storage. A VM a migration is moving is left to
+        it."""
+        ctx = self.ctx
+        agent = ctx.agent(host_id)
+        reported = {d.vm_id: str(d.state) for d in agent.domains() if d.vm_id}
+        if not reported:
+            return []
+        with ctx.db.session() as s:
+            moving = vm_migration.in_flight(s)
+            stale = [(v.name, reported[v.id], [n.mac for n in s.query(Nic).filter_by(vm_id=v.id)])
+                     for v in s.query(Vm).filter(Vm.id.in_(list(reported)))
+                     if v.host_id not in (None, host_id) and v.name not in moving]
+        for name, state, macs in stale:
+            if state != "stopped":
+                with contextlib.suppress(WrongState):
+                    agent.act(name, "destroy")
+            agent.undefine(name)
+            with contextlib.suppress(CorralError):
+                agent.delete_seed(name)
+            security_groups.drop_ports_of(agent, macs)
+            ctx.bus.publish("vm", {"name": name, "event": "stale-copy-removed",
+                                   "message": "its old host came back: the copy it still "
+                                              "had there was destroyed (it runs elsewhere)"})
+        return [name for name, _, _ in stale]
 
     def engine_digest(self, host_id: str) -> str:
         with self.ctx.db.session() as s:
@@ -241,15 +308,19 @@ class Reconciler:
             ctx.bus.publish("vm", {"name": name, "state": state,
                                    "message": "domain missing on host: defining it again"})
             agent.define(name, vm_design.domain_xml(ctx, vm_id)[2])
-            actual = "stopped"
+            actual, why = "stopped", ""
             if desired == "running":
                 actual = agent.act(name, "start").state
         else:
-            actual = domain.state
+            actual, why = domain.state, domain.reason
             if actual != state:
                 # The listing was taken before we held the lock: an operation may have
                 # changed the VM since. Ask again now that nothing else can.
-                actual = agent.domain(name).state
+                again = agent.domain(name)
+                actual, why = again.state, again.reason
+        if desired == "running" and state in _GUEST_UP and actual in vm_restart.DOWN:
+            # HA: restarted in place, unless its policy or restart budget says no
+            actual = vm_restart.after_stop(ctx, agent, vm_id, name, actual, why)
         fields: dict[str, str] = {"state": VmState(actual).value}
         if desired == "running" and actual == "stopped" and state in _GUEST_UP:
             fields["desired_power"] = "stopped"  # shut down from inside the guest

@@ -58,6 +58,7 @@ from corral.api import (
     PoolCreate,
     PoolType,
 )
+from corral.api.fencing import FenceMethodSet
 from corral.client import Client
 from corral.errors import Conflict, CorralError, HostError, InvalidInput, NotFound, Unavailable
 from corral.lab import _net, _procs, state
@@ -278,13 +279,14 @@ class Lab:
     def up(self, hosts: int, storage: str = "none", prefix: str = DEFAULT_PREFIX,
            remote: bool = True, heartbeat_timeout: float | None = None,
            cpu_overcommit: float | None = None,
-           image: bool = True, deb_cache: Path | None = None) -> LabState:
+           image: bool = True, deb_cache: Path | None = None, fence: bool = True) -> LabState:
         """Build the lab; on any failure everything made so far is removed again.
         ``heartbeat_timeout``, ``cpu_overcommit``: the engine's `corral up
         --heartbeat-timeout`, `--cpu-overcommit` (None: its default). ``image``: build
         image ``tiny`` (its .debs from ``deb_cache``, a directory
         holding ``debs/`` as ``corral.images.tiny.fetch_packages`` fills it, else downloaded
-        into ROOT/tiny-cache)."""
+        into ROOT/tiny-cache). ``fence``: give every host the fence method
+        fence_corral_lab (HA fences a lost host through it)."""
         if not 1 <= hosts <= state.MAX_HOSTS:
             raise InvalidInput(f"--hosts must be 1 to {state.MAX_HOSTS}", field="hosts")
         if storage not in STORAGE:
@@ -312,6 +314,8 @@ class Lab:
             names = [self._start_host(st, None).name for _ in range(hosts)]
             self._wait_up(st, names)
             self._listen_tls(st, names)
+            if fence:
+                self._fence_hosts(st, names)
             if storage == "shared":
                 self._shared_pool(st)
             elif storage == "rbd":
@@ -332,7 +336,20 @@ class Lab:
         rec = self._start_host(st, name)  # if it fails, its record stays for `lab down`
         self._wait_up(st, [rec.name])
         self._listen_tls(st, [rec.name])
+        with self.client(st) as c:  # fenced as the others, if they are
+            others = [n for n in st.hosts if n != rec.name]
+            if others and c.fence_methods(min(others)):
+                self._fence_hosts(st, [rec.name])
         return rec
+
+    def _fence_hosts(self, st: LabState, names: list[str]) -> None:
+        """Each host's fence method: fence_corral_lab, the lab's power-off and power-on of
+        it (run by the engine, in its namespaces; corral.lab.fence_agent)."""
+        with self.client(st) as c:
+            for name in names:
+                c.set_fence_method(name, FenceMethodSet(
+                    agent="fence_corral_lab", options={"root": str(self.root), "plug": name},
+                    position=1))
 
     def _listen_tls(self, st: LabState, names: list[str]) -> None:
         """Restart the libvirtds of hosts whose agents joined (and so wrote their

@@ -35,6 +35,30 @@ _STATES = {
     libvirt.VIR_DOMAIN_PMSUSPENDED: "paused",
 }
 
+# Why a stopped domain stopped (libvirt's shutoff reason): HA tells a crash (QEMU killed:
+# crashed; it failed to start: failed) from a guest that powered itself off (shutdown).
+_SHUTOFF_REASONS = {
+    libvirt.VIR_DOMAIN_SHUTOFF_UNKNOWN: "unknown",  # e.g. a host that rebooted under it
+    libvirt.VIR_DOMAIN_SHUTOFF_SHUTDOWN: "shutdown",
+    libvirt.VIR_DOMAIN_SHUTOFF_DESTROYED: "destroyed",
+    libvirt.VIR_DOMAIN_SHUTOFF_CRASHED: "crashed",
+    libvirt.VIR_DOMAIN_SHUTOFF_MIGRATED: "migrated",
+    libvirt.VIR_DOMAIN_SHUTOFF_SAVED: "saved",
+    libvirt.VIR_DOMAIN_SHUTOFF_FAILED: "failed",
+    libvirt.VIR_DOMAIN_SHUTOFF_FROM_SNAPSHOT: "from-snapshot",
+    libvirt.VIR_DOMAIN_SHUTOFF_DAEMON: "daemon",
+}
+
+
+def _reason(state: int, reason: int) -> str:
+    """libvirt's reason for a stopped or crashed domain in words ("" for the others)."""
+    if state == libvirt.VIR_DOMAIN_SHUTOFF:
+        return _SHUTOFF_REASONS.get(reason, "")
+    if state == libvirt.VIR_DOMAIN_CRASHED:
+        return "panicked" if reason == libvirt.VIR_DOMAIN_CRASHED_PANICKED else "crashed"
+    return ""
+
+
 # libvirt error codes that mean "the request does not fit the domain's state".
 _STATE_ERRORS = {libvirt.VIR_ERR_OPERATION_INVALID, libvirt.VIR_ERR_OPERATION_DENIED}
 
@@ -130,7 +154,8 @@ class Hypervisor:
         return self._call(f"domain {name}", lambda c: c.lookupByName(name))
 
     def _info(self, dom: Any) -> DomainInfo:
-        state = _STATES.get(dom.state()[0], "unknown")
+        code, why = dom.state()[:2]
+        state = _STATES.get(code, "unknown")
         uuid = dom.UUIDString()
         # A domain's corral id never changes for its UUID: read the XML once, not per report
         # (the reconciler lists every domain every few seconds).
@@ -139,7 +164,8 @@ class Hypervisor:
                 self._vm_ids[uuid] = vm_id_of(dom.XMLDesc(0))
             except CorralError:
                 self._vm_ids[uuid] = None
-        return DomainInfo(name=dom.name(), uuid=uuid, vm_id=self._vm_ids[uuid], state=state)
+        return DomainInfo(name=dom.name(), uuid=uuid, vm_id=self._vm_ids[uuid], state=state,
+                          reason=_reason(code, why))
 
     def version(self) -> str:
         return host_caps.dotted(self._call("version", lambda c: c.getLibVersion()))

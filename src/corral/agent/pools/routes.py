@@ -9,7 +9,7 @@ from fastapi import APIRouter
 
 from corral.agent.hypervisor import Hypervisor
 from corral.agent.hypervisor.disks import DiskOps
-from corral.agent.pools import PoolSpec, host_registry
+from corral.agent.pools import PoolSpec, host_registry, rbd_fence
 from corral.agent_api import Deleted, Ok
 from corral.agent_api.pools import (
     AttachBody,
@@ -26,6 +26,7 @@ from corral.agent_api.pools import (
     VolumeBody,
     VolumeInfo,
 )
+from corral.agent_api.rbd_fencing import FenceBody, Fenced
 from corral.errors import NotFound
 from corral.validation import validate_name
 
@@ -81,6 +82,17 @@ def router(state_dir: Path, storage_root: Path, hv: Hypervisor) -> APIRouter:
     @r.delete("/v1/pools/{name}/volumes/{volume}")
     def delete_volume(name: str, volume: str) -> Deleted:
         return Deleted(deleted=pools.get(name).delete_volume(volume))
+
+    # Storage fencing (HA): blocklist the Ceph clients of a volume or of a VM's root disk.
+    @r.post("/v1/pools/{name}/volumes/{volume}/fence")
+    def fence_volume(name: str, volume: str, body: FenceBody) -> Fenced:
+        pool = rbd_fence.rbd_pool(pools.get(name))
+        return rbd_fence.fence(pool, rbd_fence.volume_image(pool, volume), body.expire_s)
+
+    @r.post("/v1/pools/{name}/roots/{vm}/fence")
+    def fence_root(name: str, vm: str, body: FenceBody) -> Fenced:
+        pool = rbd_fence.rbd_pool(pools.get(name))
+        return rbd_fence.fence(pool, rbd_fence.root_image(pool, vm), body.expire_s)
 
     @r.get("/v1/domains/{name}/disks")
     def domain_disks(name: str) -> list[DomainDisk]:

@@ -27,6 +27,7 @@ from corral.agent_api.pools import (
     VolumeFormat,
     VolumeInfo,
 )
+from corral.agent_api.rbd_fencing import FenceBody, Fenced
 from corral.agent_api.snapshots import CloneBody
 from corral.engine.agent_calls import AgentCalls
 from corral.engine.agent_calls.jobs import JobStart
@@ -66,6 +67,17 @@ class PoolCalls(AgentCalls):
 
     def delete_volume(self, pool: str, name: str) -> Deleted:
         return self._send("DELETE", f"/v1/pools/{pool}/volumes/{name}", Deleted, timeout=300)
+
+    # -- storage fencing (HA: corral.agent.pools.rbd_fence) -------------------------------
+    def fence_volume(self, pool: str, name: str) -> Fenced:
+        """Blocklist the Ceph clients of an RBD volume; Conflict: not an rbd pool."""
+        return self._send("POST", f"/v1/pools/{pool}/volumes/{name}/fence", Fenced,
+                          FenceBody(), timeout=120)
+
+    def fence_root(self, pool: str, vm: str) -> Fenced:
+        """Blocklist the Ceph clients of VM ``vm``'s root disk in an rbd pool."""
+        return self._send("POST", f"/v1/pools/{pool}/roots/{vm}/fence", Fenced, FenceBody(),
+                          timeout=120)
 
     # -- disks of domains ----------------------------------------------------------------
     def domain_disks(self, vm: str) -> list[DomainDisk]:

@@ -148,6 +148,18 @@ class Vm(Base):
                                          default="default", server_default="default")
     # What `host maintenance` does with it (0019, api.EvacuationMode): auto | migrate | stop.
     evacuation: Mapped[str] = mapped_column(String(10), default="auto", server_default="auto")
+    # High availability (0020, docs/ha.md): corral brings it back when it goes down unasked;
+    # ha_priority orders the restarts (higher first); restart_policy (api.RestartPolicy):
+    # always | on-failure (not after the guest's own power-off). ha_restarts: epoch seconds
+    # of its recent restarts in place (corral.ha.restart_budget), kept here so an engine
+    # restart does not reset the budget of a crash loop; ha_reason: why HA left it down,
+    # NULL when it did not.
+    ha: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
+    ha_priority: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    restart_policy: Mapped[str] = mapped_column(String(12), default="always",
+                                                server_default="always")
+    ha_restarts: Mapped[list[Any]] = mapped_column(JSON, default=list, server_default="[]")
+    ha_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class VmGroup(Base):
@@ -429,4 +441,22 @@ class ClusterSetting(Base):
     __tablename__ = "cluster_settings"
     key: Mapped[str] = mapped_column(String(63), primary_key=True)
     value: Mapped[Any] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class FenceMethod(Base):
+    """One way to power a host off and on (`corral host fence set`): a fence agent and its
+    options, tried in ``position`` order. Options that are passwords are kept apart, sealed
+    (corral.engine.fencing.secrets), never answered by the API."""
+
+    __tablename__ = "fence_methods"
+    __table_args__ = (sa.UniqueConstraint("host_id", "position"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    host_id: Mapped[str] = mapped_column(ForeignKey("hosts.id", ondelete="CASCADE"),
+                                         index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    agent: Mapped[str] = mapped_column(String(80))
+    options: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    secrets: Mapped[str | None] = mapped_column(Text, nullable=True)
+    secret_names: Mapped[list[Any]] = mapped_column(JSON, default=list)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)

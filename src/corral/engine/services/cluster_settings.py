@@ -126,6 +126,26 @@ SETTINGS: dict[str, Setting] = {s.key: s for s in (
             low=1, high=1800),
     Setting("balance.cooldown_s", "duration", 1800,
             "A VM that moved (for any reason) stays put this long.", low=0, high=86_400),
+    # High availability (engine/ha_loop.py, corral.ha.policy).
+    Setting("ha.detect_s", "duration", 3,
+            "How long a host with HA VMs may stay silent (agents report every second) before "
+            "it is lost: then it is fenced, and its HA VMs start on other hosts.",
+            low=1, high=600),
+    Setting("ha.lease_s", "duration", 10,
+            "How long a host keeps its HA VMs running with neither the engine nor a quorum "
+            "behind it; the engine restarts them elsewhere without power fencing only after "
+            "this (plus a margin) out of quorum.", low=2, high=600),
+    Setting("ha.fence_retry_s", "duration", 5,
+            "A fence run that could not confirm the host off is tried again after this.",
+            low=1, high=3600),
+    # Restart in place (engine/services/vm_restart.py, corral.ha.restart_budget).
+    Setting("ha.restart_max", "int", 3,
+            "How many times an HA VM that goes down on a healthy host is restarted in place "
+            "within ha.restart_window_s; one more and it stays down with the reason (0: "
+            "never restarted in place).", low=0, high=100),
+    Setting("ha.restart_window_s", "duration", 600,
+            "The window ha.restart_max counts restarts in place over.", low=10,
+            high=86_400),
     Setting("balance.margin_percent", "percent", 10,
             "Hysteresis: a target must stay this far below each threshold with the VM, so "
             "that it never becomes the next host to give VMs away.", low=1, high=50),

@@ -26,6 +26,7 @@ class HostAction(StrEnum):
     ACTIVATE = "activate"  # admin: back to work
     ANSWERED = "answered"  # engine: its agent answered
     LOST = "lost"  # engine: no answer for the grace
+    FENCED = "fenced"  # engine (HA): its fence device confirmed its power off
 
 
 UP, MAINT, UNRESP, DOWN = (HostState.UP, HostState.MAINTENANCE, HostState.UNRESPONSIVE,
@@ -44,6 +45,9 @@ TRANSITIONS: dict[tuple[HostState, HostAction], HostState] = {
     (UNRESP, HostAction.LOST): UNRESP,
     (DOWN, HostAction.LOST): DOWN,
     (MAINT, HostAction.LOST): MAINT,
+    (UP, HostAction.FENCED): DOWN,
+    (UNRESP, HostAction.FENCED): DOWN,
+    (DOWN, HostAction.FENCED): DOWN,
 }
 
 # `host remove --force` (its VMs become `unknown`): only for a host that is not up. One in

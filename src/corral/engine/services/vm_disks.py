@@ -30,6 +30,7 @@ from corral.engine.db.models import StoragePool, Vm, Volume
 from corral.engine.operations import OpContext
 from corral.engine.services import op_undo, pools, vm_design, volumes
 from corral.engine.services.vm_lookup import check_device_change, find_vm
+from corral.engine.services.vm_migration import SHARED_POOL_TYPES
 from corral.errors import Conflict, CorralError, InvalidInput, NotFound
 
 ATTACHING, DETACHING, READY = "attaching", "detaching", "ready"
@@ -109,6 +110,10 @@ def attach(ctx: EngineContext, vm_name: str, req: DiskAttach) -> Operation:
                            f"than VM {vm_name}'s; use a shared or rbd pool", field="volume")
         if pool.type == "rbd" and not pool.monitors:
             raise Conflict(f"rbd pool {pool.name} knows no Ceph monitor", field="volume")
+        if vm.ha and pool.type not in SHARED_POOL_TYPES:  # HA: it may restart elsewhere
+            raise InvalidInput(f"VM {vm_name} is HA and volume {req.volume} is in dir pool "
+                               f"{pool.name}, which only its host reaches: use a shared or "
+                               "rbd pool (or `corral vm set NAME --no-ha`)", field="volume")
         if not claims.claim(s, Volume, vol.id, {"vm_id": None, "status": READY},
                             {"vm_id": vm.id, "bus": req.bus.value, "target": None,
                              "status": ATTACHING}):

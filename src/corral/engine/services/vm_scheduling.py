@@ -126,12 +126,13 @@ def host_views(s: Session, req: Request, skip_vm: str | None = None) -> list[Hos
 
 
 def _incoming(s: Session) -> list[tuple[str, str, int, int, str | None, str]]:
-    """The VMs a pending or running migration moves to another host (id, name, vCPUs,
+    """The VMs a pending or running migration (or HA recovery) moves to another host (id, name, vCPUs,
     memory, group, target host id): counted on their target as well as on their host
     until the move is recorded."""
     moving = {str(p["vm_id"]): str(p["target_id"])
               for (p,) in s.query(Operation.params).filter(
-                  Operation.type.like("vm.migrate%"), Operation.status.in_(ACTIVE))
+                  Operation.type.like("vm.migrate%") | (Operation.type == "vm.recover"),
+                  Operation.status.in_(ACTIVE))
               if isinstance(p, dict) and p.get("vm_id") and p.get("target_id")}
     if not moving:
         return []

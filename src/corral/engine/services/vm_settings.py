@@ -38,14 +38,14 @@ from corral.engine.context import EngineContext
 from corral.engine.db.models import Operation as OperationRow
 from corral.engine.db.models import Vm
 from corral.engine.operations import OpContext
-from corral.engine.services import hosts, vm_cloudinit, vm_design
+from corral.engine.services import hosts, vm_cloudinit, vm_design, vm_ha
 from corral.engine.services.vm_lookup import find_vm
 from corral.errors import CorralError, InvalidInput, NotFound, WrongState
 
 STOPPED_ONLY = ("firmware", "secure_boot", "tpm", "machine")  # hardware fields
 CHANGEABLE = frozenset({VmState.STOPPED, VmState.RUNNING, VmState.PAUSED, VmState.CRASHED})
 _FIELDS = ("cloud_init", "cpus", "memory", "memory_target", "description", "hardware",
-           "evacuation")
+           "evacuation", "ha", "ha_priority", "restart_policy")
 
 
 @dataclass(frozen=True)
@@ -59,13 +59,18 @@ class Settings:
     hardware: dict[str, Any]
     # The row only (`host maintenance` reads it); None in an operation of an older engine.
     evacuation: str | None = None
+    # The row only (HA, corral.engine.services.vm_ha); None in an operation of an older engine.
+    ha: bool | None = None
+    ha_priority: int | None = None
+    restart_policy: str | None = None
 
     @classmethod
     def of(cls, vm: Vm) -> Settings:
         return cls(cpus=vm.cpus, memory_mib=vm.memory_mib,
                    memory_target_mib=vm.memory_target_mib, description=vm.description or "",
                    hardware=vm_design.hardware_of(vm).model_dump(mode="json"),
-                   evacuation=vm.evacuation)
+                   evacuation=vm.evacuation, ha=vm.ha, ha_priority=vm.ha_priority,
+                   restart_policy=vm.restart_policy)
 
     def write(self, vm: Vm) -> None:
         vm.cpus, vm.memory_mib = self.cpus, self.memory_mib
@@ -73,6 +78,14 @@ class Settings:
         vm.hardware = dict(self.hardware)
         if self.evacuation is not None:
             vm.evacuation = self.evacuation
+        if self.ha is not None:
+            if not self.ha:
+                vm.ha_reason = None  # no longer HA: nothing HA did stands
+            vm.ha = self.ha
+        if self.ha_priority is not None:
+            vm.ha_priority = self.ha_priority
+        if self.restart_policy is not None:
+            vm.restart_policy = self.restart_policy
 
     @property
     def balloon_mib(self) -> int:
@@ -108,7 +121,12 @@ def changed_by(old: Settings, req: VmPatch) -> Settings:
     evacuation = req.evacuation.value if req.evacuation is not None else old.evacuation
     return Settings(cpus=cpus, memory_mib=memory, memory_target_mib=target,
                     description=description, hardware=hardware.model_dump(mode="json"),
-                    evacuation=evacuation)
+                    evacuation=evacuation,
+                    ha=req.ha if req.ha is not None else old.ha,
+                    ha_priority=req.ha_priority if req.ha_priority is not None
+                    else old.ha_priority,
+                    restart_policy=req.restart_policy.value if req.restart_policy is not None
+                    else old.restart_policy)
 
 
 def stopped_only(old: Settings, new: Settings, cloud_init: bool) -> list[str]:
@@ -155,6 +173,8 @@ def patch(ctx: EngineContext, name: str, req: VmPatch) -> Operation:
                              "is stopped or running)", state=state.value)
         old = Settings.of(vm)
         new = changed_by(old, req)
+        if req.ha:  # it must be able to run on another host
+            vm_ha.check_vm(s, vm)
         if vm.host_id is not None:  # a pin list names CPUs the host has (409 otherwise)
             hosts.check_placement(ctx, vm.host_id, Hardware.model_validate(new.hardware),
                                   new.cpus, new.memory_mib, starting=False)

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from corral.api import Operation, PowerAction, VmCreate, VmState, VmStatePut
 from corral.api import Vm as VmOut
 from corral.api.evacuation_mode import EvacuationMode
+from corral.api.restart_policy import RestartPolicy
 from corral.engine import projects
 from corral.engine.access import DEFAULT_PROJECT
 from corral.engine.agent_client import AgentClient
@@ -30,7 +31,9 @@ from corral.engine.services import (
     vm_cloudinit,
     vm_define,
     vm_design,
+    vm_ha,
     vm_nics,
+    vm_restart,
     vm_roots,
     vm_scheduling,
     vm_settings,
@@ -59,6 +62,9 @@ def to_api(vm: Vm, image: str, first_nic: tuple[str, str] | None, host: str | No
         hardware=vm_design.hardware_of(vm), description=vm.description or "",
         memory_target_mib=vm.memory_target_mib, pending=vm_design.pending(vm), group=group,
         evacuation=EvacuationMode(vm.evacuation or EvacuationMode.AUTO),
+        ha=bool(vm.ha), ha_priority=vm.ha_priority or 0,
+        restart_policy=RestartPolicy(vm.restart_policy or RestartPolicy.ALWAYS),
+        ha_reason=vm.ha_reason,
     )
 
 
@@ -174,6 +180,9 @@ def create(ctx: EngineContext, req: VmCreate, project: str = DEFAULT_PROJECT) ->
         if host_bound and host.id != likely:  # another create took the likely host meanwhile
             hosts.check_placement(ctx, host.id, hw, req.cpus, req.memory_mib, starting=False)
         root_pool_id = vm_roots.pick(s, req.pool, host, image.format == "iso")
+        if req.ha:  # it must be able to run on another host
+            vm_ha.check_movable(req.name, s.get(StoragePool, root_pool_id)
+                                if root_pool_id else None)
         quotas.check_vm(s, project, req.cpus, req.memory_mib, disk)
         vm = Vm(
             name=req.name, project=project, image_id=image.id, host_id=host.id, root_pool_id=root_pool_id,
@@ -182,7 +191,8 @@ def create(ctx: EngineContext, req: VmCreate, project: str = DEFAULT_PROJECT) ->
             cloud_init=vm_cloudinit.stored(req.cloud_init),
             hardware=req.hardware.model_dump(mode="json"), description=req.description,
             group_id=group.id if group else None, host_tags=req.host_tags,
-            evacuation=req.evacuation.value,
+            evacuation=req.evacuation.value, ha=req.ha, ha_priority=req.ha_priority,
+            restart_policy=req.restart_policy.value,
         )
         s.add(vm)
         with claims.unique(f"VM {req.name} was just taken by a concurrent request",
@@ -246,6 +256,7 @@ def execute_create(ctx: EngineContext, op: OpContext) -> None:
         vm_define.rollback_create(ctx, agent, vm_id, name)
         raise
     vm_define.set_fields(ctx, vm_id, state=state.value)
+    vm_ha.spread_image(ctx, op, vm_id)  # an HA VM's image where it may have to run again
 
 
 def _check_start(ctx: EngineContext, name: str) -> None:
@@ -269,6 +280,8 @@ def change_state(ctx: EngineContext, name: str, req: VmStatePut) -> Operation:
             check_action(name, state, req.action)
         was = {"desired_power": vm.desired_power}  # what a cancel before it starts restores
         vm.desired_power = DESIRED[req.action]
+        if req.action == PowerAction.START:
+            vm_restart.forget(vm)  # the user's start: a fresh HA restart budget
         vm_id, host_id = vm.id, vm.host_id
     params = {"vm_id": vm_id, "action": req.action.value, "force": req.force,
               "timeout": req.timeout, "was": was}

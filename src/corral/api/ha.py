@@ -1,0 +1,36 @@
+"""API types of high availability's state (``GET /api/v1/ha``, `corral ha status`)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+__all__ = ["HaHost", "HaStatus", "HaVm"]
+
+
+class HaHost(BaseModel):
+    name: str
+    state: str = Field(description="Its HA state in words: up, maintenance, or lost and why "
+                       "its VMs may or may not run elsewhere yet")
+    silent_s: float = Field(description="Seconds since its last report")
+    fence: str = Field(description="none | fencing | confirmed | failed")
+    fence_configured: bool = Field(description="It has a fence method "
+                                   "(`corral host fence set`)")
+    quorum: str = Field(description="unknown | in | out: the host as the quorate membership "
+                        "sees it (unknown: no quorum provider)")
+
+
+class HaVm(BaseModel):
+    name: str
+    host: str | None
+    priority: int
+    wants_running: bool
+    waiting: str | None = Field(description="Why it does not run again yet (None: nothing "
+                                "to wait for)")
+    recovering: bool = Field(description="Its recovery on another host is under way")
+
+
+class HaStatus(BaseModel):
+    detect_s: float
+    lease_s: float
+    hosts: list[HaHost]
+    vms: list[HaVm] = Field(description="HA VMs, highest priority first")

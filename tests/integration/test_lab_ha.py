@@ -1,0 +1,163 @@
+"""High availability for real: a 3-host `corral lab` (shared pool `shared`, image `tiny`,
+every host fenced by the lab's own fence agent `fence_corral_lab`, which `corral lab up`
+configures), tiny guests made HA with priorities.
+
+- Power off host 1 (`corral lab fault power-off`: every process of the host killed at
+  once, as a power loss): the engine loses it, fences it (the fence agent confirms it off),
+  and its HA VMs run on the other hosts, the higher priority first, and boot there (their
+  boot marker on the serial console); a non-HA VM stays down on host 1. A sampler reads
+  every lab host's QEMU pid files every 100 ms through all of it: never one VM's QEMU alive
+  on two hosts. Host 1 powered on again: it starts none of the VMs that moved, and loses
+  their stale definitions before it is up.
+- A fence method that cannot confirm: the HA VM stays down, `corral ha status` says why;
+  once the method is mended, the next try confirms and the VM runs elsewhere.
+
+One lab for the module, brought down at the end even when a test fails.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from clusterutil import LabEngine, host, lab_engine
+from labutil import LabCli, lab_session, qemu_pid
+from nodeutil import wait_for
+
+from corral.images.tiny import BOOT_MARKER
+
+pytestmark = pytest.mark.integration
+
+TINY = ("--image", "tiny", "--pool", "shared", "--memory", "64M")
+
+
+@pytest.fixture(scope="module")
+def lab(tiny_cache: Path) -> Iterator[LabCli]:
+    with lab_session(3, "shared", 600, "la", "--deb-cache", str(tiny_cache)) as cli:
+        yield cli
+
+
+@pytest.fixture(scope="module")
+def engine(lab: LabCli) -> Iterator[LabEngine]:
+    yield from lab_engine(lab)
+
+
+class TwoCopies:
+    """Reads every lab host's QEMU pid file of each VM every 100 ms (bounded by ``limit_s``)
+    and records any moment a VM's QEMU is alive on two hosts."""
+
+    def __init__(self, lab: LabCli, vms: list[str], limit_s: float = 600) -> None:
+        self.hosts = [lab.lab_host(name) for name in sorted(lab.hosts())]
+        self.vms, self.limit_s = vms, limit_s
+        self.seen: list[tuple[float, str, list[str]]] = []
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> TwoCopies:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        end = time.monotonic() + self.limit_s
+        while not self._stop.wait(0.1) and time.monotonic() < end:
+            self.samples += 1
+            for vm in self.vms:
+                alive = [h.name for h in self.hosts if qemu_pid(h, vm) is not None]
+                if len(alive) > 1:
+                    self.seen.append((time.monotonic(), vm, alive))
+
+
+def domains(lab: LabCli, name: str) -> dict[str, str]:
+    uri = lab.lab_host(name).libvirt_uri()
+    out = subprocess.run(["virsh", "-c", uri, "list", "--all"], capture_output=True,
+                         text=True, timeout=60, check=True).stdout
+    rows = [line.split(None, 2) for line in out.splitlines()[2:] if line.strip()]
+    return {r[1]: r[2].strip() for r in rows if len(r) == 3}
+
+
+def recoveries(engine: LabEngine) -> list[str]:
+    ops = [o for o in engine.sdk().list_operations() if o.type == "vm.recover"]
+    ops.sort(key=lambda o: o.created_at)
+    return [o.resources["vms"][0] for o in ops]
+
+
+def test_power_loss_fences_the_host_and_its_ha_vms_run_elsewhere_by_priority(
+        lab: LabCli, engine: LabEngine) -> None:
+    h1 = host(lab, 1)
+    ha = {"ha-hi": "10", "ha-lo": "1"}
+    try:
+        for vm, prio in ha.items():
+            lab.run("vm", "create", vm, *TINY, "--host", h1, "--ha", "--ha-priority", prio,
+                    "--start", timeout=300)
+        lab.run("vm", "create", "ha-plain", *TINY, "--host", h1, "--start", timeout=300)
+        assert lab.json("host", "fence", "show", h1), "lab up configured no fence method"
+        with TwoCopies(lab, [*ha, "ha-plain"]) as sampler:
+            lab.run("lab", "fault", h1, "power-off")
+            for vm in ha:
+                wait_for(f"{vm} to run on another host",
+                         lambda vm=vm: (lambda v: v["state"] == "running" and
+                                        v["host"] != h1)(engine.vm(vm)),
+                         timeout=120, every=0.5)
+            assert engine.host_states()[h1] == "down"  # fenced: known to be off
+            assert recoveries(engine) == ["ha-hi", "ha-lo"]
+            plain = engine.vm("ha-plain")
+            assert plain["host"] == h1 and plain["state"] == "stopped", plain
+            wait_for("ha-hi to boot on its new host",
+                     lambda: BOOT_MARKER in engine.console_log("ha-hi"), timeout=180, every=1)
+            moved = {vm: engine.vm(vm)["host"] for vm in ha}
+            lab.run("lab", "fault", h1, "power-on", timeout=300)
+            wait_for(f"{h1} up again", lambda: engine.host_states()[h1] == "up",
+                     timeout=120, every=0.5)
+            on_h1 = domains(lab, h1)
+            assert not set(ha) & set(on_h1), on_h1  # stale copies gone before it was up
+            assert on_h1.get("ha-plain") == "shut off", on_h1
+            for vm, where in moved.items():
+                assert engine.vm(vm)["host"] == where
+                assert domains(lab, where).get(vm) == "running"
+            time.sleep(2)  # a few more samples with h1 back
+        assert sampler.samples > 100
+        assert sampler.seen == [], sampler.seen[:5]
+    finally:
+        for vm in (*ha, "ha-plain"):
+            lab.run("vm", "delete", vm, "--force", check=False, timeout=300)
+
+
+def test_a_fence_that_cannot_confirm_keeps_the_vm_down_until_it_can(
+        lab: LabCli, engine: LabEngine) -> None:
+    h2 = host(lab, 2)
+    root = lab.state()["root"]
+    try:
+        lab.run("vm", "create", "ha-wait", *TINY, "--host", h2, "--ha", "--start",
+                timeout=300)
+        lab.run("host", "fence", "remove", h2)
+        lab.run("host", "fence", "set", h2, "--agent", "fence_corral_lab",
+                "--option", "root=/nonexistent/lab", "--option", f"plug={h2}")
+        lab.run("lab", "fault", h2, "power-off")
+
+        def waiting() -> str:
+            st = lab.json("ha", "status")
+            return next(v["waiting"] or "" for v in st["vms"] if v["name"] == "ha-wait")
+
+        wait_for("ha status to say why ha-wait waits", lambda: "fenc" in waiting(),
+                 timeout=60, every=0.5)
+        assert engine.vm("ha-wait")["host"] == h2
+        text = lab.run("ha", "status").stdout
+        assert "ha-wait" in text and "failed" in text, text
+        lab.run("host", "fence", "remove", h2)
+        lab.run("host", "fence", "set", h2, "--agent", "fence_corral_lab",
+                "--option", f"root={root}", "--option", f"plug={h2}")
+        wait_for("ha-wait to run on another host",
+                 lambda: (lambda v: v["state"] == "running" and v["host"] != h2)(
+                     engine.vm("ha-wait")), timeout=120, every=0.5)
+    finally:
+        lab.run("vm", "delete", "ha-wait", "--force", check=False, timeout=300)
+        lab.run("lab", "fault", h2, "power-on", check=False, timeout=300)
