@@ -32,7 +32,7 @@ from corral.images.tiny import BOOT_MARKER
 
 pytestmark = pytest.mark.integration
 
-TINY = ("--image", "tiny", "--pool", "shared", "--memory", "64M")
+TINY = ("--image", "tiny", "--pool", "shared", "--memory", "128M")  # 64M: no boot
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +113,8 @@ def test_power_loss_fences_the_host_and_its_ha_vms_run_elsewhere_by_priority(
             assert plain["host"] == h1 and plain["state"] == "stopped", plain
             wait_for("ha-hi to boot on its new host",
                      lambda: BOOT_MARKER in engine.console_log("ha-hi"), timeout=180, every=1)
+            # and a DHCP address: h1 served the overlay `default`, a surviving host does now
+            engine.wait_booted("ha-hi", timeout=120)
             moved = {vm: engine.vm(vm)["host"] for vm in ha}
             lab.run("lab", "fault", h1, "power-on", timeout=300)
             wait_for(f"{h1} up again", lambda: engine.host_states()[h1] == "up",

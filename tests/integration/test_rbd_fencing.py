@@ -33,29 +33,31 @@ from pathlib import Path
 from corral.engine.agent_client import AgentClient
 from corral.engine.tls import agent_ssl_context
 from corral.errors import CorralError
-url, tls, pool, volume = sys.argv[1:5]
+url, tls, kind, pool, name = sys.argv[1:6]
 client = AgentClient(url, tls=agent_ssl_context(Path(tls)), reconnect_s=0)
 try:
-    print(json.dumps(client.fence_volume(pool, volume).model_dump()))
+    fence = client.fence_root if kind == "root" else client.fence_volume
+    print(json.dumps(fence(pool, name).model_dump()))
 except CorralError as exc:
     print(json.dumps({"error": exc.to_dict()}))
 """
 
 
-def _fence(node: Node) -> Any:
+def _fence(node: Node, kind: str = "volume", pool: str = POOL, name: str = VOLUME) -> Any:
+    """The agent's fence route of a volume or (``kind`` root) a VM's root disk."""
     proc = node.host.run([sys.executable, "-c", _CALL, AGENT_URL, str(node.data_dir / "tls"),
-                          POOL, VOLUME], timeout=120)
+                          kind, pool, name], timeout=120)
     return json.loads(proc.stdout)
 
 
 class Writer:
     """qemu-io with the image open, fed commands one at a time; its output kept."""
 
-    def __init__(self, node: Node, conf: str) -> None:
+    def __init__(self, node: Node, conf: str, image: str = VOLUME) -> None:
         self.out = ""
         self._lock = threading.Lock()
         self.proc = node.host.popen(
-            ["qemu-io", "-f", "raw", f"rbd:rbd/{VOLUME}:conf={conf}"],
+            ["qemu-io", "-f", "raw", f"rbd:rbd/{image}:conf={conf}"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -103,8 +105,12 @@ def _volume(node: Node, ceph: CephCluster) -> Iterator[None]:
         node.cli("storage", "pool", "delete", POOL, check=False)
 
 
-def _watchers(ceph: CephCluster) -> list[str]:
-    status = json.loads(ceph.rbd("status", "--format", "json", f"rbd/{VOLUME}"))
+def _images(ceph: CephCluster) -> list[str]:
+    return sorted(json.loads(ceph.rbd("ls", "-p", "rbd", "--format", "json")))
+
+
+def _watchers(ceph: CephCluster, image: str = VOLUME) -> list[str]:
+    status = json.loads(ceph.rbd("status", "--format", "json", f"rbd/{image}"))
     return [str(w["address"]) for w in status["watchers"]]
 
 
@@ -152,8 +158,33 @@ def test_a_fenced_writer_can_no_longer_write_and_a_new_one_can(node: Node,
         assert not set(fenced) & set(_blocklist(ceph))
 
 
+def test_a_vm_root_disk_on_rbd_is_fenced_by_the_vm_name(node: Node, ceph: CephCluster) -> None:
+    """The root disk as `vm create --pool` makes it (``rbd/vm.NAME``), held by a writer as
+    the VM's QEMU would hold it."""
+    vm = "st-fenced-vm"
+    before = _images(ceph)
+    with _volume(node, ceph):
+        node.cli("vm", "create", vm, "--image", "tiny", "--memory", "64M", "--pool", POOL,
+                 timeout=300)
+        writer: Writer | None = None
+        fenced: list[str] = []
+        try:
+            writer = Writer(node, str(ceph.conf), f"vm.{vm}")
+            writer.do("write -P 0xab 0 4k", ("wrote 4096/4096",))
+            answer = _fence(node, "root", POOL, vm)
+            fenced = answer.get("addresses", [])
+            assert answer["image"] == f"rbd/vm.{vm}", answer
+            assert len(fenced) == 1 and fenced[0] in _blocklist(ceph)
+            assert ESHUTDOWN in writer.do("write 0 4k", (ESHUTDOWN, "wrote 4096/4096"))
+        finally:
+            if writer is not None:
+                writer.close()
+            for address in fenced:
+                ceph.cli("osd", "blocklist", "rm", address)
+            node.cli("vm", "delete", vm, "--force", check=False)
+    assert _images(ceph) == before  # its disk and the image's base in Ceph are gone
+
+
 def test_a_pool_that_is_not_rbd_is_refused(node: Node) -> None:
-    answer = node.host.run([sys.executable, "-c", _CALL, AGENT_URL, str(node.data_dir / "tls"),
-                            "default", "whatever"], timeout=60)
-    error = json.loads(answer.stdout)["error"]
+    error = _fence(node, "volume", "default", "whatever")["error"]
     assert error["code"] == "conflict" and "only the clients of RBD images" in error["message"]

@@ -378,3 +378,32 @@ def test_a_host_whose_stale_copies_cannot_be_removed_stays_out_of_use(world: Wor
     answer = rec.report(h1, HostReport(boot_id="b2", seq=0, interval_s=1, digest="",
                                        domains=1, load_1m=0, memory_available_mib=1024))
     assert answer.status == "down" and world.status("h1") == "down"
+
+
+def test_an_ha_vm_left_on_a_fenced_host_that_comes_back_starts_there(world: World) -> None:
+    world.fences.devices.add("h1")
+    with world.ctx.db.session() as s:  # no other host takes VMs
+        for name in ("h2", "h3"):
+            s.query(Host).filter_by(name=name).one().status = "maintenance"
+    world.add_vm("web", "h1")
+    world.add_vm("off", "h1")
+    with world.ctx.db.session() as s:  # a user stopped it: it stays stopped
+        s.query(Vm).filter_by(name="off").one().desired_power = "stopped"
+    world.agents.off.add("h1")
+    world.advance(4.0)
+    world.round()
+    world.advance(0.25)
+    world.round()
+    assert world.recoveries() == [] and world.vm_state("web") == "stopped"
+    assert "no host with room" in _vm_status(world)["web"]["waiting"]
+    world.agents.off.discard("h1")  # powered on again: its agent reports, it is up
+    with world.ctx.db.session() as s:
+        s.query(Host).filter_by(name="h1").one().status = "up"
+    world.advance(1.0)
+    world.round()
+    with world.ctx.db.session() as s:
+        starts = [o.id for o in s.query(Operation).filter_by(type="vm.start")]
+    assert len(starts) == 1
+    world.ctx.ops.wait(starts[0], timeout=30)
+    assert world.agents.running_on("web") == ["h1"] and world.vm_state("web") == "running"
+    assert world.agents.running_on("off") == []

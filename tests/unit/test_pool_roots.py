@@ -160,3 +160,18 @@ def test_a_host_without_the_image_makes_its_disk_from_the_pool_base(
     assert _byte(shared / ".vms" / "b.qcow2", 0) == 0x61
     with pytest.raises(NotFound):  # neither on the host nor in the pool
         second.create("sh", "c", "ghost", None)
+
+
+
+def test_a_vm_of_another_project_gets_its_root_disk_in_a_shared_pool(
+        setup: tuple[RootDisks, Storage, Path]) -> None:
+    """Hosts know a VM of project pa by its full name `pa.web`: an HA VM of a project has
+    its root disk in a shared pool under that name, and a clone of it too."""
+    roots, _storage, shared = setup
+    made = roots.create("sh", "pa.web", "img", None)
+    assert made == {"source": str(shared / ".vms" / "pa.web.qcow2"), "created": True}
+    assert roots.linked_clone("sh", "pa.web", "pa.copy")["created"] is True
+    with pytest.raises(InvalidInput):
+        roots.create("sh", "pa.web.x", "img", None)
+    assert roots.delete("sh", "pa.copy")["deleted"] is True
+    assert roots.delete("sh", "pa.web")["deleted"] is True

@@ -18,11 +18,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from corral.api import VmState
+from corral.api import PowerAction, VmState, VmStatePut
 from corral.engine.context import EngineContext
 from corral.engine.db.models import ClusterSetting, Host, Operation, Vm
 from corral.engine.oprows import ACTIVE
-from corral.engine.services import cluster_settings, host_states, vm_recovery
+from corral.engine.services import cluster_settings, host_states, networks, vm_recovery, vms
 from corral.engine.services.host_states import HostAction
 from corral.errors import Conflict, CorralError
 from corral.ha import policy
@@ -181,8 +181,33 @@ class HaLoop:
         for name in d.fence:
             self._start_fence(ids[name], name)
         self._recover(d)
+        self._start_in_place(d)
         self.last = Round(view, d, names, where)
         return d
+
+    def _start_in_place(self, d: Decision) -> None:
+        """HA VMs that should run but are stopped on a host that is up again: a fenced host
+        that came back before its VMs found room elsewhere (fencing left their rows
+        `stopped`). A VM a user stopped wants to stay stopped and is not among them, nor one
+        HA's restart budget left down (its desired power is `stopped` then)."""
+        with self.ctx.db.session() as s:
+            rows = (s.query(Vm.name, Host.name).join(Host, Vm.host_id == Host.id)
+                    .filter(Vm.ha.is_(True), Vm.desired_power == "running",
+                            Vm.state.in_((VmState.STOPPED.value, VmState.CRASHED.value)),
+                            Host.status == "up").all())
+            busy = {name for (res,) in s.query(Operation.resources).filter(
+                        Operation.status.in_(ACTIVE))
+                    for name in (res or {}).get("vms", [])}
+        for vm, host in rows:
+            if vm in busy or host not in d.targets or self._failed_lately(vm):
+                continue
+            try:
+                op = vms.change_state(self.ctx, vm, VmStatePut(action=PowerAction.START))
+                self._tried[vm] = (op.id, self._clock())
+                self.ctx.bus.publish("ha", {"vm": vm, "event": "starting", "message":
+                                            f"HA VM {vm} should run: started on {host}"})
+            except CorralError as exc:
+                log.warning("HA: starting VM %s on %s: %s", vm, host, exc)
 
     def _mark_lost(self, host_id: str, view: ClusterView, name: str) -> None:
         host = next(h for h in view.hosts if h.name == name)
@@ -231,6 +256,7 @@ class HaLoop:
             for vm in s.query(Vm).filter_by(host_id=host_id):
                 if vm.state not in (VmState.CREATING.value, VmState.DELETING.value):
                     vm.state = VmState.STOPPED.value
+        networks.move_servers_off(self.ctx, host_id)  # its overlays' gateway and DHCP
         self.ctx.bus.publish("ha", {"host": name, "event": "fenced",
                                     "message": f"host {name} is fenced: {said}"})
 

@@ -46,7 +46,7 @@ from corral.agent.pools.dir import DirPool, qemu_img
 from corral.agent.pools.rbd import RbdPool
 from corral.agent.storage import Progress, Storage, grow_qcow2
 from corral.errors import Conflict, CorralError, InvalidInput, NotFound
-from corral.validation import validate_name
+from corral.validation import validate_name, validate_vm_name
 
 _lock = threading.Lock()
 SNAP = "base"
@@ -54,6 +54,11 @@ SNAP = "base"
 
 def _name(value: str, what: str) -> str:
     return validate_name(value, what)
+
+
+def _vm(value: str) -> str:
+    """A VM's full name (``NAME`` or ``PROJECT.NAME``: a VM of another project)."""
+    return validate_vm_name(value, "vm")
 
 
 class RootDisks:
@@ -157,7 +162,7 @@ class _Files:
             d.mkdir(mode=0o711, exist_ok=True)
 
     def disk(self, vm: str) -> Path:
-        return self.vms / f"{_name(vm, 'vm')}.qcow2"
+        return self.vms / f"{_vm(vm)}.qcow2"
 
     def create(self, vm: str, image: str, src: Path, size: int | None,
                report: Progress | None) -> dict[str, Any]:
@@ -200,7 +205,7 @@ class _Files:
 
     def linked_clone(self, source: str, new: str) -> dict[str, Any]:
         self._dirs()
-        base = self.bases / f"{_name(source, 'vm')}@{_name(new, 'vm')}.qcow2"
+        base = self.bases / f"{_vm(source)}@{_vm(new)}.qcow2"
         with _lock:
             return freeze_and_overlay(self.disk(source), self.disk(new), base, source)
 
@@ -228,7 +233,7 @@ class _Rbd:
                                field="ceph_conf")
 
     def disk(self, vm: str) -> str:
-        return f"vm.{_name(vm, 'vm')}"
+        return f"vm.{_vm(vm)}"
 
     def uri(self, image: str) -> str:
         """``qemu-img``'s name of an RBD image (auth none: cephx is a later seam)."""
@@ -363,7 +368,7 @@ class _Rbd:
         """Freeze SOURCE's image as ``base.SOURCE.NEW@base``; SOURCE and NEW become clones of
         it. Idempotent: a re-run finishes whichever step is missing."""
         src, target = self.disk(source), self.disk(new)
-        base = f"base.{_name(source, 'vm')}.{_name(new, 'vm')}"
+        base = f"base.{_vm(source)}.{_vm(new)}"
         with _lock:
             if self.exists(target):
                 return {"source": f"{self.pool.pool}/{target}", "created": False}
