@@ -12,11 +12,15 @@ configures), tiny guests made HA with priorities.
 - A fence method that cannot confirm: the HA VM stays down, `corral ha status` says why;
   once the method is mended, the next try confirms and the VM runs elsewhere.
 
+- The lab engine's fence agent reads a host's power, powers it off and on (`corral host
+  power`).
+
 One lab for the module, brought down at the end even when a test fails.
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 import threading
 import time
@@ -88,6 +92,27 @@ def recoveries(engine: LabEngine) -> list[str]:
     ops = [o for o in engine.sdk().list_operations() if o.type == "vm.recover"]
     ops.sort(key=lambda o: o.created_at)
     return [o.resources["vms"][0] for o in ops]
+
+
+def test_the_lab_engine_fences_a_lab_host_off_and_powers_it_on(lab: LabCli) -> None:
+    """`corral lab up` gave each host fence_corral_lab; the engine runs it (in its own
+    namespaces) to read a host's power, power it off (every process of it gone) and on."""
+    name = host(lab, 3)
+    methods = lab.json("host", "fence", "show", name)
+    assert [(m["agent"], m["options"]["plug"]) for m in methods] == [
+        ("fence_corral_lab", name)]
+    assert lab.json("host", "fence", "test", name)["checks"][0]["power"] == "on"
+
+    lab.run("host", "power", name, "off", timeout=120)
+    assert lab.lab_host(name).processes() == []  # its libvirtd and agent are gone
+    off = lab.run("host", "power", name, "status", "-o", "json", check=False)
+    assert off.returncode == 0, off.stderr
+    assert json.loads(off.stdout)["checks"][0]["power"] == "off"
+
+    lab.run("host", "power", name, "on", timeout=120)
+    assert lab.lab_host(name).processes() != []
+    wait_for(f"{name} up again", lambda: lab.json("host", "show", name)["status"] == "up",
+             timeout=90, every=1)
 
 
 def test_power_loss_fences_the_host_and_its_ha_vms_run_elsewhere_by_priority(

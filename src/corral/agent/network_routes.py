@@ -71,7 +71,7 @@ class Networks:
         built is logged and left for the next ensure, never blocks the others."""
         for spec in self.specs():
             try:
-                network.ensure_network(spec, self.net_dir)
+                network.ensure_network(network.restored(spec, self.net_dir), self.net_dir)
             except CorralError as exc:
                 log.error("network %s could not be restored: %s", spec.name, exc.message)
 

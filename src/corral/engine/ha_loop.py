@@ -117,9 +117,16 @@ class HaLoop:
     def _loop(self) -> None:
         while not self._stop.wait(TICK_S):
             try:
+                if not self._any_ha():  # an idle engine (no HA VMs) pays one query a tick
+                    self.last = None
+                    continue
                 self.run_round()
             except Exception:  # keep watching whatever one round hit
                 log.exception("HA round failed")
+
+    def _any_ha(self) -> bool:
+        with self.ctx.db.session() as s:
+            return s.query(Vm.id).filter(Vm.ha.is_(True)).first() is not None
 
     # -- the view ---------------------------------------------------------------------------
     def view(self) -> tuple[ClusterView, dict[str, str], dict[str, str | None]]:

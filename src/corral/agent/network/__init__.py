@@ -5,7 +5,7 @@ Everything acts on the network namespace of the calling process (tests run it in
 namespace of their own). Public API::
 
     NetworkSpec, Lease, validate_spec, check_route_overlap, check_network,
-    ensure_network, delete_network, network_status, leases
+    ensure_network, delete_network, network_status, leases, restored
 
 Errors (``corral.errors``): ``InvalidInput`` for a bad spec (with ``field``), ``Conflict`` for
 a subnet overlapping a host route, an interface name taken by a non-bridge or a bridge of
@@ -20,6 +20,7 @@ from corral.agent.network.manager import (
     ensure_network,
     leases,
     network_status,
+    restored,
 )
 from corral.agent.network.routes import check_route_overlap
 from corral.agent_api.networks import Lease, NetworkSpec, validate_spec
@@ -33,5 +34,6 @@ __all__ = [
     "ensure_network",
     "leases",
     "network_status",
+    "restored",
     "validate_spec",
 ]

@@ -106,11 +106,30 @@ def check_network(spec: NetworkSpec, state_dir: Path | None = None) -> None:
                    owner=ownership.owner_of(state_dir) if state_dir is not None else None)
 
 
+def _bridge_mac(spec: NetworkSpec, owner: str) -> str:
+    """The gateway's MAC is fixed (guests' ARP caches), on whichever host serves now. A host
+    that only carries an overlay segment must not keep it (frames for the gateway would
+    stay on its bridge): after the server moved off it, its bridge takes a MAC of its own."""
+    return bridge.bridge_mac(spec) if spec.serves else bridge.mac_of(
+        f"corral-carrier:{spec.name}:{owner}")
+
+
+def restored(spec: NetworkSpec, state_dir: Path) -> NetworkSpec:
+    """The spec an agent rebuilds at its start, before the engine speaks. An overlay network
+    it served is served again only if its dnsmasq still runs (only the agent restarted):
+    after a host boot, the engine may have moved the server off it (fenced) and two DHCP
+    servers on one segment hand out one address twice. It carries the segment until the
+    engine's catch-up (host_sync) says whether it serves."""
+    if spec.vni is None or not spec.serves:
+        return spec
+    if dnsmasq.running_pid(dnsmasq.Paths.of(spec, state_dir)) is not None:
+        return spec
+    return spec.model_copy(update={"serve": False})
+
+
 def _build_linux(spec: NetworkSpec, undo: Undo, owner: str) -> bool:
     """Bridges (and the VLAN veth pair); True when the gateway device is new."""
-    # The gateway's MAC is fixed (guests' ARP caches); a host that only carries an overlay
-    # segment must not use it too (frames from the real gateway would look like its own).
-    mac = bridge.bridge_mac(spec) if spec.serves else None
+    mac = _bridge_mac(spec, owner)
     if spec.vlan is None:
         if not spec.managed:
             return False
@@ -130,11 +149,11 @@ def _build_linux(spec: NetworkSpec, undo: Undo, owner: str) -> bool:
     return created
 
 
-def _build_ovs(spec: NetworkSpec, paths: ovs.OvsPaths, undo: Undo) -> bool:
+def _build_ovs(spec: NetworkSpec, paths: ovs.OvsPaths, undo: Undo, owner: str) -> bool:
     """The OVS bridge (and the VLAN gateway port); True when the gateway device is new."""
     if not spec.managed:
         return False
-    mac = bridge.bridge_mac(spec) if spec.serves else None
+    mac = _bridge_mac(spec, owner)
     with _shared:
         made = ovs.ensure_bridge(paths, spec.bridge, mac if spec.vlan is None else None)
     if made:
@@ -178,7 +197,7 @@ def ensure_network(spec: NetworkSpec, state_dir: Path) -> None:
         paths = _preconditions(spec, owner=owner)
         undo: Undo = []
         try:
-            created = (_build_ovs(spec, paths, undo) if paths
+            created = (_build_ovs(spec, paths, undo, owner) if paths
                        else _build_linux(spec, undo, owner))
             _build_overlay(spec, paths, undo)
             if spec.serves:

@@ -103,6 +103,10 @@ class Network(Base):
                                          default="default", server_default="default")
     # Shared by an admin: every project may read it and use it (not change it).
     shared: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
+    # The host serving an overlay network's gateway, DHCP and DNS (0022): sticky, moved only
+    # off a fenced or removed host (services/networks.py); NULL until chosen.
+    served_by: Mapped[str | None] = mapped_column(
+        ForeignKey("hosts.id", ondelete="SET NULL"), nullable=True)
 
 
 class Vm(Base):

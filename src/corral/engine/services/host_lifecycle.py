@@ -22,7 +22,7 @@ from corral.engine.context import EngineContext
 from corral.engine.db import claims
 from corral.engine.db.models import Host, StoragePool, Vm, Volume
 from corral.engine.operations import OpContext
-from corral.engine.services import host_evacuation, host_states, host_sync, hosts
+from corral.engine.services import host_evacuation, host_states, host_sync, hosts, networks
 from corral.engine.services.host_states import FORCE_REMOVABLE, HostAction
 from corral.errors import Conflict, NotFound, WrongState
 
@@ -116,6 +116,7 @@ def execute_remove(ctx: EngineContext, op: OpContext) -> None:
         for pool in pools:
             s.delete(pool)
         s.flush()
+        networks.forget_server(s, host_id)  # peers_changed below: another host serves
         s.delete(host)
         pool_names = sorted(p.name for p in pools)
     ctx.forget_agent(host_id)

@@ -5,8 +5,9 @@ report carried a new boot id (its first report after joining, a restarted agent,
 that booted again): before its VMs are resynced, the host gets
 
 - every ready network, with its VXLAN endpoint and peers (``networks.host_bodies``: what a
-  create builds there); and the other hosts that are up get the overlay networks again, so
-  that their peer lists name the new host;
+  create builds there; an overlay served by the host its row names, sticky), and its static
+  leases (a host that only carries an overlay may serve it later); and the other hosts
+  that are up get the overlay networks again, so that their peer lists name the new host;
 - every ready pool that is cluster-wide (shared directory, rbd), read back as a host that
   was not the first (a shared pool's marker must be there: ``verify``);
 - the ports of its VMs' NICs (security groups, anti-spoofing).
@@ -23,11 +24,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from corral.agent_api.networks import NetworkBody
+from corral.agent_api.networks import NetworkBody, ReservationEntry
 from corral.engine.agent_client import AgentClient
 from corral.engine.context import EngineContext
 from corral.engine.db.models import Host, Network, Nic, StoragePool, Vm
-from corral.engine.services import host_fanout, networks, pools, security_groups
+from corral.engine.services import host_fanout, networks, pools, security_groups, vm_nics
 from corral.errors import CorralError
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,10 @@ def catch_up(ctx: EngineContext, host_id: str) -> list[str]:
         nets = list(s.query(Network).filter_by(status=READY).order_by(Network.name))
         mine = [(n.name, body) for n in nets
                 if (body := networks.host_bodies(s, n).get(host_id)) is not None]
+        # static leases everywhere, served or not: a host may serve an overlay later
+        static = [(n.name, [ReservationEntry(mac=m, ip=ip, name=label)
+                            for m, ip, label in vm_nics.reservations_of(s, n.id)])
+                  for n in nets if n.subnet and n.dhcp_start]
         shared = [(p.name, pools.agent_body(p, "verify")) for p in s.query(StoragePool)
                   .filter(StoragePool.host_id.is_(None), StoragePool.status == READY)
                   .order_by(StoragePool.name)]
@@ -55,6 +60,10 @@ def catch_up(ctx: EngineContext, host_id: str) -> list[str]:
     problems: list[str] = []
     for net, body in mine:
         _try(problems, f"network {net}", agent.ensure_network, net, body)
+    for net, entries in static:
+        if entries:
+            _try(problems, f"static leases of network {net}", agent.set_reservations, net,
+                 entries)
     for pool, pbody in shared:
         _try(problems, f"pool {pool}", agent.ensure_pool, pool, pbody)
     _try(problems, "ports of its VMs", security_groups.push_nics, ctx, nic_ids)

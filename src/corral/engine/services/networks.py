@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import logging
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlparse
@@ -41,6 +42,7 @@ from corral.errors import Conflict, CorralError, InvalidInput, NotFound
 
 POOL = ipaddress.IPv4Network("10.210.0.0/16")  # where a subnet is picked when none is given
 DEFAULT_DNS_DOMAIN = "corral"
+log = logging.getLogger(__name__)
 READY, CREATING, DELETING = "ready", "creating", "deleting"
 
 
@@ -116,20 +118,91 @@ def _host_bodies(s: Any, n: Network) -> list[tuple[str, NetworkBody]]:
 
     Every host, not only those that answered the last reconciler pass: a host that cannot be
     reached fails the operation (and it is undone) rather than being left without, or with
-    a stale copy of, the network. An overlay network is one L2 segment: the first host by
-    name serves its gateway, DHCP and DNS; the others carry the segment. Any other network is
+    a stale copy of, the network. An overlay network is one L2 segment: one host serves its
+    gateway, DHCP and DNS (``server``); the others carry the segment. Any other network is
     local to each host, and each host serves it.
     """
     every = list(s.query(Host).order_by(Host.name))
+    serving = server(n, every) if n.vni is not None else None
     out = []
     for h in every:
         local, peers, serve = None, None, True
         if n.vni is not None:
             local = _underlay(h)
             peers = [a for o in every if o.id != h.id and (a := _underlay(o)) is not None]
-            serve = h.id == every[0].id
+            serve = h.id == serving
         out.append((h.id, spec_of(n, local, peers, serve).body()))
     return out
+
+
+# -- who serves an overlay network: sticky, moved only off a host known to be off ----------
+
+def server(n: Network, every: list[Host]) -> str | None:
+    """The host id that serves overlay network ``n`` (``every``: the hosts by name).
+
+    Its recorded server while that host exists, even when it does not answer: a host that is
+    only cut off may still serve, and two DHCP servers on one segment hand out one address
+    twice. Otherwise (new network, or its server was removed or fenced while no other host
+    was up) the first host by name that is up, recorded now; with none up, the first by
+    name for now (not recorded: the first host up later is chosen)."""
+    if n.served_by is not None and any(h.id == n.served_by for h in every):
+        return n.served_by
+    chosen = next((h for h in every if h.status == "up"), None)
+    if chosen is None:
+        return every[0].id if every else None
+    n.served_by = chosen.id
+    return n.served_by
+
+
+def forget_server(s: Any, host_id: str) -> list[str]:
+    """Its overlay networks lose ``host_id`` as their server (it is being removed): the next
+    build of their bodies chooses another (``server``). The names of those networks."""
+    rows = list(s.query(Network).filter(Network.served_by == host_id))
+    for n in rows:
+        n.served_by = None
+    return sorted(n.name for n in rows)
+
+
+def move_servers_off(ctx: EngineContext, host_id: str) -> list[str]:
+    """The overlay networks that ``host_id`` served move to the first host by name that is
+    up, and every host that is up gets its new body (the new server starts serving, the
+    others keep carrying the segment). Only for a host known to be off (fenced) or gone:
+    the dead host gets a body that does not serve when it joins again (host_sync). What
+    failed, per host (the next restart of its agent catches up)."""
+    with ctx.db.session() as s:
+        up = [h for h in s.query(Host).filter(Host.status == "up").order_by(Host.name)
+              if h.id != host_id]
+        names = {h.id: h.name for h in s.query(Host)}
+        moved: list[tuple[str, str | None]] = []
+        for n in s.query(Network).filter(Network.served_by == host_id).order_by(Network.name):
+            n.served_by = up[0].id if up else None  # none up: the first that is, later
+            moved.append((n.name, n.served_by))
+        s.flush()
+        per_host: dict[str, list[tuple[str, NetworkBody]]] = {h.id: [] for h in up}
+        for n in s.query(Network).filter(Network.name.in_([m for m, _ in moved if up]),
+                                         Network.status == READY):
+            for h, body in host_bodies(s, n).items():
+                if h in per_host:
+                    per_host[h].append((n.name, body))
+    for net, to in moved:
+        where = f"host {names[to]}" if to else "the first host that is up again"
+        ctx.bus.publish("network", {"name": net, "status": READY, "served_by": names.get(to or ""),
+                                    "message": f"network {net}: its gateway, DHCP and DNS move "
+                                               f"from host {names.get(host_id, host_id)} to "
+                                               f"{where}"})
+
+    def rebuild(work: list[tuple[str, NetworkBody]]) -> Callable[[AgentClient], None]:
+        def call(agent: AgentClient) -> None:
+            for net, body in work:
+                agent.ensure_network(net, body)
+        return call
+
+    outcomes = each_host(ctx, [(h, rebuild(w)) for h, w in per_host.items() if w])
+    problems = [f"network bodies on host {names.get(o.host_id, o.host_id)}: {o.error.message}"
+                for o in outcomes if o.error is not None]
+    for problem in problems:
+        log.warning("moving network servers off host %s: %s", names.get(host_id), problem)
+    return problems
 
 
 def host_bodies(s: Any, n: Network) -> dict[str, NetworkBody]:
