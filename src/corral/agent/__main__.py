@@ -23,6 +23,7 @@ import uvicorn
 
 from corral.agent import children, migration_pki
 from corral.agent.app import AgentSettings, create_app
+from corral.agent.lock_daemon import LockDaemonWatch
 from corral.agent.reporter import Reporter
 from corral.errors import Conflict, CorralError, InvalidInput
 from corral.host_identity import Identity
@@ -98,6 +99,11 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--protect-dir", type=Path, action="append", default=[],
                    help="another directory of corral's (the engine's data dir): never read, "
                         "written or made a pool for a user (repeat it)")
+    p.add_argument("--lock-daemon-pidfile", type=Path, default=None, metavar="PATH",
+                   help="virtlockd's pid file, on a host whose qemu.conf sets lock_manager = "
+                        "\"lockd\" (disk leases): if virtlockd dies, this host's QEMUs are "
+                        "killed (their leases died with it), then virtlockd and libvirtd are "
+                        "started again; see docs/ha.md \"Disk leases\"")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -158,6 +164,8 @@ def _run_argv(args: argparse.Namespace) -> list[str]:
         argv += ["--import-allow-cidr", cidr]
     for d in args.protect_dir:
         argv += ["--protect-dir", str(d)]
+    if args.lock_daemon_pidfile is not None:
+        argv += ["--lock-daemon-pidfile", str(args.lock_daemon_pidfile)]
     argv += ["--reboot-command", args.reboot_command,
              "--poweroff-command", args.poweroff_command]
     return argv
@@ -195,6 +203,8 @@ def serve(args: argparse.Namespace, identity: Identity) -> None:
     atexit.register(children.kill_all)  # PDEATHSIG kills the children too; this their groups
     app = create_app(settings)
     reporter = Reporter(identity, app.state.agent.hv, args.heartbeat_interval)
+    if args.lock_daemon_pidfile is not None:
+        LockDaemonWatch(args.lock_daemon_pidfile).start()
     config = uvicorn.Config(app, host=args.listen, port=args.port, log_level="warning",
                             access_log=False,
                             ssl_context_factory=lambda _cfg, _default: identity.server_context())

@@ -16,11 +16,18 @@ StateDirOpt = typer.Option(Path("/var/lib/corral-agent"), "--state-dir",
 ListenOpt = typer.Option("0.0.0.0", "--listen", help="Address to serve the engine on")
 PortOpt = typer.Option(8444, "--port", help="Port to serve the engine on")
 UriOpt = typer.Option("qemu:///system", "--libvirt-uri")
+LockOpt = typer.Option(
+    None, "--lock-daemon-pidfile", metavar="PATH",
+    help="virtlockd's pid file (/run/virtlockd.pid), where qemu.conf sets lock_manager = "
+    "\"lockd\": if virtlockd dies, this host's QEMUs are killed (their disk leases died "
+    "with it), then virtlockd and libvirtd are started again (docs/ha.md \"Disk leases\")")
 
 
-def _common(state_dir: Path, listen: str, port: int, libvirt_uri: str) -> list[str]:
+def _common(state_dir: Path, listen: str, port: int, libvirt_uri: str,
+            lock_pidfile: Path | None) -> list[str]:
     return ["--state-dir", str(state_dir), "--listen", listen, "--port", str(port),
-            "--libvirt-uri", libvirt_uri]
+            "--libvirt-uri", libvirt_uri,
+            *(["--lock-daemon-pidfile", str(lock_pidfile)] if lock_pidfile else [])]
 
 
 @app.command("join")
@@ -33,7 +40,7 @@ def join(url: str = typer.Argument(..., help="The engine: https://HOST:PORT"),
              None, "--address", help="Where the engine reaches this agent (default: --listen, "
              "or the address this machine reaches the engine from)"),
          state_dir: Path = StateDirOpt, listen: str = ListenOpt, port: int = PortOpt,
-         libvirt_uri: str = UriOpt) -> None:
+         libvirt_uri: str = UriOpt, lock_pidfile: Path | None = LockOpt) -> None:
     """Join the cluster of the engine at URL, then serve it in the foreground.
 
     The token names the engine's CA fingerprint: the CA the engine shows is checked against
@@ -44,13 +51,13 @@ def join(url: str = typer.Argument(..., help="The engine: https://HOST:PORT"),
 
     main(["join", url, "--token", token, *(["--name", name] if name else []),
           *(["--address", address] if address else []),
-          *_common(state_dir, listen, port, libvirt_uri)])
+          *_common(state_dir, listen, port, libvirt_uri, lock_pidfile)])
 
 
 @app.command("run")
 def run(state_dir: Path = StateDirOpt, listen: str = ListenOpt, port: int = PortOpt,
-        libvirt_uri: str = UriOpt) -> None:
+        libvirt_uri: str = UriOpt, lock_pidfile: Path | None = LockOpt) -> None:
     """Serve the engine this host joined (`corral agent join`), in the foreground."""
     from corral.agent.__main__ import main
 
-    main(["run", *_common(state_dir, listen, port, libvirt_uri)])
+    main(["run", *_common(state_dir, listen, port, libvirt_uri, lock_pidfile)])

@@ -95,11 +95,38 @@ migrate_tls_x509_verify = 1
 """
 
 
+def _lock_manager_conf(lockspace: Path | None) -> str:
+    if lockspace is None:
+        return ""
+    return """
+# Disk leases (docs/ha.md "Disk leases"): QEMU opens a disk only while virtlockd holds a lease
+# on it, in a lockspace every lab host shares (qemu-lockd.conf): a second QEMU on the same
+# disk, on any host, is refused. virtlockd must run before libvirtd.
+lock_manager = "lockd"
+"""
+
+
+def write_lockd_conf(etc: Path, lockspace: Path) -> None:
+    """qemu-lockd.conf: leases of every writable disk (by path, hashed) in ``lockspace``."""
+    _write(etc / "qemu-lockd.conf", f"""\
+# qemu-lockd.conf of a corral lab host, written by corral.lab (replaces the machine's).
+# Every writable disk gets a lease automatically (read-only and shareable disks are not
+# leased exclusively), kept as a file named after the disk path's sha256 in a directory on
+# storage all hosts share; a disk without a lease is never opened.
+auto_disk_leases = 1
+require_lease_for_disks = 1
+file_lockspace_dir = "{lockspace}"
+""", 0o644)
+
+
 def write_lab_configs(etc: Path, *, name: str, address: str, host_uuid: str,
-                      pki: Path | None = None) -> None:
+                      pki: Path | None = None, lockspace: Path | None = None) -> None:
     """Write libvirtd.conf and qemu.conf of the lab host (the machine's copies are replaced).
     ``pki``: the certificates of a lab host whose agent joined a cluster (TLS only); None: a
-    lab host on its own (plain TCP, for tests of the lab host itself)."""
+    lab host on its own (plain TCP, for tests of the lab host itself). ``lockspace``: the
+    shared lease directory of a lab with shared storage (lock manager lockd); None: no lock
+    manager (nothing else sees this host's disks, and QEMU's own image locks already refuse
+    a second writer on one host)."""
     libvirtd_conf = f"""\
 # libvirtd.conf of corral lab host {name!r}, written by corral.lab (replaces the machine's).
 #
@@ -122,6 +149,8 @@ cgroup_controllers = [ ]
 
 # The address a migration source is told to connect to when this host is the destination.
 migration_host = "{address}"
-{_migrate_tls_conf(pki)}"""
+{_migrate_tls_conf(pki)}{_lock_manager_conf(lockspace)}"""
     _write(etc / "libvirtd.conf", libvirtd_conf, 0o644)
     _write(etc / "qemu.conf", qemu_conf, 0o600)
+    if lockspace is not None:
+        write_lockd_conf(etc, lockspace)

@@ -9,6 +9,7 @@ Layout (``ROOT``, default /var/lib/corral-lab)::
     engine/             the engine's data dir (never the `corral up` node's)
     hosts/<name>/       the lab host's root_dir; agent/ its agent's state dir, agent.log
     shared/             --storage shared: the directory every lab host sees (pool `shared`)
+    lockspace/          --storage shared: the disk leases of every lab host's virtlockd
     ceph/               --storage rbd: the Ceph cluster (corral.lab.ceph; pool `rbd`), its
                         daemons in the engine's namespace
     tiny-cache/         the tiny guest's .debs, when `lab up` downloaded them (no --deb-cache)
@@ -200,7 +201,8 @@ class Lab:
         index = _free_index(st.used_indexes())
         root_dir = self.root / "hosts" / name
         # Its libvirtd listens with TLS only, once its agent laid its certificate out there
-        host = LabHost(name, index, root_dir, tls_pki=pki_dir(root_dir / "agent"))
+        host = LabHost(name, index, root_dir, tls_pki=pki_dir(root_dir / "agent"),
+                       lockspace=self.root / "lockspace" if st.storage == "shared" else None)
         rec = HostRecord(name=name, number=number, index=index, root_dir=str(root_dir),
                          address=host.address)
         st.hosts[name] = rec
@@ -226,7 +228,7 @@ class Lab:
         with open(root_dir / "agent.log", "ab") as logf:
             proc = host.popen([*AGENT, *args, "--state-dir", str(agent_dir),
                                "--listen", rec.address, "--port", str(AGENT_PORT),
-                               *self._power_commands(rec.name)],
+                               *self._power_commands(rec.name), *_lock_daemon(host)],
                               stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
                               start_new_session=True)
         return proc.pid
@@ -551,6 +553,12 @@ class Lab:
 
 
 # -- helpers ------------------------------------------------------------------------------
+
+def _lock_daemon(host: LabHost) -> list[str]:
+    """The agent watches virtlockd where the lab host uses disk leases (docs/ha.md)."""
+    pidfile = host.lock_daemon_pidfile()
+    return [] if pidfile is None else ["--lock-daemon-pidfile", str(pidfile)]
+
 
 def _run(argv: list[str], *, timeout: float, what: str,
          env: dict[str, str] | None = None) -> str:

@@ -12,7 +12,8 @@ interfaces, and /sys/fs/cgroup is empty). In the holder's mount namespace, direc
 ``root_dir`` are bound over /etc/libvirt, /run/libvirt, /var/lib/libvirt, /var/log/libvirt and
 /var/cache/libvirt (and /etc/openvswitch, /run/openvswitch, /var/log/openvswitch, for an Open
 vSwitch its agent may start), and the lab host runs its own virtlogd and libvirtd (pid files
-in ``root_dir/run``). Commands enter both namespaces with ``nsenter --target <holder>``.
+in ``root_dir/run``), and virtlockd too in a lab with shared storage (disk leases, see
+``_config.write_lockd_conf``). Commands enter both namespaces with ``nsenter --target <holder>``.
 
 /dev/kvm: this machine has no udev, so /dev/kvm is root-only (0600). libvirt then finds KVM
 unusable for its QEMU user while its capability probe (run with CAP_DAC_OVERRIDE) sees KVM
@@ -82,7 +83,7 @@ class LabHost:
     """A network + mount namespace with its own libvirtd; see the module docstring."""
 
     def __init__(self, name: str, index: int, root_dir: Path,
-                 tls_pki: Path | None = None) -> None:
+                 tls_pki: Path | None = None, lockspace: Path | None = None) -> None:
         if not isinstance(name, str) or not NAME_RE.match(name):
             raise InvalidInput(
                 f"lab host name {name!r} must be 1-8 characters of a-z, 0-9 and '-', "
@@ -107,6 +108,10 @@ class LabHost:
         # agent lays out there (corral.agent.migration_pki); None: plain TCP (a lab host
         # on its own). Kept in root_dir/tls-pki for later processes (power-on).
         self.tls_pki = tls_pki
+        # The disk leases' directory on storage every lab host shares (a lab with shared
+        # storage): libvirt's lock manager lockd, a virtlockd per host. Kept in
+        # root_dir/lockspace for later processes (power-on, the agent's argv).
+        self.lockspace = lockspace
         self._holder: subprocess.Popen[bytes] | None = None
         self._holder_pid: int | None = None
         if len(str(self._socket_path())) > _SOCKET_PATH_MAX:
@@ -215,7 +220,7 @@ class LabHost:
         _config.copy_etc(Path("/etc/libvirt"), self.root_dir / "etc")
         _config.write_lab_configs(
             self.root_dir / "etc", name=self.name, address=self.address,
-            host_uuid=self.host_uuid, pki=self.tls_pki,
+            host_uuid=self.host_uuid, pki=self.tls_pki, lockspace=self.lockspace,
         )
         marker = self.root_dir / "tls-pki"
         if self.tls_pki is not None:
@@ -225,6 +230,12 @@ class LabHost:
             marker.write_text(f"{self.tls_pki}\n")
         else:
             marker.unlink(missing_ok=True)
+        lockspace = self.root_dir / "lockspace"
+        if self.lockspace is not None:
+            self.lockspace.mkdir(mode=0o700, parents=True, exist_ok=True)
+            lockspace.write_text(f"{self.lockspace}\n")
+        else:
+            lockspace.unlink(missing_ok=True)
         self._seed_caps_cache()
         self._make_kvm_node()
         self._write_hosts_file()
@@ -367,7 +378,18 @@ class LabHost:
 
     def _start_daemons(self) -> None:
         self.run(["virtlogd", "-d", "-p", str(self._run / "virtlogd.pid")])
+        self._start_virtlockd()
         self._start_libvirtd()
+
+    def lock_daemon_pidfile(self) -> Path | None:
+        """virtlockd's pid file when this lab host uses disk leases (its agent watches it)."""
+        return self._run / "virtlockd.pid" if (self.root_dir / "lockspace").exists() else None
+
+    def _start_virtlockd(self) -> None:
+        """virtlockd before libvirtd (libvirtd's lockd plugin connects to it at start)."""
+        pidfile = self.lock_daemon_pidfile()
+        if pidfile is not None and self.daemon_pid("virtlockd") is None:
+            self.run(["virtlockd", "-d", "-p", str(pidfile)])
 
     def _start_libvirtd(self) -> None:
         self.run(["libvirtd", "-d", *self._listen(), "-p", str(self._run / "libvirtd.pid")])
@@ -487,12 +509,13 @@ class LabHost:
                         entry.unlink(missing_ok=True)
         if self.daemon_pid("virtlogd") is None:
             self.run(["virtlogd", "-d", "-p", str(self._run / "virtlogd.pid")])
+        self._start_virtlockd()
         if self.daemon_pid("libvirtd") is None:
             self._start_libvirtd()
         self._wait_ready()
 
     def daemon_pid(self, daemon: str) -> int | None:
-        """The live pid of ``virtlogd`` or ``libvirtd`` (from its pid file in run/)."""
+        """The live pid of ``virtlogd``, ``virtlockd`` or ``libvirtd`` (pid file in run/)."""
         try:
             pid = int((self._run / f"{daemon}.pid").read_text().strip())
         except (OSError, ValueError):
