@@ -122,6 +122,18 @@ def _blocklist(ceph: CephCluster) -> dict[str, str]:
     return {str(e["addr"]): str(e["until"]) for e in entries}
 
 
+def write_until_refused(writer: Writer, tries: int = 20) -> str:
+    """Write until a write fails (the OSDs learn the blocklist with the next OSD map: about
+    0.5 s here), at most ``tries`` writes 0.5 s apart; the last write's output."""
+    said = ""
+    for _ in range(tries):
+        said = writer.do("write -P 0xcd 0 4k", (ESHUTDOWN, "wrote 4096/4096"))
+        if ESHUTDOWN in said:
+            break
+        time.sleep(0.5)
+    return said
+
+
 def test_a_fenced_writer_can_no_longer_write_and_a_new_one_can(node: Node,
                                                               ceph: CephCluster) -> None:
     with _volume(node, ceph):
@@ -139,8 +151,7 @@ def test_a_fenced_writer_can_no_longer_write_and_a_new_one_can(node: Node,
             assert fenced[0] in _blocklist(ceph)
             assert answer["expire_s"] >= 24 * 3600  # outlives a host left cut off for long
 
-            said = old.do("write -P 0xcd 0 4k", (ESHUTDOWN, "wrote 4096/4096"))
-            assert ESHUTDOWN in said  # errno 108: the old client is fenced off
+            assert ESHUTDOWN in write_until_refused(old)  # errno 108: fenced off
             assert _watchers(ceph) == []
 
             # The VM's new QEMU (a new client instance) writes at once: only the old one is out.
@@ -175,7 +186,7 @@ def test_a_vm_root_disk_on_rbd_is_fenced_by_the_vm_name(node: Node, ceph: CephCl
             fenced = answer.get("addresses", [])
             assert answer["image"] == f"rbd/vm.{vm}", answer
             assert len(fenced) == 1 and fenced[0] in _blocklist(ceph)
-            assert ESHUTDOWN in writer.do("write 0 4k", (ESHUTDOWN, "wrote 4096/4096"))
+            assert ESHUTDOWN in write_until_refused(writer)
         finally:
             if writer is not None:
                 writer.close()
