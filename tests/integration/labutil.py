@@ -10,10 +10,12 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import pytest
 
@@ -150,3 +152,31 @@ def lab_session(hosts: int, storage: str, up_timeout: float = 400, first: str = 
         cli.run("lab", "up", "--hosts", str(hosts), "--storage", storage, "--prefix",
                 cli.prefix, *(up_args or ("--no-image",)), timeout=up_timeout)
         yield cli
+
+
+class Sampling:
+    """:meth:`sample` every ``every_s`` on a thread of its own while the ``with`` block runs
+    (bounded by ``limit_s``): watchers of what must never happen, even for a moment."""
+
+    def __init__(self, every_s: float, limit_s: float) -> None:
+        self.every_s, self.limit_s = every_s, limit_s
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def sample(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        end = time.monotonic() + self.limit_s
+        while not self._stop.wait(self.every_s) and time.monotonic() < end:
+            self.samples += 1
+            self.sample()

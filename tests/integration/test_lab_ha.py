@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from clusterutil import LabEngine, host, lab_engine
-from labutil import LabCli, lab_session, qemu_pid
+from labutil import LabCli, Sampling, lab_session, qemu_pid
 from nodeutil import wait_for
 
 from corral.images.tiny import BOOT_MARKER
@@ -50,34 +49,21 @@ def engine(lab: LabCli) -> Iterator[LabEngine]:
     yield from lab_engine(lab)
 
 
-class TwoCopies:
-    """Reads every lab host's QEMU pid file of each VM every 100 ms (bounded by ``limit_s``)
-    and records any moment a VM's QEMU is alive on two hosts."""
+class TwoCopies(Sampling):
+    """Reads every lab host's QEMU pid file of each VM every 100 ms and records any moment
+    a VM's QEMU is alive on two hosts."""
 
     def __init__(self, lab: LabCli, vms: list[str], limit_s: float = 600) -> None:
+        super().__init__(0.1, limit_s)
         self.hosts = [lab.lab_host(name) for name in sorted(lab.hosts())]
-        self.vms, self.limit_s = vms, limit_s
+        self.vms = vms
         self.seen: list[tuple[float, str, list[str]]] = []
-        self.samples = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> TwoCopies:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        end = time.monotonic() + self.limit_s
-        while not self._stop.wait(0.1) and time.monotonic() < end:
-            self.samples += 1
-            for vm in self.vms:
-                alive = [h.name for h in self.hosts if qemu_pid(h, vm) is not None]
-                if len(alive) > 1:
-                    self.seen.append((time.monotonic(), vm, alive))
+    def sample(self) -> None:
+        for vm in self.vms:
+            alive = [h.name for h in self.hosts if qemu_pid(h, vm) is not None]
+            if len(alive) > 1:
+                self.seen.append((time.monotonic(), vm, alive))
 
 
 def domains(lab: LabCli, name: str) -> dict[str, str]:
@@ -86,6 +72,11 @@ def domains(lab: LabCli, name: str) -> dict[str, str]:
                          text=True, timeout=60, check=True).stdout
     rows = [line.split(None, 2) for line in out.splitlines()[2:] if line.strip()]
     return {r[1]: r[2].strip() for r in rows if len(r) == 3}
+
+
+def runs_elsewhere(engine: LabEngine, vm: str, lost: str) -> bool:
+    shown = engine.vm(vm)
+    return bool(shown["state"] == "running" and shown["host"] != lost)
 
 
 def recoveries(engine: LabEngine) -> list[str]:
@@ -129,9 +120,7 @@ def test_power_loss_fences_the_host_and_its_ha_vms_run_elsewhere_by_priority(
             lab.run("lab", "fault", h1, "power-off")
             for vm in ha:
                 wait_for(f"{vm} to run on another host",
-                         lambda vm=vm: (lambda v: v["state"] == "running" and
-                                        v["host"] != h1)(engine.vm(vm)),
-                         timeout=120, every=0.5)
+                         lambda vm=vm: runs_elsewhere(engine, vm, h1), timeout=120, every=0.5)
             assert engine.host_states()[h1] == "down"  # fenced: known to be off
             assert recoveries(engine) == ["ha-hi", "ha-lo"]
             plain = engine.vm("ha-plain")
@@ -183,8 +172,7 @@ def test_a_fence_that_cannot_confirm_keeps_the_vm_down_until_it_can(
         lab.run("host", "fence", "set", h2, "--agent", "fence_corral_lab",
                 "--option", f"root={root}", "--option", f"plug={h2}")
         wait_for("ha-wait to run on another host",
-                 lambda: (lambda v: v["state"] == "running" and v["host"] != h2)(
-                     engine.vm("ha-wait")), timeout=120, every=0.5)
+                 lambda: runs_elsewhere(engine, "ha-wait", h2), timeout=120, every=0.5)
     finally:
         lab.run("vm", "delete", "ha-wait", "--force", check=False, timeout=300)
         lab.run("lab", "fault", h2, "power-on", check=False, timeout=300)

@@ -24,14 +24,12 @@ import os
 import re
 import signal
 import subprocess
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from clusterutil import LabEngine, host, lab_engine
-from labutil import LabCli, lab_session, qemu_pid
+from labutil import LabCli, Sampling, lab_session, qemu_pid
 from nodeutil import wait_for
 
 from corral.lab import _procs
@@ -110,35 +108,21 @@ def lease_held(lab: LabCli, disk: str) -> bool:
         return False
 
 
-class Sampler:
-    """Every 50 ms (bounded by ``limit_s``): is the old QEMU alive while a virtlockd other
-    than the killed one runs (a QEMU without a lease next to a lock daemon ready to grant
-    its disk to anyone)?"""
+class Sampler(Sampling):
+    """Every 50 ms: is the old QEMU alive while a virtlockd other than the killed one runs (a
+    QEMU without a lease next to a lock daemon ready to grant its disk to anyone)?"""
 
     def __init__(self, lab: LabCli, old_qemu: int, old_lockd: int,
                  limit_s: float = 120) -> None:
+        super().__init__(0.05, limit_s)
         self.host = lab.lab_host(host(lab, 1))
-        self.old_qemu, self.old_lockd, self.limit_s = old_qemu, old_lockd, limit_s
+        self.old_qemu, self.old_lockd = old_qemu, old_lockd
         self.unprotected = 0
-        self.samples = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> Sampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        end = time.monotonic() + self.limit_s
-        while not self._stop.wait(0.05) and time.monotonic() < end:
-            self.samples += 1
-            lockd = self.host.daemon_pid("virtlockd")
-            if lockd not in (None, self.old_lockd) and _procs.is_alive(self.old_qemu):
-                self.unprotected += 1
+    def sample(self) -> None:
+        lockd = self.host.daemon_pid("virtlockd")
+        if lockd not in (None, self.old_lockd) and _procs.is_alive(self.old_qemu):
+            self.unprotected += 1
 
 
 def test_lab_hosts_run_virtlockd_with_a_shared_lockspace(lab: LabCli) -> None:

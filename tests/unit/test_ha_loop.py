@@ -151,6 +151,17 @@ class World:
             time.sleep(0.05)
         return d
 
+    def lose(self, host: str, settle: bool = True) -> None:
+        """Power ``host`` off and run the rounds past detection: it is fenced, then its HA
+        VMs are recovered (and, with ``settle``, their recoveries ended)."""
+        self.agents.off.add(host)
+        self.advance(4.0)
+        self.round()
+        self.advance(0.25)
+        self.round()
+        if settle:
+            self.settle()
+
     def settle(self) -> None:
         """Every recovery submitted so far has ended."""
         for op_id, in self._ops():
@@ -299,12 +310,7 @@ def test_vms_that_find_no_room_wait_and_the_highest_priority_goes_first(
         s.query(Host).filter_by(name="h3").one().status = "maintenance"
     world.add_vm("big-low", "h1", priority=1, memory_mib=1536)
     world.add_vm("big-high", "h1", priority=5, memory_mib=1536)
-    world.agents.off.add("h1")
-    world.advance(4.0)
-    world.round()
-    world.advance(0.25)
-    world.round()
-    world.settle()
+    world.lose("h1")
     assert world.recoveries() == ["big-high"]
     assert world.host_of("big-high") == "h2"
     assert "no host with room" in _vm_status(world)["big-low"]["waiting"]
@@ -340,12 +346,7 @@ def test_a_setting_changes_the_detection_time(world: World) -> None:
 def test_a_host_that_comes_back_loses_its_stale_copy_before_it_is_up(world: World) -> None:
     world.fences.devices.add("h1")
     world.add_vm("web", "h1")
-    world.agents.off.add("h1")
-    world.advance(4.0)
-    world.round()
-    world.advance(0.25)
-    world.round()
-    world.settle()
+    world.lose("h1")
     moved_to = world.host_of("web")
     assert moved_to != "h1" and world.status("h1") == "down"
     # h1 powers on: its libvirt still has the domain (defined, not running)
@@ -365,12 +366,7 @@ def test_a_host_that_comes_back_loses_its_stale_copy_before_it_is_up(world: Worl
 def test_a_host_whose_stale_copies_cannot_be_removed_stays_out_of_use(world: World) -> None:
     world.fences.devices.add("h1")
     world.add_vm("web", "h1")
-    world.agents.off.add("h1")
-    world.advance(4.0)
-    world.round()
-    world.advance(0.25)
-    world.round()
-    world.settle()
+    world.lose("h1")
     rec = Reconciler(world.ctx)
     with world.ctx.db.session() as s:
         h1 = s.query(Host).filter_by(name="h1").one().id
@@ -389,11 +385,7 @@ def test_an_ha_vm_left_on_a_fenced_host_that_comes_back_starts_there(world: Worl
     world.add_vm("off", "h1")
     with world.ctx.db.session() as s:  # a user stopped it: it stays stopped
         s.query(Vm).filter_by(name="off").one().desired_power = "stopped"
-    world.agents.off.add("h1")
-    world.advance(4.0)
-    world.round()
-    world.advance(0.25)
-    world.round()
+    world.lose("h1", settle=False)
     assert world.recoveries() == [] and world.vm_state("web") == "stopped"
     assert "no host with room" in _vm_status(world)["web"]["waiting"]
     world.agents.off.discard("h1")  # powered on again: its agent reports, it is up

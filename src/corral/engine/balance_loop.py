@@ -22,6 +22,7 @@ from corral.engine.balancer import Verdict, decide, excess
 from corral.engine.context import EngineContext
 from corral.engine.db.models import Host
 from corral.engine.services import balancing
+from corral.engine.ticker import Ticker
 from corral.errors import CorralError
 
 log = logging.getLogger(__name__)
@@ -40,38 +41,21 @@ class _Decision:
     operation: str | None = None
 
 
-class Balancer:
+class Balancer(Ticker):
     def __init__(self, ctx: EngineContext, clock: Callable[[], float] | None = None) -> None:
+        super().__init__("balancer", TICK_S)
         self.ctx = ctx
         self._clock = clock or ctx.loads.clock
         self._decisions: deque[_Decision] = deque(maxlen=KEEP)
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="balancer", daemon=True)
         self._last_round = float("-inf")
 
-    @property
-    def running(self) -> bool:
-        return self._thread.is_alive()
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=10)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(TICK_S):
-            try:
-                p = balancing.policy(self.ctx)
-                if p.mode != "balance" or self._clock() - self._last_round < p.interval_s:
-                    continue
-                self._last_round = self._clock()
-                self.run_round()
-            except Exception:  # keep balancing whatever one round hit
-                log.exception("balancing round failed")
+    def tick(self) -> None:
+        p = balancing.policy(self.ctx)
+        if p.mode != "balance" or self._clock() - self._last_round < p.interval_s:
+            return
+        self._last_round = self._clock()
+        self.run_round()
 
     def run_round(self) -> Verdict | None:
         """One decision now; None when the policy is off or the balancer's own migration

@@ -24,6 +24,7 @@ from corral.engine.db.models import ClusterSetting, Host, Operation, Vm
 from corral.engine.oprows import ACTIVE
 from corral.engine.services import cluster_settings, host_states, networks, vm_recovery, vms
 from corral.engine.services.host_states import HostAction
+from corral.engine.ticker import Ticker
 from corral.errors import Conflict, CorralError
 from corral.ha import policy
 from corral.ha.model import ClusterView, Decision, Fence, HostView, Settings, VmView
@@ -91,9 +92,10 @@ def settings(ctx: EngineContext) -> Settings:
                     fence_retry_s=value("ha.fence_retry_s"))
 
 
-class HaLoop:
+class HaLoop(Ticker):
     def __init__(self, ctx: EngineContext, last_heard: Callable[[str], float],
                  clock: Callable[[], float], fencer: Fencer | None = None) -> None:
+        super().__init__("ha", TICK_S)
         self.ctx = ctx
         self._last_heard = last_heard
         self._clock = clock
@@ -102,27 +104,13 @@ class HaLoop:
         self._said: dict[str, str] = {}  # VM → the reason it waits, as last published
         self._tried: dict[str, tuple[str, float]] = {}  # VM → (its last recovery, when)
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="ha", daemon=True)
         self.last: Round | None = None
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=10)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(TICK_S):
-            try:
-                if not self._any_ha():  # an idle engine (no HA VMs) pays one query a tick
-                    self.last = None
-                    continue
-                self.run_round()
-            except Exception:  # keep watching whatever one round hit
-                log.exception("HA round failed")
+    def tick(self) -> None:
+        if not self._any_ha():  # an idle engine (no HA VMs) pays one query a tick
+            self.last = None
+            return
+        self.run_round()
 
     def _any_ha(self) -> bool:
         with self.ctx.db.session() as s:
