@@ -26,6 +26,26 @@ class DomainEvent(Body):
     state: str  # the domain's state after it (corral.agent_api.domains.DomainState)
 
 
+class Membership(Body):
+    """The cluster membership as this host's quorum provider (corosync votequorum) sees it:
+    the engine derives who is in the quorate membership from its peers' reports."""
+
+    quorate: bool
+    members: list[str] = Field(default_factory=list, max_length=1000,
+                               description="Node names (corral host names) of the members")
+    ring_id: str = Field("", max_length=100, description="corosync's ring id of this view")
+
+
+class LeaseState(Body):
+    """The host's lease as its guard holds it (`corral agent guard`, corral.agent.guard)."""
+
+    armed: bool = Field(description="The guard enforces it: the engine said the host has HA "
+                        "VMs, and it kills the host's QEMUs when it lapses")
+    left_s: float = Field(description="Until it lapses (negative: lapsed)")
+    self_fenced: bool = Field(False, description="It lapsed and the guard killed the host's "
+                              "QEMUs; not renewed since")
+
+
 class HostReport(Body):
     boot_id: str = Field(description="Changes each time the agent starts: a new one means "
                          "the engine must ask again what it knows of the host")
@@ -45,11 +65,19 @@ class HostReport(Body):
         "CPUs' worth each running VM (by id) used since the last report: 1.0 is one CPU "
         "busy all the time"))
     events: list[DomainEvent] = Field(default_factory=list, max_length=1000)
+    # HA (optional: an agent with no quorum provider or no guard sends none).
+    membership: Membership | None = None
+    lease: LeaseState | None = None
 
 
 class ReportAnswer(Answer):
     host: str  # the name the engine knows this host by
     status: str  # the host's state as the engine sees it now
+    # The host's lease, renewed by this answer from when the report was sent: how long it
+    # holds (cluster setting ha.lease_s) and whether the guard must enforce it (the host
+    # has HA VMs). None from an engine that predates leases: the guard keeps what it had.
+    lease_s: float | None = None
+    arm_lease: bool | None = None
 
 
 def domains_digest(states: Iterable[tuple[str, str]]) -> str:

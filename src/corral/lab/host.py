@@ -381,6 +381,11 @@ class LabHost:
         self._start_virtlockd()
         self._start_libvirtd()
 
+    def quorum_start_argv(self) -> list[str] | None:
+        """The argv that starts this host's corosync from inside its namespaces (its guard
+        runs it to rejoin the membership); None where the lab runs no quorum provider."""
+        return None
+
     def lock_daemon_pidfile(self) -> Path | None:
         """virtlockd's pid file when this lab host uses disk leases (its agent watches it)."""
         return self._run / "virtlockd.pid" if (self.root_dir / "lockspace").exists() else None
