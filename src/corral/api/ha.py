@@ -17,6 +17,9 @@ class HaHost(BaseModel):
                                    "(`corral host fence set`)")
     quorum: str = Field(description="unknown | in | out: the host as the quorate membership "
                         "sees it (unknown: no quorum provider)")
+    lease: str = Field("", description="Its guard's lease as its last report said: armed "
+                       "(with the seconds left then), not armed (no HA VMs), self-fenced (it "
+                       "lapsed and the guard killed its QEMUs), or none (no guard)")
 
 
 class HaVm(BaseModel):

@@ -22,7 +22,7 @@ def _print(st: HaStatus) -> None:
         ("HOST", lambda h: h.name),
         ("HA STATE", lambda h: h.state),
         ("FENCE", lambda h: h.fence if h.fence_configured else "no method"),
-        ("QUORUM", lambda h: h.quorum)])
+        ("QUORUM", lambda h: h.quorum), ("LEASE", lambda h: h.lease)])
     out.print()
     if not st.vms:
         out.print("no HA VMs (`corral vm set NAME --ha`)", highlight=False)

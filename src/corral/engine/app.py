@@ -99,7 +99,7 @@ def freeze_start_heap() -> None:
 def create_app(ctx: EngineContext) -> FastAPI:
     reconciler = Reconciler(ctx)
     balancer = Balancer(ctx)
-    ha = HaLoop(ctx, reconciler.last_heard, reconciler.clock)
+    ha = HaLoop(ctx, reconciler.last_heard, reconciler.clock, heard=reconciler.ha_heard)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

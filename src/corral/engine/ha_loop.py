@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from corral.agent_api.reports import LeaseState, Membership
 from corral.api import PowerAction, VmState, VmStatePut
 from corral.engine.context import EngineContext
 from corral.engine.db.models import ClusterSetting, Host, Operation, Vm
@@ -26,7 +27,7 @@ from corral.engine.services import cluster_settings, host_states, networks, vm_r
 from corral.engine.services.host_states import HostAction
 from corral.engine.ticker import Ticker
 from corral.errors import Conflict, CorralError
-from corral.ha import policy
+from corral.ha import membership, policy
 from corral.ha.model import ClusterView, Decision, Fence, HostView, Settings, VmView
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,17 @@ log = logging.getLogger(__name__)
 TICK_S = 0.25
 RETRY_S = 10.0  # a failed recovery of a VM is submitted again after this
 _OWNED_BY = ("vm.recover", "vm.migrate")  # operations that own a VM's whereabouts
+
+
+class Heard(Protocol):
+    """A host's last report as HA needs it (reconciler.HaHeard)."""
+
+    @property
+    def at(self) -> float: ...
+    @property
+    def membership(self) -> Membership | None: ...
+    @property
+    def lease(self) -> LeaseState | None: ...
 
 
 class Fencer(Protocol):
@@ -77,6 +89,7 @@ class Round:
     decision: Decision
     host_names: dict[str, str]  # host id → name
     vm_hosts: dict[str, str | None]  # VM → where its row says it is
+    leases: dict[str, LeaseState | None]  # host name → its lease, as it last reported it
 
 
 def settings(ctx: EngineContext) -> Settings:
@@ -94,11 +107,15 @@ def settings(ctx: EngineContext) -> Settings:
 
 class HaLoop(Ticker):
     def __init__(self, ctx: EngineContext, last_heard: Callable[[str], float],
-                 clock: Callable[[], float], fencer: Fencer | None = None) -> None:
+                 clock: Callable[[], float], fencer: Fencer | None = None,
+                 heard: Callable[[str], Heard | None] | None = None) -> None:
         super().__init__("ha", TICK_S)
         self.ctx = ctx
         self._last_heard = last_heard
+        self._heard = heard or (lambda host_id: None)
         self._clock = clock
+        self._standing: dict[str, membership.Standing] = {}  # host name → in/out of quorum
+        self._lapsed: dict[str, float] = {}  # host name → its last report, when its lease lapsed
         self.fencer: Fencer = fencer or FenceAgents(ctx)
         self._fence: dict[str, _FenceRun] = {}  # host id → its last fence run
         self._said: dict[str, str] = {}  # VM → the reason it waits, as last published
@@ -117,9 +134,11 @@ class HaLoop(Ticker):
             return s.query(Vm.id).filter(Vm.ha.is_(True)).first() is not None
 
     # -- the view ---------------------------------------------------------------------------
-    def view(self) -> tuple[ClusterView, dict[str, str], dict[str, str | None]]:
-        """(the view, host id → name, VM → host name)."""
+    def view(self) -> tuple[ClusterView, dict[str, str], dict[str, str | None],
+                            dict[str, LeaseState | None]]:
+        """(the view, host id → name, VM → host name, host name → its lease)."""
         now = self._clock()
+        ha_settings = settings(self.ctx)
         with self.ctx.db.session() as s:
             hosts = [(h.id, h.name, h.status) for h in s.query(Host)]
             vms = [(v.name, v.host_id, v.ha, v.ha_priority, v.desired_power)
@@ -128,26 +147,43 @@ class HaLoop(Ticker):
                         Operation.type.in_(_OWNED_BY), Operation.status.in_(ACTIVE))
                     for name in (res or {}).get("vms", [])}
         names = {host_id: name for host_id, name, _ in hosts}
+        heard = {name: self._heard(host_id) for host_id, name, _ in hosts}
+        standing = self._quorum(now, ha_settings, heard)
         host_views = []
         for host_id, name, status in hosts:
-            heard = self._last_heard(host_id)
+            last = self._last_heard(host_id)
             with self._lock:
                 run = self._fence.get(host_id)
-                if run is not None and run.status is not Fence.FENCING and heard > run.at:
+                if run is not None and run.status is not Fence.FENCING and last > run.at:
                     del self._fence[host_id]  # it came back since: a fresh start
                     run = None
+            got = heard[name]
+            lease = got.lease if got is not None else None
             host_views.append(HostView(
-                name=name, last_heard=heard, maintenance=status == "maintenance",
+                name=name, last_heard=last, maintenance=status == "maintenance",
                 fence_configured=self._configured(host_id),
                 fence=run.status if run else Fence.NONE, fence_at=run.at if run else 0.0,
-                fence_reason=run.reason if run else ""))
+                fence_reason=run.reason if run else "", quorum=standing[name].quorum,
+                out_since=standing[name].out_since,
+                lease_armed=lease is not None and lease.armed))
         vm_views = tuple(VmView(name=name, host=names.get(host_id) if host_id else None,
                                 ha=bool(ha), priority=int(prio or 0),
                                 wants_running=desired == "running", busy=name in busy)
                          for name, host_id, ha, prio, desired in vms)
         view = ClusterView(now=now, hosts=tuple(host_views), vms=vm_views,
-                           settings=settings(self.ctx))
-        return view, names, {name: names.get(h) if h else None for name, h, *_ in vms}
+                           settings=ha_settings)
+        leases = {name: h.lease if h is not None else None for name, h in heard.items()}
+        return view, names, {name: names.get(h) if h else None for name, h, *_ in vms}, leases
+
+    def _quorum(self, now: float, ha_settings: Settings,
+                heard: dict[str, Heard | None]) -> dict[str, membership.Standing]:
+        """Each host in or out of the quorate membership, from its peers' last reports
+        (corral.ha.membership); remembered from round to round for ``out_since``."""
+        seen = {name: None if h is None or h.membership is None else
+                membership.Seen(h.at, h.membership.quorate, frozenset(h.membership.members))
+                for name, h in heard.items()}
+        self._standing = membership.derive(now, ha_settings.detect_s, seen, self._standing)
+        return self._standing
 
     def _configured(self, host_id: str) -> bool:
         try:
@@ -161,12 +197,12 @@ class HaLoop(Ticker):
         last = self.last
         if last is not None:
             return last
-        view, names, where = self.view()
-        return Round(view, policy.decide(view), names, where)
+        view, names, where, leases = self.view()
+        return Round(view, policy.decide(view), names, where, leases)
 
     # -- a round ----------------------------------------------------------------------------
     def run_round(self) -> Decision:
-        view, names, where = self.view()
+        view, names, where, leases = self.view()
         d = policy.decide(view)
         ids = {name: host_id for host_id, name in names.items()}
         with_ha = {h for h in where.values() if h}
@@ -175,9 +211,15 @@ class HaLoop(Ticker):
                 self._mark_lost(ids[name], view, name)
         for name in d.fence:
             self._start_fence(ids[name], name)
+        for name, why in d.safe.items():
+            host = next(h for h in view.hosts if h.name == name)
+            # Its lease lapsed: as good as fenced, once per silence.
+            if not policy.fenced(host) and self._lapsed.get(name) != host.last_heard:
+                self._lapsed[name] = host.last_heard
+                self._fenced(ids[name], name, why)
         self._recover(d)
         self._start_in_place(d)
-        self.last = Round(view, d, names, where)
+        self.last = Round(view, d, names, where, leases)
         return d
 
     def _start_in_place(self, d: Decision) -> None:
@@ -242,7 +284,9 @@ class HaLoop(Ticker):
                                                    f"off: {said}; its HA VMs stay down"})
 
     def _fenced(self, host_id: str, name: str, said: str) -> None:
-        """Its power is off: so are its VMs (their rows say so now)."""
+        """Its power is off, or its lease lapsed: its VMs are not running (their rows say so
+        now), and the host is `down` until it reports again (the reconciler then clears
+        what it still holds of VMs that moved: clear_moved)."""
         try:
             host_states.move(self.ctx, host_id, HostAction.FENCED, f"fenced ({said})")
         except CorralError as exc:

@@ -27,11 +27,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from corral.agent_api.domains import DomainInfo
-from corral.agent_api.reports import HostReport, ReportAnswer, domains_digest
+from corral.agent_api.reports import (
+    HostReport,
+    LeaseState,
+    Membership,
+    ReportAnswer,
+    domains_digest,
+)
 from corral.api import VmState
 from corral.engine.context import EngineContext
 from corral.engine.db.models import Host, Nic, Operation, Vm, utcnow
 from corral.engine.services import (
+    cluster_settings,
     host_states,
     host_sync,
     hosts,
@@ -71,6 +78,18 @@ class _Heartbeat:
     resynced_for: tuple[str, str] = ("", "")  # (host digest, engine digest) of the last resync
     resynced_at: float = float("-inf")
     written: float = float("-inf")  # when last_seen was last written
+    # HA: its quorum provider's view and its guard's lease, as its last report said
+    membership: Membership | None = None
+    lease: LeaseState | None = None
+
+
+@dataclass(frozen=True)
+class HaHeard:
+    """What HA needs of a host's last report (engine/ha_loop.py)."""
+
+    at: float
+    membership: Membership | None
+    lease: LeaseState | None
 
 
 class Reconciler:
@@ -115,6 +134,7 @@ class Reconciler:
             if beat is None:
                 beat = self._beats[host_id] = _Heartbeat(at=now)
             beat.at, beat.boot_id, beat.digest = now, report.boot_id, report.digest
+            beat.membership, beat.lease = report.membership, report.lease
             write_seen = now - beat.written >= LAST_SEEN_EVERY_S
             if write_seen:
                 beat.written = now
@@ -129,7 +149,8 @@ class Reconciler:
                 with self.ctx.db.session() as s:
                     host = s.get(Host, host_id)
                     return ReportAnswer(host=host.name if host else host_id,
-                                        status=host.status if host else "removed")
+                                        status=host.status if host else "removed",
+                                        **self._lease_terms(host_id))
         name, status, back = self._host_status(host_id, HostAction.ANSWERED,
                                                "its agent reports", write_seen=write_seen)
         # Back after a silence (cut off, not restarted): what changed meanwhile reaches it too.
@@ -146,10 +167,27 @@ class Reconciler:
                 beat.resynced_for, beat.resynced_at = (report.digest, ours), now
         if restarted or report.events or stale:
             self.resync(host_id, refresh_facts=restarted)
-        return ReportAnswer(host=name, status=status)
+        return ReportAnswer(host=name, status=status, **self._lease_terms(host_id))
+
+    def _lease_terms(self, host_id: str) -> dict[str, float | bool]:
+        """The lease this answer renews (from the report's send time, on the host): how
+        long, and armed while the host holds an HA VM's row (its guard kills QEMUs only
+        then)."""
+        with self.ctx.db.session() as s:
+            armed = s.query(Vm.id).filter(Vm.host_id == host_id, Vm.ha.is_(True)) \
+                .first() is not None
+        lease_s = cluster_settings.get(self.ctx, "ha.lease_s")
+        return {"lease_s": float(lease_s) if isinstance(lease_s, int | float) else 10.0,
+                "arm_lease": armed}
 
     def clock(self) -> float:
         return self._clock()
+
+    def ha_heard(self, host_id: str) -> HaHeard | None:
+        """The host's last report as HA needs it; None before its first."""
+        with self._beats_lock:
+            beat = self._beats.get(host_id)
+            return None if beat is None else HaHeard(beat.at, beat.membership, beat.lease)
 
     def last_heard(self, host_id: str) -> float:
         """When the host last reported (this clock); the engine's start if not since."""

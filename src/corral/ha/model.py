@@ -49,6 +49,10 @@ class HostView:
     fence_reason: str = ""  # why the last run failed
     quorum: Quorum = Quorum.UNKNOWN
     out_since: float = 0.0  # when the engine first heard it was out of the quorate membership
+    # Its guard holds an armed lease (its last report said so): only then does a lapsed
+    # lease mean its VMs are stopped. A host with no guard, or one not armed yet, must be
+    # power-fenced.
+    lease_armed: bool = False
 
 
 @dataclass(frozen=True)

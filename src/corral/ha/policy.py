@@ -30,8 +30,8 @@ def fenced(host: HostView) -> bool:
 
 def lease_lapsed(view: ClusterView, host: HostView) -> bool:
     """Out of the quorate membership, and neither the engine nor a quorum has renewed its
-    lease for ``lease_s`` + ``margin_s``: it has stopped its HA VMs itself."""
-    if host.quorum is not Quorum.OUT:
+    armed lease for ``lease_s`` + ``margin_s``: its guard has stopped its HA VMs."""
+    if host.quorum is not Quorum.OUT or not host.lease_armed:
         return False
     since = max(host.last_heard, host.out_since)
     return view.now - since >= view.settings.lease_s + view.settings.margin_s
@@ -71,9 +71,13 @@ def _unsafe_reason(view: ClusterView, host: HostView) -> str:
         left = max(0.0, s.fence_retry_s - (view.now - host.fence_at))
         return (f"fencing {host.name} failed ({host.fence_reason or 'no reason given'}); "
                 f"tried again in {left:.0f} s")
-    if host.quorum is Quorum.OUT:
+    if host.quorum is Quorum.OUT and host.lease_armed:
         left = s.lease_s + s.margin_s - (view.now - max(host.last_heard, host.out_since))
         return f"{host.name} is out of quorum: its lease lapses in {max(0.0, left):.1f} s"
+    if host.quorum is Quorum.OUT and not host.fence_configured:
+        return (f"{host.name} is out of quorum but held no armed lease (no guard, or armed "
+                f"too late): only its fencing could say it is off; its VMs stay down until "
+                f"`corral host fence set {host.name}` can confirm it")
     if not host.fence_configured:
         return (f"{host.name} has no fence method and no quorum tells whether it is down: "
                 f"its VMs stay down until `corral host fence set {host.name}` can confirm it "

@@ -150,6 +150,10 @@ class _Run:
         w = self.w
         if not w.link_up(src, dst):
             return
+        # A report is an HTTP request: over TCP, a host that hears nobody cannot even open
+        # the connection (the handshake needs both ways), so the engine hears nothing.
+        if kind == "report" and not w.link_up(dst, src):
+            return
         if dst == ENGINE:
             if self.engine.up:
                 if kind == "report":

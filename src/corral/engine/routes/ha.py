@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 
+from corral.agent_api.reports import LeaseState
 from corral.api.ha import HaHost, HaStatus, HaVm
 from corral.engine.ha_loop import HaLoop
 from corral.engine.routes.deps import need
@@ -24,7 +25,8 @@ def ha_status(ha: HaLoop = Depends(_ha)) -> HaStatus:
     d, view = r.decision, r.view
     hosts = [HaHost(name=h.name, state=d.hosts.get(h.name, ""),
                     silent_s=round(view.now - h.last_heard, 1), fence=h.fence.value,
-                    fence_configured=h.fence_configured, quorum=h.quorum.value)
+                    fence_configured=h.fence_configured, quorum=h.quorum.value,
+                    lease=_lease_words(r.leases.get(h.name)))
              for h in sorted(view.hosts, key=lambda h: h.name)]
     vms = [HaVm(name=v.name, host=r.vm_hosts.get(v.name), priority=v.priority,
                 wants_running=v.wants_running, waiting=d.waiting.get(v.name),
@@ -32,3 +34,13 @@ def ha_status(ha: HaLoop = Depends(_ha)) -> HaStatus:
            for v in sorted(view.vms, key=lambda v: (-v.priority, v.name))]
     return HaStatus(detect_s=view.settings.detect_s, lease_s=view.settings.lease_s,
                     hosts=hosts, vms=vms)
+
+
+def _lease_words(lease: LeaseState | None) -> str:
+    if lease is None:
+        return "none"
+    if lease.self_fenced:
+        return "self-fenced"
+    if not lease.armed:
+        return "not armed"
+    return f"armed, {max(0.0, lease.left_s):.1f} s left"

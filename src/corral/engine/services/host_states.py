@@ -26,7 +26,7 @@ class HostAction(StrEnum):
     ACTIVATE = "activate"  # admin: back to work
     ANSWERED = "answered"  # engine: its agent answered
     LOST = "lost"  # engine: no answer for the grace
-    FENCED = "fenced"  # engine (HA): its fence device confirmed its power off
+    FENCED = "fenced"  # engine (HA): power off confirmed, or its lease lapsed out of quorum
 
 
 UP, MAINT, UNRESP, DOWN = (HostState.UP, HostState.MAINTENANCE, HostState.UNRESPONSIVE,

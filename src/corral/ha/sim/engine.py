@@ -15,6 +15,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from corral.ha.membership import Seen, Standing, derive
 from corral.ha.model import ClusterView, Decision, Fence, HostView, Quorum, VmView
 from corral.ha.policy import decide
 from corral.ha.sim.scenario import ENGINE
@@ -112,24 +113,21 @@ class SimEngine:
     # -- one round -------------------------------------------------------------------------
 
     def _derive_quorum(self, now: int) -> None:
-        """IN when a fresh quorate membership report holds the host, OUT when fresh quorate
-        ones exist and none holds it (since the first round that saw it so), else UNKNOWN."""
-        fresh_ms = self.w.sc.settings.detect_s * 1000
-        views = [k.report.view for k in self.known.values()
-                 if k.report is not None and k.report.quorate and k.report.view is not None
-                 and now - k.report_at < fresh_ms]
-        for name, k in self.known.items():
-            q = Quorum.UNKNOWN if not views else \
-                Quorum.IN if any(name in v for v in views) else Quorum.OUT
-            if q is Quorum.OUT and k.quorum is not Quorum.OUT:
-                k.out_since = now
-            k.quorum = q
+        """corral.ha.membership's rule, on the engine's millisecond clock."""
+        seen = {name: None if k.report is None or k.report.view is None else
+                Seen(k.report_at, k.report.quorate, k.report.view)
+                for name, k in self.known.items()}
+        before = {name: Standing(k.quorum, k.out_since) for name, k in self.known.items()}
+        for name, st in derive(now, self.w.sc.settings.detect_s * 1000, seen, before).items():
+            k = self.known[name]
+            k.quorum, k.out_since = st.quorum, int(st.out_since)
 
     def view(self) -> ClusterView:
         now = self.now()
         self._derive_quorum(now)
         hosts = tuple(HostView(name, k.last_heard / 1000, False, self.fence_conf[name], k.fence,
-                               k.fence_at / 1000, k.fence_reason, k.quorum, k.out_since / 1000)
+                               k.fence_at / 1000, k.fence_reason, k.quorum, k.out_since / 1000,
+                               lease_armed=self.w.sc.quorum)
                       for name, k in self.known.items())
         vms = tuple(VmView(name, r.host, r.ha, r.priority, r.wants_running, name in self.busy)
                     for name, r in self.rows.items())

@@ -99,9 +99,9 @@ class Scenario:
     calm_ms: int = 40_000
     settings: Settings = field(default_factory=Settings)
     timings: Timings = field(default_factory=Timings)
-    # The lease's supervisor also takes a host out of the membership when it self-fences
-    # with its agent dead (as a watchdog's reset would); see docs/ha.md.
-    supervisor_leaves: bool = False
+    # The lease's guard also takes a host out of the membership when it self-fences with
+    # its agent dead (as a watchdog's reset would; corral.agent.guard does); see docs/ha.md.
+    supervisor_leaves: bool = True
     check_liveness: bool = True
     notes: tuple[str, ...] = field(default=())
 
