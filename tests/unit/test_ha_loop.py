@@ -18,12 +18,12 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from corral.agent_api.reports import HostReport
+from corral.agent_api.reports import HostReport, LeaseState, Membership
 from corral.engine.app import build_context, create_app
 from corral.engine.context import EngineContext, EngineSettings
 from corral.engine.db.models import Host, Image, Network, Operation, StoragePool, Vm
 from corral.engine.ha_loop import HaLoop
-from corral.engine.reconciler import Reconciler
+from corral.engine.reconciler import HaHeard, Reconciler
 from corral.engine.services import cluster_settings
 from corral.engine.services.auth import create_token
 
@@ -122,6 +122,7 @@ class World:
     heard: dict[str, float]
     now: list[float]
     ids: dict[str, str]
+    reports: dict[str, HaHeard] = field(default_factory=dict)  # host id → its last, for HA
 
     def add_vm(self, name: str, host: str, ha: bool = True, priority: int = 0,
                memory_mib: int = 512) -> None:
@@ -142,6 +143,16 @@ class World:
         for host_id, name in self.ids.items():
             if name not in silent and name not in self.agents.off:
                 self.heard[host_id] = self.now[0]
+
+    def quorum(self, members: tuple[str, ...], silent: tuple[str, ...] = (),
+               armed: bool = True) -> None:
+        """Every host but ``silent`` ones reports a quorate membership of ``members`` and an
+        armed (or not) lease, now."""
+        for host_id, name in self.ids.items():
+            if name not in silent:
+                self.reports[host_id] = HaHeard(
+                    self.now[0], Membership(quorate=True, members=list(members)),
+                    LeaseState(armed=armed, left_s=10.0))
 
     def round(self) -> Any:
         d = self.loop.run_round()
@@ -216,13 +227,15 @@ def world(tmp_path: Path) -> Iterator[World]:
     now = [1000.0]
     heard = {host_id: now[0] for host_id in ids}
     fences = Fences(agents, ids)
-    loop = HaLoop(ctx, lambda host_id: heard[host_id], lambda: now[0], fences)
+    reports: dict[str, HaHeard] = {}
+    loop = HaLoop(ctx, lambda host_id: heard[host_id], lambda: now[0], fences,
+                  heard=reports.get)
     app = create_app(ctx)
     app.state.ha = loop  # `GET /api/v1/ha` reads this loop (not started: rounds by hand)
     token = create_token(ctx, "admin")
     client = TestClient(app, headers={"Authorization": f"Bearer {token}"})
     try:
-        yield World(ctx, client, agents, fences, loop, heard, now, ids)
+        yield World(ctx, client, agents, fences, loop, heard, now, ids, reports)
     finally:
         ctx.ops.shutdown()
 
@@ -399,3 +412,79 @@ def test_an_ha_vm_left_on_a_fenced_host_that_comes_back_starts_there(world: Worl
     world.ctx.ops.wait(starts[0], timeout=30)
     assert world.agents.running_on("web") == ["h1"] and world.vm_state("web") == "running"
     assert world.agents.running_on("off") == []
+
+
+# -- the lease path: quorum from the hosts' own reports, no fence device ---------------------
+
+def test_a_host_out_of_quorum_with_an_armed_lease_loses_its_vms_once_it_lapsed(
+        world: World) -> None:
+    """No fence method anywhere: h1 is cut off; h2 and h3 report a quorate membership
+    without it. Its VMs wait for the lease (10 s) + margin (2 s) from when the engine first
+    saw it out (later than its last report), then run elsewhere; h1 is `down` (a host coming
+    back then loses its stale copies)."""
+    world.add_vm("web", "h1")
+    world.quorum(("h1", "h2", "h3"))
+    world.round()
+    world.advance(1.0, silent=("h1",))
+    world.quorum(("h2", "h3"), silent=("h1",))
+    world.advance(3.0, silent=("h1",))
+    world.quorum(("h2", "h3"), silent=("h1",))
+    d = world.round()
+    assert d.lost == ["h1"] and d.recover == [] and d.fence == []
+    assert "out of quorum: its lease lapses in" in d.waiting["web"]
+    hosts = {h["name"]: h for h in world.client.get("/api/v1/ha").json()["hosts"]}
+    assert hosts["h1"]["quorum"] == "out" and hosts["h2"]["quorum"] == "in"
+    assert hosts["h2"]["lease"].startswith("armed")
+    for _ in range(11):  # seen out at 1004: to 1015, still waiting
+        world.advance(1.0, silent=("h1",))
+        world.quorum(("h2", "h3"), silent=("h1",))
+        assert world.round().recover == []
+    world.advance(1.5, silent=("h1",))
+    world.quorum(("h2", "h3"), silent=("h1",))
+    d = world.round()
+    assert d.recover == ["web"] and "lease lapsed" in d.safe["h1"]
+    world.settle()
+    assert world.host_of("web") in ("h2", "h3")
+    assert world.status("h1") == "down"
+
+
+def test_a_silent_host_still_in_the_quorate_membership_keeps_its_vms(world: World) -> None:
+    """Its agent is cut off from the engine only (or restarting): its peers still see it.
+    Even with a fence method, it is neither fenced nor robbed of its VMs."""
+    world.fences.devices |= {"h1", "h2", "h3"}
+    world.add_vm("web", "h1")
+    for _ in range(30):
+        world.advance(1.0, silent=("h1",))
+        world.quorum(("h1", "h2", "h3"), silent=("h1",))
+        d = world.round()
+        assert d.fence == [] and d.recover == []
+    assert "still in the quorate membership" in d.waiting["web"]
+    assert world.fences.runs == [] and world.host_of("web") == "h1"
+
+
+def test_a_lease_not_reported_armed_is_not_trusted(world: World) -> None:
+    """Out of quorum, but its last report said its lease was not armed (no guard, or armed
+    too late): only a fence device could free its VMs; there is none, so they wait."""
+    world.add_vm("web", "h1")
+    world.quorum(("h1", "h2", "h3"), armed=False)
+    world.advance(1.0, silent=("h1",))
+    for _ in range(30):
+        world.quorum(("h2", "h3"), silent=("h1",))
+        world.advance(1.0, silent=("h1",))
+        d = world.round()
+        assert d.recover == []
+    assert "held no armed lease" in d.waiting["web"]
+
+
+def test_the_answer_to_a_report_arms_the_lease_only_for_a_host_with_ha_vms(
+        world: World) -> None:
+    world.add_vm("web", "h1")
+    world.add_vm("plain", "h2", ha=False)
+    rec = Reconciler(world.ctx, clock=lambda: world.now[0])
+    ids = {name: host_id for host_id, name in world.ids.items()}
+    report = HostReport(boot_id="b", seq=0, interval_s=1.0, digest="", domains=0, load_1m=0,
+                        memory_available_mib=1000)
+    one = rec.report(ids["h1"], report)
+    two = rec.report(ids["h2"], report)
+    assert (one.arm_lease, one.lease_s) == (True, 10.0)
+    assert (two.arm_lease, two.lease_s) == (False, 10.0)
