@@ -72,6 +72,21 @@ def test_a_vm_is_not_ha_until_asked(admin: TestClient) -> None:
     assert _ha(admin, "web") == (False, 0, "always", None)
 
 
+def test_turning_ha_on_copies_the_image_to_the_other_hosts_once(
+        ctx: EngineContext, admin: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As `vm create --ha` does (vm_ha.spread_image, tested with real hosts in the lab): a
+    VM made HA later must find its image where it may be recovered."""
+    from corral.engine.services import vm_ha
+
+    spread: list[str] = []
+    monkeypatch.setattr(vm_ha, "spread_image", lambda _ctx, _op, vm_id: spread.append(vm_id))
+    with ctx.db.session() as s:
+        web = s.query(Vm).filter_by(name="web").one().id
+    _set(ctx, admin, "web", ha=True)
+    _set(ctx, admin, "web", ha_priority=5)  # already HA: nothing to copy again
+    assert spread == [web]
+
+
 def test_ha_is_set_shown_and_taken_back(ctx: EngineContext, admin: TestClient) -> None:
     _set(ctx, admin, "web", ha=True, ha_priority=100, restart_policy="on-failure")
     assert _ha(admin, "web") == (True, 100, "on-failure", None)

@@ -257,6 +257,8 @@ def execute(ctx: EngineContext, op: OpContext) -> None:
         agent.delete_seed(name)
     message = _after_live(ctx, vm_id, old_booted, live, cpus_live, balloon_live, new,
                           memory_after if grow else None)
+    if new.ha and not old.ha:  # as at create: its image where it may have to run again
+        vm_ha.spread_image(ctx, op, vm_id)
     op.progress(100, message)
     ctx.bus.publish("vm", {"name": name, "state": state, "message": message})
 
