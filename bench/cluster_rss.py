@@ -11,7 +11,7 @@ read once the lab is up (no VM: for context); then 10 VMs of 128M are pinned on 
 boot line) and its QEMU running (the lab host's libvirt pid file), ~10 s of quiet, and 5
 readings a second apart: the highest counts. The agents read so far are the processes that
 joined (`corral.agent join`, serving on after its join, as `lab up` starts them); then each
-is restarted (`lab fault H kill-agent`, `power-on`: `corral.agent run`, as a host's agent
+is restarted (`lab fault H kill-agent`; its guard starts `corral.agent run`, as a host's agent
 runs after any restart; the QEMUs keep running) and read again the same way.
 ``--stopped`` defines the 30 VMs without starting them (nothing boots; the report says
 so). Targets as for one node: engine
@@ -166,17 +166,29 @@ def measure(res: Result, lab: Lab, client: Client) -> None:
     read(res, lab, "")
     # The agents so far are the processes that joined (`python -m corral.agent join`, which
     # then serves); a host's agent started again later runs `corral.agent run`. Restart
-    # each (`lab fault H kill-agent`, then `power-on`: the agent alone, its QEMUs keep
+    # each (`lab fault H kill-agent`: its lease guard starts it again, its QEMUs keep
     # running) and read them again.
     for host in hosts:
+        before = agent_pids(lab)[host]
         lab.fault(host, "kill-agent")
-        lab.fault(host, "power-on", wait=True)  # bounded: until the engine sees it `up`
+        wait_restarted(lab, host, before)
     say("rss: every agent restarted (`corral.agent run`)")
     if res.started_vms:
         for host, names in res.vms.items():
             if qemus_running(lab, host, names) != len(names):
                 raise BenchError(f"{host}: QEMUs gone after the agent's restart")
     read(res, lab, RESTARTED)
+
+
+def wait_restarted(lab: Lab, host: str, before: int, timeout_s: float = 90.0) -> None:
+    """Until ``host`` runs an agent other than ``before`` and the engine sees it `up`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        row = next(r for r in lab.status().hosts if r.name == host)
+        if row.agent_pid not in (None, before) and row.engine_status == "up":
+            return
+        time.sleep(0.5)
+    raise BenchError(f"{host}: its agent was not restarted within {timeout_s:g} s")
 
 
 def read(res: Result, lab: Lab, suffix: str) -> None:
@@ -207,7 +219,7 @@ def section(res: Result, started: str, duration_s: float) -> tuple[str, list[str
         f"{CPU_OVERCOMMIT:g}` (each lab host shows this machine's CPUs); {how}; then {SETTLE_S:g} s of "
         f"quiet and {SAMPLES} readings of VmRSS (/proc/PID/status, the process alone: QEMU "
         "and libvirtd not counted) a second apart; the highest counts. Then each agent is "
-        "restarted (`corral lab fault H kill-agent`, `power-on`: the agent now runs as "
+        "restarted (`corral lab fault H kill-agent`; its lease guard starts it as "
         "`corral.agent run`, as after any restart of a host's agent, not as the `join` "
         "process `lab up` starts; its QEMUs keep running) and read again the same way "
         "(rows *restarted*). MB = 10^6 bytes.", "",

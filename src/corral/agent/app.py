@@ -35,6 +35,7 @@ from corral.agent import (
     vm_files,
 )
 from corral.agent.console_relay import relay_console
+from corral.agent.guard_link import GuardLink, refuse_start_if_fenced
 from corral.agent.hypervisor import Hypervisor
 from corral.agent.jobs import JobRunner
 from corral.agent.jobs import router as jobs_router
@@ -92,6 +93,10 @@ class Agent:
     def __init__(self, settings: AgentSettings) -> None:
         self.settings = settings
         self.hv = Hypervisor(settings.libvirt_uri)
+        # The host's lease guard (`corral agent guard`), None without one: while its lease
+        # has lapsed this host starts no domain (the engine may run them elsewhere already).
+        self.guard = GuardLink.from_env()
+        self.hv.start_gate = lambda: refuse_start_if_fenced(self.guard)
         self.storage = Storage(settings.state_dir / "storage")
         # At start the agent knows no jobs: every partial file is a leftover of one that died
         # with an earlier agent (its children died with it: corral.agent.children).

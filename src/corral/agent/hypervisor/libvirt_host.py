@@ -124,6 +124,9 @@ class Hypervisor:
         self._conn: Any = None
         self._lock = threading.Lock()
         self._vm_ids: dict[str, str | None] = {}  # domain UUID -> corral VM id (metadata)
+        # Raises to refuse starting or resuming a domain (a lapsed host lease:
+        # corral.agent.guard_link); every start of this host passes here.
+        self.start_gate: Callable[[], None] = lambda: None
 
     def _connection(self) -> Any:
         with self._lock:
@@ -219,6 +222,7 @@ class Hypervisor:
             return self._info(dom)
 
     def start(self, name: str) -> DomainInfo:
+        self.start_gate()
         return self._act(name, "start", lambda d: d.create())
 
     def shutdown(self, name: str) -> DomainInfo:
@@ -239,6 +243,8 @@ class Hypervisor:
         return self._act(name, "pause", lambda d: d.suspend())
 
     def resume(self, name: str) -> DomainInfo:
+        self.start_gate()
+
         def resume(dom: Any) -> None:
             dom.resume()
             guest_agent.sync_time(dom)  # its clock stood still while paused

@@ -124,6 +124,7 @@ class SnapshotOps:
                 if dom.isActive():
                     dom.destroy()
             else:
+                self.hv.start_gate()  # a memory snapshot runs the domain again
                 dom.revertToSnapshot(snap, 0)
                 if dom.isActive():
                     guest_agent.sync_time(dom)  # the guest's clock is back at the snapshot's
