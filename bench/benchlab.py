@@ -57,11 +57,13 @@ def mb(mib: float) -> str:
 
 @contextmanager
 def lab_up(root: Path, prefix: str, hosts: int = HOSTS, heartbeat_timeout: float | None = None,
-           cpu_overcommit: float | None = None, storage: str = "none") -> Iterator[Lab]:
+           cpu_overcommit: float | None = None, storage: str = "none", fence: bool = True,
+           quorum: bool | None = None) -> Iterator[Lab]:
     """A running lab of ``hosts`` hosts, every one `up`, with network `default` and image
     `tiny` (`lab up` makes them; the image's .debs from bench/run.py's cache, filled from
     what earlier builds left on this machine, see benchnode.seed_debs); `lab down` at the
-    end, whatever happened (and before, for what a killed run left)."""
+    end, whatever happened (and before, for what a killed run left). ``fence``,
+    ``quorum``: `lab up --fence/--no-fence`, `--quorum/--no-quorum` (None: its default)."""
     os.environ.setdefault("CORRAL_LAB_INDEX_BASE", INDEX_BASE)
     root = root.absolute()
     lab = Lab(root)
@@ -73,7 +75,8 @@ def lab_up(root: Path, prefix: str, hosts: int = HOSTS, heartbeat_timeout: float
     say(f"lab up: {hosts} hosts, prefix {prefix}, root {root}")
     try:
         lab.up(hosts, storage, prefix=prefix, remote=False, heartbeat_timeout=heartbeat_timeout,
-               cpu_overcommit=cpu_overcommit, deb_cache=DEBS_CACHE.parent)
+               cpu_overcommit=cpu_overcommit, deb_cache=DEBS_CACHE.parent, fence=fence,
+               quorum=quorum)
         wait_facts(lab)
         say("lab up: every host is up, its CPUs and memory known")
         yield lab
@@ -126,12 +129,13 @@ def engine_pid(lab: Lab) -> int:
 
 
 def agent_pids(lab: Lab) -> dict[str, int]:
-    """Each lab host's agent (the state file's pid: the agent process itself)."""
+    """Each lab host's agent process itself (`lab status`: its lease guard's child; the
+    state file holds the guard's pid)."""
     out = {}
-    for name, rec in lab.state().hosts.items():
-        if rec.agent_pid is None:
-            raise BenchError(f"lab host {name} has no agent")
-        out[name] = rec.agent_pid
+    for row in lab.status().hosts:
+        if row.agent_pid is None:
+            raise BenchError(f"lab host {row.name} has no agent")
+        out[row.name] = row.agent_pid
     return out
 
 

@@ -33,7 +33,15 @@ PKGS=(
   # (fence_ipmilan, fence_redfish, fence_virsh...; installs whole, about 94 MB); the fencing
   # unit tests run its fence_dummy
   fence-agents
+  # HA membership and quorum (votequorum over knet): `corral lab` runs it in its hosts
+  corosync
+  # The web UI: npm installs its JavaScript/CSS (package-lock.json, `make node_modules`) and
+  # the browser tests drive Debian's chromium headless through Playwright
+  nodejs chromium
 )
+# npm comes with nodejs from some repositories (NodeSource's nodejs provides and conflicts
+# with Debian's npm package): ask for Debian's npm only when no npm is there.
+command -v npm >/dev/null 2>&1 || PKGS+=(npm)
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from typer.testing import CliRunner
 
 from corral.cli.main import app as cli_app
 from corral.errors import InvalidInput
-from corral.lab import cluster, state
+from corral.lab import _procs, cluster, state
 from corral.lab.state import EngineRecord, HostRecord, LabState
 
 
@@ -137,3 +138,47 @@ def test_cut_network_rules_drop_everything_but_loopback_both_ways() -> None:
     for hook in ("input", "output", "forward"):
         assert f"hook {hook} priority -400; policy drop;" in rules
     assert 'iifname "lo" accept' in rules and 'oifname "lo" accept' in rules
+
+
+def test_an_older_state_file_without_the_engines_argv_loads(tmp_path: Path) -> None:
+    data = json.loads(_lab(tmp_path).to_json())
+    del data["engine"]["argv"]
+    (tmp_path / "lab.json").write_text(json.dumps(data))
+    st = state.load(tmp_path)
+    assert st is not None and st.engine is not None and st.engine.argv == []
+    said = _cli("lab", "engine", "start", "--root", str(tmp_path))
+    assert said.exit_code == 2 and "older `lab up`" in said.output
+
+
+def test_lab_engine_stops_and_starts_the_engine_as_lab_up_ran_it(tmp_path: Path) -> None:
+    """`lab engine start` runs the recorded `corral up --detach` again (here a stand-in that
+    leaves a sleeper and its pid file, as the engine does); `stop` ends it."""
+    engine_dir = tmp_path / "engine"
+    engine_dir.mkdir()
+    st = _lab(tmp_path)
+    assert st.engine is not None
+    st.engine.pid = None
+    st.engine.argv = [sys.executable, "-c", (
+        "import subprocess, sys; p = subprocess.Popen([sys.executable, '-c', "
+        "'import time; time.sleep(120)'], start_new_session=True, stdin=subprocess.DEVNULL, "
+        "stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); "
+        f"open({str(engine_dir / 'engine.pid')!r}, 'w').write(str(p.pid))")]
+    state.save(st)
+    root = ["--root", str(tmp_path)]
+    bad = _cli("lab", "engine", "restart", *root)
+    assert bad.exit_code == 2 and "stop, start" in bad.output
+    assert _cli("lab", "engine", "stop", *root).exit_code == 2  # not running: says so
+    started = _cli("lab", "engine", "start", *root)
+    assert started.exit_code == 0, started.output
+    pid = state.load(tmp_path).engine.pid  # type: ignore[union-attr]
+    try:
+        assert pid is not None and _procs.is_alive(pid)
+        again = _cli("lab", "engine", "start", *root)
+        assert again.exit_code == 2 and f"pid {pid}" in again.output
+        stopped = _cli("lab", "engine", "stop", *root)
+        assert stopped.exit_code == 0 and f"engine {pid} stopped" in stopped.output
+        assert not _procs.is_alive(pid)
+        assert state.load(tmp_path).engine.pid is None  # type: ignore[union-attr]
+    finally:
+        if pid is not None:
+            _procs.kill_and_wait([pid])

@@ -42,6 +42,8 @@ def _routes(ctx: EngineContext) -> list[tuple[str, str, list[str]]]:
     rows = []
     for rc in iter_route_contexts(create_app(ctx).routes):
         route = rc.original_route
+        if not str(rc.path).startswith("/api/"):
+            continue  # the web UI's pages (sessions, CSRF): tests/unit/test_web_ui_session.py
         if isinstance(route, APIWebSocketRoute):
             rows.append(("WS", str(rc.path), declared_permissions(rc.dependant)))
         elif isinstance(route, APIRoute):

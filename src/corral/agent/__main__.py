@@ -24,6 +24,7 @@ import uvicorn
 from corral.agent import children, migration_pki
 from corral.agent.app import AgentSettings, create_app
 from corral.agent.lock_daemon import LockDaemonWatch
+from corral.agent.quorum import QuorumReader
 from corral.agent.reporter import Reporter
 from corral.errors import Conflict, CorralError, InvalidInput
 from corral.host_identity import Identity
@@ -104,6 +105,11 @@ def _common(p: argparse.ArgumentParser) -> None:
                         "\"lockd\" (disk leases): if virtlockd dies, this host's QEMUs are "
                         "killed (their leases died with it), then virtlockd and libvirtd are "
                         "started again; see docs/ha.md \"Disk leases\"")
+    p.add_argument("--quorum", choices=("auto", "corosync", "none"), default="auto",
+                   help="where the cluster membership reported to the engine comes from: "
+                        "corosync (votequorum, corosync-quorumtool), none, or auto: corosync "
+                        "once one runs here (its pid file /run/corosync.pid); see docs/ha.md "
+                        "\"Quorum (corosync)\"")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -166,6 +172,7 @@ def _run_argv(args: argparse.Namespace) -> list[str]:
         argv += ["--protect-dir", str(d)]
     if args.lock_daemon_pidfile is not None:
         argv += ["--lock-daemon-pidfile", str(args.lock_daemon_pidfile)]
+    argv += ["--quorum", args.quorum]
     argv += ["--reboot-command", args.reboot_command,
              "--poweroff-command", args.poweroff_command]
     return argv
@@ -187,6 +194,12 @@ def _join(args: argparse.Namespace, identity: Identity) -> None:
     logging.info("joined the engine at %s as host %s", identity.engine_url, name)
 
 
+def _quorum_reader(args: argparse.Namespace) -> QuorumReader | None:
+    """This host's quorum provider for the reports (`--quorum`; auto: corosync once it runs)."""
+    mode = getattr(args, "quorum", "auto")
+    return None if mode == "none" else QuorumReader(mode)
+
+
 def serve(args: argparse.Namespace, identity: Identity) -> None:
     """Serve the engine over mutual TLS until SIGTERM/SIGINT."""
     tune_malloc()
@@ -202,7 +215,8 @@ def serve(args: argparse.Namespace, identity: Identity) -> None:
                              poweroff_command=tuple(shlex.split(args.poweroff_command)))
     atexit.register(children.kill_all)  # PDEATHSIG kills the children too; this their groups
     app = create_app(settings)
-    reporter = Reporter(identity, app.state.agent.hv, args.heartbeat_interval)
+    reporter = Reporter(identity, app.state.agent.hv, args.heartbeat_interval,
+                        quorum=_quorum_reader(args), guard=app.state.agent.guard)
     if args.lock_daemon_pidfile is not None:
         LockDaemonWatch(args.lock_daemon_pidfile).start()
     config = uvicorn.Config(app, host=args.listen, port=args.port, log_level="warning",

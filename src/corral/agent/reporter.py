@@ -2,7 +2,11 @@
 lifecycle changes (libvirt's events), over mutual TLS with its host certificate.
 
 A report the engine did not take (down, cut off) is not lost: its events go with the next
-one. The engine decides liveness from these reports alone (corral.engine.reconciler).
+one. HA rides on the reports: each carries this host's view of the quorum membership (its
+quorum provider, corosync) and its lease as the guard holds it (corral.agent.guard); a
+quorate view renews the lease, and so does each answer of the engine, counted from when the
+report was *sent* (the answer also says how long, and whether the guard must enforce it).
+The engine decides liveness from these reports alone (corral.engine.reconciler).
 Sent with the standard library's http.client over one kept-alive connection: the idle
 agent does not load httpx (corral.agent.__main__, test_agent_imports).
 """
@@ -16,13 +20,22 @@ import os
 import threading
 import time
 import uuid
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from corral.agent import host_memory
 from corral.agent.cpu_load import CpuSampler
+from corral.agent.guard_link import GuardLink
 from corral.agent.hypervisor import Hypervisor
 from corral.agent.hypervisor.events import DomainWatcher
-from corral.agent_api.reports import DomainEvent, HostReport, domains_digest
+from corral.agent_api.reports import (
+    DomainEvent,
+    HostReport,
+    LeaseState,
+    Membership,
+    ReportAnswer,
+    domains_digest,
+)
 from corral.errors import CorralError
 from corral.host_identity import Identity
 
@@ -32,9 +45,15 @@ MAX_PENDING = 1000  # events kept while the engine cannot be reached; the oldest
 COMPLAIN_EVERY_S = 30.0
 
 
+class QuorumSource(Protocol):
+    def read(self) -> Membership | None: ...
+
+
 class Reporter:
-    def __init__(self, identity: Identity, hv: Hypervisor, interval_s: float = 1.0) -> None:
+    def __init__(self, identity: Identity, hv: Hypervisor, interval_s: float = 1.0,
+                 quorum: QuorumSource | None = None, guard: GuardLink | None = None) -> None:
         self.identity, self.hv, self.interval_s = identity, hv, interval_s
+        self.quorum, self.guard = quorum, guard
         self.boot_id = uuid.uuid4().hex  # a new one per start: the engine resyncs
         self._pending: list[DomainEvent] = []
         self._cpu = CpuSampler()  # the load the engine's balancer weighs hosts by
@@ -71,22 +90,44 @@ class Reporter:
             cpu_percent, vm_cpus = self._cpu.sample(self.hv.cpu_times())
         except CorralError:
             cpu_percent, vm_cpus = None, {}
+        membership, lease = self._ha()
         return HostReport(
             boot_id=self.boot_id, seq=seq, interval_s=self.interval_s,
             digest=domains_digest((d.vm_id, d.state) for d in domains if d.vm_id),
             domains=len(domains), load_1m=os.getloadavg()[0],
             memory_available_mib=host_memory.available_mib(), events=events,
             cpu_percent=cpu_percent, memory_used_percent=host_memory.used_percent(),
-            vm_cpus=vm_cpus,
+            vm_cpus=vm_cpus, membership=membership, lease=lease,
         ), len(events)
 
-    def _post(self, conn: http.client.HTTPSConnection, body: bytes) -> None:
+    def _ha(self) -> tuple[Membership | None, LeaseState | None]:
+        """The quorum view (a quorate one renews the lease: a view always holds its own
+        node) and the lease as the guard holds it after that."""
+        membership = self.quorum.read() if self.quorum is not None else None
+        if self.guard is None:
+            return membership, None
+        if membership is not None and membership.quorate:
+            return membership, self.guard.renew(time.monotonic(), by="quorum")
+        return membership, self.guard.state()
+
+    def _renewed(self, sent_at: float, answer: bytes) -> None:
+        """The engine answered the report sent at ``sent_at``: the lease holds from then."""
+        if self.guard is None:
+            return
+        try:
+            got = ReportAnswer.model_validate_json(answer)
+        except ValueError:
+            return
+        self.guard.renew(sent_at, by="engine", lease_s=got.lease_s, armed=got.arm_lease)
+
+    def _post(self, conn: http.client.HTTPSConnection, body: bytes) -> bytes:
         conn.request("POST", "/api/v1/agent/report", body=body,
                      headers={"Content-Type": "application/json"})
         resp = conn.getresponse()
         answer = resp.read()
         if resp.status != 200:
             raise OSError(f"HTTP {resp.status}: {answer[:300]!r}")
+        return answer
 
     def _loop(self) -> None:
         url = urlsplit(self.identity.engine_url)
@@ -99,10 +140,13 @@ class Reporter:
             while not self._stop.is_set():
                 self._wake.clear()
                 report, sent = self.build(seq)
+                sent_at = time.monotonic()
                 try:
-                    self._post(conn, json.dumps(report.model_dump(mode="json")).encode())
+                    answer = self._post(conn,
+                                        json.dumps(report.model_dump(mode="json")).encode())
                     with self._lock:
                         self._pending = self._pending[sent:]
+                    self._renewed(sent_at, answer)
                 except (OSError, http.client.HTTPException) as exc:
                     conn.close()  # the next request opens a new connection
                     if time.monotonic() - complained >= COMPLAIN_EVERY_S:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-__all__ = ["HaHost", "HaStatus", "HaVm"]
+__all__ = ["CorosyncConf", "CorosyncNode", "HaHost", "HaStatus", "HaVm"]
 
 
 class HaHost(BaseModel):
@@ -37,3 +37,17 @@ class HaStatus(BaseModel):
     lease_s: float
     hosts: list[HaHost]
     vms: list[HaVm] = Field(description="HA VMs, highest priority first")
+
+
+class CorosyncNode(BaseModel):
+    nodeid: int = Field(description="From the host name alone (stable as hosts come and go)")
+    name: str = Field(description="The corral host name")
+    address: str = Field(description="Where its peers reach it: the address of its agent")
+
+
+class CorosyncConf(BaseModel):
+    """``GET /api/v1/ha/corosync-conf``: the corosync.conf every host of the cluster needs
+    (`corral ha corosync-conf`)."""
+
+    nodes: list[CorosyncNode]
+    text: str = Field(description="/etc/corosync/corosync.conf, the same on every host")

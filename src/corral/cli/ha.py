@@ -48,3 +48,28 @@ def status(output: OutputFormat = OutputOpt, data_dir: Path = DataDirOpt) -> Non
             emit(st, output, [])
             return
         _print(st)
+
+
+@app.command("corosync-conf")
+def corosync_conf(
+    cluster_name: str = typer.Option("corral", "--cluster-name",
+                                     help="corosync's cluster_name (1-32 letters, digits, "
+                                     "'-', '_')"),
+    output: OutputFormat = OutputOpt, data_dir: Path = DataDirOpt,
+) -> None:
+    """Print the corosync.conf of the cluster's hosts: the same file for every host.
+
+    Put it at /etc/corosync/corosync.conf on each host, with the same /etc/corosync/authkey
+    on all (`corosync-keygen` on one, then copy it: knet is encrypted), start corosync, and
+    run the agents with `--quorum auto` (the default): they report the membership, and HA
+    trusts it (docs/ha.md "Quorum (corosync)"). Print it again after a host joins or is
+    removed, replace the file everywhere and run `corosync-cfgtool -R` on one host.
+
+    Example: corral ha corosync-conf > corosync.conf
+    """
+    with handled(), client(data_dir) as c:
+        conf = c.corosync_conf(cluster_name)
+        if output == OutputFormat.JSON:
+            emit(conf, output, [])
+            return
+        print(conf.text, end="")

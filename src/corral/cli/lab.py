@@ -65,6 +65,13 @@ def up(
         True, "--fence/--no-fence",
         help="Give every host the fence method fence_corral_lab (the lab's power-off and "
              "power-on of it), so HA can fence a lost host; --no-fence: none"),
+    quorum: bool | None = typer.Option(
+        None, "--quorum/--no-quorum", show_default=False,
+        help="Run corosync (votequorum over knet) in every lab host, all lab hosts in its "
+             "nodelist (add-host adds them): the membership the agents report for HA. "
+             "Default: with 3 hosts or more. With 2 hosts --quorum sets two_node, and a "
+             "partition leaves both halves quorate: HA then relies on power fencing "
+             "(docs/ha.md \"Quorum (corosync)\")"),
     root: Path = RootOpt,
 ) -> None:
     """Start the lab's engine and N lab hosts; returns when every host is `up`, with
@@ -78,7 +85,7 @@ def up(
         lab = _lab(root)
         st = lab.up(hosts, storage, prefix, remote=remote, heartbeat_timeout=heartbeat_timeout,
                     cpu_overcommit=cpu_overcommit,
-                    image=image, deb_cache=deb_cache, fence=fence)
+                    image=image, deb_cache=deb_cache, fence=fence, quorum=quorum)
         assert st.engine is not None
         out.print(f"lab up: engine https://{st.engine.address}:{st.engine.port}, hosts "
                   f"{', '.join(sorted(st.hosts))}", highlight=False)
@@ -98,6 +105,21 @@ def add_host(
     with handled():
         rec = _lab(root).add_host(name)
         out.print(f"lab host {rec.name} joined ({rec.address})", highlight=False)
+
+
+@app.command("remove-host")
+def remove_host(
+    name: str = typer.Argument(..., help="Lab host name (`corral lab status`)"),
+    root: Path = RootOpt,
+) -> None:
+    """Remove a lab host: `corral host remove` in the lab's engine (refused while VMs are
+    defined on it), then its namespaces and processes go; with quorum, the other hosts'
+    corosync.conf lose it and corosync reloads it.
+
+    Example: corral lab remove-host lab4
+    """
+    with handled():
+        out.print(_lab(root).remove_host(name), highlight=False)
 
 
 @app.command("status")
@@ -128,7 +150,8 @@ def fault(
              "power loss; disks stay). power-on: start libvirtd and the agent again (it "
              "rejoins with the identity saved at its join). power-cycle: both (a reboot: what "
              "`corral host reboot` does to a lab host). cut-network: drop all the host's "
-             "traffic both ways, everything keeps running; heal: undo it. kill-agent, "
+             "traffic both ways, everything keeps running; heal: undo it. kill-agent: "
+             "SIGKILL the agent (its lease guard starts it again within seconds). "
              "kill-libvirtd: SIGKILL that daemon (power-on starts it again)"),
     wait: bool = typer.Option(True, "--wait/--no-wait",
                               help="power-on: wait until the engine sees the host `up`"),
@@ -145,6 +168,23 @@ def fault(
         if from_host:  # not inside what power-off kills: re-run in the engine's namespaces
             _lab(root).leave_host([a for a in sys.argv if a != "--from-host"])
         out.print(_lab(root).fault(host, action, wait=wait), highlight=False)
+
+
+@app.command("engine")
+def engine(
+    action: str = typer.Argument(
+        ..., metavar="stop|start",
+        help="stop: SIGTERM the lab's engine (as `corral down`; SIGKILL after 30 s): the lab "
+             "hosts, their agents and VMs keep running without it. start: run it again with "
+             "the options `lab up` gave it; returns once its API answers"),
+    root: Path = RootOpt,
+) -> None:
+    """Stop or start the lab's engine: an engine outage, to see what keeps running.
+
+    Example: corral lab engine stop; sleep 60; corral lab engine start
+    """
+    with handled():
+        out.print(_lab(root).engine(action), highlight=False)
 
 
 @app.command("down")

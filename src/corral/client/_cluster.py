@@ -8,7 +8,7 @@ import httpx
 
 from corral.api.cluster_policy import ClusterPolicy, ClusterPolicySet
 from corral.api.cluster_settings import ClusterSetting, ClusterSettingSet
-from corral.api.ha import HaStatus
+from corral.api.ha import CorosyncConf, HaStatus
 
 _PATH = "/api/v1/cluster/settings"
 
@@ -49,3 +49,8 @@ class ClusterApi:
     def ha_status(self) -> HaStatus:
         """Hosts' HA state (silence, fencing, quorum) and the HA VMs, with why any waits."""
         return HaStatus.model_validate(self._json("GET", "/api/v1/ha"))
+
+    def corosync_conf(self, cluster_name: str = "corral") -> CorosyncConf:
+        """The corosync.conf every host of the cluster needs (the hosts the engine has)."""
+        return CorosyncConf.model_validate(self._json(
+            "GET", "/api/v1/ha/corosync-conf", params={"cluster_name": cluster_name}))

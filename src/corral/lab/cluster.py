@@ -62,6 +62,7 @@ from corral.api import (
 from corral.api.fencing import FenceMethodSet
 from corral.client import Client
 from corral.errors import Conflict, CorralError, HostError, InvalidInput, NotFound, Unavailable
+from corral.ha import corosync_conf
 from corral.lab import _net, _procs, state
 from corral.lab.ceph import CephCluster
 from corral.lab.host import INDEX_MAX, LabHost
@@ -87,9 +88,13 @@ IMAGE = "tiny"
 JOIN_TIMEOUT_S = 90.0
 CORRAL = [sys.executable, "-m", "corral.cli.main"]
 AGENT = [sys.executable, "-m", "corral.agent"]
+GUARD = [sys.executable, "-m", "corral.agent.guard"]
 STORAGE = ("none", "shared", "rbd")
+QUORUM_MIN_HOSTS = 3  # `lab up` runs corosync by default from this many hosts
 FAULTS = ("power-off", "power-on", "power-cycle", "cut-network", "heal", "kill-agent",
           "kill-libvirtd")
+ENGINE_ACTIONS = ("stop", "start")
+ENGINE_STOP_S = 30.0  # SIGTERM, then SIGKILL: an engine that hangs is stopped all the same
 
 
 @dataclass
@@ -101,6 +106,7 @@ class HostStatus:
     engine_status: str  # as the engine sees it, or "-" when the engine does not answer
     libvirtd_pid: int | None
     agent_pid: int | None
+    corosync_pid: int | None = None  # a lab with quorum (`lab up --quorum`)
 
 
 @dataclass
@@ -175,10 +181,42 @@ class Lab:
             argv += ["--heartbeat-timeout", str(heartbeat_timeout)]
         if cpu_overcommit is not None:
             argv += ["--cpu-overcommit", str(cpu_overcommit)]
-        _run(argv, timeout=180, what="starting the lab's engine")
+        st.engine.argv = argv
+        self._run_engine(st)
+
+    def _run_engine(self, st: LabState) -> None:
+        """`corral up --detach` in the engine's namespace, as `lab up` first ran it; returns
+        once its API answers."""
+        assert st.engine is not None
+        _run(st.engine.argv, timeout=180, what="starting the lab's engine")
         with contextlib.suppress(OSError, ValueError):
-            st.engine.pid = int((data_dir / "engine.pid").read_text().strip())
+            st.engine.pid = int((Path(st.engine.data_dir) / "engine.pid").read_text().strip())
         state.save(st)
+
+    def engine(self, action: str) -> str:
+        """Stop (SIGTERM, as `corral down`: the hosts' agents and VMs keep running) or
+        start the lab's engine again with the options `lab up` gave it; a line saying what
+        was done."""
+        if action not in ENGINE_ACTIONS:
+            raise InvalidInput(f"engine action {action!r}: one of {', '.join(ENGINE_ACTIONS)}",
+                               field="action")
+        st = self.state()
+        if st.engine is None or not st.engine.argv:
+            raise Conflict("the lab has no engine `lab engine` can restart (made by an older "
+                           "`lab up`)", field="action")
+        pid = st.engine.pid if st.engine.pid and _procs.is_alive(st.engine.pid) else None
+        if action == "start":
+            if pid is not None:
+                raise Conflict(f"the lab's engine runs (pid {pid})", field="action")
+            self._run_engine(st)
+            return f"engine started (pid {st.engine.pid})"
+        if pid is None:
+            raise Conflict("the lab's engine is not running (`corral lab engine start`)",
+                           field="action")
+        _stop_gracefully(pid, ENGINE_STOP_S)
+        st.engine.pid = None
+        state.save(st)
+        return f"engine {pid} stopped (agents and VMs keep running)"
 
     def _token(self, st: LabState) -> str:
         out = _run([*CORRAL, "host", "token", "--ttl", "10m"], env=self._engine_env(st),
@@ -202,7 +240,8 @@ class Lab:
         root_dir = self.root / "hosts" / name
         # Its libvirtd listens with TLS only, once its agent laid its certificate out there
         host = LabHost(name, index, root_dir, tls_pki=pki_dir(root_dir / "agent"),
-                       lockspace=self.root / "lockspace" if st.storage == "shared" else None)
+                       lockspace=self.root / "lockspace" if st.storage == "shared" else None,
+                       quorum=st.quorum)
         rec = HostRecord(name=name, number=number, index=index, root_dir=str(root_dir),
                          address=host.address)
         st.hosts[name] = rec
@@ -220,15 +259,18 @@ class Lab:
 
     def _spawn_agent(self, host: LabHost, rec: HostRecord, args: list[str]) -> int:
         """Start the agent inside the lab host, in the background (a session of its own, so
-        the CLI that started it may exit)."""
+        the CLI that started it may exit), under its lease guard (corral.agent.guard, which
+        restarts it and self-fences the host); the guard's pid."""
         root_dir = Path(rec.root_dir)
         agent_dir = root_dir / "agent"
         agent_dir.mkdir(exist_ok=True)
         os.chmod(agent_dir, 0o711)
+        common = ["--state-dir", str(agent_dir), "--listen", rec.address,
+                  "--port", str(AGENT_PORT), *self._power_commands(rec.name),
+                  *_lock_daemon(host), *_quorum_option(host)]
         with open(root_dir / "agent.log", "ab") as logf:
-            proc = host.popen([*AGENT, *args, "--state-dir", str(agent_dir),
-                               "--listen", rec.address, "--port", str(AGENT_PORT),
-                               *self._power_commands(rec.name), *_lock_daemon(host)],
+            proc = host.popen([*GUARD, *_guard_options(host, [*AGENT, "run", *common]), "--",
+                               *AGENT, *args, *common],
                               stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
                               start_new_session=True)
         return proc.pid
@@ -281,20 +323,24 @@ class Lab:
     def up(self, hosts: int, storage: str = "none", prefix: str = DEFAULT_PREFIX,
            remote: bool = True, heartbeat_timeout: float | None = None,
            cpu_overcommit: float | None = None,
-           image: bool = True, deb_cache: Path | None = None, fence: bool = True) -> LabState:
+           image: bool = True, deb_cache: Path | None = None, fence: bool = True,
+           quorum: bool | None = None) -> LabState:
         """Build the lab; on any failure everything made so far is removed again.
         ``heartbeat_timeout``, ``cpu_overcommit``: the engine's `corral up
         --heartbeat-timeout`, `--cpu-overcommit` (None: its default). ``image``: build
         image ``tiny`` (its .debs from ``deb_cache``, a directory
         holding ``debs/`` as ``corral.images.tiny.fetch_packages`` fills it, else downloaded
         into ROOT/tiny-cache). ``fence``: give every host the fence method
-        fence_corral_lab (HA fences a lost host through it)."""
+        fence_corral_lab (HA fences a lost host through it). ``quorum``: every host runs
+        corosync (votequorum) with all lab hosts in its nodelist; None: with 3 hosts or more
+        (two would need a tie-breaker: both halves of a partition stay quorate)."""
         if not 1 <= hosts <= state.MAX_HOSTS:
             raise InvalidInput(f"--hosts must be 1 to {state.MAX_HOSTS}", field="hosts")
         if storage not in STORAGE:
             raise InvalidInput(f"--storage {storage!r}: one of {', '.join(STORAGE)}",
                                field="storage")
         state.check_prefix(prefix)
+        with_quorum = _want_quorum(hosts, quorum)
         if os.geteuid() != 0:
             raise Unavailable("corral lab needs root (network namespaces, libvirtd)")
         if state.load(self.root) is not None:
@@ -307,7 +353,8 @@ class Lab:
         self.root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o711)
         (self.root / MARKER).write_text("corral lab root: `corral lab down` removes it\n")
-        st = LabState(root=str(self.root), prefix=prefix, storage=storage)
+        st = LabState(root=str(self.root), prefix=prefix, storage=storage,
+                      quorum=with_quorum)
         state.save(st)
         try:
             self._start_engine(st, heartbeat_timeout, cpu_overcommit)
@@ -315,6 +362,8 @@ class Lab:
                 self._start_ceph(st)
             names = [self._start_host(st, None).name for _ in range(hosts)]
             self._wait_up(st, names)
+            if st.quorum:
+                self._write_quorum(st)
             self._listen_tls(st, names)
             if fence:
                 self._fence_hosts(st, names)
@@ -336,6 +385,8 @@ class Lab:
     def add_host(self, name: str | None = None) -> HostRecord:
         st = self.state()
         rec = self._start_host(st, name)  # if it fails, its record stays for `lab down`
+        if st.quorum:
+            self._write_quorum(st)
         self._wait_up(st, [rec.name])
         self._listen_tls(st, [rec.name])
         with self.client(st) as c:  # fenced as the others, if they are
@@ -343,6 +394,42 @@ class Lab:
             if others and c.fence_methods(min(others)):
                 self._fence_hosts(st, [rec.name])
         return rec
+
+    def remove_host(self, name: str) -> str:
+        """`corral host remove` it in the engine (refused while VMs are defined on it), then
+        stop the lab host and forget it; with quorum, the others' corosync.conf lose it."""
+        st = self.state()
+        _, host = self._host(st, name)
+        with contextlib.suppress(NotFound):  # the engine forgot it already: go on
+            self._succeed(st, lambda c: c.remove_host(name), 120,
+                          f"host {name} was not removed from the engine")
+        host.stop()
+        del st.hosts[name]
+        state.save(st)
+        if st.quorum and st.hosts:
+            self._write_quorum(st)
+        return f"lab host {name} removed"
+
+    def _write_quorum(self, st: LabState) -> None:
+        """Every lab host's corosync.conf names all the lab's hosts (nodeid: the host's
+        number); a running corosync reads it again (`corosync-cfgtool -R`), a powered host's
+        that does not run is started. After a host is added or removed."""
+        recs = sorted(st.hosts.values(), key=lambda r: r.number)
+        nodes = [corosync_conf.Node(r.number, r.name, r.address) for r in recs]
+        hosts = []
+        for rec in recs:
+            _, host = self._host(st, rec.name)
+            if not host.attach():
+                raise HostError(f"lab host {rec.name} has no namespaces")
+            host.write_corosync_conf(corosync_conf.render(
+                f"corral-{st.prefix}", nodes, str(host.corosync_log()), crypto=False,
+                state_dir=str(host.corosync_state_dir())))
+            hosts.append((rec, host))
+        for _rec, host in hosts:  # the running ones first: they then expect the new ones
+            host.reload_quorum()
+        for rec, host in hosts:
+            if rec.powered:
+                host.start_quorum()
 
     def _fence_hosts(self, st: LabState, names: list[str]) -> None:
         """Each host's fence method: fence_corral_lab, the lab's power-off and power-on of
@@ -476,11 +563,13 @@ class Lab:
         rows = []
         for rec in sorted(st.hosts.values(), key=lambda r: r.number):
             host = LabHost(rec.name, rec.index, Path(rec.root_dir))
-            agent = rec.agent_pid if rec.agent_pid and _procs.is_alive(rec.agent_pid) else None
+            guard = _agent_pid(rec)  # the agent is its guard's child
+            agent = _child_of(guard) if guard is not None else None
             rows.append(HostStatus(name=rec.name, address=rec.address, powered=rec.powered,
                                    network="cut" if rec.cut else "ok",
                                    engine_status=seen.get(rec.name, "-"),
-                                   libvirtd_pid=host.daemon_pid("libvirtd"), agent_pid=agent))
+                                   libvirtd_pid=host.daemon_pid("libvirtd"), agent_pid=agent,
+                                   corosync_pid=host.daemon_pid("corosync")))
         engine_pid = None
         if st.engine is not None and st.engine.pid and _procs.is_alive(st.engine.pid):
             engine_pid = st.engine.pid
@@ -517,14 +606,13 @@ class Lab:
             rec.cut = cut
             state.save(st)
             return f"{name}: network {'cut (all traffic dropped)' if cut else 'healed'}"
-        if action == "kill-agent":
-            pid = _agent_pid(rec)
+        if action == "kill-agent":  # the guard's child: the guard restarts it
+            guard = _agent_pid(rec)
+            pid = _child_of(guard) if guard is not None else None
             if pid is None:
                 raise Conflict(f"the agent of {name} is not running", field="host")
             _procs.kill_and_wait([pid])
-            rec.agent_pid = None
-            state.save(st)
-            return f"{name}: agent {pid} killed"
+            return f"{name}: agent {pid} killed (its guard {guard} starts it again)"
         pid = host.daemon_pid("libvirtd")
         if pid is None:
             raise Conflict(f"libvirtd of {name} is not running", field="host")
@@ -543,6 +631,9 @@ class Lab:
                 raise Conflict(f"lab host {rec.name} has no namespaces", field="host")
             rec.agent_pid = self._spawn_agent(host, rec, ["run"])
             started.append("agent")
+        if host.has_quorum() and host.daemon_pid("corosync") is None and host.attach():
+            host.start_quorum()  # host.power_on starts it too; here: libvirtd was running
+            started.append("corosync")
         if not started:
             raise Conflict(f"{rec.name} is already on (libvirtd and agent run)", field="host")
         rec.powered = True
@@ -553,6 +644,32 @@ class Lab:
 
 
 # -- helpers ------------------------------------------------------------------------------
+
+def _guard_options(host: LabHost, run_argv: list[str]) -> list[str]:
+    """A restarted agent runs (its first start may have joined); with a quorum provider the
+    guard leaves the membership when the lease lapsed with the agent dead, and rejoins."""
+    options = ["--restart-command", shlex.join(run_argv)]
+    join = host.quorum_start_argv()
+    if join is not None:
+        options += ["--leave-command", "corosync-cfgtool -H", "--join-command", shlex.join(join)]
+    return options
+
+
+def _want_quorum(hosts: int, quorum: bool | None) -> bool:
+    """`lab up --quorum/--no-quorum`; by default with 3 hosts or more where corosync is
+    installed (a machine without it gets a lab without quorum, as before)."""
+    installed = shutil.which("corosync") is not None
+    if quorum and not installed:
+        raise Unavailable("--quorum needs corosync on this machine (apt-get install "
+                          "corosync; scripts/install-deps.sh installs it)")
+    return installed and hosts >= QUORUM_MIN_HOSTS if quorum is None else quorum
+
+
+def _quorum_option(host: LabHost) -> list[str]:
+    """The agent reads the membership from corosync where the lab runs it (and reports a
+    corosync that is not running as out of the membership); none elsewhere."""
+    return ["--quorum", "corosync" if host.has_quorum() else "none"]
+
 
 def _lock_daemon(host: LabHost) -> list[str]:
     """The agent watches virtlockd where the lab host uses disk leases (docs/ha.md)."""
@@ -622,7 +739,34 @@ def _kill_if_corral(pid: int) -> None:
         _procs.kill_and_wait([pid], timeout=5)
 
 
+def _stop_gracefully(pid: int, timeout: float) -> None:
+    """SIGTERM ``pid`` and wait until it is gone; SIGKILL after ``timeout``."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _procs.is_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _procs.kill_and_wait([pid]):
+        raise HostError(f"process {pid} survived SIGKILL")
+
+
+def _child_of(pid: int) -> int | None:
+    """The living child of ``pid`` (the agent of a guard), None while it has none."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()  # after "pid (comm) ": state, ppid, ...
+        if len(fields) > 1 and fields[1] == str(pid) and fields[0] != "Z":
+            return int(entry)
+    return None
+
+
 def _agent_pid(rec: HostRecord) -> int | None:
+    """The lab host's agent service: its guard (corral.agent.guard), the agent its child."""
     pid = rec.agent_pid
     if pid is None or not _procs.is_alive(pid):
         return None

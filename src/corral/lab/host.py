@@ -28,6 +28,12 @@ stop), lib/libvirt, log/libvirt (+ holder.log), cache/libvirt, dev/kvm, hosts (b
 per page size, mounted in the lab host only), tls-pki (a cluster's lab host: the directory
 of the certificates its libvirtd listens with, TLS only). The lab host's hostname (own UTS
 namespace) is ``corral-<name>``.
+
+corosync (a lab with quorum, corral.lab.cluster): corosync/corosync.conf (written by the lab
+once it knows every host), lib/corosync (its state_dir), log/corosync.log, and run/corosync.pid
+bound over /run/corosync.pid (a path corosync does not let one change). Its IPC sockets are
+abstract unix sockets, private to the network namespace, so corosync-quorumtool run inside
+the lab host talks to the host's own corosync.
 """
 
 from __future__ import annotations
@@ -72,6 +78,9 @@ _BINDS: tuple[tuple[str, str], ...] = (
     ("run/openvswitch", os.path.realpath("/var/run/openvswitch")),
     ("log/openvswitch", "/var/log/openvswitch"),
 )
+# corosync writes its pid file at a fixed path (no option): each lab host binds a file of
+# its own run/ over it (the machine's gets an empty file as the mount point).
+_COROSYNC_PIDFILE = os.path.realpath("/var/run") + "/corosync.pid"
 _HOST_CAPS_CACHE = Path("/var/cache/libvirt/qemu/capabilities")
 _HUGEPAGE_POOLS = Path("/sys/kernel/mm/hugepages")
 # QEMU capability cache files of the lab hosts that came up in this process: file name ->
@@ -83,7 +92,8 @@ class LabHost:
     """A network + mount namespace with its own libvirtd; see the module docstring."""
 
     def __init__(self, name: str, index: int, root_dir: Path,
-                 tls_pki: Path | None = None, lockspace: Path | None = None) -> None:
+                 tls_pki: Path | None = None, lockspace: Path | None = None,
+                 quorum: bool = False) -> None:
         if not isinstance(name, str) or not NAME_RE.match(name):
             raise InvalidInput(
                 f"lab host name {name!r} must be 1-8 characters of a-z, 0-9 and '-', "
@@ -112,6 +122,10 @@ class LabHost:
         # storage): libvirt's lock manager lockd, a virtlockd per host. Kept in
         # root_dir/lockspace for later processes (power-on, the agent's argv).
         self.lockspace = lockspace
+        # The lab host runs corosync (a lab with quorum): root_dir/corosync/ is made at start
+        # and says so to later processes; the lab writes corosync.conf there once it knows
+        # every host (corral.lab.cluster).
+        self.quorum = quorum
         self._holder: subprocess.Popen[bytes] | None = None
         self._holder_pid: int | None = None
         if len(str(self._socket_path())) > _SOCKET_PATH_MAX:
@@ -236,6 +250,11 @@ class LabHost:
             lockspace.write_text(f"{self.lockspace}\n")
         else:
             lockspace.unlink(missing_ok=True)
+        if self.quorum:
+            self.corosync_conf().parent.mkdir(exist_ok=True)
+            self.corosync_state_dir().mkdir(parents=True, exist_ok=True)
+        else:
+            shutil.rmtree(self.corosync_conf().parent, ignore_errors=True)
         self._seed_caps_cache()
         self._make_kvm_node()
         self._write_hosts_file()
@@ -352,6 +371,12 @@ class LabHost:
     def _bind_mounts(self) -> None:
         binds = [(self.root_dir / sub, Path(target)) for sub, target in _BINDS]
         binds.append((self.root_dir / "hosts", Path("/etc/hosts")))
+        pidfile = self._run / "corosync.pid"
+        pidfile.touch()
+        if not os.path.exists(_COROSYNC_PIDFILE):
+            with contextlib.suppress(FileExistsError):  # another lab host made it meanwhile
+                os.close(os.open(_COROSYNC_PIDFILE, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        binds.append((pidfile, Path(_COROSYNC_PIDFILE)))
         if self._kvm_node().exists():
             binds.append((self._kvm_node(), Path("/dev/kvm")))
         for src, target in binds:
@@ -381,10 +406,59 @@ class LabHost:
         self._start_virtlockd()
         self._start_libvirtd()
 
+    # -- quorum (corosync) --------------------------------------------------------------
+
+    def corosync_conf(self) -> Path:
+        """Where this lab host's corosync.conf is (its directory: the lab has quorum)."""
+        return self.root_dir / "corosync" / "corosync.conf"
+
+    def has_quorum(self) -> bool:
+        return self.corosync_conf().parent.is_dir()
+
+    def corosync_log(self) -> Path:
+        return self.root_dir / "log" / "corosync.log"
+
+    def corosync_state_dir(self) -> Path:
+        return self.root_dir / "lib" / "corosync"
+
+    def write_corosync_conf(self, text: str) -> None:
+        """Write (or replace) the corosync.conf rendered by corral.ha.corosync_conf."""
+        if not self.has_quorum():
+            raise WrongState(f"lab host {self.name!r} runs no corosync (a lab without quorum)")
+        conf = self.corosync_conf()
+        tmp = conf.with_name(conf.name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(conf)
+
     def quorum_start_argv(self) -> list[str] | None:
         """The argv that starts this host's corosync from inside its namespaces (its guard
-        runs it to rejoin the membership); None where the lab runs no quorum provider."""
-        return None
+        runs it to rejoin the membership); None where the lab runs no quorum provider.
+
+        corosync daemonizes: the command returns once it runs (its pid file is the lab
+        host's own, see _COROSYNC_PIDFILE), so the caller need not keep a child."""
+        return ["corosync", "-c", str(self.corosync_conf())] if self.has_quorum() else None
+
+    def start_quorum(self) -> None:
+        """Start corosync where the lab has quorum, its corosync.conf is written and it does
+        not run; returns once its pid file names it (bounded). Idempotent, and harmless
+        when the host's lease guard starts it at the same moment (the second one exits)."""
+        argv = self.quorum_start_argv()
+        if argv is None or not self.corosync_conf().exists() \
+                or self.daemon_pid("corosync") is not None:
+            return
+        result = self.run(argv, timeout=30, check=False)
+        deadline = time.monotonic() + 10
+        while self.daemon_pid("corosync") is None:
+            if time.monotonic() > deadline:
+                raise HostError(f"corosync of lab host {self.name!r} did not start (exit "
+                                f"{result.returncode}: {result.stderr.strip()}); see "
+                                f"{self.corosync_log()}")
+            time.sleep(0.05)
+
+    def reload_quorum(self) -> None:
+        """corosync reads its corosync.conf again (a host added or removed: the nodelist)."""
+        if self.daemon_pid("corosync") is not None:
+            self.run(["corosync-cfgtool", "-R"], timeout=30)
 
     def lock_daemon_pidfile(self) -> Path | None:
         """virtlockd's pid file when this lab host uses disk leases (its agent watches it)."""
@@ -518,9 +592,11 @@ class LabHost:
         if self.daemon_pid("libvirtd") is None:
             self._start_libvirtd()
         self._wait_ready()
+        self.start_quorum()
 
     def daemon_pid(self, daemon: str) -> int | None:
-        """The live pid of ``virtlogd``, ``virtlockd`` or ``libvirtd`` (pid file in run/)."""
+        """The live pid of ``virtlogd``, ``virtlockd``, ``libvirtd`` or ``corosync`` (pid
+        file in run/)."""
         try:
             pid = int((self._run / f"{daemon}.pid").read_text().strip())
         except (OSError, ValueError):
@@ -563,7 +639,8 @@ class LabHost:
         """Unmount the binds (they would go with the namespace; this makes it explicit)."""
         if _procs.ns_id(holder, "mnt") in (None, _procs.ns_id("self", "mnt")):
             return  # never unmount anything in the machine's own mount namespace
-        targets = [target for _, target in _BINDS] + ["/etc/hosts", "/dev/kvm"]
+        targets = [target for _, target in _BINDS] + ["/etc/hosts", "/dev/kvm",
+                                                         _COROSYNC_PIDFILE]
         targets += [str(target) for _, target in self._hugetlbfs_dirs()]
         for target in reversed(targets):
             try:

@@ -71,6 +71,9 @@ class EngineRecord:
     port: int
     data_dir: str
     pid: int | None = None
+    # How `lab up` started it (`corral up ... --detach` in its namespace): `lab engine
+    # start` runs it again with the same options.
+    argv: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -82,6 +85,8 @@ class LabState:
     ceph_dir: str | None = None  # rbd: the Ceph cluster's files (its daemons: engine netns)
     engine: EngineRecord | None = None
     hosts: dict[str, HostRecord] = field(default_factory=dict)
+    # Every lab host runs corosync (votequorum; `lab up --quorum`, the default with 3+ hosts)
+    quorum: bool = False
     remote: str | None = None  # the CLI remote `lab up` added
     previous_remote: str | None = None  # the one it switched from
     version: int = STATE_VERSION
@@ -102,6 +107,7 @@ class LabState:
             engine=EngineRecord(**engine) if engine else None,
             hosts={name: HostRecord(**h) for name, h in data.get("hosts", {}).items()},
             remote=data.get("remote"), previous_remote=data.get("previous_remote"),
+            quorum=bool(data.get("quorum", False)),
         )
 
     def used_indexes(self) -> set[int]:

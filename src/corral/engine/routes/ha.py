@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 
 from corral.agent_api.reports import LeaseState
-from corral.api.ha import HaHost, HaStatus, HaVm
+from corral.api.ha import CorosyncConf, HaHost, HaStatus, HaVm
+from corral.engine.context import EngineContext
 from corral.engine.ha_loop import HaLoop
-from corral.engine.routes.deps import need
+from corral.engine.routes.deps import context, need
+from corral.engine.services import ha_corosync
 
 router = APIRouter(prefix="/api/v1/ha", tags=["ha"])
 
@@ -34,6 +36,14 @@ def ha_status(ha: HaLoop = Depends(_ha)) -> HaStatus:
            for v in sorted(view.vms, key=lambda v: (-v.priority, v.name))]
     return HaStatus(detect_s=view.settings.detect_s, lease_s=view.settings.lease_s,
                     hosts=hosts, vms=vms)
+
+
+@router.get("/corosync-conf", response_model=CorosyncConf, dependencies=need("cluster.read"))
+def corosync_conf(cluster_name: str = Query("corral", max_length=32),
+                  ctx: EngineContext = Depends(context)) -> CorosyncConf:
+    """The corosync.conf of the cluster's hosts, the same for every host (votequorum over
+    knet, token 1000 ms; two_node with two hosts)."""
+    return ha_corosync.render(ctx, cluster_name)
 
 
 def _lease_words(lease: LeaseState | None) -> str:
