@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 CORRAL := $(VENV)/bin/corral
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint unit integration bench deps venv down clean
+.PHONY: run test lint unit integration bench deps venv node_modules down clean
 
 deps:
 	@bash scripts/install-deps.sh
@@ -16,7 +16,20 @@ $(STAMP): pyproject.toml
 	@$(PY) -m pip install -q -e '.[dev]'
 	@touch $(STAMP)
 
-venv: deps $(STAMP)
+# The web UI's browser assets come from npm (package.json + package-lock.json, exact
+# versions): `npm ci` installs them, and the files the engine serves are copied into the
+# package (engine/ui/static/vendor, not in git) so an installed corral serves them too.
+UI_VENDOR := src/corral/engine/ui/static/vendor
+NODE_STAMP := node_modules/.corral-installed
+
+$(NODE_STAMP): package.json package-lock.json
+	@npm ci --no-audit --no-fund --loglevel=error
+	@install -D -m 0644 node_modules/htmx.org/dist/htmx.min.js $(UI_VENDOR)/htmx.min.js
+	@touch $(NODE_STAMP)
+
+node_modules: deps $(NODE_STAMP)
+
+venv: deps node_modules $(STAMP)
 
 run: venv
 	@bash scripts/run-demo.sh
@@ -28,8 +41,12 @@ lint: venv
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/mypy
 
+# The unit tests run on $(UNIT_WORKERS) pytest-xdist workers (each its own temporary dirs,
+# ports and servers); the integration tests one at a time, as they start labs and nodes.
+UNIT_WORKERS ?= 2
+
 unit: venv
-	$(VENV)/bin/pytest -q tests/unit
+	$(VENV)/bin/pytest -q -n $(UNIT_WORKERS) tests/unit
 
 integration: venv
 	$(VENV)/bin/pytest -q tests/integration
@@ -37,7 +54,8 @@ integration: venv
 test: venv
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/mypy
-	$(VENV)/bin/pytest -q --durations=25 tests
+	$(VENV)/bin/pytest -q --durations=25 -n $(UNIT_WORKERS) tests/unit
+	$(VENV)/bin/pytest -q --durations=25 tests --ignore=tests/unit
 
 # Each benchmark starts its own lab host (detection, cluster_api, cluster_rss: a 3-host
 # `corral lab up`; scheduler none; api_projects the engine alone, `corral up
@@ -48,10 +66,11 @@ test: venv
 # which passed, missed a target or failed; it fails when one failed. `make bench BENCHES=run`
 # runs one.
 BENCHES := run node_createstart provision image_import network snapshots storage_throughput firmware_boot vm_settings scheduler \
-	detection cluster_api cluster_rss api_projects migration ha_simulator ha_failover
+	detection cluster_api cluster_rss api_projects migration ha_simulator ha_failover \
+	ha_lease_failover
 
 bench: venv
 	@$(PY) bench/all.py $(BENCHES)
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info node_modules $(UI_VENDOR)

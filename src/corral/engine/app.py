@@ -11,7 +11,7 @@ from fastapi import FastAPI
 
 import corral
 from corral.api import ErrorBody
-from corral.engine import body_limit
+from corral.engine import body_limit, ui
 from corral.engine.audit import AuditLog
 from corral.engine.balance_loop import Balancer
 from corral.engine.context import EngineContext, EngineSettings
@@ -141,6 +141,7 @@ def create_app(ctx: EngineContext) -> FastAPI:
                    ha_routes,
                    host_fence_routes):
         app.include_router(module.router, responses=ERRORS)
+    ui.install(app)  # the web UI at / (pages, /static)
     return app
 
 

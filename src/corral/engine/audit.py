@@ -1,6 +1,7 @@
 """Recording the audit log: an ASGI middleware around the API (services/audit.py keeps it).
 
-Every mutating request (POST, PUT, PATCH, DELETE) under /api/v1 is recorded once the engine
+Every mutating request (POST, PUT, PATCH, DELETE) under /api/v1 (and the web UI's form
+posts, engine/ui: the project is the acted-on VM's) is recorded once the engine
 has decided its answer and before the client gets it, refusals (401, 403, 4xx) included:
 who (the token's user, or the name a login tried), the token's name, the client's
 address, ``?project=``, the action (the permission the route declares; the route's name for
@@ -37,7 +38,11 @@ _ERROR_BODY_MAX = 64 << 10  # enough for any error body; a larger answer is not 
 
 
 def audited(method: str, path: str) -> bool:
-    return method in MUTATING and path.startswith(API) and not path.startswith(UNAUDITED)
+    if method not in MUTATING:
+        return False
+    if path.startswith(API):
+        return not path.startswith(UNAUDITED)
+    return not path.startswith("/api/")  # the web UI's forms (engine/ui): logins, actions
 
 
 def action_of(scope: Scope) -> str:
@@ -62,7 +67,7 @@ def entry_of(scope: Scope, status: int, error: str | None) -> audit_service.Entr
     who = state.get("principal")
     query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
     # as routes/deps.py reads it: the one named, else the token's own project, else default
-    project = ((query.get("project") or [""])[0]
+    project = ((query.get("project") or [""])[0] or state.get("audit_project")  # web UI's
                or getattr(getattr(who, "access", None), "only", None) or "default")
     client = scope.get("client")
     return audit_service.Entry(

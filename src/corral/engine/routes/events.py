@@ -24,16 +24,14 @@ async def events(request: Request, who: Principal = Depends(caller),
                  ctx: EngineContext = Depends(context)) -> StreamingResponse:
     """What the caller may see: the events of its projects (``?project=``: of that one
     only), and those of the engine and its hosts when it reads every project."""
-    queue = ctx.bus.subscribe()
-    only = request.query_params.get("project") or None
-    engine_wide = "event.read" in who.access.everywhere()
+    return stream_for(request, who, ctx, request.query_params.get("project") or None)
 
-    def visible(event: Event) -> bool:
-        if event.project is None:
-            return engine_wide and only in (None, ALL_PROJECTS)
-        if only not in (None, ALL_PROJECTS) and event.project != only:
-            return False
-        return who.access.may("event.read", event.project)
+
+def stream_for(request: Request, who: Principal, ctx: EngineContext,
+               only: str | None) -> StreamingResponse:
+    """The event stream ``who`` may see (``only``: of that project); also the web UI's
+    (engine/ui), which knows its caller by the session cookie."""
+    queue = ctx.bus.subscribe()
 
     async def stream() -> AsyncIterator[str]:
         try:
@@ -44,7 +42,7 @@ async def events(request: Request, who: Principal = Depends(caller),
                 except TimeoutError:
                     yield ": keep-alive\n\n"
                     continue
-                if not visible(event):
+                if not visible(who, event, only):
                     continue
                 yield f"event: {event.type}\ndata: {event.model_dump_json()}\n\n"
         finally:
@@ -52,3 +50,13 @@ async def events(request: Request, who: Principal = Depends(caller),
 
     return StreamingResponse(stream(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache"})
+
+
+def visible(who: Principal, event: Event, only: str | None = None) -> bool:
+    """Whether ``who`` sees the event: one of a project where it holds event.read (``only``:
+    of that project), or the engine's and its hosts' for those who read every project."""
+    if event.project is None:
+        return "event.read" in who.access.everywhere() and only in (None, ALL_PROJECTS)
+    if only not in (None, ALL_PROJECTS) and event.project != only:
+        return False
+    return who.access.may("event.read", event.project)

@@ -23,12 +23,10 @@ from corral.engine.context import EngineContext
 from corral.engine.db.models import Token, utcnow
 from corral.engine.permissions import SELF
 from corral.engine.routes.deps import context, need, principal
-from corral.engine.services import auth, ldap_auth, users
-from corral.engine.services.login_guard import guard_of
-from corral.errors import Forbidden, InvalidInput, NotFound, Unauthorized
+from corral.engine.services import auth, logins, users
+from corral.errors import Forbidden, InvalidInput, NotFound
 
 router = APIRouter(prefix="/api/v1", tags=["users"])
-WRONG = "wrong user name or password"  # the same for an unknown user: names do not leak
 
 
 def _token_info(t: Token) -> TokenInfo:
@@ -51,16 +49,7 @@ def login(req: LoginRequest, request: Request,
     down per user and per client address, then locked for a while (429)."""
     address = request.client.host if request.client else None
     request.state.login_user = req.username  # the name tried, for the audit log
-    guard = guard_of(ctx)
-    guard.attempt(req.username, address)
-    name = req.username
-    if not users.check_password(ctx, req.username, req.password):
-        # not a local password user: the directory's, when LDAP is set (403 without a
-        # mapped group, 503 when the directory does not answer)
-        name = ldap_auth.login(ctx, req.username, req.password) or ""
-        if not name:
-            raise Unauthorized(WRONG)
-    guard.succeeded(req.username, address)
+    name = logins.check(ctx, req.username, req.password, address)
     token, expires = auth.start_session(ctx, name)
     role = users.get(ctx, name).role
     return LoginAnswer(token=token, expires_at=expires, user=name, role=role)
