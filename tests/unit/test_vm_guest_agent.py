@@ -136,6 +136,19 @@ def test_vm_show_answers_when_the_host_cannot_be_asked(ctx: EngineContext,
     assert shown.status_code == 200 and shown.json()["guest_agent"] is None
 
 
+def test_vm_show_does_not_wait_on_a_host_that_is_not_up(ctx: EngineContext,
+                                                         client: TestClient,
+                                                         host: Host) -> None:
+    """A cut-off host (unresponsive) would only time out: it is not asked at all."""
+    from corral.engine.db.models import Host as HostRow
+
+    with ctx.db.session() as s:
+        s.query(HostRow).update({"status": "unresponsive"})
+    shown = client.get("/api/v1/vms/web")
+    assert shown.status_code == 200 and shown.json()["guest_agent"] is None
+    assert host.asked("/web/guest-agent") == []
+
+
 def test_exec_hands_back_exit_code_and_output(client: TestClient, host: Host) -> None:
     resp = client.post("/api/v1/vms/web/exec", json={"command": ["sh", "-c", "exit 3"],
                                                       "timeout": 5})

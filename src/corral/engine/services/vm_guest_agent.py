@@ -22,12 +22,15 @@ _ASKED = (VmState.RUNNING, VmState.PAUSED)  # a paused guest's agent cannot answ
 
 def with_agent_status(ctx: EngineContext, vm: VmOut) -> VmOut:
     """``vm`` with ``guest_agent`` filled in: None unless it runs (or when its host cannot
-    be asked now: `vm show` still answers)."""
+    be asked now: `vm show` still answers, and at once for a host that is not `up` rather
+    than after a connection's timeout)."""
     if vm.state not in _ASKED:
         return vm
     with ctx.db.session() as s:
         host_id = find_vm(s, vm.name).host_id
-    if host_id is None:
+        host = s.get(Host, host_id) if host_id is not None else None
+        reachable = host is not None and host.status in ("up", "maintenance")
+    if host_id is None or not reachable:
         return vm
     try:
         answers = ctx.agent(host_id).guest_agent(vm.name).answers
