@@ -32,6 +32,28 @@ def test_three_members_quorate() -> None:
         quorate=True, members=["lab1", "lab2", "lab3"], ring_id="1.d")
 
 
+def _alone_but_flagged_quorate(expected: int, flags: str) -> str:
+    """ALL_THREE as a host alone would print it where corosync's own rules keep it quorate
+    (two_node, last_man_standing): one member, "Quorate: Yes", exit status 0."""
+    head, _, _ = ALL_THREE.partition("Votequorum information")
+    return (head.replace("Nodes:            3", "Nodes:            1")
+            + "Votequorum information\n----------------------\n"
+            f"Expected votes:   {expected}\nHighest expected: {expected}\n"
+            f"Total votes:      1\nQuorum:           1\nFlags:            {flags}\n\n"
+            "Membership information\n----------------------\n"
+            "    Nodeid      Votes Name\n         1          1 lab1 (local)\n")
+
+
+@pytest.mark.parametrize("expected, flags", [(2, "2Node Quorate WaitForAll"),
+                                             (3, "Quorate LastManStanding")])
+def test_quorate_by_corosyncs_rules_but_no_majority_is_not_quorate_for_corral(
+        expected: int, flags: str) -> None:
+    """Both halves of a two_node cluster stay quorate (DESIGN.md): a lease renewed on that
+    would outlive the engine's count, so only a strict majority of the votes counts."""
+    seen = parse_status(_alone_but_flagged_quorate(expected, flags), 0)
+    assert seen == Membership(quorate=False, members=["lab1"], ring_id="1.d")
+
+
 def test_qdevice_column_is_not_a_name() -> None:
     assert parse_status(ALL_THREE_QDEVICE_COLUMN, 0).members == ["lab1", "lab2", "lab3"]
 

@@ -46,3 +46,15 @@ def test_back_in_the_view_is_in_again_and_a_later_cut_counts_afresh() -> None:
     assert out["h3"].quorum is Quorum.IN
     again = derive(40.0, 3.0, {"h1": seen(39.9, True, "h1", "h2"), "h2": None, "h3": None}, out)
     assert again["h3"] == Standing(Quorum.OUT, 40.0)
+
+
+def test_a_view_of_half_the_hosts_or_less_counts_for_nothing() -> None:
+    """Both halves of a two-host cluster under corosync's two_node stay quorate: neither
+    view places anyone, so only power fencing can free a host's VMs there."""
+    out = derive(10.0, 3.0, {"h1": seen(9.9, True, "h1"), "h2": seen(9.9, True, "h2")}, {})
+    assert {s.quorum for s in out.values()} == {Quorum.UNKNOWN}
+    four = {h: None for h in ("h1", "h2", "h3", "h4")}
+    out = derive(10.0, 3.0, {**four, "h1": seen(9.9, True, "h1", "h2")}, {})
+    assert {s.quorum for s in out.values()} == {Quorum.UNKNOWN}
+    out = derive(10.0, 3.0, {**four, "h1": seen(9.9, True, "h1", "h2", "h3")}, {})
+    assert out["h4"].quorum is Quorum.OUT and out["h1"].quorum is Quorum.IN

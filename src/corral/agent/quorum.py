@@ -25,10 +25,17 @@ _RING_RE = re.compile(r"^Ring ID:\s+(\S+)\s*$", re.M)
 _QUORATE_RE = re.compile(r"^Quorate:\s+(Yes|No)\s*$", re.M)
 # A member line under "Membership information": nodeid, votes, [qdevice flags,] name.
 _MEMBER_RE = re.compile(r"^\s*(\d+)\s+(\d+)\s+(?:[A-Z,]+\s+)?(\S+)(?:\s+\(local\))?\s*$")
+_EXPECTED_RE = re.compile(r"^(?:Expected votes|Highest expected):\s+(\d+)\s*$", re.M)
 
 
 def parse_status(text: str, returncode: int) -> Membership:
     """Membership from the output of ``corosync-quorumtool -s`` and its exit status.
+
+    Quorate here means what the lease needs: corosync says quorate AND the members hold a
+    strict majority of the expected votes (the higher of "Expected votes" and "Highest
+    expected"). corosync's flag alone is also set for half or less by ``two_node``,
+    ``last_man_standing`` or ``auto_tie_breaker``: both halves of a two-host cluster stay
+    quorate, and a lease renewed on such a view would outlive the engine's count.
 
     Anything unexpected (an exit status other than 0 or 2, a missing line, an exit status
     that contradicts the text) reads as not quorate with no members: the host then counts as
@@ -43,14 +50,18 @@ def parse_status(text: str, returncode: int) -> Membership:
     if quorate != (returncode == _EXIT_QUORATE):
         return lost
     _, sep, table = text.partition("Membership information")
-    members = []
+    members, votes = [], 0
     for line in table.splitlines()[1:] if sep else []:
         m = _MEMBER_RE.match(line)
         if m is not None:
             members.append(m.group(3))
-    if not members:
+            votes += int(m.group(2))
+    expected = max((int(v) for v in _EXPECTED_RE.findall(text)), default=0)
+    if not members or expected == 0:
         return lost
-    return Membership(quorate=quorate, members=sorted(members), ring_id=ring_m.group(1)[:100])
+    majority = 2 * votes > expected
+    return Membership(quorate=quorate and majority, members=sorted(members),
+                      ring_id=ring_m.group(1)[:100])
 
 
 def _corosync_runs(pidfile: Path) -> bool:

@@ -2,10 +2,16 @@
 peers report (their quorum provider's view: corosync votequorum). Shared by the engine
 (engine/ha_loop.py) and the simulator, so both follow one rule:
 
-- IN: a fresh quorate report (younger than ``fresh``) lists the host;
-- OUT: fresh quorate reports exist and none lists it — since the first derivation that saw
+- a report counts only when it is quorate, younger than ``fresh``, and lists a strict
+  majority of the cluster's hosts (``derive``'s ``seen`` has every host): corosync calls
+  half or less quorate too under ``two_node`` (both halves of a two-host cluster) or
+  ``last_man_standing``, and on such a view the engine would believe a host out whose own
+  lease a quorum still renews;
+- IN: a counting report lists the host;
+- OUT: counting reports exist and none lists it — since the first derivation that saw
   it so (``out_since``; an engine that restarts counts again from its first round);
-- UNKNOWN: no fresh quorate report at all (no quorum provider, or nobody heard lately).
+- UNKNOWN: no counting report at all (no quorum provider, nobody heard lately, or a
+  two-host cluster: power fencing alone decides there).
 
 A host's own report counts like any other: a quorate view that lists it is a majority's.
 """
@@ -38,7 +44,8 @@ def derive(now: float, fresh: float, seen: Mapping[str, Seen | None],
     """Each host of ``seen`` (every host, with its last report or None) → its standing now;
     ``before``: the last derivation's (for out_since)."""
     views = [s.members for s in seen.values()
-             if s is not None and s.quorate and now - s.at < fresh]
+             if s is not None and s.quorate and now - s.at < fresh
+             and 2 * len(s.members & seen.keys()) > len(seen)]
     out: dict[str, Standing] = {}
     for name in seen:
         if not views:
