@@ -102,7 +102,7 @@ def _fake_tool(tmp_path: Path, stdout: str, code: int, stderr: str = "") -> str:
 def corosync_runs(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     """Whether a live corosync is behind the pid file (flip it: state[0] = ...)."""
     state = [True]
-    monkeypatch.setattr(quorum, "_corosync_runs", lambda _pidfile: state[0])
+    monkeypatch.setattr(quorum, "corosync_runs", lambda _pidfile: state[0])
     return state
 
 
@@ -151,11 +151,11 @@ def test_cut_off_read_through_the_tool(tmp_path: Path, corosync_runs: list[bool]
 
 def test_pidfile_must_name_a_live_corosync(tmp_path: Path) -> None:
     pidfile = tmp_path / "corosync.pid"
-    assert not quorum._corosync_runs(pidfile)  # absent
+    assert not quorum.corosync_runs(pidfile)  # absent
     pidfile.write_text("garbage\n")
-    assert not quorum._corosync_runs(pidfile)
+    assert not quorum.corosync_runs(pidfile)
     pidfile.write_text(f"{os.getpid()}\n")  # alive, but python, not corosync
-    assert not quorum._corosync_runs(pidfile)
+    assert not quorum.corosync_runs(pidfile)
 
 
 def test_unknown_mode_is_refused() -> None:

@@ -29,10 +29,11 @@ EXEMPT = {
     ("GET", "/api/v1/ca.pem"),  # checked against a fingerprint before it is trusted
     ("POST", "/api/v1/hosts/join"),  # a one-time join token
     ("POST", "/api/v1/agent/report"),  # agents: mutual TLS, the host's certificate
+    ("GET", "/api/v1/agent/corosync"),
 }
-# The console WebSocket takes a bearer token or a ticket; it checks vm.console itself
+# The console WebSockets take a bearer token or a ticket; it checks vm.console itself
 # (test_a_viewer_cannot_open_a_console).
-WEBSOCKETS = {"/api/v1/vms/{name}/console"}
+WEBSOCKETS = {"/api/v1/vms/{name}/console", "/api/v1/vms/{name}/vnc-websocket"}
 ENDLESS = {"/api/v1/events"}  # an event stream: never ends while the client reads
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 

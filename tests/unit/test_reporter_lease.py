@@ -67,7 +67,7 @@ def test_a_view_without_quorum_renews_nothing() -> None:
 def test_the_engines_answer_renews_from_the_send_time_with_its_terms() -> None:
     guard = Guard()
     answer = ReportAnswer(host="h1", status="up", lease_s=12.0, arm_lease=True)
-    reporter(None, guard)._renewed(123.5, answer.model_dump_json().encode())
+    reporter(None, guard)._answered(None, 123.5, answer.model_dump_json().encode())
     assert guard.renewals == [(123.5, {"by": "engine", "lease_s": 12.0, "armed": True})]
 
 

@@ -23,6 +23,7 @@ import uvicorn
 
 from corral.agent import children, migration_pki
 from corral.agent.app import AgentSettings, create_app
+from corral.agent.corosync_files import CorosyncKeeper
 from corral.agent.lock_daemon import LockDaemonWatch
 from corral.agent.quorum import QuorumReader
 from corral.agent.reporter import Reporter
@@ -110,6 +111,11 @@ def _common(p: argparse.ArgumentParser) -> None:
                         "corosync (votequorum, corosync-quorumtool), none, or auto: corosync "
                         "once one runs here (its pid file /run/corosync.pid); see docs/ha.md "
                         "\"Quorum (corosync)\"")
+    p.add_argument("--corosync-conf", type=Path, default=None, metavar="PATH",
+                   help="keep this host's corosync.conf (and the authkey beside it) as the "
+                        "engine renders them for its hosts, e.g. /etc/corosync/corosync.conf: "
+                        "written again, and a running corosync reloaded, when a host joins or "
+                        "leaves; see docs/ha.md \"Quorum (corosync)\"")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -173,6 +179,8 @@ def _run_argv(args: argparse.Namespace) -> list[str]:
     if args.lock_daemon_pidfile is not None:
         argv += ["--lock-daemon-pidfile", str(args.lock_daemon_pidfile)]
     argv += ["--quorum", args.quorum]
+    if args.corosync_conf is not None:
+        argv += ["--corosync-conf", str(args.corosync_conf)]
     argv += ["--reboot-command", args.reboot_command,
              "--poweroff-command", args.poweroff_command]
     return argv
@@ -216,13 +224,21 @@ def serve(args: argparse.Namespace, identity: Identity) -> None:
     atexit.register(children.kill_all)  # PDEATHSIG kills the children too; this their groups
     app = create_app(settings)
     reporter = Reporter(identity, app.state.agent.hv, args.heartbeat_interval,
-                        quorum=_quorum_reader(args), guard=app.state.agent.guard)
+                        quorum=_quorum_reader(args), guard=app.state.agent.guard,
+                        corosync=None if args.corosync_conf is None else
+                        CorosyncKeeper(args.corosync_conf))
     if args.lock_daemon_pidfile is not None:
         LockDaemonWatch(args.lock_daemon_pidfile).start()
     config = uvicorn.Config(app, host=args.listen, port=args.port, log_level="warning",
                             access_log=False,
                             ssl_context_factory=lambda _cfg, _default: identity.server_context())
-    server = _Server(config, app.state.jobs.stop_all, started=reporter.start)
+    stats = app.state.stats
+
+    def started() -> None:
+        reporter.start()
+        stats.start()  # the graphs' samples (corral.agent.vm_stats)
+
+    server = _Server(config, app.state.jobs.stop_all, started=started)
     with contextlib.suppress(KeyboardInterrupt):
         server.run()
     if not server.started:  # as uvicorn.run: the port was taken, or the app did not start

@@ -64,7 +64,7 @@ def parse_status(text: str, returncode: int) -> Membership:
                       ring_id=ring_m.group(1)[:100])
 
 
-def _corosync_runs(pidfile: Path) -> bool:
+def corosync_runs(pidfile: Path) -> bool:
     """Whether ``pidfile`` names a live corosync: a file read, no process spawned."""
     try:
         pid = int(pidfile.read_text().strip())
@@ -104,7 +104,7 @@ class QuorumReader:
     def read(self) -> Membership | None:
         if self.mode == "none":
             return None
-        runs = _corosync_runs(self.pidfile)
+        runs = corosync_runs(self.pidfile)
         if not self._provider:
             if not runs:
                 return None

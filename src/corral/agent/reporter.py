@@ -17,6 +17,7 @@ import http.client
 import json
 import logging
 import os
+import subprocess
 import threading
 import time
 import uuid
@@ -24,11 +25,13 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 from corral.agent import host_memory
+from corral.agent.corosync_files import CorosyncKeeper
 from corral.agent.cpu_load import CpuSampler
 from corral.agent.guard_link import GuardLink
 from corral.agent.hypervisor import Hypervisor
 from corral.agent.hypervisor.events import DomainWatcher
 from corral.agent_api.reports import (
+    CorosyncFiles,
     DomainEvent,
     HostReport,
     LeaseState,
@@ -51,9 +54,10 @@ class QuorumSource(Protocol):
 
 class Reporter:
     def __init__(self, identity: Identity, hv: Hypervisor, interval_s: float = 1.0,
-                 quorum: QuorumSource | None = None, guard: GuardLink | None = None) -> None:
+                 quorum: QuorumSource | None = None, guard: GuardLink | None = None,
+                 corosync: CorosyncKeeper | None = None) -> None:
         self.identity, self.hv, self.interval_s = identity, hv, interval_s
-        self.quorum, self.guard = quorum, guard
+        self.quorum, self.guard, self.corosync = quorum, guard, corosync
         self.boot_id = uuid.uuid4().hex  # a new one per start: the engine resyncs
         self._pending: list[DomainEvent] = []
         self._cpu = CpuSampler()  # the load the engine's balancer weighs hosts by
@@ -110,15 +114,29 @@ class Reporter:
             return membership, self.guard.renew(time.monotonic(), by="quorum")
         return membership, self.guard.state()
 
-    def _renewed(self, sent_at: float, answer: bytes) -> None:
-        """The engine answered the report sent at ``sent_at``: the lease holds from then."""
-        if self.guard is None:
-            return
+    def _answered(self, conn: http.client.HTTPSConnection | None, sent_at: float,
+                  answer: bytes) -> None:
+        """The engine answered the report sent at ``sent_at``: the lease holds from then;
+        and this host's corosync files follow the engine's when they differ."""
         try:
             got = ReportAnswer.model_validate_json(answer)
         except ValueError:
             return
-        self.guard.renew(sent_at, by="engine", lease_s=got.lease_s, armed=got.arm_lease)
+        if self.guard is not None:
+            self.guard.renew(sent_at, by="engine", lease_s=got.lease_s, armed=got.arm_lease)
+        if conn is not None and self.corosync is not None and \
+                self.corosync.wants(got.corosync_digest):
+            try:
+                conn.request("GET", "/api/v1/agent/corosync")
+                resp = conn.getresponse()
+                body = resp.read()
+                if resp.status != 200:
+                    raise OSError(f"HTTP {resp.status}: {body[:300]!r}")
+                self.corosync.write(CorosyncFiles.model_validate_json(body))
+            except (OSError, ValueError, http.client.HTTPException,
+                    subprocess.SubprocessError) as exc:  # tried again at the next answer
+                conn.close()
+                log.warning("corosync files from the engine: %s", exc)
 
     def _post(self, conn: http.client.HTTPSConnection, body: bytes) -> bytes:
         conn.request("POST", "/api/v1/agent/report", body=body,
@@ -146,7 +164,7 @@ class Reporter:
                                         json.dumps(report.model_dump(mode="json")).encode())
                     with self._lock:
                         self._pending = self._pending[sent:]
-                    self._renewed(sent_at, answer)
+                    self._answered(conn, sent_at, answer)
                 except (OSError, http.client.HTTPException) as exc:
                     conn.close()  # the next request opens a new connection
                     if time.monotonic() - complained >= COMPLAIN_EVERY_S:

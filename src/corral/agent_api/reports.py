@@ -78,6 +78,18 @@ class ReportAnswer(Answer):
     # has HA VMs). None from an engine that predates leases: the guard keeps what it had.
     lease_s: float | None = None
     arm_lease: bool | None = None
+    # SHA-256 of the cluster's corosync files (CorosyncFiles): an agent that keeps them
+    # (`corral agent run --corosync-conf PATH`) fetches them when its own differ.
+    corosync_digest: str | None = None
+
+
+class CorosyncFiles(Answer):
+    """``GET /api/v1/agent/corosync`` (mutual TLS): what every host's corosync needs, the
+    same for all, rendered by the engine from its hosts (engine/services/ha_corosync.py)."""
+
+    conf: str  # corosync.conf
+    authkey: str  # /etc/corosync/authkey, base64
+    digest: str  # SHA-256 over both (as ReportAnswer.corosync_digest)
 
 
 def domains_digest(states: Iterable[tuple[str, str]]) -> str:

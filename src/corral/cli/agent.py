@@ -29,12 +29,21 @@ QuorumOpt = typer.Option(
     "(/run/corosync.pid) (docs/ha.md \"Quorum (corosync)\")")
 
 
+CorosyncConfOpt = typer.Option(
+    None, "--corosync-conf", metavar="PATH",
+    help="Keep this host's corosync.conf (and the authkey beside it) as the engine renders "
+    "them for its hosts, e.g. /etc/corosync/corosync.conf: written again, and a running "
+    "corosync reloaded, whenever a host joins or leaves (docs/ha.md \"Quorum (corosync)\")")
+
+
 def _common(state_dir: Path, listen: str, port: int, libvirt_uri: str,
-            lock_pidfile: Path | None, quorum: str = "auto") -> list[str]:
+            lock_pidfile: Path | None, quorum: str = "auto",
+            corosync_conf: Path | None = None) -> list[str]:
     return ["--state-dir", str(state_dir), "--listen", listen, "--port", str(port),
             "--libvirt-uri", libvirt_uri,
             *(["--lock-daemon-pidfile", str(lock_pidfile)] if lock_pidfile else []),
-            "--quorum", quorum]
+            "--quorum", quorum,
+            *(["--corosync-conf", str(corosync_conf)] if corosync_conf else [])]
 
 
 @app.command("join")
@@ -48,7 +57,7 @@ def join(url: str = typer.Argument(..., help="The engine: https://HOST:PORT"),
              "or the address this machine reaches the engine from)"),
          state_dir: Path = StateDirOpt, listen: str = ListenOpt, port: int = PortOpt,
          libvirt_uri: str = UriOpt, lock_pidfile: Path | None = LockOpt,
-         quorum: str = QuorumOpt) -> None:
+         quorum: str = QuorumOpt, corosync_conf: Path | None = CorosyncConfOpt) -> None:
     """Join the cluster of the engine at URL, then serve it in the foreground.
 
     The token names the engine's CA fingerprint: the CA the engine shows is checked against
@@ -59,17 +68,19 @@ def join(url: str = typer.Argument(..., help="The engine: https://HOST:PORT"),
 
     main(["join", url, "--token", token, *(["--name", name] if name else []),
           *(["--address", address] if address else []),
-          *_common(state_dir, listen, port, libvirt_uri, lock_pidfile, quorum)])
+          *_common(state_dir, listen, port, libvirt_uri, lock_pidfile, quorum,
+                   corosync_conf)])
 
 
 @app.command("run")
 def run(state_dir: Path = StateDirOpt, listen: str = ListenOpt, port: int = PortOpt,
         libvirt_uri: str = UriOpt, lock_pidfile: Path | None = LockOpt,
-        quorum: str = QuorumOpt) -> None:
+        quorum: str = QuorumOpt, corosync_conf: Path | None = CorosyncConfOpt) -> None:
     """Serve the engine this host joined (`corral agent join`), in the foreground."""
     from corral.agent.__main__ import main
 
-    main(["run", *_common(state_dir, listen, port, libvirt_uri, lock_pidfile, quorum)])
+    main(["run", *_common(state_dir, listen, port, libvirt_uri, lock_pidfile, quorum,
+                          corosync_conf)])
 
 
 @app.command("guard", context_settings={"ignore_unknown_options": True})

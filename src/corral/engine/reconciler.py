@@ -39,6 +39,7 @@ from corral.engine.context import EngineContext
 from corral.engine.db.models import Host, Nic, Operation, Vm, utcnow
 from corral.engine.services import (
     cluster_settings,
+    ha_corosync,
     host_states,
     host_sync,
     hosts,
@@ -169,16 +170,16 @@ class Reconciler:
             self.resync(host_id, refresh_facts=restarted)
         return ReportAnswer(host=name, status=status, **self._lease_terms(host_id))
 
-    def _lease_terms(self, host_id: str) -> dict[str, float | bool]:
+    def _lease_terms(self, host_id: str) -> dict[str, float | bool | str | None]:
         """The lease this answer renews (from the report's send time, on the host): how
         long, and armed while the host holds an HA VM's row (its guard kills QEMUs only
-        then)."""
+        then); and the digest of the cluster's corosync files."""
         with self.ctx.db.session() as s:
             armed = s.query(Vm.id).filter(Vm.host_id == host_id, Vm.ha.is_(True)) \
                 .first() is not None
         lease_s = cluster_settings.get(self.ctx, "ha.lease_s")
         return {"lease_s": float(lease_s) if isinstance(lease_s, int | float) else 10.0,
-                "arm_lease": armed}
+                "arm_lease": armed, "corosync_digest": ha_corosync.digest(self.ctx)}
 
     def clock(self) -> float:
         return self._clock()

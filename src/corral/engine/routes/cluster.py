@@ -5,12 +5,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import PlainTextResponse
 
-from corral.agent_api.reports import HostReport, ReportAnswer
+from corral.agent_api.reports import CorosyncFiles, HostReport, ReportAnswer
 from corral.api.cluster import JoinAnswer, JoinRequest, JoinToken, JoinTokenRequest
 from corral.engine.context import EngineContext
 from corral.engine.reconciler import Reconciler
 from corral.engine.routes.deps import context, need, reporting_host
-from corral.engine.services import host_join
+from corral.engine.services import ha_corosync, host_join
 from corral.engine.tls import ensure_ca
 
 router = APIRouter(prefix="/api/v1", tags=["cluster"])
@@ -50,3 +50,12 @@ def agent_report(report: HostReport, request: Request,
     heartbeat, and at once its domains' lifecycle events."""
     reconciler: Reconciler = request.app.state.reconciler
     return reconciler.report(host_id, report)
+
+
+@router.get("/agent/corosync", response_model=CorosyncFiles)
+def agent_corosync(request: Request,
+                   host_id: str = Depends(reporting_host)) -> CorosyncFiles:
+    """The cluster's corosync.conf and knet key for a host's agent (mutual TLS) that keeps its
+    corosync configured (`corral agent run --corosync-conf PATH`): the report's answer says
+    when they changed (a host joined or left)."""
+    return ha_corosync.files(context(request))

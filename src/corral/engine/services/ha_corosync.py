@@ -3,12 +3,16 @@ on every host so that their agents report one membership (docs/ha.md "Quorum (co
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import os
 from urllib.parse import urlsplit
 
+from corral.agent_api.reports import CorosyncFiles
 from corral.api.ha import CorosyncConf, CorosyncNode
 from corral.engine.context import EngineContext
 from corral.engine.db.models import Host
-from corral.errors import Conflict, NotFound
+from corral.errors import Conflict, CorralError, NotFound
 from corral.ha import corosync_conf
 
 LOGFILE = "/var/log/corosync/corosync.log"  # Debian's
@@ -32,3 +36,34 @@ def render(ctx: EngineContext, cluster_name: str = "corral") -> CorosyncConf:
     text = corosync_conf.render(cluster_name, nodes, LOGFILE, crypto=True)
     return CorosyncConf(nodes=[CorosyncNode(nodeid=n.nodeid, name=n.name, address=n.address)
                                for n in nodes], text=text)
+
+
+AUTHKEY_BYTES = 256  # what corosync-keygen makes
+
+
+def authkey(ctx: EngineContext) -> bytes:
+    """The cluster's knet key (DATA_DIR/corosync-authkey, 0600), made at its first use."""
+    path = ctx.settings.data_dir / "corosync-authkey"
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        pass
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(os.urandom(AUTHKEY_BYTES))
+    return path.read_bytes()
+
+
+def files(ctx: EngineContext) -> CorosyncFiles:
+    """corosync.conf and the authkey, for the agents that keep them (`--corosync-conf`)."""
+    conf, key = render(ctx).text, authkey(ctx)
+    digest = hashlib.sha256(conf.encode() + b"\0" + key).hexdigest()
+    return CorosyncFiles(conf=conf, authkey=base64.b64encode(key).decode(), digest=digest)
+
+
+def digest(ctx: EngineContext) -> str | None:
+    """``files(ctx).digest``; None when the hosts give no config (a nodeid clash)."""
+    try:
+        return files(ctx).digest
+    except CorralError:
+        return None
