@@ -25,6 +25,12 @@ NODE_STAMP := node_modules/.corral-installed
 $(NODE_STAMP): package.json package-lock.json
 	@npm ci --no-audit --no-fund --loglevel=error
 	@install -D -m 0644 node_modules/htmx.org/dist/htmx.min.js $(UI_VENDOR)/htmx.min.js
+	@install -D -m 0644 -t $(UI_VENDOR)/xterm node_modules/@xterm/xterm/lib/xterm.js \
+		node_modules/@xterm/xterm/css/xterm.css node_modules/@xterm/addon-fit/lib/addon-fit.js
+	@rm -rf $(UI_VENDOR)/novnc && mkdir -p $(UI_VENDOR)/novnc
+	@cp -R node_modules/@novnc/novnc/core node_modules/@novnc/novnc/vendor $(UI_VENDOR)/novnc/
+	@install -D -m 0644 -t $(UI_VENDOR)/uplot node_modules/uplot/dist/uPlot.iife.min.js \
+		node_modules/uplot/dist/uPlot.min.css
 	@touch $(NODE_STAMP)
 
 node_modules: deps $(NODE_STAMP)
@@ -60,14 +66,14 @@ test: venv
 # Each benchmark starts its own lab host (detection, cluster_api, cluster_rss: a 3-host
 # `corral lab up`; scheduler none; api_projects the engine alone, `corral up
 # --no-local-agent`; migration a 2-host lab with a shared pool; ha_failover a 3-host lab
-# with a shared pool) and writes its own
+# with a shared pool; web_ui the engine alone and Debian's chromium) and writes its own
 # section of docs/benchmarks.md.
 # bench/all.py runs every one of them (one failing does not skip the others), then prints
 # which passed, missed a target or failed; it fails when one failed. `make bench BENCHES=run`
 # runs one.
 BENCHES := run node_createstart provision image_import network snapshots storage_throughput firmware_boot vm_settings scheduler \
 	detection cluster_api cluster_rss api_projects migration ha_simulator ha_failover \
-	ha_lease_failover
+	ha_lease_failover web_ui
 
 bench: venv
 	@$(PY) bench/all.py $(BENCHES)

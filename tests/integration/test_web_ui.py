@@ -3,7 +3,8 @@ install`), against a real node (engine, agent, libvirtd, QEMU under TCG in a lab
 
 Logs in (a wrong password and a POST without its CSRF token are refused), finds the host on
 the dashboard, watches a VM turn ``running`` in an open VM list when the CLI starts it (no
-reload), stops it from its page through the confirmation naming it, and checks that a user
+reload), draws its live graphs (uPlot, from the stats endpoint), stops it from its page
+through the confirmation naming it, and checks that a user
 of project pa sees nothing of other projects. Every main page is checked with axe-core (from
 npm, node_modules) and photographed at desktop and phone width into docs/screenshots/."""
 
@@ -166,6 +167,39 @@ def test_a_vm_started_from_the_cli_turns_running_without_a_reload(
     _shoot(admin, "vms-desktop")
 
 
+# pixels of a graph's canvas drawn in its first series' colour (#2155c9), opaque: the line
+_LINE_PIXELS = """(canvas) => {
+  const d = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+  let n = 0;
+  for (let i = 0; i < d.length; i += 4) {
+    if (d[i + 3] > 200 && Math.abs(d[i] - 33) < 40 && Math.abs(d[i + 1] - 85) < 40
+        && Math.abs(d[i + 2] - 201) < 40) n++;
+  }
+  return n;
+}"""
+
+
+def test_a_running_vms_graphs_draw(admin: Page, node: Node, site: dict[str, str]) -> None:
+    """The VM page's live graphs (uPlot) fill from the stats endpoint while web runs; the
+    host's page graphs the host."""
+    admin.goto(f"{node.url}/vms/web")
+    graphs = admin.get_by_role("region", name="Usage")
+    expect(graphs).to_have_attribute("data-drawn", "yes", timeout=WAIT_MS)  # first rates: ~10 s
+    for name in ("cpu", "memory", "disk", "net"):
+        expect(graphs.locator(f'[data-graph="{name}"] canvas')).to_be_visible()
+    # a line drawn, not an empty frame (the first sample is a dot: wait for the next ones)
+    admin.wait_for_function(f"() => ({_LINE_PIXELS})(document.querySelector("
+                            "'[data-graph=\"cpu\"] canvas')) > 20", timeout=WAIT_MS)
+    expect(graphs.locator('[data-graph="cpu"] [data-now]')).to_contain_text("%")
+    stats: Any = node.cli_json("vm", "stats", "web")
+    assert stats["host"] and stats["series"]["cpu_percent"]["points"], stats
+    assert _axe(admin) == []
+    _shoot(admin, "vm-graphs-desktop")
+    admin.goto(f"{node.url}/hosts/{site['host']}")
+    expect(admin.get_by_role("region", name="Usage")).to_have_attribute("data-drawn", "yes")
+    _shoot(admin, "host-graphs-desktop")
+
+
 def test_stop_asks_for_a_confirmation_naming_the_vm(admin: Page, node: Node) -> None:
     wait_for("web to boot (its acpid takes the power button)",
              lambda: BOOT_MARKER in node.console_log("web"), timeout=180)
@@ -234,5 +268,221 @@ def test_pages_at_phone_width(browser: Browser, node: Node, site: dict[str, str]
         _shoot(page, "vms-phone")
         page.goto(f"{node.url}/vms/web")
         _shoot(page, "vm-phone")
+    finally:
+        ctx.close()
+
+
+# -- consoles (xterm.js and noVNC; engine/ui/consoles.py) ------------------------------------
+
+@pytest.fixture(scope="module")
+def console_vm(node: Node, site: dict[str, str]) -> Iterator[str]:
+    """VM ``term`` (default project), stopped: the consoles' own, whatever the other tests
+    do to theirs. Deleted at the end, even after a failure."""
+    node.cli("vm", "create", "term", "--image", "tiny", "--memory", "128M")
+    try:
+        yield "term"
+    finally:
+        node.cli("vm", "delete", "term", "--force", check=False)
+
+
+def test_the_serial_console_follows_a_start_and_runs_a_command(
+        admin: Page, node: Node, console_vm: str) -> None:
+    admin.goto(f"{node.url}/vms/{console_vm}")
+    admin.get_by_role("link", name="Serial").click()
+    expect(admin).to_have_url(f"{node.url}/vms/{console_vm}/console")
+    status = admin.locator("#console-status")
+    expect(status).to_contain_text("retrying")  # stopped: no console yet, the page waits
+    node.cli("vm", "start", console_vm)  # the page reconnects by itself and sees the boot
+    screen = admin.locator("#terminal .xterm-rows")
+    expect(screen).to_contain_text(BOOT_MARKER, timeout=180_000)
+    expect(status).to_have_text("Connected")
+    expect(admin.locator("#console-vm-state .badge")).to_have_text("running")  # live, too
+    admin.locator("#terminal").click()
+    admin.keyboard.type("echo console-$((6 * 7))")
+    admin.keyboard.press("Enter")
+    expect(screen).to_contain_text("console-42")  # the guest's shell ran it
+    assert _axe(admin) == []
+    _shoot(admin, "console-desktop")
+
+
+def test_the_graphical_console_draws_the_guests_screen(
+        admin: Page, node: Node, console_vm: str) -> None:
+    wait_for(f"{console_vm} to run", lambda: BOOT_MARKER in node.console_log(console_vm),
+             timeout=180)
+    admin.goto(f"{node.url}/vms/{console_vm}/display")
+    expect(admin.locator("#console-status")).to_have_text("Connected")
+    expect(admin.get_by_role("button", name="Send Ctrl+Alt+Del")).to_be_enabled()
+    # the canvas noVNC paints the guest's VGA screen on holds more than one colour
+    admin.wait_for_function("""() => {
+        const c = document.querySelector('#screen canvas');
+        if (!c || c.width < 100 || c.height < 100) return false;
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        for (let i = 4; i < d.length; i += 4)
+            if (d[i] !== d[0] || d[i + 1] !== d[1] || d[i + 2] !== d[2]) return true;
+        return false;
+    }""")
+    assert _axe(admin) == []
+    _shoot(admin, "display-desktop")
+    # the VM stopped and started again: the page reconnects by itself, without a reload
+    admin.evaluate("window.stillTheSamePage = true")
+    node.cli("vm", "stop", console_vm, "--force")
+    expect(admin.locator("#console-status")).to_contain_text("retrying")
+    node.cli("vm", "start", console_vm)
+    expect(admin.locator("#console-status")).to_have_text("Connected")
+    assert admin.evaluate("window.stillTheSamePage === true")
+
+
+def test_consoles_at_phone_width_and_no_ticket_for_another_project(
+        browser: Browser, node: Node, console_vm: str) -> None:
+    ctx = _context(browser, phone=True)
+    try:
+        page = ctx.new_page()
+        _log_in(page, node.url, "alice")
+        expect(page).to_have_url(f"{node.url}/")
+        page.goto(f"{node.url}/vms/pa.mine/console")
+        expect(page.locator("#terminal .xterm-screen")).to_be_visible()
+        # mine is stopped: the page says so and keeps trying, rather than "Connected"
+        expect(page.locator("#console-status")).to_contain_text("retrying")
+        assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+        _shoot(page, "console-phone")
+        csrf = page.locator('input[name="csrf"]').first.get_attribute("value") or ""
+        for other in ("pb.secret", console_vm):  # another project's, and the default one's
+            refused = page.request.post(f"{node.url}/vms/{other}/console-ticket",
+                                        form={"kind": "vnc"}, headers={"X-CSRF-Token": csrf})
+            assert refused.status == 404, other
+            answer = page.goto(f"{node.url}/vms/{other}/display")
+            assert answer is not None and answer.status == 404, other
+        own = page.request.post(f"{node.url}/vms/pa.mine/console-ticket",
+                                form={"kind": "vnc"}, headers={"X-CSRF-Token": csrf})
+        assert own.status == 200 and own.json()["url"].startswith("/api/v1/vms/mine/vnc-websocket")
+    finally:
+        ctx.close()
+
+
+# -- the user portal: create form, quota, snapshots, delete (engine/ui/portal.py) -----------
+
+@pytest.fixture(scope="module")
+def portal_vm(node: Node, site: dict[str, str]) -> Iterator[str]:
+    """The name of the VM the create form makes (default project); deleted at the end,
+    even after a failure."""
+    try:
+        yield "formvm"
+    finally:
+        node.cli("vm", "delete", "formvm", "--force", check=False)
+
+
+def test_a_vm_created_through_the_form_reaches_running_without_a_reload(
+        admin: Page, node: Node, portal_vm: str) -> None:
+    admin.goto(f"{node.url}/vms")
+    admin.get_by_role("link", name="New VM").click()
+    expect(admin).to_have_url(f"{node.url}/vms/new")
+    admin.get_by_label("Name", exact=True).fill(portal_vm)
+    admin.get_by_label("Image or template", exact=True).select_option("tiny")
+    admin.get_by_label("Memory", exact=True).fill("128M")
+    admin.get_by_label("Cloud-init user", exact=True).fill("ops")
+    expect(admin.get_by_label("Start it once created", exact=True)).to_be_checked()
+    assert _axe(admin) == []
+    _shoot(admin, "vm-new-desktop")
+    admin.get_by_role("button", name="Create VM").click()
+    expect(admin).to_have_url(f"{node.url}/vms/{portal_vm}")
+    admin.evaluate("window.stillTheSamePage = true")  # a reload would drop it
+    summary = admin.locator("#vm-summary")
+    expect(admin.get_by_role("region", name="Recent operations")).to_contain_text("vm.create")
+    expect(summary.locator(".badge")).to_have_text("running", timeout=120_000)
+    assert admin.evaluate("window.stillTheSamePage === true")
+    shown: Any = node.cli_json("vm", "show", portal_vm)
+    assert shown["memory_mib"] == 128 and shown["image"] == "tiny"
+
+
+def test_the_form_refuses_what_passes_the_quota(
+        browser: Browser, node: Node, site: dict[str, str]) -> None:
+    node.cli("project", "quota", "set", "pa", "--memory", "256M")  # mine has 128M of it
+    ctx = _context(browser)
+    try:
+        page = ctx.new_page()
+        _log_in(page, node.url, "alice")
+        expect(page).to_have_url(f"{node.url}/")
+        page.goto(f"{node.url}/vms/new")
+        expect(page.get_by_role("region", name="Quota of project pa")).to_contain_text(
+            "128 MiB of 256 MiB")
+        page.get_by_label("Name", exact=True).fill("toobig")
+        page.get_by_label("Image or template", exact=True).select_option("tiny")
+        page.get_by_label("Memory", exact=True).fill("512M")
+        expect(page.locator("#quota-warn")).to_contain_text("memory")  # early, in the page
+        page.get_by_role("button", name="Create VM").click()
+        error = page.locator("#err-memory")
+        expect(error).to_contain_text("quota of 256 MiB")
+        expect(page.get_by_label("Memory", exact=True)).to_have_attribute("aria-invalid", "true")
+        expect(page.get_by_label("Name", exact=True)).to_have_value("toobig")  # what was typed stays
+        assert _axe(page) == []
+        _shoot(page, "vm-new-quota-desktop")
+        vms: Any = node.cli_json("--project", "pa", "vm", "list")
+        assert [v["name"] for v in vms] == ["mine"]
+    finally:
+        ctx.close()
+        node.cli("project", "quota", "set", "pa", "--memory", "none", check=False)
+
+
+def _confirm(page: Page, question: str, button: str) -> None:
+    dialog = page.get_by_role("dialog")
+    expect(dialog).to_contain_text(question)
+    dialog.get_by_role("button", name=button, exact=True).click()
+    expect(dialog).to_be_hidden()
+
+
+def test_snapshots_taken_and_reverted_then_stop_and_delete(
+        admin: Page, node: Node, portal_vm: str) -> None:
+    admin.goto(f"{node.url}/vms/{portal_vm}")
+    summary = admin.locator("#vm-summary")
+    summary.get_by_role("button", name=f"Force off {portal_vm}").click()
+    _confirm(admin, f"Force off VM {portal_vm}?", "Force off")
+    expect(summary.locator(".badge")).to_have_text("stopped")
+    snaps = admin.get_by_role("region", name="Snapshots")
+    for name in ("first", "second"):
+        snaps.get_by_label("New snapshot", exact=True).fill(name)
+        snaps.get_by_role("button", name="Take snapshot").click()
+        expect(snaps.locator(f'tr[data-snapshot="{name}"]')).to_be_visible()
+    second = snaps.locator('tr[data-snapshot="second"]')
+    expect(second).to_contain_text("child of first")  # the tree: second under first
+    expect(second).to_contain_text("current")
+    snaps.get_by_role("button", name=f"Revert {portal_vm} to first").click()
+    _confirm(admin, f"Revert VM {portal_vm} to snapshot first?", "Revert")
+    expect(admin.locator("#activity")).to_contain_text("vm.snapshot.revert")
+    expect(snaps.locator('tr[data-snapshot="first"]')).to_contain_text("current")
+    listed: Any = node.cli_json("vm", "snapshot", "list", portal_vm)
+    assert {s["name"]: s["current"] for s in listed} == {"first": True, "second": False}
+    assert _axe(admin) == []
+    _shoot(admin, "vm-snapshots-desktop")
+    summary.get_by_role("button", name=f"Delete {portal_vm}").click()
+    _confirm(admin, f"Delete VM {portal_vm}?", "Delete")
+    expect(admin).to_have_url(f"{node.url}/vms")
+    expect(admin.locator(f'tr[data-live-vm="{portal_vm}"]')).to_have_count(0)
+
+    def gone() -> bool:
+        listed: Any = node.cli_json("vm", "list")
+        return portal_vm not in [v["name"] for v in listed]
+    wait_for(f"{portal_vm} deleted", gone, timeout=60)
+
+
+def test_admin_pages_in_the_browser(admin: Page, browser: Browser, node: Node,
+                                    site: dict[str, str]) -> None:
+    for path, name in (("/hosts", "hosts"), (f"/hosts/{site['host']}", "host"),
+                       ("/networks", "networks"), ("/pools", "pools"), ("/images", "images"),
+                       ("/projects", "projects"), ("/users", "users"),
+                       ("/audit?action=login", "audit")):
+        admin.goto(f"{node.url}{path}")
+        expect(admin.locator("h1")).to_be_visible()
+        assert _axe(admin) == [], path
+        _shoot(admin, f"{name}-desktop")
+    expect(admin.get_by_role("region", name="Records")).to_contain_text("webadmin")
+    ctx = _context(browser, phone=True)
+    try:
+        page = ctx.new_page()
+        _log_in(page, node.url, "webadmin")
+        expect(page).to_have_url(f"{node.url}/")
+        for path, name in (("/vms/new", "vm-new"), (f"/hosts/{site['host']}", "host")):
+            page.goto(f"{node.url}{path}")
+            assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+            _shoot(page, f"{name}-phone")
     finally:
         ctx.close()

@@ -174,3 +174,20 @@ def test_a_console_ticket_opens_one_session_of_its_vm_only(
     monkeypatch.setattr(console_tickets.time, "monotonic", lambda: real() + 31)
     assert _refused(client, f"/api/v1/vms/web/console?ticket={late}", none) == 4401
     assert fake.sessions == 1
+
+
+def test_a_vnc_ticket_opens_the_display_socket_and_nothing_else(
+        relay: tuple[TestClient, FakeConsole]) -> None:
+    client, fake = relay
+    none = {"Authorization": ""}
+    vnc = client.post("/api/v1/vms/web/console-ticket?kind=vnc").json()["ticket"]
+    with client.websocket_connect(f"/api/v1/vms/web/vnc-websocket?ticket={vnc}",
+                                  headers=none) as ws:
+        ws.send_bytes(b"RFB")
+        assert ws.receive_bytes() == b"echo:RFB"
+    serial = client.post("/api/v1/vms/web/console-ticket").json()["ticket"]
+    assert _refused(client, f"/api/v1/vms/web/vnc-websocket?ticket={serial}", none) == 4401
+    other = client.post("/api/v1/vms/web/console-ticket?kind=vnc").json()["ticket"]
+    assert _refused(client, f"/api/v1/vms/web/console?ticket={other}", none) == 4401
+    assert client.post("/api/v1/vms/web/console-ticket?kind=spice").status_code == 422
+    assert fake.sessions == 1

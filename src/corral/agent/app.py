@@ -32,6 +32,7 @@ from corral.agent import (
     nic_routes,
     ova,
     port_routes,
+    stats_routes,
     vm_files,
 )
 from corral.agent.console_relay import relay_console
@@ -43,6 +44,8 @@ from corral.agent.network import firewall
 from corral.agent.pools import host_registry, root_routes
 from corral.agent.pools.routes import router as pools_router
 from corral.agent.storage import Storage
+from corral.agent.vm_stats import StatsSampler
+from corral.agent.vnc_relay import relay_vnc
 from corral.agent_api.domains import HostFacts
 from corral.errors import NotFound
 from corral.httpserve import BodyLimit, install_error_handlers
@@ -201,9 +204,18 @@ def create_app(settings: AgentSettings) -> FastAPI:
     app.include_router(host_routes.router(hv, {
         "reboot": list(settings.reboot_command), "poweroff": list(settings.poweroff_command)}))
 
+    # CPU, memory, disk and network of the last 10 minutes (the web UI's graphs): sampled
+    # by a thread that corral.agent.__main__ starts with the reporter.
+    app.state.stats = StatsSampler(hv.domain_stats)
+    app.include_router(stats_routes.router(app.state.stats))
+
     @app.websocket("/v1/domains/{name}/console")
     async def console(ws: WebSocket, name: str) -> None:
         await ws.accept()
         await relay_console(ws, hv, name)
+
+    @app.websocket("/v1/domains/{name}/vnc")
+    async def vnc(ws: WebSocket, name: str) -> None:
+        await relay_vnc(ws, hv, name)
 
     return app

@@ -12,6 +12,7 @@ from corral.cli import cluster as cluster_cli
 from corral.cli import ha as ha_cli
 from corral.cli import project as project_cli
 from corral.cli import role as role_cli
+from corral.cli import stats as stats_cli
 from corral.cli import storage as storage_cli
 from corral.cli import user as user_cli
 
@@ -55,6 +56,8 @@ app.add_typer(storage_cli.volume_app, name="volume")
 vm.app.add_typer(storage_cli.disk_app, name="disk")
 vm.app.add_typer(snapshot.app, name="snapshot")
 vm.app.add_typer(vm_nic.app, name="nic")
+vm.app.command("stats")(stats_cli.vm_stats)
+host.app.command("stats")(stats_cli.host_stats)
 vm.app.command("clone")(snapshot.clone)
 vm.app.command("export")(snapshot.export)
 vm.app.command("import-ova")(snapshot.import_ova)

@@ -49,6 +49,7 @@ from corral.api.snapshots import (
     TemplateCreate,
     VmClone,
 )
+from corral.api.stats import Stats
 from corral.client import remotes
 from corral.client._audit import AuditApi
 from corral.client._cluster import ClusterApi
@@ -279,6 +280,12 @@ class Client(UsersApi, AuditApi, LdapApi, ProjectsApi, ClusterApi, FencingApi):
         """Where a running VM's VNC display listens (its host's loopback)."""
         return VmVnc.model_validate(self._json("GET", f"/api/v1/vms/{name}/vnc"))
 
+    def vm_stats(self, name: str, since: float | None = None) -> Stats:
+        """The VM's CPU, memory, disk and network of the last 10 minutes (points after
+        ``since``, a unix time), as series of [unix time, value]."""
+        return Stats.model_validate(self._json("GET", f"/api/v1/vms/{name}/stats",
+                                               params=_since(since)))
+
     def vm_addresses(self, name: str) -> list[VmAddress]:
         return [VmAddress.model_validate(a) for a in self._json("GET", f"/api/v1/vms/{name}/addresses")]
 
@@ -379,6 +386,11 @@ class Client(UsersApi, AuditApi, LdapApi, ProjectsApi, ClusterApi, FencingApi):
     def get_host(self, name: str) -> HostDetail:
         """One host, with its live memory (KSM, balloons) when its agent answers."""
         return HostDetail.model_validate(self._json("GET", f"/api/v1/hosts/{name}"))
+
+    def host_stats(self, name: str, since: float | None = None) -> Stats:
+        """The host's CPU % and its VMs' memory, disk and network of the last 10 minutes."""
+        return Stats.model_validate(self._json("GET", f"/api/v1/hosts/{name}/stats",
+                                               params=_since(since)))
 
     def update_host(self, name: str, req: HostPatch) -> Operation:
         """Change a host's settings (``HostPatch(ksm=True)``)."""
@@ -583,3 +595,7 @@ class Client(UsersApi, AuditApi, LdapApi, ProjectsApi, ClusterApi, FencingApi):
     def import_ova(self, req: OvaImport) -> Operation:
         return Operation.model_validate(
             self._json("POST", "/api/v1/ova-imports", json=req.model_dump(exclude_none=True)))
+
+
+def _since(since: float | None) -> dict[str, float]:
+    return {} if since is None else {"since": since}

@@ -30,6 +30,7 @@ from corral.engine.routes import pools as pool_routes
 from corral.engine.routes import projects as project_routes
 from corral.engine.routes import roles as role_routes
 from corral.engine.routes import security_groups as sg_routes
+from corral.engine.routes import stats as stats_routes
 from corral.engine.routes import users as user_routes
 from corral.engine.routes import vm_disks as vm_disk_routes
 from corral.engine.routes import vm_groups as vm_group_routes
@@ -139,7 +140,7 @@ def create_app(ctx: EngineContext) -> FastAPI:
                    audit_routes, ldap_routes, project_routes, role_routes,
                    vm_migration_routes, cluster_setting_routes, cluster_policy_routes,
                    ha_routes,
-                   host_fence_routes):
+                   host_fence_routes, stats_routes):
         app.include_router(module.router, responses=ERRORS)
     ui.install(app)  # the web UI at / (pages, /static)
     return app

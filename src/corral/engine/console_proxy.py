@@ -1,4 +1,6 @@
-"""Relay of a VM's serial console: client WebSocket ↔ engine ↔ agent WebSocket ↔ libvirt."""
+"""Relay of a VM's consoles: client WebSocket ↔ engine ↔ agent WebSocket (mutual TLS) ↔
+libvirt's serial stream, or the VNC display on the host's loopback. A VM on another host of
+a cluster is reached the same way: only its host's agent talks to its console."""
 
 from __future__ import annotations
 
@@ -17,8 +19,11 @@ from corral.engine.services.auth import authenticate
 from corral.errors import CorralError, Forbidden, Unauthorized
 from corral.httpserve import client_bytes
 
+AGENT_PATHS: dict[console_tickets.Kind, str] = {"serial": "console", "vnc": "vnc"}
 
-def _agent_of(ctx: EngineContext, ws: WebSocket, name: str) -> str | None:
+
+def _agent_of(ctx: EngineContext, ws: WebSocket, name: str,
+              kind: console_tickets.Kind = "serial") -> str | None:
     """The agent URL of the VM's host; None: no such VM (``name``: its full name). The
     client shows an API
     token (``Authorization: Bearer``, as every route takes it) or a console ticket
@@ -26,7 +31,7 @@ def _agent_of(ctx: EngineContext, ws: WebSocket, name: str) -> str | None:
     it. Blocking (database)."""
     ticket = ws.query_params.get("ticket")
     if ticket is not None:
-        console_tickets.redeem(ticket, name)
+        console_tickets.redeem(ticket, name, kind)
     else:
         scheme, _, secret = ws.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not secret.strip():
@@ -45,12 +50,12 @@ def _agent_of(ctx: EngineContext, ws: WebSocket, name: str) -> str | None:
         return None if vm is None or host is None else host.url
 
 
-async def proxy_console(ws: WebSocket, name: str) -> None:
+async def proxy_console(ws: WebSocket, name: str, kind: console_tickets.Kind = "serial") -> None:
     """``name``: the path's; ``?project=`` names the VM's project, as on every VM route."""
     ctx: EngineContext = ws.app.state.ctx
     try:  # off the event loop, as sync routes are
         name = full_name(ws.query_params.get("project") or DEFAULT_PROJECT, name)
-        agent = await asyncio.to_thread(_agent_of, ctx, ws, name)
+        agent = await asyncio.to_thread(_agent_of, ctx, ws, name, kind)
     except CorralError as exc:
         await ws.close(code=4403 if isinstance(exc, Forbidden) else 4401, reason=exc.message)
         return
@@ -58,7 +63,7 @@ async def proxy_console(ws: WebSocket, name: str) -> None:
         await ws.close(code=4404, reason=f"VM {name} not found")
         return
     await ws.accept()
-    agent_url = agent.replace("http", "ws", 1) + f"/v1/domains/{name}/console"
+    agent_url = agent.replace("http", "ws", 1) + f"/v1/domains/{name}/{AGENT_PATHS[kind]}"
     tls = ctx.agent_tls() if agent_url.startswith("wss:") else None  # mutual TLS, as calls
     try:
         upstream = await websockets.connect(agent_url, ssl=tls, max_size=None,

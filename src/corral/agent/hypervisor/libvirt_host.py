@@ -338,6 +338,22 @@ class Hypervisor:
                         times[vm_id] = int(dom.info()[4])
         return times
 
+    def domain_stats(self) -> dict[str, dict[str, Any]]:
+        """libvirt's counters of each running corral VM's domain, by name, as flat records
+        (``cpu.time``, ``balloon.*``, ``block.N.rd.bytes``, ``net.N.tx.bytes``...): one
+        bulk call for every domain; corral.agent.vm_stats turns two readings into rates."""
+        flags = (libvirt.VIR_DOMAIN_STATS_CPU_TOTAL | libvirt.VIR_DOMAIN_STATS_BALLOON
+                 | libvirt.VIR_DOMAIN_STATS_BLOCK | libvirt.VIR_DOMAIN_STATS_INTERFACE)
+        found: dict[str, dict[str, Any]] = {}
+        with _mapped("domain stats"):
+            records = self._connection().getAllDomainStats(
+                flags, libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE)
+            for dom, record in records:
+                with contextlib.suppress(libvirt.libvirtError):  # it stopped meanwhile
+                    if self._info(dom).vm_id:
+                        found[dom.name()] = dict(record)
+        return found
+
     def undefine(self, name: str) -> None:
         dom = self._domain(name)
         with _mapped(f"undefine {name}"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from corral.agent_api.host import HostMemory, KsmBody, PowerAnswer, PowerBody
+from corral.agent_api.stats import StatsAnswer
 from corral.engine.agent_calls import AgentCalls
 
 
@@ -21,3 +22,15 @@ class HostCalls(AgentCalls):
         """Reboot or power off the machine (a moment after this answers)."""
         return self._send("POST", "/v1/host/power", PowerAnswer, PowerBody(action=action),
                           timeout=10)
+
+    def host_stats(self, since: float | None) -> StatsAnswer:
+        """The host's recent samples (corral.agent.vm_stats), after ``since``."""
+        return self._send("GET", "/v1/stats/host" + _since(since), StatsAnswer, timeout=10)
+
+    def domain_stats(self, name: str, since: float | None) -> StatsAnswer:
+        return self._send("GET", f"/v1/stats/domains/{name}" + _since(since), StatsAnswer,
+                          timeout=10)
+
+
+def _since(since: float | None) -> str:
+    return "" if since is None else f"?since={since}"

@@ -110,17 +110,27 @@ def console_log(name: VmName, ctx: EngineContext = Depends(context)) -> str:
 
 
 @guarded.post("/{name}/console-ticket", dependencies=need("vm.console"), response_model=ConsoleTicket)
-def console_ticket(name: VmName, ctx: EngineContext = Depends(context)) -> ConsoleTicket:
+def console_ticket(name: VmName, kind: console_tickets.Kind = Query(
+        "serial", description="serial: opens .../console; vnc: opens .../vnc-websocket"),
+        ctx: EngineContext = Depends(context)) -> ConsoleTicket:
     """A one-time ticket (30 s) that opens the VM's console WebSocket as ``?ticket=``: for
     clients that cannot send an Authorization header there (browsers)."""
     vms.get(ctx, name)  # 404 for no such VM
-    return ConsoleTicket(ticket=console_tickets.issue(name), expires_in=int(console_tickets.TTL_S))
+    return ConsoleTicket(ticket=console_tickets.issue(name, kind),
+                         expires_in=int(console_tickets.TTL_S))
 
 
 @router.websocket("/api/v1/vms/{name}/console")
 async def console(ws: WebSocket, name: str) -> None:
     """The serial console (``?project=`` as on every VM route)."""
     await proxy_console(ws, name)
+
+
+@router.websocket("/api/v1/vms/{name}/vnc-websocket")
+async def vnc_websocket(ws: WebSocket, name: str) -> None:
+    """The graphical console: the VM's VNC (RFB) bytes, relayed through its host's agent
+    from the host's loopback, for noVNC (a ``?ticket=`` of kind vnc, or a bearer token)."""
+    await proxy_console(ws, name, "vnc")
 
 
 router.include_router(guarded)

@@ -21,5 +21,12 @@ def install(app: FastAPI) -> None:
     if not (STATIC / "vendor" / "htmx.min.js").is_file():
         log.warning("web UI: %s/vendor/htmx.min.js is missing (`make node_modules` copies it "
                     "from npm): pages work, without their live parts", STATIC)
+    from corral.engine.ui import admin, consoles, graphs, portal  # after routes.py: they use its helpers
+
+    # first: /vms/new before routes.py's /vms/{name}
+    app.include_router(portal.router)
+    app.include_router(admin.router)
     app.include_router(router)
+    app.include_router(consoles.router)
+    app.include_router(graphs.router)  # the live graphs' data (/ui/*/stats)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

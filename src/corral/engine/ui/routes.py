@@ -233,9 +233,11 @@ def dashboard(request: Request, caller: Caller = Depends(ui_need("status.read"))
 
 @router.get("/vms", response_class=HTMLResponse)
 def vm_list(request: Request, name: str = "", state: str = "", host: str = "",
-            project: str = "", caller: Caller = Depends(ui_need("vm.read"))) -> Response:
+            project: str = "", sort: str = "",
+            caller: Caller = Depends(ui_need("vm.read"))) -> Response:
     wanted = views.VmFilter(name=name[:63].strip(), state=state[:20], host=host[:63],
-                            project=project[:63])
+                            project=project[:63],
+                            sort=sort if sort.removeprefix("-") in views.SORTS else "")
     data = views.vm_list(_context(request), caller.who, wanted)
     return render(request, "vms.html", caller, page="vms", l=data, states=views.STATES,
                   power=POWER)
