@@ -5,6 +5,9 @@ tests/integration/test_lab_fence.py."""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,14 +18,20 @@ from corral.lab.fence_agent import parse
 
 
 @pytest.fixture
-def lab_root(tmp_path: Path) -> Path:
-    """A lab's state with one host, lab7, whose namespaces do not exist (powered off)."""
-    st = state.LabState(root=str(tmp_path), prefix="lab")
-    st.hosts["lab7"] = state.HostRecord(name="lab7", number=7, index=97,
-                                        root_dir=str(tmp_path / "hosts" / "lab7"),
-                                        address="10.209.97.2", powered=False)
-    state.save(st)
-    return tmp_path
+def lab_root() -> Iterator[Path]:
+    """A lab's state with one host, lab7, whose namespaces do not exist (powered off). In a
+    short directory of its own: a lab host's unix sockets must fit in 108 bytes, and pytest's
+    tmp_path is longer under pytest-xdist (.../popen-gw0/...)."""
+    root = Path(tempfile.mkdtemp(prefix="corral-fence-"))
+    try:
+        st = state.LabState(root=str(root), prefix="lab")
+        st.hosts["lab7"] = state.HostRecord(name="lab7", number=7, index=97,
+                                            root_dir=str(root / "hosts" / "lab7"),
+                                            address="10.209.97.2", powered=False)
+        state.save(st)
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_the_engine_finds_it_next_to_its_python() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import os
@@ -13,6 +14,8 @@ from typing import Any
 import pycdlib
 import pytest
 
+from corral.agent import image_import
+from corral.agent.download import download
 from corral.agent.image_import import Importer, run_qemu_img
 from corral.agent.storage import Storage
 from corral.errors import Conflict, HostError, InvalidInput
@@ -173,7 +176,10 @@ def test_images_that_point_at_other_host_files_are_refused(src: Path, storage: S
     assert leftovers(storage) == []
 
 
-def test_a_failed_download_leaves_nothing(server: FileServer, storage: Storage) -> None:
+def test_a_failed_download_leaves_nothing(server: FileServer, storage: Storage,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every retry still runs, without the real back-off's waits (0.5 s doubling: 15 s).
+    monkeypatch.setattr(image_import, "download", functools.partial(download, backoff=0.01))
     with pytest.raises(HostError, match="incomplete"):
         Importer(storage, "bad", server.url("disk.raw", "truncate=5000000"),
                  **allowed(storage)).run(lambda _p, _m: None)

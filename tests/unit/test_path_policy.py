@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+from qemu_reach import let_qemu_reach
 
 from corral import safepaths
 from corral.agent.pools import PoolSpec, host_registry
@@ -141,8 +142,7 @@ def test_pool_directories(layout: dict[str, Path]) -> None:
 
 def test_the_agent_refuses_such_pools_too(layout: dict[str, Path]) -> None:
     tmp = layout["tmp"]
-    for d in (tmp, tmp.parent, tmp.parent.parent):  # QEMU's user must reach volumes (pytest
-        d.chmod(d.stat().st_mode | 0o011)  # makes 0700 dirs); the dir pools check it
+    let_qemu_reach(tmp)  # QEMU's user must reach volumes; the dir pools check it
     state = layout["data"] / "agent"
     (state / "token").write_text("secret\n")
     pools = host_registry(state, layout["storage"])

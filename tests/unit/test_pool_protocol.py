@@ -22,6 +22,7 @@ import httpx
 import pytest
 from agent_transport import in_process, noting_json
 from fastapi import FastAPI
+from qemu_reach import let_qemu_reach
 
 from corral.agent.hypervisor import Hypervisor
 from corral.agent.jobs import JobRunner
@@ -54,8 +55,7 @@ class Agent:
 def agent(tmp_path: Path) -> Iterator[Agent]:
     state = tmp_path / "agent"
     storage = Storage(state / "storage")
-    for d in (tmp_path, tmp_path.parent, tmp_path.parent.parent):  # QEMU's user must reach
-        d.chmod(d.stat().st_mode | 0o011)  # pool files (pytest makes 0700 dirs); pools check it
+    let_qemu_reach(tmp_path)  # QEMU's user must reach pool files; pools check it
     app = FastAPI()
     install_error_handlers(app)  # the agent's error answers, which AgentClient rebuilds
     app.include_router(pools_router(state, storage.root, Hypervisor("test:///default")))

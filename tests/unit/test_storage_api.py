@@ -23,6 +23,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from qemu_reach import let_qemu_reach
 
 from corral.agent.hypervisor import Hypervisor
 from corral.agent.pools.routes import router as pools_router
@@ -63,8 +64,7 @@ def node(tmp_path: Path) -> Iterator[Node]:
     storage = state / "storage"
     for sub in ("images", "vms"):
         (storage / sub).mkdir(parents=True)
-    for d in (tmp_path, tmp_path.parent, tmp_path.parent.parent):  # QEMU's user must reach
-        d.chmod(d.stat().st_mode | 0o011)  # volumes (pytest makes 0700 dirs); pools check it
+    let_qemu_reach(tmp_path)  # QEMU's user must reach volumes; pools check it
     agent = FastAPI()
     install_error_handlers(agent)
     agent.include_router(pools_router(state, storage, Hypervisor("test:///default")))

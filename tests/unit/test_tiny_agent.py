@@ -83,7 +83,8 @@ def test_shutdown_answers_at_once_then_powers_off_or_reboots(
                           check=False)
     assert proc.returncode == 0, proc.stderr
     deadline = time.monotonic() + 10
-    while not done.exists() and time.monotonic() < deadline:
+    # The shell makes the file (>) before echo writes to it: wait for the line itself.
+    while not (done.exists() and done.read_text().strip()) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert done.read_text().strip() == action
 

@@ -9,7 +9,7 @@ from corral.engine.services.vm_states import ALLOWED, check_action, check_delete
 from corral.errors import WrongState
 
 
-@pytest.mark.parametrize(("state", "action"), [(s, a) for a in PowerAction for s in ALLOWED[a]])
+@pytest.mark.parametrize(("state", "action"), [(s, a) for a in PowerAction for s in sorted(ALLOWED[a])])
 def test_allowed(state: VmState, action: PowerAction) -> None:
     check_action("vm1", state, action)
 
