@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import socket
 import ssl
@@ -51,9 +50,8 @@ from pathlib import Path
 
 import httpx
 
-import outcome
 import sections
-from benchlab import machine_facts, sigterm_exits
+from benchmain import run_bench
 from corral.engine.app import build_context
 from corral.engine.context import EngineSettings
 from corral.engine.db.models import Host, Image, Network, Nic, Project, Vm
@@ -338,21 +336,15 @@ def section(res: Result, started: str, duration_s: float, n_all: int, n_one: int
     return "\n".join(lines), missed
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+def _options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--all", type=int, default=100, help="lists of every VM, as admin")
     parser.add_argument("--one", type=int, default=300,
                         help="one-project lists, as admin and with the custom role each")
     parser.add_argument("--direct", type=int, default=50,
                         help="in-process calls of services.vms.list_vms (every VM)")
-    parser.add_argument("--report", type=Path, default=REPORT)
-    args = parser.parse_args()
-    if args.all < 1 or args.one < 1 or args.direct < 1:
-        parser.error("--all, --one and --direct must be >= 1")
-    sigterm_exits()
-    measured = sections.Measured.now()
-    res = Result(facts=machine_facts())
-    t0 = time.monotonic()
+
+
+def _measure(res: Result, args: argparse.Namespace) -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="corral-bench-projects-"))
     try:
         t = time.monotonic()
@@ -369,17 +361,16 @@ def main() -> int:
                 measure(res, http, cfg["token"], custom, args.all, args.one)
             say(f"{args.direct} direct calls of services.vms.list_vms")
             measure_direct(res, data_dir, args.direct)
-    except (Exception, KeyboardInterrupt, SystemExit) as exc:
-        res.errors.append(f"{type(exc).__name__}: {exc}")
-        say(f"benchmark failed: {res.errors[-1].splitlines()[0]}")
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
-    res.facts["load average at the end"] = " / ".join(f"{x:.2f}" for x in os.getloadavg())
-    text, missed = section(res, f"{measured.started:%Y-%m-%d %H:%M} UTC",
-                           time.monotonic() - t0, args.all, args.one)
-    sections.write_section(args.report, SECTION, text, measured)
-    print(text)
-    return outcome.finish("\n".join(res.errors) or None, missed)
+
+
+def main() -> int:
+    return run_bench(
+        SECTION, __doc__, REPORT, options=_options, positive=["all", "one", "direct"],
+        result=lambda _args, facts: Result(facts=facts), body=_measure,
+        section=lambda res, ran: section(res, ran.started, ran.duration_s, ran.args.all,
+                                         ran.args.one))
 
 
 if __name__ == "__main__":

@@ -162,7 +162,11 @@ def check_guests(client: Client) -> str:
             f"first create there), network default ({net.mode}{overlay}, {net.subnet})")
 
 
+def load_average() -> str:
+    return " / ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def machine_facts() -> dict[str, str]:
     return {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
             "Python": platform.python_version(),
-            "load average at the start": " / ".join(f"{x:.2f}" for x in os.getloadavg())}
+            "load average at the start": load_average()}

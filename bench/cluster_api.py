@@ -26,7 +26,6 @@ scale.
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import sys
 import time
@@ -34,9 +33,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import outcome
 import sections
-from benchlab import IMAGE, check_guests, lab_up, machine_facts, sigterm_exits
+from benchlab import IMAGE, check_guests
+from benchmain import InLab, LabSpec, in_lab, run_bench
 from corral.api import OperationStatus, VmCreate
 from corral.client import Client
 from timing import BenchError, percentile, say
@@ -178,37 +177,24 @@ def section(res: Result, started: str, duration_s: float) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+def _options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dry-runs", type=int, default=200)
     parser.add_argument("--creates", type=int, default=30)
-    parser.add_argument("--root", type=Path, default=Path("/var/tmp/corral-bench-cluster-api"))
-    parser.add_argument("--report", type=Path, default=REPORT)
-    args = parser.parse_args()
-    if args.dry_runs < 1 or args.creates < 1:
-        parser.error("--dry-runs and --creates must be >= 1")
-    if os.geteuid() != 0:
-        print("bench/cluster_api.py needs root (the lab: namespaces, libvirtd)",
-              file=sys.stderr)
-        return 2
-    sigterm_exits()
-    measured = sections.Measured.now()
-    res = Result(facts=machine_facts())
-    t0 = time.monotonic()
-    try:
-        with lab_up(args.root, PREFIX, cpu_overcommit=CPU_OVERCOMMIT) as lab, lab.client() as client:
-            res.facts["lab set-up (`lab up`, 3 hosts)"] = f"{time.monotonic() - t0:.0f} s"
-            res.facts["guests"] = check_guests(client)
-            hosts = sorted(lab.state().hosts)
-            measure(res, client, hosts, args.dry_runs, args.creates)
-    except (Exception, KeyboardInterrupt, SystemExit) as exc:
-        res.errors.append(f"{type(exc).__name__}: {exc}")
-        say(f"benchmark failed: {res.errors[-1].splitlines()[0]}")
-    res.facts["load average at the end"] = " / ".join(f"{x:.2f}" for x in os.getloadavg())
-    text = section(res, f"{measured.started:%Y-%m-%d %H:%M} UTC", time.monotonic() - t0)
-    sections.write_section(args.report, SECTION, text, measured)
-    print(text)
-    return outcome.finish("\n".join(res.errors) or None)
+
+
+def _measure(res: Result, up: InLab) -> None:
+    res.facts["guests"] = check_guests(up.client)
+    measure(res, up.client, sorted(up.lab.state().hosts), up.args.dry_runs, up.args.creates)
+
+
+def main() -> int:
+    return run_bench(
+        SECTION, __doc__, REPORT, lab_root=Path("/var/tmp/corral-bench-cluster-api"),
+        options=_options, positive=["dry_runs", "creates"],
+        result=lambda _args, facts: Result(facts=facts),
+        body=in_lab(LabSpec(PREFIX, cpu_overcommit=CPU_OVERCOMMIT), _measure,
+                    "lab set-up (`lab up`, 3 hosts)"),
+        section=lambda res, ran: (section(res, ran.started, ran.duration_s), ()))
 
 
 if __name__ == "__main__":

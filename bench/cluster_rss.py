@@ -21,15 +21,12 @@ so). Targets as for one node: engine
 
 from __future__ import annotations
 
-import argparse
-import os
 import statistics
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import outcome
 import sections
 from benchlab import (
     IMAGE,
@@ -38,12 +35,10 @@ from benchlab import (
     engine_pid,
     host_names,
     lab_host,
-    lab_up,
-    machine_facts,
     mb,
     rss_mib,
-    sigterm_exits,
 )
+from benchmain import InLab, LabSpec, in_lab, run_bench
 from corral.api import PowerAction, VmCreate
 from corral.client import Client
 from corral.images.tiny import BOOT_MARKER
@@ -265,34 +260,21 @@ def section(res: Result, started: str, duration_s: float) -> tuple[str, list[str
     return "\n".join(lines), missed
 
 
+def _measure(res: Result, up: InLab) -> None:
+    res.facts["guests"] = check_guests(up.client)
+    measure(res, up.lab, up.client)
+
+
 def main() -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
-    parser.add_argument("--stopped", action="store_true",
-                        help="define the VMs without starting them (nothing boots)")
-    parser.add_argument("--root", type=Path, default=Path("/var/tmp/corral-bench-cluster-rss"))
-    parser.add_argument("--report", type=Path, default=REPORT)
-    args = parser.parse_args()
-    if os.geteuid() != 0:
-        print("bench/cluster_rss.py needs root (the lab: namespaces, libvirtd)",
-              file=sys.stderr)
-        return 2
-    sigterm_exits()
-    measured = sections.Measured.now()
-    res = Result(started_vms=not args.stopped, facts=machine_facts())
-    t0 = time.monotonic()
-    try:
-        with lab_up(args.root, PREFIX, cpu_overcommit=CPU_OVERCOMMIT) as lab, lab.client() as client:
-            res.facts["lab set-up (`lab up`, 3 hosts)"] = f"{time.monotonic() - t0:.0f} s"
-            res.facts["guests"] = check_guests(client)
-            measure(res, lab, client)
-    except (Exception, KeyboardInterrupt, SystemExit) as exc:
-        res.errors.append(f"{type(exc).__name__}: {exc}")
-        say(f"benchmark failed: {res.errors[-1].splitlines()[0]}")
-    res.facts["load average at the end"] = " / ".join(f"{x:.2f}" for x in os.getloadavg())
-    text, missed = section(res, f"{measured.started:%Y-%m-%d %H:%M} UTC", time.monotonic() - t0)
-    sections.write_section(args.report, SECTION, text, measured)
-    print(text)
-    return outcome.finish("\n".join(res.errors) or None, missed)
+    return run_bench(
+        SECTION, __doc__, REPORT, lab_root=Path("/var/tmp/corral-bench-cluster-rss"),
+        options=lambda p: p.add_argument(
+            "--stopped", action="store_true",
+            help="define the VMs without starting them (nothing boots)"),
+        result=lambda args, facts: Result(started_vms=not args.stopped, facts=facts),
+        body=in_lab(LabSpec(PREFIX, cpu_overcommit=CPU_OVERCOMMIT), _measure,
+                    "lab set-up (`lab up`, 3 hosts)"),
+        section=lambda res, ran: section(res, ran.started, ran.duration_s))
 
 
 if __name__ == "__main__":

@@ -17,16 +17,15 @@ age of the last heartbeat (up to 1 s) plus the engine's check tick (min(0.5 s, T
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import outcome
 import sections
-from benchlab import host_names, lab_up, machine_facts, sigterm_exits
+from benchlab import host_names
+from benchmain import InLab, LabSpec, in_lab, run_bench
 from corral.client import Client
 from corral.engine.context import EngineSettings
 from corral.lab.cluster import Lab
@@ -153,37 +152,25 @@ def section(res: Result, runs: int, started: str, duration_s: float
     return "\n".join(lines), missed
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+def _options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--heartbeat-timeout", type=float, default=DEFAULT_TIMEOUT_S,
                         help="the engine's, in seconds (default: the engine's default)")
-    parser.add_argument("--root", type=Path, default=Path("/var/tmp/corral-bench-detection"))
-    parser.add_argument("--report", type=Path, default=REPORT)
-    args = parser.parse_args()
-    if args.runs < 1:
-        parser.error("--runs must be >= 1")
-    if os.geteuid() != 0:
-        print("bench/detection.py needs root (the lab: namespaces, libvirtd)", file=sys.stderr)
-        return 2
-    sigterm_exits()
-    measured = sections.Measured.now()
-    res = Result(timeout_s=args.heartbeat_timeout, facts=machine_facts())
-    t0 = time.monotonic()
-    try:
-        with lab_up(args.root, PREFIX, heartbeat_timeout=args.heartbeat_timeout) as lab, \
-                lab.client() as client:
-            res.setup_s = time.monotonic() - t0
-            measure(res, lab, client, args.runs)
-    except (Exception, KeyboardInterrupt, SystemExit) as exc:
-        res.errors.append(f"{type(exc).__name__}: {exc}")
-        say(f"benchmark failed: {res.errors[-1].splitlines()[0]}")
-    res.facts["load average at the end"] = " / ".join(f"{x:.2f}" for x in os.getloadavg())
-    text, missed = section(res, args.runs, f"{measured.started:%Y-%m-%d %H:%M} UTC",
-                           time.monotonic() - t0)
-    sections.write_section(args.report, SECTION, text, measured)
-    print(text)
-    return outcome.finish("\n".join(res.errors) or None, missed)
+
+
+def _measure(res: Result, up: InLab) -> None:
+    res.setup_s = up.setup_s  # a fact of section(), in its place there
+    measure(res, up.lab, up.client, up.args.runs)
+
+
+def main() -> int:
+    return run_bench(
+        SECTION, __doc__, REPORT, lab_root=Path("/var/tmp/corral-bench-detection"),
+        options=_options, positive=["runs"],
+        result=lambda args, facts: Result(timeout_s=args.heartbeat_timeout, facts=facts),
+        body=in_lab(lambda args: LabSpec(PREFIX, heartbeat_timeout=args.heartbeat_timeout),
+                    _measure),
+        section=lambda res, ran: section(res, ran.args.runs, ran.started, ran.duration_s))
 
 
 if __name__ == "__main__":

@@ -26,17 +26,15 @@ cut with self-fencing (needs quorum, not built yet).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import os
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import outcome
 import sections
-from benchlab import host_names, lab_up, machine_facts, sigterm_exits
+from benchlab import host_names
+from benchmain import LabSpec, in_lab, run_bench
 from corral.api import VmCreate
 from corral.client import Client
 from corral.errors import CorralError
@@ -300,35 +298,15 @@ def section(res: Result, runs: int, started: str, duration_s: float
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
-    parser.add_argument("--runs", type=int, default=10, help="power-offs (at least 1)")
-    parser.add_argument("--root", type=Path, default=Path("/var/tmp/corral-bench-ha"))
-    parser.add_argument("--report", type=Path, default=REPORT)
-    args = parser.parse_args()
-    if args.runs < 1:
-        parser.error("--runs must be >= 1")
-    if os.geteuid() != 0:
-        print("bench/ha_failover.py needs root (the lab: namespaces, libvirtd)",
-              file=sys.stderr)
-        return 2
-    sigterm_exits()
-    measured = sections.Measured.now()
-    res = Result(facts=machine_facts())
-    t0 = time.monotonic()
-    try:
-        with lab_up(args.root, PREFIX, storage="shared") as lab, lab.client() as client:
-            res.facts["lab set-up (`lab up`, 3 hosts, shared pool)"] = \
-                f"{time.monotonic() - t0:.0f} s"
-            measure(res, lab, client, args.runs)
-    except (Exception, KeyboardInterrupt, SystemExit) as exc:
-        res.errors.append(f"{type(exc).__name__}: {exc}")
-        say(f"benchmark failed: {res.errors[-1].splitlines()[0]}")
-    res.facts["load average at the end"] = " / ".join(f"{x:.2f}" for x in os.getloadavg())
-    text, missed = section(res, args.runs, f"{measured.started:%Y-%m-%d %H:%M} UTC",
-                           time.monotonic() - t0)
-    sections.write_section(args.report, SECTION, text, measured)
-    print(text)
-    return outcome.finish("\n".join(res.errors) or None, missed)
+    return run_bench(
+        SECTION, __doc__, REPORT, lab_root=Path("/var/tmp/corral-bench-ha"),
+        options=lambda p: p.add_argument("--runs", type=int, default=10,
+                                         help="power-offs (at least 1)"),
+        positive=["runs"], result=lambda _args, facts: Result(facts=facts),
+        body=in_lab(LabSpec(PREFIX, storage="shared"),
+                    lambda res, up: measure(res, up.lab, up.client, up.args.runs),
+                    "lab set-up (`lab up`, 3 hosts, shared pool)"),
+        section=lambda res, ran: section(res, ran.args.runs, ran.started, ran.duration_s))
 
 
 if __name__ == "__main__":

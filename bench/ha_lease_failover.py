@@ -33,17 +33,15 @@ lease 10 s + margin 2 s + restart): cut -> running under 20 s, median and max.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import os
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import outcome
 import sections
-from benchlab import host_names, lab_host, lab_up, machine_facts, sigterm_exits
+from benchlab import host_names, lab_host
+from benchmain import LabSpec, in_lab, run_bench
 from corral.api import VmCreate
 from corral.client import Client
 from corral.errors import CorralError
@@ -321,36 +319,15 @@ def section(res: Result, runs: int, started: str, duration_s: float
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
-    parser.add_argument("--runs", type=int, default=5, help="network cuts (at least 1)")
-    parser.add_argument("--root", type=Path, default=Path("/var/tmp/corral-bench-ha-lease"))
-    parser.add_argument("--report", type=Path, default=REPORT)
-    args = parser.parse_args()
-    if args.runs < 1:
-        parser.error("--runs must be >= 1")
-    if os.geteuid() != 0:
-        print("bench/ha_lease_failover.py needs root (the lab: namespaces, libvirtd)",
-              file=sys.stderr)
-        return 2
-    sigterm_exits()
-    measured = sections.Measured.now()
-    res = Result(facts=machine_facts())
-    t0 = time.monotonic()
-    try:
-        with lab_up(args.root, PREFIX, storage="shared", fence=False, quorum=True) as lab, \
-                lab.client() as client:
-            res.facts["lab set-up (`lab up`, 3 hosts, shared pool, quorum)"] = \
-                f"{time.monotonic() - t0:.0f} s"
-            measure(res, lab, client, args.runs)
-    except (Exception, KeyboardInterrupt, SystemExit) as exc:
-        res.errors.append(f"{type(exc).__name__}: {exc}")
-        say(f"benchmark failed: {res.errors[-1].splitlines()[0]}")
-    res.facts["load average at the end"] = " / ".join(f"{x:.2f}" for x in os.getloadavg())
-    text, missed = section(res, args.runs, f"{measured.started:%Y-%m-%d %H:%M} UTC",
-                           time.monotonic() - t0)
-    sections.write_section(args.report, SECTION, text, measured)
-    print(text)
-    return outcome.finish("\n".join(res.errors) or None, missed)
+    return run_bench(
+        SECTION, __doc__, REPORT, lab_root=Path("/var/tmp/corral-bench-ha-lease"),
+        options=lambda p: p.add_argument("--runs", type=int, default=5,
+                                         help="network cuts (at least 1)"),
+        positive=["runs"], result=lambda _args, facts: Result(facts=facts),
+        body=in_lab(LabSpec(PREFIX, storage="shared", fence=False, quorum=True),
+                    lambda res, up: measure(res, up.lab, up.client, up.args.runs),
+                    "lab set-up (`lab up`, 3 hosts, shared pool, quorum)"),
+        section=lambda res, ran: section(res, ran.args.runs, ran.started, ran.duration_s))
 
 
 if __name__ == "__main__":

@@ -41,9 +41,9 @@ from pathlib import Path
 
 from lxml import etree
 
-import outcome
 import sections
-from benchlab import host_names, lab_host, lab_up, machine_facts, sigterm_exits
+from benchlab import host_names, lab_host
+from benchmain import InLab, LabSpec, in_lab, run_bench
 from corral.client import Client
 from corral.errors import CorralError
 from corral.images.tiny import BOOT_MARKER
@@ -98,6 +98,7 @@ class Result:
     cases: list[Case] = field(default_factory=list)
     evacuation: Evacuation | None = None
     cli_call_s: list[float] = field(default_factory=list)  # `corral vm show`: no work
+    tls: bool = False  # the cluster's migration.tls, for the section
     errors: list[str] = field(default_factory=list)
     facts: dict[str, str] = field(default_factory=dict)
 
@@ -492,56 +493,43 @@ def section(res: Result, rounds: int, started: str, duration_s: float, tls: bool
     return "\n".join(lines), missed
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+def _options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=int, default=5, help="moves per tool and case")
     parser.add_argument("--no-copy", action="store_true", help="skip the storage-copy case")
     parser.add_argument("--no-evacuation", action="store_true",
                         help="skip the evacuation of a host with --evacuate VMs")
     parser.add_argument("--evacuate", type=int, default=5, help="VMs on the evacuated host")
-    parser.add_argument("--root", type=Path, default=Path("/var/tmp/corral-bench-migration"))
-    parser.add_argument("--report", type=Path, default=REPORT)
-    args = parser.parse_args()
-    if args.rounds < 1:
-        parser.error("--rounds must be >= 1")
-    if os.geteuid() != 0:
-        print("bench/migration.py needs root (the lab: namespaces, libvirtd)", file=sys.stderr)
-        return 2
-    sigterm_exits()
-    measured = sections.Measured.now()
-    res = Result(facts=machine_facts())
-    t0 = time.monotonic()
-    tls = False
+
+
+def _measure(res: Result, up: InLab) -> None:
+    args = up.args
     home = Path(tempfile.mkdtemp(prefix="corral-bench-migration-home-"))
     try:
-        with lab_up(args.root, PREFIX, hosts=2, storage="shared") as lab, \
-                lab.client() as client:
-            res.facts["lab set-up (`lab up`, 2 hosts, shared pool)"] = \
-                f"{time.monotonic() - t0:.0f} s"
-            b = Bench(lab, client, home)
-            tls = b.tls
-            shared = Case("Shared storage (pool `shared`: nothing copied)", "bmig", "bmigraw")
-            res.cases.append(shared)
-            run_case(b, shared, args.rounds, copy=False, after=lambda: res.cli_call_s.extend(
-                cli_calls(b, shared.corral_vm)))
-            if not args.no_copy:
-                local = Case("Storage copy (root disk on each host's own storage)", "bmigl",
-                             "bmigrawl")
-                res.cases.append(local)
-                run_case(b, local, args.rounds, copy=True)
-            if not args.no_evacuation:
-                run_evacuation(b, res, args.evacuate)
-    except (Exception, KeyboardInterrupt, SystemExit) as exc:
-        res.errors.append(f"{type(exc).__name__}: {exc}")
-        say(f"benchmark failed: {res.errors[-1].splitlines()[0]}")
+        b = Bench(up.lab, up.client, home)
+        res.tls = b.tls
+        shared = Case("Shared storage (pool `shared`: nothing copied)", "bmig", "bmigraw")
+        res.cases.append(shared)
+        run_case(b, shared, args.rounds, copy=False, after=lambda: res.cli_call_s.extend(
+            cli_calls(b, shared.corral_vm)))
+        if not args.no_copy:
+            local = Case("Storage copy (root disk on each host's own storage)", "bmigl",
+                         "bmigrawl")
+            res.cases.append(local)
+            run_case(b, local, args.rounds, copy=True)
+        if not args.no_evacuation:
+            run_evacuation(b, res, args.evacuate)
     finally:
         shutil.rmtree(home, ignore_errors=True)
-    res.facts["load average at the end"] = " / ".join(f"{x:.2f}" for x in os.getloadavg())
-    text, missed = section(res, args.rounds, f"{measured.started:%Y-%m-%d %H:%M} UTC",
-                           time.monotonic() - t0, tls)
-    sections.write_section(args.report, SECTION, text, measured)
-    print(text)
-    return outcome.finish("\n".join(res.errors) or None, missed)
+
+
+def main() -> int:
+    return run_bench(
+        SECTION, __doc__, REPORT, lab_root=Path("/var/tmp/corral-bench-migration"),
+        options=_options, positive=["rounds"], result=lambda _args, facts: Result(facts=facts),
+        body=in_lab(LabSpec(PREFIX, hosts=2, storage="shared"), _measure,
+                    "lab set-up (`lab up`, 2 hosts, shared pool)"),
+        section=lambda res, ran: section(res, ran.args.rounds, ran.started, ran.duration_s,
+                                         res.tls))
 
 
 if __name__ == "__main__":

@@ -51,10 +51,9 @@ from typing import Any
 
 import httpx
 
-import outcome
 import sections
 from api_projects import PER_PROJECT, PROJECTS, free_port, seed
-from benchlab import machine_facts, sigterm_exits
+from benchmain import run_bench
 from corral.node.paths import NodePaths
 from timing import BenchError, median, percentile, say
 
@@ -368,18 +367,12 @@ def section(res: Result, duration_s: float, rounds: int, n_paints: int
     return "\n".join(lines), missed
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+def _options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=int, default=100, help="requests of each page")
     parser.add_argument("--paints", type=int, default=20, help="browser loads of each page")
-    parser.add_argument("--report", type=Path, default=REPORT)
-    args = parser.parse_args()
-    if args.rounds < 1 or args.paints < 1:
-        parser.error("--rounds and --paints must be >= 1")
-    sigterm_exits()
-    measured = sections.Measured.now()
-    res = Result(facts=machine_facts())
-    t0 = time.monotonic()
+
+
+def _measure(res: Result, args: argparse.Namespace) -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="corral-bench-webui-"))
     engine: Engine | None = None
     try:
@@ -399,18 +392,18 @@ def main() -> int:
             paints(res, engine.url, args.paints)
             say(f"SSE fan-out: {STREAMS} streams, {CHANGING} VMs")
             asyncio.run(fanout(res, engine, engine.url, ca, http.cookies))
-    except (Exception, KeyboardInterrupt, SystemExit) as exc:
-        res.errors.append(f"{type(exc).__name__}: {exc}")
-        say(f"benchmark failed: {res.errors[-1].splitlines()[0]}")
     finally:
         if engine is not None:
             engine.stop()
         shutil.rmtree(data_dir, ignore_errors=True)
-    res.facts["load average at the end"] = " / ".join(f"{x:.2f}" for x in os.getloadavg())
-    text, missed = section(res, time.monotonic() - t0, args.rounds, args.paints)
-    sections.write_section(args.report, SECTION, text, measured)
-    print(text)
-    return outcome.finish("\n".join(res.errors) or None, missed)
+
+
+def main() -> int:
+    return run_bench(
+        SECTION, __doc__, REPORT, options=_options, positive=["rounds", "paints"],
+        result=lambda _args, facts: Result(facts=facts), body=_measure,
+        section=lambda res, ran: section(res, ran.duration_s, ran.args.rounds,
+                                         ran.args.paints))
 
 
 if __name__ == "__main__":

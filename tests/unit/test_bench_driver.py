@@ -1,17 +1,21 @@
 """`make bench` without the benchmarks: the driver (bench/all.py) on fake benchmarks, the exit
-codes of bench/outcome.py, the boot-wait errors of bench/guests.py and the provenance line
-that bench/sections.py puts into every section of docs/benchmarks.md."""
+codes of bench/outcome.py, the boot-wait errors of bench/guests.py, the provenance line
+that bench/sections.py puts into every section of docs/benchmarks.md and the main() of the
+benchmarks (bench/benchmain.py) on fake bodies."""
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import io
 import json
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -24,7 +28,7 @@ def bench() -> Iterator[dict[str, ModuleType]]:
     sys.path.insert(0, str(BENCH))
     try:
         yield {name: importlib.import_module(name)
-               for name in ("all", "outcome", "guests", "sections", "report")}
+               for name in ("all", "outcome", "guests", "sections", "report", "benchmain")}
     finally:
         sys.path.remove(str(BENCH))
 
@@ -166,3 +170,73 @@ def test_an_error_with_console_tails_is_a_fenced_block_in_the_report(
     assert ("**The run did not finish:** BenchError: timed out after 600 s waiting for 20 "
             "guests to boot; not booted (1 of 20): br-07\n\n```\n--- br-07") in md
     assert "Kernel panic\n```" in md
+
+
+@dataclass
+class FakeResult:
+    errors: list[str] = field(default_factory=list)
+    facts: dict[str, str] = field(default_factory=dict)
+
+
+def _run_bench(bench: dict[str, ModuleType], monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+               argv: list[str], body: Callable[[FakeResult, argparse.Namespace], None],
+               lab_root: Path | None = None) -> tuple[int, Path, Path]:
+    """bench/fake.py run by benchmain.run_bench: its exit code, report and status file."""
+    main = bench["benchmain"]
+    monkeypatch.setattr(main, "sigterm_exits", lambda: None)  # not in the test's process
+    report, status = tmp_path / "benchmarks.md", tmp_path / "status.json"
+    monkeypatch.setenv(bench["outcome"].STATUS_ENV, str(status))
+    monkeypatch.setattr(sys, "argv", ["fake.py", *argv, "--report", str(report)])
+
+    def section(res: FakeResult, ran: Any) -> tuple[str, list[str]]:
+        missed = [] if ran.args.runs < 3 else [f"runs {ran.args.runs} >= 3"]
+        return (f"## Fake\n\n{ran.args.runs} runs from {ran.started}, errors "
+                f"{res.errors}; facts {sorted(res.facts)}"), missed
+
+    code = main.run_bench(
+        "fake", "A fake.\n\nMore.", report, lab_root=lab_root,
+        options=lambda p: p.add_argument("--runs", type=int, default=2), positive=["runs"],
+        result=lambda _args, facts: FakeResult(facts=facts), body=body, section=section)
+    return code, report, status
+
+
+def test_a_bench_that_fails_still_writes_its_section_with_the_error(
+        bench: dict[str, ModuleType], monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    def body(res: FakeResult, args: argparse.Namespace) -> None:
+        res.facts["lab set-up"] = "9 s"
+        raise RuntimeError("the lab host did not start")
+
+    code, report, status = _run_bench(bench, monkeypatch, tmp_path, [], body)
+    assert code == 1
+    text = report.read_text()
+    assert "<!-- fake -->" in text and "2 runs from " in text
+    assert "errors ['RuntimeError: the lab host did not start']" in text
+    assert ("facts ['Python', 'lab set-up', 'load average at the end', "
+            "'load average at the start', 'machine']") in text
+    assert "2 runs from " in capsys.readouterr().out
+    assert json.loads(status.read_text())["error"] == "RuntimeError: the lab host did not start"
+
+
+def test_a_bench_that_misses_a_target_exits_3(
+        bench: dict[str, ModuleType], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    code, report, status = _run_bench(bench, monkeypatch, tmp_path, ["--runs", "3"],
+                                      lambda res, args: None)
+    assert code == 3 and "3 runs from " in report.read_text()
+    assert json.loads(status.read_text())["missed"] == ["runs 3 >= 3"]
+
+
+def test_a_lab_bench_needs_root_and_positive_counts(
+        bench: dict[str, ModuleType], monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    def body(res: FakeResult, args: argparse.Namespace) -> None:
+        raise AssertionError("the body of a bench that cannot run")
+
+    monkeypatch.setattr(bench["benchmain"].os, "geteuid", lambda: 1000)
+    code, report, _ = _run_bench(bench, monkeypatch, tmp_path, [], body, lab_root=tmp_path)
+    assert code == 2 and not report.exists()
+    assert capsys.readouterr().err == \
+        "bench/fake.py needs root (the lab: namespaces, libvirtd)\n"
+    with pytest.raises(SystemExit) as info:
+        _run_bench(bench, monkeypatch, tmp_path, ["--runs", "0"], body)
+    assert info.value.code == 2 and "error: --runs must be >= 1" in capsys.readouterr().err
