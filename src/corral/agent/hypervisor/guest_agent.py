@@ -73,11 +73,19 @@ def answers(dom: Any) -> bool:
     return True
 
 
-def sync_time(dom: Any) -> bool:
+SYNC_WAIT_S = 10.0  # after a revert the guest's agent may need a moment to answer again
+
+
+def sync_time(dom: Any, wait_s: float = 0.0) -> bool:
     """Set the guest's clock from the host's (after a resume or a revert, the guest's
-    clock is behind); skipped quietly when no agent answers. Whether it was set."""
-    if not answers(dom):
-        return False
+    clock is behind); skipped quietly when no agent answers within ``wait_s`` (a guest
+    just restored from a snapshot, on a loaded host, can miss the first pings). Whether it
+    was set."""
+    deadline = time.monotonic() + wait_s
+    while not answers(dom):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.5)
     try:
         # with SYNC the guest reads its (running) RTC: the seconds given are ignored
         dom.setTime({"seconds": 0}, libvirt.VIR_DOMAIN_TIME_SYNC)

@@ -125,9 +125,12 @@ class SnapshotOps:
                     dom.destroy()
             else:
                 self.hv.start_gate()  # a memory snapshot runs the domain again
+                # A guest whose agent answers now most likely has one in the snapshot too:
+                # wait for it to answer again (only then), its clock is back at the snapshot's.
+                had_agent = dom.isActive() and guest_agent.answers(dom)
                 dom.revertToSnapshot(snap, 0)
                 if dom.isActive():
-                    guest_agent.sync_time(dom)  # the guest's clock is back at the snapshot's
+                    guest_agent.sync_time(dom, guest_agent.SYNC_WAIT_S if had_agent else 0.0)
         return self.hv.get(vm).model_dump()
 
     def delete(self, vm: str, name: str) -> bool:
