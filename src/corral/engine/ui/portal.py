@@ -16,7 +16,7 @@ from corral.engine.context import EngineContext
 from corral.engine.projects import full_name
 from corral.engine.services import vm_snapshots, vms
 from corral.engine.ui import portal_views, session, views
-from corral.engine.ui.routes import POWER, TEMPLATES, UiRoute, render, ui_need
+from corral.engine.ui.routes import POWER, TEMPLATES, UiRoute, render, started, ui_need
 from corral.engine.ui.session import Caller
 from corral.errors import CorralError, Forbidden, InvalidInput, WrongState
 
@@ -122,9 +122,7 @@ def _snapshot_vm(request: Request, caller: Caller, name: str, permission: str) -
 
 
 def _answer(request: Request, caller: Caller, name: str, op: Operation) -> Response:
-    if not request.headers.get("hx-request"):
-        return RedirectResponse(f"/vms/{quote(name)}#h-snaps", status_code=303)
-    return render(request, "_operation.html", caller, op=op)
+    return started(request, caller, op, f"/vms/{quote(name)}#h-snaps")
 
 
 @router.get("/vms/{name}/snapshots", response_class=HTMLResponse)
@@ -173,6 +171,4 @@ async def delete_vm(request: Request, name: str,
     """Delete the VM (its page asked for a confirmation naming it)."""
     _snapshot_vm(request, caller, name, "vm.delete")
     op = await run_in_threadpool(vms.delete, _ctx(request), name, False)
-    if not request.headers.get("hx-request"):
-        return RedirectResponse("/vms", status_code=303)
-    return render(request, "_operation.html", caller, op=op)
+    return started(request, caller, op, "/vms")

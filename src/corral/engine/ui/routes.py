@@ -76,6 +76,14 @@ def render(request: Request, template: str, caller: Caller | None = None,
     return response
 
 
+def started(request: Request, caller: Caller, op: Any, back: str) -> Response:
+    """What an action that started an operation answers: its progress panel to htmx (it
+    polls itself), or to a plain form post a redirect to ``back``."""
+    if not request.headers.get("hx-request"):
+        return RedirectResponse(back, status_code=303)
+    return render(request, "_operation.html", caller, op=op)
+
+
 def _error_page(request: Request, status: int, title: str, message: str) -> Response:
     ctx: EngineContext = request.app.state.ctx
     return render(request, "error.html", session.caller(ctx, request), status=status,
@@ -282,9 +290,7 @@ async def vm_power(request: Request, name: str,
         raise Forbidden(f"your role in project {vm.project} does not allow starting or "
                         "stopping VMs (vm.power)", permission="vm.power")
     op = await run_in_threadpool(vms.change_state, ctx, name, POWER[action][0])
-    if not request.headers.get("hx-request"):
-        return RedirectResponse(f"/vms/{quote(name)}", status_code=303)
-    return render(request, "_operation.html", caller, op=op)
+    return started(request, caller, op, f"/vms/{quote(name)}")
 
 
 @router.get("/operations/{op_id}", response_class=HTMLResponse)
