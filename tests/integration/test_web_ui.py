@@ -3,7 +3,8 @@ install`), against a real node (engine, agent, libvirtd, QEMU under TCG in a lab
 
 Logs in (a wrong password and a POST without its CSRF token are refused), finds the host on
 the dashboard, watches a VM turn ``running`` in an open VM list when the CLI starts it (no
-reload), draws its live graphs (uPlot, from the stats endpoint), stops it from its page
+reload) and another's start appear in the task panel, draws its live graphs (uPlot, from
+the stats endpoint), stops it from its page
 through the confirmation naming it, and checks that a user
 of project pa sees nothing of other projects. Every main page is checked with axe-core (from
 npm, node_modules) and photographed at desktop and phone width into docs/screenshots/."""
@@ -167,6 +168,33 @@ def test_a_vm_started_from_the_cli_turns_running_without_a_reload(
     _shoot(admin, "vms-desktop")
 
 
+def test_the_task_panel_shows_an_action_started_from_the_cli(admin: Page, node: Node) -> None:
+    """The panel at the bottom (open at desktop width) streams what happens, newest first,
+    without a reload: an operation with its outcome, the VM's new state."""
+    admin.goto(f"{node.url}/")
+    panel = admin.locator("#tasks")
+    expect(panel).to_have_attribute("open", "")
+    tasks = panel.get_by_role("list", name="Tasks and events, newest first")
+    expect(tasks).to_have_attribute("aria-live", "polite")
+    admin.evaluate("window.stillTheSamePage = true")  # a reload would drop it
+    try:
+        node.cli("--project", "pa", "vm", "start", "mine")
+        started = tasks.locator("li.task", has_text="vm.start pa.mine")
+        expect(started.locator(".badge")).to_have_text("success")
+        running = tasks.locator("li.task", has_text="VM pa.mine").filter(has_text="running")
+        expect(running.first).to_be_visible()
+        order = tasks.locator("li.task .task-what").all_inner_texts()
+        assert order.index("VM pa.mine") < order.index("vm.start pa.mine"), order  # newest first
+        assert len(order) <= 50
+        assert admin.evaluate("window.stillTheSamePage === true")
+        assert _axe(admin) == []
+        _shoot(admin, "tasks-desktop")
+    finally:
+        node.cli("--project", "pa", "vm", "stop", "mine", "--force", check=False)
+    expect(tasks.locator("li.task", has_text="vm.stop pa.mine").locator(".badge")
+           ).to_have_text("success")
+
+
 # pixels of a graph's canvas drawn in its first series' colour (#2155c9), opaque: the line
 _LINE_PIXELS = """(canvas) => {
   const d = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
@@ -257,6 +285,13 @@ def test_pages_at_phone_width(browser: Browser, node: Node, site: dict[str, str]
         _log_in(page, node.url, "webadmin")
         expect(page).to_have_url(f"{node.url}/")
         _shoot(page, "dashboard-phone")
+        tasks = page.locator("#tasks")  # the task panel: collapsed at phone width, opens
+        expect(tasks).to_have_attribute("data-ready", "yes")  # tasks.js has set it up
+        expect(tasks).not_to_have_attribute("open", "")
+        tasks.locator("summary").click()
+        expect(tasks.get_by_role("list", name="Tasks and events, newest first")).to_be_visible()
+        assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+        _shoot(page, "tasks-phone")
         page.goto(f"{node.url}/vms")
         web = page.locator('tr[data-live-vm="web"]')
         expect(web).to_be_visible()

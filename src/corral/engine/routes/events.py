@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from corral.api import Event
 from corral.engine.context import EngineContext
 from corral.engine.permissions import ALL_PROJECTS
 from corral.engine.routes.deps import authenticated, caller, context, need
 from corral.engine.services.auth import Principal
+
+KEEP_ALIVE_S = 15.0
+RECHECK_S = 15.0
 
 router = APIRouter(prefix="/api/v1/events", tags=["events"], dependencies=[Depends(authenticated)])
 
@@ -28,17 +33,24 @@ async def events(request: Request, who: Principal = Depends(caller),
 
 
 def stream_for(request: Request, who: Principal, ctx: EngineContext,
-               only: str | None) -> StreamingResponse:
+               only: str | None, alive: Callable[[], bool] | None = None) -> StreamingResponse:
     """The event stream ``who`` may see (``only``: of that project); also the web UI's
-    (engine/ui), which knows its caller by the session cookie."""
+    (engine/ui), which knows its caller by the session cookie. ``alive``: asked every
+    RECHECK_S (in a worker thread); once false the stream ends (a session expired or
+    revoked hears nothing more)."""
     queue = ctx.bus.subscribe()
 
     async def stream() -> AsyncIterator[str]:
+        checked = time.monotonic()
         try:
             yield ": connected\n\n"
             while not await request.is_disconnected():
+                if alive is not None and time.monotonic() - checked >= RECHECK_S:
+                    if not await run_in_threadpool(alive):
+                        return
+                    checked = time.monotonic()
                 try:
-                    event = await asyncio.wait_for(queue.get(), timeout=15)
+                    event = await asyncio.wait_for(queue.get(), timeout=KEEP_ALIVE_S)
                 except TimeoutError:
                     yield ": keep-alive\n\n"
                     continue

@@ -38,6 +38,7 @@ class Principal:
     token_name: str
     kind: str
     access: access.Access
+    expires_at: datetime | None = None  # the token's, as read for this request
 
 
 def _new_secret() -> str:
@@ -90,7 +91,7 @@ def authenticate(ctx: EngineContext, secret: str) -> Principal:
         shown = owner.role if owner is not None and tok.kind == "session" else tok.role
         return Principal(user=owner.name if owner else None, role=shown, token_id=tok.id,
                          token_name=tok.name, kind=tok.kind,
-                         access=access.of_user(s, owner, tok))
+                         access=access.of_user(s, owner, tok), expires_at=tok.expires_at)
 
 
 def user_access(ctx: EngineContext, user: str) -> access.Access:
@@ -113,6 +114,21 @@ def start_session(ctx: EngineContext, user: str, ttl: timedelta = SESSION_TTL) -
     name = "session-" + secrets.token_hex(4)
     return create_token(ctx, name, role, user=user, kind="session", expires_at=expires,
                         replace=False), expires
+
+
+def keep_session(ctx: EngineContext, who: Principal, idle: timedelta, most: timedelta) -> None:
+    """A session in use: it now expires ``idle`` from now, but never later than ``most``
+    after its login (the web UI's sliding idle timeout). Written at most once a minute
+    (the expiry moves when it is more than a minute behind), so not a write a request."""
+    if who.kind != "session" or who.expires_at is None:
+        return
+    now = utcnow()
+    if who.expires_at <= now or who.expires_at >= now + idle - _LAST_USE_EVERY:
+        return
+    with ctx.db.session() as s:
+        tok = s.get(Token, who.token_id)
+        if tok is not None and tok.expires_at is not None and tok.expires_at > now:
+            tok.expires_at = max(tok.expires_at, min(now + idle, tok.created_at + most))
 
 
 def revoke(ctx: EngineContext, token_id: str) -> None:

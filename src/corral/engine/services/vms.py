@@ -90,26 +90,32 @@ def list_vms(ctx: EngineContext, in_projects: list[str] | None = None) -> list[V
         if in_projects is not None:
             q = q.where(table.c.project.in_(in_projects))
         rows: list[Any] = list(s.execute(q).all())
-        # The names a VM refers to, read once for the list, not per VM: _out's lookups cost
-        # four queries a VM (the identity map holds rows weakly, so even the one image of
-        # every VM was read again each time): 1,000 VMs took a second (bench/api_projects.py).
-        images = dict(s.query(Image.id, Image.name))
-        host_names = dict(s.query(Host.id, Host.name))
-        pool_names = dict(s.query(StoragePool.id, StoragePool.name))
-        groups = dict(s.query(VmGroup.id, VmGroup.name))
-        nics = s.query(Nic.vm_id, Nic.mac, Network.name) \
-            .outerjoin(Network, Network.id == Nic.network_id).join(Vm, Vm.id == Nic.vm_id)
-        if in_projects is not None:
-            nics = nics.filter(Vm.project.in_(in_projects))
-        first: dict[str, tuple[str, str] | None] = {}
-        for vm_id, mac, network in nics.order_by(Nic.vm_id, Nic.idx):
-            if vm_id not in first:  # as vm_nics.first_nic: the lowest idx (None: no network)
-                first[vm_id] = (network, mac) if network is not None else None
-        return [to_api(vm, images.get(vm.image_id, "?"), first.get(vm.id),
-                       host_names.get(vm.host_id) if vm.host_id else None,
-                       pool_names.get(vm.root_pool_id, vm_roots.DEFAULT)
-                       if vm.root_pool_id else vm_roots.DEFAULT,
-                       groups.get(vm.group_id) if vm.group_id else None) for vm in rows]
+        return rows_out(s, rows, None if in_projects is None else Vm.project.in_(in_projects))
+
+
+def rows_out(s: Any, rows: list[Any], of: sa.ColumnElement[bool] | None) -> list[VmOut]:
+    """Plain ``vms`` rows as the API shows them; ``of``: a condition on Vm that holds for
+    these rows (their NICs are read with it; None: every VM's)."""
+    # The names a VM refers to, read once for the list, not per VM: _out's lookups cost
+    # four queries a VM (the identity map holds rows weakly, so even the one image of
+    # every VM was read again each time): 1,000 VMs took a second (bench/api_projects.py).
+    images = dict(s.query(Image.id, Image.name))
+    host_names = dict(s.query(Host.id, Host.name))
+    pool_names = dict(s.query(StoragePool.id, StoragePool.name))
+    groups = dict(s.query(VmGroup.id, VmGroup.name))
+    nics = s.query(Nic.vm_id, Nic.mac, Network.name) \
+        .outerjoin(Network, Network.id == Nic.network_id).join(Vm, Vm.id == Nic.vm_id)
+    if of is not None:
+        nics = nics.filter(of)
+    first: dict[str, tuple[str, str] | None] = {}
+    for vm_id, mac, network in nics.order_by(Nic.vm_id, Nic.idx):
+        if vm_id not in first:  # as vm_nics.first_nic: the lowest idx (None: no network)
+            first[vm_id] = (network, mac) if network is not None else None
+    return [to_api(vm, images.get(vm.image_id, "?"), first.get(vm.id),
+                   host_names.get(vm.host_id) if vm.host_id else None,
+                   pool_names.get(vm.root_pool_id, vm_roots.DEFAULT)
+                   if vm.root_pool_id else vm_roots.DEFAULT,
+                   groups.get(vm.group_id) if vm.group_id else None) for vm in rows]
 
 
 def get(ctx: EngineContext, name: str) -> VmOut:

@@ -107,7 +107,9 @@ async def bulk_power(request: Request, caller: Caller = Depends(ui_need("vm.powe
         raise WrongState(f"none of the ticked VMs can {action} now (already "
                          f"{'running' if action == 'start' else 'stopped'}, or not yours to "
                          "power)")
-    return RedirectResponse("/vms", status_code=303)
+    back = (await session.form(request)).get("back", "")  # the list's page, filters, sort
+    return RedirectResponse(back if back.startswith("/vms?") and "\\" not in back
+                            else "/vms", status_code=303)
 
 
 # -- snapshots ------------------------------------------------------------------------------

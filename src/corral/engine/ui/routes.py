@@ -18,7 +18,13 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import (
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
@@ -28,7 +34,7 @@ from corral.api.models import PowerAction
 from corral.engine.context import EngineContext
 from corral.engine.permissions import ALL_PROJECTS, PERMISSIONS, PROJECT_SCOPED, SELF
 from corral.engine.routes import events as event_routes
-from corral.engine.services import auth, logins, vms
+from corral.engine.services import auth, logins, vm_pages, vms
 from corral.engine.ui import filters, session, views
 from corral.engine.ui.session import Caller
 from corral.errors import CorralError, Forbidden, InvalidInput, NotFound
@@ -209,7 +215,8 @@ async def login(request: Request) -> Response:
         name = await run_in_threadpool(logins.check, ctx, username, password, _address(request))
     except CorralError as exc:
         return _login_form(request, next_path, exc.status, _login_error(exc), username)
-    secret, _expires = await run_in_threadpool(auth.start_session, ctx, name, session.TTL)
+    # it expires when idle; each use moves that on, up to session.TTL (session.caller)
+    secret, _expires = await run_in_threadpool(auth.start_session, ctx, name, session.IDLE)
     response = RedirectResponse(_safe_next(next_path), status_code=303)
     session.set_cookie(response, session.SESSION_COOKIE, secret,
                        max_age=int(session.TTL.total_seconds()))
@@ -241,11 +248,14 @@ def dashboard(request: Request, caller: Caller = Depends(ui_need("status.read"))
 
 @router.get("/vms", response_class=HTMLResponse)
 def vm_list(request: Request, name: str = "", state: str = "", host: str = "",
-            project: str = "", sort: str = "",
+            project: str = "", sort: str = "", page: str = "1",
             caller: Caller = Depends(ui_need("vm.read"))) -> Response:
-    wanted = views.VmFilter(name=name[:63].strip(), state=state[:20], host=host[:63],
-                            project=project[:63],
-                            sort=sort if sort.removeprefix("-") in views.SORTS else "")
+    """A page of the caller's VMs (100 a page; filters and sort kept across pages)."""
+    number = int(page) if page.isdigit() and len(page) < 7 else 1  # else the first
+    wanted = vm_pages.VmQuery(
+        name=name[:63].strip(), state=state[:20], host=host[:63], project=project[:63],
+        sort=sort if sort.removeprefix("-") in vm_pages.SORTS else vm_pages.DEFAULT_SORT,
+        page=number)
     data = views.vm_list(_context(request), caller.who, wanted)
     return render(request, "vms.html", caller, page="vms", l=data, states=views.STATES,
                   power=POWER)
@@ -303,8 +313,28 @@ def operation(request: Request, op_id: str,
     return render(request, "_operation.html", caller, op=op)
 
 
+@router.get("/ui/events/recent")
+def recent_events(request: Request, caller: Caller = Depends(ui_need("event.read"))
+                  ) -> JSONResponse:
+    """The task panel's history (then it follows ``/ui/events``): the newest events the
+    caller may see, newest first, an operation once (its latest)."""
+    found = views.recent_events(_context(request), caller.who, views.PANEL_SIZE)
+    return JSONResponse([e.model_dump(mode="json") for e in found],
+                        headers=SECURITY_HEADERS)
+
+
 @router.get("/ui/events")
 async def events(request: Request, caller: Caller = Depends(ui_need("event.read"))
                  ) -> StreamingResponse:
-    """The API's event stream (routes/events.py), for the session's user."""
-    return event_routes.stream_for(request, caller.who, _context(request), None)
+    """The API's event stream (routes/events.py), for the session's user, while its
+    session lasts (checked every RECHECK_S; the stream keeps no session alive)."""
+    ctx = _context(request)
+    secret = request.cookies.get(session.SESSION_COOKIE, "")
+
+    def alive() -> bool:
+        try:
+            return auth.authenticate(ctx, secret).token_id == caller.who.token_id
+        except CorralError:
+            return False
+
+    return event_routes.stream_for(request, caller.who, ctx, None, alive=alive)

@@ -3,7 +3,8 @@
 A login is a session token of the API (services/auth.py, kind ``session``): its secret
 travels only in the ``corral_session`` cookie (HttpOnly, Secure, SameSite=Strict), its
 expiry is the token's own in the database (so logout and expiry hold on the server, not in
-the browser), and at each request what it may do is its user's access now, as for the API.
+the browser): IDLE after its last use, TTL after the login at most. At each request what
+it may do is its user's access now, as for the API.
 
 Every unsafe request (POST, PUT, PATCH, DELETE) also carries a CSRF token, in the form's
 ``csrf`` field or htmx's ``X-CSRF-Token`` header. For a session it is derived from the
@@ -24,14 +25,19 @@ from fastapi import Request
 from fastapi.responses import Response
 
 from corral.engine.context import EngineContext
-from corral.engine.services.auth import Principal, authenticate
+from corral.engine.services.auth import Principal, authenticate, keep_session
 from corral.errors import Unauthorized
 
 SESSION_COOKIE = "corral_session"
 LOGIN_CSRF_COOKIE = "corral_login_csrf"
 CSRF_FIELD = "csrf"
 CSRF_HEADER = "x-csrf-token"
-TTL = timedelta(hours=8)  # a working day; the token's expires_at is what counts
+TTL = timedelta(hours=8)  # a working day at most; the token's expires_at is what counts
+# Idle: a session unused this long has expired (its expires_at is moved by each use, up to
+# TTL after the login). The requests a page makes by itself (header BACKGROUND: the live
+# rows, operation and graph polls, the event stream) do not count as use.
+IDLE = timedelta(minutes=30)
+BACKGROUND = "x-corral-background"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _FORM_MAX = 64 << 10  # our forms are small; the engine's body limit applies as well
 
@@ -60,7 +66,15 @@ def caller(ctx: EngineContext, request: Request) -> Caller | None:
     if who.kind != "session":
         return None  # API tokens go in an Authorization header, not in this cookie
     request.state.principal = who  # the audit log records who acted (engine/audit.py)
+    if not background(request):
+        keep_session(ctx, who, IDLE, TTL)
     return Caller(who=who, csrf=csrf_of(secret))
+
+
+def background(request: Request) -> bool:
+    """A request the page made by itself, not the user: it keeps no session alive."""
+    return (BACKGROUND in request.headers
+            or request.headers.get("accept", "").startswith("text/event-stream"))
 
 
 async def form(request: Request) -> dict[str, str]:

@@ -6,8 +6,9 @@ engine-wide, and nothing of other projects (their VMs answer 404, as in the API)
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from urllib.parse import urlencode
 
 import sqlalchemy as sa
 
@@ -22,7 +23,7 @@ from corral.engine.db.models import Vm as VmRow
 from corral.engine.permissions import ALL_PROJECTS
 from corral.engine.projects import full_name, project_of
 from corral.engine.routes.events import visible
-from corral.engine.services import hosts, pools, vm_disks, vm_nics, vm_snapshots, vms
+from corral.engine.services import hosts, pools, vm_disks, vm_nics, vm_pages, vm_snapshots, vms
 from corral.engine.services.auth import Principal
 from corral.errors import CorralError, NotFound
 
@@ -92,6 +93,38 @@ def _cpu_load(ctx: EngineContext) -> dict[str, float]:
     return found
 
 
+PANEL_SIZE = 50  # the task panel's entries (static/tasks.js keeps as many)
+
+
+def recent_events(ctx: EngineContext, who: Principal, limit: int) -> list[Event]:
+    """What the task panel starts with: the engine's recent events the caller may see
+    (its stream's filter), newest first, each operation once (its latest state), with the
+    recent operations of the database the events no longer hold (an engine restarted)."""
+    found: list[Event] = []
+    ops: set[str] = set()
+    for event in reversed(list(ctx.bus.recent)):  # a copy: publishers append meanwhile
+        if not visible(who, event):
+            continue
+        if event.type == "operation":
+            op_id = str(event.data.get("id"))
+            if op_id in ops:
+                continue
+            ops.add(op_id)
+        found.append(event)
+    if "event.read" in who.access.anywhere():  # the operations its events would show
+        for op in recent_operations(ctx, who, 20):
+            event = Event(type="operation", time=op.updated_at,
+                          data=op.model_dump(mode="json"), project=op.project)
+            if op.id not in ops and visible(who, event):
+                found.append(event)
+    found.sort(key=lambda e: _aware(e.time), reverse=True)
+    return found[:limit]
+
+
+def _aware(when: datetime) -> datetime:
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
 def recent_operations(ctx: EngineContext, who: Principal, limit: int,
                       vm: str | None = None) -> list[Operation]:
     """The newest operations the caller may read (those of one VM, by its full name)."""
@@ -105,49 +138,38 @@ def recent_operations(ctx: EngineContext, who: Principal, limit: int,
     return ops[:limit]
 
 
-# The VM list's sortable columns -> the key (``?sort=state``, ``?sort=-state``: reversed).
-SORTS: dict[str, Callable[[Vm], tuple[object, ...]]] = {
-    "name": lambda v: (v.name, v.project),
-    "state": lambda v: (str(v.state), v.project, v.name),
-    "project": lambda v: (v.project, v.name),
-    "host": lambda v: (v.host or "", v.project, v.name),
-    "size": lambda v: (v.cpus, v.memory_mib, v.project, v.name),
-}
-
-
-@dataclass
-class VmFilter:
-    name: str = ""
-    state: str = ""
-    host: str = ""
-    project: str = ""
-    sort: str = ""  # a key of SORTS, "-" first for the reverse; default: project, name
-
-    def keeps(self, vm: Vm) -> bool:
-        return ((not self.name or self.name.lower() in vm.name.lower())
-                and (not self.state or str(vm.state) == self.state)
-                and (not self.host or vm.host == self.host)
-                and (not self.project or vm.project == self.project))
-
-
 @dataclass
 class VmList:
-    vms: list[Vm]
-    total: int
+    """A page of the VM list (services/vm_pages.py: filtered, sorted and cut by the
+    database), and what its filters offer."""
+
+    found: vm_pages.VmPage
+    query: vm_pages.VmQuery
     projects: list[str]
-    hosts: list[str]
-    filters: VmFilter
     powers: set[str] = field(default_factory=set)  # projects where the caller may power VMs
 
+    @property
+    def vms(self) -> list[Vm]:
+        return self.found.vms
 
-def vm_list(ctx: EngineContext, who: Principal, filters: VmFilter) -> VmList:
+    def link(self, **changed: str | int) -> str:
+        """This list's address with ``changed`` (a page, a sort): the filters and sort
+        stay, as does the page unless changed (a new sort: pass page=1)."""
+        q = self.query
+        params: dict[str, str | int] = {
+            "name": q.name, "state": q.state, "host": q.host, "project": q.project,
+            "sort": q.sort, "page": self.found.page}
+        params.update(changed)
+        if params["sort"] == vm_pages.DEFAULT_SORT:
+            params["sort"] = ""
+        kept = {k: v for k, v in params.items() if v and not (k == "page" and v == 1)}
+        return "/vms?" + urlencode(kept) if kept else "/vms"
+
+
+def vm_list(ctx: EngineContext, who: Principal, query: vm_pages.VmQuery) -> VmList:
     projects = projects_with(ctx, who, "vm.read")
-    every = vms.list_vms(ctx, projects)
-    key = SORTS.get(filters.sort.removeprefix("-"), SORTS["project"])
-    shown = sorted((v for v in every if filters.keeps(v)), key=key,
-                   reverse=filters.sort.startswith("-"))
-    return VmList(vms=shown, total=len(every), projects=projects,
-                  hosts=sorted({v.host for v in every if v.host}), filters=filters,
+    found = vm_pages.page(ctx, projects, query)
+    return VmList(found=found, query=query, projects=projects,
                   powers={p for p in projects if may(who, "vm.power", p)})
 
 

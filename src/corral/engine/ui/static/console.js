@@ -33,7 +33,7 @@
     var body = new URLSearchParams({ kind: "serial" });
     fetch(box.dataset.ticketUrl, {
       method: "POST", body: body, credentials: "same-origin",
-      headers: { "X-CSRF-Token": box.dataset.csrf }
+      headers: { "X-CSRF-Token": box.dataset.csrf, "X-Corral-Background": "1" }
     }).then(function (answer) {
       if (answer.status === 401 || answer.redirected) { location.reload(); return null; }
       if (answer.status === 403 || answer.status === 404) {

@@ -27,7 +27,7 @@ async function connect() {
   try {
     answer = await fetch(screen.dataset.ticketUrl, {
       method: "POST", body: new URLSearchParams({ kind: "vnc" }), credentials: "same-origin",
-      headers: { "X-CSRF-Token": screen.dataset.csrf },
+      headers: { "X-CSRF-Token": screen.dataset.csrf, "X-Corral-Background": "1" },
     });
   } catch (err) {
     retry(String(err.message || err));

@@ -87,7 +87,8 @@
 
     function poll() {
       if (document.hidden) { setTimeout(poll, POLL_MS); return; }
-      fetch(section.dataset.graphs, { credentials: "same-origin", headers: { Accept: "application/json" } })
+      fetch(section.dataset.graphs, { credentials: "same-origin",
+        headers: { Accept: "application/json", "X-Corral-Background": "1" } })
         .then(function (resp) {
           if (!resp.ok) throw new Error("the engine answered " + resp.status);
           return resp.json();

@@ -10,6 +10,24 @@
     var url = document.body.dataset.stream;
     if (!url || !window.EventSource || !window.htmx) return;
     var source = new EventSource(url);
+    // The engine ends the stream of a session that ended (idle, logged out elsewhere); the
+    // browser's reconnection is then refused (the login page): the page goes there too.
+    source.addEventListener("error", function () {
+      if (source.readyState !== EventSource.CLOSED) return;  // it reconnects by itself
+      fetch("/ui/events/recent", { credentials: "same-origin",
+        headers: { "X-Corral-Background": "1" } })
+        .then(function (r) { if (r.redirected && /\/login/.test(r.url)) location.reload(); })
+        .catch(function () { /* the engine is away: nothing to do */ });
+    });
+    // every event also goes to the page's other parts (tasks.js: the task panel)
+    ["operation", "vm", "host", "ha", "domain", "image", "network", "pool", "volume"]
+      .forEach(function (type) {
+        source.addEventListener(type, function (msg) {
+          var event;
+          try { event = JSON.parse(msg.data); } catch (e) { return; }
+          document.dispatchEvent(new CustomEvent("corral:event", { detail: event }));
+        });
+      });
     source.addEventListener("vm", function (msg) {
       var event;
       try { event = JSON.parse(msg.data); } catch (e) { return; }
@@ -21,7 +39,8 @@
           if (el.tagName === "TR") el.remove();
           return;
         }
-        htmx.ajax("GET", el.dataset.liveUrl, { target: el, swap: "outerHTML" });
+        htmx.ajax("GET", el.dataset.liveUrl, { target: el, swap: "outerHTML",
+          headers: { "X-Corral-Background": "1" } });  // the stream's: keeps no session alive
       });
     });
   }
