@@ -86,7 +86,9 @@ class Engine:
         pw = data_dir / "admin-password"
         pw.write_text(PASSWORD + "\n")
         self.data_dir, self.log = data_dir, (data_dir / "engine.log").open("wb")
-        env = dict(os.environ, PYTHONPATH=str(REPO / "bench"))
+        # this tree's corral (src first), not the one the venv may have installed elsewhere
+        path = [str(REPO / "bench"), str(REPO / "src"), os.environ.get("PYTHONPATH", "")]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in path if p))
         argv = [sys.executable, str(REPO / "bench" / "web_ui_engine.py"), str(data_dir),
                 str(port)]
         self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT,
