@@ -16,12 +16,14 @@ import ssl
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 from clusterutil import LabEngine, host, host_has_image, lab_engine
 from labutil import CORRAL, LabCli, assert_nothing_left, lab_session
 from nodeutil import wait_for
+from websockets.sync.client import connect
 
 from corral.agent.join import join as agent_join
 from corral.engine.tls import ensure_ca, sign_host
@@ -152,6 +154,25 @@ def test_vms_spread_across_hosts_boot_and_reach_each_other(
             "v1", f"ping -c 1 -W 2 {outside} >/dev/null 2>&1 && echo reached || echo no",
             timeout=30)
         assert probe.output == "no", (outside, probe)
+
+
+def _rfb_banner(engine: LabEngine, vm: str) -> bytes:
+    """The first bytes of the VM's graphical console, through the engine's VNC WebSocket
+    (what the web UI's noVNC opens), relayed by the VM's host's agent over mutual TLS."""
+    cfg = engine.config()
+    tls = ssl.create_default_context(cafile=cfg["ca"])
+    with connect(f"wss://{urlsplit(cfg['url']).netloc}/api/v1/vms/{vm}/vnc-websocket",
+                 ssl=tls, additional_headers={"Authorization": f"Bearer {cfg['token']}"},
+                 open_timeout=20, close_timeout=5) as ws:
+        msg = ws.recv(timeout=20)
+    return msg if isinstance(msg, bytes) else msg.encode()
+
+
+def test_the_graphical_console_of_a_vm_on_each_host_answers_through_the_engine(
+        lab: LabCli, engine: LabEngine) -> None:
+    """The lab's engine runs on none of the hosts: every VM's VNC is relayed by its host."""
+    for vm in ("far", "v1", "v2"):
+        assert _rfb_banner(engine, vm).startswith(b"RFB 003.0"), vm
 
 
 def test_strict_anti_affinity_keeps_two_apart_and_refuses_a_third(lab: LabCli) -> None:

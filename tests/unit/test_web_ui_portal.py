@@ -16,16 +16,14 @@ import httpx
 import pytest
 from engine_seed import PASSWORD, engine_context
 from sqlalchemy.orm import Session
-from starlette.testclient import TestClient
+from web_ui_login import log_in
 
 from corral.api import VmCreate
-from corral.engine.app import create_app
 from corral.engine.context import EngineContext
-from corral.engine.db.models import Host, Image, Network, Project, RoleAssignment, Vm
+from corral.engine.db.models import Host, Image, Network, Project, Vm
 from corral.engine.services import users
 from corral.engine.services import vms as vm_service
 
-CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 # The VM's snapshot tree as its agent reports it: base -> (patched -> current), (other)
 SNAPSHOTS = [
@@ -71,24 +69,7 @@ def ctx(tmp_path: Path) -> Iterator[EngineContext]:
     yield from engine_context(tmp_path, agent=_agent, prepare=_projects)
 
 
-def _login(ctx: EngineContext, name: str, role: str = "admin",
-           project: str | None = None) -> tuple[TestClient, str]:
-    """A browser logged in as a new user (``role`` everywhere, or only in ``project``) and
-    its CSRF token."""
-    users.create(ctx, name, "none" if project else role, PASSWORD)
-    if project:
-        with ctx.db.session() as s:
-            s.add(RoleAssignment(subject_kind="user", subject=name, role=role, project=project))
-    b = TestClient(create_app(ctx), base_url="https://testserver")
-    form = b.get("/login")
-    token = CSRF.search(form.text)
-    assert token
-    resp = b.post("/login", data={"csrf": token.group(1), "username": name,
-                                  "password": PASSWORD, "next": "/"}, follow_redirects=False)
-    assert resp.status_code == 303, resp.text
-    found = CSRF.search(b.get("/").text)
-    assert found
-    return b, found.group(1)
+_login = log_in
 
 
 def _field_error(html: str, field: str) -> str:

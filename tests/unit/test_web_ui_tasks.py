@@ -6,23 +6,21 @@ tests/integration/test_web_ui.py."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from engine_seed import PASSWORD, engine_context
+from engine_seed import engine_context
 from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
+from web_ui_login import log_in
 
 from corral.api import PowerAction, VmStatePut
 from corral.engine.app import create_app
 from corral.engine.context import EngineContext
-from corral.engine.db.models import Host, Image, Project, RoleAssignment, Vm
-from corral.engine.services import users, vms
-
-CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+from corral.engine.db.models import Host, Image, Project, Vm
+from corral.engine.services import vms
 
 
 def _projects(s: Session, host: Host) -> None:
@@ -42,17 +40,7 @@ def ctx(tmp_path: Path) -> Iterator[EngineContext]:
 
 def _login(ctx: EngineContext, name: str, role: str = "admin",
            project: str | None = None) -> TestClient:
-    users.create(ctx, name, "none" if project else role, PASSWORD)
-    if project:
-        with ctx.db.session() as s:
-            s.add(RoleAssignment(subject_kind="user", subject=name, role=role, project=project))
-    b = TestClient(create_app(ctx), base_url="https://testserver")
-    token = CSRF.search(b.get("/login").text)
-    assert token
-    resp = b.post("/login", data={"csrf": token.group(1), "username": name,
-                                  "password": PASSWORD, "next": "/"}, follow_redirects=False)
-    assert resp.status_code == 303, resp.text
-    return b
+    return log_in(ctx, name, role, project)[0]
 
 
 def _recent(b: TestClient) -> list[dict[str, Any]]:

@@ -9,18 +9,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from engine_seed import PASSWORD, engine_context
+from engine_seed import engine_context
 from sqlalchemy.orm import Session
-from starlette.testclient import TestClient
+from web_ui_login import log_in
 
 from corral.api import Vm as VmOut
-from corral.engine.app import create_app
 from corral.engine.context import EngineContext
-from corral.engine.db.models import Host, Image, Project, RoleAssignment, Vm
-from corral.engine.services import users, vm_pages, vms
+from corral.engine.db.models import Host, Image, Project, Vm
+from corral.engine.services import vm_pages, vms
 from corral.engine.services.vm_pages import VmQuery
 
-CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 NAMES = re.compile(r'href="/vms/([^"]+)" class="vm-name"')
 IN_A = 130  # more than a page
 
@@ -128,21 +126,7 @@ def test_a_user_sees_its_projects_vms_only_whatever_it_asks(ctx: EngineContext) 
     assert vm_pages.page(ctx, [], VmQuery()).total == 0  # a role in no project
 
 
-def _login(ctx: EngineContext, name: str, role: str = "admin",
-           project: str | None = None) -> tuple[TestClient, str]:
-    users.create(ctx, name, "none" if project else role, PASSWORD)
-    if project:
-        with ctx.db.session() as s:
-            s.add(RoleAssignment(subject_kind="user", subject=name, role=role, project=project))
-    b = TestClient(create_app(ctx), base_url="https://testserver")
-    token = CSRF.search(b.get("/login").text)
-    assert token
-    resp = b.post("/login", data={"csrf": token.group(1), "username": name,
-                                  "password": PASSWORD, "next": "/"}, follow_redirects=False)
-    assert resp.status_code == 303, resp.text
-    found = CSRF.search(b.get("/").text)
-    assert found
-    return b, found.group(1)
+_login = log_in
 
 
 def _links(html: str) -> dict[str, str]:
