@@ -169,10 +169,14 @@ def test_a_vm_started_from_the_cli_turns_running_without_a_reload(
 
 
 def test_the_task_panel_shows_an_action_started_from_the_cli(admin: Page, node: Node) -> None:
-    """The panel at the bottom (open at desktop width) streams what happens, newest first,
-    without a reload: an operation with its outcome, the VM's new state."""
+    """The panel at the bottom (collapsed until opened; then it stays open) streams what
+    happens, newest first, without a reload: an operation with its outcome, the VM's new
+    state."""
     admin.goto(f"{node.url}/")
     panel = admin.locator("#tasks")
+    expect(panel).to_have_attribute("data-ready", "yes")
+    expect(panel).not_to_have_attribute("open", "")
+    panel.locator("summary").click()
     expect(panel).to_have_attribute("open", "")
     tasks = panel.get_by_role("list", name="Tasks and events, newest first")
     expect(tasks).to_have_attribute("aria-live", "polite")
@@ -193,6 +197,8 @@ def test_the_task_panel_shows_an_action_started_from_the_cli(admin: Page, node: 
         node.cli("--project", "pa", "vm", "stop", "mine", "--force", check=False)
     expect(tasks.locator("li.task", has_text="vm.stop pa.mine").locator(".badge")
            ).to_have_text("success")
+    panel.locator("summary").click()  # closed again: the other pages' screenshots without it
+    expect(panel).not_to_have_attribute("open", "")
 
 
 # pixels of a graph's canvas drawn in its first series' colour (#2155c9), opaque: the line

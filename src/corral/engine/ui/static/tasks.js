@@ -86,9 +86,10 @@
     var phone = window.matchMedia && window.matchMedia("(max-width: 720px)").matches;
     var stored = null;
     try { stored = window.localStorage.getItem("corral.tasks"); } catch (e) { /* private */ }
-    // collapsed by default at phone width, and beside a console (it wants the room)
+    // collapsed until opened (it covers the page's bottom), and always at phone width and
+    // beside a console (they want the room); opened once, it stays open on the next pages
     var roomy = !phone && !document.querySelector(".card.console");
-    panel.open = roomy && stored !== "closed";
+    panel.open = roomy && stored === "open";
     panel.dataset.ready = "yes";
     panel.addEventListener("toggle", function () {
       if (!roomy) return;
@@ -107,6 +108,7 @@
     }
     // newest: at the top (an operation seen before stays where it is, its content new)
     function show(ev, older) {
+      if (ev.type === "domain") return;  // libvirt's view of what the VM events say already
       var info = describe(ev);
       var li = entry(info.key);
       if (li) {

@@ -28,6 +28,27 @@
           document.dispatchEvent(new CustomEvent("corral:event", { detail: event }));
         });
       });
+    // A row caught midway (a VM being created or deleted) may have missed its last event,
+    // published before this stream opened: ask for it again once the stream is open; one
+    // that is gone by then (404) leaves the list.
+    source.addEventListener("open", function () {
+      document.querySelectorAll("tr[data-live-vm][data-in-flux]").forEach(function (el) {
+        fetch(el.dataset.liveUrl, { credentials: "same-origin",
+          headers: { "X-Corral-Background": "1", "HX-Request": "true" } })
+          .then(function (r) {
+            if (r.status === 404) { el.remove(); return null; }
+            return r.ok ? r.text() : null;
+          })
+          .then(function (html) {
+            if (!html) return;
+            var id = el.id;
+            el.outerHTML = html;
+            var fresh = document.getElementById(id);
+            if (fresh) htmx.process(fresh);  // its buttons' hx- attributes
+          })
+          .catch(function () { /* the stream's next event mends it */ });
+      });
+    });
     source.addEventListener("vm", function (msg) {
       var event;
       try { event = JSON.parse(msg.data); } catch (e) { return; }
