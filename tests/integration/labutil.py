@@ -180,3 +180,43 @@ class Sampling:
         while not self._stop.wait(self.every_s) and time.monotonic() < end:
             self.samples += 1
             self.sample()
+
+
+class Qemus(Sampling):
+    """Never two copies, watched: reads every lab host's QEMU pid file of each VM every
+    ``every_s``; each (host, pid) a VM's QEMU was seen with, the samples where it ran on two
+    hosts at once (``twice``) and those where it ran nowhere, and when it was last seen on /
+    first seen on each host."""
+
+    def __init__(self, lab: LabCli, vms: list[str], every_s: float = 0.1,
+                 limit_s: float = 600) -> None:
+        super().__init__(every_s, limit_s)
+        self.hosts = [lab.lab_host(name) for name in sorted(lab.hosts())]
+        self.vms = vms
+        self.copies: dict[str, set[tuple[str, int]]] = {vm: set() for vm in vms}
+        self.twice: list[tuple[float, str, list[str]]] = []
+        self.nowhere: dict[str, int] = {vm: 0 for vm in vms}
+        self.last_on: dict[tuple[str, str], float] = {}  # (vm, host) -> last sample alive
+        self.first_on: dict[tuple[str, str], float] = {}  # (vm, host) -> first sample alive
+
+    def sample(self) -> None:
+        now = time.monotonic()
+        for vm in self.vms:
+            alive = [(h.name, pid) for h in self.hosts if (pid := qemu_pid(h, vm)) is not None]
+            self.copies[vm].update(alive)
+            for name, _ in alive:
+                self.last_on[vm, name] = now
+                self.first_on.setdefault((vm, name), now)
+            if len(alive) > 1:
+                self.twice.append((now, vm, [name for name, _ in alive]))
+            if not alive:
+                self.nowhere[vm] += 1
+
+
+def domains(lab: LabCli, name: str) -> dict[str, str]:
+    """`virsh list --all` of a lab host: domain -> state."""
+    uri = lab.lab_host(name).libvirt_uri()
+    out = subprocess.run(["virsh", "-c", uri, "list", "--all"], capture_output=True,
+                         text=True, timeout=60, check=True).stdout
+    rows = [line.split(None, 2) for line in out.splitlines()[2:] if line.strip()]
+    return {r[1]: r[2].strip() for r in rows if len(r) == 3}

@@ -21,14 +21,13 @@ One lab for the module, brought down at the end even when a test fails.
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from clusterutil import LabEngine, host, lab_engine
-from labutil import LabCli, Sampling, lab_session, qemu_pid
+from labutil import LabCli, Qemus, domains, lab_session
 from nodeutil import wait_for
 
 from corral.images.tiny import BOOT_MARKER
@@ -50,31 +49,6 @@ def lab(tiny_cache: Path) -> Iterator[LabCli]:
 @pytest.fixture(scope="module")
 def engine(lab: LabCli) -> Iterator[LabEngine]:
     yield from lab_engine(lab)
-
-
-class TwoCopies(Sampling):
-    """Reads every lab host's QEMU pid file of each VM every 100 ms and records any moment
-    a VM's QEMU is alive on two hosts."""
-
-    def __init__(self, lab: LabCli, vms: list[str], limit_s: float = 600) -> None:
-        super().__init__(0.1, limit_s)
-        self.hosts = [lab.lab_host(name) for name in sorted(lab.hosts())]
-        self.vms = vms
-        self.seen: list[tuple[float, str, list[str]]] = []
-
-    def sample(self) -> None:
-        for vm in self.vms:
-            alive = [h.name for h in self.hosts if qemu_pid(h, vm) is not None]
-            if len(alive) > 1:
-                self.seen.append((time.monotonic(), vm, alive))
-
-
-def domains(lab: LabCli, name: str) -> dict[str, str]:
-    uri = lab.lab_host(name).libvirt_uri()
-    out = subprocess.run(["virsh", "-c", uri, "list", "--all"], capture_output=True,
-                         text=True, timeout=60, check=True).stdout
-    rows = [line.split(None, 2) for line in out.splitlines()[2:] if line.strip()]
-    return {r[1]: r[2].strip() for r in rows if len(r) == 3}
 
 
 def runs_elsewhere(engine: LabEngine, vm: str, lost: str) -> bool:
@@ -119,7 +93,7 @@ def test_power_loss_fences_the_host_and_its_ha_vms_run_elsewhere_by_priority(
                     "--start", timeout=300)
         lab.run("vm", "create", "ha-plain", *TINY, "--host", h1, "--start", timeout=300)
         assert lab.json("host", "fence", "show", h1), "lab up configured no fence method"
-        with TwoCopies(lab, [*ha, "ha-plain"]) as sampler:
+        with Qemus(lab, [*ha, "ha-plain"]) as sampler:
             lab.run("lab", "fault", h1, "power-off")
             for vm in ha:
                 wait_for(f"{vm} to run on another host",
@@ -144,7 +118,7 @@ def test_power_loss_fences_the_host_and_its_ha_vms_run_elsewhere_by_priority(
                 assert domains(lab, where).get(vm) == "running"
             time.sleep(2)  # a few more samples with h1 back
         assert sampler.samples > 100
-        assert sampler.seen == [], sampler.seen[:5]
+        assert sampler.twice == [], sampler.twice[:5]
     finally:
         for vm in (*ha, "ha-plain"):
             lab.run("vm", "delete", vm, "--force", check=False, timeout=300)

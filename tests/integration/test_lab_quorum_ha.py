@@ -18,7 +18,6 @@ what it broke and deletes its VMs.
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +25,7 @@ from pathlib import Path
 
 import pytest
 from clusterutil import LabEngine, host, lab_engine
-from labutil import LabCli, Sampling, lab_session, qemu_pid
+from labutil import LabCli, Qemus, domains, lab_session, qemu_pid
 from nodeutil import wait_for
 
 from corral.lab import _procs
@@ -49,36 +48,6 @@ def lab(tiny_cache: Path) -> Iterator[LabCli]:
 @pytest.fixture(scope="module")
 def engine(lab: LabCli) -> Iterator[LabEngine]:
     yield from lab_engine(lab)
-
-
-class Qemus(Sampling):
-    """Reads every lab host's QEMU pid file of each VM every ``every_s``: each (host, pid)
-    a VM's QEMU was seen with, the samples where it ran on two hosts at once and those
-    where it ran nowhere, and when it was last seen on / first seen off each host."""
-
-    def __init__(self, lab: LabCli, vms: list[str], every_s: float = 0.1,
-                 limit_s: float = 600) -> None:
-        super().__init__(every_s, limit_s)
-        self.hosts = [lab.lab_host(name) for name in sorted(lab.hosts())]
-        self.vms = vms
-        self.copies: dict[str, set[tuple[str, int]]] = {vm: set() for vm in vms}
-        self.twice: list[tuple[float, str, list[str]]] = []
-        self.nowhere: dict[str, int] = {vm: 0 for vm in vms}
-        self.last_on: dict[tuple[str, str], float] = {}  # (vm, host) -> last sample alive
-        self.first_on: dict[tuple[str, str], float] = {}  # (vm, host) -> first sample alive
-
-    def sample(self) -> None:
-        now = time.monotonic()
-        for vm in self.vms:
-            alive = [(h.name, pid) for h in self.hosts if (pid := qemu_pid(h, vm)) is not None]
-            self.copies[vm].update(alive)
-            for name, _ in alive:
-                self.last_on[vm, name] = now
-                self.first_on.setdefault((vm, name), now)
-            if len(alive) > 1:
-                self.twice.append((now, vm, [name for name, _ in alive]))
-            if not alive:
-                self.nowhere[vm] += 1
 
 
 def create(lab: LabCli, placed: dict[str, tuple[str, bool]]) -> None:
@@ -122,15 +91,6 @@ def wait_armed(engine: LabEngine, name: str) -> None:
 def host_list(lab: LabCli) -> dict[str, str]:
     """Hosts' states through the CLI (a fresh connection: after an engine restart too)."""
     return {h["name"]: h["status"] for h in lab.json("host", "list")}
-
-
-def domains(lab: LabCli, name: str) -> dict[str, str]:
-    """`virsh list --all` of a lab host: domain -> state."""
-    uri = lab.lab_host(name).libvirt_uri()
-    out = subprocess.run(["virsh", "-c", uri, "list", "--all"], capture_output=True,
-                         text=True, timeout=60, check=True).stdout
-    rows = [line.split(None, 2) for line in out.splitlines()[2:] if line.strip()]
-    return {r[1]: r[2].strip() for r in rows if len(r) == 3}
 
 
 def where(engine: LabEngine, vm: str) -> tuple[str, str | None]:
