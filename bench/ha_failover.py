@@ -40,7 +40,7 @@ from corral.client import Client
 from corral.errors import CorralError
 from corral.images.tiny import BOOT_MARKER
 from corral.lab.cluster import Lab
-from timing import BenchError, median, say
+from timing import BenchError, say
 
 REPO = Path(__file__).resolve().parents[1]
 REPORT = REPO / "docs" / "benchmarks.md"
@@ -228,10 +228,6 @@ def measure(res: Result, lab: Lab, client: Client, runs: int) -> None:
 
 # -- the report -------------------------------------------------------------------------------
 
-def _p50_max(values: list[float]) -> str:
-    return f"{median(values):.2f} s / {max(values):.2f} s" if values else "-"
-
-
 def section(res: Result, runs: int, started: str, duration_s: float
             ) -> tuple[str, list[str]]:
     lines = [
@@ -250,25 +246,20 @@ def section(res: Result, runs: int, started: str, duration_s: float
     rs = res.runs
     lines += ["| measure | median / max | target | verdict |", "|---|---|---|---|"]
     if rs:
-        to_run = [r.running_s for r in rs]
-        ok = median(to_run) < TARGET_S and max(to_run) < TARGET_S
-        lines.append(f"| power-off -> VM `running` on another host ({len(rs)} runs) | "
-                     f"**{_p50_max(to_run)}** | < {TARGET_S:g} s (median and max) | "
-                     f"**{'PASS' if ok else 'MISS'}** |")
-        if not ok:
-            missed.append(f"power-off -> running median {median(to_run):.2f} s, max "
-                          f"{max(to_run):.2f} s (target < {TARGET_S:g} s)")
-        for what, values in (
+        rows, miss = sections.timed_rows(
+            "power-off -> VM `running` on another host", "power-off -> running",
+            [r.running_s for r in rs], TARGET_S, [
                 ("detection: power-off -> host `unresponsive`", [r.detection for r in rs]),
                 ("fencing: -> host `down` (fence confirmed off)", [r.fencing for r in rs]),
                 ("restart: -> VM `running` elsewhere", [r.restart for r in rs]),
                 ("boot: -> boot marker on the console", [r.boot for r in rs]),
-                ("power-off -> boot marker (total)", [r.booted_s for r in rs])):
-            lines.append(f"| {what} | {_p50_max(values)} | - | info |")
+                ("power-off -> boot marker (total)", [r.booted_s for r in rs])])
+        lines += rows
+        missed += [miss] if miss else []
         ops = [r.recover_op_s for r in rs if r.recover_op_s is not None]
         if ops:
             lines.append(f"| the `vm.recover` operation itself (created -> done) | "
-                         f"{_p50_max(ops)} | - | info |")
+                         f"{sections.p50_max(ops)} | - | info |")
     else:
         lines.append(f"| power-off -> VM `running` on another host | not measured | < "
                      f"{TARGET_S:g} s | n/a |")

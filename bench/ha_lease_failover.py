@@ -49,7 +49,7 @@ from corral.ha.model import Settings
 from corral.images.tiny import BOOT_MARKER
 from corral.lab import _procs
 from corral.lab.cluster import Lab
-from timing import BenchError, median, say
+from timing import BenchError, say
 
 REPO = Path(__file__).resolve().parents[1]
 REPORT = REPO / "docs" / "benchmarks.md"
@@ -250,10 +250,6 @@ def _s(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f} s"
 
 
-def _p50_max(values: list[float]) -> str:
-    return f"{median(values):.2f} s / {max(values):.2f} s" if values else "-"
-
-
 def _known(values: list[float | None]) -> list[float]:
     return [v for v in values if v is not None]
 
@@ -276,21 +272,18 @@ def section(res: Result, runs: int, started: str, duration_s: float
     rs = res.runs
     lines += ["| measure | median / max | target | verdict |", "|---|---|---|---|"]
     if rs:
-        to_run = [r.running_s for r in rs]
-        ok = median(to_run) < TARGET_S and max(to_run) < TARGET_S
-        lines.append(f"| network cut -> VM `running` on another host ({len(rs)} runs) | "
-                     f"**{_p50_max(to_run)}** | < {TARGET_S:g} s (median and max) | "
-                     f"**{'PASS' if ok else 'MISS'}** |")
-        if not ok:
-            missed.append(f"cut -> running median {median(to_run):.2f} s, max "
-                          f"{max(to_run):.2f} s (target < {TARGET_S:g} s)")
-        for what, values in (
-                ("membership: -> host `out` of quorum (engine)", [r.out_s for r in rs]),
-                ("self-fence: -> its QEMU gone on the cut host", [r.self_fenced_s for r in rs]),
-                ("lease lapse: -> `vm.recover` created (engine)", [r.lapsed_s for r in rs]),
-                ("-> a QEMU of the VM alive on another host", [r.started_s for r in rs]),
-                ("restart: `vm.recover` created -> `running`", [r.restart for r in rs])):
-            lines.append(f"| {what} | {_p50_max(_known(values))} | - | info |")
+        rows, miss = sections.timed_rows(
+            "network cut -> VM `running` on another host", "cut -> running",
+            [r.running_s for r in rs], TARGET_S, [
+                ("membership: -> host `out` of quorum (engine)", _known([r.out_s for r in rs])),
+                ("self-fence: -> its QEMU gone on the cut host",
+                 _known([r.self_fenced_s for r in rs])),
+                ("lease lapse: -> `vm.recover` created (engine)",
+                 _known([r.lapsed_s for r in rs])),
+                ("-> a QEMU of the VM alive on another host", _known([r.started_s for r in rs])),
+                ("restart: `vm.recover` created -> `running`", _known([r.restart for r in rs]))])
+        lines += rows
+        missed += [miss] if miss else []
     else:
         lines.append(f"| network cut -> VM `running` on another host | not measured | < "
                      f"{TARGET_S:g} s | n/a |")

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from timing import median
+
 REPO = Path(__file__).resolve().parents[1]
 # The reports themselves change with every run: they do not make the tree dirty.
 REPORTS = ("docs/benchmarks.md",)
@@ -104,3 +106,22 @@ def write_section(path: Path, name: str, body: str, measured: Measured | None = 
         text = text.rstrip("\n") + "\n\n" + section + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
+
+
+def p50_max(values: list[float]) -> str:
+    """"median s / max s" of a timing's runs ("-" without any)."""
+    return f"{median(values):.2f} s / {max(values):.2f} s" if values else "-"
+
+
+def timed_rows(what: str, short: str, totals: list[float], target_s: float,
+               steps: list[tuple[str, list[float]]]) -> tuple[list[str], str | None]:
+    """The rows of a failover table (bench/ha_failover.py, ha_lease_failover.py): the target
+    row (median and max both under ``target_s``), then one info row per step; and what
+    missed, in words (``short``: the measure in a few words), or None."""
+    ok = median(totals) < target_s and max(totals) < target_s
+    rows = [f"| {what} ({len(totals)} runs) | **{p50_max(totals)}** | < {target_s:g} s "
+            f"(median and max) | **{'PASS' if ok else 'MISS'}** |"]
+    rows += [f"| {step} | {p50_max(values)} | - | info |" for step, values in steps]
+    missed = None if ok else (f"{short} median {median(totals):.2f} s, max "
+                              f"{max(totals):.2f} s (target < {target_s:g} s)")
+    return rows, missed
