@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from corral.agent_api.reports import CorosyncFiles
@@ -18,10 +19,17 @@ from corral.ha import corosync_conf
 LOGFILE = "/var/log/corosync/corosync.log"  # Debian's
 
 
-def render(ctx: EngineContext, cluster_name: str = "corral") -> CorosyncConf:
-    """Every host of the engine, by name, at the address the engine reaches its agent."""
+def _hosts(ctx: EngineContext) -> tuple[tuple[str, str], ...]:
+    """(name, address) of every host: all the config depends on, besides the key."""
     with ctx.db.session() as s:
-        rows = [(h.name, urlsplit(h.url).hostname or "") for h in s.query(Host).all()]
+        return tuple(sorted((name, urlsplit(url).hostname or "")
+                            for name, url in s.query(Host.name, Host.url)))
+
+
+def render(ctx: EngineContext, cluster_name: str = "corral",
+           rows: tuple[tuple[str, str], ...] | None = None) -> CorosyncConf:
+    """Every host of the engine, by name, at the address the engine reaches its agent."""
+    rows = _hosts(ctx) if rows is None else rows
     if not rows:
         raise NotFound("the cluster has no hosts yet (`corral host token`, then `corral agent "
                        "join` on each)")
@@ -54,16 +62,29 @@ def authkey(ctx: EngineContext) -> bytes:
     return path.read_bytes()
 
 
-def files(ctx: EngineContext) -> CorosyncFiles:
+def files(ctx: EngineContext,
+          rows: tuple[tuple[str, str], ...] | None = None) -> CorosyncFiles:
     """corosync.conf and the authkey, for the agents that keep them (`--corosync-conf`)."""
-    conf, key = render(ctx).text, authkey(ctx)
+    conf, key = render(ctx, rows=rows).text, authkey(ctx)
     digest = hashlib.sha256(conf.encode() + b"\0" + key).hexdigest()
     return CorosyncFiles(conf=conf, authkey=base64.b64encode(key).decode(), digest=digest)
 
 
+# data dir → (hosts, digest) last computed: every report's answer carries the digest, and
+# it changes only with the hosts (the key, the engine's own file, is made once).
+_last: dict[Path, tuple[tuple[tuple[str, str], ...], str | None]] = {}
+
+
 def digest(ctx: EngineContext) -> str | None:
-    """``files(ctx).digest``; None when the hosts give no config (a nodeid clash)."""
+    """``files(ctx).digest``; None when the hosts give no config (a nodeid clash). Rendered
+    again only when the hosts changed."""
+    rows = _hosts(ctx)
+    seen = _last.get(ctx.settings.data_dir)
+    if seen is not None and seen[0] == rows:
+        return seen[1]
     try:
-        return files(ctx).digest
+        got: str | None = files(ctx, rows).digest
     except CorralError:
-        return None
+        got = None
+    _last[ctx.settings.data_dir] = (rows, got)
+    return got
