@@ -32,6 +32,9 @@ SHOTS = REPO / "docs" / "screenshots"
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 WAIT_MS = 60_000  # a bound for the browser's waits (the CPU is shared with TCG guests)
+# expect()'s own default is 5 s, apart from the context's: a TCG guest on a busy 2-CPU
+# machine took longer than that to echo a typed line (CI, stop 28).
+expect.set_options(timeout=WAIT_MS)
 
 
 @pytest.fixture(scope="module")
@@ -338,6 +341,7 @@ def test_the_serial_console_follows_a_start_and_runs_a_command(
     expect(screen).to_contain_text(BOOT_MARKER, timeout=180_000)
     expect(status).to_have_text("Connected")
     expect(admin.locator("#console-vm-state .badge")).to_have_text("running")  # live, too
+    expect(screen).to_contain_text("root@tiny:~#")  # the shell's prompt, as a person waits
     admin.locator("#terminal").click()
     admin.keyboard.type("echo console-$((6 * 7))")
     admin.keyboard.press("Enter")
