@@ -48,20 +48,24 @@ lint: venv
 	$(VENV)/bin/mypy
 
 # The unit tests run on $(UNIT_WORKERS) pytest-xdist workers (each its own temporary dirs,
-# ports and servers); the integration tests one at a time, as they start labs and nodes.
+# ports and servers); the integration tests in $(INTEGRATION_WORKERS) lanes: the modules on
+# the session's node in one, each lab module (its own namespaces, prefix, root and lab
+# indexes) whole on a free one (tests/integration/conftest.py marks the groups).
 UNIT_WORKERS ?= 2
+INTEGRATION_WORKERS ?= 2
+LANES = -n $(INTEGRATION_WORKERS) --dist loadgroup
 
 unit: venv
 	$(VENV)/bin/pytest -q -n $(UNIT_WORKERS) tests/unit
 
 integration: venv
-	$(VENV)/bin/pytest -q tests/integration
+	$(VENV)/bin/pytest -q $(LANES) tests/integration
 
 test: venv
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest -q --durations=25 -n $(UNIT_WORKERS) tests/unit
-	$(VENV)/bin/pytest -q --durations=25 tests --ignore=tests/unit
+	$(VENV)/bin/pytest -q --durations=25 $(LANES) tests --ignore=tests/unit
 
 # Each benchmark starts its own lab host (detection, cluster_api, cluster_rss: a 3-host
 # `corral lab up`; scheduler none; api_projects the engine alone, `corral up

@@ -21,6 +21,18 @@ from nodeutil import PORT, Node
 from corral.lab.host import LabHost
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Lanes for `pytest -n 2 --dist loadgroup` (make test): every module that uses the
+    session's ``node`` runs on one worker (one node, built once), every other module (a lab,
+    namespaces of its own) as a whole on whichever worker is free. Without xdist the marks
+    change nothing."""
+    on_node = {item.module.__name__ for item in items
+               if item.module is not None and "node" in getattr(item, "fixturenames", ())}
+    for item in items:
+        module = item.module.__name__ if item.module is not None else item.nodeid
+        item.add_marker(pytest.mark.xdist_group("node" if module in on_node else module))
+
+
 def _free_index() -> int:
     """A lab-host index of 100-199 whose link (10.209.INDEX.1 here) no other run holds,
     starting from one drawn from our pid."""

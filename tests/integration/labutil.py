@@ -25,13 +25,21 @@ from corral.lab.host import LabHost
 CORRAL = [sys.executable, "-m", "corral.cli.main"]
 
 
+def lab_index_base() -> int:
+    """Where this pytest process's labs count their indexes from: 50, and 20 further on per
+    xdist worker (gw1: 70), so that two labs coming up at once on two workers never probe
+    the same free index (the node fixture uses 100-199, test_lab_host 200 and up)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    return 50 + 20 * int(worker.removeprefix("gw") or 0)
+
+
 class LabCli:
     def __init__(self, root: Path, home: Path, prefix: str) -> None:
         self.root, self.home, self.prefix = root, home, prefix
         self.env = {k: v for k, v in os.environ.items()
                     if not k.startswith("CORRAL_")}
-        self.env.update(HOME=str(home), CORRAL_LAB_ROOT=str(root), CORRAL_LAB_INDEX_BASE="50",
-                        COLUMNS="200")
+        self.env.update(HOME=str(home), CORRAL_LAB_ROOT=str(root),
+                        CORRAL_LAB_INDEX_BASE=str(lab_index_base()), COLUMNS="200")
 
     def run(self, *args: str, check: bool = True, timeout: float = 300,
             ) -> subprocess.CompletedProcess[str]:
