@@ -48,12 +48,14 @@ lint: venv
 	$(VENV)/bin/mypy
 
 # The unit tests run on $(UNIT_WORKERS) pytest-xdist workers (each its own temporary dirs,
-# ports and servers); the integration tests in $(INTEGRATION_WORKERS) lanes: the modules on
-# the session's node in one, each lab module (its own namespaces, prefix, root and lab
-# indexes) whole on a free one (tests/integration/conftest.py marks the groups).
+# ports and servers); the integration tests in $(INTEGRATION_WORKERS) lanes, a whole module
+# at a time on whichever is free: each lane starts its own node on first use (its own lab
+# host, name and index), a lab module brings its own lab (namespaces, prefix, root and lab
+# indexes apart per lane: tests/integration/labutil.py). (--dist loadgroup would keep the
+# node's modules on one worker, but pytest 9 ignores the group suffix xdist 3.8 sets.)
 UNIT_WORKERS ?= 2
 INTEGRATION_WORKERS ?= 2
-LANES = -n $(INTEGRATION_WORKERS) --dist loadgroup
+LANES = -n $(INTEGRATION_WORKERS) --dist loadfile
 
 unit: venv
 	$(VENV)/bin/pytest -q -n $(UNIT_WORKERS) tests/unit

@@ -21,24 +21,14 @@ from nodeutil import PORT, Node
 from corral.lab.host import LabHost
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Lanes for `pytest -n 2 --dist loadgroup` (make test): every module that uses the
-    session's ``node`` runs on one worker (one node, built once), every other module (a lab,
-    namespaces of its own) as a whole on whichever worker is free. Without xdist the marks
-    change nothing."""
-    on_node = {item.module.__name__ for item in items
-               if item.module is not None and "node" in getattr(item, "fixturenames", ())}
-    for item in items:
-        module = item.module.__name__ if item.module is not None else item.nodeid
-        item.add_marker(pytest.mark.xdist_group("node" if module in on_node else module))
-
-
 def _free_index() -> int:
     """A lab-host index of 100-199 whose link (10.209.INDEX.1 here) no other run holds,
     starting from one drawn from our pid."""
     used = subprocess.run(["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True,
                           check=True, timeout=10).stdout
-    start = os.getpid() % 100
+    # xdist workers (make test's lanes) start apart: two nodes coming up at once.
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    start = (os.getpid() + 50 * worker) % 100
     for i in range(100):
         index = 100 + (start + i) % 100
         if f" 10.209.{index}.1/" not in used:

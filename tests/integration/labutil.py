@@ -135,7 +135,7 @@ def pid_prefix(first: str) -> str:
 @contextmanager
 def lab_dirs(prefix: str) -> Iterator[LabCli]:
     """A LabCli with a root of its own under /var/tmp (QEMU must traverse to the lab hosts'
-    disks), lab indexes from 50 (the node fixture uses 100-199, test_lab_host 200 and up)
+    disks), lab indexes from lab_index_base() (the node fixture uses 100-199, test_lab_host 200 and up)
     and HOME a temporary directory (the remotes `lab up` adds are not the user's); at the
     end `corral lab down` (a no-op when the test did it) and the directory's removal."""
     if os.geteuid() != 0:
