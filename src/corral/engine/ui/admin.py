@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from corral.api.users import UserCreate
 from corral.engine.context import EngineContext
 from corral.engine.services import host_lifecycle, images, networks, users, vm_clones
+from corral.engine.ui import admin_storage_views as storage
 from corral.engine.ui import admin_views as av
 from corral.engine.ui import session, views
 from corral.engine.ui.routes import UiRoute, render, ui_need
@@ -115,27 +116,31 @@ def group_detail(request: Request, name: str,
 # -- storage --------------------------------------------------------------------------------
 
 @router.get("/pools", response_class=HTMLResponse)
-def pool_list(request: Request, caller: Caller = Depends(ui_need("pool.read"))) -> Response:
-    return _page(request, caller, av.pools_page(_ctx(request)))
+def pool_list(request: Request, op: str = "",
+              caller: Caller = Depends(ui_need("pool.read"))) -> Response:
+    """With *Add pool* and *Delete* (admin_storage_forms.py); ``op``: one they started."""
+    return _page(request, caller, storage.pools_page(_ctx(request), caller.who, op))
 
 
 @router.get("/pools/{name}", response_class=HTMLResponse)
-def pool_detail(request: Request, name: str,
+def pool_detail(request: Request, name: str, op: str = "",
                 caller: Caller = Depends(ui_need("pool.read"))) -> Response:
-    return _page(request, caller, av.pool_page(_ctx(request), caller.who, name))
+    return _page(request, caller, storage.pool_page(_ctx(request), caller.who, name, op))
 
 
 # -- images and templates -------------------------------------------------------------------
 
 @router.get("/images", response_class=HTMLResponse)
-def image_list(request: Request, caller: Caller = Depends(ui_need("image.read"))) -> Response:
-    return _page(request, caller, av.images_page(_ctx(request), caller.who))
+def image_list(request: Request, op: str = "",
+               caller: Caller = Depends(ui_need("image.read"))) -> Response:
+    """With *Import image* and *Make template* (admin_storage_forms.py)."""
+    return _page(request, caller, storage.images_page(_ctx(request), caller.who, op))
 
 
 @router.get("/images/{name}", response_class=HTMLResponse)
 def image_detail(request: Request, name: str,
                  caller: Caller = Depends(ui_need("image.read"))) -> Response:
-    return _page(request, caller, av.image_page(_ctx(request), caller.who, name))
+    return _page(request, caller, storage.image_page(_ctx(request), caller.who, name))
 
 
 @router.post("/images/{name}/delete", response_class=HTMLResponse)
