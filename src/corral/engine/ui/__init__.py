@@ -24,6 +24,7 @@ def install(app: FastAPI) -> None:
     from corral.engine.ui import (  # after routes.py: they use its helpers
         admin,
         admin_storage_forms,  # pools, volumes, images: their actions
+        admin_access_forms,
         consoles,
         graphs,
         portal,
@@ -32,6 +33,7 @@ def install(app: FastAPI) -> None:
     # first: /vms/new before routes.py's /vms/{name}
     app.include_router(portal.router)
     app.include_router(admin_storage_forms.router)
+    app.include_router(admin_access_forms.router)  # projects, roles, assignments; /users/{name}
     app.include_router(admin.router)
     app.include_router(router)
     app.include_router(consoles.router)

@@ -160,19 +160,7 @@ async def image_delete(request: Request, name: str,
     return _back("/images")
 
 
-# -- projects, users, roles -----------------------------------------------------------------
-
-@router.get("/projects", response_class=HTMLResponse)
-def project_list(request: Request,
-                 caller: Caller = Depends(ui_need("project.read"))) -> Response:
-    return _page(request, caller, av.projects_page(_ctx(request), caller.who))
-
-
-@router.get("/projects/{name}", response_class=HTMLResponse)
-def project_detail(request: Request, name: str,
-                   caller: Caller = Depends(ui_need("project.read"))) -> Response:
-    return _page(request, caller, av.project_page(_ctx(request), caller.who, name[:63]))
-
+# -- users (projects, roles and role assignments: admin_access_forms.py) --------------------
 
 @router.get("/users", response_class=HTMLResponse)
 def user_list(request: Request, caller: Caller = Depends(ui_need("user.read"))) -> Response:
@@ -214,11 +202,6 @@ async def user_delete(request: Request, name: str,
                       caller: Caller = Depends(ui_need("user.delete"))) -> Response:
     await run_in_threadpool(users.delete, _ctx(request), name[:64])
     return _back("/users")
-
-
-@router.get("/roles", response_class=HTMLResponse)
-def role_list(request: Request, caller: Caller = Depends(ui_need("role.read"))) -> Response:
-    return _page(request, caller, av.roles_page(_ctx(request), caller.who))
 
 
 # -- audit ----------------------------------------------------------------------------------

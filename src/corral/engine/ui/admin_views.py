@@ -55,6 +55,7 @@ class Action:
     url: str
     confirm: str = ""
     danger: bool = False
+    name: str = ""  # what a row's button acts on, for its label (default: the row's first cell)
 
 
 @dataclass
@@ -339,7 +340,7 @@ def project_page(ctx: EngineContext, who: Principal, name: str) -> Page:
 def users_page(ctx: EngineContext, who: Principal) -> Page:
     may_delete = views.may(who, "user.delete")
     every = users.list_users(ctx)
-    rows = [[Cell(u.name), Cell(u.role), Cell(u.source),
+    rows = [[Cell(u.name, f"/users/{_q(u.name)}"), Cell(u.role), Cell(u.source),
              Cell("yes" if u.has_password else "no"), Cell(_ts(u.created_at))] for u in every]
     buttons = [[Action("Delete", f"/users/{_q(u.name)}/delete",
                        f"Delete user {u.name}? Its sessions and tokens end.", danger=True)]
