@@ -21,10 +21,12 @@ def install(app: FastAPI) -> None:
     if not (STATIC / "vendor" / "htmx.min.js").is_file():
         log.warning("web UI: %s/vendor/htmx.min.js is missing (`make node_modules` copies it "
                     "from npm): pages work, without their live parts", STATIC)
-    from corral.engine.ui import admin, consoles, graphs, portal  # after routes.py: they use its helpers
+    # after routes.py: they use its helpers
+    from corral.engine.ui import admin, admin_network_forms, consoles, graphs, portal
 
     # first: /vms/new before routes.py's /vms/{name}
     app.include_router(portal.router)
+    app.include_router(admin_network_forms.router)  # networks' and groups' forms
     app.include_router(admin.router)
     app.include_router(router)
     app.include_router(consoles.router)
