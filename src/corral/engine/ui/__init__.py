@@ -23,8 +23,9 @@ def install(app: FastAPI) -> None:
                     "from npm): pages work, without their live parts", STATIC)
     from corral.engine.ui import (  # after routes.py: they use its helpers
         admin,
+        admin_access_forms,  # projects, quotas, roles, assignments; /users/{name}
+        admin_network_forms,  # networks, security groups and their rules
         admin_storage_forms,  # pools, volumes, images: their actions
-        admin_access_forms,
         consoles,
         graphs,
         portal,
@@ -32,8 +33,10 @@ def install(app: FastAPI) -> None:
 
     # first: /vms/new before routes.py's /vms/{name}
     app.include_router(portal.router)
+    # the admin pages' actions, before admin.py's own routes
     app.include_router(admin_storage_forms.router)
-    app.include_router(admin_access_forms.router)  # projects, roles, assignments; /users/{name}
+    app.include_router(admin_access_forms.router)
+    app.include_router(admin_network_forms.router)
     app.include_router(admin.router)
     app.include_router(router)
     app.include_router(consoles.router)

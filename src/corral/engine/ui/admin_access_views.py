@@ -232,4 +232,4 @@ def _remove(url: str, subject: str, role: str, project: str) -> av.Action:
     whom = f"group {subject}" if subject.startswith(roles.GROUP_MARK) else subject
     return av.Action("Remove", url, f"Remove role {role} from {whom} {where}? It no longer "
                      "holds from its next request on.", danger=True,
-                     name=f"role {role} of {subject}")
+                     aria=f"Remove role {role} of {subject}")

@@ -13,7 +13,8 @@ from datetime import datetime
 from typing import Any, TypeVar
 from urllib.parse import quote, urlencode
 
-from corral.api import Image, Pool
+from corral.api import Image, Operation, Pool
+from corral.api.security_groups import SgRule
 from corral.engine.context import EngineContext
 from corral.engine.services import (
     audit,
@@ -55,7 +56,7 @@ class Action:
     url: str
     confirm: str = ""
     danger: bool = False
-    name: str = ""  # what a row's button acts on, for its label (default: the row's first cell)
+    aria: str = ""  # the button's accessible name, where "label + the row's first cell" is not one
 
 
 @dataclass
@@ -164,7 +165,28 @@ def networks_page(ctx: EngineContext, who: Principal) -> Page:
             for n in _visible(ctx, who, "network.read", networks.list_networks(ctx))]
     return Page("Networks", "networks", tabs=NET_TABS, tables=[Table(
         "Networks", ["Network", "Project", "Mode", "Subnet", "Bridge", "NICs", "State"], rows,
-        "No networks.", "networks")])
+        "No networks.", "networks")], extra="_network_form.html",  # admin_network_forms.py
+        values={"projects": _creatable(ctx, who, "network.create")})
+
+
+def _creatable(ctx: EngineContext, who: Principal, permission: str) -> list[str]:
+    """The projects a create form offers (none: no form)."""
+    if permission not in who.access.anywhere():
+        return []
+    return views.projects_with(ctx, who, permission)
+
+
+def network_operations(ctx: EngineContext, who: Principal, name: str,
+                       project: str) -> list[Operation]:
+    """The network's newest create and delete operations (each panel follows its own
+    progress), for a caller who may read its project's operations."""
+    if not views.may(who, "operation.read", project):
+        return []
+    found = [op for kind in ("network.create", "network.delete")
+             for op in ctx.ops.listing(type_=kind, limit=20, projects=[project],
+                                       engine_wide=False)
+             if name in op.resources.get("networks", [])]
+    return sorted(found, key=lambda op: op.created_at, reverse=True)[:3]
 
 
 def network_page(ctx: EngineContext, who: Principal, name: str) -> Page:
@@ -188,7 +210,9 @@ def network_page(ctx: EngineContext, who: Principal, name: str) -> Page:
                 actions=actions, tables=[Table("VMs attached", ["VM"], users_rows,
                                                "No VM is attached.", "net-vms"),
                                          Table("Static addresses", ["IP", "MAC", "VM"], res,
-                                               "None reserved.", "net-res")])
+                                               "None reserved.", "net-res")],
+                extra="_network_ops.html",
+                values={"ops": network_operations(ctx, who, name, n.project)})
 
 
 def groups_page(ctx: EngineContext, who: Principal) -> Page:
@@ -198,7 +222,17 @@ def groups_page(ctx: EngineContext, who: Principal) -> Page:
             for g in _visible(ctx, who, "sg.read", security_groups.list_groups(ctx))]
     return Page("Security groups", "sgs", tabs=NET_TABS, tables=[Table(
         "Security groups", ["Group", "Project", "Rules", "NICs", "Description"], rows,
-        "No security groups.", "sgs")])
+        "No security groups.", "sgs")], extra="_sg_form.html",  # admin_network_forms.py
+        values={"projects": _creatable(ctx, who, "sg.create")})
+
+
+def rule_text(r: SgRule) -> str:
+    """A rule in words, as its confirmation names it: ``ingress tcp 22 from 0.0.0.0/0``."""
+    ports = "" if r.port_min is None else (
+        f" {r.port_min}" if r.port_max in (None, r.port_min) else f" {r.port_min}-{r.port_max}")
+    other = r.cidr or (f"group {r.remote_group}" if r.remote_group else "anywhere")
+    return (f"{r.direction.value} {r.protocol.value}{ports} "
+            f"{'from' if r.direction.value == 'ingress' else 'to'} {other}")
 
 
 def group_page(ctx: EngineContext, who: Principal, name: str) -> Page:
@@ -210,11 +244,27 @@ def group_page(ctx: EngineContext, who: Principal, name: str) -> Page:
                  else f"{r.port_min}-{r.port_max}")),
              Cell(r.cidr or (f"group {r.remote_group}" if r.remote_group else "anywhere"),
                   mono=True)] for r in g.rules]
+    may_update = views.may(who, "sg.update", g.project)
+    base = f"/security-groups/{_q(name)}"
+    buttons = [[Action("Remove", f"{base}/rules/{_q(r.id)}/delete",
+                       f"Remove rule {rule_text(r)} from security group {name}? It stops "
+                       "applying to the group's NICs at once.", danger=True,
+                       aria=f"Remove rule {rule_text(r)}")] if may_update else []
+               for r in g.rules]
+    actions = []
+    if views.may(who, "sg.delete", g.project):
+        actions.append(Action("Delete", f"{base}/delete", f"Delete security group {name}? "
+                              "Refused while NICs are in it or other groups' rules name it.",
+                              danger=True))
+    remotes = [o.name for o in _visible(ctx, who, "sg.read", security_groups.list_groups(ctx))]
     return Page(f"Security group {name}", "sgs", [("Security groups", "/security-groups")],
                 facts=[("Project", g.project), ("Description", g.description or DASH),
-                       ("NICs in it", str(len(g.nics)))],
+                       ("NICs in it", str(len(g.nics)))], actions=actions,
                 tables=[Table("Rules", ["Direction", "Protocol", "Ports", "From / to"], rows,
-                              "No rules: nothing is let in.", "sg-rules")])
+                              "No rules: nothing is let in.", "sg-rules",
+                              buttons if may_update else [])],
+                extra="_sg_rule_form.html",  # admin_network_forms.py
+                values={"url": f"{base}/rules", "groups": remotes} if may_update else {})
 
 
 # -- storage --------------------------------------------------------------------------------
