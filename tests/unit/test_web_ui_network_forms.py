@@ -64,6 +64,13 @@ def _field_error(page: str, field: str) -> str:
     return html.unescape(found.group(1))
 
 
+def _refused(b: TestClient, url: str, form: dict[str, str], field: str) -> tuple[str, str]:
+    """The page a bad form post answers (a 4xx) and the error next to ``field``."""
+    resp = b.post(url, data=form)
+    assert 400 <= resp.status_code < 500, (resp.status_code, resp.text[:500])
+    return resp.text, _field_error(resp.text, field)
+
+
 def _options(page: str, select_id: str) -> list[str]:
     found = re.search(rf'<select id="{select_id}"[^>]*>(.*?)</select>', page, re.S)
     assert found, select_id
@@ -153,16 +160,15 @@ def test_bad_network_input_is_shown_next_to_its_field(
     b, csrf = _operator(ctx)
     form = {"csrf": csrf, "name": "anet", "project": "a", "mode": "nat",
             "subnet": "10.212.0.0/24", **change}
-    resp = b.post("/networks", data=form)
-    assert 400 <= resp.status_code < 500, (resp.status_code, resp.text[:500])
-    assert says in _field_error(resp.text, f"net-{field}")
-    assert 'aria-invalid="true"' in resp.text
+    page, error = _refused(b, "/networks", form, f"net-{field}")
+    assert says in error
+    assert 'aria-invalid="true"' in page
     for key, value in form.items():  # what was typed stays
         if key not in ("csrf", "mode", "project", "overlay") and value:
-            assert f'value="{html.escape(value)}"' in resp.text, key
+            assert f'value="{html.escape(value)}"' in page, key
     more = field in ("gateway", "dhcp_end", "vlan", "vni", "bridge") or set(change) & {
         "gateway", "dhcp_start", "vlan", "overlay"}
-    assert ('<details class="more" open' in resp.text) == bool(more)
+    assert ('<details class="more" open' in page) == bool(more)
     assert [n.name for n in networks.list_networks(ctx)] == ["bnet", "default"]
 
 
@@ -213,11 +219,10 @@ def test_bad_group_input_is_shown_next_to_its_field(
         ctx: EngineContext, change: dict[str, str], field: str, says: str) -> None:
     b, csrf = _operator(ctx)
     form = {"csrf": csrf, "name": "api", "project": "a", "description": "", **change}
-    resp = b.post("/security-groups", data=form)
-    assert 400 <= resp.status_code < 500, (resp.status_code, resp.text[:500])
-    assert says in _field_error(resp.text, f"sg-{field}")
+    page, error = _refused(b, "/security-groups", form, f"sg-{field}")
+    assert says in error
     if form["name"]:
-        assert f'value="{html.escape(form["name"])}"' in resp.text
+        assert f'value="{html.escape(form["name"])}"' in page
     assert sorted(g.name for g in sgs.list_groups(ctx)) == ["aweb", "bweb"]
 
 
@@ -302,12 +307,11 @@ def test_bad_rule_input_is_shown_next_to_its_field(
     b, csrf = _operator(ctx)
     form = {"csrf": csrf, "direction": "ingress", "protocol": "tcp", "port": "22",
             "cidr": "", "remote_group": "", **change}
-    resp = b.post("/security-groups/aweb/rules", data=form)
-    assert 400 <= resp.status_code < 500, (resp.status_code, resp.text[:500])
-    assert says in _field_error(resp.text, f"rule-{field}")
+    page, error = _refused(b, "/security-groups/aweb/rules", form, f"rule-{field}")
+    assert says in error
     for key in ("port", "cidr"):
         if form[key]:
-            assert f'value="{html.escape(form[key])}"' in resp.text, key
+            assert f'value="{html.escape(form[key])}"' in page, key
     assert len(sgs.get(ctx, "aweb").rules) == 1  # the default egress rule only
 
 

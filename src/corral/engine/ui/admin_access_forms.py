@@ -9,65 +9,38 @@ What the pages show is admin_access_views.py."""
 
 from __future__ import annotations
 
-from urllib.parse import quote
-
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from pydantic import ValidationError
+from fastapi.responses import HTMLResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from corral.api.projects import ProjectCreate, QuotaSet, RoleAssignmentIn, RoleCreate
-from corral.engine.context import EngineContext
+from corral.api.projects import ProjectCreate, ProjectInfo, QuotaSet, RoleAssignmentIn, RoleCreate
 from corral.engine.permissions import ALL_PROJECTS
 from corral.engine.services import projects, roles, users
 from corral.engine.ui import admin_access_views as aav
-from corral.engine.ui import admin_views as av
 from corral.engine.ui import session
-from corral.engine.ui.routes import UiRoute, render, ui_need
+from corral.engine.ui.admin_common import back, show
+from corral.engine.ui.admin_views import quote_name
+from corral.engine.ui.forms import Form, same, submit, typed
+from corral.engine.ui.routes import UiRoute, ctx_of, ui_need
 from corral.engine.ui.session import Caller
-from corral.errors import Conflict, CorralError, InvalidInput
+from corral.errors import Conflict, InvalidInput
 
 router = APIRouter(route_class=UiRoute, include_in_schema=False)
-_TEXT_MAX = 1024  # longer than any field of these forms: the API's own limits say what is
 
 
-def _ctx(request: Request) -> EngineContext:
-    ctx: EngineContext = request.app.state.ctx
-    return ctx
+# a form's fields (the API's names); an error of none goes to the first
+PROJECT_FIELDS = same(("name", "description"))
+QUOTA_FIELDS = same(aav.SETTABLE)
+ASSIGN_FIELDS = same(("subject", "role"))  # on a project's page
+USER_ASSIGN_FIELDS = same(("project", "role"))  # on a user's
+ROLE_FIELDS = same(("name", "permissions", "description"))
 
 
-def _page(request: Request, caller: Caller, page: av.Page, status: int = 200) -> Response:
-    return render(request, "admin.html", caller, status=status, page=page.nav, p=page)
-
-
-def _back(url: str) -> Response:
-    return RedirectResponse(url, status_code=303)
-
-
-async def _typed(request: Request, *fields: str) -> dict[str, str]:
-    sent = await session.form(request)
-    return {f: sent.get(f, "").strip()[:_TEXT_MAX] for f in fields}
-
-
-def _refused(exc: ValidationError | CorralError, fields: tuple[str, ...]) -> tuple[
-        dict[str, str], int]:
-    """An error per form field (a pydantic ``loc`` or CorralError.field; else the first
-    field) and the page's status: 422, or the API's 4xx. A 5xx is no input's fault."""
-    errors: dict[str, str] = {}
-    if isinstance(exc, ValidationError):
-        for err in exc.errors():
-            where = str(err["loc"][0]) if err["loc"] else ""
-            errors.setdefault(where if where in fields else fields[0],
-                              _sentence(str(err["msg"]).removeprefix("Value error, ")))
-        return errors, 422
-    if exc.status >= 500:
-        raise exc
-    errors[exc.field if exc.field in fields else fields[0]] = _sentence(exc.message)
-    return errors, exc.status
-
-
-def _sentence(text: str) -> str:
-    return text[:1].upper() + text[1:]
+def _project(request: Request, caller: Caller, name: str) -> ProjectInfo:
+    """The path's project if the caller sees it (else 404, as for none); the audit log's."""
+    name = name[:63]
+    request.state.audit_project = name
+    return projects.show(ctx_of(request), name, caller.who.access)
 
 
 # -- projects -------------------------------------------------------------------------------
@@ -75,102 +48,89 @@ def _sentence(text: str) -> str:
 @router.get("/projects", response_class=HTMLResponse)
 def project_list(request: Request,
                  caller: Caller = Depends(ui_need("project.read"))) -> Response:
-    return _page(request, caller, aav.projects_page(_ctx(request), caller.who))
+    return show(request, caller, aav.projects_page(ctx_of(request), caller.who))
 
 
 @router.post("/projects", response_class=HTMLResponse)
 async def project_create(request: Request,
                          caller: Caller = Depends(ui_need("project.create"))) -> Response:
     """An empty project (no limits: its page sets them); then its page."""
-    ctx = _ctx(request)
-    fields = ("name", "description")
-    typed = await _typed(request, *fields)
-    try:
-        req = ProjectCreate(name=typed["name"], description=typed["description"])
-        await run_in_threadpool(projects.create, ctx, req.name, req.description)
-    except (ValidationError, CorralError) as exc:
-        errors, status = _refused(exc, fields)
-        form = aav.Form(typed, errors)
-        return _page(request, caller, aav.projects_page(ctx, caller.who, create=form), status)
-    return _back(f"/projects/{quote(req.name, safe='')}")
+    ctx = ctx_of(request)
+    form = Form(await typed(request, PROJECT_FIELDS))
+    v = form.values
+    _, status = await submit(form, PROJECT_FIELDS, "name",
+                             lambda: ProjectCreate(name=v["name"], description=v["description"]),
+                             lambda req: projects.create(ctx, req.name, req.description))
+    if form.errors:
+        return show(request, caller, aav.projects_page(ctx, caller.who, create=form), status)
+    return back(f"/projects/{quote_name(v['name'])}")
 
 
 @router.post("/projects/{name}/delete", response_class=HTMLResponse)
 async def project_delete(request: Request, name: str,
                          caller: Caller = Depends(ui_need("project.delete"))) -> Response:
     """Refused (409) while it holds anything: the list says so, naming what it holds."""
-    ctx = _ctx(request)
-    name = name[:63]
-    request.state.audit_project = name
-    projects.show(ctx, name, caller.who.access)  # 404 for one the caller does not see
+    ctx = ctx_of(request)
+    name = _project(request, caller, name).name
     try:
         await run_in_threadpool(projects.delete, ctx, name)
     except Conflict as exc:
         notice = f"Project {name} was not deleted: {exc.message}."
-        return _page(request, caller, aav.projects_page(ctx, caller.who, notice=notice), 409)
-    return _back("/projects")
+        return show(request, caller, aav.projects_page(ctx, caller.who, notice=notice), 409)
+    return back("/projects")
 
 
 @router.get("/projects/{name}", response_class=HTMLResponse)
 def project_detail(request: Request, name: str,
                    caller: Caller = Depends(ui_need("project.read"))) -> Response:
-    return _page(request, caller, aav.project_page(_ctx(request), caller.who, name[:63]))
+    return show(request, caller, aav.project_page(ctx_of(request), caller.who, name[:63]))
 
 
 @router.post("/projects/{name}/quotas", response_class=HTMLResponse)
 async def project_quotas(request: Request, name: str,
                          caller: Caller = Depends(ui_need("project.update"))) -> Response:
     """Set the limits the form changed (empty: no limit); those left as shown stay."""
-    ctx = _ctx(request)
-    name = name[:63]
-    request.state.audit_project = name
-    current = projects.show(ctx, name, caller.who.access)  # 404 first
+    ctx = ctx_of(request)
+    current = _project(request, caller, name)
     sent = await session.form(request)  # a field not sent stays (as the API's QuotaSet)
-    typed = {q: sent[q].strip()[:_TEXT_MAX] for q in aav.SETTABLE if q in sent}
-    changes, errors = aav.quota_changes(current, typed)
+    form = Form(await typed(request, [q for q in aav.SETTABLE if q in sent]))
+    changes, form.errors = aav.quota_changes(current, form.values)
     status = 422
-    if not errors and changes:
-        try:
-            req = QuotaSet.model_validate(changes)  # the API's limits (0 to 2^62)
-            await run_in_threadpool(projects.set_quota, ctx, name, req.given())
-        except (ValidationError, CorralError) as exc:
-            errors, status = _refused(exc, aav.SETTABLE)
-    if errors:
-        page = aav.project_page(ctx, caller.who, name, quota=aav.Form(typed, errors))
-        return _page(request, caller, page, status)
-    return _back(f"/projects/{quote(name, safe='')}")
+    if changes or form.errors:
+        _, status = await submit(form, QUOTA_FIELDS, aav.SETTABLE[0],
+                                 lambda: QuotaSet.model_validate(changes),  # 0 to 2^62
+                                 lambda req: projects.set_quota(ctx, current.name, req.given()))
+    if form.errors:
+        page = aav.project_page(ctx, caller.who, current.name, quota=form)
+        return show(request, caller, page, status)
+    return back(f"/projects/{quote_name(current.name)}")
 
 
 @router.post("/projects/{name}/roles", response_class=HTMLResponse)
 async def project_assign(request: Request, name: str,
                          caller: Caller = Depends(ui_need("role.update"))) -> Response:
     """Give a user (or @group) a role in this project."""
-    ctx = _ctx(request)
-    name = name[:63]
-    request.state.audit_project = name
-    projects.show(ctx, name, caller.who.access)  # 404 first
-    fields = ("subject", "role")
-    typed = await _typed(request, *fields)
-    try:
-        req = RoleAssignmentIn(subject=typed["subject"], role=typed["role"], project=name)
-        await run_in_threadpool(roles.assign, ctx, req.subject, req.role, req.project)
-    except (ValidationError, CorralError) as exc:
-        errors, status = _refused(exc, fields)
-        page = aav.project_page(ctx, caller.who, name, assign=aav.Form(typed, errors))
-        return _page(request, caller, page, status)
-    return _back(f"/projects/{quote(name, safe='')}#assignments")
+    ctx = ctx_of(request)
+    name = _project(request, caller, name).name
+    form = Form(await typed(request, ASSIGN_FIELDS))
+    v = form.values
+    _, status = await submit(
+        form, ASSIGN_FIELDS, "subject",
+        lambda: RoleAssignmentIn(subject=v["subject"], role=v["role"], project=name),
+        lambda req: roles.assign(ctx, req.subject, req.role, req.project))
+    if form.errors:
+        page = aav.project_page(ctx, caller.who, name, assign=form)
+        return show(request, caller, page, status)
+    return back(f"/projects/{quote_name(name)}#assignments")
 
 
 @router.post("/projects/{name}/roles/remove", response_class=HTMLResponse)
 async def project_unassign(request: Request, name: str, subject: str = "", role: str = "",
                            caller: Caller = Depends(ui_need("role.update"))) -> Response:
     """Remove one assignment in this project (404 for one that is not there)."""
-    ctx = _ctx(request)
-    name = name[:63]
-    request.state.audit_project = name
-    projects.show(ctx, name, caller.who.access)
-    await run_in_threadpool(roles.unassign, ctx, subject[:256], role[:63], name)
-    return _back(f"/projects/{quote(name, safe='')}#assignments")
+    name = _project(request, caller, name).name
+    await run_in_threadpool(roles.unassign, ctx_of(request), subject[:256], role[:63], name)
+    return back(f"/projects/{quote_name(name)}#assignments")
 
 
 # -- users' role assignments ----------------------------------------------------------------
@@ -178,77 +138,76 @@ async def project_unassign(request: Request, name: str, subject: str = "", role:
 @router.get("/users/{name}", response_class=HTMLResponse)
 def user_detail(request: Request, name: str,
                 caller: Caller = Depends(ui_need("user.read"))) -> Response:
-    return _page(request, caller, aav.user_page(_ctx(request), caller.who, name[:64]))
+    return show(request, caller, aav.user_page(ctx_of(request), caller.who, name[:64]))
 
 
 @router.post("/users/{name}/roles", response_class=HTMLResponse)
 async def user_assign(request: Request, name: str,
                       caller: Caller = Depends(ui_need("role.update"))) -> Response:
     """Give the user a role in one project, or on every one (``*``)."""
-    ctx = _ctx(request)
+    ctx = ctx_of(request)
     name = name[:64]
-    fields = ("project", "role")
-    typed = await _typed(request, *fields)
-    request.state.audit_project = typed["project"][:63] or None
+    form = Form(await typed(request, USER_ASSIGN_FIELDS))
+    project = form.values["project"][:63]
+    request.state.audit_project = project or None
     users.get(ctx, name)  # 404 for none
-    try:
-        if not typed["project"]:
+
+    def assignment() -> RoleAssignmentIn:
+        if not project:
             raise InvalidInput("choose a project, or every project (*)", field="project")
-        if typed["project"] != ALL_PROJECTS:
-            projects.show(ctx, typed["project"][:63], caller.who.access)  # as none: 404
-        req = RoleAssignmentIn(subject=name, role=typed["role"], project=typed["project"])
-        await run_in_threadpool(roles.assign, ctx, req.subject, req.role, req.project)
-    except (ValidationError, CorralError) as exc:
-        errors, status = _refused(exc, fields)
-        return _page(request, caller, aav.user_page(ctx, caller.who, name,
-                                                    aav.Form(typed, errors)), status)
-    return _back(f"/users/{quote(name, safe='')}#assignments")
+        if project != ALL_PROJECTS:
+            projects.show(ctx, project, caller.who.access)  # as none: 404
+        return RoleAssignmentIn(subject=name, role=form.values["role"],
+                                project=form.values["project"])
+
+    _, status = await submit(form, USER_ASSIGN_FIELDS, "project", assignment,
+                             lambda req: roles.assign(ctx, req.subject, req.role, req.project))
+    if form.errors:
+        return show(request, caller, aav.user_page(ctx, caller.who, name, form), status)
+    return back(f"/users/{quote_name(name)}#assignments")
 
 
 @router.post("/users/{name}/roles/remove", response_class=HTMLResponse)
 async def user_unassign(request: Request, name: str, project: str = "", role: str = "",
                         caller: Caller = Depends(ui_need("role.update"))) -> Response:
     """Remove one of the user's assignments (?project= is the audit log's project too)."""
-    await run_in_threadpool(roles.unassign, _ctx(request), name[:64], role[:63],
+    await run_in_threadpool(roles.unassign, ctx_of(request), name[:64], role[:63],
                             project[:63] or ALL_PROJECTS)
-    return _back(f"/users/{quote(name, safe='')}#assignments")
+    return back(f"/users/{quote_name(name)}#assignments")
 
 
 # -- roles ----------------------------------------------------------------------------------
 
 @router.get("/roles", response_class=HTMLResponse)
 def role_list(request: Request, caller: Caller = Depends(ui_need("role.read"))) -> Response:
-    return _page(request, caller, aav.roles_page(_ctx(request), caller.who))
+    return show(request, caller, aav.roles_page(ctx_of(request), caller.who))
 
 
 @router.post("/roles", response_class=HTMLResponse)
 async def role_create(request: Request,
                       caller: Caller = Depends(ui_need("role.update"))) -> Response:
     """A custom role: the permissions its patterns match (``vm.*, *.read``)."""
-    ctx = _ctx(request)
-    fields = ("name", "permissions", "description")
-    typed = await _typed(request, *fields)
-    patterns = typed["permissions"].replace(",", " ").split()
-    try:
-        req = RoleCreate(name=typed["name"], description=typed["description"],
-                         permissions=patterns)
-        await run_in_threadpool(roles.create_role, ctx, req.name, req.permissions,
-                                req.description)
-    except (ValidationError, CorralError) as exc:
-        errors, status = _refused(exc, fields)
-        page = aav.roles_page(ctx, caller.who, create=aav.Form(typed, errors))
-        return _page(request, caller, page, status)
-    return _back("/roles")
+    ctx = ctx_of(request)
+    form = Form(await typed(request, ROLE_FIELDS))
+    v = form.values
+    _, status = await submit(
+        form, ROLE_FIELDS, "name",
+        lambda: RoleCreate(name=v["name"], description=v["description"],
+                           permissions=v["permissions"].replace(",", " ").split()),
+        lambda req: roles.create_role(ctx, req.name, req.permissions, req.description))
+    if form.errors:
+        return show(request, caller, aav.roles_page(ctx, caller.who, create=form), status)
+    return back("/roles")
 
 
 @router.post("/roles/{name}/delete", response_class=HTMLResponse)
 async def role_delete(request: Request, name: str,
                       caller: Caller = Depends(ui_need("role.update"))) -> Response:
     """Refused (409) for a built-in role and one held: the list says so, naming who."""
-    ctx = _ctx(request)
+    ctx = ctx_of(request)
     try:
         await run_in_threadpool(roles.delete_role, ctx, name[:63])
     except Conflict as exc:
         notice = f"Role {name[:63]} was not deleted: {exc.message}."
-        return _page(request, caller, aav.roles_page(ctx, caller.who, notice=notice), 409)
-    return _back("/roles")
+        return show(request, caller, aav.roles_page(ctx, caller.who, notice=notice), 409)
+    return back("/roles")

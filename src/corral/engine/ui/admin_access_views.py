@@ -8,7 +8,7 @@ caller's role allows (the same permissions the routes of admin_access_forms.py d
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from urllib.parse import urlencode
 
 from corral.api.projects import ProjectInfo, QuotaSet
@@ -19,6 +19,7 @@ from corral.engine.services import projects, roles, users
 from corral.engine.services.auth import Principal
 from corral.engine.ui import admin_views as av
 from corral.engine.ui import filters, views
+from corral.engine.ui.forms import Form, sentence
 from corral.errors import InvalidInput
 from corral.validation import parse_size
 
@@ -31,14 +32,6 @@ _COUNT = re.compile(r"[0-9]{1,19}")
 _ZERO = re.compile(r"0+\s*[KMGTPkmgtp]?(i?B)?")  # 0, 0G: nothing may be used (as the CLI)
 _LIMIT_MAX = 1 << 62  # QuotaSet's largest limit
 _UNITS = (("P", 50), ("T", 40), ("G", 30), ("M", 20), ("K", 10))
-
-
-@dataclass
-class Form:
-    """What a form shows: the values typed (kept after a refusal), an error per field."""
-
-    values: dict[str, str] = field(default_factory=dict)
-    errors: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -112,7 +105,7 @@ def quota_changes(p: ProjectInfo, typed: dict[str, str]) -> tuple[dict[str, int 
         try:
             changes[q] = _limit(q, text)
         except InvalidInput as exc:
-            errors[q] = exc.message[:1].upper() + exc.message[1:]
+            errors[q] = sentence(exc.message)
     return changes, errors
 
 
@@ -125,7 +118,7 @@ def projects_page(ctx: EngineContext, who: Principal, create: Form | None = None
     table = page.tables[0]
     if views.may(who, "project.delete"):
         table.actions = [[av.Action(
-            "Delete", f"/projects/{av._q(row[0].text)}/delete",
+            "Delete", f"/projects/{av.quote_name(row[0].text)}/delete",
             f"Delete project {row[0].text}? Its role assignments and the API tokens bound to "
             "it go too. Refused while it holds VMs, networks, images, volumes or security "
             "groups.", danger=True)] if row[0].text != DEFAULT_PROJECT else []
@@ -150,7 +143,7 @@ def project_page(ctx: EngineContext, who: Principal, name: str, quota: Form | No
         if table.ident == "assignments" and may_assign:
             # the project is the path's (and the audit log's: request.state)
             table.actions = [[_remove(
-                f"/projects/{av._q(name)}/roles/remove?"
+                f"/projects/{av.quote_name(name)}/roles/remove?"
                 + urlencode({"subject": row[0].text, "role": row[2].text}),
                 row[0].text, row[2].text, name)] for row in table.rows]
     page.extra = "_project_access.html"
@@ -169,10 +162,10 @@ def user_page(ctx: EngineContext, who: Principal, name: str,
     assigned = roles.list_assignments(ctx, subject=name) if views.may(who, "role.read") else []
     may_assign = views.may(who, "role.update")
     rows = [[av.Cell(_scope(a.project), None if a.project == ALL_PROJECTS
-                     else f"/projects/{av._q(a.project)}"), av.Cell(a.role),
-             av.Cell(av._ts(a.created_at))] for a in assigned]
+                     else f"/projects/{av.quote_name(a.project)}"), av.Cell(a.role),
+             av.Cell(av.ago(a.created_at))] for a in assigned]
     # ?project= : the audit log's project too (engine/audit.py)
-    actions = [[_remove(f"/users/{av._q(name)}/roles/remove?"
+    actions = [[_remove(f"/users/{av.quote_name(name)}/roles/remove?"
                         + urlencode({"project": a.project, "role": a.role}),
                         name, a.role, a.project)] for a in assigned] if may_assign else []
     tables = [av.Table("Role assignments", ["Project", "Role", "Since"], rows,
@@ -183,7 +176,7 @@ def user_page(ctx: EngineContext, who: Principal, name: str,
         f"User {name}", "access", [("Users", "/users")],
         facts=[("Role (engine-wide)", u.role), ("Source", u.source),
                ("Password", "yes" if u.has_password else "no (API tokens only)"),
-               ("Created", av._ts(u.created_at))],
+               ("Created", av.ago(u.created_at))],
         tables=tables, extra="_user_roles.html",
         values={"user": name, "may_assign": may_assign,
                 "project_options": [("", "choose…"), (ALL_PROJECTS, "every project (*)"),
@@ -199,7 +192,7 @@ def roles_page(ctx: EngineContext, who: Principal, create: Form | None = None,
     table = page.tables[0]
     if views.may(who, "role.update"):
         table.actions = [[] if row[1].text == "built-in" else [av.Action(
-            "Delete", f"/roles/{av._q(row[0].text)}/delete",
+            "Delete", f"/roles/{av.quote_name(row[0].text)}/delete",
             f"Delete role {row[0].text}? Refused while a user, a role assignment or an API "
             "token holds it.", danger=True)] for row in table.rows]
     page.extra = "_role_create.html"

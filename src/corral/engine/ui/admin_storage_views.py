@@ -8,8 +8,6 @@ draws them); the routes that post them are in admin_storage_forms.py."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from corral.api import Operation, PoolType, VmState, VolumeFormat
 from corral.engine.access import DEFAULT_PROJECT
 from corral.engine.context import EngineContext
@@ -17,19 +15,12 @@ from corral.engine.services import images, vms
 from corral.engine.services.auth import Principal
 from corral.engine.ui import admin_views as av
 from corral.engine.ui import views
+from corral.engine.ui.forms import Form
 from corral.errors import NotFound
 
 DEFAULT_POOL = "default"  # holds the host's images and root disks: the API never deletes it
 IMAGE_FORMATS = ("auto", "qcow2", "raw", "vmdk", "vdi", "iso")  # ImageImport.format
 TEMPLATE_FROM = {VmState.STOPPED, VmState.CRASHED}  # vm_clones: a template needs these
-
-
-@dataclass
-class Form:
-    """What a form shows: the values typed (kept after a refusal) and the errors by field."""
-
-    values: dict[str, str] = field(default_factory=dict)
-    errors: dict[str, str] = field(default_factory=dict)
 
 
 def _operation(ctx: EngineContext, who: Principal, op_id: str) -> Operation | None:
@@ -66,7 +57,7 @@ def pools_page(ctx: EngineContext, who: Principal, op_id: str = "", form: Form |
     if table is not None and views.may(who, "pool.delete"):
         table.actions = [
             [] if row[0].text == DEFAULT_POOL else
-            [av.Action("Delete", f"/pools/{av._q(row[0].text)}/delete",
+            [av.Action("Delete", f"/pools/{av.quote_name(row[0].text)}/delete",
                        f"Delete storage pool {row[0].text}? Refused while it holds volumes "
                        "or VM root disks; the data in it is never removed.", danger=True)]
             for row in table.rows]
@@ -92,8 +83,9 @@ def pool_page(ctx: EngineContext, who: Principal, name: str, op_id: str = "",
     table = _table(page, "volumes")
     if table is not None:
         col = _columns(table)
+        base = f"/pools/{av.quote_name(name)}/volumes"
         table.actions = [
-            [av.Action("Delete", f"/pools/{av._q(name)}/volumes/{av._q(row[0].text)}/delete",
+            [av.Action("Delete", f"{base}/{av.quote_name(row[0].text)}/delete",
                        f"Delete volume {name}/{row[0].text}? The data on it is lost.",
                        danger=True)]
             if row[col["Attached to"]].text == av.DASH
@@ -141,7 +133,7 @@ def image_page(ctx: EngineContext, who: Principal, name: str) -> av.Page:
     may (project.update, engine-wide, as the API's ``PUT /images/NAME/shared``)."""
     page = av.image_page(ctx, who, name)
     if views.may(who, "project.update"):
-        url = f"/images/{av._q(name)}"
+        url = f"/images/{av.quote_name(name)}"
         page.actions.insert(0, av.Action(
             "Stop sharing", f"{url}/unshare", f"Stop sharing {name} with every project? "
             "VMs of other projects made from it keep it; no new ones can be.")

@@ -84,11 +84,13 @@ class Page:
     values: dict[str, Any] = field(default_factory=dict)  # what the extra form shows
 
 
-def _q(name: str) -> str:
+def quote_name(name: str) -> str:
+    """A name as one segment of a page's URL (a ``/`` in it too)."""
     return quote(name, safe="")
 
 
-def _ts(when: datetime | None) -> str:
+def ago(when: datetime | None) -> str:
+    """How long ago, or a dash for never."""
     return filters.ago(when) if when else DASH
 
 
@@ -99,11 +101,11 @@ def _project_cell(project: str, shared: bool = False) -> Cell:
 # -- hosts ----------------------------------------------------------------------------------
 
 def hosts_page(ctx: EngineContext) -> Page:
-    rows = [[Cell(h.name, f"/hosts/{_q(h.name)}"), Cell(h.status.value, badge=True),
+    rows = [[Cell(h.name, f"/hosts/{quote_name(h.name)}"), Cell(h.status.value, badge=True),
              Cell(h.address or h.url, mono=True), Cell(str(h.allocated.vms), num=True),
              Cell(f"{h.allocated.cpus} / {h.cpus or '?'}", num=True),
              Cell(filters.mib(h.memory_mib), num=True), Cell(", ".join(h.tags) or DASH),
-             Cell(_ts(h.last_seen))] for h in hosts.list_hosts(ctx)]
+             Cell(ago(h.last_seen))] for h in hosts.list_hosts(ctx)]
     return Page("Hosts", "hosts", intro="Hosts of this engine: their state, VMs and facts.",
                 tables=[Table("Hosts", ["Host", "State", "Address", "VMs", "vCPUs allocated",
                                         "Memory", "Tags", "Last report"], rows,
@@ -120,18 +122,19 @@ def host_page(ctx: EngineContext, who: Principal, name: str) -> Page:
                                                             else "")),
              ("libvirt / QEMU", f"{h.libvirt_version or '?'} / {h.qemu_version or '?'}"),
              ("corral", h.corral_version or "?"), ("NUMA nodes", str(len(h.numa_nodes) or DASH)),
-             ("Tags", ", ".join(h.tags) or DASH), ("Last report", _ts(h.last_seen))]
+             ("Tags", ", ".join(h.tags) or DASH), ("Last report", ago(h.last_seen))]
     on_it = [v for v in vms.list_vms(ctx, views.projects_with(ctx, who, "vm.read"))
              if v.host == h.name]
-    rows = [[Cell(v.name, f"/vms/{_q(views.vm_full_name(v))}"), Cell(str(v.state), badge=True),
-             Cell(v.project), Cell(f"{v.cpus} vCPU · {filters.mib(v.memory_mib)}")]
+    rows = [[Cell(v.name, f"/vms/{quote_name(views.vm_full_name(v))}"),
+             Cell(str(v.state), badge=True), Cell(v.project),
+             Cell(f"{v.cpus} vCPU · {filters.mib(v.memory_mib)}")]
             for v in sorted(on_it, key=lambda v: (v.project, v.name))]
     actions = []
     if views.may(who, "host.update"):
         if h.status.value in ("maintenance", "evacuating"):
-            actions.append(Action("Activate", f"/hosts/{_q(name)}/activate"))
+            actions.append(Action("Activate", f"/hosts/{quote_name(name)}/activate"))
         else:
-            actions.append(Action("Maintenance", f"/hosts/{_q(name)}/maintenance",
+            actions.append(Action("Maintenance", f"/hosts/{quote_name(name)}/maintenance",
                                   f"Put host {name} in maintenance? Its VMs move to other "
                                   "hosts and no new VM is placed on it until it is activated.",
                                   danger=True))
@@ -139,7 +142,7 @@ def host_page(ctx: EngineContext, who: Principal, name: str) -> Page:
                 tables=[Table("Virtual machines on it", ["VM", "State", "Project", "Size"],
                               rows, "No VM you may see runs here.", "host-vms")],
                 # live graphs (ui/graphs.py): the host's CPU and its VMs' sums
-                extra="_graphs.html", values={"stats_url": f"/ui/hosts/{_q(name)}/stats"})
+                extra="_graphs.html", values={"stats_url": f"/ui/hosts/{quote_name(name)}/stats"})
 
 
 # -- networks and security groups -----------------------------------------------------------
@@ -159,7 +162,7 @@ NET_TABS = [("Networks", "/networks"), ("Security groups", "/security-groups")]
 
 
 def networks_page(ctx: EngineContext, who: Principal) -> Page:
-    rows = [[Cell(n.name, f"/networks/{_q(n.name)}"), _project_cell(n.project, n.shared),
+    rows = [[Cell(n.name, f"/networks/{quote_name(n.name)}"), _project_cell(n.project, n.shared),
              Cell(str(n.mode.value)), Cell(n.subnet or DASH, mono=True), Cell(n.bridge, mono=True),
              Cell(str(len(n.vms)), num=True), Cell(n.status, badge=True)]
             for n in _visible(ctx, who, "network.read", networks.list_networks(ctx))]
@@ -204,7 +207,7 @@ def network_page(ctx: EngineContext, who: Principal, name: str) -> Page:
            for r in n.reservations] if n.reservations else []
     actions = []
     if views.may(who, "network.delete", n.project) and not n.vms:
-        actions.append(Action("Delete", f"/networks/{_q(name)}/delete",
+        actions.append(Action("Delete", f"/networks/{quote_name(name)}/delete",
                               f"Delete network {name}?", danger=True))
     return Page(f"Network {name}", "networks", [("Networks", "/networks")], facts=facts,
                 actions=actions, tables=[Table("VMs attached", ["VM"], users_rows,
@@ -216,7 +219,7 @@ def network_page(ctx: EngineContext, who: Principal, name: str) -> Page:
 
 
 def groups_page(ctx: EngineContext, who: Principal) -> Page:
-    rows = [[Cell(g.name, f"/security-groups/{_q(g.name)}"), Cell(g.project),
+    rows = [[Cell(g.name, f"/security-groups/{quote_name(g.name)}"), Cell(g.project),
              Cell(str(len(g.rules)), num=True), Cell(str(len(g.nics)), num=True),
              Cell(g.description or DASH)]
             for g in _visible(ctx, who, "sg.read", security_groups.list_groups(ctx))]
@@ -245,8 +248,8 @@ def group_page(ctx: EngineContext, who: Principal, name: str) -> Page:
              Cell(r.cidr or (f"group {r.remote_group}" if r.remote_group else "anywhere"),
                   mono=True)] for r in g.rules]
     may_update = views.may(who, "sg.update", g.project)
-    base = f"/security-groups/{_q(name)}"
-    buttons = [[Action("Remove", f"{base}/rules/{_q(r.id)}/delete",
+    base = f"/security-groups/{quote_name(name)}"
+    buttons = [[Action("Remove", f"{base}/rules/{quote_name(r.id)}/delete",
                        f"Remove rule {rule_text(r)} from security group {name}? It stops "
                        "applying to the group's NICs at once.", danger=True,
                        aria=f"Remove rule {rule_text(r)}")] if may_update else []
@@ -277,8 +280,9 @@ def _usage(p: Pool) -> str:
 
 
 def pools_page(ctx: EngineContext) -> Page:
-    rows = [[Cell(p.name, f"/pools/{_q(p.name)}"), Cell(p.type.value), Cell(p.status, badge=True),
-             Cell(p.host or "shared"), Cell(_usage(p)), Cell(str(p.volumes), num=True)]
+    rows = [[Cell(p.name, f"/pools/{quote_name(p.name)}"), Cell(p.type.value),
+             Cell(p.status, badge=True), Cell(p.host or "shared"), Cell(_usage(p)),
+             Cell(str(p.volumes), num=True)]
             for p in pools.list_pools(ctx)]
     return Page("Storage pools", "pools", tables=[Table(
         "Storage pools", ["Pool", "Type", "State", "Host", "Used", "Volumes"], rows,
@@ -289,7 +293,7 @@ def pool_page(ctx: EngineContext, who: Principal, name: str) -> Page:
     p = pools.get(ctx, name)
     facts = [("Type", p.type.value), ("State", p.status), ("Host", p.host or "every host"),
              ("Where", p.path or f"{p.ceph_pool} ({p.ceph_conf})"), ("Used", _usage(p)),
-             ("Available", filters.size(p.available)), ("Created", _ts(p.created_at))]
+             ("Available", filters.size(p.available)), ("Created", ago(p.created_at))]
     tables = []
     if "volume.read" in who.access.anywhere():
         vols = _visible(ctx, who, "volume.read", volumes.list_volumes(ctx, name))
@@ -309,10 +313,10 @@ def images_page(ctx: EngineContext, who: Principal) -> Page:
     every = _visible(ctx, who, "image.read", images.list_images(ctx))
 
     def row(i: Image) -> list[Cell]:
-        return [Cell(i.name, f"/images/{_q(i.name)}"), _project_cell(i.project, i.shared),
+        return [Cell(i.name, f"/images/{quote_name(i.name)}"), _project_cell(i.project, i.shared),
                 Cell(i.format), Cell(filters.size(i.virtual_size), num=True),
                 Cell(filters.size(i.file_size), num=True), Cell(i.status, badge=True),
-                Cell(_ts(i.created_at))]
+                Cell(ago(i.created_at))]
     cols = ["Image", "Project", "Format", "Size", "On disk", "State", "Created"]
     return Page("Images and templates", "images", tables=[
         Table("Images", cols, [row(i) for i in every if not i.template_vm],
@@ -327,11 +331,11 @@ def image_page(ctx: EngineContext, who: Principal, name: str) -> Page:
     facts = [("Project", i.project + (" (shared with every project)" if i.shared else "")),
              ("Format", i.format), ("Size", filters.size(i.virtual_size)),
              ("On disk", filters.size(i.file_size)), ("State", i.status),
-             ("Made from VM", i.template_vm or DASH), ("Created", _ts(i.created_at))]
+             ("Made from VM", i.template_vm or DASH), ("Created", ago(i.created_at))]
     actions = []
     perm = "template.delete" if i.template_vm else "image.delete"
     if views.may(who, perm, i.project):
-        actions.append(Action("Delete", f"/images/{_q(name)}/delete",
+        actions.append(Action("Delete", f"/images/{quote_name(name)}/delete",
                               f"Delete {'template' if i.template_vm else 'image'} {name}? "
                               "Refused while VMs use it.", danger=True))
     return Page(f"{'Template' if i.template_vm else 'Image'} {name}", "images",
@@ -356,7 +360,7 @@ def access_tabs(who: Principal) -> list[tuple[str, str]]:
 
 
 def projects_page(ctx: EngineContext, who: Principal) -> Page:
-    rows = [[Cell(p.name, f"/projects/{_q(p.name)}"), Cell(p.description or DASH),
+    rows = [[Cell(p.name, f"/projects/{quote_name(p.name)}"), Cell(p.description or DASH),
              Cell(_quota_text("vms", p.usage.get("vms", 0), p.quotas.get("vms")), num=True),
              Cell(_quota_text("vcpus", p.usage.get("vcpus", 0), p.quotas.get("vcpus")),
                   num=True),
@@ -378,21 +382,21 @@ def project_page(ctx: EngineContext, who: Principal, name: str) -> Page:
     if views.may(who, "role.read"):
         assigned = roles.list_assignments(ctx, project=name)
         tables.append(Table("Role assignments", ["Subject", "Kind", "Role", "Since"],
-                            [[Cell(a.subject), Cell(a.kind), Cell(a.role), Cell(_ts(a.created_at))]
+                            [[Cell(a.subject), Cell(a.kind), Cell(a.role), Cell(ago(a.created_at))]
                              for a in assigned], "No roles assigned in this project "
                             "(engine-wide roles apply).", "assignments"))
     holds = ", ".join(f"{n} {k}" for k, n in p.holds.items() if n) or "nothing"
     return Page(f"Project {name}", "access", [("Projects", "/projects")],
                 facts=[("Description", p.description or DASH), ("Holds", holds),
-                       ("Created", _ts(p.created_at))], tables=tables)
+                       ("Created", ago(p.created_at))], tables=tables)
 
 
 def users_page(ctx: EngineContext, who: Principal) -> Page:
     may_delete = views.may(who, "user.delete")
     every = users.list_users(ctx)
-    rows = [[Cell(u.name, f"/users/{_q(u.name)}"), Cell(u.role), Cell(u.source),
-             Cell("yes" if u.has_password else "no"), Cell(_ts(u.created_at))] for u in every]
-    buttons = [[Action("Delete", f"/users/{_q(u.name)}/delete",
+    rows = [[Cell(u.name, f"/users/{quote_name(u.name)}"), Cell(u.role), Cell(u.source),
+             Cell("yes" if u.has_password else "no"), Cell(ago(u.created_at))] for u in every]
+    buttons = [[Action("Delete", f"/users/{quote_name(u.name)}/delete",
                        f"Delete user {u.name}? Its sessions and tokens end.", danger=True)]
                if may_delete and u.name != who.user else [] for u in every]
     return Page("Users", "access", tabs=access_tabs(who), tables=[Table(
@@ -420,7 +424,7 @@ class AuditFilter:
 def audit_page(ctx: EngineContext, wanted: AuditFilter, before: int | None) -> Page:
     entries = audit.listing(ctx, user=wanted.user or None, project=wanted.project or None,
                             action=wanted.action or None, limit=100, before=before)
-    rows = [[Cell(str(e.seq), num=True), Cell(_ts(e.time)), Cell(e.user or DASH),
+    rows = [[Cell(str(e.seq), num=True), Cell(ago(e.time)), Cell(e.user or DASH),
              Cell(e.project), Cell(e.action, mono=True), Cell(e.target, mono=True),
              Cell(str(e.status), num=True), Cell(e.error or DASH), Cell(e.client or DASH)]
             for e in entries]

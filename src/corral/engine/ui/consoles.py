@@ -21,7 +21,7 @@ from corral.engine.context import EngineContext
 from corral.engine.projects import bare_name, full_name
 from corral.engine.services import console_tickets
 from corral.engine.ui import session, views
-from corral.engine.ui.routes import SECURITY_HEADERS, UiRoute, render, ui_need
+from corral.engine.ui.routes import SECURITY_HEADERS, UiRoute, ctx_of, render, ui_need
 from corral.engine.ui.session import Caller
 from corral.errors import Forbidden, InvalidInput
 
@@ -32,11 +32,6 @@ router = APIRouter(route_class=UiRoute, include_in_schema=False)
 TERMINAL_CSP = SECURITY_HEADERS["Content-Security-Policy"].replace(
     "style-src 'self';", "style-src 'self' 'unsafe-inline';")
 SOCKETS: dict[console_tickets.Kind, str] = {"serial": "console", "vnc": "vnc-websocket"}
-
-
-def _ctx(request: Request) -> EngineContext:
-    ctx: EngineContext = request.app.state.ctx
-    return ctx
 
 
 def _console_vm(ctx: EngineContext, caller: Caller, name: str) -> Vm:
@@ -51,7 +46,7 @@ def _console_vm(ctx: EngineContext, caller: Caller, name: str) -> Vm:
 @router.get("/vms/{name}/console", response_class=HTMLResponse)
 def serial_page(request: Request, name: str,
                 caller: Caller = Depends(ui_need("vm.console"))) -> Response:
-    vm = _console_vm(_ctx(request), caller, name)
+    vm = _console_vm(ctx_of(request), caller, name)
     response = render(request, "console.html", caller, page="vms", vm=vm,
                       full=full_name(vm.project, vm.name), kind="serial")
     response.headers["Content-Security-Policy"] = TERMINAL_CSP
@@ -61,7 +56,7 @@ def serial_page(request: Request, name: str,
 @router.get("/vms/{name}/display", response_class=HTMLResponse)
 def display_page(request: Request, name: str,
                  caller: Caller = Depends(ui_need("vm.console"))) -> Response:
-    vm = _console_vm(_ctx(request), caller, name)
+    vm = _console_vm(ctx_of(request), caller, name)
     return render(request, "display.html", caller, page="vms", vm=vm,
                   full=full_name(vm.project, vm.name), kind="vnc")
 
@@ -70,7 +65,7 @@ def display_page(request: Request, name: str,
 def console_state(request: Request, name: str,
                   caller: Caller = Depends(ui_need("vm.read"))) -> Response:
     """The consoles' state badge, fetched again when the event stream says the VM changed."""
-    vm = views.readable_vm(_ctx(request), caller.who, name)
+    vm = views.readable_vm(ctx_of(request), caller.who, name)
     return render(request, "_console_state.html", caller, vm=vm,
                   full=full_name(vm.project, vm.name))
 
@@ -84,7 +79,7 @@ async def console_ticket(request: Request, name: str,
     kind = next((k for k in console_tickets.KINDS if k == sent), None)
     if kind is None:
         raise InvalidInput(f"kind {sent[:20]!r}: one of {', '.join(SOCKETS)}", field="kind")
-    vm = _console_vm(_ctx(request), caller, name)
+    vm = _console_vm(ctx_of(request), caller, name)
     full = full_name(vm.project, vm.name)
     ticket = console_tickets.issue(full, kind)
     query = urlencode({"project": vm.project, "ticket": ticket})

@@ -12,21 +12,15 @@ from starlette.concurrency import run_in_threadpool
 
 from corral.api import Operation, Vm
 from corral.api.snapshots import SnapshotCreate
-from corral.engine.context import EngineContext
 from corral.engine.projects import full_name
 from corral.engine.services import vm_snapshots, vms
 from corral.engine.ui import portal_views, session, views
-from corral.engine.ui.routes import POWER, TEMPLATES, UiRoute, render, started, ui_need
+from corral.engine.ui.routes import POWER, TEMPLATES, UiRoute, ctx_of, render, started, ui_need
 from corral.engine.ui.session import Caller
 from corral.errors import CorralError, Forbidden, InvalidInput, WrongState
 
 router = APIRouter(route_class=UiRoute, include_in_schema=False)
 TEMPLATES.env.globals["snapshot_tree"] = portal_views.snapshot_tree  # _snapshots.html
-
-
-def _ctx(request: Request) -> EngineContext:
-    ctx: EngineContext = request.app.state.ctx
-    return ctx
 
 
 def _form_page(request: Request, caller: Caller, form: portal_views.CreateForm,
@@ -38,7 +32,7 @@ def _form_page(request: Request, caller: Caller, form: portal_views.CreateForm,
 def new_vm(request: Request, project: str = "",
            caller: Caller = Depends(ui_need("vm.create"))) -> Response:
     """The create-VM form, with the project's quota use."""
-    form = portal_views.create_form(_ctx(request), caller.who, project[:63])
+    form = portal_views.create_form(ctx_of(request), caller.who, project[:63])
     return _form_page(request, caller, form)
 
 
@@ -46,7 +40,7 @@ def new_vm(request: Request, project: str = "",
 async def create_vm(request: Request, caller: Caller = Depends(ui_need("vm.create"))) -> Response:
     """Check the form (fields, then the project's quotas), then create: the browser goes
     to the new VM's page, which follows the operation and the VM's state live."""
-    ctx = _ctx(request)
+    ctx = ctx_of(request)
     sent = await session.form(request)
     values = {k: sent.get(k, "")[:8192] for k in portal_views.DEFAULTS}
     values["start"] = "on" if sent.get("start") == "on" else ""
@@ -85,7 +79,7 @@ async def bulk_power(request: Request, caller: Caller = Depends(ui_need("vm.powe
     """Start or stop the VMs ticked on the list (the page asked to confirm a stop, naming
     them); those already so, or of a project where the role may not, are left as they are.
     The list's rows follow their states live."""
-    ctx = _ctx(request)
+    ctx = ctx_of(request)
     action = (await session.form(request)).get("action", "")
     if action not in BULK:
         raise InvalidInput(f"action {action!r}: start or stop", field="action")
@@ -115,7 +109,7 @@ async def bulk_power(request: Request, caller: Caller = Depends(ui_need("vm.powe
 # -- snapshots ------------------------------------------------------------------------------
 
 def _snapshot_vm(request: Request, caller: Caller, name: str, permission: str) -> Vm:
-    vm = views.readable_vm(_ctx(request), caller.who, name)
+    vm = views.readable_vm(ctx_of(request), caller.who, name)
     request.state.audit_project = vm.project
     if not views.may(caller.who, permission, vm.project):
         raise Forbidden(f"your role in project {vm.project} does not allow this ({permission})",
@@ -131,7 +125,7 @@ def _answer(request: Request, caller: Caller, name: str, op: Operation) -> Respo
 def snapshots(request: Request, name: str,
               caller: Caller = Depends(ui_need("snapshot.read"))) -> Response:
     """The VM page's snapshot tree, fetched again when an operation on it ends."""
-    data = views.vm_detail(_ctx(request), caller.who, name)
+    data = views.vm_detail(ctx_of(request), caller.who, name)
     return render(request, "_snapshots.html", caller, v=data, vm=data.vm)
 
 
@@ -147,7 +141,7 @@ async def take_snapshot(request: Request, name: str,
     except ValueError as exc:
         raise InvalidInput(f"snapshot name {snap!r}: {str(exc).splitlines()[-1].strip()}",
                            field="name") from None
-    op = await run_in_threadpool(vm_snapshots.create, _ctx(request), name, req)
+    op = await run_in_threadpool(vm_snapshots.create, ctx_of(request), name, req)
     return _answer(request, caller, name, op)
 
 
@@ -155,7 +149,7 @@ async def take_snapshot(request: Request, name: str,
 async def revert_snapshot(request: Request, name: str, snap: str,
                           caller: Caller = Depends(ui_need("snapshot.revert"))) -> Response:
     _snapshot_vm(request, caller, name, "snapshot.revert")
-    op = await run_in_threadpool(vm_snapshots.revert, _ctx(request), name, snap[:64])
+    op = await run_in_threadpool(vm_snapshots.revert, ctx_of(request), name, snap[:64])
     return _answer(request, caller, name, op)
 
 
@@ -163,7 +157,7 @@ async def revert_snapshot(request: Request, name: str, snap: str,
 async def delete_snapshot(request: Request, name: str, snap: str,
                           caller: Caller = Depends(ui_need("snapshot.delete"))) -> Response:
     _snapshot_vm(request, caller, name, "snapshot.delete")
-    op = await run_in_threadpool(vm_snapshots.delete, _ctx(request), name, snap[:64])
+    op = await run_in_threadpool(vm_snapshots.delete, ctx_of(request), name, snap[:64])
     return _answer(request, caller, name, op)
 
 
@@ -172,5 +166,5 @@ async def delete_vm(request: Request, name: str,
                     caller: Caller = Depends(ui_need("vm.delete"))) -> Response:
     """Delete the VM (its page asked for a confirmation naming it)."""
     _snapshot_vm(request, caller, name, "vm.delete")
-    op = await run_in_threadpool(vms.delete, _ctx(request), name, False)
+    op = await run_in_threadpool(vms.delete, ctx_of(request), name, False)
     return started(request, caller, op, "/vms")

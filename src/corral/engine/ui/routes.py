@@ -70,6 +70,12 @@ class CsrfRefused(Exception):
     """An unsafe request without this session's CSRF token."""
 
 
+def ctx_of(request: Request) -> EngineContext:
+    """The engine's context the app serves (every page module's)."""
+    ctx: EngineContext = request.app.state.ctx
+    return ctx
+
+
 def render(request: Request, template: str, caller: Caller | None = None,
            status: int = 200, **values: Any) -> HTMLResponse:
     who = caller.who if caller else None
@@ -91,9 +97,8 @@ def started(request: Request, caller: Caller, op: Any, back: str) -> Response:
 
 
 def _error_page(request: Request, status: int, title: str, message: str) -> Response:
-    ctx: EngineContext = request.app.state.ctx
-    return render(request, "error.html", session.caller(ctx, request), status=status,
-                  title=title, message=message)
+    return render(request, "error.html", session.caller(ctx_of(request), request),
+                  status=status, title=title, message=message)
 
 
 class UiRoute(APIRoute):
@@ -139,8 +144,7 @@ def ui_need(permission: str) -> Callable[..., Coroutine[Any, Any, Caller]]:
         raise ValueError(f"unknown permission {permission!r}")
 
     async def check(request: Request) -> Caller:
-        ctx: EngineContext = request.app.state.ctx
-        caller = session.caller(ctx, request)
+        caller = session.caller(ctx_of(request), request)
         if request.method not in session.SAFE_METHODS:
             sent = await session.csrf_sent(request)
             if caller is None or not session.same(sent, caller.csrf):
@@ -160,11 +164,6 @@ def ui_need(permission: str) -> Callable[..., Coroutine[Any, Any, Caller]]:
     return check
 
 
-def _context(request: Request) -> EngineContext:
-    ctx: EngineContext = request.app.state.ctx
-    return ctx
-
-
 def _address(request: Request) -> str | None:
     return request.client.host if request.client else None
 
@@ -180,7 +179,7 @@ def _safe_next(target: str | None) -> str:
 
 @router.get("/login", response_class=HTMLResponse)
 def login_page(request: Request, next: str = "/") -> Response:
-    ctx = _context(request)
+    ctx = ctx_of(request)
     if session.caller(ctx, request) is not None:
         return RedirectResponse(_safe_next(next), status_code=303)
     return _login_form(request, next)
@@ -199,7 +198,7 @@ def _login_form(request: Request, next_path: str, status: int = 200, error: str 
 async def login(request: Request) -> Response:
     """The login form: its CSRF token must match its cookie (double submit), then the
     user's password is checked as the API's login checks it (local, then LDAP)."""
-    ctx = _context(request)
+    ctx = ctx_of(request)
     fields = await session.form(request)
     if not session.same(fields.get(session.CSRF_FIELD, ""),
                         request.cookies.get(session.LOGIN_CSRF_COOKIE, "")):
@@ -232,7 +231,7 @@ def _login_error(exc: CorralError) -> str:
 
 @router.post("/logout")
 def logout(request: Request, caller: Caller = Depends(ui_need(SELF))) -> Response:
-    auth.revoke(_context(request), caller.who.token_id)  # refused from now on, server-side
+    auth.revoke(ctx_of(request), caller.who.token_id)  # refused from now on, server-side
     response = RedirectResponse("/login", status_code=303)
     session.clear_cookie(response, session.SESSION_COOKIE)
     return response
@@ -242,7 +241,7 @@ def logout(request: Request, caller: Caller = Depends(ui_need(SELF))) -> Respons
 
 @router.get("/", response_class=HTMLResponse)
 def dashboard(request: Request, caller: Caller = Depends(ui_need("status.read"))) -> Response:
-    data = views.dashboard(_context(request), caller.who)
+    data = views.dashboard(ctx_of(request), caller.who)
     return render(request, "dashboard.html", caller, page="dashboard", d=data)
 
 
@@ -256,7 +255,7 @@ def vm_list(request: Request, name: str = "", state: str = "", host: str = "",
         name=name[:63].strip(), state=state[:20], host=host[:63], project=project[:63],
         sort=sort if sort.removeprefix("-") in vm_pages.SORTS else vm_pages.DEFAULT_SORT,
         page=number)
-    data = views.vm_list(_context(request), caller.who, wanted)
+    data = views.vm_list(ctx_of(request), caller.who, wanted)
     return render(request, "vms.html", caller, page="vms", l=data, states=views.STATES,
                   power=POWER)
 
@@ -264,14 +263,14 @@ def vm_list(request: Request, name: str = "", state: str = "", host: str = "",
 @router.get("/vms/{name}/row", response_class=HTMLResponse)
 def vm_row(request: Request, name: str, caller: Caller = Depends(ui_need("vm.read"))) -> Response:
     """One row of the VM list, fetched again when the event stream says the VM changed."""
-    vm = views.readable_vm(_context(request), caller.who, name)
+    vm = views.readable_vm(ctx_of(request), caller.who, name)
     return render(request, "_vm_row.html", caller, vm=vm, power=POWER,
                   may_power=views.may(caller.who, "vm.power", vm.project))
 
 
 @router.get("/vms/{name}", response_class=HTMLResponse)
 def vm_detail(request: Request, name: str, caller: Caller = Depends(ui_need("vm.read"))) -> Response:
-    data = views.vm_detail(_context(request), caller.who, name)
+    data = views.vm_detail(ctx_of(request), caller.who, name)
     return render(request, "vm.html", caller, page="vms", v=data, vm=data.vm, power=POWER,
                   may_power=data.may_power)
 
@@ -281,7 +280,7 @@ def vm_summary(request: Request, name: str,
                caller: Caller = Depends(ui_need("vm.read"))) -> Response:
     """The VM page's live part (state, actions, configuration, recent operations), fetched
     again when the event stream says the VM changed."""
-    top = views.vm_top(_context(request), caller.who, name)
+    top = views.vm_top(ctx_of(request), caller.who, name)
     return render(request, "_vm_top.html", caller, v=top, vm=top.vm, power=POWER,
                   may_power=top.may_power)
 
@@ -290,7 +289,7 @@ def vm_summary(request: Request, name: str,
 async def vm_power(request: Request, name: str,
                    caller: Caller = Depends(ui_need("vm.power"))) -> Response:
     """Start, stop or force off: an operation, shown with its progress."""
-    ctx = _context(request)
+    ctx = ctx_of(request)
     action = (await session.form(request)).get("action", "")
     if action not in POWER:
         raise InvalidInput(f"action {action!r}: one of {', '.join(POWER)}", field="action")
@@ -309,7 +308,7 @@ def operation(request: Request, op_id: str,
     """An operation's progress: the fragment polls itself until the operation ends."""
     if len(op_id) > 36:
         raise NotFound(f"operation {op_id[:36]} not found")
-    op = views.readable_operation(_context(request), caller.who, op_id)
+    op = views.readable_operation(ctx_of(request), caller.who, op_id)
     return render(request, "_operation.html", caller, op=op)
 
 
@@ -318,7 +317,7 @@ def recent_events(request: Request, caller: Caller = Depends(ui_need("event.read
                   ) -> JSONResponse:
     """The task panel's history (then it follows ``/ui/events``): the newest events the
     caller may see, newest first, an operation once (its latest)."""
-    found = views.recent_events(_context(request), caller.who, views.PANEL_SIZE)
+    found = views.recent_events(ctx_of(request), caller.who, views.PANEL_SIZE)
     return JSONResponse([e.model_dump(mode="json") for e in found],
                         headers=SECURITY_HEADERS)
 
@@ -328,7 +327,7 @@ async def events(request: Request, caller: Caller = Depends(ui_need("event.read"
                  ) -> StreamingResponse:
     """The API's event stream (routes/events.py), for the session's user, while its
     session lasts (checked every RECHECK_S; the stream keeps no session alive)."""
-    ctx = _context(request)
+    ctx = ctx_of(request)
     secret = request.cookies.get(session.SESSION_COOKIE, "")
 
     def alive() -> bool:
