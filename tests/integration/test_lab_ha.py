@@ -32,7 +32,8 @@ from nodeutil import wait_for
 
 from corral.images.tiny import BOOT_MARKER
 
-pytestmark = pytest.mark.integration
+# alone: its HA timing must not compete with the other lane's TCG guests (Makefile)
+pytestmark = [pytest.mark.integration, pytest.mark.solo]
 
 TINY = ("--image", "tiny", "--pool", "shared", "--memory", "128M")  # 64M: no boot
 

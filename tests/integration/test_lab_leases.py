@@ -34,7 +34,8 @@ from nodeutil import wait_for
 
 from corral.lab import _procs
 
-pytestmark = pytest.mark.integration
+# alone: its HA timing must not compete with the other lane's TCG guests (Makefile)
+pytestmark = [pytest.mark.integration, pytest.mark.solo]
 
 TINY = ("--image", "tiny", "--memory", "128M")  # 64M: no boot
 # libvirt's lease error, or QEMU's own image lock (one kernel: it answers first in the lab)

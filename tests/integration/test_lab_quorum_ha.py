@@ -31,7 +31,8 @@ from nodeutil import wait_for
 from corral.lab import _procs
 from corral.lab.host import LabHost
 
-pytestmark = pytest.mark.integration
+# alone: its HA timing must not compete with the other lane's TCG guests (Makefile)
+pytestmark = [pytest.mark.integration, pytest.mark.solo]
 
 TINY = ("--image", "tiny", "--pool", "shared", "--memory", "128M")  # 64M: no boot
 LEASE_S, MARGIN_S, DETECT_S = 10.0, 2.0, 3.0  # ha.lease_s, ha.margin_s, ha.detect_s defaults
