@@ -40,11 +40,13 @@ def vm_names(*args: str) -> list[str]:
 
 def test_project_create_quota_show_and_delete(node: Node) -> None:
     assert "project web created" in ok("project", "create", "web", "-d", "the shop").output
-    res = ok("project", "quota", "set", "web", "--vcpus", "16", "--memory", "32G", "--vms", "4")
+    res = ok("project", "quota", "set", "web", "--vcpus", "16", "--memory", "32G", "--vms", "4",
+             "--snapshots", "10")
     assert "vcpus" in res.output
     add_vm(node.ctx, "web", "a")
     shown = json.loads(ok("project", "show", "web", "-o", "json").stdout)
     assert shown["quotas"]["memory"] == 32 * GIB and shown["quotas"]["vcpus"] == 16
+    assert shown["quotas"]["snapshots"] == 10
     assert shown["usage"]["vcpus"] == 2 and shown["usage"]["vms"] == 1
     table = " ".join(ok("project", "show", "web").output.split())
     assert "memory 1.0 GiB 32.0 GiB 31.0 GiB" in table  # used, limit, free

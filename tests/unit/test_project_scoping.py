@@ -284,8 +284,8 @@ def test_an_admin_shares_an_image_with_every_project(ctx: EngineContext) -> None
 def test_the_snapshot_quota_counts_what_corral_made(ctx: EngineContext) -> None:
     alice = login(ctx, "alice")
     settle(ctx, alice, create(alice, "a"), "a")
-    with ctx.db.session() as s:
-        s.query(Project).filter_by(name="a").update({"quotas": {"snapshots": 1}})
+    admin = admin_client(ctx)  # as `corral project quota set a --snapshots 1`
+    assert admin.put("/api/v1/projects/a/quotas", json={"snapshots": 1}).status_code == 200
     snap = "/api/v1/vms/web/snapshots?project=a"
     settle(ctx, alice, alice.post(snap, json={"name": "one"}), "a")
     refused = alice.post(snap, json={"name": "two"})

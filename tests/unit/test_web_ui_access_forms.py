@@ -152,7 +152,7 @@ def test_the_quota_form_shows_use_beside_each_limit(ctx: EngineContext) -> None:
     assert _value(page, "q-vcpus") == ""  # no limit
     assert "1 of 2 (50 %)" in page and "512 MiB of 1.0 GiB (50 %)" in page  # VMs, memory
     assert '<label for="q-security_groups">Security groups</label>' in page
-    assert 'id="q-snapshots"' not in page  # counted, not settable in the API's QuotaSet
+    assert '<label for="q-snapshots">Snapshots</label>' in page  # every quota the API sets
 
 
 def test_quotas_set_with_units_and_empty_for_no_limit(ctx: EngineContext) -> None:

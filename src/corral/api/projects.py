@@ -31,6 +31,7 @@ class QuotaSet(_Request):
     memory: Limit | None = Field(None, description="Memory of its VMs, bytes")
     disk: Limit | None = Field(None, description="Root disks and volumes, bytes")
     volumes: Limit | None = Field(None, description="Volumes")
+    snapshots: Limit | None = Field(None, description="Snapshots of its VMs")
     networks: Limit | None = Field(None, description="Networks")
     security_groups: Limit | None = Field(None, description="Security groups")
 

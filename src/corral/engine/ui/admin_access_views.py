@@ -42,7 +42,7 @@ class QuotaRow:
     limit: str  # the input's text: a count, or a size with its unit ("": no limit)
     limited: bool  # a meter then
     percent: int
-    settable: bool  # in the API's QuotaSet (snapshots is counted, not settable there)
+    settable: bool  # in the API's QuotaSet (a quota the engine counts but the API cannot set: read-only)
 
     @property
     def extra(self) -> str:
