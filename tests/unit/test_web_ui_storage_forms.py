@@ -253,6 +253,8 @@ def test_deleting_a_volume_follows_its_project_and_its_attachment(ctx: EngineCon
     op_id = _op_of(ann.post("/pools/fast/volumes/adata/delete", data={"csrf": csrf},
                             follow_redirects=False), "/pools/fast")
     assert ctx.ops.get(op_id).type == "volume.delete"
+    # the volume's project's user follows the delete it started (the operation is a's)
+    assert f'id="op-{op_id}"' in ann.get(f"/pools/fast?op={op_id}").text
     vic, vcsrf = log_in(ctx, "vic", "viewer", project="a")
     assert 'action="/pools/fast/volumes"' not in vic.get("/pools/fast").text
     assert vic.post("/pools/fast/volumes/attached/delete",

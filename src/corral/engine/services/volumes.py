@@ -211,12 +211,13 @@ def resize(ctx: EngineContext, pool_name: str, name: str, req: VolumeResize) -> 
         if not claims.claim(s, Volume, vol.id, {"status": READY}, {"status": RESIZING}):
             raise Conflict(f"volume {pool_name}/{name} is {vol.status}, not ready",
                            field="volume")
-        vol_id = vol.id
+        vol_id, project = vol.id, vol.project
     ref = f"{pool_name}/{name}"
     ctx.bus.publish("volume", {"name": ref, "status": RESIZING})
+    # the volume's project: its users follow the operation as they do its create
     return ctx.ops.submit("volume.resize", {"volumes": [ref]},
                           {"volume_id": vol_id, "size": size}, [f"volume:{ref}"],
-                          host_id=pool.host_id)
+                          host_id=pool.host_id, project=project)
 
 
 def execute_resize(ctx: EngineContext, op: OpContext) -> None:
@@ -268,11 +269,11 @@ def delete(ctx: EngineContext, pool_name: str, name: str) -> Operation:
                             {"status": DELETING}):
             raise Conflict(f"volume {pool_name}/{name} was just taken by another request",
                            field="volume")
-        vol_id, host_id = vol.id, pool.host_id
+        vol_id, host_id, project = vol.id, pool.host_id, vol.project
     ref = f"{pool_name}/{name}"
     ctx.bus.publish("volume", {"name": ref, "status": DELETING})
     return ctx.ops.submit("volume.delete", {"volumes": [ref]}, {"volume_id": vol_id},
-                          [f"volume:{ref}"], host_id=host_id)
+                          [f"volume:{ref}"], host_id=host_id, project=project)
 
 
 def execute_delete(ctx: EngineContext, op: OpContext) -> None:
