@@ -512,8 +512,10 @@ def test_snapshots_taken_and_reverted_then_stop_and_delete(
 def test_admin_pages_in_the_browser(admin: Page, browser: Browser, node: Node,
                                     site: dict[str, str]) -> None:
     for path, name in (("/hosts", "hosts"), (f"/hosts/{site['host']}", "host"),
-                       ("/networks", "networks"), ("/pools", "pools"), ("/images", "images"),
-                       ("/projects", "projects"), ("/users", "users"),
+                       ("/networks", "networks"), ("/security-groups", "security-groups"),
+                       ("/pools", "pools"), ("/images", "images"),
+                       ("/projects", "projects"), ("/projects/pa", "project"),
+                       ("/users", "users"), ("/roles", "roles"),
                        ("/audit?action=login", "audit")):
         admin.goto(f"{node.url}{path}")
         expect(admin.locator("h1")).to_be_visible()
@@ -531,3 +533,33 @@ def test_admin_pages_in_the_browser(admin: Page, browser: Browser, node: Node,
             _shoot(page, f"{name}-phone")
     finally:
         ctx.close()
+
+
+def test_a_security_group_made_given_a_rule_and_deleted_through_the_admin_forms(
+        admin: Page, node: Node) -> None:
+    """The admin pages' own forms (their refusals are unit-tested): what the browser made is
+    what the CLI then shows."""
+    group = "webui-sg"
+    try:
+        admin.goto(f"{node.url}/security-groups")
+        admin.locator("#sg-name").fill(group)
+        admin.locator("#sg-project").select_option("default")
+        admin.get_by_role("button", name="Create group").click()
+        expect(admin).to_have_url(f"{node.url}/security-groups/{group}")
+        admin.locator("#rule-port").fill("2222")
+        admin.locator("#rule-cidr").fill("10.9.0.0/16")
+        admin.get_by_role("button", name="Add rule").click()
+        rules = admin.locator("#sg-rules")
+        expect(rules).to_contain_text("2222")
+        shown: Any = node.cli_json("sg", "show", group)
+        assert any(r.get("port_min") == 2222 and r.get("cidr") == "10.9.0.0/16"
+                   for r in shown["rules"]), shown
+        assert _axe(admin) == []
+        _shoot(admin, "security-group-desktop")
+        admin.get_by_role("button", name="Delete", exact=True).click()
+        _confirm(admin, f"Delete security group {group}?", "Delete")
+        expect(admin).to_have_url(f"{node.url}/security-groups")
+        listed: Any = node.cli_json("sg", "list")
+        assert group not in [g["name"] for g in listed]
+    finally:
+        node.cli("sg", "delete", group, check=False)
