@@ -148,7 +148,21 @@ def lab_dirs(prefix: str) -> Iterator[LabCli]:
         yield cli
     finally:
         cli.run("lab", "down", "--prefix", prefix, check=False, timeout=120)
+        keep_logs(base, prefix)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def keep_logs(base: Path, prefix: str) -> None:
+    """With CORRAL_TEST_KEEP_LOGS=DIR, the lab's logs (engine, agents, libvirtd, corosync)
+    are copied to DIR/PREFIX before its directory goes: what to read after a failure."""
+    keep = os.environ.get("CORRAL_TEST_KEEP_LOGS")
+    if not keep:
+        return
+    for log in base.rglob("*.log"):
+        if log.is_file():
+            dest = Path(keep) / prefix / log.relative_to(base)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(log, dest)
 
 
 @contextmanager
