@@ -6,7 +6,9 @@ one. HA rides on the reports: each carries this host's view of the quorum member
 quorum provider, corosync) and its lease as the guard holds it (corral.agent.guard); a
 quorate view renews the lease, and so does each answer of the engine, counted from when the
 report was *sent* (the answer also says how long, and whether the guard must enforce it).
-The engine decides liveness from these reports alone (corral.engine.reconciler).
+The engine decides liveness from these reports alone (corral.engine.reconciler), so a
+slow libvirtd must not hold a heartbeat back: what a report asks of libvirt is read on a
+thread of its own and waited for at most ``LIBVIRT_WAIT_S`` (LibvirtView).
 Sent with the standard library's http.client over one kept-alive connection: the idle
 agent does not load httpx (corral.agent.__main__, test_agent_imports).
 """
@@ -21,6 +23,7 @@ import subprocess
 import threading
 import time
 import uuid
+from dataclasses import dataclass, field
 from typing import Protocol
 from urllib.parse import urlsplit
 
@@ -30,6 +33,7 @@ from corral.agent.cpu_load import CpuSampler
 from corral.agent.guard_link import GuardLink
 from corral.agent.hypervisor import Hypervisor
 from corral.agent.hypervisor.events import DomainWatcher
+from corral.agent_api.domains import DomainInfo
 from corral.agent_api.reports import (
     CorosyncFiles,
     DomainEvent,
@@ -46,10 +50,60 @@ log = logging.getLogger(__name__)
 
 MAX_PENDING = 1000  # events kept while the engine cannot be reached; the oldest go first
 COMPLAIN_EVERY_S = 30.0
+LIBVIRT_WAIT_S = 0.5  # the longest a report waits for libvirt (a third of ha.detect_s's beat)
 
 
 class QuorumSource(Protocol):
     def read(self) -> Membership | None: ...
+
+
+@dataclass
+class _Read:
+    done: threading.Event = field(default_factory=threading.Event)
+    domains: list[DomainInfo] = field(default_factory=list)
+    cpu_times: dict[str, int] | None = None
+
+
+class LibvirtView:
+    """What a report says of libvirt (the domains, their CPU times), read on a thread of its
+    own. A libvirtd that is slow or restarting (the lock daemon's recovery restarts it; on a
+    loaded host it answered seconds late) would otherwise stall the heartbeat past
+    ha.detect_s and get a healthy host fenced. A read not done within ``wait_s`` leaves the
+    report with the domains last read and no CPU sample; it goes on, and a later report
+    takes what it found. libvirtd down: no domains, as before."""
+
+    def __init__(self, hv: Hypervisor, wait_s: float = LIBVIRT_WAIT_S) -> None:
+        self.hv, self.wait_s = hv, wait_s
+        self._last: list[DomainInfo] = []
+        self._reading: _Read | None = None
+
+    def read(self) -> tuple[list[DomainInfo], dict[str, int] | None]:
+        """(the domains, their CPU times or None when unknown now)."""
+        if self._reading is None:
+            self._reading = _Read()
+            threading.Thread(target=self._read, args=(self._reading,), name="report-libvirt",
+                             daemon=True).start()
+        got = self._reading
+        if not got.done.wait(self.wait_s):
+            return self._last, None
+        self._reading, self._last = None, got.domains
+        return got.domains, got.cpu_times
+
+    def _read(self, into: _Read) -> None:
+        try:
+            into.domains = self.hv.list_domains()
+        except CorralError as exc:  # libvirtd down: still alive; the digest says nothing
+            log.debug("no domain list for the report: %s", exc)
+        except Exception:  # never leave the reporter waiting on a read that died
+            log.exception("listing the domains for the report failed")
+        try:
+            into.cpu_times = self.hv.cpu_times()
+        except CorralError:
+            pass
+        except Exception:
+            log.exception("reading the domains' CPU times for the report failed")
+        finally:
+            into.done.set()
 
 
 class Reporter:
@@ -61,6 +115,7 @@ class Reporter:
         self.boot_id = uuid.uuid4().hex  # a new one per start: the engine resyncs
         self._pending: list[DomainEvent] = []
         self._cpu = CpuSampler()  # the load the engine's balancer weighs hosts by
+        self._libvirt = LibvirtView(hv)
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -85,15 +140,8 @@ class Reporter:
         """The report to send now, and how many pending events it carries."""
         with self._lock:
             events = list(self._pending)
-        try:
-            domains = self.hv.list_domains()
-        except CorralError as exc:  # libvirtd down: still alive; the digest says nothing
-            log.debug("no domain list for the report: %s", exc)
-            domains = []
-        try:
-            cpu_percent, vm_cpus = self._cpu.sample(self.hv.cpu_times())
-        except CorralError:
-            cpu_percent, vm_cpus = None, {}
+        domains, times = self._libvirt.read()
+        cpu_percent, vm_cpus = self._cpu.sample(times) if times is not None else (None, {})
         membership, lease = self._ha()
         return HostReport(
             boot_id=self.boot_id, seq=seq, interval_s=self.interval_s,
