@@ -141,7 +141,7 @@ async def image_delete(request: Request, name: str,
 @router.get("/users", response_class=HTMLResponse)
 def user_list(request: Request, caller: Caller = Depends(ui_need("user.read"))) -> Response:
     return show(request, caller, av.users_page(ctx_of(request), caller.who),
-                form={"name": "", "role": "user"}, errors={})
+                form=Form({"name": "", "role": "user"}))
 
 
 @router.post("/users", response_class=HTMLResponse)
@@ -157,8 +157,7 @@ async def user_create(request: Request,
                            password=password),
         lambda req: users.create(ctx, req.name, req.role, req.password))
     if form.errors:
-        return show(request, caller, av.users_page(ctx, caller.who), status=status,
-                    form=form.values, errors=form.errors)
+        return show(request, caller, av.users_page(ctx, caller.who), status=status, form=form)
     return back("/users")
 
 

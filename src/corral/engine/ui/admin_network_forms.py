@@ -70,7 +70,7 @@ async def network_create(request: Request,
                              lambda req: networks.create(ctx, req, v["project"]))
     if form.errors:
         page = av.networks_page(ctx, caller.who)
-        page.values.update(form=form.values, errors=form.errors,
+        page.values.update(form=form,
                            more_open=any(v[k] for k in NET_MORE if k != "backend")
                            or v["backend"] not in ("", "linuxbridge")
                            or any(k in form.errors for k in NET_MORE))
@@ -111,7 +111,7 @@ async def group_create(request: Request,
         lambda req: sgs.create(ctx, req, v["project"]))
     if form.errors:
         page = av.groups_page(ctx, caller.who)
-        page.values.update(form=form.values, errors=form.errors)
+        page.values.update(form=form)
         return show(request, caller, page, status)
     return back(_group_url(v["name"]))
 
@@ -160,7 +160,7 @@ async def rule_add(request: Request, name: str,
     if not form.errors:
         return back(_group_url(group.name))
     page = av.group_page(ctx, caller.who, group.name)
-    page.values.update(form=form.values, errors=form.errors)
+    page.values.update(form=form)
     return show(request, caller, page, status)
 
 

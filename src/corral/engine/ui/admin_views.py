@@ -32,6 +32,7 @@ from corral.engine.services import (
 )
 from corral.engine.services.auth import Principal
 from corral.engine.ui import filters, views
+from corral.engine.ui.forms import Form
 from corral.errors import NotFound
 
 T = TypeVar("T")
@@ -169,7 +170,8 @@ def networks_page(ctx: EngineContext, who: Principal) -> Page:
     return Page("Networks", "networks", tabs=NET_TABS, tables=[Table(
         "Networks", ["Network", "Project", "Mode", "Subnet", "Bridge", "NICs", "State"], rows,
         "No networks.", "networks")], extra="_network_form.html",  # admin_network_forms.py
-        values={"projects": _creatable(ctx, who, "network.create")})
+        values=_create_form(_creatable(ctx, who, "network.create"),
+                            {"mode": "nat", "backend": "linuxbridge"}))
 
 
 def _creatable(ctx: EngineContext, who: Principal, permission: str) -> list[str]:
@@ -177,6 +179,13 @@ def _creatable(ctx: EngineContext, who: Principal, permission: str) -> list[str]
     if permission not in who.access.anywhere():
         return []
     return views.projects_with(ctx, who, permission)
+
+
+def _create_form(projects: list[str], defaults: dict[str, str] | None = None) -> dict[str, Any]:
+    """A create form's values: its projects (as options) and the empty form (the first
+    project chosen)."""
+    return {"projects": [(p, p) for p in projects],
+            "form": Form({"project": projects[0], **(defaults or {})} if projects else {})}
 
 
 def network_operations(ctx: EngineContext, who: Principal, name: str,
@@ -226,7 +235,7 @@ def groups_page(ctx: EngineContext, who: Principal) -> Page:
     return Page("Security groups", "sgs", tabs=NET_TABS, tables=[Table(
         "Security groups", ["Group", "Project", "Rules", "NICs", "Description"], rows,
         "No security groups.", "sgs")], extra="_sg_form.html",  # admin_network_forms.py
-        values={"projects": _creatable(ctx, who, "sg.create")})
+        values=_create_form(_creatable(ctx, who, "sg.create")))
 
 
 def rule_text(r: SgRule) -> str:
@@ -267,7 +276,9 @@ def group_page(ctx: EngineContext, who: Principal, name: str) -> Page:
                               "No rules: nothing is let in.", "sg-rules",
                               buttons if may_update else [])],
                 extra="_sg_rule_form.html",  # admin_network_forms.py
-                values={"url": f"{base}/rules", "groups": remotes} if may_update else {})
+                values={"url": f"{base}/rules", "groups": [(r, r) for r in remotes],
+                        "form": Form({"direction": "ingress", "protocol": "tcp"})}
+                if may_update else {})
 
 
 # -- storage --------------------------------------------------------------------------------
