@@ -15,11 +15,9 @@ from pathlib import Path
 import pytest
 from engine_seed import PASSWORD, engine_context
 from sqlalchemy.orm import Session
-from starlette.testclient import TestClient
-from web_ui_login import CSRF, log_in
+from web_ui_login import log_in, sign_in
 
 from corral.engine.access import Access
-from corral.engine.app import create_app
 from corral.engine.context import EngineContext
 from corral.engine.db.models import Host, Image, Project, Vm
 from corral.engine.services import audit, projects, roles, users
@@ -53,17 +51,6 @@ def _value(page: str, field: str) -> str:
     found = re.search(rf'<input id="{field}" name="[^"]*" value="([^"]*)"', page)
     assert found, f"no input {field}"
     return html.unescape(found.group(1))
-
-
-def _browser_of(ctx: EngineContext, name: str) -> TestClient:
-    """A browser logged in as an existing user (log_in makes a new one)."""
-    b = TestClient(create_app(ctx), base_url="https://testserver")
-    token = CSRF.search(b.get("/login").text)
-    assert token
-    resp = b.post("/login", data={"csrf": token.group(1), "username": name,
-                                  "password": PASSWORD, "next": "/"}, follow_redirects=False)
-    assert resp.status_code == 303
-    return b
 
 
 def _limits(ctx: EngineContext, name: str) -> dict[str, int | None]:
@@ -207,7 +194,7 @@ def test_a_role_assigned_in_a_project_shows_and_holds(ctx: EngineContext) -> Non
     assert ('data-confirm="Remove role viewer from bob in project a? It no longer holds '
             'from its next request on."') in page
     assert 'aria-label="Remove role viewer of bob"' in page
-    bob = _browser_of(ctx, "bob")
+    bob = sign_in(ctx, "bob")
     assert bob.get("/projects/a").status_code == 200  # it holds: bob reads project a now
     assert [(e.project, e.status) for e in audit.listing(ctx, action="role.update")] == [
         ("a", 303)]

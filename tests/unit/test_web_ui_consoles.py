@@ -17,7 +17,8 @@ import pytest
 from engine_seed import engine_context
 from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
-from test_web_ui_session import _csrf, _login, _projects, _user
+from test_web_ui_session import _projects
+from web_ui_login import add_user, csrf_of, logged_in
 
 from corral.agent.vnc_relay import relay_vnc, vnc_address
 from corral.engine.context import EngineContext
@@ -71,8 +72,8 @@ def test_a_ticket_expires_after_30_s(monkeypatch: pytest.MonkeyPatch) -> None:
 # -- the UI's ticket route and pages ----------------------------------------------------------
 
 def test_the_session_gets_a_ticket_and_the_websockets_path(ctx: EngineContext) -> None:
-    _user(ctx, "ann")
-    b, csrf = _login(ctx, "ann")
+    add_user(ctx, "ann")
+    b, csrf = logged_in(ctx, "ann")
     got = _ticket(b, csrf, "a.box", "vnc")
     assert got.status_code == 200, got.text
     body = got.json()
@@ -84,8 +85,8 @@ def test_the_session_gets_a_ticket_and_the_websockets_path(ctx: EngineContext) -
 
 
 def test_a_ticket_needs_the_csrf_token_and_a_session(ctx: EngineContext) -> None:
-    _user(ctx, "ann")
-    b, csrf = _login(ctx, "ann")
+    add_user(ctx, "ann")
+    b, csrf = logged_in(ctx, "ann")
     refused = b.post("/vms/a.box/console-ticket", data={"kind": "serial"})
     assert refused.status_code == 403 and "Request refused" in refused.text
     stranger = TestClient(b.app, base_url="https://testserver")
@@ -93,22 +94,22 @@ def test_a_ticket_needs_the_csrf_token_and_a_session(ctx: EngineContext) -> None
 
 
 def test_another_projects_user_gets_no_ticket_and_a_viewer_none(ctx: EngineContext) -> None:
-    _user(ctx, "bob", "user", project="b")
-    b, csrf = _login(ctx, "bob")
+    add_user(ctx, "bob", "user", project="b")
+    b, csrf = logged_in(ctx, "bob")
     assert _ticket(b, csrf, "a.box").status_code == 404  # as if there were no such VM
     assert b.get("/vms/a.box/console").status_code == 404
     assert b.get("/vms/a.box/display").status_code == 404
     assert _ticket(b, csrf, "b.web").status_code == 200  # its own project's
-    _user(ctx, "vic", "viewer", project="a")
-    v, vcsrf = _login(ctx, "vic")
+    add_user(ctx, "vic", "viewer", project="a")
+    v, vcsrf = logged_in(ctx, "vic")
     denied = _ticket(v, vcsrf, "a.box")
     assert denied.status_code == 403 and "vm.console" in denied.text
     assert "Consoles:" not in v.get("/vms/a.box").text  # no links to what it may not open
 
 
 def test_bad_names_and_kinds_are_a_4xx(ctx: EngineContext) -> None:
-    _user(ctx, "ann")
-    b, csrf = _login(ctx, "ann")
+    add_user(ctx, "ann")
+    b, csrf = logged_in(ctx, "ann")
     for name in ("nope", "a.nope", "x" * 300, "..%2F..%2Fetc", "a.b.c"):
         answer = _ticket(b, csrf, name)
         assert 400 <= answer.status_code < 500, (name, answer.status_code)
@@ -119,8 +120,8 @@ def test_bad_names_and_kinds_are_a_4xx(ctx: EngineContext) -> None:
 
 
 def test_the_console_pages_link_their_scripts_and_each_other(ctx: EngineContext) -> None:
-    _user(ctx, "ann")
-    b, _ = _login(ctx, "ann")
+    add_user(ctx, "ann")
+    b, _ = logged_in(ctx, "ann")
     vm_page = b.get("/vms/a.box").text
     assert 'href="/vms/a.box/console"' in vm_page and 'href="/vms/a.box/display"' in vm_page
     serial = b.get("/vms/a.box/console")
@@ -133,7 +134,7 @@ def test_the_console_pages_link_their_scripts_and_each_other(ctx: EngineContext)
     display = b.get("/vms/a.box/display")
     assert display.status_code == 200 and 'src="/static/display.js"' in display.text
     assert "style-src 'self';" in display.headers["content-security-policy"]
-    assert _csrf(display.text)
+    assert csrf_of(display.text)
     badge = b.get("/vms/a.box/console-state")  # what the event stream fetches again
     assert badge.status_code == 200 and 'data-live-vm="a.box"' in badge.text and "running" in badge.text
 

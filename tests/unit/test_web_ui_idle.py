@@ -5,7 +5,6 @@ the login it ends whatever the use, and an open event stream ends with its sessi
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -17,6 +16,7 @@ from api_server import serving
 from engine_seed import PASSWORD, engine_context
 from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
+from web_ui_login import add_user, sign_in
 
 from corral.engine.app import create_app
 from corral.engine.context import EngineContext
@@ -25,7 +25,6 @@ from corral.engine.routes import events as event_routes
 from corral.engine.services import auth, users
 from corral.engine.ui import session
 
-CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 BACKGROUND = {"X-Corral-Background": "1"}
 
 
@@ -61,14 +60,8 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
 
 
 def _login(ctx: EngineContext) -> TestClient:
-    users.create(ctx, "ann", "admin", PASSWORD)
-    b = TestClient(create_app(ctx), base_url="https://testserver")
-    token = CSRF.search(b.get("/login").text)
-    assert token
-    resp = b.post("/login", data={"csrf": token.group(1), "username": "ann",
-                                  "password": PASSWORD, "next": "/"}, follow_redirects=False)
-    assert resp.status_code == 303, resp.text
-    return b
+    add_user(ctx, "ann")
+    return sign_in(ctx, "ann")
 
 
 def _logged_in(b: TestClient, path: str = "/", **headers: str) -> bool:

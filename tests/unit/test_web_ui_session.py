@@ -5,7 +5,6 @@ tests/integration/test_web_ui.py."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -14,7 +13,7 @@ import pytest
 from engine_seed import PASSWORD, engine_context
 from fastapi.routing import APIRoute, iter_route_contexts
 from sqlalchemy.orm import Session
-from starlette.testclient import TestClient
+from web_ui_login import add_user, browser, csrf_of, logged_in
 
 from corral.engine.app import create_app
 from corral.engine.context import EngineContext
@@ -23,18 +22,14 @@ from corral.engine.db.models import (
     Host,
     Image,
     Project,
-    RoleAssignment,
     Token,
     Vm,
     utcnow,
 )
 from corral.engine.permissions import PERMISSIONS, SELF
 from corral.engine.routes.deps import declared_permissions
-from corral.engine.services import users
 from corral.engine.services.auth import create_token
 from corral.engine.ui import session
-
-CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
 
 def _projects(s: Session, host: Host) -> None:
@@ -53,41 +48,12 @@ def ctx(tmp_path: Path) -> Iterator[EngineContext]:
     yield from engine_context(tmp_path, prepare=_projects)
 
 
-def _user(ctx: EngineContext, name: str, role: str = "admin", project: str | None = None) -> None:
-    """A password user: ``role`` everywhere, or (``project``) only in that project."""
-    users.create(ctx, name, "none" if project else role, PASSWORD)
-    if project:
-        with ctx.db.session() as s:
-            s.add(RoleAssignment(subject_kind="user", subject=name, role=role, project=project))
-
-
-def _browser(ctx: EngineContext) -> TestClient:
-    # https: the session cookie is Secure, so a client sends it back over HTTPS only
-    return TestClient(create_app(ctx), base_url="https://testserver")
-
-
-def _csrf(html: str) -> str:
-    found = CSRF.search(html)
-    assert found, html[:500]
-    return found.group(1)
-
-
-def _login(ctx: EngineContext, name: str, password: str = PASSWORD) -> tuple[TestClient, str]:
-    """A browser logged in as ``name``, and its session's CSRF token."""
-    b = _browser(ctx)
-    form = b.get("/login")
-    resp = b.post("/login", data={"csrf": _csrf(form.text), "username": name,
-                                  "password": password, "next": "/"}, follow_redirects=False)
-    assert resp.status_code == 303, resp.text
-    return b, _csrf(b.get("/").text)
-
-
 def test_a_wrong_password_is_refused_and_sets_no_session(ctx: EngineContext) -> None:
-    _user(ctx, "ann")
-    b = _browser(ctx)
+    add_user(ctx, "ann")
+    b = browser(ctx)
     form = b.get("/login")
     assert form.status_code == 200 and 'autocomplete="current-password"' in form.text
-    resp = b.post("/login", data={"csrf": _csrf(form.text), "username": "ann",
+    resp = b.post("/login", data={"csrf": csrf_of(form.text), "username": "ann",
                                   "password": "not it"}, follow_redirects=False)
     assert resp.status_code == 401
     assert "Wrong user name or password." in resp.text
@@ -96,22 +62,22 @@ def test_a_wrong_password_is_refused_and_sets_no_session(ctx: EngineContext) -> 
 
 
 def test_a_login_post_without_its_csrf_token_is_refused(ctx: EngineContext) -> None:
-    _user(ctx, "ann")
-    b = _browser(ctx)
+    add_user(ctx, "ann")
+    b = browser(ctx)
     b.get("/login")  # the cookie half of the pair, but no form field
     resp = b.post("/login", data={"username": "ann", "password": PASSWORD})
     assert resp.status_code == 403 and "security token" in resp.text
-    other = _browser(ctx)  # another site's form: a token, but not the cookie's
+    other = browser(ctx)  # another site's form: a token, but not the cookie's
     resp = other.post("/login", data={"csrf": "guess", "username": "ann", "password": PASSWORD})
     assert resp.status_code == 403
     assert session.SESSION_COOKIE not in b.cookies and session.SESSION_COOKIE not in other.cookies
 
 
 def test_login_sets_a_strict_cookie_and_the_dashboard_shows_the_host(ctx: EngineContext) -> None:
-    _user(ctx, "ann")
-    b = _browser(ctx)
+    add_user(ctx, "ann")
+    b = browser(ctx)
     form = b.get("/login?next=/vms")
-    resp = b.post("/login", data={"csrf": _csrf(form.text), "username": "ann",
+    resp = b.post("/login", data={"csrf": csrf_of(form.text), "username": "ann",
                                   "password": PASSWORD, "next": "/vms"}, follow_redirects=False)
     assert resp.status_code == 303 and resp.headers["location"] == "/vms"
     cookie = next(c for c in resp.headers.get_list("set-cookie")
@@ -130,17 +96,17 @@ def test_login_sets_a_strict_cookie_and_the_dashboard_shows_the_host(ctx: Engine
 
 
 def test_login_redirects_only_within_the_site(ctx: EngineContext) -> None:
-    _user(ctx, "ann")
-    b = _browser(ctx)
+    add_user(ctx, "ann")
+    b = browser(ctx)
     form = b.get("/login")
-    resp = b.post("/login", data={"csrf": _csrf(form.text), "username": "ann",
+    resp = b.post("/login", data={"csrf": csrf_of(form.text), "username": "ann",
                                   "password": PASSWORD, "next": "//evil.example/x"},
                   follow_redirects=False)
     assert resp.headers["location"] == "/"
 
 
 def test_without_a_session_pages_send_to_the_login(ctx: EngineContext) -> None:
-    b = _browser(ctx)
+    b = browser(ctx)
     assert b.get("/vms", follow_redirects=False).headers["location"] == "/login?next=/vms"
     assert b.get("/ui/events", follow_redirects=False).status_code == 303  # no stream
     htmx = b.get("/vms/plain/row", headers={"HX-Request": "true"}, follow_redirects=False)
@@ -151,8 +117,8 @@ def test_without_a_session_pages_send_to_the_login(ctx: EngineContext) -> None:
 
 
 def test_every_unsafe_request_needs_the_sessions_csrf_token(ctx: EngineContext) -> None:
-    _user(ctx, "ann")
-    b, csrf = _login(ctx, "ann")
+    add_user(ctx, "ann")
+    b, csrf = logged_in(ctx, "ann")
     for headers, data in (({}, {"action": "start"}),  # none
                           ({"X-CSRF-Token": "0" * 64}, {"action": "start"}),  # wrong
                           ({}, {"action": "start", "csrf": csrf[:-1] + "x"})):
@@ -167,12 +133,12 @@ def test_every_unsafe_request_needs_the_sessions_csrf_token(ctx: EngineContext) 
 
 
 def test_logout_ends_the_session_on_the_server(ctx: EngineContext) -> None:
-    _user(ctx, "ann")
-    b, csrf = _login(ctx, "ann")
+    add_user(ctx, "ann")
+    b, csrf = logged_in(ctx, "ann")
     stolen = b.cookies[session.SESSION_COOKIE]
     resp = b.post("/logout", data={"csrf": csrf}, follow_redirects=False)
     assert resp.status_code == 303 and resp.headers["location"] == "/login"
-    replay = _browser(ctx)  # the old cookie, kept by someone: refused now
+    replay = browser(ctx)  # the old cookie, kept by someone: refused now
     replay.cookies.set(session.SESSION_COOKIE, stolen, domain="testserver")
     assert replay.get("/", follow_redirects=False).status_code == 303
     with ctx.db.session() as s:
@@ -180,8 +146,8 @@ def test_logout_ends_the_session_on_the_server(ctx: EngineContext) -> None:
 
 
 def test_an_expired_session_sends_to_the_login(ctx: EngineContext) -> None:
-    _user(ctx, "ann")
-    b, _ = _login(ctx, "ann")
+    add_user(ctx, "ann")
+    b, _ = logged_in(ctx, "ann")
     assert b.get("/", follow_redirects=False).status_code == 200
     with ctx.db.session() as s:  # whatever the cookie's Max-Age says, the server decides
         s.query(Token).filter_by(kind="session").update(
@@ -190,8 +156,8 @@ def test_an_expired_session_sends_to_the_login(ctx: EngineContext) -> None:
 
 
 def test_a_project_user_sees_only_its_projects_vms(ctx: EngineContext) -> None:
-    _user(ctx, "alice", "user", project="a")
-    b, csrf = _login(ctx, "alice")
+    add_user(ctx, "alice", "user", project="a")
+    b, csrf = logged_in(ctx, "alice")
     listing = b.get("/vms")
     assert listing.status_code == 200
     assert 'href="/vms/a.web"' in listing.text
@@ -209,8 +175,8 @@ def test_a_project_user_sees_only_its_projects_vms(ctx: EngineContext) -> None:
 
 
 def test_a_viewer_sees_no_power_buttons_and_is_refused_power(ctx: EngineContext) -> None:
-    _user(ctx, "vic", "viewer", project="a")
-    b, csrf = _login(ctx, "vic")
+    add_user(ctx, "vic", "viewer", project="a")
+    b, csrf = logged_in(ctx, "vic")
     page = b.get("/vms/a.web")
     assert page.status_code == 200 and 'name="action"' not in page.text
     resp = b.post("/vms/a.web/power", data={"action": "start", "csrf": csrf})
@@ -218,8 +184,8 @@ def test_a_viewer_sees_no_power_buttons_and_is_refused_power(ctx: EngineContext)
 
 
 def test_the_admin_sees_every_project_and_filters(ctx: EngineContext) -> None:
-    _user(ctx, "ann")
-    b, _ = _login(ctx, "ann")
+    add_user(ctx, "ann")
+    b, _ = logged_in(ctx, "ann")
     every = b.get("/vms").text
     assert all(f'href="/vms/{n}"' in every for n in ("a.web", "b.web", "plain"))
     only_b = b.get("/vms?project=b").text
@@ -240,11 +206,11 @@ def test_every_page_route_declares_one_known_permission(ctx: EngineContext) -> N
 
 
 def test_the_audit_log_records_ui_logins_and_actions(ctx: EngineContext) -> None:
-    _user(ctx, "alice", "user", project="a")
-    b = _browser(ctx)
+    add_user(ctx, "alice", "user", project="a")
+    b = browser(ctx)
     form = b.get("/login")
-    b.post("/login", data={"csrf": _csrf(form.text), "username": "alice", "password": "no"})
-    b, csrf = _login(ctx, "alice")
+    b.post("/login", data={"csrf": csrf_of(form.text), "username": "alice", "password": "no"})
+    b, csrf = logged_in(ctx, "alice")
     b.post("/vms/a.web/power", data={"action": "start", "csrf": csrf})
     with ctx.db.session() as s:
         rows = [(r.user, r.action, r.target, r.status, r.project)
