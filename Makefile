@@ -60,20 +60,17 @@ INTEGRATION_WORKERS ?= 2
 LANES = -n $(INTEGRATION_WORKERS) --dist loadfile
 
 unit: venv
-	$(VENV)/bin/pytest -q -n $(UNIT_WORKERS) tests/unit
+	$(VENV)/bin/pytest -q --durations=25 -n $(UNIT_WORKERS) tests/unit
 
+# Both phases run even when the first fails; the target fails if either did.
 integration: venv
-	rc=0; $(VENV)/bin/pytest -q $(LANES) -m "not solo" tests/integration || rc=$$?; \
-	$(VENV)/bin/pytest -q -m solo tests/integration || rc=$$?; exit $$rc
+	rc=0; \
+	$(VENV)/bin/pytest -q --durations=25 $(LANES) -m "not solo" tests/integration || rc=$$?; \
+	$(VENV)/bin/pytest -q --durations=15 -m solo tests/integration || rc=$$?; \
+	exit $$rc
 
 test: venv
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/mypy
-	$(VENV)/bin/pytest -q --durations=25 -n $(UNIT_WORKERS) tests/unit
-	rc=0; \
-	$(VENV)/bin/pytest -q --durations=25 $(LANES) -m "not solo" tests --ignore=tests/unit || rc=$$?; \
-	$(VENV)/bin/pytest -q --durations=15 -m solo tests --ignore=tests/unit || rc=$$?; \
-	exit $$rc
+	@$(MAKE) --no-print-directory lint unit integration
 
 # Each benchmark starts its own lab host (detection, cluster_api, cluster_rss: a 3-host
 # `corral lab up`; scheduler none; api_projects the engine alone, `corral up

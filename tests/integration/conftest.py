@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from ceph_cluster import CephCluster
+from labutil import xdist_worker
 from nodeutil import PORT, Node
 
 from corral.lab.host import LabHost
@@ -27,8 +28,7 @@ def _free_index() -> int:
     used = subprocess.run(["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True,
                           check=True, timeout=10).stdout
     # xdist workers (make test's lanes) start apart: two nodes coming up at once.
-    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
-    start = (os.getpid() + 50 * worker) % 100
+    start = (os.getpid() + 50 * xdist_worker()) % 100
     for i in range(100):
         index = 100 + (start + i) % 100
         if f" 10.209.{index}.1/" not in used:

@@ -25,12 +25,16 @@ from corral.lab.host import LabHost
 CORRAL = [sys.executable, "-m", "corral.cli.main"]
 
 
+def xdist_worker() -> int:
+    """This pytest process's xdist worker number (make test's lanes: gw0, gw1); 0 alone."""
+    return int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+
+
 def lab_index_base() -> int:
     """Where this pytest process's labs count their indexes from: 50, and 20 further on per
     xdist worker (gw1: 70), so that two labs coming up at once on two workers never probe
     the same free index (the node fixture uses 100-199, test_lab_host 200 and up)."""
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
-    return 50 + 20 * int(worker.removeprefix("gw") or 0)
+    return 50 + 20 * xdist_worker()
 
 
 class LabCli:
