@@ -42,7 +42,6 @@ class QuotaRow:
     limit: str  # the input's text: a count, or a size with its unit ("": no limit)
     limited: bool  # a meter then
     percent: int
-    settable: bool  # in the API's QuotaSet (a quota the engine counts but the API cannot set: read-only)
 
     @property
     def extra(self) -> str:
@@ -76,7 +75,7 @@ def quota_rows(p: ProjectInfo, typed: dict[str, str] | None = None) -> list[Quot
         shown = human(use) if limit is None else f"{human(use)} of {human(limit)} ({percent} %)"
         rows.append(QuotaRow(q, QUOTA_LABELS.get(q, q), shown,
                              (typed or {}).get(q, limit_text(q, limit)), limit is not None,
-                             percent, q in SETTABLE))
+                             percent))
     return rows
 
 
